@@ -1,0 +1,262 @@
+//! Elementwise kernels: unary maps (activations, their derivative masks, scalar arithmetic) and
+//! binary ops with NumPy broadcasting.
+
+use super::PARALLEL_THRESHOLD;
+use crate::shape::{broadcast_strides, contiguous_strides};
+use crate::Element;
+use rayon::prelude::*;
+
+/// A unary elementwise operation. Scalar parameters are `f64` and cast to the element type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Abs,
+    /// -1, 0 or 1.
+    Sign,
+    Relu,
+    LeakyRelu(f64),
+    /// The derivative of `LeakyRelu(slope)`: 1 where x > 0, else `slope`.
+    LeakyReluSlope(f64),
+    Tanh,
+    Sigmoid,
+    /// log(1 + e^x), computed without overflow.
+    Softplus,
+    /// x^p for a constant p.
+    Pow(f64),
+    Clamp(f64, f64),
+    /// 1 where lo <= x <= hi, else 0 (the derivative of `Clamp(lo, hi)`).
+    InRange(f64, f64),
+    AddScalar(f64),
+    MulScalar(f64),
+    /// 1 where x > c, else 0.
+    GtScalar(f64),
+    /// 1 where x < c, else 0.
+    LtScalar(f64),
+    /// 1 where x == c, else 0.
+    EqScalar(f64),
+}
+
+impl UnaryOp {
+    #[inline]
+    fn apply<T: Element>(self, x: T) -> T {
+        let t = T::from_f64;
+        let mask = |b: bool| if b { T::ONE } else { T::ZERO };
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sign => {
+                if x > T::ZERO {
+                    T::ONE
+                } else if x < T::ZERO {
+                    -T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            UnaryOp::Relu => {
+                if x > T::ZERO {
+                    x
+                } else {
+                    T::ZERO
+                }
+            }
+            UnaryOp::LeakyRelu(s) => {
+                if x > T::ZERO {
+                    x
+                } else {
+                    x * t(s)
+                }
+            }
+            UnaryOp::LeakyReluSlope(s) => {
+                if x > T::ZERO {
+                    T::ONE
+                } else {
+                    t(s)
+                }
+            }
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Sigmoid => {
+                // Two branches so that exp never overflows.
+                if x >= T::ZERO {
+                    T::ONE / (T::ONE + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (T::ONE + e)
+                }
+            }
+            UnaryOp::Softplus => x.max(T::ZERO) + (-x.abs()).exp().ln_1p(),
+            UnaryOp::Pow(p) => {
+                if p == 2.0 {
+                    x * x
+                } else if p.fract() == 0.0 && p.abs() < 64.0 {
+                    x.powi(p as i32)
+                } else {
+                    x.powf(t(p))
+                }
+            }
+            UnaryOp::Clamp(lo, hi) => x.max(t(lo)).min(t(hi)),
+            UnaryOp::InRange(lo, hi) => mask(x >= t(lo) && x <= t(hi)),
+            UnaryOp::AddScalar(c) => x + t(c),
+            UnaryOp::MulScalar(c) => x * t(c),
+            UnaryOp::GtScalar(c) => mask(x > t(c)),
+            UnaryOp::LtScalar(c) => mask(x < t(c)),
+            UnaryOp::EqScalar(c) => mask(x == t(c)),
+        }
+    }
+}
+
+/// `out[i] = op(x[i])`.
+pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    if x.len() >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = op.apply(x)));
+    } else {
+        out.iter_mut().zip(x).for_each(|(o, &x)| *o = op.apply(x));
+    }
+    out
+}
+
+/// A binary elementwise operation. Comparisons give 1 where true and 0 where false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Minimum,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+}
+
+impl BinaryOp {
+    #[inline]
+    fn apply<T: Element>(self, a: T, b: T) -> T {
+        let mask = |c: bool| if c { T::ONE } else { T::ZERO };
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Maximum => a.max(b),
+            BinaryOp::Minimum => a.min(b),
+            BinaryOp::Gt => mask(a > b),
+            BinaryOp::Ge => mask(a >= b),
+            BinaryOp::Lt => mask(a < b),
+            BinaryOp::Le => mask(a <= b),
+            BinaryOp::Eq => mask(a == b),
+        }
+    }
+}
+
+/// `out = op(a, b)` with NumPy broadcasting to `out_shape` (which the caller computed with
+/// [`crate::broadcast_shapes`]).
+pub fn binary<T: Element>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<T> {
+    let n: usize = out_shape.iter().product();
+    let mut out = vec![T::ZERO; n];
+    if n == 0 {
+        return out;
+    }
+    if a_shape == b_shape {
+        let body = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = op.apply(a, b);
+            }
+        };
+        if n >= PARALLEL_THRESHOLD {
+            out.par_chunks_mut(4096)
+                .zip(a.par_chunks(4096).zip(b.par_chunks(4096)))
+                .for_each(body);
+        } else {
+            body((&mut out[..], (a, b)));
+        }
+        return out;
+    }
+    if b.len() == 1 {
+        let b = b[0];
+        let body = |(o, a): (&mut [T], &[T])| o.iter_mut().zip(a).for_each(|(o, &a)| *o = op.apply(a, b));
+        if n >= PARALLEL_THRESHOLD {
+            out.par_chunks_mut(4096).zip(a.par_chunks(4096)).for_each(body);
+        } else {
+            body((&mut out[..], a));
+        }
+        return out;
+    }
+    // General case: walk the output row by row (a row is the last dim); each row reads `a` and
+    // `b` with their broadcast strides.
+    let rank = out_shape.len();
+    let sa = broadcast_strides(a_shape, out_shape);
+    let sb = broadcast_strides(b_shape, out_shape);
+    let row = out_shape[rank - 1];
+    let (sa_last, sb_last) = (sa[rank - 1], sb[rank - 1]);
+    let out_strides = contiguous_strides(out_shape);
+    let body = |(r, o): (usize, &mut [T])| {
+        let start = r * row;
+        let (mut oa, mut ob) = (0, 0);
+        for d in 0..rank - 1 {
+            let idx = (start / out_strides[d]) % out_shape[d];
+            oa += idx * sa[d];
+            ob += idx * sb[d];
+        }
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = op.apply(a[oa + j * sa_last], b[ob + j * sb_last]);
+        }
+    };
+    if n >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(row).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(row).enumerate().for_each(body);
+    }
+    out
+}
+
+/// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`; all three of one shape.
+pub fn where_cond<T: Element>(cond: &[T], a: &[T], b: &[T]) -> Vec<T> {
+    cond.iter()
+        .zip(a.iter().zip(b))
+        .map(|(&c, (&a, &b))| if c != T::ZERO { a } else { b })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_binary_matches_hand_computation() {
+        // [2, 3] + [3] and [2, 1] * [1, 3]
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let out = binary(BinaryOp::Add, &a, &[2, 3], &[10.0, 20.0, 30.0], &[3], &[2, 3]);
+        assert_eq!(out, vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        let out = binary(BinaryOp::Mul, &[1.0, 2.0], &[2, 1], &[1.0, 10.0, 100.0], &[1, 3], &[2, 3]);
+        assert_eq!(out, vec![1.0, 10.0, 100.0, 2.0, 20.0, 200.0]);
+    }
+
+    #[test]
+    fn stable_softplus_and_sigmoid() {
+        let out = unary(UnaryOp::Softplus, &[-1000.0f64, 0.0, 1000.0]);
+        assert_eq!(out[0], 0.0);
+        assert!((out[1] - 2f64.ln()).abs() < 1e-15);
+        assert_eq!(out[2], 1000.0);
+        let out = unary(UnaryOp::Sigmoid, &[-1000.0f32, 0.0, 1000.0]);
+        assert_eq!(out, vec![0.0, 0.5, 1.0]);
+    }
+}

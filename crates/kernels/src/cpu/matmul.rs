@@ -1,0 +1,191 @@
+//! Matrix multiplication: `C = A B` for row-major buffers, with either operand read transposed
+//! through its strides (no copies at the call site), batched, and parallel over batches and row
+//! blocks of C.
+
+use crate::Element;
+use rayon::prelude::*;
+
+/// How to read one operand: element (row r, column c) is at `offset + r * row_stride + c * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixLayout {
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl MatrixLayout {
+    /// A contiguous row-major `rows x cols` matrix, read as is.
+    pub fn row_major(cols: usize) -> Self {
+        MatrixLayout { row_stride: cols, col_stride: 1 }
+    }
+    /// A contiguous row-major `rows x cols` matrix, read as its transpose.
+    pub fn transposed(cols: usize) -> Self {
+        MatrixLayout { row_stride: 1, col_stride: cols }
+    }
+}
+
+/// Rows of C computed together: each row of B loaded from cache serves this many rows of A.
+const ROW_BLOCK: usize = 4;
+/// Depth of one pass over B, so that the block of B rows stays in L2.
+const DEPTH_BLOCK: usize = 256;
+
+/// `c (m x n, row-major) (+)= A (m x k) B (k x n)` on the calling thread.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_layout: MatrixLayout,
+    b: &[T],
+    b_layout: MatrixLayout,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    if !accumulate {
+        c[..m * n].iter_mut().for_each(|v| *v = T::ZERO);
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // The inner loop runs along rows of B: pack B row-major when it is read transposed.
+    let packed;
+    let b: &[T] = if b_layout.col_stride == 1 && b_layout.row_stride == n {
+        b
+    } else {
+        packed = (0..k)
+            .flat_map(|p| (0..n).map(move |j| (p, j)))
+            .map(|(p, j)| b[p * b_layout.row_stride + j * b_layout.col_stride])
+            .collect::<Vec<T>>();
+        &packed
+    };
+    let a_at = |i: usize, p: usize| a[i * a_layout.row_stride + p * a_layout.col_stride];
+    for p0 in (0..k).step_by(DEPTH_BLOCK) {
+        let p1 = (p0 + DEPTH_BLOCK).min(k);
+        let mut i = 0;
+        while i + ROW_BLOCK <= m {
+            let (c0, rest) = c[i * n..(i + ROW_BLOCK) * n].split_at_mut(n);
+            let (c1, rest) = rest.split_at_mut(n);
+            let (c2, c3) = rest.split_at_mut(n);
+            for p in p0..p1 {
+                let (a0, a1, a2, a3) = (a_at(i, p), a_at(i + 1, p), a_at(i + 2, p), a_at(i + 3, p));
+                let brow = &b[p * n..(p + 1) * n];
+                for j in 0..n {
+                    let bv = brow[j];
+                    c0[j] += a0 * bv;
+                    c1[j] += a1 * bv;
+                    c2[j] += a2 * bv;
+                    c3[j] += a3 * bv;
+                }
+            }
+            i += ROW_BLOCK;
+        }
+        for i in i..m {
+            let crow = &mut c[i * n..(i + 1) * n];
+            for p in p0..p1 {
+                let av = a_at(i, p);
+                let brow = &b[p * n..(p + 1) * n];
+                crow.iter_mut().zip(brow).for_each(|(c, &bv)| *c += av * bv);
+            }
+        }
+    }
+}
+
+/// One batched matmul problem: `batch` products of `m x k` by `k x n`. Batch `i` of an operand
+/// starts at `i * batch_stride` (0 broadcasts one matrix over the batch).
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulProblem {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_layout: MatrixLayout,
+    pub a_batch_stride: usize,
+    pub b_layout: MatrixLayout,
+    pub b_batch_stride: usize,
+}
+
+/// Batched `A B`, parallel over batches and blocks of rows of the output.
+pub fn matmul<T: Element>(p: &MatmulProblem, a: &[T], b: &[T]) -> Vec<T> {
+    let MatmulProblem { batch, m, n, k, .. } = *p;
+    let mut out = vec![T::ZERO; batch * m * n];
+    if out.is_empty() {
+        return out;
+    }
+    // Enough row blocks to keep every thread busy, each big enough to amortise packing B.
+    let flops = 2 * m * n * k;
+    let threads = rayon::current_num_threads();
+    let rows_per_task = if flops * batch < 1 << 20 {
+        m
+    } else {
+        (m.div_ceil((threads * 4).div_ceil(batch).max(1))).max(ROW_BLOCK * 4).min(m)
+    };
+    let tasks_per_batch = m.div_ceil(rows_per_task);
+    out.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
+        let a = &a[bi * p.a_batch_stride..];
+        let b = &b[bi * p.b_batch_stride..];
+        if tasks_per_batch == 1 {
+            gemm(m, n, k, a, p.a_layout, b, p.b_layout, c, false);
+        } else {
+            c.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(t, c)| {
+                let r0 = t * rows_per_task;
+                let rows = c.len() / n;
+                gemm(rows, n, k, &a[r0 * p.a_layout.row_stride..], p.a_layout, b, p.b_layout, c, false);
+            });
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(rows: usize, cols: usize, x: &[f64]) -> Vec<f64> {
+        (0..cols).flat_map(|c| (0..rows).map(move |r| x[r * cols + c])).collect()
+    }
+
+    #[test]
+    fn hand_computed_2x2() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [5.0, 6.0, 7.0, 8.0];
+        let mut c = [0.0; 4];
+        gemm(2, 2, 2, &a, MatrixLayout::row_major(2), &b, MatrixLayout::row_major(2), &mut c, false);
+        assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+    }
+
+    #[test]
+    fn transposed_operands_and_odd_sizes_match_naive() {
+        for &(m, n, k) in &[(1, 1, 1), (7, 5, 3), (13, 9, 300), (70, 33, 17)] {
+            let a: Vec<f64> = (0..m * k).map(|v| ((v * 7 % 11) as f64) - 5.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|v| ((v * 5 % 13) as f64) - 6.0).collect();
+            let want = naive(m, n, k, &a, &b);
+            let at = transpose(m, k, &a);
+            let bt = transpose(k, n, &b);
+            for (a_buf, a_layout) in [(&a, MatrixLayout::row_major(k)), (&at, MatrixLayout::transposed(m))] {
+                for (b_buf, b_layout) in [(&b, MatrixLayout::row_major(n)), (&bt, MatrixLayout::transposed(k))] {
+                    let problem = MatmulProblem {
+                        batch: 1,
+                        m,
+                        n,
+                        k,
+                        a_layout,
+                        a_batch_stride: 0,
+                        b_layout,
+                        b_batch_stride: 0,
+                    };
+                    assert_eq!(matmul(&problem, a_buf, b_buf), want, "m={m} n={n} k={k}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The CPU kernels: the reference implementation of every kernel, parallel with rayon where the
+//! work is large enough to pay for it. The CUDA kernels (a later backend) are checked against
+//! these.
+
+pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod matmul;
+pub mod reduce;
+
+/// Below this many elements a kernel runs on the calling thread: splitting small work across
+/// threads costs more than it saves.
+pub const PARALLEL_THRESHOLD: usize = 1 << 15;

@@ -1,0 +1,269 @@
+//! [`Storage`]: a buffer on one device, and the one place where operations are dispatched to a
+//! device's kernels. The tensor crate only ever talks to `Storage`, so adding a device means
+//! adding a variant here and its arms below.
+
+use crate::cpu::{conv, elementwise, layout, matmul, reduce};
+use crate::{BinaryOp, ConvGeometry, UnaryOp};
+use std::fmt;
+
+pub use crate::cpu::matmul::{MatmulProblem, MatrixLayout};
+pub use crate::cpu::reduce::ReduceOp;
+
+/// Where a tensor's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    Cpu,
+    /// A CUDA GPU by ordinal. The CUDA backend arrives in a later release; until then creating
+    /// storage on it is an error.
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+}
+
+impl DType {
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DType::F32 => write!(f, "f32"),
+            DType::F64 => write!(f, "f64"),
+        }
+    }
+}
+
+/// A host buffer of one dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A buffer on one device. Contiguous, row-major; the shape lives with the tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Storage {
+    Cpu(CpuStorage),
+}
+
+/// Run `$body` with `$v` bound to the buffer of `$s`, whatever its dtype, and wrap a `Vec`
+/// result back into a storage of the same dtype.
+macro_rules! map_storage {
+    ($s:expr, |$v:ident| $body:expr) => {
+        match $s {
+            Storage::Cpu(CpuStorage::F32($v)) => Storage::Cpu(CpuStorage::F32($body)),
+            Storage::Cpu(CpuStorage::F64($v)) => Storage::Cpu(CpuStorage::F64($body)),
+        }
+    };
+}
+
+/// Like `map_storage!` for two operands, which must share dtype and device.
+macro_rules! map_storage2 {
+    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (Storage::Cpu(CpuStorage::F32($x)), Storage::Cpu(CpuStorage::F32($y))) => {
+                Storage::Cpu(CpuStorage::F32($body))
+            }
+            (Storage::Cpu(CpuStorage::F64($x)), Storage::Cpu(CpuStorage::F64($y))) => {
+                Storage::Cpu(CpuStorage::F64($body))
+            }
+            (a, b) => panic!(
+                "{}: operands must share dtype and device, got {} on {} and {} on {}",
+                $op,
+                a.dtype(),
+                a.device(),
+                b.dtype(),
+                b.device()
+            ),
+        }
+    };
+}
+
+impl Storage {
+    pub fn from_f32(v: Vec<f32>) -> Self {
+        Storage::Cpu(CpuStorage::F32(v))
+    }
+    pub fn from_f64(v: Vec<f64>) -> Self {
+        Storage::Cpu(CpuStorage::F64(v))
+    }
+
+    /// `len` copies of `value` in `dtype` on `device`.
+    pub fn full(value: f64, len: usize, dtype: DType, device: Device) -> Result<Self, String> {
+        match device {
+            Device::Cpu => Ok(match dtype {
+                DType::F32 => Storage::from_f32(vec![value as f32; len]),
+                DType::F64 => Storage::from_f64(vec![value; len]),
+            }),
+            Device::Cuda(n) => Err(format!(
+                "device cuda:{n} is not available: this build of earthmover has no CUDA backend yet"
+            )),
+        }
+    }
+
+    /// Host values converted to `dtype`, on `device`.
+    pub fn from_f64_slice(values: &[f64], dtype: DType, device: Device) -> Result<Self, String> {
+        let cpu = match dtype {
+            DType::F32 => Storage::from_f32(values.iter().map(|&v| v as f32).collect()),
+            DType::F64 => Storage::from_f64(values.to_vec()),
+        };
+        cpu.to_device(device)
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(CpuStorage::F32(_)) => DType::F32,
+            Storage::Cpu(CpuStorage::F64(_)) => DType::F64,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(CpuStorage::F32(v)) => v.len(),
+            Storage::Cpu(CpuStorage::F64(v)) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn size_in_bytes(&self) -> usize {
+        self.len() * self.dtype().size_in_bytes()
+    }
+
+    /// Copy to `device` (a clone when it is already there).
+    pub fn to_device(&self, device: Device) -> Result<Self, String> {
+        match device {
+            Device::Cpu => Ok(self.clone()),
+            Device::Cuda(n) => Err(format!(
+                "device cuda:{n} is not available: this build of earthmover has no CUDA backend yet"
+            )),
+        }
+    }
+
+    /// The values as f64 on the host.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            Storage::Cpu(CpuStorage::F32(v)) => v.iter().map(|&x| x as f64).collect(),
+            Storage::Cpu(CpuStorage::F64(v)) => v.clone(),
+        }
+    }
+
+    /// The values as f32 on the host.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            Storage::Cpu(CpuStorage::F32(v)) => v.clone(),
+            Storage::Cpu(CpuStorage::F64(v)) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    pub fn cast(&self, dtype: DType) -> Storage {
+        match (self, dtype) {
+            (s, d) if s.dtype() == d => s.clone(),
+            (Storage::Cpu(CpuStorage::F64(v)), DType::F32) => Storage::from_f32(v.iter().map(|&x| x as f32).collect()),
+            (Storage::Cpu(CpuStorage::F32(v)), DType::F64) => Storage::from_f64(v.iter().map(|&x| x as f64).collect()),
+            _ => unreachable!(),
+        }
+    }
+
+    pub fn unary(&self, op: UnaryOp) -> Storage {
+        map_storage!(self, |v| elementwise::unary(op, v))
+    }
+
+    pub fn binary(
+        &self,
+        op: BinaryOp,
+        shape: &[usize],
+        other: &Storage,
+        other_shape: &[usize],
+        out_shape: &[usize],
+    ) -> Storage {
+        map_storage2!("binary op", self, other, |a, b| elementwise::binary(
+            op,
+            a,
+            shape,
+            b,
+            other_shape,
+            out_shape
+        ))
+    }
+
+    /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
+    pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
+        match (self, a, b) {
+            (Storage::Cpu(CpuStorage::F32(c)), Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(b))) => {
+                Storage::from_f32(elementwise::where_cond(c, a, b))
+            }
+            (Storage::Cpu(CpuStorage::F64(c)), Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(b))) => {
+                Storage::from_f64(elementwise::where_cond(c, a, b))
+            }
+            _ => panic!("where: condition and values must share dtype and device"),
+        }
+    }
+
+    pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> Storage {
+        map_storage!(self, |v| reduce::reduce_to(op, v, shape, out_shape))
+    }
+
+    /// A contiguous copy of the strided view `(offset, strides, shape)` of this buffer.
+    pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
+        map_storage!(self, |v| layout::strided_copy(v, offset, strides, shape))
+    }
+
+    /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
+    pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
+        match (self, src) {
+            (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(s))) => {
+                layout::strided_write(d, offset, strides, s, shape)
+            }
+            (Storage::Cpu(CpuStorage::F64(d)), Storage::Cpu(CpuStorage::F64(s))) => {
+                layout::strided_write(d, offset, strides, s, shape)
+            }
+            _ => panic!("strided_write: source and destination must share dtype and device"),
+        }
+    }
+
+    pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
+        map_storage2!("matmul", self, other, |a, b| matmul::matmul(problem, a, b))
+    }
+
+    /// conv2d without bias; `self` is the input `[N, C, H, W]`, `weight` is `[O, C, kh, kw]`.
+    pub fn conv2d_forward(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+        map_storage2!("conv2d", self, weight, |x, w| conv::conv2d_forward(g, x, w))
+    }
+
+    /// The adjoint of conv2d in its input; `self` is a map `[N, O, Ho, Wo]`.
+    pub fn conv2d_input_adjoint(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+        map_storage2!("conv_transpose2d", self, weight, |y, w| conv::conv2d_input_adjoint(g, y, w))
+    }
+
+    /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
+    pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
+        map_storage2!("conv2d_weight_grad", self, grad_out, |x, gy| conv::conv2d_weight_grad(g, x, gy))
+    }
+}

@@ -1,0 +1,31 @@
+//! earthmover's tensor: n-dimensional arrays with reverse-mode automatic differentiation.
+//!
+//! ```
+//! use earthmover_tensor::{grad, DType, Tensor};
+//!
+//! let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap().requires_grad_(true);
+//! let y = x.pow(3.0).sum(); // sum(x^3)
+//! // dy/dx = 3x^2, kept differentiable so that we can differentiate again.
+//! let dx = grad(&[&y], &[&x], None, true).remove(0);
+//! assert_eq!(dx.to_vec_f64(), vec![3.0, 12.0, 27.0]);
+//! dx.sum().backward(); // d/dx sum(3x^2) = 6x
+//! assert_eq!(x.grad().unwrap().to_vec_f64(), vec![6.0, 12.0, 18.0]);
+//! # let _ = DType::F32;
+//! ```
+//!
+//! Every operation is defined in `ops/` with its forward pass (a kernel call through
+//! [`earthmover_kernels::Storage`]) next to its backward rule. Backward rules are written with
+//! differentiable tensor operations, so derivatives of any order work: WGAN-GP's gradient
+//! penalty differentiates a gradient. The engine itself is in [`autograd`].
+
+pub mod autograd;
+mod error;
+pub mod gradcheck;
+mod ops;
+mod tensor;
+
+pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
+pub use earthmover_kernels::{DType, Device};
+pub use error::{Error, Result};
+pub use ops::conv::ConvOptions;
+pub use tensor::{live_tensor_count, Tensor};

@@ -1,0 +1,195 @@
+//! 2-D convolutions, with PyTorch's weight layouts and options.
+//!
+//! Three primitives, closed under differentiation (each one's backward is made of the three):
+//! - `conv2d`: `y = C_w(x)`;
+//! - `conv2d_input_adjoint` (the transpose `C_w^T`): conv2d's input gradient, and
+//!   conv_transpose2d's forward;
+//! - [`Tensor::conv2d_weight_grad`]: conv2d's weight gradient, bilinear in `(x, gy)`.
+//!
+//! So the gradient penalty's second derivatives need no new kernel.
+
+use crate::Tensor;
+use earthmover_kernels::ConvGeometry;
+
+/// Stride, padding, dilation and (for transposed convs) output padding, per spatial axis
+/// `(h, w)`. `ConvOptions::default()` is PyTorch's: stride 1, no padding, dilation 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub output_padding: (usize, usize),
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), output_padding: (0, 0) }
+    }
+}
+
+impl ConvOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The same stride on both axes.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = (s, s);
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = (p, p);
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+    pub fn output_padding(mut self, p: usize) -> Self {
+        self.output_padding = (p, p);
+        self
+    }
+}
+
+fn dims4(t: &Tensor, what: &str, op: &str) -> [usize; 4] {
+    t.shape().try_into().unwrap_or_else(|_| panic!("{op}: {what} must have 4 dims, got shape {:?}", t.shape()))
+}
+
+impl Tensor {
+    /// 2-D convolution: `self: [N, C, H, W]`, `weight: [O, C, kh, kw]`, `bias: [O]`; returns
+    /// `[N, O, Ho, Wo]`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
+        let [n, c, h, w] = dims4(self, "input", "conv2d");
+        let [o, wc, kh, kw] = dims4(weight, "weight", "conv2d");
+        assert_eq!(c, wc, "conv2d: input of shape {:?} has {c} channels but weight of shape {:?} expects {wc}", self.shape(), weight.shape());
+        assert_eq!(opts.output_padding, (0, 0), "conv2d: output_padding applies to conv_transpose2d only");
+        let size = |i, k, s, p, d, axis| {
+            ConvGeometry::conv_out_size(i, k, s, p, d).unwrap_or_else(|| {
+                panic!("conv2d: kernel of shape {:?} (dilation {d}) does not fit the {axis} of input {:?} padded by {p}", weight.shape(), self.shape())
+            })
+        };
+        assert!(opts.stride.0 > 0 && opts.stride.1 > 0 && opts.dilation.0 > 0 && opts.dilation.1 > 0, "conv2d: stride and dilation must be positive");
+        let g = ConvGeometry {
+            batch: n,
+            in_channels: c,
+            out_channels: o,
+            in_h: h,
+            in_w: w,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride: opts.stride,
+            padding: opts.padding,
+            dilation: opts.dilation,
+            out_h: size(h, kh, opts.stride.0, opts.padding.0, opts.dilation.0, "height"),
+            out_w: size(w, kw, opts.stride.1, opts.padding.1, opts.dilation.1, "width"),
+        };
+        add_channel_bias(conv2d_primitive(self, weight, g), bias, "conv2d")
+    }
+
+    /// 2-D transposed convolution: `self: [N, Cin, H, W]`, `weight: [Cin, Cout, kh, kw]`
+    /// (PyTorch's layout), `bias: [Cout]`; returns `[N, Cout, Ho, Wo]` with
+    /// `Ho = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1`.
+    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
+        let [n, cin, h, w] = dims4(self, "input", "conv_transpose2d");
+        let [wcin, cout, kh, kw] = dims4(weight, "weight", "conv_transpose2d");
+        assert_eq!(cin, wcin, "conv_transpose2d: input of shape {:?} has {cin} channels but weight of shape {:?} expects {wcin}", self.shape(), weight.shape());
+        let (s, p, d, op) = (opts.stride, opts.padding, opts.dilation, opts.output_padding);
+        assert!(s.0 > 0 && s.1 > 0 && d.0 > 0 && d.1 > 0, "conv_transpose2d: stride and dilation must be positive");
+        assert!(
+            op.0 < s.0.max(d.0) && op.1 < s.1.max(d.1),
+            "conv_transpose2d: output_padding {op:?} must be smaller than stride {s:?} or dilation {d:?}"
+        );
+        let size = |i, k, s, p, op, d| {
+            ConvGeometry::conv_transpose_out_size(i, k, s, p, op, d)
+                .unwrap_or_else(|| panic!("conv_transpose2d: padding {p} leaves an empty output for input {:?}", self.shape()))
+        };
+        let g = ConvGeometry {
+            batch: n,
+            in_channels: cout,
+            out_channels: cin,
+            in_h: size(h, kh, s.0, p.0, op.0, d.0),
+            in_w: size(w, kw, s.1, p.1, op.1, d.1),
+            kernel_h: kh,
+            kernel_w: kw,
+            stride: s,
+            padding: p,
+            dilation: d,
+            out_h: h,
+            out_w: w,
+        };
+        add_channel_bias(conv2d_input_adjoint(self, weight, g), bias, "conv_transpose2d")
+    }
+
+    /// The gradient of `<conv2d(self, w), grad_output>` with respect to a conv weight of
+    /// `kernel_size`: conv2d's weight gradient, as a differentiable op of its own.
+    /// `self: [N, C, H, W]`, `grad_output: [N, O, Ho, Wo]`; returns `[O, C, kh, kw]`.
+    pub fn conv2d_weight_grad(&self, grad_output: &Tensor, kernel_size: (usize, usize), opts: ConvOptions) -> Tensor {
+        let [n, c, h, w] = dims4(self, "input", "conv2d_weight_grad");
+        let [gn, o, ho, wo] = dims4(grad_output, "grad_output", "conv2d_weight_grad");
+        let g = ConvGeometry {
+            batch: n,
+            in_channels: c,
+            out_channels: o,
+            in_h: h,
+            in_w: w,
+            kernel_h: kernel_size.0,
+            kernel_w: kernel_size.1,
+            stride: opts.stride,
+            padding: opts.padding,
+            dilation: opts.dilation,
+            out_h: ho,
+            out_w: wo,
+        };
+        let expect = |i, k, s, p, d| ConvGeometry::conv_out_size(i, k, s, p, d);
+        assert!(
+            n == gn
+                && expect(h, g.kernel_h, g.stride.0, g.padding.0, g.dilation.0) == Some(ho)
+                && expect(w, g.kernel_w, g.stride.1, g.padding.1, g.dilation.1) == Some(wo),
+            "conv2d_weight_grad: grad_output of shape {:?} is not the output of input {:?} with kernel {kernel_size:?} and {opts:?}",
+            grad_output.shape(),
+            self.shape()
+        );
+        conv2d_weight_grad(self, grad_output, g)
+    }
+}
+
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>, op: &str) -> Tensor {
+    match bias {
+        None => y,
+        Some(b) => {
+            let channels = y.shape()[1];
+            assert_eq!(b.shape(), &[channels], "{op}: bias of shape {:?} for {channels} output channels", b.shape());
+            y.add(&b.reshape(&[1, channels, 1, 1]))
+        }
+    }
+}
+
+fn conv2d_primitive(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
+    let storage = x.storage().conv2d_forward(&w.storage(), &g);
+    let shape = vec![g.batch, g.out_channels, g.out_h, g.out_w];
+    Tensor::from_op(storage, shape, "conv2d", &[x, w], move |a| {
+        let (x, w, gy) = (&a.inputs[0], &a.inputs[1], a.grad);
+        vec![a.needs[0].then(|| conv2d_input_adjoint(gy, w, g)), a.needs[1].then(|| conv2d_weight_grad(x, gy, g))]
+    })
+}
+
+/// `C_w^T y`: maps a conv output `[N, O, Ho, Wo]` back to an input `[N, C, H, W]`.
+fn conv2d_input_adjoint(y: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
+    let storage = y.storage().conv2d_input_adjoint(&w.storage(), &g);
+    let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
+    Tensor::from_op(storage, shape, "conv_transpose2d", &[y, w], move |a| {
+        // <C_w^T y, G> = <y, C_w G>: linear in y through C_w, and in w through the weight grad.
+        let (y, w, gx) = (&a.inputs[0], &a.inputs[1], a.grad);
+        vec![a.needs[0].then(|| conv2d_primitive(gx, w, g)), a.needs[1].then(|| conv2d_weight_grad(gx, y, g))]
+    })
+}
+
+/// `W(x, gy)` with `<C_w x, gy> = <w, W(x, gy)>`.
+fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: ConvGeometry) -> Tensor {
+    let storage = x.storage().conv2d_weight_grad(&gy.storage(), &g);
+    let shape = vec![g.out_channels, g.in_channels, g.kernel_h, g.kernel_w];
+    Tensor::from_op(storage, shape, "conv2d_weight_grad", &[x, gy], move |a| {
+        // <W(x, gy), G> = <C_G x, gy>: in x that is C_G^T gy, in gy it is C_G x.
+        let (x, gy, gw) = (&a.inputs[0], &a.inputs[1], a.grad);
+        vec![a.needs[0].then(|| conv2d_input_adjoint(gy, gw, g)), a.needs[1].then(|| conv2d_primitive(x, gw, g))]
+    })
+}

@@ -1,0 +1,271 @@
+//! Elementwise ops: arithmetic with NumPy broadcasting, activations, and masks.
+
+use crate::autograd::BackwardArgs;
+use crate::Tensor;
+use earthmover_kernels::{broadcast_shapes, BinaryOp, UnaryOp};
+
+impl Tensor {
+    fn unary_op<F>(&self, op: UnaryOp, name: &'static str, backward: F) -> Tensor
+    where
+        F: Fn(&BackwardArgs) -> Tensor + Send + Sync + 'static,
+    {
+        let storage = self.storage().unary(op);
+        Tensor::from_op(storage, self.shape().to_vec(), name, &[self], move |a| vec![Some(backward(a))])
+    }
+
+    /// A mask or other value that no gradient flows through.
+    fn constant_unary(&self, op: UnaryOp) -> Tensor {
+        Tensor::constant(self.storage().unary(op), self.shape().to_vec())
+    }
+
+    pub fn neg(&self) -> Tensor {
+        self.unary_op(UnaryOp::Neg, "neg", |a| a.grad.neg())
+    }
+
+    pub fn exp(&self) -> Tensor {
+        self.unary_op(UnaryOp::Exp, "exp", |a| a.grad.mul(a.output))
+    }
+
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        self.unary_op(UnaryOp::Log, "log", |a| a.grad.div(&a.inputs[0]))
+    }
+
+    pub fn sqrt(&self) -> Tensor {
+        self.unary_op(UnaryOp::Sqrt, "sqrt", |a| a.grad.div(&a.output.mul_scalar(2.0)))
+    }
+
+    /// `|x|`; its gradient at 0 is 0.
+    pub fn abs(&self) -> Tensor {
+        self.unary_op(UnaryOp::Abs, "abs", |a| a.grad.mul(&a.inputs[0].sign()))
+    }
+
+    /// -1, 0 or 1; not differentiable (no gradient flows).
+    pub fn sign(&self) -> Tensor {
+        self.constant_unary(UnaryOp::Sign)
+    }
+
+    pub fn relu(&self) -> Tensor {
+        self.unary_op(UnaryOp::Relu, "relu", |a| a.grad.mul(&a.inputs[0].gt_scalar(0.0)))
+    }
+
+    /// `x` where positive, `negative_slope * x` elsewhere.
+    pub fn leaky_relu(&self, negative_slope: f64) -> Tensor {
+        self.unary_op(UnaryOp::LeakyRelu(negative_slope), "leaky_relu", move |a| {
+            a.grad.mul(&a.inputs[0].constant_unary(UnaryOp::LeakyReluSlope(negative_slope)))
+        })
+    }
+
+    pub fn tanh(&self) -> Tensor {
+        // d tanh = 1 - tanh^2, from the output.
+        self.unary_op(UnaryOp::Tanh, "tanh", |a| a.grad.mul(&a.output.square().neg().add_scalar(1.0)))
+    }
+
+    pub fn sigmoid(&self) -> Tensor {
+        // d sigmoid = s (1 - s), from the output.
+        self.unary_op(UnaryOp::Sigmoid, "sigmoid", |a| a.grad.mul(&a.output.mul(&a.output.neg().add_scalar(1.0))))
+    }
+
+    /// `log(1 + exp(x))`, stable for large `|x|`.
+    pub fn softplus(&self) -> Tensor {
+        self.unary_op(UnaryOp::Softplus, "softplus", |a| a.grad.mul(&a.inputs[0].sigmoid()))
+    }
+
+    /// `x^exponent` for a constant exponent.
+    pub fn pow(&self, exponent: f64) -> Tensor {
+        self.unary_op(UnaryOp::Pow(exponent), "pow", move |a| {
+            if exponent == 0.0 {
+                a.grad.zeros_like()
+            } else if exponent == 1.0 {
+                a.grad.clone()
+            } else {
+                a.grad.mul(&a.inputs[0].pow(exponent - 1.0).mul_scalar(exponent))
+            }
+        })
+    }
+
+    /// `x * x`.
+    pub fn square(&self) -> Tensor {
+        self.pow(2.0)
+    }
+
+    /// Clamp into `[min, max]`; the gradient is zero outside.
+    pub fn clamp(&self, min: f64, max: f64) -> Tensor {
+        assert!(min <= max, "clamp: min {min} is above max {max}");
+        self.unary_op(UnaryOp::Clamp(min, max), "clamp", move |a| {
+            a.grad.mul(&a.inputs[0].constant_unary(UnaryOp::InRange(min, max)))
+        })
+    }
+
+    pub fn add_scalar(&self, value: f64) -> Tensor {
+        self.unary_op(UnaryOp::AddScalar(value), "add_scalar", |a| a.grad.clone())
+    }
+
+    pub fn sub_scalar(&self, value: f64) -> Tensor {
+        self.add_scalar(-value)
+    }
+
+    pub fn mul_scalar(&self, value: f64) -> Tensor {
+        self.unary_op(UnaryOp::MulScalar(value), "mul_scalar", move |a| a.grad.mul_scalar(value))
+    }
+
+    pub fn div_scalar(&self, value: f64) -> Tensor {
+        self.mul_scalar(1.0 / value)
+    }
+
+    /// 1 where `x > value`, else 0. A mask: no gradient flows.
+    pub fn gt_scalar(&self, value: f64) -> Tensor {
+        self.constant_unary(UnaryOp::GtScalar(value))
+    }
+
+    /// 1 where `x < value`, else 0.
+    pub fn lt_scalar(&self, value: f64) -> Tensor {
+        self.constant_unary(UnaryOp::LtScalar(value))
+    }
+
+    /// 1 where `x == value`, else 0.
+    pub fn eq_scalar(&self, value: f64) -> Tensor {
+        self.constant_unary(UnaryOp::EqScalar(value))
+    }
+
+    // ------------------------------------------------------------ binary, broadcasting
+
+    fn broadcast_shape_with(&self, other: &Tensor, op: &str) -> Vec<usize> {
+        broadcast_shapes(self.shape(), other.shape()).unwrap_or_else(|| {
+            panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", self.shape(), other.shape())
+        })
+    }
+
+    fn binary_op<F>(&self, other: &Tensor, op: BinaryOp, name: &'static str, backward: F) -> Tensor
+    where
+        F: Fn(&BackwardArgs) -> [Option<Tensor>; 2] + Send + Sync + 'static,
+    {
+        let out_shape = self.broadcast_shape_with(other, name);
+        let storage = self.storage().binary(op, self.shape(), &other.storage(), other.shape(), &out_shape);
+        Tensor::from_op(storage, out_shape, name, &[self, other], move |a| backward(a).into())
+    }
+
+    fn constant_binary(&self, other: &Tensor, op: BinaryOp, name: &str) -> Tensor {
+        let out_shape = self.broadcast_shape_with(other, name);
+        Tensor::constant(self.storage().binary(op, self.shape(), &other.storage(), other.shape(), &out_shape), out_shape)
+    }
+
+    pub fn add(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::Add, "add", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            [a.needs[0].then(|| a.grad.sum_to(x.shape())), a.needs[1].then(|| a.grad.sum_to(y.shape()))]
+        })
+    }
+
+    pub fn sub(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::Sub, "sub", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            [a.needs[0].then(|| a.grad.sum_to(x.shape())), a.needs[1].then(|| a.grad.neg().sum_to(y.shape()))]
+        })
+    }
+
+    pub fn mul(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::Mul, "mul", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            [a.needs[0].then(|| a.grad.mul(y).sum_to(x.shape())), a.needs[1].then(|| a.grad.mul(x).sum_to(y.shape()))]
+        })
+    }
+
+    pub fn div(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::Div, "div", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            // d(x/y)/dy = -(x/y)/y = -out/y.
+            [
+                a.needs[0].then(|| a.grad.div(y).sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.mul(a.output).div(y).neg().sum_to(y.shape())),
+            ]
+        })
+    }
+
+    /// Elementwise maximum; at ties the gradient is split evenly.
+    pub fn maximum(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::Maximum, "maximum", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            let x_wins = x.gt(y).add(&x.eq(y).mul_scalar(0.5));
+            [
+                a.needs[0].then(|| a.grad.mul(&x_wins).sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.mul(&x_wins.neg().add_scalar(1.0)).sum_to(y.shape())),
+            ]
+        })
+    }
+
+    /// Elementwise minimum; at ties the gradient is split evenly.
+    pub fn minimum(&self, other: &Tensor) -> Tensor {
+        self.neg().maximum(&other.neg()).neg()
+    }
+
+    /// 1 where `self > other` (broadcasting), else 0. A mask: no gradient flows.
+    pub fn gt(&self, other: &Tensor) -> Tensor {
+        self.constant_binary(other, BinaryOp::Gt, "gt")
+    }
+    pub fn ge(&self, other: &Tensor) -> Tensor {
+        self.constant_binary(other, BinaryOp::Ge, "ge")
+    }
+    pub fn lt(&self, other: &Tensor) -> Tensor {
+        self.constant_binary(other, BinaryOp::Lt, "lt")
+    }
+    pub fn le(&self, other: &Tensor) -> Tensor {
+        self.constant_binary(other, BinaryOp::Le, "le")
+    }
+    pub fn eq(&self, other: &Tensor) -> Tensor {
+        self.constant_binary(other, BinaryOp::Eq, "eq")
+    }
+
+    /// `if condition != 0 { self } else { other }`, elementwise with broadcasting of all three.
+    /// The condition is a mask (no gradient flows into it).
+    pub fn where_cond(condition: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Tensor {
+        let shape = on_true.broadcast_shape_with(on_false, "where");
+        let shape = broadcast_shapes(&shape, condition.shape()).unwrap_or_else(|| {
+            panic!("where: condition of shape {:?} does not broadcast to {:?}", condition.shape(), shape)
+        });
+        let cond = condition.detach().broadcast_to(&shape);
+        let (t, f) = (on_true.broadcast_to(&shape), on_false.broadcast_to(&shape));
+        let storage = cond.storage().where_cond(&t.storage(), &f.storage());
+        Tensor::from_op(storage, shape, "where", &[&t, &f], move |a| {
+            let zeros = a.grad.zeros_like();
+            vec![
+                a.needs[0].then(|| Tensor::where_cond(&cond, a.grad, &zeros)),
+                a.needs[1].then(|| Tensor::where_cond(&cond, &zeros, a.grad)),
+            ]
+        })
+    }
+}
+
+macro_rules! std_op {
+    ($trait:ident, $method:ident, $impl:ident) => {
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                self.$impl(rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$impl(&self, &rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f64) -> Tensor {
+                self.$impl(&Tensor::scalar(rhs, self.dtype()))
+            }
+        }
+    };
+}
+std_op!(Add, add, add);
+std_op!(Sub, sub, sub);
+std_op!(Mul, mul, mul);
+std_op!(Div, div, div);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}

@@ -1,0 +1,88 @@
+//! Matrix products: batched matmul and linear layers.
+
+use crate::Tensor;
+use earthmover_kernels::{MatmulProblem, MatrixLayout};
+
+impl Tensor {
+    /// Matrix product of the last two dims, batched over the leading ones. The batch dims must
+    /// be equal, or one operand a plain matrix that is applied to every batch of the other.
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        self.matmul_transposed(other, false, false)
+    }
+
+    /// `op(self) @ op(other)`, where `op` transposes the last two dims when its flag is set.
+    /// The kernel reads the transposes through strides, so no copy is made; matmul's backward
+    /// rules use this to stay copy-free at every order.
+    pub fn matmul_transposed(&self, other: &Tensor, transpose_self: bool, transpose_other: bool) -> Tensor {
+        let (a, b) = (self, other);
+        assert!(
+            a.rank() >= 2 && b.rank() >= 2,
+            "matmul: both operands need at least 2 dims, got shapes {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
+        let (ar, ac) = (a.shape()[a.rank() - 2], a.shape()[a.rank() - 1]);
+        let (br, bc) = (b.shape()[b.rank() - 2], b.shape()[b.rank() - 1]);
+        let (m, k) = if transpose_self { (ac, ar) } else { (ar, ac) };
+        let (kb, n) = if transpose_other { (bc, br) } else { (br, bc) };
+        let (a_batch, b_batch) = (&a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2]);
+        assert!(
+            k == kb && (a_batch == b_batch || a_batch.is_empty() || b_batch.is_empty()),
+            "matmul: shapes {:?}{} and {:?}{} do not multiply",
+            a.shape(),
+            if transpose_self { "^T" } else { "" },
+            b.shape(),
+            if transpose_other { "^T" } else { "" }
+        );
+        let batch_shape = if a_batch.is_empty() { b_batch } else { a_batch };
+        let batch: usize = batch_shape.iter().product();
+        let layout = |transposed, cols| if transposed { MatrixLayout::transposed(cols) } else { MatrixLayout::row_major(cols) };
+        let problem = MatmulProblem {
+            batch,
+            m,
+            n,
+            k,
+            a_layout: layout(transpose_self, ac),
+            a_batch_stride: if a_batch.is_empty() { 0 } else { ar * ac },
+            b_layout: layout(transpose_other, bc),
+            b_batch_stride: if b_batch.is_empty() { 0 } else { br * bc },
+        };
+        let storage = a.storage().matmul(&b.storage(), &problem);
+        let mut out_shape = batch_shape.to_vec();
+        out_shape.extend([m, n]);
+        let (ta, tb) = (transpose_self, transpose_other);
+        Tensor::from_op(storage, out_shape, "matmul", &[a, b], move |args| {
+            let (a, b, g) = (&args.inputs[0], &args.inputs[1], args.grad);
+            let grad_a = args.needs[0].then(|| {
+                let ga = if ta { b.matmul_transposed(g, tb, true) } else { g.matmul_transposed(b, false, !tb) };
+                ga.sum_to(a.shape())
+            });
+            let grad_b = args.needs[1].then(|| {
+                let gb = if tb { g.matmul_transposed(a, true, ta) } else { a.matmul_transposed(g, !ta, false) };
+                gb.sum_to(b.shape())
+            });
+            vec![grad_a, grad_b]
+        })
+    }
+
+    /// `x W^T + b` for `x: [..., in]`, `weight: [out, in]`, `bias: [out]` (PyTorch's layout).
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        assert!(
+            weight.rank() == 2 && self.rank() >= 1 && self.shape()[self.rank() - 1] == weight.shape()[1],
+            "linear: input of shape {:?} does not fit weight of shape {:?} ([out, in])",
+            self.shape(),
+            weight.shape()
+        );
+        let x = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
+        let mut y = x.matmul_transposed(weight, false, true);
+        if let Some(b) = bias {
+            assert_eq!(b.shape(), &[weight.shape()[0]], "linear: bias of shape {:?} for {} outputs", b.shape(), weight.shape()[0]);
+            y = y.add(b);
+        }
+        if self.rank() == 1 {
+            y.squeeze(0)
+        } else {
+            y
+        }
+    }
+}

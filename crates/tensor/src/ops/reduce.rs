@@ -1,0 +1,126 @@
+//! Reductions (sum, mean, max over dims) and their adjoint, broadcasting.
+
+use crate::Tensor;
+use earthmover_kernels::{broadcast_shapes, broadcast_strides, ReduceOp};
+
+impl Tensor {
+    /// Sum over `dims` keeping them as size 1: the primitive behind every sum and mean.
+    fn sum_keepdim(&self, dims: &[usize]) -> Tensor {
+        let mut out_shape = self.shape().to_vec();
+        for &d in dims {
+            out_shape[d] = 1;
+        }
+        if out_shape == self.shape() {
+            return self.clone();
+        }
+        let storage = self.storage().reduce(ReduceOp::Sum, self.shape(), &out_shape);
+        let in_shape = self.shape().to_vec();
+        Tensor::from_op(storage, out_shape, "sum", &[self], move |a| vec![Some(a.grad.broadcast_to(&in_shape))])
+    }
+
+    fn resolve_dims(&self, dims: &[isize], op: &str) -> Vec<usize> {
+        let mut ds: Vec<usize> = dims.iter().map(|&d| self.dim_index(d, op)).collect();
+        ds.sort_unstable();
+        ds.dedup();
+        ds
+    }
+
+    /// The shape after reducing `dims` away (or to 1 with `keepdim`).
+    fn reduced_shape(&self, dims: &[usize], keepdim: bool) -> Vec<usize> {
+        let mut shape = Vec::new();
+        for (d, &s) in self.shape().iter().enumerate() {
+            if !dims.contains(&d) {
+                shape.push(s);
+            } else if keepdim {
+                shape.push(1);
+            }
+        }
+        shape
+    }
+
+    /// The sum of all elements, as a 0-dimensional tensor.
+    pub fn sum(&self) -> Tensor {
+        let all: Vec<usize> = (0..self.rank()).collect();
+        self.sum_keepdim(&all).reshape(&[])
+    }
+
+    /// Sum over `dims` (negative counts from the end), keeping them as size 1 with `keepdim`.
+    pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
+        let ds = self.resolve_dims(dims, "sum_dims");
+        let out = self.sum_keepdim(&ds);
+        if keepdim {
+            out
+        } else {
+            out.reshape(&self.reduced_shape(&ds, false))
+        }
+    }
+
+    /// The mean of all elements, as a 0-dimensional tensor.
+    pub fn mean(&self) -> Tensor {
+        self.sum().mul_scalar(1.0 / self.numel().max(1) as f64)
+    }
+
+    pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
+        let ds = self.resolve_dims(dims, "mean_dims");
+        let count: usize = ds.iter().map(|&d| self.shape()[d]).product();
+        self.sum_dims(dims, keepdim).mul_scalar(1.0 / count.max(1) as f64)
+    }
+
+    /// Maximum over `dims`. The gradient goes to the maximal elements (split evenly at ties).
+    pub fn max_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
+        let ds = self.resolve_dims(dims, "max_dims");
+        let keep_shape = self.reduced_shape(&ds, true);
+        let storage = self.storage().reduce(ReduceOp::Max, self.shape(), &keep_shape);
+        let dims_owned = ds.clone();
+        let out = Tensor::from_op(storage, keep_shape, "max", &[self], move |a| {
+            let x = &a.inputs[0];
+            let winners = x.eq(&a.output.detach());
+            let count = winners.sum_keepdim(&dims_owned);
+            vec![Some(winners.div(&count).mul(a.grad))]
+        });
+        if keepdim {
+            out
+        } else {
+            out.reshape(&self.reduced_shape(&ds, false))
+        }
+    }
+
+    /// The maximum of all elements, as a 0-dimensional tensor.
+    pub fn max(&self) -> Tensor {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.max_dims(&all, false)
+    }
+
+    /// Variance over `dims` (the population variance, dividing by the count: batch-norm's and
+    /// layer-norm's statistic). Built from differentiable ops, so it has every derivative.
+    pub fn var_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
+        let centered = self.sub(&self.mean_dims(dims, true));
+        centered.square().mean_dims(dims, keepdim)
+    }
+
+    /// Repeat along size-1 (or missing leading) dims to `shape`, NumPy-style. The gradient is
+    /// summed back with [`Tensor::sum_to`].
+    pub fn broadcast_to(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        let ok = broadcast_shapes(self.shape(), shape).is_some_and(|s| s == shape);
+        assert!(ok, "broadcast_to: shape {:?} cannot be broadcast to {:?}", self.shape(), shape);
+        let strides = broadcast_strides(self.shape(), shape);
+        let storage = self.storage().strided_copy(0, &strides, shape);
+        let in_shape = self.shape().to_vec();
+        Tensor::from_op(storage, shape.to_vec(), "broadcast_to", &[self], move |a| vec![Some(a.grad.sum_to(&in_shape))])
+    }
+
+    /// Sum a broadcast result back down to `shape`: the adjoint of [`Tensor::broadcast_to`].
+    pub fn sum_to(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        let ok = broadcast_shapes(shape, self.shape()).is_some_and(|s| s == self.shape());
+        assert!(ok, "sum_to: shape {:?} cannot be summed down to {:?}", self.shape(), shape);
+        let lead = self.rank() - shape.len();
+        let dims: Vec<usize> = (0..self.rank()).filter(|&d| d < lead || shape[d - lead] == 1 && self.shape()[d] != 1).collect();
+        self.sum_keepdim(&dims).reshape(shape)
+    }
+}
