@@ -69,13 +69,7 @@ pub struct ConvGeometry {
 
 impl ConvGeometry {
     /// Output size of a convolution along one axis, or `None` when the kernel does not fit.
-    pub fn conv_out_size(
-        input: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
-    ) -> Option<usize> {
+    pub fn conv_out_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
         let span = dilation * (kernel - 1) + 1;
         let padded = input + 2 * padding;
         if padded < span || stride == 0 {

@@ -259,11 +259,15 @@ impl Storage {
 
     /// The adjoint of conv2d in its input; `self` is a map `[N, O, Ho, Wo]`.
     pub fn conv2d_input_adjoint(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
-        map_storage2!("conv_transpose2d", self, weight, |y, w| conv::conv2d_input_adjoint(g, y, w))
+        map_storage2!("conv_transpose2d", self, weight, |y, w| conv::conv2d_input_adjoint(
+            g, y, w
+        ))
     }
 
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
-        map_storage2!("conv2d_weight_grad", self, grad_out, |x, gy| conv::conv2d_weight_grad(g, x, gy))
+        map_storage2!("conv2d_weight_grad", self, grad_out, |x, gy| conv::conv2d_weight_grad(
+            g, x, gy
+        ))
     }
 }

@@ -40,7 +40,10 @@ struct NodeState {
 
 impl Node {
     pub(crate) fn new(name: &'static str, inputs: Vec<Tensor>, backward: BackwardFn) -> Node {
-        Node { name, state: Mutex::new(Some(NodeState { inputs, backward })) }
+        Node {
+            name,
+            state: Mutex::new(Some(NodeState { inputs, backward })),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -99,9 +102,20 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 /// none). With `create_graph` the results are differentiable (and the graph is retained);
 /// without, nothing of the backward pass is recorded. An input the outputs do not depend on
 /// gets a zero gradient. Nothing is accumulated into `.grad()`.
-pub fn grad(outputs: &[&Tensor], inputs: &[&Tensor], grad_outputs: Option<&[&Tensor]>, create_graph: bool) -> Vec<Tensor> {
+pub fn grad(
+    outputs: &[&Tensor],
+    inputs: &[&Tensor],
+    grad_outputs: Option<&[&Tensor]>,
+    create_graph: bool,
+) -> Vec<Tensor> {
     let targets: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
-    let mut grads = run_backward(outputs, grad_outputs, Goal::Inputs(&targets), create_graph, create_graph);
+    let mut grads = run_backward(
+        outputs,
+        grad_outputs,
+        Goal::Inputs(&targets),
+        create_graph,
+        create_graph,
+    );
     inputs
         .iter()
         .map(|t| grads.remove(&t.0.id).map(|f| f.grad).unwrap_or_else(|| t.zeros_like()))
@@ -112,7 +126,12 @@ impl Tensor {
     /// Accumulate the gradient of this scalar into `.grad()` of every leaf that requires grad,
     /// then free the graph.
     pub fn backward(&self) {
-        assert_eq!(self.numel(), 1, "backward: output of shape {:?} is not a scalar; use backward_with(grad)", self.shape());
+        assert_eq!(
+            self.numel(),
+            1,
+            "backward: output of shape {:?} is not a scalar; use backward_with(grad)",
+            self.shape()
+        );
         assert!(
             self.requires_grad(),
             "backward: this tensor does not require grad (no input of its graph has requires_grad, or it was computed under no_grad)"
@@ -123,7 +142,13 @@ impl Tensor {
     /// Backward from a non-scalar output with its given gradient. `retain_graph` keeps the
     /// graph for another backward pass; `create_graph` records this one for higher derivatives.
     pub fn backward_with(&self, grad_output: &Tensor, retain_graph: bool, create_graph: bool) {
-        let leaf_grads = run_backward(&[self], Some(&[grad_output]), Goal::Leaves, retain_graph || create_graph, create_graph);
+        let leaf_grads = run_backward(
+            &[self],
+            Some(&[grad_output]),
+            Goal::Leaves,
+            retain_graph || create_graph,
+            create_graph,
+        );
         for (leaf, g) in leaf_grads.into_values().filter_map(|g| g.leaf.map(|l| (l, g.grad))) {
             let g = if create_graph { g } else { g.detach() };
             let total = match leaf.grad() {
@@ -158,7 +183,13 @@ fn run_backward(
     create_graph: bool,
 ) -> HashMap<u64, Found> {
     if let Some(g) = grad_outputs {
-        assert_eq!(g.len(), outputs.len(), "grad: {} grad_outputs for {} outputs", g.len(), outputs.len());
+        assert_eq!(
+            g.len(),
+            outputs.len(),
+            "grad: {} grad_outputs for {} outputs",
+            g.len(),
+            outputs.len()
+        );
     }
     let target_ids: HashSet<u64> = match &goal {
         Goal::Inputs(t) => t.iter().map(|t| t.0.id).collect(),
@@ -216,11 +247,22 @@ fn run_backward(
     for (i, out) in outputs.iter().enumerate() {
         let g = match grad_outputs {
             Some(g) => {
-                assert_eq!(g[i].shape(), out.shape(), "grad: grad_output of shape {:?} for an output of shape {:?}", g[i].shape(), out.shape());
+                assert_eq!(
+                    g[i].shape(),
+                    out.shape(),
+                    "grad: grad_output of shape {:?} for an output of shape {:?}",
+                    g[i].shape(),
+                    out.shape()
+                );
                 g[i].clone()
             }
             None => {
-                assert_eq!(out.numel(), 1, "grad: output of shape {:?} is not a scalar; pass grad_outputs", out.shape());
+                assert_eq!(
+                    out.numel(),
+                    1,
+                    "grad: output of shape {:?} is not a scalar; pass grad_outputs",
+                    out.shape()
+                );
                 out.ones_like()
             }
         };
@@ -235,22 +277,44 @@ fn run_backward(
         }
         let Some(g) = grads.remove(&id) else { continue };
         if is_target(t) {
-            found.insert(id, Found { grad: g.clone(), leaf: t.is_leaf().then(|| t.clone()) });
+            found.insert(
+                id,
+                Found {
+                    grad: g.clone(),
+                    leaf: t.is_leaf().then(|| t.clone()),
+                },
+            );
         }
         let Some(node) = &t.0.grad_fn else { continue };
-        let state = if retain_graph { None } else { node.state.lock().expect("node lock").take() };
+        let state = if retain_graph {
+            None
+        } else {
+            node.state.lock().expect("node lock").take()
+        };
         let guard;
         let (inputs, backward) = match &state {
             Some(s) => (&s.inputs, &s.backward),
             None => {
                 guard = node.state.lock().expect("node lock");
-                let s = guard.as_ref().unwrap_or_else(|| panic!("backward through `{}` a second time: its graph was freed", node.name()));
+                let s = guard
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("backward through `{}` a second time: its graph was freed", node.name()));
                 (&s.inputs, &s.backward)
             }
         };
         let needs: Vec<bool> = inputs.iter().map(|i| relevant.contains(&i.0.id)).collect();
-        let input_grads = backward(&BackwardArgs { grad: &g, output: t, inputs, needs: &needs });
-        assert_eq!(input_grads.len(), inputs.len(), "backward of `{}` returned the wrong number of gradients", node.name());
+        let input_grads = backward(&BackwardArgs {
+            grad: &g,
+            output: t,
+            inputs,
+            needs: &needs,
+        });
+        assert_eq!(
+            input_grads.len(),
+            inputs.len(),
+            "backward of `{}` returned the wrong number of gradients",
+            node.name()
+        );
         for ((input, ig), need) in inputs.iter().zip(input_grads).zip(&needs) {
             if let (Some(ig), true) = (ig, need) {
                 assert_eq!(

@@ -4,7 +4,7 @@
 //! same for the function `inputs -> grad(f)(inputs)`, which checks every backward rule's own
 //! backward. Both project vector outputs onto fixed random directions, as PyTorch's do.
 
-use crate::autograd::{grad, no_grad};
+use crate::autograd::grad;
 use crate::{DType, Tensor};
 
 /// Tolerances: an analytic value `a` matches a numeric `n` when `|a - n| <= atol + rtol |n|`.
@@ -18,7 +18,11 @@ pub struct Tolerance {
 
 impl Default for Tolerance {
     fn default() -> Self {
-        Tolerance { eps: 1e-6, atol: 1e-5, rtol: 1e-3 }
+        Tolerance {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+        }
     }
 }
 
@@ -27,14 +31,23 @@ impl Default for Tolerance {
 pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolerance) -> Result<(), String> {
     for (i, x) in inputs.iter().enumerate() {
         if x.dtype() != DType::F64 {
-            return Err(format!("gradcheck: input {i} is {}, finite differences need f64", x.dtype()));
+            return Err(format!(
+                "gradcheck: input {i} is {}, finite differences need f64",
+                x.dtype()
+            ));
         }
     }
     let leaves: Vec<Tensor> = inputs.iter().map(|x| x.detach().requires_grad_(true)).collect();
     let out = f(&leaves);
     // Project the output on a fixed random direction: the check covers every output element.
     let direction = Tensor::randn(out.shape(), DType::F64, 0x5eed);
-    let projected = |out: &Tensor| -> f64 { out.to_vec_f64().iter().zip(direction.to_vec_f64()).map(|(a, b)| a * b).sum() };
+    let projected = |out: &Tensor| -> f64 {
+        out.to_vec_f64()
+            .iter()
+            .zip(direction.to_vec_f64())
+            .map(|(a, b)| a * b)
+            .sum()
+    };
     let leaf_refs: Vec<&Tensor> = leaves.iter().collect();
     let analytic = if out.requires_grad() {
         grad(&[&out], &leaf_refs, Some(&[&direction]), false)
@@ -48,9 +61,13 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolera
             let at = |delta: f64| {
                 let mut values = base.clone();
                 values[j] += delta;
-                let mut moved: Vec<Tensor> = leaves.iter().map(|l| l.detach()).collect();
-                moved[i] = Tensor::from_vec(values, x.shape()).expect("same shape");
-                no_grad(|| projected(&f(&moved)))
+                // Fresh leaves that require grad, evaluated with grad mode on: `f` may itself
+                // differentiate (a gradient penalty, or gradgradcheck's first derivative).
+                let mut moved: Vec<Tensor> = leaves.iter().map(|l| l.detach().requires_grad_(true)).collect();
+                moved[i] = Tensor::from_vec(values, x.shape())
+                    .expect("same shape")
+                    .requires_grad_(true);
+                projected(&f(&moved))
             };
             let numeric = (at(tol.eps) - at(-tol.eps)) / (2.0 * tol.eps);
             let a = analytic[j];
@@ -68,16 +85,29 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolera
 /// Check the second derivatives of `f`: gradcheck of `(inputs, v) -> grad(f(inputs), inputs, v)`
 /// with `create_graph`, projected on random directions.
 pub fn gradgradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolerance) -> Result<(), String> {
-    let out_shape = no_grad(|| f(inputs)).shape().to_vec();
+    let out_shape = f(inputs).shape().to_vec();
     let v = Tensor::randn(&out_shape, DType::F64, 0xface);
     let n = inputs.len();
-    let directions: Vec<Tensor> = inputs.iter().enumerate().map(|(i, x)| Tensor::randn(x.shape(), DType::F64, 1000 + i as u64)).collect();
+    let directions: Vec<Tensor> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Tensor::randn(x.shape(), DType::F64, 1000 + i as u64))
+        .collect();
     let first_derivative = |all: &[Tensor]| -> Tensor {
         let (xs, v) = (&all[..n], &all[n]);
         let out = f(xs);
         let refs: Vec<&Tensor> = xs.iter().collect();
-        let grads = if out.requires_grad() { grad(&[&out], &refs, Some(&[v]), true) } else { xs.iter().map(|x| x.zeros_like()).collect() };
-        grads.iter().zip(&directions).map(|(g, d)| g.mul(d).sum()).reduce(|a, b| a.add(&b)).expect("at least one input")
+        let grads = if out.requires_grad() {
+            grad(&[&out], &refs, Some(&[v]), true)
+        } else {
+            xs.iter().map(|x| x.zeros_like()).collect()
+        };
+        grads
+            .iter()
+            .zip(&directions)
+            .map(|(g, d)| g.mul(d).sum())
+            .reduce(|a, b| a.add(&b))
+            .expect("at least one input")
     };
     let mut all: Vec<Tensor> = inputs.to_vec();
     all.push(v);

@@ -58,13 +58,25 @@ impl Tensor {
 
     /// Wrap the result of an op: records `backward` in the graph when grad mode is on and an
     /// input requires grad; otherwise the result is a plain constant.
-    pub(crate) fn from_op<S, F>(storage: S, shape: Vec<usize>, name: &'static str, inputs: &[&Tensor], backward: F) -> Tensor
+    pub(crate) fn from_op<S, F>(
+        storage: S,
+        shape: Vec<usize>,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: F,
+    ) -> Tensor
     where
         S: Into<Arc<Storage>>,
         F: Fn(&BackwardArgs) -> Vec<Option<Tensor>> + Send + Sync + 'static,
     {
         let track = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-        let grad_fn = track.then(|| Arc::new(Node::new(name, inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward))));
+        let grad_fn = track.then(|| {
+            Arc::new(Node::new(
+                name,
+                inputs.iter().map(|t| (*t).clone()).collect(),
+                Box::new(backward),
+            ))
+        });
         Tensor::from_storage(storage.into(), shape, grad_fn)
     }
 
@@ -116,14 +128,17 @@ impl Tensor {
     }
 
     pub fn full_like(&self, value: f64) -> Tensor {
-        let storage = Storage::full(value, self.numel(), self.dtype(), self.device()).expect("device of an existing tensor");
+        let storage =
+            Storage::full(value, self.numel(), self.dtype(), self.device()).expect("device of an existing tensor");
         Tensor::constant(storage, self.shape().to_vec())
     }
 
     /// `start, start + step, ...` up to but excluding `end`, as a 1-D tensor.
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error(format!("arange: bad range start {start}, end {end}, step {step}")));
+            return Err(Error(format!(
+                "arange: bad range start {start}, end {end}, step {step}"
+            )));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
@@ -147,7 +162,13 @@ impl Tensor {
         Tensor::rand_uniform_with(shape, low, high, dtype, &mut StdRng::seed_from_u64(seed))
     }
 
-    pub fn rand_uniform_with<R: rand::Rng + ?Sized>(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut R) -> Tensor {
+    pub fn rand_uniform_with<R: rand::Rng + ?Sized>(
+        shape: &[usize],
+        low: f64,
+        high: f64,
+        dtype: DType,
+        rng: &mut R,
+    ) -> Tensor {
         let values: Vec<f64> = (0..numel(shape))
             .map(|_| {
                 let u: f64 = StandardUniform.sample(rng);
@@ -201,7 +222,13 @@ impl Tensor {
 
     /// The value of a one-element tensor.
     pub fn item(&self) -> f64 {
-        assert_eq!(self.numel(), 1, "item: tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel());
+        assert_eq!(
+            self.numel(),
+            1,
+            "item: tensor of shape {:?} has {} elements, not 1",
+            self.shape(),
+            self.numel()
+        );
         self.to_vec_f64()[0]
     }
 
@@ -209,7 +236,11 @@ impl Tensor {
     pub(crate) fn dim_index(&self, dim: isize, op: &str) -> usize {
         let rank = self.rank() as isize;
         let d = if dim < 0 { dim + rank } else { dim };
-        assert!(d >= 0 && d < rank, "{op}: dim {dim} out of range for a tensor of shape {:?}", self.shape());
+        assert!(
+            d >= 0 && d < rank,
+            "{op}: dim {dim} out of range for a tensor of shape {:?}",
+            self.shape()
+        );
         d as usize
     }
 
@@ -249,7 +280,13 @@ impl Tensor {
 
     pub fn set_grad(&self, grad: Option<Tensor>) {
         if let Some(g) = &grad {
-            assert_eq!(g.shape(), self.shape(), "set_grad: gradient shape {:?} does not match tensor shape {:?}", g.shape(), self.shape());
+            assert_eq!(
+                g.shape(),
+                self.shape(),
+                "set_grad: gradient shape {:?} does not match tensor shape {:?}",
+                g.shape(),
+                self.shape()
+            );
         }
         *self.0.grad.lock().expect("grad lock") = grad;
     }
@@ -267,8 +304,20 @@ impl Tensor {
     /// Replace this tensor's data in place (an optimiser step). Tensors that shared the old
     /// storage keep it: storage is copy-on-write.
     pub fn set_data(&self, other: &Tensor) {
-        assert_eq!(other.shape(), self.shape(), "set_data: new shape {:?} does not match {:?}", other.shape(), self.shape());
-        assert_eq!(other.dtype(), self.dtype(), "set_data: new dtype {} does not match {}", other.dtype(), self.dtype());
+        assert_eq!(
+            other.shape(),
+            self.shape(),
+            "set_data: new shape {:?} does not match {:?}",
+            other.shape(),
+            self.shape()
+        );
+        assert_eq!(
+            other.dtype(),
+            self.dtype(),
+            "set_data: new dtype {} does not match {}",
+            other.dtype(),
+            self.dtype()
+        );
         *self.0.data.write().expect("tensor storage lock") = other.storage();
     }
 
@@ -297,7 +346,13 @@ impl Tensor {
             return self.clone();
         }
         let from = self.dtype();
-        Tensor::from_op(self.storage().cast(dtype), self.shape().to_vec(), "to_dtype", &[self], move |a| vec![Some(a.grad.to_dtype(from))])
+        Tensor::from_op(
+            self.storage().cast(dtype),
+            self.shape().to_vec(),
+            "to_dtype",
+            &[self],
+            move |a| vec![Some(a.grad.to_dtype(from))],
+        )
     }
 }
 
@@ -320,7 +375,13 @@ impl HostElement for f64 {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor(shape={:?}, dtype={}, device={}", self.shape(), self.dtype(), self.device())?;
+        write!(
+            f,
+            "Tensor(shape={:?}, dtype={}, device={}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
         if let Some(name) = self.grad_fn_name() {
             write!(f, ", grad_fn={name}")?;
         } else if self.requires_grad() {
@@ -335,8 +396,20 @@ impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let values = self.to_vec_f64();
         let shown: Vec<String> = values.iter().take(8).map(|v| format!("{v:.4}")).collect();
-        let more = if values.len() > 8 { format!(", ... ({} more)", values.len() - 8) } else { String::new() };
-        write!(f, "tensor([{}{}], shape={:?}, dtype={}, device={})", shown.join(", "), more, self.shape(), self.dtype(), self.device())
+        let more = if values.len() > 8 {
+            format!(", ... ({} more)", values.len() - 8)
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "tensor([{}{}], shape={:?}, dtype={}, device={})",
+            shown.join(", "),
+            more,
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
     }
 }
 
@@ -370,7 +443,10 @@ mod tests {
         let a = Tensor::randn(&[3], DType::F64, 42).to_vec_f64();
         let recorded = RECORDED_RANDN_SEED_42;
         for (x, r) in a.iter().zip(recorded) {
-            assert!((x - r).abs() < 1e-12, "randn(seed 42) gave {a:?}, recorded {recorded:?}");
+            assert!(
+                (x - r).abs() < 1e-12,
+                "randn(seed 42) gave {a:?}, recorded {recorded:?}"
+            );
         }
     }
     const RECORDED_RANDN_SEED_42: [f64; 3] = [0.06942791836196335, 0.13293812199412544, 0.2625763573739537];
@@ -379,7 +455,10 @@ mod tests {
     fn display_names_shape_dtype_device() {
         let t = Tensor::arange(0.0, 10.0, 1.0, DType::F32).unwrap();
         let s = format!("{t}");
-        assert!(s.contains("shape=[10]") && s.contains("f32") && s.contains("cpu") && s.contains("2 more"), "{s}");
+        assert!(
+            s.contains("shape=[10]") && s.contains("f32") && s.contains("cpu") && s.contains("2 more"),
+            "{s}"
+        );
         let d = format!("{:?}", Tensor::zeros(&[2], DType::F64).requires_grad_(true));
         assert!(d.contains("requires_grad") && d.contains("f64"), "{d}");
     }

@@ -32,7 +32,11 @@ pub fn im2col<T: Element>(g: &ConvGeometry, image: &[T], cols: &mut [T]) {
                     let src = &image[(c * g.in_h + ih as usize) * g.in_w..][..g.in_w];
                     for (ow, v) in dst_row.iter_mut().enumerate() {
                         let iw = (ow * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
-                        *v = if iw < 0 || iw >= g.in_w as isize { T::ZERO } else { src[iw as usize] };
+                        *v = if iw < 0 || iw >= g.in_w as isize {
+                            T::ZERO
+                        } else {
+                            src[iw as usize]
+                        };
                     }
                 }
             }
@@ -217,7 +221,9 @@ mod tests {
         g.batch = 2;
         let x: Vec<f64> = (0..2 * 3 * 35).map(|v| ((v * 37 % 17) as f64) / 7.0 - 1.0).collect();
         let w: Vec<f64> = (0..2 * 27).map(|v| ((v * 13 % 11) as f64) / 5.0 - 1.0).collect();
-        let gy: Vec<f64> = (0..2 * 2 * g.out_h * g.out_w).map(|v| ((v * 7 % 5) as f64) - 2.0).collect();
+        let gy: Vec<f64> = (0..2 * 2 * g.out_h * g.out_w)
+            .map(|v| ((v * 7 % 5) as f64) - 2.0)
+            .collect();
         let y = conv2d_forward(&g, &x, &w);
         let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
         let gw = conv2d_weight_grad(&g, &x, &gy);

@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn transpose_and_narrow_by_strides() {
         let x: Vec<f32> = (0..6).map(|v| v as f32).collect(); // [2, 3]
-        assert_eq!(strided_copy(&x, 0, &[1, 3], &[3, 2]), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            strided_copy(&x, 0, &[1, 3], &[3, 2]),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
         assert_eq!(strided_copy(&x, 1, &[3, 1], &[2, 2]), vec![1.0, 2.0, 4.0, 5.0]);
         let mut dst = vec![0.0f32; 12]; // [3, 4], write [2, 3] at (1, 1)
         strided_write(&mut dst, 5, &[4, 1], &x, &[2, 3]);

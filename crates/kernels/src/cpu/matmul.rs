@@ -15,11 +15,17 @@ pub struct MatrixLayout {
 impl MatrixLayout {
     /// A contiguous row-major `rows x cols` matrix, read as is.
     pub fn row_major(cols: usize) -> Self {
-        MatrixLayout { row_stride: cols, col_stride: 1 }
+        MatrixLayout {
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
     /// A contiguous row-major `rows x cols` matrix, read as its transpose.
     pub fn transposed(cols: usize) -> Self {
-        MatrixLayout { row_stride: 1, col_stride: cols }
+        MatrixLayout {
+            row_stride: 1,
+            col_stride: cols,
+        }
     }
 }
 
@@ -117,7 +123,9 @@ pub fn matmul<T: Element>(p: &MatmulProblem, a: &[T], b: &[T]) -> Vec<T> {
     let rows_per_task = if flops * batch < 1 << 20 {
         m
     } else {
-        (m.div_ceil((threads * 4).div_ceil(batch).max(1))).max(ROW_BLOCK * 4).min(m)
+        (m.div_ceil((threads * 4).div_ceil(batch).max(1)))
+            .max(ROW_BLOCK * 4)
+            .min(m)
     };
     let tasks_per_batch = m.div_ceil(rows_per_task);
     out.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
@@ -129,7 +137,17 @@ pub fn matmul<T: Element>(p: &MatmulProblem, a: &[T], b: &[T]) -> Vec<T> {
             c.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(t, c)| {
                 let r0 = t * rows_per_task;
                 let rows = c.len() / n;
-                gemm(rows, n, k, &a[r0 * p.a_layout.row_stride..], p.a_layout, b, p.b_layout, c, false);
+                gemm(
+                    rows,
+                    n,
+                    k,
+                    &a[r0 * p.a_layout.row_stride..],
+                    p.a_layout,
+                    b,
+                    p.b_layout,
+                    c,
+                    false,
+                );
             });
         }
     });
@@ -151,7 +169,9 @@ mod tests {
     }
 
     fn transpose(rows: usize, cols: usize, x: &[f64]) -> Vec<f64> {
-        (0..cols).flat_map(|c| (0..rows).map(move |r| x[r * cols + c])).collect()
+        (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| x[r * cols + c]))
+            .collect()
     }
 
     #[test]
@@ -159,7 +179,17 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [5.0, 6.0, 7.0, 8.0];
         let mut c = [0.0; 4];
-        gemm(2, 2, 2, &a, MatrixLayout::row_major(2), &b, MatrixLayout::row_major(2), &mut c, false);
+        gemm(
+            2,
+            2,
+            2,
+            &a,
+            MatrixLayout::row_major(2),
+            &b,
+            MatrixLayout::row_major(2),
+            &mut c,
+            false,
+        );
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
     }
 

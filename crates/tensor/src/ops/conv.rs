@@ -23,7 +23,12 @@ pub struct ConvOptions {
 
 impl Default for ConvOptions {
     fn default() -> Self {
-        ConvOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), output_padding: (0, 0) }
+        ConvOptions {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            output_padding: (0, 0),
+        }
     }
 }
 
@@ -51,7 +56,9 @@ impl ConvOptions {
 }
 
 fn dims4(t: &Tensor, what: &str, op: &str) -> [usize; 4] {
-    t.shape().try_into().unwrap_or_else(|_| panic!("{op}: {what} must have 4 dims, got shape {:?}", t.shape()))
+    t.shape()
+        .try_into()
+        .unwrap_or_else(|_| panic!("{op}: {what} must have 4 dims, got shape {:?}", t.shape()))
 }
 
 impl Tensor {
@@ -60,14 +67,31 @@ impl Tensor {
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
         let [n, c, h, w] = dims4(self, "input", "conv2d");
         let [o, wc, kh, kw] = dims4(weight, "weight", "conv2d");
-        assert_eq!(c, wc, "conv2d: input of shape {:?} has {c} channels but weight of shape {:?} expects {wc}", self.shape(), weight.shape());
-        assert_eq!(opts.output_padding, (0, 0), "conv2d: output_padding applies to conv_transpose2d only");
+        assert_eq!(
+            c,
+            wc,
+            "conv2d: input of shape {:?} has {c} channels but weight of shape {:?} expects {wc}",
+            self.shape(),
+            weight.shape()
+        );
+        assert_eq!(
+            opts.output_padding,
+            (0, 0),
+            "conv2d: output_padding applies to conv_transpose2d only"
+        );
         let size = |i, k, s, p, d, axis| {
             ConvGeometry::conv_out_size(i, k, s, p, d).unwrap_or_else(|| {
-                panic!("conv2d: kernel of shape {:?} (dilation {d}) does not fit the {axis} of input {:?} padded by {p}", weight.shape(), self.shape())
+                panic!(
+                    "conv2d: kernel of shape {:?} (dilation {d}) does not fit the {axis} of input {:?} padded by {p}",
+                    weight.shape(),
+                    self.shape()
+                )
             })
         };
-        assert!(opts.stride.0 > 0 && opts.stride.1 > 0 && opts.dilation.0 > 0 && opts.dilation.1 > 0, "conv2d: stride and dilation must be positive");
+        assert!(
+            opts.stride.0 > 0 && opts.stride.1 > 0 && opts.dilation.0 > 0 && opts.dilation.1 > 0,
+            "conv2d: stride and dilation must be positive"
+        );
         let g = ConvGeometry {
             batch: n,
             in_channels: c,
@@ -91,16 +115,29 @@ impl Tensor {
     pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
         let [n, cin, h, w] = dims4(self, "input", "conv_transpose2d");
         let [wcin, cout, kh, kw] = dims4(weight, "weight", "conv_transpose2d");
-        assert_eq!(cin, wcin, "conv_transpose2d: input of shape {:?} has {cin} channels but weight of shape {:?} expects {wcin}", self.shape(), weight.shape());
+        assert_eq!(
+            cin,
+            wcin,
+            "conv_transpose2d: input of shape {:?} has {cin} channels but weight of shape {:?} expects {wcin}",
+            self.shape(),
+            weight.shape()
+        );
         let (s, p, d, op) = (opts.stride, opts.padding, opts.dilation, opts.output_padding);
-        assert!(s.0 > 0 && s.1 > 0 && d.0 > 0 && d.1 > 0, "conv_transpose2d: stride and dilation must be positive");
+        assert!(
+            s.0 > 0 && s.1 > 0 && d.0 > 0 && d.1 > 0,
+            "conv_transpose2d: stride and dilation must be positive"
+        );
         assert!(
             op.0 < s.0.max(d.0) && op.1 < s.1.max(d.1),
             "conv_transpose2d: output_padding {op:?} must be smaller than stride {s:?} or dilation {d:?}"
         );
         let size = |i, k, s, p, op, d| {
-            ConvGeometry::conv_transpose_out_size(i, k, s, p, op, d)
-                .unwrap_or_else(|| panic!("conv_transpose2d: padding {p} leaves an empty output for input {:?}", self.shape()))
+            ConvGeometry::conv_transpose_out_size(i, k, s, p, op, d).unwrap_or_else(|| {
+                panic!(
+                    "conv_transpose2d: padding {p} leaves an empty output for input {:?}",
+                    self.shape()
+                )
+            })
         };
         let g = ConvGeometry {
             batch: n,
@@ -157,7 +194,12 @@ fn add_channel_bias(y: Tensor, bias: Option<&Tensor>, op: &str) -> Tensor {
         None => y,
         Some(b) => {
             let channels = y.shape()[1];
-            assert_eq!(b.shape(), &[channels], "{op}: bias of shape {:?} for {channels} output channels", b.shape());
+            assert_eq!(
+                b.shape(),
+                &[channels],
+                "{op}: bias of shape {:?} for {channels} output channels",
+                b.shape()
+            );
             y.add(&b.reshape(&[1, channels, 1, 1]))
         }
     }
@@ -168,7 +210,10 @@ fn conv2d_primitive(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
     let shape = vec![g.batch, g.out_channels, g.out_h, g.out_w];
     Tensor::from_op(storage, shape, "conv2d", &[x, w], move |a| {
         let (x, w, gy) = (&a.inputs[0], &a.inputs[1], a.grad);
-        vec![a.needs[0].then(|| conv2d_input_adjoint(gy, w, g)), a.needs[1].then(|| conv2d_weight_grad(x, gy, g))]
+        vec![
+            a.needs[0].then(|| conv2d_input_adjoint(gy, w, g)),
+            a.needs[1].then(|| conv2d_weight_grad(x, gy, g)),
+        ]
     })
 }
 
@@ -179,7 +224,10 @@ fn conv2d_input_adjoint(y: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
     Tensor::from_op(storage, shape, "conv_transpose2d", &[y, w], move |a| {
         // <C_w^T y, G> = <y, C_w G>: linear in y through C_w, and in w through the weight grad.
         let (y, w, gx) = (&a.inputs[0], &a.inputs[1], a.grad);
-        vec![a.needs[0].then(|| conv2d_primitive(gx, w, g)), a.needs[1].then(|| conv2d_weight_grad(gx, y, g))]
+        vec![
+            a.needs[0].then(|| conv2d_primitive(gx, w, g)),
+            a.needs[1].then(|| conv2d_weight_grad(gx, y, g)),
+        ]
     })
 }
 
@@ -190,6 +238,9 @@ fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: ConvGeometry) -> Tensor {
     Tensor::from_op(storage, shape, "conv2d_weight_grad", &[x, gy], move |a| {
         // <W(x, gy), G> = <C_G x, gy>: in x that is C_G^T gy, in gy it is C_G x.
         let (x, gy, gw) = (&a.inputs[0], &a.inputs[1], a.grad);
-        vec![a.needs[0].then(|| conv2d_input_adjoint(gy, gw, g)), a.needs[1].then(|| conv2d_primitive(x, gw, g))]
+        vec![
+            a.needs[0].then(|| conv2d_input_adjoint(gy, gw, g)),
+            a.needs[1].then(|| conv2d_primitive(x, gw, g)),
+        ]
     })
 }

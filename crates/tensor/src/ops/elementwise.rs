@@ -10,7 +10,9 @@ impl Tensor {
         F: Fn(&BackwardArgs) -> Tensor + Send + Sync + 'static,
     {
         let storage = self.storage().unary(op);
-        Tensor::from_op(storage, self.shape().to_vec(), name, &[self], move |a| vec![Some(backward(a))])
+        Tensor::from_op(storage, self.shape().to_vec(), name, &[self], move |a| {
+            vec![Some(backward(a))]
+        })
     }
 
     /// A mask or other value that no gradient flows through.
@@ -52,18 +54,23 @@ impl Tensor {
     /// `x` where positive, `negative_slope * x` elsewhere.
     pub fn leaky_relu(&self, negative_slope: f64) -> Tensor {
         self.unary_op(UnaryOp::LeakyRelu(negative_slope), "leaky_relu", move |a| {
-            a.grad.mul(&a.inputs[0].constant_unary(UnaryOp::LeakyReluSlope(negative_slope)))
+            a.grad
+                .mul(&a.inputs[0].constant_unary(UnaryOp::LeakyReluSlope(negative_slope)))
         })
     }
 
     pub fn tanh(&self) -> Tensor {
         // d tanh = 1 - tanh^2, from the output.
-        self.unary_op(UnaryOp::Tanh, "tanh", |a| a.grad.mul(&a.output.square().neg().add_scalar(1.0)))
+        self.unary_op(UnaryOp::Tanh, "tanh", |a| {
+            a.grad.mul(&a.output.square().neg().add_scalar(1.0))
+        })
     }
 
     pub fn sigmoid(&self) -> Tensor {
         // d sigmoid = s (1 - s), from the output.
-        self.unary_op(UnaryOp::Sigmoid, "sigmoid", |a| a.grad.mul(&a.output.mul(&a.output.neg().add_scalar(1.0))))
+        self.unary_op(UnaryOp::Sigmoid, "sigmoid", |a| {
+            a.grad.mul(&a.output.mul(&a.output.neg().add_scalar(1.0)))
+        })
     }
 
     /// `log(1 + exp(x))`, stable for large `|x|`.
@@ -106,7 +113,9 @@ impl Tensor {
     }
 
     pub fn mul_scalar(&self, value: f64) -> Tensor {
-        self.unary_op(UnaryOp::MulScalar(value), "mul_scalar", move |a| a.grad.mul_scalar(value))
+        self.unary_op(UnaryOp::MulScalar(value), "mul_scalar", move |a| {
+            a.grad.mul_scalar(value)
+        })
     }
 
     pub fn div_scalar(&self, value: f64) -> Tensor {
@@ -132,7 +141,11 @@ impl Tensor {
 
     fn broadcast_shape_with(&self, other: &Tensor, op: &str) -> Vec<usize> {
         broadcast_shapes(self.shape(), other.shape()).unwrap_or_else(|| {
-            panic!("{op}: shapes {:?} and {:?} cannot be broadcast together", self.shape(), other.shape())
+            panic!(
+                "{op}: shapes {:?} and {:?} cannot be broadcast together",
+                self.shape(),
+                other.shape()
+            )
         })
     }
 
@@ -141,33 +154,48 @@ impl Tensor {
         F: Fn(&BackwardArgs) -> [Option<Tensor>; 2] + Send + Sync + 'static,
     {
         let out_shape = self.broadcast_shape_with(other, name);
-        let storage = self.storage().binary(op, self.shape(), &other.storage(), other.shape(), &out_shape);
+        let storage = self
+            .storage()
+            .binary(op, self.shape(), &other.storage(), other.shape(), &out_shape);
         Tensor::from_op(storage, out_shape, name, &[self, other], move |a| backward(a).into())
     }
 
     fn constant_binary(&self, other: &Tensor, op: BinaryOp, name: &str) -> Tensor {
         let out_shape = self.broadcast_shape_with(other, name);
-        Tensor::constant(self.storage().binary(op, self.shape(), &other.storage(), other.shape(), &out_shape), out_shape)
+        Tensor::constant(
+            self.storage()
+                .binary(op, self.shape(), &other.storage(), other.shape(), &out_shape),
+            out_shape,
+        )
     }
 
     pub fn add(&self, other: &Tensor) -> Tensor {
         self.binary_op(other, BinaryOp::Add, "add", |a| {
             let [x, y] = [&a.inputs[0], &a.inputs[1]];
-            [a.needs[0].then(|| a.grad.sum_to(x.shape())), a.needs[1].then(|| a.grad.sum_to(y.shape()))]
+            [
+                a.needs[0].then(|| a.grad.sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.sum_to(y.shape())),
+            ]
         })
     }
 
     pub fn sub(&self, other: &Tensor) -> Tensor {
         self.binary_op(other, BinaryOp::Sub, "sub", |a| {
             let [x, y] = [&a.inputs[0], &a.inputs[1]];
-            [a.needs[0].then(|| a.grad.sum_to(x.shape())), a.needs[1].then(|| a.grad.neg().sum_to(y.shape()))]
+            [
+                a.needs[0].then(|| a.grad.sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.neg().sum_to(y.shape())),
+            ]
         })
     }
 
     pub fn mul(&self, other: &Tensor) -> Tensor {
         self.binary_op(other, BinaryOp::Mul, "mul", |a| {
             let [x, y] = [&a.inputs[0], &a.inputs[1]];
-            [a.needs[0].then(|| a.grad.mul(y).sum_to(x.shape())), a.needs[1].then(|| a.grad.mul(x).sum_to(y.shape()))]
+            [
+                a.needs[0].then(|| a.grad.mul(y).sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.mul(x).sum_to(y.shape())),
+            ]
         })
     }
 
@@ -221,7 +249,11 @@ impl Tensor {
     pub fn where_cond(condition: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Tensor {
         let shape = on_true.broadcast_shape_with(on_false, "where");
         let shape = broadcast_shapes(&shape, condition.shape()).unwrap_or_else(|| {
-            panic!("where: condition of shape {:?} does not broadcast to {:?}", condition.shape(), shape)
+            panic!(
+                "where: condition of shape {:?} does not broadcast to {:?}",
+                condition.shape(),
+                shape
+            )
         });
         let cond = condition.detach().broadcast_to(&shape);
         let (t, f) = (on_true.broadcast_to(&shape), on_false.broadcast_to(&shape));

@@ -19,7 +19,9 @@ impl Tensor {
             return self.clone();
         }
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(self.storage(), shape.to_vec(), "reshape", &[self], move |a| vec![Some(a.grad.reshape(&in_shape))])
+        Tensor::from_op(self.storage(), shape.to_vec(), "reshape", &[self], move |a| {
+            vec![Some(a.grad.reshape(&in_shape))]
+        })
     }
 
     /// Merge dims `start_dim..` into one: `[N, C, H, W].flatten(1)` is `[N, C*H*W]`.
@@ -32,7 +34,11 @@ impl Tensor {
 
     /// Insert a dim of size 1 at `dim` (which may equal the rank, to append).
     pub fn unsqueeze(&self, dim: usize) -> Tensor {
-        assert!(dim <= self.rank(), "unsqueeze: dim {dim} out of range for shape {:?}", self.shape());
+        assert!(
+            dim <= self.rank(),
+            "unsqueeze: dim {dim} out of range for shape {:?}",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.insert(dim, 1);
         self.reshape(&shape)
@@ -41,7 +47,12 @@ impl Tensor {
     /// Remove a dim of size 1.
     pub fn squeeze(&self, dim: isize) -> Tensor {
         let d = self.dim_index(dim, "squeeze");
-        assert_eq!(self.shape()[d], 1, "squeeze: dim {dim} of shape {:?} is not 1", self.shape());
+        assert_eq!(
+            self.shape()[d],
+            1,
+            "squeeze: dim {dim} of shape {:?} is not 1",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.remove(d);
         self.reshape(&shape)
@@ -52,7 +63,11 @@ impl Tensor {
         let rank = self.rank();
         let mut seen = vec![false; rank];
         let valid = dims.len() == rank && dims.iter().all(|&d| d < rank && !std::mem::replace(&mut seen[d], true));
-        assert!(valid, "permute: {dims:?} is not a permutation of the dims of shape {:?}", self.shape());
+        assert!(
+            valid,
+            "permute: {dims:?} is not a permutation of the dims of shape {:?}",
+            self.shape()
+        );
         if dims.iter().enumerate().all(|(i, &d)| i == d) {
             return self.clone();
         }
@@ -64,7 +79,9 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Tensor::from_op(storage, out_shape, "permute", &[self], move |a| vec![Some(a.grad.permute(&inverse))])
+        Tensor::from_op(storage, out_shape, "permute", &[self], move |a| {
+            vec![Some(a.grad.permute(&inverse))]
+        })
     }
 
     /// Swap two dims.
@@ -107,8 +124,12 @@ impl Tensor {
         let offset: usize = offsets.iter().zip(&strides).map(|(o, s)| o * s).sum();
         let storage = self.storage().strided_copy(offset, &strides, sizes);
         let before = offsets.to_vec();
-        let after: Vec<usize> = (0..self.rank()).map(|d| self.shape()[d] - offsets[d] - sizes[d]).collect();
-        Tensor::from_op(storage, sizes.to_vec(), "narrow", &[self], move |a| vec![Some(a.grad.pad_box(&before, &after, 0.0))])
+        let after: Vec<usize> = (0..self.rank())
+            .map(|d| self.shape()[d] - offsets[d] - sizes[d])
+            .collect();
+        Tensor::from_op(storage, sizes.to_vec(), "narrow", &[self], move |a| {
+            vec![Some(a.grad.pad_box(&before, &after, 0.0))]
+        })
     }
 
     /// Pad every dim `d` with `before[d]` and `after[d]` elements of `value`.
@@ -116,20 +137,30 @@ impl Tensor {
         if before.iter().chain(after).all(|&p| p == 0) {
             return self.clone();
         }
-        let out_shape: Vec<usize> = (0..self.rank()).map(|d| before[d] + self.shape()[d] + after[d]).collect();
+        let out_shape: Vec<usize> = (0..self.rank())
+            .map(|d| before[d] + self.shape()[d] + after[d])
+            .collect();
         let strides = contiguous_strides(&out_shape);
         let offset: usize = before.iter().zip(&strides).map(|(o, s)| o * s).sum();
-        let mut storage = Storage::full(value, numel(&out_shape), self.dtype(), self.device()).expect("device of an existing tensor");
+        let mut storage =
+            Storage::full(value, numel(&out_shape), self.dtype(), self.device()).expect("device of an existing tensor");
         storage.strided_write(offset, &strides, &self.storage(), self.shape());
         let offsets = before.to_vec();
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(storage, out_shape, "pad", &[self], move |a| vec![Some(a.grad.slice_box(&offsets, &in_shape))])
+        Tensor::from_op(storage, out_shape, "pad", &[self], move |a| {
+            vec![Some(a.grad.slice_box(&offsets, &in_shape))]
+        })
     }
 
     /// Constant padding of the last `pads.len()` dims: `pads[i] = (before, after)` for dim
     /// `rank - pads.len() + i`. `x.pad(&[(1, 1), (2, 2)], 0.0)` pads H by 1 and W by 2.
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Tensor {
-        assert!(pads.len() <= self.rank(), "pad: {} pads for a tensor of shape {:?}", pads.len(), self.shape());
+        assert!(
+            pads.len() <= self.rank(),
+            "pad: {} pads for a tensor of shape {:?}",
+            pads.len(),
+            self.shape()
+        );
         let lead = self.rank() - pads.len();
         let mut before = vec![0; self.rank()];
         let mut after = vec![0; self.rank()];
@@ -146,14 +177,27 @@ impl Tensor {
         let first = tensors[0];
         let d = first.dim_index(dim, "concat");
         for t in tensors {
-            let same = t.rank() == first.rank() && (0..first.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
-            assert!(same, "concat: shapes {:?} and {:?} differ outside dim {d}", first.shape(), t.shape());
-            assert_eq!(t.dtype(), first.dtype(), "concat: dtypes {} and {} differ", first.dtype(), t.dtype());
+            let same =
+                t.rank() == first.rank() && (0..first.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
+            assert!(
+                same,
+                "concat: shapes {:?} and {:?} differ outside dim {d}",
+                first.shape(),
+                t.shape()
+            );
+            assert_eq!(
+                t.dtype(),
+                first.dtype(),
+                "concat: dtypes {} and {} differ",
+                first.dtype(),
+                t.dtype()
+            );
         }
         let mut out_shape = first.shape().to_vec();
         out_shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
         let strides = contiguous_strides(&out_shape);
-        let mut storage = Storage::full(0.0, numel(&out_shape), first.dtype(), first.device()).expect("device of an existing tensor");
+        let mut storage =
+            Storage::full(0.0, numel(&out_shape), first.dtype(), first.device()).expect("device of an existing tensor");
         let mut starts = Vec::with_capacity(tensors.len());
         let mut start = 0;
         for t in tensors {
@@ -162,7 +206,11 @@ impl Tensor {
             start += t.shape()[d];
         }
         Tensor::from_op(storage, out_shape, "concat", tensors, move |a| {
-            starts.iter().zip(a.needs).map(|(&(s, len), &need)| need.then(|| a.grad.narrow(d as isize, s, len))).collect()
+            starts
+                .iter()
+                .zip(a.needs)
+                .map(|(&(s, len), &need)| need.then(|| a.grad.narrow(d as isize, s, len)))
+                .collect()
         })
     }
 

@@ -15,9 +15,19 @@ impl Tensor {
 
     /// Mean cross-entropy of logits `[N, C]` against integer class labels.
     pub fn cross_entropy(&self, labels: &[usize]) -> Tensor {
-        assert_eq!(self.rank(), 2, "cross_entropy: logits must be [N, C], got {:?}", self.shape());
+        assert_eq!(
+            self.rank(),
+            2,
+            "cross_entropy: logits must be [N, C], got {:?}",
+            self.shape()
+        );
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        assert_eq!(labels.len(), n, "cross_entropy: {} labels for {n} rows of logits", labels.len());
+        assert_eq!(
+            labels.len(),
+            n,
+            "cross_entropy: {} labels for {n} rows of logits",
+            labels.len()
+        );
         let mut one_hot = vec![0.0; n * c];
         for (i, &l) in labels.iter().enumerate() {
             assert!(l < c, "cross_entropy: label {l} out of range for {c} classes");
@@ -30,7 +40,13 @@ impl Tensor {
     /// Mean binary cross-entropy between `sigmoid(self)` and `targets` in [0, 1], computed from
     /// the logits without overflow: `softplus(x) - x t`.
     pub fn binary_cross_entropy_with_logits(&self, targets: &Tensor) -> Tensor {
-        assert_eq!(self.shape(), targets.shape(), "binary_cross_entropy_with_logits: logits {:?} and targets {:?} differ", self.shape(), targets.shape());
+        assert_eq!(
+            self.shape(),
+            targets.shape(),
+            "binary_cross_entropy_with_logits: logits {:?} and targets {:?} differ",
+            self.shape(),
+            targets.shape()
+        );
         self.softplus().sub(&self.mul(targets)).mean()
     }
 }

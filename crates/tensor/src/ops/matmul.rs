@@ -36,7 +36,13 @@ impl Tensor {
         );
         let batch_shape = if a_batch.is_empty() { b_batch } else { a_batch };
         let batch: usize = batch_shape.iter().product();
-        let layout = |transposed, cols| if transposed { MatrixLayout::transposed(cols) } else { MatrixLayout::row_major(cols) };
+        let layout = |transposed, cols| {
+            if transposed {
+                MatrixLayout::transposed(cols)
+            } else {
+                MatrixLayout::row_major(cols)
+            }
+        };
         let problem = MatmulProblem {
             batch,
             m,
@@ -54,11 +60,19 @@ impl Tensor {
         Tensor::from_op(storage, out_shape, "matmul", &[a, b], move |args| {
             let (a, b, g) = (&args.inputs[0], &args.inputs[1], args.grad);
             let grad_a = args.needs[0].then(|| {
-                let ga = if ta { b.matmul_transposed(g, tb, true) } else { g.matmul_transposed(b, false, !tb) };
+                let ga = if ta {
+                    b.matmul_transposed(g, tb, true)
+                } else {
+                    g.matmul_transposed(b, false, !tb)
+                };
                 ga.sum_to(a.shape())
             });
             let grad_b = args.needs[1].then(|| {
-                let gb = if tb { g.matmul_transposed(a, true, ta) } else { a.matmul_transposed(g, !ta, false) };
+                let gb = if tb {
+                    g.matmul_transposed(a, true, ta)
+                } else {
+                    a.matmul_transposed(g, !ta, false)
+                };
                 gb.sum_to(b.shape())
             });
             vec![grad_a, grad_b]
@@ -73,10 +87,20 @@ impl Tensor {
             self.shape(),
             weight.shape()
         );
-        let x = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
+        let x = if self.rank() == 1 {
+            self.unsqueeze(0)
+        } else {
+            self.clone()
+        };
         let mut y = x.matmul_transposed(weight, false, true);
         if let Some(b) = bias {
-            assert_eq!(b.shape(), &[weight.shape()[0]], "linear: bias of shape {:?} for {} outputs", b.shape(), weight.shape()[0]);
+            assert_eq!(
+                b.shape(),
+                &[weight.shape()[0]],
+                "linear: bias of shape {:?} for {} outputs",
+                b.shape(),
+                weight.shape()[0]
+            );
             y = y.add(b);
         }
         if self.rank() == 1 {

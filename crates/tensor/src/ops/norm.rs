@@ -13,7 +13,10 @@ impl Tensor {
         let n = self.shape()[0];
         let mut keep = vec![1; self.rank()];
         keep[0] = n;
-        let sum_sq = self.storage().unary(earthmover_kernels::UnaryOp::Pow(2.0)).reduce(ReduceOp::Sum, self.shape(), &keep);
+        let sum_sq =
+            self.storage()
+                .unary(earthmover_kernels::UnaryOp::Pow(2.0))
+                .reduce(ReduceOp::Sum, self.shape(), &keep);
         let norms = sum_sq.unary(earthmover_kernels::UnaryOp::Sqrt);
         Tensor::from_op(norms, vec![n], "per_sample_norm", &[self], |a| {
             let x = &a.inputs[0];
@@ -38,17 +41,41 @@ impl Tensor {
 
     /// Layer normalisation over the last `normalized_dims` dims, with optional elementwise
     /// affine `weight` and `bias` of those dims' shape (PyTorch's `F.layer_norm`).
-    pub fn layer_norm(&self, normalized_dims: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Tensor {
-        assert!(normalized_dims >= 1 && normalized_dims <= self.rank(), "layer_norm: cannot normalise {normalized_dims} dims of shape {:?}", self.shape());
-        let dims: Vec<isize> = (self.rank() - normalized_dims..self.rank()).map(|d| d as isize).collect();
+    pub fn layer_norm(
+        &self,
+        normalized_dims: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Tensor {
+        assert!(
+            normalized_dims >= 1 && normalized_dims <= self.rank(),
+            "layer_norm: cannot normalise {normalized_dims} dims of shape {:?}",
+            self.shape()
+        );
+        let dims: Vec<isize> = (self.rank() - normalized_dims..self.rank())
+            .map(|d| d as isize)
+            .collect();
         let mut y = self.normalize(&dims, eps);
         let feature_shape = &self.shape()[self.rank() - normalized_dims..];
         if let Some(w) = weight {
-            assert_eq!(w.shape(), feature_shape, "layer_norm: weight of shape {:?} for features {:?}", w.shape(), feature_shape);
+            assert_eq!(
+                w.shape(),
+                feature_shape,
+                "layer_norm: weight of shape {:?} for features {:?}",
+                w.shape(),
+                feature_shape
+            );
             y = y.mul(w);
         }
         if let Some(b) = bias {
-            assert_eq!(b.shape(), feature_shape, "layer_norm: bias of shape {:?} for features {:?}", b.shape(), feature_shape);
+            assert_eq!(
+                b.shape(),
+                feature_shape,
+                "layer_norm: bias of shape {:?} for features {:?}",
+                b.shape(),
+                feature_shape
+            );
             y = y.add(b);
         }
         y
@@ -57,7 +84,11 @@ impl Tensor {
     /// Batch statistics for batch-norm: the mean and population variance of each channel (dim
     /// 1) over the batch and any spatial dims, each of shape `[C]`.
     pub fn batch_stats(&self) -> (Tensor, Tensor) {
-        assert!(self.rank() >= 2, "batch_stats: expects [N, C, ...], got {:?}", self.shape());
+        assert!(
+            self.rank() >= 2,
+            "batch_stats: expects [N, C, ...], got {:?}",
+            self.shape()
+        );
         let dims: Vec<isize> = std::iter::once(0).chain(2..self.rank() as isize).collect();
         (self.mean_dims(&dims, false), self.var_dims(&dims, false))
     }

@@ -15,7 +15,9 @@ impl Tensor {
         }
         let storage = self.storage().reduce(ReduceOp::Sum, self.shape(), &out_shape);
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(storage, out_shape, "sum", &[self], move |a| vec![Some(a.grad.broadcast_to(&in_shape))])
+        Tensor::from_op(storage, out_shape, "sum", &[self], move |a| {
+            vec![Some(a.grad.broadcast_to(&in_shape))]
+        })
     }
 
     fn resolve_dims(&self, dims: &[isize], op: &str) -> Vec<usize> {
@@ -105,11 +107,18 @@ impl Tensor {
             return self.clone();
         }
         let ok = broadcast_shapes(self.shape(), shape).is_some_and(|s| s == shape);
-        assert!(ok, "broadcast_to: shape {:?} cannot be broadcast to {:?}", self.shape(), shape);
+        assert!(
+            ok,
+            "broadcast_to: shape {:?} cannot be broadcast to {:?}",
+            self.shape(),
+            shape
+        );
         let strides = broadcast_strides(self.shape(), shape);
         let storage = self.storage().strided_copy(0, &strides, shape);
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(storage, shape.to_vec(), "broadcast_to", &[self], move |a| vec![Some(a.grad.sum_to(&in_shape))])
+        Tensor::from_op(storage, shape.to_vec(), "broadcast_to", &[self], move |a| {
+            vec![Some(a.grad.sum_to(&in_shape))]
+        })
     }
 
     /// Sum a broadcast result back down to `shape`: the adjoint of [`Tensor::broadcast_to`].
@@ -118,9 +127,16 @@ impl Tensor {
             return self.clone();
         }
         let ok = broadcast_shapes(shape, self.shape()).is_some_and(|s| s == self.shape());
-        assert!(ok, "sum_to: shape {:?} cannot be summed down to {:?}", self.shape(), shape);
+        assert!(
+            ok,
+            "sum_to: shape {:?} cannot be summed down to {:?}",
+            self.shape(),
+            shape
+        );
         let lead = self.rank() - shape.len();
-        let dims: Vec<usize> = (0..self.rank()).filter(|&d| d < lead || shape[d - lead] == 1 && self.shape()[d] != 1).collect();
+        let dims: Vec<usize> = (0..self.rank())
+            .filter(|&d| d < lead || shape[d - lead] == 1 && self.shape()[d] != 1)
+            .collect();
         self.sum_keepdim(&dims).reshape(shape)
     }
 }

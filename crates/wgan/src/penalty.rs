@@ -1,0 +1,65 @@
+//! WGAN-GP's gradient penalty (Gulrajani et al., Algorithm 1):
+//!
+//! ```text
+//! eps ~ U[0, 1], one per sample
+//! x_hat = eps x_real + (1 - eps) x_fake
+//! penalty = lambda * mean_i (||grad_x C(x_hat)_i||_2 - 1)^2
+//! ```
+//!
+//! The norm is per sample, over all of its C*H*W values, and the gradient is kept in the graph
+//! (`create_graph`), so that the penalty can be differentiated with respect to the critic's
+//! weights.
+
+use earthmover_tensor::{grad, Tensor};
+
+/// One interpolation weight per sample, uniform on [0, 1), shaped `[N, 1, ..., 1]` to
+/// broadcast over a batch of shape `like`. Drawing one per element instead would put `x_hat`
+/// off the segment between the real and the fake sample, where the penalty's theory does not
+/// apply.
+pub fn interpolation_weights<R: rand::Rng + ?Sized>(like: &Tensor, rng: &mut R) -> Tensor {
+    let mut shape = vec![1; like.rank()];
+    shape[0] = like.shape()[0];
+    Tensor::rand_uniform_with(&shape, 0.0, 1.0, like.dtype(), rng)
+}
+
+/// `eps * real + (1 - eps) * fake`, detached from both inputs, ready to be differentiated
+/// against.
+pub fn interpolate(real: &Tensor, fake: &Tensor, eps: &Tensor) -> Tensor {
+    assert_eq!(
+        real.shape(),
+        fake.shape(),
+        "interpolate: real {:?} and fake {:?} batches differ",
+        real.shape(),
+        fake.shape()
+    );
+    let (real, fake) = (real.detach(), fake.detach());
+    fake.add(&real.sub(&fake).mul(eps)).detach().requires_grad_(true)
+}
+
+/// The penalty and what a training loop logs about it.
+pub struct GradientPenalty {
+    /// `lambda * mean((||grad||_2 - 1)^2)`, differentiable in the critic's parameters.
+    pub penalty: Tensor,
+    /// The mean over the batch of the per-sample gradient norms (detached).
+    pub mean_grad_norm: f64,
+}
+
+/// The gradient penalty of `critic` at the interpolates `x_hat` (which must require grad:
+/// build them with [`interpolate`]).
+pub fn gradient_penalty(critic: impl Fn(&Tensor) -> Tensor, x_hat: &Tensor, lambda: f64) -> GradientPenalty {
+    assert!(
+        x_hat.requires_grad(),
+        "gradient_penalty: x_hat must require grad (use interpolate)"
+    );
+    let scores = critic(x_hat);
+    // The sum's gradient is each sample's own gradient, since samples do not interact in the
+    // critic (no batch-norm: that is why WGAN-GP forbids it).
+    let gradients = grad(&[&scores.sum()], &[x_hat], None, true).remove(0);
+    let norms = gradients.per_sample_norm();
+    let mean_grad_norm = norms.detach().mean().item();
+    let penalty = norms.sub_scalar(1.0).square().mean().mul_scalar(lambda);
+    GradientPenalty {
+        penalty,
+        mean_grad_norm,
+    }
+}
