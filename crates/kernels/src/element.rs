@@ -38,6 +38,7 @@ pub trait Element:
     fn max(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+    fn is_nan(self) -> bool;
 }
 
 macro_rules! impl_element {
@@ -97,6 +98,10 @@ macro_rules! impl_element {
             #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
         }
     };

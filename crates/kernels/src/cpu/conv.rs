@@ -163,6 +163,7 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn geometry(c: usize, o: usize, h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> ConvGeometry {
         ConvGeometry {
             batch: 1,

@@ -28,7 +28,7 @@ impl ReduceOp {
             ReduceOp::Sum => acc + x,
             // NaN propagates, as in PyTorch.
             ReduceOp::Max => {
-                if x > acc || x != x {
+                if x > acc || x.is_nan() {
                     x
                 } else {
                     acc
