@@ -17,4 +17,4 @@ mod storage;
 pub use cpu::elementwise::{BinaryOp, UnaryOp};
 pub use element::Element;
 pub use shape::{broadcast_shapes, broadcast_strides, contiguous_strides, numel, ConvGeometry};
-pub use storage::{CpuStorage, DType, Device, MatmulProblem, MatrixLayout, ReduceOp, Storage};
+pub use storage::{CpuStorage, DType, Device, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, Storage};

@@ -2,7 +2,7 @@
 //! device's kernels. The tensor crate only ever talks to `Storage`, so adding a device means
 //! adding a variant here and its arms below.
 
-use crate::cpu::{conv, elementwise, layout, matmul, reduce};
+use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::{BinaryOp, ConvGeometry, UnaryOp};
 use std::fmt;
 
@@ -270,4 +270,73 @@ impl Storage {
             g, x, gy
         ))
     }
+
+    // ---------------------------------------------------------------- in-place updates
+
+    /// One fused optimiser step on this parameter buffer, in place.
+    pub fn optimizer_step(&mut self, grad: &Storage, state: &mut [&mut Storage], update: OptimizerUpdate) {
+        macro_rules! run {
+            ($variant:ident) => {{
+                let Storage::Cpu(CpuStorage::$variant(p)) = self else {
+                    unreachable!()
+                };
+                let Storage::Cpu(CpuStorage::$variant(g)) = grad else {
+                    panic!(
+                        "optimizer step: gradient dtype {} differs from parameter dtype",
+                        grad.dtype()
+                    )
+                };
+                let mut bufs: Vec<&mut Vec<_>> = state
+                    .iter_mut()
+                    .map(|s| match &mut **s {
+                        Storage::Cpu(CpuStorage::$variant(v)) => v,
+                        _ => panic!("optimizer step: state dtype differs from parameter dtype"),
+                    })
+                    .collect();
+                match update {
+                    OptimizerUpdate::Sgd { lr, momentum } => {
+                        let mut empty = Vec::new();
+                        let buf = bufs.pop().unwrap_or(&mut empty);
+                        optim::sgd(p, g, buf, lr, momentum)
+                    }
+                    OptimizerUpdate::RmsProp { lr, alpha, eps } => optim::rmsprop(p, g, bufs[0], lr, alpha, eps),
+                    OptimizerUpdate::Adam { lr, betas, eps, step } => {
+                        let (m, v) = bufs.split_at_mut(1);
+                        optim::adam(p, g, m[0], v[0], lr, betas, eps, step)
+                    }
+                    OptimizerUpdate::Clamp { min, max } => optim::clamp_in_place(p, min, max),
+                }
+            }};
+        }
+        match self.dtype() {
+            DType::F32 => run!(F32),
+            DType::F64 => run!(F64),
+        }
+    }
+}
+
+/// The fused in-place updates of [`Storage::optimizer_step`], with their hyperparameters. The
+/// state buffers each needs, in order: SGD with momentum its momentum buffer; RMSProp its
+/// square average; Adam its first and second moments; Clamp none (and ignores the gradient).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerUpdate {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+    },
+    RmsProp {
+        lr: f64,
+        alpha: f64,
+        eps: f64,
+    },
+    Adam {
+        lr: f64,
+        betas: (f64, f64),
+        eps: f64,
+        step: u64,
+    },
+    Clamp {
+        min: f64,
+        max: f64,
+    },
 }

@@ -25,7 +25,7 @@ mod ops;
 mod tensor;
 
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
-pub use earthmover_kernels::{DType, Device};
+pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;
 pub use tensor::{live_tensor_count, Tensor};

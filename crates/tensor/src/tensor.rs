@@ -2,7 +2,7 @@
 
 use crate::autograd::{is_grad_enabled, BackwardArgs, Node};
 use crate::error::{Error, Result};
-use earthmover_kernels::{numel, DType, Device, Storage};
+use earthmover_kernels::{numel, DType, Device, OptimizerUpdate, Storage};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, StandardUniform};
@@ -263,6 +263,14 @@ impl Tensor {
         self
     }
 
+    /// Turn gradient tracking of a leaf on or off in place (PyTorch's
+    /// `p.requires_grad_(False)` on a parameter): a GAN freezes the critic this way during the
+    /// generator's step.
+    pub fn set_requires_grad(&self, requires_grad: bool) {
+        assert!(self.is_leaf(), "set_requires_grad: only leaf tensors can be marked");
+        self.0.leaf_requires_grad.store(requires_grad, Ordering::Relaxed);
+    }
+
     /// True when this tensor was not produced by a recorded op.
     pub fn is_leaf(&self) -> bool {
         self.0.grad_fn.is_none()
@@ -325,6 +333,44 @@ impl Tensor {
     pub fn update_storage(&self, f: impl FnOnce(&mut Storage)) {
         let mut guard = self.0.data.write().expect("tensor storage lock");
         f(Arc::make_mut(&mut guard));
+    }
+
+    /// A fused optimiser update of this parameter, in place, with its gradient and state
+    /// tensors (see [`OptimizerUpdate`] for which state each rule needs). Not recorded.
+    pub fn apply_update(&self, grad: Option<&Tensor>, state: &[&Tensor], update: OptimizerUpdate) {
+        let grad = match grad {
+            Some(g) => {
+                assert_eq!(
+                    g.shape(),
+                    self.shape(),
+                    "apply_update: gradient {:?} for parameter {:?}",
+                    g.shape(),
+                    self.shape()
+                );
+                g.storage()
+            }
+            None => Arc::new(Storage::full(0.0, 0, self.dtype(), self.device()).expect("device of an existing tensor")),
+        };
+        for s in state {
+            assert_eq!(
+                s.shape(),
+                self.shape(),
+                "apply_update: state {:?} for parameter {:?}",
+                s.shape(),
+                self.shape()
+            );
+            assert!(
+                !Arc::ptr_eq(&s.0, &self.0),
+                "apply_update: a parameter cannot be its own state"
+            );
+        }
+        let mut guards: Vec<_> = state
+            .iter()
+            .map(|t| t.0.data.write().expect("tensor storage lock"))
+            .collect();
+        let mut buffers: Vec<&mut Storage> = guards.iter_mut().map(|g| Arc::make_mut(g)).collect();
+        let mut param = self.0.data.write().expect("tensor storage lock");
+        Arc::make_mut(&mut param).optimizer_step(&grad, &mut buffers, update);
     }
 
     /// Copy to another device. An error when that device is not available.

@@ -3,4 +3,12 @@
 //! Today: WGAN-GP's gradient penalty ([`penalty`]). The layers, optimisers, models and training
 //! loops build on it.
 
+pub mod data;
+mod error;
+pub mod models;
+pub mod nn;
+pub mod optim;
 pub mod penalty;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -91,6 +91,7 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> 
             MatrixLayout::row_major(pix),
             y,
             false,
+            false,
         );
     });
     y
@@ -115,6 +116,7 @@ pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> V
             y_n,
             MatrixLayout::row_major(pix),
             &mut cols,
+            false,
             false,
         );
         col2im(g, &cols, image);
@@ -145,6 +147,7 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
                     MatrixLayout::transposed(pix),
                     &mut gw,
                     true,
+                    false,
                 );
                 (gw, cols)
             },

@@ -1,6 +1,10 @@
 //! Matrix multiplication: `C = A B` for row-major buffers, with either operand read transposed
-//! through its strides (no copies at the call site), batched, and parallel over batches and row
-//! blocks of C.
+//! through its strides (no copies at the call site), batched, and parallel over batches or
+//! within one product.
+//!
+//! The inner kernel is the `gemm` crate's cache-blocked, SIMD micro-kernel (chosen at run time
+//! for the processor: AVX2/FMA, AVX-512, NEON), the one piece of the CPU path we do not write
+//! ourselves. [`gemm_reference`] is our plain version, which the tests check it against.
 
 use crate::Element;
 use rayon::prelude::*;
@@ -34,9 +38,73 @@ const ROW_BLOCK: usize = 4;
 /// Depth of one pass over B, so that the block of B rows stays in L2.
 const DEPTH_BLOCK: usize = 256;
 
-/// `c (m x n, row-major) (+)= A (m x k) B (k x n)` on the calling thread.
+/// `c (m x n, row-major) (+)= A (m x k) B (k x n)`, on the calling thread or, with
+/// `parallel`, on all of rayon's threads.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_layout: MatrixLayout,
+    b: &[T],
+    b_layout: MatrixLayout,
+    c: &mut [T],
+    accumulate: bool,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |l: MatrixLayout, rows: usize, cols: usize| (rows - 1) * l.row_stride + (cols - 1) * l.col_stride;
+    assert!(c.len() >= m * n, "gemm: output buffer too small");
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].iter_mut().for_each(|v| *v = T::ZERO);
+        }
+        return;
+    }
+    assert!(
+        a.len() > last(a_layout, m, k) && b.len() > last(b_layout, k, n),
+        "gemm: operand buffer too small"
+    );
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the kernel reads (row r, column c at
+    // r * row_stride + c * col_stride) and writes (r * n + c) inside the slices, and the
+    // output does not alias the inputs (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_layout.col_stride as isize,
+            a_layout.row_stride as isize,
+            b.as_ptr(),
+            b_layout.col_stride as isize,
+            b_layout.row_stride as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Our plain GEMM, the reference the fast kernel is tested against: 4 rows of C at a time so
+/// that each row of B read from cache serves four rows of A.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_reference<T: Element>(
     m: usize,
     n: usize,
     k: usize,
@@ -110,47 +178,22 @@ pub struct MatmulProblem {
     pub b_batch_stride: usize,
 }
 
-/// Batched `A B`, parallel over batches and blocks of rows of the output.
+/// Batched `A B`: one product at a time on all threads, or batches in parallel.
 pub fn matmul<T: Element>(p: &MatmulProblem, a: &[T], b: &[T]) -> Vec<T> {
     let MatmulProblem { batch, m, n, k, .. } = *p;
     let mut out = vec![T::ZERO; batch * m * n];
     if out.is_empty() {
         return out;
     }
-    // Enough row blocks to keep every thread busy, each big enough to amortise packing B.
-    let flops = 2 * m * n * k;
-    let threads = rayon::current_num_threads();
-    let rows_per_task = if flops * batch < 1 << 20 {
-        m
+    let small = 2 * m * n * k < 1 << 16;
+    if batch == 1 {
+        gemm(m, n, k, a, p.a_layout, b, p.b_layout, &mut out, false, !small);
     } else {
-        (m.div_ceil((threads * 4).div_ceil(batch).max(1)))
-            .max(ROW_BLOCK * 4)
-            .min(m)
-    };
-    let tasks_per_batch = m.div_ceil(rows_per_task);
-    out.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
-        let a = &a[bi * p.a_batch_stride..];
-        let b = &b[bi * p.b_batch_stride..];
-        if tasks_per_batch == 1 {
-            gemm(m, n, k, a, p.a_layout, b, p.b_layout, c, false);
-        } else {
-            c.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(t, c)| {
-                let r0 = t * rows_per_task;
-                let rows = c.len() / n;
-                gemm(
-                    rows,
-                    n,
-                    k,
-                    &a[r0 * p.a_layout.row_stride..],
-                    p.a_layout,
-                    b,
-                    p.b_layout,
-                    c,
-                    false,
-                );
-            });
-        }
-    });
+        out.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
+            let (a, b) = (&a[bi * p.a_batch_stride..], &b[bi * p.b_batch_stride..]);
+            gemm(m, n, k, a, p.a_layout, b, p.b_layout, c, false, false);
+        });
+    }
     out
 }
 
@@ -176,21 +219,36 @@ mod tests {
 
     #[test]
     fn hand_computed_2x2() {
-        let a = [1.0, 2.0, 3.0, 4.0];
-        let b = [5.0, 6.0, 7.0, 8.0];
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]);
+        let row = MatrixLayout::row_major(2);
         let mut c = [0.0; 4];
-        gemm(
-            2,
-            2,
-            2,
-            &a,
-            MatrixLayout::row_major(2),
-            &b,
-            MatrixLayout::row_major(2),
-            &mut c,
-            false,
-        );
+        gemm(2, 2, 2, &a, row, &b, row, &mut c, false, false);
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+        // `accumulate` adds the product to what is there.
+        gemm(2, 2, 2, &a, row, &b, row, &mut c, true, false);
+        assert_eq!(c, [38.0, 44.0, 86.0, 100.0]);
+        let mut c = [0.0; 4];
+        gemm_reference(2, 2, 2, &a, row, &b, row, &mut c, false);
+        assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+    }
+
+    #[test]
+    fn fast_kernel_matches_reference_on_odd_sizes_in_f32() {
+        for &(m, n, k) in &[(3, 5, 7), (33, 17, 65), (129, 70, 31)] {
+            let a: Vec<f32> = (0..m * k).map(|v| ((v * 37 % 101) as f32) / 50.0 - 1.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|v| ((v * 53 % 97) as f32) / 48.0 - 1.0).collect();
+            for (a_layout, b_layout) in [
+                (MatrixLayout::row_major(k), MatrixLayout::row_major(n)),
+                (MatrixLayout::transposed(m), MatrixLayout::transposed(k)),
+            ] {
+                let (mut fast, mut reference) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+                gemm(m, n, k, &a, a_layout, &b, b_layout, &mut fast, false, true);
+                gemm_reference(m, n, k, &a, a_layout, &b, b_layout, &mut reference, false);
+                for (x, y) in fast.iter().zip(&reference) {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "m={m} n={n} k={k}: {x} vs {y}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! MNIST-format data: the IDX file reader (raw or gzip-compressed) and shuffled minibatches.
+//!
+//! An IDX file is a big-endian header, `0x00 0x00 <type> <rank>` then one u32 per dim, then
+//! the data. MNIST uses type 0x08 (unsigned bytes): images are rank 3 (`[N, 28, 28]`, magic
+//! 0x00000803) and labels rank 1 (`[N]`, magic 0x00000801). Every check names the file.
+
+use crate::{bail, Error, Result};
+use byteorder::{BigEndian, ReadBytesExt};
+use earthmover_tensor::Tensor;
+use flate2::read::GzDecoder;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::io::Read;
+use std::path::Path;
+
+/// The four files of an MNIST-format dataset.
+pub const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// An unsigned-byte IDX array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxArray {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Parse an IDX file's bytes (gzip-compressed or raw); `name` is used in error messages.
+pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
+    let raw;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| Error(format!("{name}: corrupt gzip data: {e}")))?;
+        raw = out;
+        &raw[..]
+    } else {
+        bytes
+    };
+    let mut header = bytes;
+    let magic = header
+        .read_u32::<BigEndian>()
+        .map_err(|_| Error(format!("{name}: too short for an IDX header")))?;
+    let (zeros, kind, rank) = (magic >> 16, (magic >> 8) & 0xff, (magic & 0xff) as usize);
+    if zeros != 0 || kind != 0x08 || rank == 0 || rank > 4 {
+        bail!("{name}: magic number 0x{magic:08x} is not an unsigned-byte IDX file (expected 0x0000080N)");
+    }
+    let mut dims = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let v = header
+            .read_u32::<BigEndian>()
+            .map_err(|_| Error(format!("{name}: header ends before dim {d}")))?;
+        dims.push(v as usize);
+    }
+    let expected: usize = dims.iter().product();
+    let data = header;
+    if data.len() != expected {
+        bail!(
+            "{name}: header promises {dims:?} = {expected} bytes of data but the file holds {} (truncated or corrupt)",
+            data.len()
+        );
+    }
+    Ok(IdxArray {
+        dims,
+        data: data.to_vec(),
+    })
+}
+
+/// Images and labels of one split.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// `count * rows * cols` bytes, row-major.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Split {
+    /// Check that an images array and a labels array form a split.
+    pub fn new(images: IdxArray, labels: IdxArray, images_name: &str, labels_name: &str) -> Result<Split> {
+        if images.dims.len() != 3 {
+            bail!(
+                "{images_name}: images must have 3 dims [count, rows, cols], found {:?}",
+                images.dims
+            );
+        }
+        if labels.dims.len() != 1 {
+            bail!("{labels_name}: labels must have 1 dim [count], found {:?}", labels.dims);
+        }
+        if images.dims[0] != labels.dims[0] {
+            bail!(
+                "{images_name} holds {} images but {labels_name} holds {} labels",
+                images.dims[0],
+                labels.dims[0]
+            );
+        }
+        if images.dims[0] == 0 {
+            bail!("{images_name}: no images");
+        }
+        Ok(Split {
+            pixels: images.data,
+            labels: labels.data,
+            rows: images.dims[1],
+            cols: images.dims[2],
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Images `indices` as `[B, 1, rows, cols]` f32, pixels mapped from 0..255 onto `range`.
+    pub fn images(&self, indices: &[usize], range: (f64, f64)) -> Tensor {
+        let size = self.rows * self.cols;
+        let scale = (range.1 - range.0) as f32 / 255.0;
+        let lo = range.0 as f32;
+        let mut values = Vec::with_capacity(indices.len() * size);
+        for &i in indices {
+            values.extend(
+                self.pixels[i * size..(i + 1) * size]
+                    .iter()
+                    .map(|&p| lo + p as f32 * scale),
+            );
+        }
+        Tensor::from_vec(values, &[indices.len(), 1, self.rows, self.cols]).expect("sizes agree")
+    }
+}
+
+/// A train and a test split.
+#[derive(Clone, Debug)]
+pub struct Mnist {
+    pub train: Split,
+    pub test: Split,
+}
+
+impl Mnist {
+    /// Read the four files of [`MNIST_FILES`] from `dir` (each gzip-compressed, or raw under the
+    /// same name without `.gz`).
+    pub fn load_dir(dir: &Path) -> Result<Mnist> {
+        if !dir.is_dir() {
+            bail!(
+                "data folder {} not found: it must hold the four MNIST-format files {}",
+                dir.display(),
+                MNIST_FILES.join(", ")
+            );
+        }
+        let mut files = Vec::new();
+        for name in MNIST_FILES {
+            let gz = dir.join(name);
+            let raw = dir.join(name.trim_end_matches(".gz"));
+            let path = if gz.exists() { gz } else { raw };
+            let bytes = std::fs::read(&path).map_err(|e| {
+                Error(format!(
+                    "cannot read {} ({e}): the data folder must hold {} (gzip-compressed or raw)",
+                    path.display(),
+                    MNIST_FILES.join(", ")
+                ))
+            })?;
+            files.push((path.display().to_string(), bytes));
+        }
+        let f: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        Mnist::from_files([f[0], f[1], f[2], f[3]])
+    }
+
+    /// Build from the contents of the four files, in [`MNIST_FILES`] order, as (name, bytes).
+    pub fn from_files(files: [(&str, &[u8]); 4]) -> Result<Mnist> {
+        let arrays: Vec<IdxArray> = files.iter().map(|(n, b)| parse_idx(b, n)).collect::<Result<_>>()?;
+        let mut it = arrays.into_iter();
+        let (ti, tl, vi, vl) = (
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+        );
+        let train = Split::new(ti, tl, files[0].0, files[1].0)?;
+        let test = Split::new(vi, vl, files[2].0, files[3].0)?;
+        if (train.rows, train.cols) != (test.rows, test.cols) {
+            bail!(
+                "train images are {}x{} but test images are {}x{}",
+                train.rows,
+                train.cols,
+                test.rows,
+                test.cols
+            );
+        }
+        Ok(Mnist { train, test })
+    }
+}
+
+/// Shuffled minibatch indices: every image once per epoch, in a new random order each epoch.
+/// A batch that reaches the end of an epoch is completed from the next one.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    len: usize,
+    order: Vec<usize>,
+    position: usize,
+    /// Completed epochs.
+    pub epoch: usize,
+}
+
+impl Batcher {
+    pub fn new(len: usize) -> Batcher {
+        Batcher {
+            len,
+            order: Vec::new(),
+            position: 0,
+            epoch: 0,
+        }
+    }
+
+    pub fn next_batch<R: Rng + ?Sized>(&mut self, batch_size: usize, rng: &mut R) -> Vec<usize> {
+        let mut batch = Vec::with_capacity(batch_size);
+        while batch.len() < batch_size {
+            if self.position == self.order.len() {
+                if !self.order.is_empty() {
+                    self.epoch += 1;
+                }
+                self.order = (0..self.len).collect();
+                self.order.shuffle(rng);
+                self.position = 0;
+            }
+            let take = (batch_size - batch.len()).min(self.order.len() - self.position);
+            batch.extend_from_slice(&self.order[self.position..self.position + take]);
+            self.position += take;
+        }
+        batch
+    }
+
+    /// The position within the current epoch, and its order: enough to resume exactly.
+    pub fn state(&self) -> (Vec<usize>, usize, usize) {
+        (self.order.clone(), self.position, self.epoch)
+    }
+
+    pub fn restore(len: usize, order: Vec<usize>, position: usize, epoch: usize) -> Result<Batcher> {
+        if position > order.len() || order.iter().any(|&i| i >= len) || (!order.is_empty() && order.len() != len) {
+            bail!("batcher state does not fit a dataset of {len} images");
+        }
+        Ok(Batcher {
+            len,
+            order,
+            position,
+            epoch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = magic.to_be_bytes().to_vec();
+        for d in dims {
+            out.extend(d.to_be_bytes());
+        }
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn parses_raw_and_checks_every_field() {
+        let good = idx(0x0803, &[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(parse_idx(&good, "x").unwrap().dims, vec![2, 2, 2]);
+        let err = parse_idx(&good[..good.len() - 1], "images.idx").unwrap_err().0;
+        assert!(err.contains("images.idx") && err.contains("truncated"), "{err}");
+        let err = parse_idx(&idx(0x0903, &[1, 1, 1], &[0]), "x").unwrap_err().0;
+        assert!(err.contains("magic number 0x00000903"), "{err}");
+        assert!(parse_idx(&[0, 0], "x").unwrap_err().0.contains("too short"));
+    }
+
+    #[test]
+    fn images_and_labels_must_agree() {
+        let images = parse_idx(&idx(0x0803, &[2, 1, 1], &[0, 255]), "img").unwrap();
+        let labels = parse_idx(&idx(0x0801, &[3], &[0, 1, 2]), "lbl").unwrap();
+        let err = Split::new(images.clone(), labels, "img", "lbl").unwrap_err().0;
+        assert!(err.contains("2 images") && err.contains("3 labels"), "{err}");
+        let labels = parse_idx(&idx(0x0801, &[2], &[0, 1]), "lbl").unwrap();
+        let split = Split::new(images, labels, "img", "lbl").unwrap();
+        assert_eq!(split.images(&[1, 0], (-1.0, 1.0)).to_vec_f32(), vec![1.0, -1.0]);
+    }
+
+    #[test]
+    fn an_epoch_sees_every_image_once() {
+        let mut b = Batcher::new(10);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut seen: Vec<usize> = (0..5).flat_map(|_| b.next_batch(4, &mut rng)).collect(); // 20 = 2 epochs
+        assert_eq!(b.epoch, 1);
+        let (first, second) = seen.split_at_mut(10);
+        first.sort();
+        second.sort();
+        assert_eq!(first, (0..10).collect::<Vec<_>>());
+        assert_eq!(second, (0..10).collect::<Vec<_>>());
+    }
+}

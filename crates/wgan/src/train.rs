@@ -1,0 +1,359 @@
+//! The training loops: WGAN (weight clipping, RMSProp), WGAN-GP (gradient penalty, Adam) and
+//! the standard GAN (non-saturating loss, Adam), one generator iteration at a time.
+
+use crate::data::{Batcher, Mnist};
+use crate::models::{Critic, CriticNorm, Generator, ModelKind};
+use crate::nn::init::Init;
+use crate::nn::Module;
+use crate::optim::{clip_weights, Adam, Optimizer, RmsProp};
+use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
+use crate::{bail, Result};
+use earthmover_tensor::{no_grad, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Which objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algo {
+    /// Arjovsky et al.'s Algorithm 1: weight clipping, RMSProp.
+    Wgan,
+    /// Gulrajani et al.'s Algorithm 1: gradient penalty, Adam.
+    WganGp,
+    /// Goodfellow et al.'s GAN with the non-saturating generator loss.
+    Gan,
+}
+
+impl FromStr for Algo {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Algo, String> {
+        match s {
+            "wgan" => Ok(Algo::Wgan),
+            "wgan-gp" => Ok(Algo::WganGp),
+            "gan" => Ok(Algo::Gan),
+            other => Err(format!(
+                "unknown algorithm `{other}`: expected one of wgan, wgan-gp, gan"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Algo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algo::Wgan => "wgan",
+            Algo::WganGp => "wgan-gp",
+            Algo::Gan => "gan",
+        })
+    }
+}
+
+/// Every setting of a run. [`TrainConfig::new`] gives the papers' defaults for an algorithm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub algo: Algo,
+    pub model: ModelKind,
+    /// Width of the DCGAN networks (the paper's DIM).
+    pub dim: usize,
+    pub critic_norm: CriticNorm,
+    /// Generator iterations.
+    pub iters: usize,
+    pub batch_size: usize,
+    /// Critic steps per generator step.
+    pub n_critic: usize,
+    pub lr: f64,
+    /// Adam's betas (WGAN-GP and GAN).
+    pub betas: (f64, f64),
+    /// Weight-clipping bound c (WGAN).
+    pub clip: f64,
+    /// Gradient-penalty weight lambda (WGAN-GP).
+    pub lambda: f64,
+    /// WGAN's reference schedule: 100 critic steps for the first 25 generator iterations and
+    /// every 500th.
+    pub critic_warmup: bool,
+    pub seed: u64,
+    /// Estimate the Wasserstein distance on held-out test images every this many iterations.
+    pub test_every: usize,
+}
+
+impl TrainConfig {
+    /// The published defaults: WGAN (RMSProp 5e-5, c = 0.01, n_critic 5), WGAN-GP (Adam 1e-4,
+    /// betas (0, 0.9), lambda 10, n_critic 5), GAN (Adam 2e-4, betas (0.5, 0.999), one
+    /// discriminator step); batch 64 for all.
+    pub fn new(algo: Algo) -> TrainConfig {
+        let (lr, betas, n_critic) = match algo {
+            Algo::Wgan => (5e-5, (0.0, 0.9), 5),
+            Algo::WganGp => (1e-4, (0.0, 0.9), 5),
+            Algo::Gan => (2e-4, (0.5, 0.999), 1),
+        };
+        TrainConfig {
+            algo,
+            model: ModelKind::Dcgan,
+            dim: 64,
+            critic_norm: CriticNorm::None,
+            iters: 200_000,
+            batch_size: 64,
+            n_critic,
+            lr,
+            betas,
+            clip: 0.01,
+            lambda: 10.0,
+            critic_warmup: algo == Algo::Wgan,
+            seed: 0,
+            test_every: 100,
+        }
+    }
+
+    /// Reject settings that cannot train, each with a message saying why.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("batch size must be positive, got 0");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("learning rate must be positive and finite, got {}", self.lr);
+        }
+        if self.n_critic == 0 {
+            bail!("n_critic must be at least 1");
+        }
+        if !(self.clip >= 0.0 && self.clip.is_finite()) {
+            bail!("clip value must be non-negative, got {}", self.clip);
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            bail!("gradient-penalty lambda must be non-negative, got {}", self.lambda);
+        }
+        let (b1, b2) = self.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            bail!("Adam betas must lie in [0, 1), got ({b1}, {b2})");
+        }
+        if self.model == ModelKind::Dcgan && self.dim == 0 {
+            bail!("the DCGAN width (dim) must be positive");
+        }
+        if self.algo == Algo::WganGp && self.critic_norm == CriticNorm::BatchNorm {
+            bail!(
+                "batch-norm in the critic cannot be used with WGAN-GP: it makes each sample's score depend on \
+                 the rest of its batch, so the per-sample gradient penalty no longer constrains the critic. \
+                 Use --critic-norm none (the paper's choice) or layer"
+            );
+        }
+        if self.test_every == 0 {
+            bail!("test_every must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Critic steps before generator iteration `iteration` (counted from 0).
+    pub fn critic_steps(&self, iteration: usize) -> usize {
+        if self.critic_warmup && (iteration < 25 || iteration.is_multiple_of(500)) {
+            100
+        } else {
+            self.n_critic
+        }
+    }
+}
+
+/// What one generator iteration measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IterationLog {
+    /// 1-based: the number of generator steps done.
+    pub iteration: usize,
+    /// Seconds since training started (this process, plus earlier runs when resumed).
+    pub seconds: f64,
+    /// The critic's loss at its last step (WGAN-GP: penalty included).
+    pub critic_loss: f64,
+    pub generator_loss: f64,
+    /// `mean(C(real)) - mean(C(fake))` at the last critic step, without the penalty.
+    pub wasserstein: f64,
+    /// The gradient penalty (WGAN-GP; 0 otherwise).
+    pub penalty: f64,
+    /// The mean per-sample gradient norm on the interpolates (WGAN-GP; 0 otherwise).
+    pub grad_norm: f64,
+    /// The same estimate on held-out test images, every `test_every` iterations.
+    pub test_wasserstein: Option<f64>,
+}
+
+impl IterationLog {
+    /// The name and value of every quantity, for CSV columns and error messages.
+    pub fn fields(&self) -> [(&'static str, f64); 6] {
+        [
+            ("critic_loss", self.critic_loss),
+            ("generator_loss", self.generator_loss),
+            ("wasserstein", self.wasserstein),
+            ("penalty", self.penalty),
+            ("grad_norm", self.grad_norm),
+            ("test_wasserstein", self.test_wasserstein.unwrap_or(0.0)),
+        ]
+    }
+}
+
+/// The state of a run: networks, optimisers, data order, and the iteration count.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub generator: Generator,
+    pub critic: Critic,
+    pub generator_optim: Box<dyn Optimizer>,
+    pub critic_optim: Box<dyn Optimizer>,
+    pub batcher: Batcher,
+    /// Generator iterations done.
+    pub iteration: usize,
+    /// Training seconds of earlier runs of this training, when resumed.
+    pub seconds_before: f64,
+    started: Instant,
+}
+
+impl Trainer {
+    pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
+        config.validate()?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let init = if config.model == ModelKind::Dcgan {
+            Init::Dcgan
+        } else {
+            Init::PyTorch
+        };
+        let generator = Generator::new(config.model, config.dim, init, &mut rng);
+        let critic = Critic::new(config.model, config.dim, config.critic_norm, init, &mut rng);
+        let (generator_optim, critic_optim): (Box<dyn Optimizer>, Box<dyn Optimizer>) = match config.algo {
+            Algo::Wgan => (
+                Box::new(RmsProp::new(generator.parameters(), config.lr)),
+                Box::new(RmsProp::new(critic.parameters(), config.lr)),
+            ),
+            Algo::WganGp | Algo::Gan => (
+                Box::new(Adam::new(generator.parameters(), config.lr, config.betas)),
+                Box::new(Adam::new(critic.parameters(), config.lr, config.betas)),
+            ),
+        };
+        Ok(Trainer {
+            config,
+            generator,
+            critic,
+            generator_optim,
+            critic_optim,
+            batcher: Batcher::new(train_len),
+            iteration: 0,
+            seconds_before: 0.0,
+            started: Instant::now(),
+        })
+    }
+
+    /// The random stream of one iteration, derived from the seed and the iteration number, so
+    /// that a run resumed from a checkpoint draws exactly what an unbroken run would.
+    fn iteration_rng(&self) -> StdRng {
+        let mut x = self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // splitmix64's finaliser, so that neighbouring iterations get unrelated seeds.
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        StdRng::seed_from_u64(x ^ (x >> 31))
+    }
+
+    /// One generator iteration: the critic's steps, then the generator's. An error, naming the
+    /// quantity, when a loss turns non-finite (the networks are then not updated further).
+    pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
+        let cfg = self.config.clone();
+        let mut rng = self.iteration_rng();
+        let range = self.generator.output_range;
+        let critic_params = self.critic.parameters();
+        let mut log = IterationLog {
+            iteration: self.iteration + 1,
+            seconds: 0.0,
+            critic_loss: 0.0,
+            generator_loss: 0.0,
+            wasserstein: 0.0,
+            penalty: 0.0,
+            grad_norm: 0.0,
+            test_wasserstein: None,
+        };
+
+        // ---- critic
+        for p in &critic_params {
+            p.set_requires_grad(true);
+        }
+        for _ in 0..cfg.critic_steps(self.iteration) {
+            let indices = self.batcher.next_batch(cfg.batch_size, &mut rng);
+            let real = data.train.images(&indices, range);
+            let noise = Generator::noise(cfg.batch_size, &mut rng);
+            let fake = no_grad(|| self.generator.forward(&noise));
+            let real_scores = self.critic.forward(&real);
+            let fake_scores = self.critic.forward(&fake);
+            let wasserstein = real_scores.mean().sub(&fake_scores.mean());
+            let mut loss = match cfg.algo {
+                Algo::Wgan | Algo::WganGp => wasserstein.neg(),
+                Algo::Gan => real_scores
+                    .binary_cross_entropy_with_logits(&real_scores.ones_like())
+                    .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
+            };
+            if cfg.algo == Algo::WganGp {
+                let eps = interpolation_weights(&real, &mut rng);
+                let x_hat = interpolate(&real, &fake, &eps);
+                let gp = gradient_penalty(|x| self.critic.forward(x), &x_hat, cfg.lambda);
+                log.grad_norm = gp.mean_grad_norm;
+                loss = loss.add(&gp.penalty);
+                log.penalty = gp.penalty.item();
+            }
+            log.critic_loss = loss.item();
+            log.wasserstein = wasserstein.item();
+            check_finite(&log, "critic_loss", log.critic_loss)?;
+            self.critic_optim.zero_grad();
+            loss.backward();
+            self.critic_optim.step();
+            if cfg.algo == Algo::Wgan {
+                clip_weights(&critic_params, cfg.clip);
+            }
+        }
+
+        // ---- generator: the critic's weights are constants here.
+        for p in &critic_params {
+            p.set_requires_grad(false);
+        }
+        let noise = Generator::noise(cfg.batch_size, &mut rng);
+        let scores = self.critic.forward(&self.generator.forward(&noise));
+        let generator_loss = match cfg.algo {
+            Algo::Wgan | Algo::WganGp => scores.mean().neg(),
+            // Non-saturating: maximise log D(G(z)).
+            Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
+        };
+        log.generator_loss = generator_loss.item();
+        check_finite(&log, "generator_loss", log.generator_loss)?;
+        self.generator_optim.zero_grad();
+        generator_loss.backward();
+        self.generator_optim.step();
+        for p in &critic_params {
+            p.set_requires_grad(true);
+        }
+
+        self.iteration += 1;
+        if self.iteration.is_multiple_of(cfg.test_every) {
+            log.test_wasserstein = Some(self.test_wasserstein(data, &mut rng));
+        }
+        log.seconds = self.seconds();
+        Ok(log)
+    }
+
+    /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples.
+    pub fn test_wasserstein(&self, data: &Mnist, rng: &mut StdRng) -> f64 {
+        no_grad(|| {
+            let n = data.test.len().min(256);
+            let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
+            let real = data.test.images(&indices, self.generator.output_range);
+            let fake = self.generator.forward(&Generator::noise(n, rng));
+            self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
+        })
+    }
+
+    /// Training seconds so far, earlier runs of a resumed training included.
+    pub fn seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Images from the generator for `noise` (no graph recorded).
+    pub fn sample(&self, noise: &Tensor) -> Tensor {
+        no_grad(|| self.generator.forward(noise))
+    }
+}
+
+fn check_finite(log: &IterationLog, what: &str, value: f64) -> Result<()> {
+    if !value.is_finite() {
+        bail!("training diverged at iteration {}: {what} is {value}", log.iteration);
+    }
+    Ok(())
+}
