@@ -12,10 +12,11 @@
 //! `2 * N * Cin * H * W * Cout * kh * kw`. The bias add is not counted.
 //!
 //! Every case runs with 10 samples, a 1 s warm-up and a 3 s measurement so that the whole
-//! run stays a few minutes on a 2-core machine; criterion switches to flat sampling on its own
-//! for the slow cases.
+//! run stays around two minutes on a 2-core machine; cases of tens of milliseconds are sampled
+//! flat (see [`set_flops`]).
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use earthmover_tensor::{grad, no_grad, ConvOptions, DType, Tensor};
 use std::hint::black_box;
 use std::time::Duration;
@@ -23,11 +24,24 @@ use std::time::Duration;
 const BATCH: usize = 64;
 const KERNEL: usize = 5;
 
-fn configure<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+fn configure<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
+}
+
+/// Set the FLOP count of the next cases, and sample cases of at least `FLAT_ABOVE` FLOPs (tens
+/// of milliseconds each) flat: a fixed number of iterations per sample rather than criterion's
+/// linear ramp, which would take 55 iterations for 10 samples.
+fn set_flops<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, flops: u64) {
+    const FLAT_ABOVE: u64 = 500_000_000;
+    group.throughput(Throughput::Elements(flops));
+    group.sampling_mode(if flops >= FLAT_ABOVE {
+        SamplingMode::Flat
+    } else {
+        SamplingMode::Auto
+    });
 }
 
 // ---------------------------------------------------------------- matmul
@@ -39,7 +53,7 @@ fn bench_matmul(c: &mut Criterion) {
         let a = Tensor::randn(&[n, n], DType::F32, 1);
         let b = Tensor::randn(&[n, n], DType::F32, 2);
         // Elements = FLOPs: n^3 multiply-adds.
-        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+        set_flops(&mut group, 2 * (n as u64).pow(3));
         group.bench_function(format!("{n}x{n}x{n}"), |bench| {
             no_grad(|| bench.iter(|| black_box(a.matmul(&b))))
         });
@@ -129,7 +143,7 @@ fn bench_critic_conv(c: &mut Criterion) {
             );
         });
 
-        group.throughput(Throughput::Elements(layer.flops()));
+        set_flops(&mut group, layer.flops());
         group.bench_function(format!("{}/forward", layer.name), |bench| {
             no_grad(|| bench.iter(|| black_box(x.conv2d(&w, Some(&b), opts))))
         });
@@ -143,7 +157,7 @@ fn bench_critic_conv(c: &mut Criterion) {
         // Forward with the graph recorded, then both gradients through the autograd engine.
         let xg = x.detach().requires_grad_(true);
         let wg = w.detach().requires_grad_(true);
-        group.throughput(Throughput::Elements(3 * layer.flops()));
+        set_flops(&mut group, 3 * layer.flops());
         group.bench_function(format!("{}/forward_backward", layer.name), |bench| {
             bench.iter(|| {
                 let y = xg.conv2d(&wg, Some(&b), opts);
@@ -221,7 +235,7 @@ fn bench_generator_deconv(c: &mut Criterion) {
                 layer.name
             );
         });
-        group.throughput(Throughput::Elements(layer.flops()));
+        set_flops(&mut group, layer.flops());
         group.bench_function(format!("{}/forward", layer.name), |bench| {
             no_grad(|| bench.iter(|| black_box(x.conv_transpose2d(&w, Some(&b), opts))))
         });

@@ -30,6 +30,11 @@ pub struct IdxArray {
 
 /// Parse an IDX file's bytes (gzip-compressed or raw); `name` is used in error messages.
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
+    parse_idx_of_rank(bytes, name, None)
+}
+
+/// [`parse_idx`], refusing a header of another rank than `rank` before reading its dims.
+pub fn parse_idx_of_rank(bytes: &[u8], name: &str, expected_rank: Option<usize>) -> Result<IdxArray> {
     let raw;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -48,6 +53,14 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     let (zeros, kind, rank) = (magic >> 16, (magic >> 8) & 0xff, (magic & 0xff) as usize);
     if zeros != 0 || kind != 0x08 || rank == 0 || rank > 4 {
         bail!("{name}: magic number 0x{magic:08x} is not an unsigned-byte IDX file (expected 0x0000080N)");
+    }
+    if let Some(want) = expected_rank.filter(|&r| r != rank_found(magic)) {
+        bail!(
+            "{name}: magic number 0x{magic:08x} is for a rank-{} array, but {} need 0x{:08x}",
+            rank_found(magic),
+            if want == 3 { "images" } else { "labels" },
+            0x0800 | want
+        );
     }
     let mut dims = Vec::with_capacity(rank);
     for d in 0..rank {
@@ -68,6 +81,10 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
         dims,
         data: data.to_vec(),
     })
+}
+
+fn rank_found(magic: u32) -> usize {
+    (magic & 0xff) as usize
 }
 
 /// Images and labels of one split.
@@ -173,7 +190,13 @@ impl Mnist {
 
     /// Build from the contents of the four files, in [`MNIST_FILES`] order, as (name, bytes).
     pub fn from_files(files: [(&str, &[u8]); 4]) -> Result<Mnist> {
-        let arrays: Vec<IdxArray> = files.iter().map(|(n, b)| parse_idx(b, n)).collect::<Result<_>>()?;
+        // Images are rank 3 (magic 0x00000803), labels rank 1 (magic 0x00000801).
+        let ranks = [3, 1, 3, 1];
+        let arrays: Vec<IdxArray> = files
+            .iter()
+            .zip(ranks)
+            .map(|((name, bytes), rank)| parse_idx_of_rank(bytes, name, Some(rank)))
+            .collect::<Result<_>>()?;
         let mut it = arrays.into_iter();
         let (ti, tl, vi, vl) = (
             it.next().unwrap(),

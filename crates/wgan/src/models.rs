@@ -8,6 +8,7 @@ use crate::nn::{
 };
 use earthmover_tensor::{ConvOptions, DType, Tensor};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,7 +16,8 @@ use std::str::FromStr;
 pub const LATENT_DIM: usize = 128;
 
 /// Which pair of networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// Convolutional: the WGAN-GP paper's MNIST networks, width `dim`.
     Dcgan,
@@ -25,13 +27,16 @@ pub enum ModelKind {
 }
 
 /// How the critic normalises its hidden layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CriticNorm {
+    #[serde(rename = "none")]
     /// None: WGAN-GP's default, since batch-norm couples the samples of a batch and breaks the
     /// per-sample gradient penalty.
     None,
+    #[serde(rename = "layer")]
     /// Layer-norm over each sample's features: per sample, so safe with the penalty.
     LayerNorm,
+    #[serde(rename = "batch")]
     /// Batch-norm: allowed with weight clipping and the standard GAN only.
     BatchNorm,
 }

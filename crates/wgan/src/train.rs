@@ -11,12 +11,14 @@ use crate::{bail, Result};
 use earthmover_tensor::{no_grad, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
 /// Which objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Algo {
     /// Arjovsky et al.'s Algorithm 1: weight clipping, RMSProp.
     Wgan,
@@ -51,7 +53,7 @@ impl fmt::Display for Algo {
 }
 
 /// Every setting of a run. [`TrainConfig::new`] gives the papers' defaults for an algorithm.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub algo: Algo,
     pub model: ModelKind,
@@ -329,15 +331,21 @@ impl Trainer {
         Ok(log)
     }
 
-    /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples.
+    /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples,
+    /// with both networks in evaluation mode, so that measuring changes no state.
     pub fn test_wasserstein(&self, data: &Mnist, rng: &mut StdRng) -> f64 {
-        no_grad(|| {
+        self.generator.set_training(false);
+        self.critic.set_training(false);
+        let estimate = no_grad(|| {
             let n = data.test.len().min(256);
             let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
             let real = data.test.images(&indices, self.generator.output_range);
             let fake = self.generator.forward(&Generator::noise(n, rng));
             self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
-        })
+        });
+        self.generator.set_training(true);
+        self.critic.set_training(true);
+        estimate
     }
 
     /// Training seconds so far, earlier runs of a resumed training included.

@@ -126,15 +126,22 @@ pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> V
 
 /// `gw = sum_n gy[n] (O x Ho*Wo) @ im2col(x[n])^T`: the gradient of `<conv2d(x, w), gy>` with
 /// respect to `w`. `x: [N, C, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, C, kh, kw]`.
+///
+/// The batch is cut into fixed chunks, each summed in order, and the chunks' sums are added in
+/// order: the result does not depend on how rayon schedules the work, so a run is
+/// reproducible bit for bit.
 pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    const SAMPLES_PER_CHUNK: usize = 4;
     let (k, pix) = (g.patch_len(), g.out_h * g.out_w);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let wlen = g.out_channels * k;
-    (0..g.batch)
-        .into_par_iter()
-        .fold(
-            || (vec![T::ZERO; wlen], vec![T::ZERO; k * pix]),
-            |(mut gw, mut cols), n| {
+    let chunks: Vec<usize> = (0..g.batch.div_ceil(SAMPLES_PER_CHUNK)).collect();
+    let partials: Vec<Vec<T>> = chunks
+        .par_iter()
+        .map(|&chunk| {
+            let mut gw = vec![T::ZERO; wlen];
+            let mut cols = vec![T::ZERO; k * pix];
+            for n in chunk * SAMPLES_PER_CHUNK..((chunk + 1) * SAMPLES_PER_CHUNK).min(g.batch) {
                 im2col(g, &x[n * image_len..(n + 1) * image_len], &mut cols);
                 let gy_n = &gy[n * g.out_channels * pix..(n + 1) * g.out_channels * pix];
                 gemm(
@@ -149,17 +156,15 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
                     true,
                     false,
                 );
-                (gw, cols)
-            },
-        )
-        .map(|(gw, _)| gw)
-        .reduce(
-            || vec![T::ZERO; wlen],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
-                a
-            },
-        )
+            }
+            gw
+        })
+        .collect();
+    let mut total = vec![T::ZERO; wlen];
+    for partial in partials {
+        total.iter_mut().zip(&partial).for_each(|(a, &b)| *a += b);
+    }
+    total
 }
 
 #[cfg(test)]

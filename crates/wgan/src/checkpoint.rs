@@ -1,0 +1,378 @@
+//! Checkpoints in safetensors format, written atomically.
+//!
+//! A training checkpoint holds the generator and critic (`generator.fc.weight`, ... : PyTorch's
+//! state-dict names and layouts under a `generator.` / `critic.` prefix), both optimisers'
+//! state (`critic_optim.state.0.exp_avg`, ...), the data order of the current epoch
+//! (`batcher.order`), and in the header's metadata the run's configuration, the iteration, and
+//! the training time so far. A generator file holds the generator's state dict alone, without
+//! prefix, so that `torch` loads it into the same architecture with
+//! `model.load_state_dict(safetensors.torch.load_file(path))`.
+
+use crate::data::Batcher;
+use crate::io::write_atomic;
+use crate::models::Generator;
+use crate::nn::init::Init;
+use crate::nn::Module;
+use crate::train::{TrainConfig, Trainer};
+use crate::{bail, Error, Result};
+use earthmover_tensor::{DType, Tensor};
+use rand::SeedableRng;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::Path;
+
+const FORMAT: &str = "earthmover-wgan-checkpoint-1";
+const GENERATOR_FORMAT: &str = "earthmover-wgan-generator-1";
+
+/// Little-endian bytes of one tensor, ready for safetensors.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Raw {
+    fn from_tensor(t: &Tensor) -> Raw {
+        let (dtype, bytes) = match t.dtype() {
+            DType::F32 => (
+                Dtype::F32,
+                t.to_vec_f32().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            DType::F64 => (
+                Dtype::F64,
+                t.to_vec_f64().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        };
+        Raw {
+            dtype,
+            shape: t.shape().to_vec(),
+            bytes,
+        }
+    }
+}
+
+impl safetensors::View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn serialize(tensors: Vec<(String, Raw)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let views: Vec<(String, &Raw)> = tensors.iter().map(|(n, r)| (n.clone(), r)).collect();
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error(format!("cannot encode checkpoint: {e}")))
+}
+
+fn prefixed(prefix: &str, named: Vec<(String, Tensor)>) -> impl Iterator<Item = (String, Raw)> + '_ {
+    named
+        .into_iter()
+        .map(move |(n, t)| (format!("{prefix}.{n}"), Raw::from_tensor(&t)))
+}
+
+/// Save everything needed to continue `trainer` exactly where it is.
+pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
+    let mut tensors: Vec<(String, Raw)> = Vec::new();
+    tensors.extend(prefixed("generator", trainer.generator.state_dict()));
+    tensors.extend(prefixed("critic", trainer.critic.state_dict()));
+    tensors.extend(prefixed("generator_optim", trainer.generator_optim.state_dict()));
+    tensors.extend(prefixed("critic_optim", trainer.critic_optim.state_dict()));
+    let (order, position, epoch) = trainer.batcher.state();
+    let order_bytes = order.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
+    tensors.push((
+        "batcher.order".into(),
+        Raw {
+            dtype: Dtype::I64,
+            shape: vec![order.len()],
+            bytes: order_bytes,
+        },
+    ));
+    let config = serde_json::to_string(&trainer.config).expect("the configuration serialises");
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("earthmover_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("config".to_string(), config),
+        ("iteration".to_string(), trainer.iteration.to_string()),
+        ("seconds".to_string(), format!("{:?}", trainer.seconds())),
+        ("batcher_position".to_string(), position.to_string()),
+        ("batcher_epoch".to_string(), epoch.to_string()),
+    ]);
+    write_atomic(path, &serialize(tensors, metadata)?)
+}
+
+/// Save the generator's weights alone, with the configuration that built it.
+pub fn save_generator(trainer: &Trainer, path: &Path) -> Result<()> {
+    let tensors = trainer
+        .generator
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| (n, Raw::from_tensor(&t)))
+        .collect();
+    let config = serde_json::to_string(&trainer.config).expect("the configuration serialises");
+    let metadata = HashMap::from([
+        ("format".to_string(), GENERATOR_FORMAT.to_string()),
+        ("config".to_string(), config),
+        ("iteration".to_string(), trainer.iteration.to_string()),
+    ]);
+    write_atomic(path, &serialize(tensors, metadata)?)
+}
+
+/// A parsed safetensors file: its tensors by name and its metadata.
+struct Loaded {
+    tensors: HashMap<String, Tensor>,
+    orders: HashMap<String, Vec<usize>>,
+    metadata: HashMap<String, String>,
+}
+
+fn read(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| Error(format!("cannot read checkpoint {}: {e}", path.display())))?;
+    let bad =
+        |e: safetensors::SafeTensorError| Error(format!("{} is not a valid safetensors file: {e}", path.display()));
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let file = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let mut tensors = HashMap::new();
+    let mut orders = HashMap::new();
+    for (name, view) in file.tensors() {
+        match view.dtype() {
+            Dtype::I64 => {
+                orders.insert(name, decode_i64(&view));
+            }
+            _ => {
+                tensors.insert(
+                    name.clone(),
+                    decode_float(&view).map_err(|e| Error(format!("{}: tensor `{name}`: {e}", path.display())))?,
+                );
+            }
+        }
+    }
+    Ok(Loaded {
+        tensors,
+        orders,
+        metadata,
+    })
+}
+
+fn decode_float(view: &TensorView) -> std::result::Result<Tensor, String> {
+    let data = view.data();
+    let t = match view.dtype() {
+        Dtype::F32 => Tensor::from_vec(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            view.shape(),
+        ),
+        Dtype::F64 => Tensor::from_vec(
+            data.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            view.shape(),
+        ),
+        other => return Err(format!("unsupported dtype {other:?}")),
+    };
+    t.map_err(|e| e.0)
+}
+
+fn decode_i64(view: &TensorView) -> Vec<usize> {
+    view.data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()).max(0) as usize)
+        .collect()
+}
+
+fn metadata_value<T: std::str::FromStr>(loaded: &Loaded, key: &str, path: &Path) -> Result<T> {
+    loaded
+        .metadata
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error(format!("{}: checkpoint metadata has no valid `{key}`", path.display())))
+}
+
+fn config_of(loaded: &Loaded, path: &Path) -> Result<TrainConfig> {
+    let json = loaded
+        .metadata
+        .get("config")
+        .ok_or_else(|| Error(format!("{}: no training configuration in its metadata", path.display())))?;
+    let config: TrainConfig =
+        serde_json::from_str(json).map_err(|e| Error(format!("{}: unreadable configuration: {e}", path.display())))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Copy `source[prefix + name]` into each of `targets`, checking names and shapes.
+fn load_named(
+    targets: Vec<(String, Tensor)>,
+    source: &HashMap<String, Tensor>,
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
+    for (name, target) in targets {
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let Some(t) = source.get(&key) else {
+            bail!(
+                "{}: checkpoint has no tensor `{key}`: it was saved from a different architecture",
+                path.display()
+            );
+        };
+        if t.shape() != target.shape() {
+            bail!(
+                "{}: tensor `{key}` has shape {:?} but this model's has {:?}: the checkpoint was saved from a different architecture",
+                path.display(),
+                t.shape(),
+                target.shape()
+            );
+        }
+        target.set_data(&t.to_dtype(target.dtype()));
+    }
+    Ok(())
+}
+
+/// Rebuild a trainer from a checkpoint, ready to continue. `train_len` is the size of the
+/// training split, which must be the one the run started with.
+pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {
+    let loaded = read(path)?;
+    if loaded.metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        bail!(
+            "{} is not an earthmover training checkpoint (a generator-only file cannot be resumed)",
+            path.display()
+        );
+    }
+    let config = config_of(&loaded, path)?;
+    let mut trainer = Trainer::new(config, train_len)?;
+    load_named(trainer.generator.state_dict(), &loaded.tensors, "generator", path)?;
+    load_named(trainer.critic.state_dict(), &loaded.tensors, "critic", path)?;
+    for (prefix, optim) in [
+        ("generator_optim.", &mut trainer.generator_optim),
+        ("critic_optim.", &mut trainer.critic_optim),
+    ] {
+        let state: HashMap<String, Tensor> = loaded
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        optim
+            .load_state_dict(&state)
+            .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    }
+    let order = loaded.orders.get("batcher.order").cloned().unwrap_or_default();
+    if !order.is_empty() && order.len() != train_len {
+        bail!(
+            "{}: the run was trained on {} images, but this training split has {train_len}",
+            path.display(),
+            order.len()
+        );
+    }
+    trainer.batcher = Batcher::restore(
+        train_len,
+        order,
+        metadata_value(&loaded, "batcher_position", path)?,
+        metadata_value(&loaded, "batcher_epoch", path)?,
+    )?;
+    trainer.iteration = metadata_value(&loaded, "iteration", path)?;
+    trainer.seconds_before = metadata_value(&loaded, "seconds", path)?;
+    Ok(trainer)
+}
+
+/// Load a generator from a training checkpoint or a generator file, with its configuration.
+pub fn load_generator(path: &Path) -> Result<(Generator, TrainConfig)> {
+    let loaded = read(path)?;
+    let prefix = match loaded.metadata.get("format").map(String::as_str) {
+        Some(FORMAT) => "generator",
+        Some(GENERATOR_FORMAT) => "",
+        _ => bail!("{} is not an earthmover checkpoint or generator file", path.display()),
+    };
+    let config = config_of(&loaded, path)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let generator = Generator::new(config.model, config.dim, Init::PyTorch, &mut rng);
+    load_named(generator.state_dict(), &loaded.tensors, prefix, path)?;
+    Ok((generator, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Algo;
+
+    fn tiny_trainer(dim: usize) -> Trainer {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        config.dim = dim;
+        Trainer::new(config, 100).unwrap()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("em-ckpt-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("c.safetensors")
+    }
+
+    #[test]
+    fn a_checkpoint_loads_back_to_identical_weights() {
+        let trainer = tiny_trainer(4);
+        let path = scratch("roundtrip");
+        save_checkpoint(&trainer, &path).unwrap();
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        for (a, b) in trainer
+            .generator
+            .state_dict()
+            .iter()
+            .chain(&trainer.critic.state_dict())
+            .zip(loaded.generator.state_dict().iter().chain(&loaded.critic.state_dict()))
+        {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.to_vec_f32(), b.1.to_vec_f32(), "{}", a.0);
+        }
+        let (generator, config) = load_generator(&path).unwrap();
+        assert_eq!(config, trainer.config);
+        assert_eq!(
+            generator.parameters()[0].to_vec_f32(),
+            trainer.generator.parameters()[0].to_vec_f32()
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_architecture_is_refused() {
+        let path = scratch("arch");
+        save_checkpoint(&tiny_trainer(4), &path).unwrap();
+        // Rewrite the metadata to claim dim 8: the tensors no longer fit.
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut metadata = header.metadata().clone().unwrap();
+        let config = metadata["config"].replace("\"dim\":4", "\"dim\":8");
+        metadata.insert("config".into(), config);
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let raws: Vec<(String, Raw)> = file
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n,
+                    Raw {
+                        dtype: v.dtype(),
+                        shape: v.shape().to_vec(),
+                        bytes: v.data().to_vec(),
+                    },
+                )
+            })
+            .collect();
+        std::fs::write(&path, serialize(raws, metadata).unwrap()).unwrap();
+        let err = load_checkpoint(&path, 100)
+            .err()
+            .expect("a dim-4 checkpoint cannot fill a dim-8 model")
+            .0;
+        assert!(err.contains("different architecture") && err.contains("shape"), "{err}");
+        let err = load_generator(&path).err().expect("nor its generator").0;
+        assert!(err.contains("different architecture"), "{err}");
+    }
+}

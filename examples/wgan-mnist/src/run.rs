@@ -1,0 +1,401 @@
+//! The `train` and `sample` commands: data, output folder, the training loop with its progress
+//! bar, logs, pictures and checkpoints.
+
+use crate::download;
+use crate::TrainArgs;
+use earthmover_tensor::Tensor;
+use earthmover_wgan::checkpoint::{load_checkpoint, load_generator, save_checkpoint, save_generator};
+use earthmover_wgan::data::Mnist;
+use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
+use earthmover_wgan::models::Generator;
+use earthmover_wgan::nn::Module;
+use earthmover_wgan::plot::{line_plot, median_filter, sample_grid, Series};
+use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
+use earthmover_wgan::{bail, Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Iterations when none are given: what a 2-core CPU trains in under 30 minutes.
+pub const DEFAULT_ITERS: usize = 2000;
+/// DCGAN width when none is given (the paper's is 64).
+pub const DEFAULT_DIM: usize = 32;
+
+/// The metrics file's columns.
+const CSV_HEADER: &str = "iteration,seconds,critic_loss,generator_loss,wasserstein,penalty,grad_norm,test_wasserstein";
+
+fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        "auto" => {
+            eprintln!("note: this build of earthmover has no CUDA backend yet; training on the CPU");
+            Ok(())
+        }
+        "cuda" => bail!("--device cuda: this build of earthmover has no CUDA backend yet; use --device cpu"),
+        other => bail!("unknown device `{other}`: expected auto, cpu or cuda"),
+    }
+}
+
+fn load_data(args: &TrainArgs) -> Result<(Mnist, String)> {
+    if let Some(dir) = &args.download {
+        download::download(dir, &args.mirror, &download::MNIST_SHA256)?;
+        return Ok((Mnist::load_dir(dir)?, dir.display().to_string()));
+    }
+    match &args.data {
+        Some(dir) => Ok((Mnist::load_dir(dir)?, dir.display().to_string())),
+        None => Ok((crate::embedded::load()?, "built-in (10,000 MNIST digits)".to_string())),
+    }
+}
+
+/// The configuration of a new run: the algorithm's defaults, overridden by the flags given.
+fn new_config(args: &TrainArgs) -> TrainConfig {
+    let mut c = TrainConfig::new(args.algo.unwrap_or(Algo::WganGp));
+    c.dim = DEFAULT_DIM;
+    c.iters = DEFAULT_ITERS;
+    macro_rules! set {
+        ($($field:ident),+) => { $(if let Some(v) = args.$field { c.$field = v; })+ };
+    }
+    set!(
+        model,
+        dim,
+        critic_norm,
+        iters,
+        batch_size,
+        n_critic,
+        lr,
+        betas,
+        clip,
+        lambda,
+        seed,
+        test_every
+    );
+    if args.no_critic_warmup {
+        c.critic_warmup = false;
+    }
+    c
+}
+
+/// On resume the checkpoint's configuration rules: a flag that contradicts it is an error,
+/// except `--iters`, which may extend the run.
+fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
+    macro_rules! same {
+        ($($field:ident),+) => {$(
+            if let Some(v) = &args.$field {
+                if *v != saved.$field {
+                    bail!(
+                        "--{} {:?} contradicts the checkpoint, which was trained with {:?}; drop the flag to resume",
+                        stringify!($field).replace('_', "-"), v, saved.$field
+                    );
+                }
+            }
+        )+};
+    }
+    same!(
+        algo,
+        model,
+        dim,
+        critic_norm,
+        batch_size,
+        n_critic,
+        lr,
+        betas,
+        clip,
+        lambda,
+        seed,
+        test_every
+    );
+    if args.no_critic_warmup && saved.critic_warmup {
+        bail!("--no-critic-warmup contradicts the checkpoint, which was trained with the warm-up schedule");
+    }
+    Ok(())
+}
+
+/// Read back the rows of an earlier run's metrics file, up to `iteration`.
+fn read_metrics(path: &Path, iteration: usize) -> Result<Vec<IterationLog>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for (line_no, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || Error(format!("{}: line {} is not a metrics row", path.display(), line_no + 1));
+        if f.len() != 8 {
+            return Err(bad());
+        }
+        let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
+        let log = IterationLog {
+            iteration: f[0].parse().map_err(|_| bad())?,
+            seconds: num(1)?,
+            critic_loss: num(2)?,
+            generator_loss: num(3)?,
+            wasserstein: num(4)?,
+            penalty: num(5)?,
+            grad_norm: num(6)?,
+            test_wasserstein: if f[7].is_empty() { None } else { Some(num(7)?) },
+        };
+        if log.iteration <= iteration {
+            rows.push(log);
+        }
+    }
+    Ok(rows)
+}
+
+fn metrics_csv(rows: &[IterationLog]) -> String {
+    let mut out = String::with_capacity(rows.len() * 100);
+    out.push_str(CSV_HEADER);
+    out.push('\n');
+    for r in rows {
+        // `{:?}` prints the shortest decimal that reads back to the same f64.
+        let test = r.test_wasserstein.map(|v| format!("{v:?}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{:.3},{:?},{:?},{:?},{:?},{:?},{test}\n",
+            r.iteration, r.seconds, r.critic_loss, r.generator_loss, r.wasserstein, r.penalty, r.grad_norm
+        ));
+    }
+    out
+}
+
+fn wasserstein_plot(rows: &[IterationLog], algo: Algo) -> Result<Vec<u8>> {
+    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.iteration as f64, r.wasserstein)).collect();
+    let window = (rows.len() / 50).max(5) | 1;
+    let smooth = median_filter(&train.iter().map(|p| p.1).collect::<Vec<_>>(), window);
+    let test: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.test_wasserstein.map(|w| (r.iteration as f64, w)))
+        .collect();
+    let series = vec![
+        Series {
+            name: "train (raw)".into(),
+            points: train.clone(),
+            color: (190, 200, 225),
+        },
+        Series {
+            name: format!("train (median of {window})"),
+            points: train.iter().zip(smooth).map(|(p, s)| (p.0, s)).collect(),
+            color: (30, 80, 200),
+        },
+        Series {
+            name: "test".into(),
+            points: test,
+            color: (220, 60, 30),
+        },
+    ];
+    let title = match algo {
+        Algo::Gan => "mean D(real) - mean D(fake) (GAN logits)".to_string(),
+        _ => format!("Wasserstein estimate ({algo})"),
+    };
+    line_plot(
+        &title,
+        "generator iteration",
+        "E[C(real)] - E[C(fake)]",
+        &series,
+        (900, 500),
+    )
+    .map_err(Error)
+}
+
+/// Everything a run writes, in one place.
+struct Outputs {
+    dir: PathBuf,
+    fixed_noise: Tensor,
+}
+
+impl Outputs {
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+
+    fn save_samples(&self, trainer: &Trainer) -> Result<PathBuf> {
+        let images = sample_eval(&trainer.generator, &self.fixed_noise);
+        let path = self
+            .dir
+            .join("samples")
+            .join(format!("iter_{:06}.png", trainer.iteration));
+        write_atomic(&path, &sample_grid(&images, trainer.generator.output_range, 8, 2))?;
+        Ok(path)
+    }
+
+    fn save_logs(&self, rows: &[IterationLog], algo: Algo) -> Result<()> {
+        write_atomic(&self.dir.join("metrics.csv"), metrics_csv(rows).as_bytes())?;
+        if !rows.is_empty() {
+            write_atomic(&self.dir.join("wasserstein.png"), &wasserstein_plot(rows, algo)?)?;
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&self, trainer: &Trainer) -> Result<()> {
+        save_checkpoint(trainer, &self.checkpoint_path())?;
+        save_generator(trainer, &self.dir.join("generator.safetensors"))
+    }
+}
+
+/// Generator output in evaluation mode (batch-norm uses its running statistics and does not
+/// update them), so that drawing samples never changes the training state.
+fn sample_eval(generator: &Generator, noise: &Tensor) -> Tensor {
+    generator.set_training(false);
+    let images = earthmover_tensor::no_grad(|| generator.forward(noise));
+    generator.set_training(true);
+    images
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    check_device(&args.device)?;
+    if args.sample_every == 0 || args.checkpoint_every == 0 {
+        bail!("--sample-every and --checkpoint-every must be at least 1");
+    }
+    let (data, source) = load_data(&args)?;
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let mut t = load_checkpoint(path, data.train.len())?;
+            check_resume_flags(&args, &t.config)?;
+            if let Some(iters) = args.iters {
+                t.config.iters = iters;
+            }
+            t
+        }
+        None => Trainer::new(new_config(&args), data.train.len())?,
+    };
+    ensure_writable_dir(&args.out)?;
+    ensure_writable_dir(&args.out.join("samples"))?;
+    let config = trainer.config.clone();
+    let outputs = Outputs {
+        dir: args.out.clone(),
+        fixed_noise: Generator::noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0x5A3F_1E5D_u64)),
+    };
+    let settings = serde_json::json!({
+        "earthmover_version": env!("CARGO_PKG_VERSION"),
+        "training": config,
+        "data": source,
+        "train_images": data.train.len(),
+        "test_images": data.test.len(),
+        "device": "cpu",
+        "out": args.out.display().to_string(),
+        "sample_every": args.sample_every,
+        "checkpoint_every": args.checkpoint_every,
+        "resumed_from": args.resume.as_ref().map(|p| p.display().to_string()),
+    });
+    write_atomic(
+        &args.out.join("config.json"),
+        serde_json::to_string_pretty(&settings).expect("json").as_bytes(),
+    )?;
+    let mut rows = match &args.resume {
+        Some(_) => read_metrics(&args.out.join("metrics.csv"), trainer.iteration)?,
+        None => Vec::new(),
+    };
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+            eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+        }
+    }
+    let bar = progress_bar(&args, &config, trainer.iteration);
+    eprintln!(
+        "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}",
+        config.algo, config.model, config.dim, config.batch_size, config.iters
+    );
+    let start_iteration = trainer.iteration;
+    while trainer.iteration < config.iters {
+        if interrupted.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            outputs.save_checkpoint(&trainer)?;
+            outputs.save_logs(&rows, config.algo)?;
+            eprintln!(
+                "interrupted at iteration {}: saved {} (resume with --resume)",
+                trainer.iteration,
+                outputs.checkpoint_path().display()
+            );
+            return Ok(());
+        }
+        let log = match trainer.step(&data) {
+            Ok(log) => log,
+            Err(e) => {
+                bar.finish_and_clear();
+                outputs.save_logs(&rows, config.algo)?;
+                let kept = if outputs.checkpoint_path().exists() {
+                    format!("the last good checkpoint is {}", outputs.checkpoint_path().display())
+                } else {
+                    "no checkpoint was saved yet".to_string()
+                };
+                bail!("{e}; stopped, {kept}");
+            }
+        };
+        let it = log.iteration;
+        bar.set_position(it as u64);
+        bar.set_message(format!(
+            "W {:.4}  critic {:.4}  gen {:.4}{}",
+            log.wasserstein,
+            log.critic_loss,
+            log.generator_loss,
+            if config.algo == Algo::WganGp {
+                format!("  gp {:.4}", log.penalty)
+            } else {
+                String::new()
+            }
+        ));
+        rows.push(log);
+        let last = it == config.iters;
+        if it.is_multiple_of(args.sample_every) || last {
+            let path = outputs.save_samples(&trainer)?;
+            outputs.save_logs(&rows, config.algo)?;
+            if args.quiet || bar.is_hidden() {
+                let r = rows.last().expect("a row was pushed");
+                eprintln!(
+                    "iter {it:>6}  {:>7.1}s  W {:.4}  critic {:.4}  gen {:.4}  -> {}",
+                    r.seconds,
+                    r.wasserstein,
+                    r.critic_loss,
+                    r.generator_loss,
+                    path.display()
+                );
+            }
+        }
+        if it.is_multiple_of(args.checkpoint_every) || last {
+            outputs.save_checkpoint(&trainer)?;
+        }
+    }
+    bar.finish_and_clear();
+    if trainer.iteration == start_iteration {
+        // Nothing to train (resumed at the end): still leave complete outputs.
+        outputs.save_samples(&trainer)?;
+        outputs.save_logs(&rows, config.algo)?;
+        outputs.save_checkpoint(&trainer)?;
+    }
+    eprintln!(
+        "done: {} iterations in {:.0} s; samples, metrics.csv, wasserstein.png and checkpoints in {}",
+        trainer.iteration,
+        trainer.seconds(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn progress_bar(args: &TrainArgs, config: &TrainConfig, position: usize) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(config.iters as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} iters  {per_sec}  eta {eta}  {msg}")
+            .expect("a valid template"),
+    );
+    bar.set_position(position as u64);
+    bar
+}
+
+pub fn sample(checkpoint: &Path, n: usize, out: &Path, seed: u64) -> Result<()> {
+    if n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let (generator, _) = load_generator(checkpoint)?;
+    let noise = Generator::noise(n, &mut StdRng::seed_from_u64(seed));
+    let images = sample_eval(&generator, &noise);
+    let columns = (n as f64).sqrt().ceil() as usize;
+    write_atomic(out, &sample_grid(&images, generator.output_range, columns, 2))?;
+    eprintln!("wrote {n} samples to {}", out.display());
+    Ok(())
+}

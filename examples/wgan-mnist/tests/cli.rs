@@ -1,0 +1,442 @@
+//! The `wgan-mnist` binary end to end: every algorithm and model trains and leaves complete
+//! outputs; a resumed run equals an unbroken one bit for bit; every bad input is a clear
+//! error with a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wgan-mnist"))
+}
+
+/// A fresh folder under the target directory's tmp space, unique per test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Assert a clean failure: non-zero exit, an `error:` line containing `needle`, no panic.
+fn assert_fails_with(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, got success; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    assert!(
+        err.contains("error:") && err.contains(needle),
+        "expected `{needle}` in:\n{err}"
+    );
+}
+
+/// Tiny but real settings, so that a run takes a fraction of a second.
+const TINY: &[&str] = &[
+    "--dim",
+    "4",
+    "--batch-size",
+    "8",
+    "--n-critic",
+    "2",
+    "--test-every",
+    "2",
+    "--quiet",
+];
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn metrics(out: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).expect("metrics.csv written");
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn decode_png(path: &Path) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).expect("png exists")));
+    let reader = decoder
+        .read_info()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (reader.info().width, reader.info().height)
+}
+
+#[test]
+fn every_algorithm_and_model_trains_and_writes_its_outputs() {
+    for algo in ["wgan", "wgan-gp", "gan"] {
+        for model in ["dcgan", "mlp"] {
+            let out = scratch(&format!("{algo}-{model}"));
+            let result = train(
+                &out,
+                &[
+                    "--algo",
+                    algo,
+                    "--model",
+                    model,
+                    "--iters",
+                    "4",
+                    "--sample-every",
+                    "2",
+                    "--no-critic-warmup",
+                ],
+            );
+            assert!(result.status.success(), "{algo} {model}: {}", stderr(&result));
+            let rows = metrics(&out);
+            assert_eq!(rows.len(), 4, "{algo} {model}: one row per iteration");
+            for row in &rows {
+                for value in &row[2..7] {
+                    let v: f64 = value.parse().unwrap();
+                    assert!(v.is_finite(), "{algo} {model}: {row:?}");
+                }
+            }
+            assert!(
+                !rows[1][7].is_empty() && rows[0][7].is_empty(),
+                "test estimate every 2 iterations"
+            );
+            assert_eq!(decode_png(&out.join("samples/iter_000002.png")), (466, 466));
+            assert_eq!(decode_png(&out.join("samples/iter_000004.png")), (466, 466));
+            assert!(decode_png(&out.join("wasserstein.png")).0 > 0);
+            let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+            assert!(config.contains(&format!("\"algo\": \"{algo}\"")), "{config}");
+            // The checkpoint loads back to the weights of the generator file, exactly.
+            let sampled = out.join("from-checkpoint.png");
+            let s = run(&[
+                "sample",
+                "--checkpoint",
+                out.join("checkpoint.safetensors").to_str().unwrap(),
+                "--n",
+                "9",
+                "--out",
+                sampled.to_str().unwrap(),
+            ]);
+            assert!(s.status.success(), "{}", stderr(&s));
+            let sampled2 = out.join("from-generator.png");
+            let s = run(&[
+                "sample",
+                "--checkpoint",
+                out.join("generator.safetensors").to_str().unwrap(),
+                "--n",
+                "9",
+                "--out",
+                sampled2.to_str().unwrap(),
+            ]);
+            assert!(s.status.success(), "{}", stderr(&s));
+            assert_eq!(std::fs::read(&sampled).unwrap(), std::fs::read(&sampled2).unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
+    for algo in ["wgan-gp", "wgan"] {
+        let whole = scratch(&format!("whole-{algo}"));
+        let parts = scratch(&format!("parts-{algo}"));
+        let common = [
+            "--algo",
+            algo,
+            "--model",
+            "mlp",
+            "--critic-norm",
+            "layer",
+            "--no-critic-warmup",
+        ];
+        let mut args = common.to_vec();
+        args.extend(["--iters", "6"]);
+        assert!(train(&whole, &args).status.success());
+        let mut args = common.to_vec();
+        args.extend(["--iters", "3"]);
+        assert!(train(&parts, &args).status.success());
+        let checkpoint = parts.join("checkpoint.safetensors");
+        let resumed = train(&parts, &["--resume", checkpoint.to_str().unwrap(), "--iters", "6"]);
+        assert!(resumed.status.success(), "{}", stderr(&resumed));
+        let (a, b) = (metrics(&whole), metrics(&parts));
+        assert_eq!(a.len(), 6);
+        assert_eq!(b.len(), 6);
+        for (ra, rb) in a.iter().zip(&b) {
+            // Every column but the wall-clock seconds.
+            assert_eq!((&ra[0], &ra[2..]), (&rb[0], &rb[2..]), "{algo}: rows differ");
+        }
+        let weights = |dir: &Path| {
+            let bytes = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut tensors: Vec<(String, Vec<u8>)> = file
+                .tensors()
+                .into_iter()
+                .map(|(name, view)| (name, view.data().to_vec()))
+                .collect();
+            tensors.sort();
+            tensors
+        };
+        assert_eq!(
+            weights(&whole),
+            weights(&parts),
+            "{algo}: final networks or optimiser states differ"
+        );
+    }
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let out = scratch("bad-settings");
+    let o = out.to_str().unwrap();
+    assert_fails_with(&run(&["--out", o, "--batch-size", "0"]), "batch size must be positive");
+    assert_fails_with(&run(&["--out", o, "--lr", "0"]), "learning rate must be positive");
+    assert_fails_with(&run(&["--out", o, "--lr=-1e-4"]), "learning rate must be positive");
+    assert_fails_with(
+        &run(&["--out", o, "--algo", "wgan", "--clip=-0.01"]),
+        "clip value must be non-negative",
+    );
+    assert_fails_with(&run(&["--out", o, "--lambda=-1"]), "lambda must be non-negative");
+    assert_fails_with(
+        &run(&["--out", o, "--critic-norm", "batch"]),
+        "batch-norm in the critic cannot be used with WGAN-GP",
+    );
+    assert_fails_with(&run(&["--out", o, "--device", "cuda"]), "no CUDA backend");
+    // A flag clap cannot parse is its own clean error.
+    let bad = run(&["--out", o, "--algo", "vae"]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("unknown algorithm `vae`"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = run(&["--out", o, "--betas", "0.5"]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("two numbers"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+fn write_idx(dir: &Path, name: &str, magic: u32, dims: &[u32], data: &[u8]) {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend(data);
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// A valid raw (uncompressed) MNIST-format folder of `n` blank train and test images.
+fn tiny_dataset(dir: &Path, n: u32) {
+    let pixels = vec![0u8; (n * 28 * 28) as usize];
+    write_idx(dir, "train-images-idx3-ubyte", 0x0803, &[n, 28, 28], &pixels);
+    write_idx(dir, "train-labels-idx1-ubyte", 0x0801, &[n], &vec![1; n as usize]);
+    write_idx(dir, "t10k-images-idx3-ubyte", 0x0803, &[n, 28, 28], &pixels);
+    write_idx(dir, "t10k-labels-idx1-ubyte", 0x0801, &[n], &vec![1; n as usize]);
+}
+
+#[test]
+fn bad_data_is_a_clear_error() {
+    let out = scratch("bad-data-out");
+    let o = out.to_str().unwrap();
+    let missing = out.join("no-such-folder");
+    assert_fails_with(
+        &run(&["--out", o, "--data", missing.to_str().unwrap()]),
+        "train-images-idx3-ubyte.gz",
+    );
+
+    // A valid folder trains.
+    let good = scratch("data-good");
+    tiny_dataset(&good, 10);
+    let ok = train(&out, &["--data", good.to_str().unwrap(), "--iters", "1"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    let truncated = scratch("data-truncated");
+    tiny_dataset(&truncated, 10);
+    let path = truncated.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    assert_fails_with(&run(&["--out", o, "--data", truncated.to_str().unwrap()]), "truncated");
+
+    let magic = scratch("data-magic");
+    tiny_dataset(&magic, 10);
+    write_idx(&magic, "t10k-labels-idx1-ubyte", 0x0D01, &[10], &[1; 10]);
+    assert_fails_with(
+        &run(&["--out", o, "--data", magic.to_str().unwrap()]),
+        "magic number 0x00000d01",
+    );
+    // Images where labels belong.
+    write_idx(&magic, "t10k-labels-idx1-ubyte", 0x0803, &[10, 28, 28], &[0; 7840]);
+    assert_fails_with(
+        &run(&["--out", o, "--data", magic.to_str().unwrap()]),
+        "labels need 0x00000801",
+    );
+
+    let counts = scratch("data-counts");
+    tiny_dataset(&counts, 10);
+    write_idx(&counts, "train-labels-idx1-ubyte", 0x0801, &[9], &[1; 9]);
+    assert_fails_with(&run(&["--out", o, "--data", counts.to_str().unwrap()]), "9 labels");
+
+    let gzip = scratch("data-gzip");
+    tiny_dataset(&gzip, 10);
+    std::fs::write(gzip.join("train-images-idx3-ubyte.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
+    assert_fails_with(&run(&["--out", o, "--data", gzip.to_str().unwrap()]), "corrupt gzip");
+}
+
+#[test]
+fn bad_checkpoints_and_outputs_are_clear_errors() {
+    let out = scratch("bad-checkpoint");
+    let o = out.to_str().unwrap();
+    let garbage = out.join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a checkpoint").unwrap();
+    assert_fails_with(
+        &run(&["--out", o, "--resume", garbage.to_str().unwrap()]),
+        "not a valid safetensors file",
+    );
+    assert_fails_with(
+        &run(&["sample", "--checkpoint", garbage.to_str().unwrap()]),
+        "not a valid safetensors file",
+    );
+    let missing = out.join("missing.safetensors");
+    assert_fails_with(
+        &run(&["sample", "--checkpoint", missing.to_str().unwrap()]),
+        "cannot read checkpoint",
+    );
+
+    // A checkpoint of another architecture.
+    assert!(train(&out, &["--iters", "1"]).status.success());
+    let checkpoint = out.join("checkpoint.safetensors");
+    assert_fails_with(
+        &train(&out, &["--resume", checkpoint.to_str().unwrap(), "--seed", "5"]),
+        "contradicts the checkpoint",
+    );
+    // A generator file holds no optimiser state: it cannot be resumed.
+    let generator = out.join("generator.safetensors");
+    assert_fails_with(
+        &train(&out, &["--resume", generator.to_str().unwrap()]),
+        "cannot be resumed",
+    );
+
+    // An output folder that cannot be created: a path through a regular file.
+    let blocked = out.join("garbage.safetensors").join("run");
+    assert_fails_with(
+        &run(&["--out", blocked.to_str().unwrap(), "--iters", "1"]),
+        "cannot create output folder",
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_names_the_quantity_and_keeps_the_last_checkpoint() {
+    let out = scratch("diverge");
+    assert!(train(&out, &["--iters", "2"]).status.success());
+    let checkpoint = out.join("checkpoint.safetensors");
+    let good = std::fs::read(&checkpoint).unwrap();
+    // An absurd learning rate overflows the weights within a step or two.
+    let result = train(&out, &["--lr", "1e30", "--iters", "50", "--checkpoint-every", "1"]);
+    assert_fails_with(&result, "training diverged at iteration");
+    let err = stderr(&result);
+    assert!(
+        err.contains("critic_loss is") || err.contains("generator_loss is"),
+        "{err}"
+    );
+    assert!(err.contains("the last good checkpoint is"), "{err}");
+    // The last good checkpoint is untouched and loads.
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), good);
+    let sampled = out.join("s.png");
+    let s = run(&[
+        "sample",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        sampled.to_str().unwrap(),
+    ]);
+    assert!(s.status.success(), "{}", stderr(&s));
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let help = run(&["train", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--algo",
+        "--model",
+        "--dim",
+        "--critic-norm",
+        "--iters",
+        "--batch-size",
+        "--n-critic",
+        "--lr",
+        "--betas",
+        "--clip",
+        "--lambda",
+        "--seed",
+        "--data",
+        "--out",
+        "--device",
+        "--resume",
+        "--sample-every",
+        "--checkpoint-every",
+        "--download",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+}
+
+/// Serve the built-in data files over HTTP on 127.0.0.1 for `requests` requests.
+fn serve_builtin(requests: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let name = request
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            let body = std::fs::read(root.join(&name)).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
+#[test]
+fn download_checks_every_file_against_the_published_sha256() {
+    // The built-in subset is not the published full MNIST: its checksum must be refused.
+    let url = serve_builtin(1);
+    let out = scratch("download");
+    let dir = out.join("mnist");
+    let result = run(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--download",
+        dir.to_str().unwrap(),
+        "--mirror",
+        &url,
+    ]);
+    assert_fails_with(
+        &result,
+        "expected 440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    );
+    assert!(
+        !dir.join("train-images-idx3-ubyte.gz").exists(),
+        "a file that failed its checksum was kept"
+    );
+}
