@@ -1,7 +1,7 @@
-//! Wasserstein GANs on earthmover.
-//!
-//! Today: WGAN-GP's gradient penalty ([`penalty`]). The layers, optimisers, models and training
-//! loops build on it.
+//! Wasserstein GANs on earthmover: layers ([`nn`]), optimisers ([`optim`]), the DCGAN and MLP
+//! networks ([`models`]), WGAN-GP's gradient penalty ([`penalty`]), the WGAN, WGAN-GP and GAN
+//! training loops ([`train`]), MNIST-format data ([`data`]), checkpoints ([`checkpoint`]) and
+//! pictures ([`plot`]).
 
 pub mod checkpoint;
 pub mod data;

@@ -60,6 +60,8 @@ pub struct TrainConfig {
     /// Width of the DCGAN networks (the paper's DIM).
     pub dim: usize,
     pub critic_norm: CriticNorm,
+    /// How both networks' weights are initialised.
+    pub init: Init,
     /// Generator iterations.
     pub iters: usize,
     pub batch_size: usize,
@@ -95,6 +97,7 @@ impl TrainConfig {
             model: ModelKind::Dcgan,
             dim: 64,
             critic_norm: CriticNorm::None,
+            init: Init::Dcgan,
             iters: 200_000,
             batch_size: 64,
             n_critic,
@@ -143,6 +146,15 @@ impl TrainConfig {
             bail!("test_every must be at least 1");
         }
         Ok(())
+    }
+
+    /// The usual initialisation of a model: DCGAN's normal(0, 0.02) for the DCGAN networks,
+    /// PyTorch's defaults for the MLPs.
+    pub fn default_init(model: ModelKind) -> Init {
+        match model {
+            ModelKind::Dcgan => Init::Dcgan,
+            ModelKind::Mlp => Init::PyTorch,
+        }
     }
 
     /// Critic steps before generator iteration `iteration` (counted from 0).
@@ -208,11 +220,7 @@ impl Trainer {
     pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
         config.validate()?;
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let init = if config.model == ModelKind::Dcgan {
-            Init::Dcgan
-        } else {
-            Init::PyTorch
-        };
+        let init = config.init;
         let generator = Generator::new(config.model, config.dim, init, &mut rng);
         let critic = Critic::new(config.model, config.dim, config.critic_norm, init, &mut rng);
         let (generator_optim, critic_optim): (Box<dyn Optimizer>, Box<dyn Optimizer>) = match config.algo {

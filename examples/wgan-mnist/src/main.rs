@@ -7,6 +7,7 @@ mod run;
 
 use clap::{Args, Parser, Subcommand};
 use earthmover_wgan::models::{CriticNorm, ModelKind};
+use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::train::Algo;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ pub struct TrainArgs {
     /// Critic normalisation: none, layer, or batch (not with wgan-gp).
     #[arg(long, value_parser = parse_with::<CriticNorm>)]
     pub critic_norm: Option<CriticNorm>,
+    /// Weight initialisation: pytorch (PyTorch's defaults) or dcgan (normal(0, 0.02)).
+    #[arg(long, value_parser = parse_with::<Init>)]
+    pub init: Option<Init>,
     /// Generator iterations to train for.
     #[arg(long)]
     pub iters: Option<usize>,

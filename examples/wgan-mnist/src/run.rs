@@ -75,6 +75,7 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
     if args.no_critic_warmup {
         c.critic_warmup = false;
     }
+    c.init = args.init.unwrap_or(TrainConfig::default_init(c.model));
     c
 }
 
@@ -98,6 +99,7 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
         model,
         dim,
         critic_norm,
+        init,
         batch_size,
         n_critic,
         lr,

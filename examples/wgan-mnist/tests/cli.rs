@@ -440,3 +440,46 @@ fn download_checks_every_file_against_the_published_sha256() {
         "a file that failed its checksum was kept"
     );
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let out = scratch("ctrl-c");
+    let mut args = vec![
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--iters",
+        "100000",
+        "--sample-every",
+        "1",
+    ];
+    args.extend_from_slice(TINY);
+    let child = bin()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // Wait until training is under way, then interrupt it as Ctrl-C would.
+    let first = out.join("samples/iter_000001.png");
+    let start = std::time::Instant::now();
+    while !first.exists() {
+        assert!(start.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let result = child.wait_with_output().unwrap();
+    let err = stderr(&result);
+    assert!(result.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted at iteration") && !err.contains("panicked"),
+        "{err}"
+    );
+    // The checkpoint it saved resumes.
+    let checkpoint = out.join("checkpoint.safetensors");
+    let resumed = train(&out, &["--resume", checkpoint.to_str().unwrap(), "--iters", "1"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+}

@@ -6,15 +6,38 @@
 
 use earthmover_tensor::{DType, Tensor};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 /// How to initialise a new layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Init {
     /// PyTorch's default for the layer type.
     #[default]
+    #[serde(rename = "pytorch")]
     PyTorch,
     /// normal(0, 0.02) weights and zero biases (Radford et al.'s DCGAN).
+    #[serde(rename = "dcgan")]
     Dcgan,
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Init, String> {
+        match s {
+            "pytorch" => Ok(Init::PyTorch),
+            "dcgan" => Ok(Init::Dcgan),
+            other => Err(format!("unknown initialisation `{other}`: expected pytorch or dcgan")),
+        }
+    }
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Init::PyTorch => "pytorch",
+            Init::Dcgan => "dcgan",
+        })
+    }
 }
 
 /// A weight of `shape` whose fan-in is `fan_in`.
