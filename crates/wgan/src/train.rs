@@ -97,7 +97,9 @@ impl TrainConfig {
             model: ModelKind::Dcgan,
             dim: 64,
             critic_norm: CriticNorm::None,
-            init: Init::Dcgan,
+            // PyTorch's defaults: on MNIST they train faster than DCGAN's normal(0, 0.02)
+            // (docs/training.md); `--init dcgan` gives the latter.
+            init: Init::PyTorch,
             iters: 200_000,
             batch_size: 64,
             n_critic,
@@ -146,15 +148,6 @@ impl TrainConfig {
             bail!("test_every must be at least 1");
         }
         Ok(())
-    }
-
-    /// The usual initialisation of a model: DCGAN's normal(0, 0.02) for the DCGAN networks,
-    /// PyTorch's defaults for the MLPs.
-    pub fn default_init(model: ModelKind) -> Init {
-        match model {
-            ModelKind::Dcgan => Init::Dcgan,
-            ModelKind::Mlp => Init::PyTorch,
-        }
     }
 
     /// Critic steps before generator iteration `iteration` (counted from 0).

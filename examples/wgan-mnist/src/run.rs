@@ -75,7 +75,7 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
     if args.no_critic_warmup {
         c.critic_warmup = false;
     }
-    c.init = args.init.unwrap_or(TrainConfig::default_init(c.model));
+    c.init = args.init.unwrap_or(c.init);
     c
 }
 

@@ -118,3 +118,41 @@ impl Module for LayerNorm {
         visit(&join(prefix, "bias"), &self.bias, TensorKind::Parameter);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_norm_tracks_running_statistics_like_pytorch() {
+        // Two channels over a batch of 4 (values chosen so the statistics are easy by hand).
+        let x = Tensor::from_vec(vec![1.0f32, 10.0, 2.0, 20.0, 3.0, 30.0, 6.0, 60.0], &[4, 2]).unwrap();
+        let bn = BatchNorm::new(2);
+        let y = bn.forward(&x).to_vec_f32();
+        // Channel 0: mean 3, biased variance 3.5, unbiased 14/3.
+        let expect0 = (1.0 - 3.0) / (3.5f32 + 1e-5).sqrt();
+        assert!((y[0] - expect0).abs() < 1e-5, "{} vs {expect0}", y[0]);
+        let mean = bn.running_mean.to_vec_f32();
+        let var = bn.running_var.to_vec_f32();
+        assert!((mean[0] - 0.3).abs() < 1e-6 && (mean[1] - 3.0).abs() < 1e-5, "{mean:?}");
+        assert!((var[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-5, "{var:?}");
+        assert_eq!(bn.num_batches_tracked.item(), 1.0);
+        // Evaluation mode normalises with the running statistics and leaves them alone.
+        bn.set_training(false);
+        let y = bn.forward(&x).to_vec_f32();
+        let expect = (1.0 - mean[0]) / (var[0] + 1e-5).sqrt();
+        assert!((y[0] - expect).abs() < 1e-5);
+        assert_eq!(bn.running_mean.to_vec_f32(), mean);
+    }
+
+    #[test]
+    fn layer_norm_normalises_each_sample() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 14.0], &[2, 4]).unwrap();
+        let y = LayerNorm::new(&[4]).forward(&x).to_vec_f32();
+        for sample in y.chunks(4) {
+            let mean: f32 = sample.iter().sum::<f32>() / 4.0;
+            let var: f32 = sample.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{sample:?}");
+        }
+    }
+}
