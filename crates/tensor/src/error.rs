@@ -1,8 +1,8 @@
 use std::fmt;
 
-/// An error from a user-facing tensor operation: bad data, a shape that does not match, a
-/// device that is not there. Mistakes inside op chains (mismatched shapes) panic instead, as
-/// PyTorch raises.
+/// A user-facing error, with a message that names what is wrong and where: bad data, a shape
+/// that does not match, a device that is not there, a bad setting. Mistakes inside op chains
+/// (mismatched shapes) panic instead, as PyTorch raises. The wgan crate uses the same type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error(pub String);
 
@@ -13,5 +13,11 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<String> for Error {
+    fn from(s: String) -> Error {
+        Error(s)
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,6 +5,19 @@ use super::{join, Module, TensorKind};
 use earthmover_tensor::{ConvOptions, Tensor};
 use rand::Rng;
 
+/// Name a layer's `weight` and optional `bias` as PyTorch does.
+fn visit_weight_and_bias(
+    prefix: &str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    visit: &mut dyn FnMut(&str, &Tensor, TensorKind),
+) {
+    visit(&join(prefix, "weight"), weight, TensorKind::Parameter);
+    if let Some(b) = bias {
+        visit(&join(prefix, "bias"), b, TensorKind::Parameter);
+    }
+}
+
 /// `y = x W^T + b`, PyTorch's `nn.Linear`: `weight: [out, in]`, `bias: [out]`.
 pub struct Linear {
     pub weight: Tensor,
@@ -24,10 +37,7 @@ impl Module for Linear {
         x.linear(&self.weight, self.bias.as_ref())
     }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        visit(&join(prefix, "weight"), &self.weight, TensorKind::Parameter);
-        if let Some(b) = &self.bias {
-            visit(&join(prefix, "bias"), b, TensorKind::Parameter);
-        }
+        visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
 }
 
@@ -59,10 +69,7 @@ impl Module for Conv2d {
         x.conv2d(&self.weight, self.bias.as_ref(), self.options)
     }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        visit(&join(prefix, "weight"), &self.weight, TensorKind::Parameter);
-        if let Some(b) = &self.bias {
-            visit(&join(prefix, "bias"), b, TensorKind::Parameter);
-        }
+        visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
 }
 
@@ -96,10 +103,7 @@ impl Module for ConvTranspose2d {
         x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.options)
     }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        visit(&join(prefix, "weight"), &self.weight, TensorKind::Parameter);
-        if let Some(b) = &self.bias {
-            visit(&join(prefix, "bias"), b, TensorKind::Parameter);
-        }
+        visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
 }
 
