@@ -366,3 +366,87 @@ fn check_finite(log: &IterationLog, what: &str, value: f64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Split;
+    use crate::data::{parse_idx, IdxArray};
+
+    fn tiny_data() -> Mnist {
+        let idx = |magic: u32, dims: &[u32], data: Vec<u8>| -> IdxArray {
+            let mut bytes = magic.to_be_bytes().to_vec();
+            dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+            bytes.extend(data);
+            parse_idx(&bytes, "synthetic").unwrap()
+        };
+        let pixels: Vec<u8> = (0..16 * 784).map(|i| (i * 37 % 256) as u8).collect();
+        let split = || {
+            Split::new(
+                idx(0x0803, &[16, 28, 28], pixels.clone()),
+                idx(0x0801, &[16], vec![3; 16]),
+                "i",
+                "l",
+            )
+            .unwrap()
+        };
+        Mnist {
+            train: split(),
+            test: split(),
+        }
+    }
+
+    #[test]
+    fn wgan_warm_up_schedule_follows_the_reference_code() {
+        let config = TrainConfig::new(Algo::Wgan);
+        assert_eq!(config.critic_steps(0), 100);
+        assert_eq!(config.critic_steps(24), 100);
+        assert_eq!(config.critic_steps(25), 5);
+        assert_eq!(config.critic_steps(500), 100);
+        assert_eq!(config.critic_steps(501), 5);
+        assert_eq!(TrainConfig::new(Algo::WganGp).critic_steps(0), 5);
+    }
+
+    #[test]
+    fn weight_clipping_bounds_every_critic_parameter_after_a_step() {
+        let mut config = TrainConfig::new(Algo::Wgan);
+        (config.dim, config.batch_size, config.critic_warmup) = (4, 8, false);
+        config.critic_norm = CriticNorm::BatchNorm;
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let log = trainer.step(&tiny_data()).unwrap();
+        assert!(log.critic_loss.is_finite() && log.generator_loss.is_finite());
+        for (name, p) in trainer.critic.named_parameters() {
+            let max = p.to_vec_f32().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max <= 0.01, "{name}: |w| reaches {max}");
+        }
+    }
+
+    #[test]
+    fn wgan_gp_logs_its_penalty_and_gradient_norm() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.batch_size, config.test_every) = (4, 8, 1);
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let log = trainer.step(&tiny_data()).unwrap();
+        assert!(log.penalty > 0.0 && log.grad_norm > 0.0, "{log:?}");
+        // critic loss = -W + penalty at the last critic step
+        assert!(
+            (log.critic_loss - (-log.wasserstein + log.penalty)).abs() < 1e-4,
+            "{log:?}"
+        );
+        assert!(log.test_wasserstein.is_some());
+        assert_eq!(trainer.iteration, 1);
+    }
+
+    #[test]
+    fn settings_that_cannot_train_are_refused_with_a_reason() {
+        let mut c = TrainConfig::new(Algo::WganGp);
+        c.critic_norm = CriticNorm::BatchNorm;
+        assert!(c.validate().unwrap_err().0.contains("per-sample gradient penalty"));
+        let mut c = TrainConfig::new(Algo::Wgan);
+        c.betas = (1.0, 0.9);
+        assert!(c.validate().unwrap_err().0.contains("betas"));
+        let mut c = TrainConfig::new(Algo::Gan);
+        c.n_critic = 0;
+        assert!(c.validate().is_err());
+    }
+}
