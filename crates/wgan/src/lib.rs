@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod optim;
