@@ -239,6 +239,24 @@ fn load_named(
     Ok(())
 }
 
+/// Save any module's state dict (PyTorch's names, no prefix) with string metadata.
+pub fn save_module(module: &dyn Module, metadata: HashMap<String, String>, path: &Path) -> Result<()> {
+    let tensors = module
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| (n, Raw::from_tensor(&t)))
+        .collect();
+    write_atomic(path, &serialize(tensors, metadata)?)
+}
+
+/// Load a state dict saved by [`save_module`] into `module` (names and shapes must match) and
+/// return the file's metadata.
+pub fn load_module(module: &dyn Module, path: &Path) -> Result<HashMap<String, String>> {
+    let loaded = read(path)?;
+    load_named(module.state_dict(), &loaded.tensors, "", path)?;
+    Ok(loaded.metadata)
+}
+
 /// Rebuild a trainer from a checkpoint, ready to continue. `train_len` is the size of the
 /// training split, which must be the one the run started with.
 pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {

@@ -4,6 +4,7 @@
 //! pictures ([`plot`]).
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod data;
 mod error;
 pub mod io;

@@ -29,6 +29,23 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Draw digits from a trained generator into a PNG grid.
     Sample(SampleArgs),
+    /// Train the digit classifier behind the quality metrics.
+    TrainClassifier(ClassifierArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClassifierArgs {
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Where to write the weights (safetensors).
+    #[arg(long, value_name = "FILE", default_value = "data/classifier/mnist-cnn.safetensors")]
+    out: PathBuf,
+    /// A folder with the four MNIST-format IDX files (default: the built-in digits).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 /// Flags left unset take the chosen algorithm's published defaults.
@@ -143,6 +160,9 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => run::train(*args),
         None => run::train(cli.train),
         Some(Command::Sample(args)) => run::sample(&args.checkpoint, args.n, &args.out, args.seed),
+        Some(Command::TrainClassifier(args)) => {
+            run::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
