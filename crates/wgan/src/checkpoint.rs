@@ -134,23 +134,25 @@ struct Loaded {
 
 fn read(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error(format!("cannot read checkpoint {}: {e}", path.display())))?;
-    let bad =
-        |e: safetensors::SafeTensorError| Error(format!("{} is not a valid safetensors file: {e}", path.display()));
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    parse(&bytes, &path.display().to_string())
+}
+
+/// Parse safetensors bytes; `name` says where they came from in error messages.
+fn parse(bytes: &[u8], name: &str) -> Result<Loaded> {
+    let bad = |e: safetensors::SafeTensorError| Error(format!("{name} is not a valid safetensors file: {e}"));
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let file = SafeTensors::deserialize(bytes).map_err(bad)?;
     let mut tensors = HashMap::new();
     let mut orders = HashMap::new();
-    for (name, view) in file.tensors() {
+    for (tensor, view) in file.tensors() {
         match view.dtype() {
             Dtype::I64 => {
-                orders.insert(name, decode_i64(&view));
+                orders.insert(tensor, decode_i64(&view));
             }
             _ => {
-                tensors.insert(
-                    name.clone(),
-                    decode_float(&view).map_err(|e| Error(format!("{}: tensor `{name}`: {e}", path.display())))?,
-                );
+                let decoded = decode_float(&view).map_err(|e| Error(format!("{name}: tensor `{tensor}`: {e}")))?;
+                tensors.insert(tensor, decoded);
             }
         }
     }
@@ -254,6 +256,14 @@ pub fn save_module(module: &dyn Module, metadata: HashMap<String, String>, path:
 pub fn load_module(module: &dyn Module, path: &Path) -> Result<HashMap<String, String>> {
     let loaded = read(path)?;
     load_named(module.state_dict(), &loaded.tensors, "", path)?;
+    Ok(loaded.metadata)
+}
+
+/// [`load_module`] from the bytes of a safetensors file (weights built into a binary);
+/// `name` says where they came from in error messages.
+pub fn load_module_bytes(module: &dyn Module, bytes: &[u8], name: &str) -> Result<HashMap<String, String>> {
+    let loaded = parse(bytes, name)?;
+    load_named(module.state_dict(), &loaded.tensors, "", Path::new(name))?;
     Ok(loaded.metadata)
 }
 

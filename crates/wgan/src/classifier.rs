@@ -3,6 +3,7 @@
 //! its softmax the class probabilities of the classifier score and of mode coverage.
 
 use crate::data::{Batcher, Split};
+use crate::metrics::{classifier_score, frechet_distance, mean_and_covariance, mode_coverage, ModeCoverage};
 use crate::nn::init::Init;
 use crate::nn::{Activation, Conv2d, Linear, Module, Sequential, TensorKind, Unflatten};
 use crate::optim::{Adam, Optimizer};
@@ -128,5 +129,41 @@ impl Module for Classifier {
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         self.features.visit(prefix, visit);
         self.head.visit(&crate::nn::join(prefix, "fc2"), visit);
+    }
+}
+
+/// The quality of a set of images as the classifier sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quality {
+    /// `exp(E KL(p(y|x) || p(y)))`, from 1 to 10.
+    pub classifier_score: f64,
+    /// Frechet distance of the penultimate features to the reference set's.
+    pub frechet_distance: f64,
+    pub coverage: ModeCoverage,
+}
+
+/// The mean and covariance of a reference set's features (the test split, say).
+pub struct Reference {
+    pub mean: Vec<f64>,
+    pub covariance: Vec<f64>,
+}
+
+impl Classifier {
+    pub fn reference(&self, images: &Tensor) -> Reference {
+        let (features, _) = self.features_and_probabilities(images);
+        let (mean, covariance) = mean_and_covariance(&features, FEATURES);
+        Reference { mean, covariance }
+    }
+
+    /// Score `images` (pixels in [0, 1]) against `reference`; a sample counts as confidently
+    /// classified when its top probability reaches 0.9.
+    pub fn quality(&self, images: &Tensor, reference: &Reference) -> Quality {
+        let (features, probs) = self.features_and_probabilities(images);
+        let (mean, covariance) = mean_and_covariance(&features, FEATURES);
+        Quality {
+            classifier_score: classifier_score(&probs, 10),
+            frechet_distance: frechet_distance(&mean, &covariance, &reference.mean, &reference.covariance),
+            coverage: mode_coverage(&probs, 10, 0.9),
+        }
     }
 }

@@ -19,3 +19,6 @@ pub fn load() -> Result<Mnist> {
         (name(3), TEST_LABELS),
     ])
 }
+
+/// The committed digit classifier of the quality metrics (data/classifier/README.md).
+pub const CLASSIFIER: &[u8] = include_bytes!("../../../data/classifier/mnist-cnn.safetensors");

@@ -29,8 +29,23 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Draw digits from a trained generator into a PNG grid.
     Sample(SampleArgs),
+    /// Measure a trained generator's samples: classifier score, Frechet distance, mode coverage.
+    Eval(EvalArgs),
     /// Train the digit classifier behind the quality metrics.
     TrainClassifier(ClassifierArgs),
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A training checkpoint or generator file.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: PathBuf,
+    /// How many samples to score.
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +175,7 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => run::train(*args),
         None => run::train(cli.train),
         Some(Command::Sample(args)) => run::sample(&args.checkpoint, args.n, &args.out, args.seed),
+        Some(Command::Eval(args)) => run::eval(&args.checkpoint, args.n, args.seed),
         Some(Command::TrainClassifier(args)) => {
             run::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
         }

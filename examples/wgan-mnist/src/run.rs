@@ -441,3 +441,71 @@ pub fn train_classifier(epochs: usize, out: &Path, data: Option<&Path>, seed: u6
     );
     Ok(())
 }
+
+/// Sample `n` images from `generator` in batches, in evaluation mode, with pixels mapped to
+/// [0, 1] (the classifier's range).
+fn generate_unit_range(generator: &Generator, n: usize, rng: &mut StdRng) -> Tensor {
+    let (lo, hi) = generator.output_range;
+    let batches: Vec<Tensor> = (0..n)
+        .step_by(500)
+        .map(|start| {
+            let noise = Generator::noise((n - start).min(500), rng);
+            sample_eval(generator, &noise)
+                .sub_scalar(lo)
+                .mul_scalar(1.0 / (hi - lo))
+        })
+        .collect();
+    let refs: Vec<&Tensor> = batches.iter().collect();
+    Tensor::concat(&refs, 0)
+}
+
+pub fn eval(checkpoint: &Path, n: usize, seed: u64) -> Result<()> {
+    use earthmover_wgan::classifier::{Classifier, INPUT_RANGE};
+    if n < 2 {
+        bail!("--n must be at least 2");
+    }
+    let (generator, config) = load_generator(checkpoint)?;
+    let data = crate::embedded::load()?;
+    let classifier = Classifier::new(&mut StdRng::seed_from_u64(0));
+    earthmover_wgan::checkpoint::load_module_bytes(&classifier, crate::embedded::CLASSIFIER, "built-in classifier")?;
+    let all = |split: &earthmover_wgan::data::Split| split.images(&(0..split.len()).collect::<Vec<_>>(), INPUT_RANGE);
+    let (test, train) = (all(&data.test), all(&data.train));
+    let reference = classifier.reference(&test);
+    let generated = classifier.quality(
+        &generate_unit_range(&generator, n, &mut StdRng::seed_from_u64(seed)),
+        &reference,
+    );
+    let real = classifier.quality(&test, &reference);
+    let train_vs_test = classifier.quality(&train, &reference);
+    println!(
+        "{} ({}, dim {}), {n} samples, scored against the {} test digits",
+        checkpoint.display(),
+        config.algo,
+        config.dim,
+        data.test.len()
+    );
+    println!("{:<32} {:>12} {:>12}", "", "generated", "real");
+    println!(
+        "{:<32} {:>12.3} {:>12.3}",
+        "classifier score (1-10)", generated.classifier_score, real.classifier_score
+    );
+    println!(
+        "{:<32} {:>12.3} {:>12.3}",
+        "Frechet distance to test", generated.frechet_distance, train_vs_test.frechet_distance
+    );
+    println!(
+        "{:<32} {:>12} {:>12}",
+        "classes covered", generated.coverage.covered, real.coverage.covered
+    );
+    println!(
+        "{:<32} {:>12.4} {:>12.4}",
+        "KL(class histogram || uniform)", generated.coverage.kl_from_uniform, real.coverage.kl_from_uniform
+    );
+    println!(
+        "{:<32} {:>12.3} {:>12.3}",
+        "confidently classified (p>=0.9)", generated.coverage.confident_share, real.coverage.confident_share
+    );
+    println!("class histogram of the samples: {:?}", generated.coverage.histogram);
+    println!("(real: the test split itself; its Frechet distance is the train split's to the test split)");
+    Ok(())
+}

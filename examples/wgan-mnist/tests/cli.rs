@@ -483,3 +483,33 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let resumed = train(&out, &["--resume", checkpoint.to_str().unwrap(), "--iters", "1"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
 }
+
+#[test]
+fn eval_prints_the_quality_metrics_of_a_checkpoint() {
+    let out = scratch("eval");
+    assert!(train(&out, &["--iters", "1"]).status.success());
+    let checkpoint = out.join("generator.safetensors");
+    let result = run(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--n", "50"]);
+    let text = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}", stderr(&result));
+    for line in [
+        "classifier score",
+        "Frechet distance",
+        "classes covered",
+        "confidently classified",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+    // The real test split scores as a near-perfect classifier would see it.
+    let real_score: f64 = text
+        .lines()
+        .find(|l| l.starts_with("classifier score"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("a score");
+    assert!(real_score > 8.0, "{text}");
+    assert_fails_with(
+        &run(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--n", "1"]),
+        "--n must be at least 2",
+    );
+}
