@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod data;
 mod error;
+pub mod history;
 pub mod io;
 pub mod metrics;
 pub mod models;

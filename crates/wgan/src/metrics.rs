@@ -128,6 +128,42 @@ pub fn mode_coverage(probs: &[f64], classes: usize, confidence: f64) -> ModeCove
     }
 }
 
+/// Spearman's rank correlation of paired samples: Pearson's correlation of their ranks, ties
+/// given their average rank. +1 when `y` grows with `x`, -1 when it falls, near 0 when unrelated.
+/// `None` with fewer than 3 pairs, when one side is constant, or when a value is not finite.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 3 || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let mean = (x.len() as f64 + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mean) * (b - mean);
+        sxx += (a - mean).powi(2);
+        syy += (b - mean).powi(2);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// 1-based ranks of `values`, tied values sharing the mean of the ranks they span.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        let shared = (start + end + 1) as f64 / 2.0;
+        order[start..end].iter().for_each(|&i| ranks[i] = shared);
+        start = end;
+    }
+    ranks
+}
+
 fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
     let mut c = vec![0.0; n * n];
     for i in 0..n {
@@ -289,5 +325,23 @@ mod tests {
         for (x, y) in back.iter().zip(&a) {
             assert!((x - y).abs() < 1e-9, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn spearman_is_one_for_any_increasing_relation_and_handles_ties() {
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let cubes: Vec<f64> = x.iter().map(|v| v * v * v).collect();
+        assert!((spearman(&x, &cubes).unwrap() - 1.0).abs() < 1e-12);
+        let falling: Vec<f64> = x.iter().map(|v| (-v).exp()).collect();
+        assert!((spearman(&x, &falling).unwrap() + 1.0).abs() < 1e-12);
+        // Ranks of [1, 2, 2, 3] are [1, 2.5, 2.5, 4]; against [1, 2, 3, 4]: rho = 4.5 / sqrt(4.5 * 5).
+        let rho = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((rho - (4.5f64 / 5.0).sqrt()).abs() < 1e-12, "{rho}");
+        // A textbook case: d = [0, -1, 1, 0, 0] gives 1 - 6 * 2 / (5 * 24) = 0.9.
+        let rho = spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 3.0, 2.0, 4.0, 5.0]).unwrap();
+        assert!((rho - 0.9).abs() < 1e-12, "{rho}");
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, f64::NAN, 3.0], &[1.0, 2.0, 3.0]), None);
     }
 }

@@ -17,6 +17,20 @@ pub const SEPARATOR_GRAY: u8 = 64;
 /// The width in pixels of the separator lines of a [`sample_grid`].
 pub const SEPARATOR_WIDTH: usize = 2;
 
+/// Ten colours that tell classes (the digits) apart (matplotlib's "tab10").
+pub const CLASS_COLORS: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
 /// Charts smaller than this cannot fit their title, tick labels and legend.
 const MIN_CHART_SIZE: (u32, u32) = (120, 100);
 
@@ -172,7 +186,49 @@ pub fn line_plot(
     series: &[Series],
     size: (u32, u32),
 ) -> Result<Vec<u8>, String> {
-    let drawable: Vec<(&Series, Vec<(f64, f64)>)> = series
+    let panel = Panel {
+        title: title.to_string(),
+        x_label: x_label.to_string(),
+        y_label: y_label.to_string(),
+        series: series.to_vec(),
+    };
+    render_chart(size, |root| draw_panel(root, &panel, size))
+}
+
+/// One line chart of a [`panels`] figure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+/// Several line charts side by side, `columns` to a row, in one RGB PNG of `size` pixels; each
+/// panel is drawn as [`line_plot`] draws its chart.
+pub fn panels(panels: &[Panel], columns: usize, size: (u32, u32)) -> Result<Vec<u8>, String> {
+    if panels.is_empty() || columns == 0 {
+        return Err("panels: nothing to draw".to_string());
+    }
+    let rows = panels.len().div_ceil(columns);
+    let cell = (size.0 / columns as u32, size.1 / rows as u32);
+    if cell.0 < MIN_CHART_SIZE.0 || cell.1 < MIN_CHART_SIZE.1 {
+        return Err(format!(
+            "panels: cells of {}x{} are below the minimum of {}x{}",
+            cell.0, cell.1, MIN_CHART_SIZE.0, MIN_CHART_SIZE.1
+        ));
+    }
+    render_chart(size, |root| {
+        for (area, panel) in root.split_evenly((rows, columns)).iter().zip(panels) {
+            draw_panel(area, panel, cell)?;
+        }
+        Ok(())
+    })
+}
+
+fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, size: (u32, u32)) -> Result<(), String> {
+    let drawable: Vec<(&Series, Vec<(f64, f64)>)> = panel
+        .series
         .iter()
         .filter_map(|s| {
             let finite: Vec<_> = s
@@ -188,19 +244,132 @@ pub fn line_plot(
     let x_range = padded_range(all_points.clone().map(|&(x, _)| x))?;
     let y_range = padded_range(all_points.map(|&(_, y)| y))?;
 
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
+        .map_err(|e| e.to_string())?;
+    let (x_ticks, y_ticks) = tick_counts(size);
+    let x_tick_label = tick_label_formatter(x_range, x_ticks);
+    let y_tick_label = tick_label_formatter(y_range, y_ticks);
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .x_labels(x_ticks)
+        .y_labels(y_ticks)
+        .x_label_formatter(&x_tick_label)
+        .y_label_formatter(&y_tick_label)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    let mut has_legend = false;
+    for (series, points) in &drawable {
+        let (r, g, b) = series.color;
+        let color = RGBColor(r, g, b);
+        let annotation = if points.len() == 1 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+        } else {
+            chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+        }
+        .map_err(|e| e.to_string())?;
+        if !series.name.is_empty() {
+            has_legend = true;
+            annotation
+                .label(series.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    // plotters draws an empty legend box when no series is labelled.
+    if has_legend {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A scalar field over a rectangle, drawn as filled contours, with points on top: a critic's
+/// values over the plane with real and generated samples, or a class histogram over time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    /// The rectangle the field covers: x from `x_range.0` to `x_range.1`, y likewise.
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    /// `rows x columns` values, row 0 at the bottom (lowest y), column 0 at the left.
+    pub values: Vec<f64>,
+    pub rows: usize,
+    pub columns: usize,
+    /// How many bands the value range is cut into (filled contours); 0 shades continuously.
+    pub levels: usize,
+}
+
+/// Points drawn over a [`Field`]: a legend name, the points, and their colour.
+pub type Scatter = Series;
+
+/// A [`Field`] as filled contours (white for its lowest band to dark green for its highest),
+/// with `scatter` sets drawn as small dots on top, as an RGB PNG of `size` pixels.
+pub fn field_plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    field: &Field,
+    scatter: &[Scatter],
+    size: (u32, u32),
+) -> Result<Vec<u8>, String> {
+    if field.rows == 0 || field.columns == 0 || field.values.len() != field.rows * field.columns {
+        return Err(format!(
+            "field_plot: {} values for a {}x{} grid",
+            field.values.len(),
+            field.rows,
+            field.columns
+        ));
+    }
+    let (x0, x1) = field.x_range;
+    let (y0, y1) = field.y_range;
+    if !(x0 < x1 && y0 < y1) {
+        return Err("field_plot: empty rectangle".to_string());
+    }
+    let finite = || field.values.iter().copied().filter(|v| v.is_finite());
+    let low = finite().fold(f64::INFINITY, f64::min);
+    let high = finite().fold(f64::NEG_INFINITY, f64::max);
+    let span = if high > low { high - low } else { 1.0 };
+    let shade = |v: f64| -> RGBColor {
+        if !v.is_finite() {
+            return RGBColor(255, 255, 255);
+        }
+        let mut t = ((v - low) / span).clamp(0.0, 1.0);
+        if field.levels > 0 {
+            let band = (t * field.levels as f64).floor().min(field.levels as f64 - 1.0);
+            t = band / (field.levels as f64 - 1.0).max(1.0);
+        }
+        let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+        RGBColor(mix(255.0, 20.0), mix(255.0, 110.0), mix(255.0, 60.0))
+    };
     render_chart(size, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| e.to_string())?;
         let (x_ticks, y_ticks) = tick_counts(size);
-        let x_tick_label = tick_label_formatter(x_range, x_ticks);
-        let y_tick_label = tick_label_formatter(y_range, y_ticks);
+        let x_tick_label = tick_label_formatter((x0, x1), x_ticks);
+        let y_tick_label = tick_label_formatter((y0, y1), y_ticks);
         chart
             .configure_mesh()
+            .disable_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
             .x_labels(x_ticks)
@@ -209,28 +378,38 @@ pub fn line_plot(
             .y_label_formatter(&y_tick_label)
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 15))
-            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|e| e.to_string())?;
-
-        let mut has_legend = false;
-        for (series, points) in &drawable {
-            let (r, g, b) = series.color;
-            let color = RGBColor(r, g, b);
-            let annotation = if points.len() == 1 {
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-            } else {
-                chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-            }
+        let (dx, dy) = ((x1 - x0) / field.columns as f64, (y1 - y0) / field.rows as f64);
+        chart
+            .draw_series((0..field.rows).flat_map(|r| {
+                (0..field.columns).map(move |c| {
+                    let corner = (x0 + c as f64 * dx, y0 + r as f64 * dy);
+                    Rectangle::new(
+                        [corner, (corner.0 + dx, corner.1 + dy)],
+                        shade(field.values[r * field.columns + c]).filled(),
+                    )
+                })
+            }))
             .map_err(|e| e.to_string())?;
-            if !series.name.is_empty() {
+        let mut has_legend = false;
+        for set in scatter {
+            let (r, g, b) = set.color;
+            let color = RGBColor(r, g, b);
+            let inside = set
+                .points
+                .iter()
+                .filter(|(x, y)| (x0..=x1).contains(x) && (y0..=y1).contains(y));
+            let annotation = chart
+                .draw_series(inside.map(|&p| Circle::new(p, 2, color.filled())))
+                .map_err(|e| e.to_string())?;
+            if !set.name.is_empty() {
                 has_legend = true;
                 annotation
-                    .label(series.name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                    .label(set.name.as_str())
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
             }
         }
-        // plotters draws an empty legend box when no series is labelled.
         if has_legend {
             chart
                 .configure_series_labels()
@@ -735,5 +914,61 @@ mod tests {
     fn bar_chart_rejects_mismatched_or_empty_input() {
         assert!(bar_chart("t", &digit_labels(), &[1.0; 9], (300, 200)).is_err());
         assert!(bar_chart("t", &[], &[], (300, 200)).is_err());
+    }
+
+    #[test]
+    fn panels_draw_each_chart_in_its_own_cell() {
+        let line = |color| Panel {
+            title: "p".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![series("", (0..50).map(|i| (i as f64, (i * i) as f64)).collect(), color)],
+        };
+        let plot = panels(&[line(RED), line(BLUE), line(RED)], 2, (800, 600)).unwrap();
+        let pixels = decode_chart(&plot, (800, 600));
+        let (width, height) = (800usize, 600usize);
+        // The red curves sit in the left column, the blue one top right.
+        let count_in = |color: (u8, u8, u8), columns: std::ops::Range<usize>, rows: std::ops::Range<usize>| {
+            rows.flat_map(|y| columns.clone().map(move |x| (y * width + x) * 3))
+                .filter(|&i| (pixels[i], pixels[i + 1], pixels[i + 2]) == color)
+                .count()
+        };
+        assert!(count_in(RED, 0..width / 2, 0..height / 2) > 50);
+        assert!(count_in(RED, 0..width / 2, height / 2..height) > 50);
+        assert!(count_in(BLUE, width / 2..width, 0..height / 2) > 50);
+        assert_eq!(count_in(BLUE, 0..width / 2, 0..height), 0);
+        assert!(panels(&[], 2, (800, 600)).is_err());
+        assert!(panels(&[line(RED)], 8, (800, 600)).is_err());
+    }
+
+    #[test]
+    fn field_plot_shades_high_values_dark_and_draws_points_on_top() {
+        // A field rising from left to right: its left edge is the white lowest band, its right
+        // edge the darkest.
+        let field = Field {
+            x_range: (-1.0, 1.0),
+            y_range: (-1.0, 1.0),
+            values: (0..20 * 30).map(|i| (i % 30) as f64).collect(),
+            rows: 20,
+            columns: 30,
+            levels: 10,
+        };
+        let plot = field_plot(
+            "f",
+            "x",
+            "y",
+            &field,
+            &[series("pts", vec![(0.5, 0.5); 3], RED)],
+            (400, 400),
+        )
+        .unwrap();
+        let pixels = decode_chart(&plot, (400, 400));
+        assert!(count_color(&pixels, (20, 110, 60)) > 500, "the top band is drawn");
+        assert!(count_color(&pixels, RED) > 5, "the points are drawn");
+        let bad = Field {
+            values: vec![0.0; 5],
+            ..field
+        };
+        assert!(field_plot("f", "x", "y", &bad, &[], (400, 400)).is_err());
     }
 }

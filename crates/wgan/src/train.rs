@@ -1,6 +1,7 @@
 //! The training loops: WGAN (weight clipping, RMSProp), WGAN-GP (gradient penalty, Adam) and
 //! the standard GAN (non-saturating loss, Adam), one generator iteration at a time.
 
+use crate::classifier::Quality;
 use crate::data::{Batcher, Mnist};
 use crate::models::{Critic, CriticNorm, Generator, ModelKind};
 use crate::nn::init::Init;
@@ -178,6 +179,9 @@ pub struct IterationLog {
     pub grad_norm: f64,
     /// The same estimate on held-out test images, every `test_every` iterations.
     pub test_wasserstein: Option<f64>,
+    /// Sample quality as the digit classifier sees it, where the caller measured it
+    /// (`wgan-mnist --eval-every`); [`Trainer::step`] leaves it empty.
+    pub quality: Option<Quality>,
 }
 
 impl IterationLog {
@@ -265,6 +269,7 @@ impl Trainer {
             penalty: 0.0,
             grad_norm: 0.0,
             test_wasserstein: None,
+            quality: None,
         };
 
         // ---- critic

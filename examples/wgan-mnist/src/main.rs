@@ -135,6 +135,13 @@ pub struct TrainArgs {
     /// Estimate the Wasserstein distance on test images every this many iterations.
     #[arg(long)]
     pub test_every: Option<usize>,
+    /// Score samples with the digit classifier (classifier score, Frechet distance, class
+    /// coverage) every this many iterations, into metrics.csv and quality.png; 0 turns it off.
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// How many samples each of those evaluations scores.
+    #[arg(long, default_value_t = 10_000)]
+    pub eval_samples: usize,
     /// No progress bar; print a line at every sample instead.
     #[arg(long)]
     pub quiet: bool,

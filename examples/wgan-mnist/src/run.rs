@@ -5,11 +5,13 @@ use crate::download;
 use crate::TrainArgs;
 use earthmover_tensor::Tensor;
 use earthmover_wgan::checkpoint::{load_checkpoint, load_generator, save_checkpoint, save_generator};
-use earthmover_wgan::data::Mnist;
+use earthmover_wgan::classifier::{Classifier, Quality, Reference, INPUT_RANGE};
+use earthmover_wgan::data::{Mnist, Split};
+use earthmover_wgan::history;
 use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
 use earthmover_wgan::models::Generator;
 use earthmover_wgan::nn::Module;
-use earthmover_wgan::plot::{line_plot, median_filter, sample_grid, Series};
+use earthmover_wgan::plot::{line_plot, median_filter, panels, sample_grid, Panel, Series, CLASS_COLORS};
 use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
 use earthmover_wgan::{bail, Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,9 +25,6 @@ use std::sync::Arc;
 pub const DEFAULT_ITERS: usize = 2000;
 /// DCGAN width when none is given (the paper's is 64).
 pub const DEFAULT_DIM: usize = 32;
-
-/// The metrics file's columns.
-const CSV_HEADER: &str = "iteration,seconds,critic_loss,generator_loss,wasserstein,penalty,grad_norm,test_wasserstein";
 
 fn check_device(device: &str) -> Result<()> {
     match device {
@@ -120,44 +119,9 @@ fn read_metrics(path: &Path, iteration: usize) -> Result<Vec<IterationLog>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
-    let mut rows = Vec::new();
-    for (line_no, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || Error(format!("{}: line {} is not a metrics row", path.display(), line_no + 1));
-        if f.len() != 8 {
-            return Err(bad());
-        }
-        let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
-        let log = IterationLog {
-            iteration: f[0].parse().map_err(|_| bad())?,
-            seconds: num(1)?,
-            critic_loss: num(2)?,
-            generator_loss: num(3)?,
-            wasserstein: num(4)?,
-            penalty: num(5)?,
-            grad_norm: num(6)?,
-            test_wasserstein: if f[7].is_empty() { None } else { Some(num(7)?) },
-        };
-        if log.iteration <= iteration {
-            rows.push(log);
-        }
-    }
+    let mut rows = history::parse_csv(&text, &path.display().to_string())?;
+    rows.retain(|r| r.iteration <= iteration);
     Ok(rows)
-}
-
-fn metrics_csv(rows: &[IterationLog]) -> String {
-    let mut out = String::with_capacity(rows.len() * 100);
-    out.push_str(CSV_HEADER);
-    out.push('\n');
-    for r in rows {
-        // `{:?}` prints the shortest decimal that reads back to the same f64.
-        let test = r.test_wasserstein.map(|v| format!("{v:?}")).unwrap_or_default();
-        out.push_str(&format!(
-            "{},{:.3},{:?},{:?},{:?},{:?},{:?},{test}\n",
-            r.iteration, r.seconds, r.critic_loss, r.generator_loss, r.wasserstein, r.penalty, r.grad_norm
-        ));
-    }
-    out
 }
 
 fn wasserstein_plot(rows: &[IterationLog], algo: Algo) -> Result<Vec<u8>> {
@@ -199,10 +163,129 @@ fn wasserstein_plot(rows: &[IterationLog], algo: Algo) -> Result<Vec<u8>> {
     .map_err(Error)
 }
 
+/// The digit classifier with the test split's feature statistics, and the real digits' own
+/// scores to show beside the samples'.
+struct QualityProbe {
+    classifier: Classifier,
+    reference: Reference,
+    /// `classifier_score` and coverage of the test split; `frechet_distance` of the train split
+    /// to the test split.
+    real: Quality,
+}
+
+impl QualityProbe {
+    fn new(data: &Mnist) -> Result<QualityProbe> {
+        let classifier = Classifier::new(&mut StdRng::seed_from_u64(0));
+        earthmover_wgan::checkpoint::load_module_bytes(
+            &classifier,
+            crate::embedded::CLASSIFIER,
+            "built-in classifier",
+        )?;
+        let all = |split: &Split| split.images(&(0..split.len()).collect::<Vec<_>>(), INPUT_RANGE);
+        let test = all(&data.test);
+        if data.test.len() < 2 {
+            bail!(
+                "scoring samples needs at least 2 test images, the data has {}",
+                data.test.len()
+            );
+        }
+        let reference = classifier.reference(&test);
+        let mut real = classifier.quality(&test, &reference);
+        real.frechet_distance = classifier.quality(&all(&data.train), &reference).frechet_distance;
+        Ok(QualityProbe {
+            classifier,
+            reference,
+            real,
+        })
+    }
+
+    /// Score `n` fresh samples of `generator`, drawn with noise from `seed`.
+    fn measure(&self, generator: &Generator, n: usize, seed: u64) -> Quality {
+        let images = generate_unit_range(generator, n, &mut StdRng::seed_from_u64(seed));
+        self.classifier.quality(&images, &self.reference)
+    }
+}
+
+/// Frechet distance, classifier score, confident share and the class shares over training,
+/// each beside the real digits' value.
+fn quality_plot(rows: &[IterationLog], real: &Quality) -> Result<Vec<u8>> {
+    let scored: Vec<(f64, &Quality)> = rows
+        .iter()
+        .filter_map(|r| r.quality.as_ref().map(|q| (r.iteration as f64, q)))
+        .collect();
+    let first = scored.first().map_or(0.0, |p| p.0);
+    let last = scored.last().map_or(1.0, |p| p.0);
+    let line = |name: &str, value: fn(&Quality) -> f64, color| Series {
+        name: name.to_string(),
+        points: scored.iter().map(|(x, q)| (*x, value(q))).collect(),
+        color,
+    };
+    let real_line = |name: &str, value: f64| Series {
+        name: name.to_string(),
+        points: vec![(first, value), (last, value)],
+        color: (150, 150, 150),
+    };
+    let panel = |title: &str, y: &str, series: Vec<Series>| Panel {
+        title: title.to_string(),
+        x_label: "generator iteration".to_string(),
+        y_label: y.to_string(),
+        series,
+    };
+    let classes = (0..10)
+        .map(|c| Series {
+            name: c.to_string(),
+            points: scored
+                .iter()
+                .map(|(x, q)| {
+                    let total: usize = q.coverage.histogram.iter().sum();
+                    (*x, q.coverage.histogram[c] as f64 / total.max(1) as f64)
+                })
+                .collect(),
+            color: CLASS_COLORS[c],
+        })
+        .chain([real_line("uniform", 0.1)])
+        .collect();
+    let blue = (30, 80, 200);
+    panels(
+        &[
+            panel(
+                "Frechet distance to the test digits",
+                "FD (lower is better)",
+                vec![
+                    line("samples", |q| q.frechet_distance, blue),
+                    real_line("train digits", real.frechet_distance),
+                ],
+            ),
+            panel(
+                "classifier score",
+                "exp E KL(p(y|x) || p(y))",
+                vec![
+                    line("samples", |q| q.classifier_score, blue),
+                    real_line("test digits", real.classifier_score),
+                ],
+            ),
+            panel(
+                "confidently classified (p >= 0.9)",
+                "share of samples",
+                vec![
+                    line("samples", |q| q.coverage.confident_share, blue),
+                    real_line("test digits", real.coverage.confident_share),
+                ],
+            ),
+            panel("predicted class of the samples", "share of samples", classes),
+        ],
+        2,
+        (1200, 800),
+    )
+    .map_err(Error)
+}
+
 /// Everything a run writes, in one place.
 struct Outputs {
     dir: PathBuf,
     fixed_noise: Tensor,
+    /// The classifier that scores samples, when `--eval-every` is on.
+    quality_probe: Option<QualityProbe>,
 }
 
 impl Outputs {
@@ -221,9 +304,14 @@ impl Outputs {
     }
 
     fn save_logs(&self, rows: &[IterationLog], algo: Algo) -> Result<()> {
-        write_atomic(&self.dir.join("metrics.csv"), metrics_csv(rows).as_bytes())?;
+        write_atomic(&self.dir.join("metrics.csv"), history::to_csv(rows).as_bytes())?;
         if !rows.is_empty() {
             write_atomic(&self.dir.join("wasserstein.png"), &wasserstein_plot(rows, algo)?)?;
+        }
+        if let Some(probe) = &self.quality_probe {
+            if rows.iter().any(|r| r.quality.is_some()) {
+                write_atomic(&self.dir.join("quality.png"), &quality_plot(rows, &probe.real)?)?;
+            }
         }
         Ok(())
     }
@@ -248,7 +336,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if args.sample_every == 0 || args.checkpoint_every == 0 {
         bail!("--sample-every and --checkpoint-every must be at least 1");
     }
+    if args.eval_every > 0 && args.eval_samples < 2 {
+        bail!("--eval-samples must be at least 2 (the Frechet distance needs a covariance)");
+    }
     let (data, source) = load_data(&args)?;
+    // Before the trainer starts its clock: the set-up is not training time.
+    let quality_probe = if args.eval_every > 0 {
+        Some(QualityProbe::new(&data)?)
+    } else {
+        None
+    };
     let mut trainer = match &args.resume {
         Some(path) => {
             let mut t = load_checkpoint(path, data.train.len())?;
@@ -266,6 +363,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let outputs = Outputs {
         dir: args.out.clone(),
         fixed_noise: Generator::noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0x5A3F_1E5D_u64)),
+        quality_probe,
     };
     let settings = serde_json::json!({
         "earthmover_version": env!("CARGO_PKG_VERSION"),
@@ -277,6 +375,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "out": args.out.display().to_string(),
         "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every,
+        "eval_every": args.eval_every,
+        "eval_samples": args.eval_samples,
         "resumed_from": args.resume.as_ref().map(|p| p.display().to_string()),
     });
     write_atomic(
@@ -339,15 +439,34 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 String::new()
             }
         ));
-        rows.push(log);
         let last = it == config.iters;
+        let mut log = log;
+        if let Some(probe) = &outputs.quality_probe {
+            if it.is_multiple_of(args.eval_every) || last {
+                // Noise from the seed and the iteration: a resumed run scores what an unbroken
+                // one would, and scoring leaves the training's random stream alone.
+                let seed = config.seed ^ (it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                log.quality = Some(probe.measure(&trainer.generator, args.eval_samples, seed));
+            }
+        }
+        rows.push(log);
         if it.is_multiple_of(args.sample_every) || last {
             let path = outputs.save_samples(&trainer)?;
             outputs.save_logs(&rows, config.algo)?;
             if args.quiet || bar.is_hidden() {
                 let r = rows.last().expect("a row was pushed");
+                let quality = r
+                    .quality
+                    .as_ref()
+                    .map(|q| {
+                        format!(
+                            "  FD {:.1}  score {:.2}  classes {}",
+                            q.frechet_distance, q.classifier_score, q.coverage.covered
+                        )
+                    })
+                    .unwrap_or_default();
                 eprintln!(
-                    "iter {it:>6}  {:>7.1}s  W {:.4}  critic {:.4}  gen {:.4}  -> {}",
+                    "iter {it:>6}  {:>7.1}s  W {:.4}  critic {:.4}  gen {:.4}{quality}  -> {}",
                     r.seconds,
                     r.wasserstein,
                     r.critic_loss,
@@ -368,7 +487,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         outputs.save_checkpoint(&trainer)?;
     }
     eprintln!(
-        "done: {} iterations in {:.0} s; samples, metrics.csv, wasserstein.png and checkpoints in {}",
+        "done: {} iterations in {:.0} s; samples, metrics.csv, plots and checkpoints in {}",
         trainer.iteration,
         trainer.seconds(),
         args.out.display()
@@ -460,23 +579,14 @@ fn generate_unit_range(generator: &Generator, n: usize, rng: &mut StdRng) -> Ten
 }
 
 pub fn eval(checkpoint: &Path, n: usize, seed: u64) -> Result<()> {
-    use earthmover_wgan::classifier::{Classifier, INPUT_RANGE};
     if n < 2 {
         bail!("--n must be at least 2");
     }
     let (generator, config) = load_generator(checkpoint)?;
     let data = crate::embedded::load()?;
-    let classifier = Classifier::new(&mut StdRng::seed_from_u64(0));
-    earthmover_wgan::checkpoint::load_module_bytes(&classifier, crate::embedded::CLASSIFIER, "built-in classifier")?;
-    let all = |split: &earthmover_wgan::data::Split| split.images(&(0..split.len()).collect::<Vec<_>>(), INPUT_RANGE);
-    let (test, train) = (all(&data.test), all(&data.train));
-    let reference = classifier.reference(&test);
-    let generated = classifier.quality(
-        &generate_unit_range(&generator, n, &mut StdRng::seed_from_u64(seed)),
-        &reference,
-    );
-    let real = classifier.quality(&test, &reference);
-    let train_vs_test = classifier.quality(&train, &reference);
+    let probe = QualityProbe::new(&data)?;
+    let generated = probe.measure(&generator, n, seed);
+    let real = &probe.real;
     println!(
         "{} ({}, dim {}), {n} samples, scored against the {} test digits",
         checkpoint.display(),
@@ -491,7 +601,7 @@ pub fn eval(checkpoint: &Path, n: usize, seed: u64) -> Result<()> {
     );
     println!(
         "{:<32} {:>12.3} {:>12.3}",
-        "Frechet distance to test", generated.frechet_distance, train_vs_test.frechet_distance
+        "Frechet distance to test", generated.frechet_distance, real.frechet_distance
     );
     println!(
         "{:<32} {:>12} {:>12}",

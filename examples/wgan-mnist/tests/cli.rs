@@ -46,12 +46,19 @@ const TINY: &[&str] = &[
     "2",
     "--test-every",
     "2",
+    // Scoring samples has a test of its own.
+    "--eval-every",
+    "0",
     "--quiet",
 ];
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--out", out.to_str().unwrap()];
     args.extend_from_slice(TINY);
+    if extra.contains(&"--eval-every") {
+        let at = args.iter().position(|a| *a == "--eval-every").expect("TINY sets it");
+        args.drain(at..at + 2);
+    }
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -482,6 +489,60 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let checkpoint = out.join("checkpoint.safetensors");
     let resumed = train(&out, &["--resume", checkpoint.to_str().unwrap(), "--iters", "1"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
+}
+
+#[test]
+fn eval_every_scores_samples_into_metrics_and_a_plot_and_survives_a_resume() {
+    let scoring = ["--eval-every", "2", "--eval-samples", "64", "--algo", "wgan-gp"];
+    let whole = scratch("eval-every-whole");
+    let mut args = scoring.to_vec();
+    args.extend(["--iters", "4"]);
+    let result = train(&whole, &args);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let text = std::fs::read_to_string(whole.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let rows = metrics(&whole);
+    for (i, row) in rows.iter().enumerate() {
+        let scored = (i + 1) % 2 == 0;
+        assert_eq!(!row[column("frechet_distance")].is_empty(), scored, "row {}", i + 1);
+        if scored {
+            let fd: f64 = row[column("frechet_distance")].parse().unwrap();
+            let score: f64 = row[column("classifier_score")].parse().unwrap();
+            assert!(fd > 0.0 && (1.0..=10.0).contains(&score), "{row:?}");
+            let counted: usize = (0..10)
+                .map(|c| row[column(&format!("class_{c}"))].parse::<usize>().unwrap())
+                .sum();
+            assert_eq!(counted, 64, "the class histogram counts every sample");
+        }
+    }
+    assert_eq!(decode_png(&whole.join("quality.png")), (1200, 800));
+
+    // A run stopped at 2 and resumed to 4 scores the same samples as the unbroken one.
+    let parts = scratch("eval-every-parts");
+    let mut args = scoring.to_vec();
+    args.extend(["--iters", "2"]);
+    assert!(train(&parts, &args).status.success());
+    let checkpoint = parts.join("checkpoint.safetensors");
+    let mut args = vec!["--resume", checkpoint.to_str().unwrap(), "--iters", "4"];
+    args.extend(["--eval-every", "2", "--eval-samples", "64"]);
+    let resumed = train(&parts, &args);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    for (a, b) in rows.iter().zip(metrics(&parts)) {
+        assert_eq!((&a[0], &a[2..]), (&b[0], &b[2..]), "rows differ after the resume");
+    }
+    assert_fails_with(
+        &train(
+            &scratch("eval-every-bad"),
+            &["--eval-every", "1", "--eval-samples", "1"],
+        ),
+        "--eval-samples must be at least 2",
+    );
 }
 
 #[test]
