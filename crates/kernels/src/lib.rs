@@ -10,6 +10,7 @@
 //! `conv`), each a set of functions generic over the element type [`Element`].
 
 pub mod cpu;
+pub mod cuda;
 mod element;
 mod shape;
 mod storage;

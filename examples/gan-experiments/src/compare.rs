@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct Run {
     pub dir: PathBuf,
     pub algo: Algo,
+    /// The algorithm, and the critic's normalisation where it has one.
+    pub label: String,
     pub rows: Vec<IterationLog>,
 }
 
@@ -30,6 +32,10 @@ impl Run {
             .map_err(|e| Error(format!("{}: not JSON ({e})", dir.join("config.json").display())))?;
         let algo: Algo = serde_json::from_value(config["training"]["algo"].clone())
             .map_err(|_| Error(format!("{}: no training.algo", dir.join("config.json").display())))?;
+        let label = match config["training"]["critic_norm"].as_str() {
+            Some(norm) if norm != "none" => format!("{algo} ({norm}-norm critic)"),
+            _ => algo.to_string(),
+        };
         let rows = history::parse_csv(&read("metrics.csv")?, &dir.join("metrics.csv").display().to_string())?;
         if !rows.iter().any(|r| r.quality.is_some()) {
             bail!("{}: no quality measurements; train with --eval-every", dir.display());
@@ -37,6 +43,7 @@ impl Run {
         Ok(Run {
             dir: dir.to_path_buf(),
             algo,
+            label,
             rows,
         })
     }
@@ -91,12 +98,12 @@ impl Run {
     }
 }
 
-const ALGO_COLORS: [(u8, u8, u8); 3] = [(220, 60, 30), (40, 150, 60), (30, 80, 200)];
+const RUN_COLORS: [(u8, u8, u8); 4] = [(220, 60, 30), (40, 150, 60), (30, 80, 200), (150, 90, 190)];
 /// The smoothing window of the training-loss curves, in iterations.
 const WINDOW: usize = 51;
 
 fn color(i: usize) -> (u8, u8, u8) {
-    ALGO_COLORS[i % ALGO_COLORS.len()]
+    RUN_COLORS[i % RUN_COLORS.len()]
 }
 
 fn panel(title: &str, y: &str, series: Vec<Series>) -> Panel {
@@ -115,7 +122,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
         runs.iter()
             .enumerate()
             .map(|(i, run)| Series {
-                name: run.algo.to_string(),
+                name: run.label.clone(),
                 points: run
                     .rows
                     .iter()
@@ -172,7 +179,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
                     color: CLASS_COLORS[c],
                 })
                 .collect();
-            panel(&format!("{}: predicted classes", run.algo), "share of samples", series)
+            panel(&format!("{}: predicted classes", run.label), "share of samples", series)
         })
         .collect();
     let classes = panels(
@@ -197,7 +204,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
             .loss_quality_correlation(WINDOW)
             .map_or("n/a".to_string(), |r| format!("{r:+.2}"));
         loss_panels.push(panel(
-            &format!("{}: critic's estimate (Spearman with FD {rho})", run.algo),
+            &format!("{}: estimate (Spearman with FD {rho})", run.label),
             name,
             vec![
                 Series {
@@ -215,7 +222,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
     }
     for (i, run) in runs.iter().enumerate() {
         loss_panels.push(panel(
-            &format!("{}: sample quality", run.algo),
+            &format!("{}: sample quality", run.label),
             "Frechet distance",
             vec![Series {
                 name: String::new(),
@@ -233,7 +240,11 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
         for it in [250, 500, 1000] {
             let from = run.dir.join("samples").join(format!("iter_{it:06}.png"));
             if let Ok(bytes) = std::fs::read(&from) {
-                write_atomic(&out.join(format!("mnist-{}-{it:04}.png", run.algo)), &bytes)?;
+                let name = run
+                    .dir
+                    .file_name()
+                    .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+                write_atomic(&out.join(format!("{name}-{it:04}.png")), &bytes)?;
             }
         }
     }
@@ -256,7 +267,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
         let fmt = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:+.2}"));
         println!(
             "| {} | {} | {:.0} s | {:.1} | {:.1} | {:.2} | {} / 10 | {:.3} | {:.0}% | {} | {} |",
-            run.algo,
+            run.label,
             last.iteration,
             last.seconds,
             final_quality.frechet_distance,

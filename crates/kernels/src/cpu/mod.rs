@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod optim;
+pub mod random;
 pub mod reduce;
 
 /// Below this many elements a kernel runs on the calling thread: splitting small work across

@@ -1,0 +1,38 @@
+// Layout kernels: strided gathers (permute, narrow, broadcast) and strided writes (pad,
+// concat). CPU twins: crates/kernels/src/cpu/layout.rs (`strided_copy`, `strided_write`).
+
+#include "common.cuh"
+
+// A contiguous shape and, for each of its dims, the stride of the strided side.
+struct StridedShape {
+    int rank;
+    long long shape[EARTHMOVER_MAX_RANK];
+    long long strides[EARTHMOVER_MAX_RANK];
+    long long offset;
+};
+
+__device__ __forceinline__ long long strided_offset(long long i, const StridedShape &s) {
+    long long offset = s.offset;
+    for (int d = s.rank - 1; d >= 0; --d) {
+        offset += (i % s.shape[d]) * s.strides[d];
+        i /= s.shape[d];
+    }
+    return offset;
+}
+
+// out[i] = src[offset + sum_d i[d] * strides[d]]
+template <typename T> __device__ void strided_copy(const T *__restrict__ src, T *__restrict__ out, long long n, StridedShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) out[i] = src[strided_offset(i, s)];
+}
+
+// dst[offset + sum_d i[d] * strides[d]] = src[i]; the positions must not repeat.
+template <typename T> __device__ void strided_write(T *__restrict__ dst, const T *__restrict__ src, long long n, StridedShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) dst[strided_offset(i, s)] = src[i];
+}
+
+extern "C" {
+__global__ void strided_copy_f32(const float *src, float *out, long long n, StridedShape s) { strided_copy(src, out, n, s); }
+__global__ void strided_copy_f64(const double *src, double *out, long long n, StridedShape s) { strided_copy(src, out, n, s); }
+__global__ void strided_write_f32(float *dst, const float *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
+__global__ void strided_write_f64(double *dst, const double *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
+}

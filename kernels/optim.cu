@@ -1,0 +1,91 @@
+// Fused optimiser updates and weight clipping, in place, PyTorch's formulas (no weight
+// decay). CPU twins: crates/kernels/src/cpu/optim.rs (`sgd`, `rmsprop`, `adam`,
+// `clamp_in_place`).
+//
+// Each kernel updates a whole list of parameters in one launch: `ParamList` holds up to
+// EARTHMOVER_MAX_PARAMS device pointers and lengths, and the grid strides over their
+// concatenation, so a network's dozen small tensors cost one launch, not a dozen.
+
+#include "common.cuh"
+
+#define EARTHMOVER_MAX_PARAMS 24
+
+template <typename T> struct ParamList {
+    int count;
+    long long starts[EARTHMOVER_MAX_PARAMS + 1];  // prefix sums of the lengths
+    T *param[EARTHMOVER_MAX_PARAMS];
+    const T *grad[EARTHMOVER_MAX_PARAMS];
+    T *state1[EARTHMOVER_MAX_PARAMS];  // momentum buffer / square average / exp_avg
+    T *state2[EARTHMOVER_MAX_PARAMS];  // exp_avg_sq (Adam)
+};
+
+// Which tensor of the list holds element `i` of the concatenation (a short linear scan: the
+// lists are small and the scan stays in registers and constant cache).
+template <typename T> __device__ __forceinline__ int tensor_of(const ParamList<T> &l, long long i) {
+    int t = 0;
+    while (t + 1 < l.count && i >= l.starts[t + 1]) ++t;
+    return t;
+}
+
+template <typename T> __device__ void sgd(ParamList<T> l, double lr, double momentum) {
+    for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
+        int t = tensor_of(l, i);
+        long long j = i - l.starts[t];
+        T g = l.grad[t][j];
+        if (momentum != 0.0) {
+            T b = T(momentum) * l.state1[t][j] + g;
+            l.state1[t][j] = b;
+            g = b;
+        }
+        l.param[t][j] -= T(lr) * g;
+    }
+}
+
+template <typename T> __device__ void rmsprop(ParamList<T> l, double lr, double alpha, double eps) {
+    for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
+        int t = tensor_of(l, i);
+        long long j = i - l.starts[t];
+        T g = l.grad[t][j];
+        T s = T(alpha) * l.state1[t][j] + T(1.0 - alpha) * g * g;
+        l.state1[t][j] = s;
+        l.param[t][j] -= T(lr) * g / (sqrt(s) + T(eps));
+    }
+}
+
+// `step_size = lr / (1 - b1^t)`, `inv_bc2 = 1 / sqrt(1 - b2^t)`, computed on the host in f64.
+template <typename T>
+__device__ void adam(ParamList<T> l, double step_size, double beta1, double beta2, double inv_bc2, double eps) {
+    for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
+        int t = tensor_of(l, i);
+        long long j = i - l.starts[t];
+        T g = l.grad[t][j];
+        T m = T(beta1) * l.state1[t][j] + T(1.0 - beta1) * g;
+        T v = T(beta2) * l.state2[t][j] + T(1.0 - beta2) * g * g;
+        l.state1[t][j] = m;
+        l.state2[t][j] = v;
+        l.param[t][j] -= T(step_size) * m / (sqrt(v) * T(inv_bc2) + T(eps));
+    }
+}
+
+template <typename T> __device__ void clamp_params(ParamList<T> l, double lo, double hi) {
+    for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
+        int t = tensor_of(l, i);
+        long long j = i - l.starts[t];
+        l.param[t][j] = fmin(fmax(l.param[t][j], T(lo)), T(hi));
+    }
+}
+
+extern "C" {
+__global__ void sgd_f32(ParamList<float> l, double lr, double momentum) { sgd(l, lr, momentum); }
+__global__ void sgd_f64(ParamList<double> l, double lr, double momentum) { sgd(l, lr, momentum); }
+__global__ void rmsprop_f32(ParamList<float> l, double lr, double alpha, double eps) { rmsprop(l, lr, alpha, eps); }
+__global__ void rmsprop_f64(ParamList<double> l, double lr, double alpha, double eps) { rmsprop(l, lr, alpha, eps); }
+__global__ void adam_f32(ParamList<float> l, double step_size, double beta1, double beta2, double inv_bc2, double eps) {
+    adam(l, step_size, beta1, beta2, inv_bc2, eps);
+}
+__global__ void adam_f64(ParamList<double> l, double step_size, double beta1, double beta2, double inv_bc2, double eps) {
+    adam(l, step_size, beta1, beta2, inv_bc2, eps);
+}
+__global__ void clamp_f32(ParamList<float> l, double lo, double hi) { clamp_params(l, lo, hi); }
+__global__ void clamp_f64(ParamList<double> l, double lo, double hi) { clamp_params(l, lo, hi); }
+}

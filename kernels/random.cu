@@ -1,0 +1,76 @@
+// Random numbers from Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as
+// 1, 2, 3", SC 2011): a counter-based generator, so element i of a stream is a pure function
+// of (key, counter) and any thread computes it without shared state. Same seed, same numbers,
+// whatever the launch shape. CPU twin: crates/kernels/src/cpu/random.rs (the same generator
+// and transforms, element for element).
+//
+// Counter (i / 4, stream offset, 0, 0) with key (seed low, seed high) gives four 32-bit words;
+// element i takes word i % 4. Uniforms are (word + 0.5) / 2^32 in (0, 1); normals pair
+// elements 2j and 2j + 1 through Box-Muller.
+
+#include "common.cuh"
+
+struct Philox4 {
+    unsigned int v[4];
+};
+
+__device__ __forceinline__ void mul_hi_lo(unsigned int a, unsigned int b, unsigned int *hi, unsigned int *lo) {
+    unsigned long long product = (unsigned long long)a * b;
+    *hi = (unsigned int)(product >> 32);
+    *lo = (unsigned int)product;
+}
+
+__device__ Philox4 philox(unsigned long long counter_lo, unsigned long long counter_hi, unsigned long long seed) {
+    unsigned int c0 = (unsigned int)counter_lo, c1 = (unsigned int)(counter_lo >> 32);
+    unsigned int c2 = (unsigned int)counter_hi, c3 = (unsigned int)(counter_hi >> 32);
+    unsigned int k0 = (unsigned int)seed, k1 = (unsigned int)(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+        unsigned int hi0, lo0, hi1, lo1;
+        mul_hi_lo(0xD2511F53u, c0, &hi0, &lo0);
+        mul_hi_lo(0xCD9E8D57u, c2, &hi1, &lo1);
+        unsigned int n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
+        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    Philox4 out = {{c0, c1, c2, c3}};
+    return out;
+}
+
+__device__ __forceinline__ double word_to_unit(unsigned int word) { return (word + 0.5) * (1.0 / 4294967296.0); }
+
+template <typename T> __device__ void uniform(T *out, long long n, unsigned long long seed, unsigned long long stream, double low, double high) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        Philox4 r = philox((unsigned long long)(i / 4), stream, seed);
+        out[i] = T(low + (high - low) * word_to_unit(r.v[i % 4]));
+    }
+}
+
+// Box-Muller in double precision for both dtypes, so that f32 output is the rounding of the
+// same double as the CPU twin computes.
+template <typename T> __device__ void normal(T *out, long long n, unsigned long long seed, unsigned long long stream, double mean, double std) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long pair = i / 2;
+        Philox4 r = philox((unsigned long long)(pair / 2), stream, seed);
+        int first = (int)(pair % 2) * 2;
+        double u1 = word_to_unit(r.v[first]), u2 = word_to_unit(r.v[first + 1]);
+        double radius = sqrt(-2.0 * log(u1)), angle = 6.283185307179586 * u2;
+        double z = (i % 2 == 0) ? radius * cos(angle) : radius * sin(angle);
+        out[i] = T(mean + std * z);
+    }
+}
+
+extern "C" {
+__global__ void uniform_f32(float *out, long long n, unsigned long long seed, unsigned long long stream, double low, double high) {
+    uniform(out, n, seed, stream, low, high);
+}
+__global__ void uniform_f64(double *out, long long n, unsigned long long seed, unsigned long long stream, double low, double high) {
+    uniform(out, n, seed, stream, low, high);
+}
+__global__ void normal_f32(float *out, long long n, unsigned long long seed, unsigned long long stream, double mean, double std) {
+    normal(out, n, seed, stream, mean, std);
+}
+__global__ void normal_f64(double *out, long long n, unsigned long long seed, unsigned long long stream, double mean, double std) {
+    normal(out, n, seed, stream, mean, std);
+}
+}
