@@ -37,7 +37,7 @@ fi
 if [[ $stage == toy || $stage == all ]]; then
   for data in 8gaussians 25gaussians swissroll; do
     for algo in gan wgan wgan-gp; do
-      "$bin/gan-experiments" toy --data "$data" --algo "$algo" --out "$figures" --runs "$runs"
+      "$bin/gan-experiments" toy --data "$data" --algo "$algo" --iters 2000 --out "$figures" --runs "$runs"
     done
   done
   "$bin/gan-experiments" toy-table --runs "$runs" | tee "$runs/toy.md"

@@ -3,6 +3,8 @@
 //! adding a variant here and its arms below.
 
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
+use crate::cuda::device::GpuDevice;
+use crate::cuda::storage::GpuStorage;
 use crate::{BinaryOp, ConvGeometry, UnaryOp};
 use std::fmt;
 
@@ -13,9 +15,11 @@ pub use crate::cpu::reduce::ReduceOp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
-    /// A CUDA GPU by ordinal. The CUDA backend arrives in a later release; until then creating
-    /// storage on it is an error.
+    /// A CUDA GPU by ordinal: the kernels of `kernels/*.cu`, compiled by NVRTC at first use.
     Cuda(usize),
+    /// The same kernels run on the CPU by our model of CUDA (feature `emulator`): slow, for
+    /// testing the GPU code paths on machines without a GPU.
+    CudaEmulator,
 }
 
 impl fmt::Display for Device {
@@ -23,6 +27,7 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::CudaEmulator => write!(f, "cuda-emulator"),
         }
     }
 }
@@ -60,9 +65,28 @@ pub enum CpuStorage {
 }
 
 /// A buffer on one device. Contiguous, row-major; the shape lives with the tensor.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    /// On a GPU or the emulator ([`Device::Cuda`], [`Device::CudaEmulator`]).
+    Cuda(GpuStorage),
+}
+
+impl Clone for Storage {
+    fn clone(&self) -> Self {
+        match self {
+            Storage::Cpu(c) => Storage::Cpu(c.clone()),
+            Storage::Cuda(g) => Storage::Cuda(g.duplicate()),
+        }
+    }
+}
+
+/// Equal when on the same device with the same dtype and values (GPU buffers are compared on
+/// the host).
+impl PartialEq for Storage {
+    fn eq(&self, other: &Self) -> bool {
+        self.device() == other.device() && self.dtype() == other.dtype() && self.host() == other.host()
+    }
 }
 
 /// Run `$body` with `$v` bound to the buffer of `$s`, whatever its dtype, and wrap a `Vec`
@@ -72,6 +96,7 @@ macro_rules! map_storage {
         match $s {
             Storage::Cpu(CpuStorage::F32($v)) => Storage::Cpu(CpuStorage::F32($body)),
             Storage::Cpu(CpuStorage::F64($v)) => Storage::Cpu(CpuStorage::F64($body)),
+            Storage::Cuda(_) => unreachable!("GPU storage is dispatched before map_storage!"),
         }
     };
 }
@@ -113,9 +138,15 @@ impl Storage {
                 DType::F32 => Storage::from_f32(vec![value as f32; len]),
                 DType::F64 => Storage::from_f64(vec![value; len]),
             }),
-            Device::Cuda(n) => Err(format!(
-                "device cuda:{n} is not available: this build of earthmover has no CUDA backend yet"
-            )),
+            gpu => Ok(Storage::Cuda(GpuStorage::full(GpuDevice::get(gpu)?, value, len, dtype))),
+        }
+    }
+
+    /// The host buffer: this storage's own, or a download of a GPU buffer.
+    fn host(&self) -> std::borrow::Cow<'_, CpuStorage> {
+        match self {
+            Storage::Cpu(c) => std::borrow::Cow::Borrowed(c),
+            Storage::Cuda(g) => std::borrow::Cow::Owned(g.download()),
         }
     }
 
@@ -132,12 +163,14 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::F32(_)) => DType::F32,
             Storage::Cpu(CpuStorage::F64(_)) => DType::F64,
+            Storage::Cuda(g) => g.dtype(),
         }
     }
 
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(g) => g.device.device,
         }
     }
 
@@ -145,6 +178,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::F32(v)) => v.len(),
             Storage::Cpu(CpuStorage::F64(v)) => v.len(),
+            Storage::Cuda(g) => g.len(),
         }
     }
 
@@ -156,35 +190,37 @@ impl Storage {
         self.len() * self.dtype().size_in_bytes()
     }
 
-    /// Copy to `device` (a clone when it is already there).
+    /// Copy to `device` (a clone when it is already there), or why that device cannot be had.
     pub fn to_device(&self, device: Device) -> Result<Self, String> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
         match device {
-            Device::Cpu => Ok(self.clone()),
-            Device::Cuda(n) => Err(format!(
-                "device cuda:{n} is not available: this build of earthmover has no CUDA backend yet"
-            )),
+            Device::Cpu => Ok(Storage::Cpu(self.host().into_owned())),
+            gpu => Ok(Storage::Cuda(GpuStorage::upload(GpuDevice::get(gpu)?, &self.host()))),
         }
     }
 
     /// The values as f64 on the host.
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        match self {
-            Storage::Cpu(CpuStorage::F32(v)) => v.iter().map(|&x| x as f64).collect(),
-            Storage::Cpu(CpuStorage::F64(v)) => v.clone(),
+        match &*self.host() {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
         }
     }
 
     /// The values as f32 on the host.
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match self {
-            Storage::Cpu(CpuStorage::F32(v)) => v.clone(),
-            Storage::Cpu(CpuStorage::F64(v)) => v.iter().map(|&x| x as f32).collect(),
+        match &*self.host() {
+            CpuStorage::F32(v) => v.clone(),
+            CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 
     pub fn cast(&self, dtype: DType) -> Storage {
         match (self, dtype) {
             (s, d) if s.dtype() == d => s.clone(),
+            (Storage::Cuda(g), d) => Storage::Cuda(g.cast(d)),
             (Storage::Cpu(CpuStorage::F64(v)), DType::F32) => Storage::from_f32(v.iter().map(|&x| x as f32).collect()),
             (Storage::Cpu(CpuStorage::F32(v)), DType::F64) => Storage::from_f64(v.iter().map(|&x| x as f64).collect()),
             _ => unreachable!(),
@@ -192,6 +228,9 @@ impl Storage {
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
+        if let Storage::Cuda(g) = self {
+            return Storage::Cuda(g.unary(op));
+        }
         map_storage!(self, |v| elementwise::unary(op, v))
     }
 
@@ -203,6 +242,9 @@ impl Storage {
         other_shape: &[usize],
         out_shape: &[usize],
     ) -> Storage {
+        if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
+            return Storage::Cuda(a.binary(op, shape, b, other_shape, out_shape));
+        }
         map_storage2!("binary op", self, other, |a, b| elementwise::binary(
             op,
             a,
@@ -216,6 +258,7 @@ impl Storage {
     /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
         match (self, a, b) {
+            (Storage::Cuda(c), Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(c.where_cond(a, b)),
             (Storage::Cpu(CpuStorage::F32(c)), Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(b))) => {
                 Storage::from_f32(elementwise::where_cond(c, a, b))
             }
@@ -227,17 +270,24 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> Storage {
+        if let Storage::Cuda(g) = self {
+            return Storage::Cuda(g.reduce(op, shape, out_shape));
+        }
         map_storage!(self, |v| reduce::reduce_to(op, v, shape, out_shape))
     }
 
     /// A contiguous copy of the strided view `(offset, strides, shape)` of this buffer.
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
+        if let Storage::Cuda(g) = self {
+            return Storage::Cuda(g.strided_copy(offset, strides, shape));
+        }
         map_storage!(self, |v| layout::strided_copy(v, offset, strides, shape))
     }
 
     /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
         match (self, src) {
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.strided_write(offset, strides, s, shape),
             (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(s))) => {
                 layout::strided_write(d, offset, strides, s, shape)
             }
@@ -249,16 +299,25 @@ impl Storage {
     }
 
     pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
+        if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
+            return Storage::Cuda(a.matmul(b, problem));
+        }
         map_storage2!("matmul", self, other, |a, b| matmul::matmul(problem, a, b))
     }
 
     /// conv2d without bias; `self` is the input `[N, C, H, W]`, `weight` is `[O, C, kh, kw]`.
     pub fn conv2d_forward(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+        if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
+            return Storage::Cuda(a.conv2d_forward(b, g));
+        }
         map_storage2!("conv2d", self, weight, |x, w| conv::conv2d_forward(g, x, w))
     }
 
     /// The adjoint of conv2d in its input; `self` is a map `[N, O, Ho, Wo]`.
     pub fn conv2d_input_adjoint(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+        if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
+            return Storage::Cuda(a.conv2d_input_adjoint(b, g));
+        }
         map_storage2!("conv_transpose2d", self, weight, |y, w| conv::conv2d_input_adjoint(
             g, y, w
         ))
@@ -266,6 +325,9 @@ impl Storage {
 
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
+        if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, grad_out) {
+            return Storage::Cuda(a.conv2d_weight_grad(b, g));
+        }
         map_storage2!("conv2d_weight_grad", self, grad_out, |x, gy| conv::conv2d_weight_grad(
             g, x, gy
         ))
@@ -275,6 +337,16 @@ impl Storage {
 
     /// One fused optimiser step on this parameter buffer, in place.
     pub fn optimizer_step(&mut self, grad: &Storage, state: &mut [&mut Storage], update: OptimizerUpdate) {
+        if let (Storage::Cuda(p), Storage::Cuda(g)) = (&mut *self, grad) {
+            let mut gpu_state: Vec<&mut GpuStorage> = state
+                .iter_mut()
+                .map(|s| match &mut **s {
+                    Storage::Cuda(s) => s,
+                    _ => panic!("optimizer step: state on another device than the parameter"),
+                })
+                .collect();
+            return p.optimizer_step(g, &mut gpu_state, update);
+        }
         macro_rules! run {
             ($variant:ident) => {{
                 let Storage::Cpu(CpuStorage::$variant(p)) = self else {

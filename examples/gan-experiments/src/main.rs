@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, value_parser = parse_with::<Algo>)]
         algo: Algo,
         /// Generator iterations.
-        #[arg(long, default_value_t = 1500)]
+        #[arg(long, default_value_t = 2000)]
         iters: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,

@@ -4,9 +4,11 @@
 //! runs the same sources on the CPU to check them against their CPU twins in [`crate::cpu`].
 
 pub mod compile;
+pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod shapes;
+pub mod storage;
 
 use crate::{BinaryOp, Element, UnaryOp};
 

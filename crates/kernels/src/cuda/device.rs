@@ -1,0 +1,373 @@
+//! A device that runs the kernels of `kernels/*.cu`: a CUDA GPU (NVRTC compiles each source
+//! at first use for the GPU's architecture; cudarc launches on one stream), or, with the
+//! `emulator` feature, the emulator, which runs the same kernels on the CPU. Both take the
+//! same launch shapes and arguments, so everything above this module ([`super::storage`]) is
+//! shared and can be tested without a GPU.
+//!
+//! Buffers are untyped bytes here (device memory, or 8-byte aligned host memory in the
+//! emulator); kernels get their addresses as pointer arguments. One stream per device orders
+//! every launch and copy, so cudarc's per-buffer event tracking is switched off.
+
+use super::compile::{compile, nvrtc_available};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
+use super::{LaunchShape, SOURCES};
+use crate::storage::{CpuStorage, DType, Device};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A kernel argument, by value, as the kernel's parameter list declares it.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    I32(i32),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    /// A buffer's address (`T*` in the kernel).
+    Ptr(u64),
+    Broadcast(BroadcastShape),
+    Reduce(ReduceShape),
+    Strided(StridedShape),
+    Matmul(MatmulShape),
+    Conv(ConvShape),
+    ParamsF32(ParamList<f32>),
+    ParamsF64(ParamList<f64>),
+}
+
+// SAFETY: plain `#[repr(C)]` data laid out as the kernels' structs (see `shapes`); pointers in
+// ParamList are device addresses that the kernel dereferences, never the host.
+unsafe impl cudarc::driver::DeviceRepr for BroadcastShape {}
+unsafe impl cudarc::driver::DeviceRepr for ReduceShape {}
+unsafe impl cudarc::driver::DeviceRepr for StridedShape {}
+unsafe impl cudarc::driver::DeviceRepr for MatmulShape {}
+unsafe impl cudarc::driver::DeviceRepr for ConvShape {}
+unsafe impl<T> cudarc::driver::DeviceRepr for ParamList<T> {}
+
+impl Arg {
+    /// A pointer to the value, as the `params` array of a launch holds it.
+    fn as_param(&mut self) -> *mut c_void {
+        match self {
+            Arg::I32(v) => v as *mut i32 as *mut c_void,
+            Arg::I64(v) => v as *mut i64 as *mut c_void,
+            Arg::U64(v) | Arg::Ptr(v) => v as *mut u64 as *mut c_void,
+            Arg::F64(v) => v as *mut f64 as *mut c_void,
+            Arg::Broadcast(v) => v as *mut BroadcastShape as *mut c_void,
+            Arg::Reduce(v) => v as *mut ReduceShape as *mut c_void,
+            Arg::Strided(v) => v as *mut StridedShape as *mut c_void,
+            Arg::Matmul(v) => v as *mut MatmulShape as *mut c_void,
+            Arg::Conv(v) => v as *mut ConvShape as *mut c_void,
+            Arg::ParamsF32(v) => v as *mut ParamList<f32> as *mut c_void,
+            Arg::ParamsF64(v) => v as *mut ParamList<f64> as *mut c_void,
+        }
+    }
+}
+
+/// Device memory of `len` elements of `dtype`.
+pub struct GpuBuffer {
+    pub dtype: DType,
+    pub len: usize,
+    memory: Memory,
+}
+
+enum Memory {
+    Cuda(CudaSlice<u8>),
+    /// Host memory, 8-byte aligned for f64.
+    Emulated(Vec<u64>),
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} x {})", self.len, self.dtype)
+    }
+}
+
+enum Backend {
+    Cuda {
+        context: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+        arch: u32,
+        modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+        functions: Mutex<HashMap<String, CudaFunction>>,
+    },
+    Emulator,
+}
+
+/// A GPU, or the emulator.
+pub struct GpuDevice {
+    pub device: Device,
+    /// The GPU's name ("NVIDIA H100 80GB HBM3"), or "CUDA emulator".
+    pub name: String,
+    backend: Backend,
+}
+
+/// The process's devices, created at first use and kept.
+fn registry() -> &'static Mutex<HashMap<Device, Arc<GpuDevice>>> {
+    static DEVICES: OnceLock<Mutex<HashMap<Device, Arc<GpuDevice>>>> = OnceLock::new();
+    DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Whether the CUDA driver library can be loaded (not whether a GPU is there).
+pub fn driver_available() -> bool {
+    // SAFETY: only tries to open the library and closes it again.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// The number of CUDA GPUs, 0 where there is no driver or no GPU.
+pub fn cuda_device_count() -> usize {
+    if !driver_available() {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
+impl GpuDevice {
+    /// The device for `device` (`Cuda(n)` or `CudaEmulator`), or why it cannot be had.
+    pub fn get(device: Device) -> Result<Arc<GpuDevice>, String> {
+        let mut devices = registry().lock().expect("device registry");
+        if let Some(d) = devices.get(&device) {
+            return Ok(d.clone());
+        }
+        let created = Arc::new(match device {
+            Device::Cuda(ordinal) => GpuDevice::open_cuda(ordinal)?,
+            Device::CudaEmulator => GpuDevice::open_emulator()?,
+            Device::Cpu => return Err("the CPU is not a GPU device".to_string()),
+        });
+        devices.insert(device, created.clone());
+        Ok(created)
+    }
+
+    fn open_cuda(ordinal: usize) -> Result<GpuDevice, String> {
+        if !driver_available() {
+            return Err(format!(
+                "cuda:{ordinal} is not available: the CUDA driver (libcuda) cannot be loaded"
+            ));
+        }
+        if !nvrtc_available() {
+            return Err(format!(
+                "cuda:{ordinal} is not available: NVRTC (libnvrtc, CUDA 13) cannot be loaded; \
+                 pip install nvidia-cuda-nvrtc and add its nvidia/cu13/lib to LD_LIBRARY_PATH"
+            ));
+        }
+        let count = cuda_device_count();
+        if ordinal >= count {
+            return Err(format!("cuda:{ordinal} is not available: {count} CUDA GPU(s) found"));
+        }
+        let context = CudaContext::new(ordinal).map_err(|e| format!("cuda:{ordinal}: {e}"))?;
+        let (major, minor) = context
+            .compute_capability()
+            .map_err(|e| format!("cuda:{ordinal}: {e}"))?;
+        let name = context.name().unwrap_or_else(|_| "CUDA GPU".to_string());
+        // SAFETY: every launch and copy of this device goes to one stream, which orders them.
+        unsafe { context.disable_event_tracking() };
+        let stream = context.default_stream();
+        Ok(GpuDevice {
+            device: Device::Cuda(ordinal),
+            name,
+            backend: Backend::Cuda {
+                context,
+                stream,
+                arch: (major * 10 + minor) as u32,
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+            },
+        })
+    }
+
+    fn open_emulator() -> Result<GpuDevice, String> {
+        if cfg!(feature = "emulator") {
+            Ok(GpuDevice {
+                device: Device::CudaEmulator,
+                name: "CUDA emulator".to_string(),
+                backend: Backend::Emulator,
+            })
+        } else {
+            Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
+        }
+    }
+
+    /// `len` zeroed elements of `dtype`.
+    pub fn alloc(&self, dtype: DType, len: usize) -> GpuBuffer {
+        let bytes = len * dtype.size_in_bytes();
+        let memory = match &self.backend {
+            Backend::Cuda { stream, .. } => Memory::Cuda(
+                stream
+                    .alloc_zeros::<u8>(bytes.max(1))
+                    .unwrap_or_else(|e| self.fail("allocation", e)),
+            ),
+            Backend::Emulator => Memory::Emulated(vec![0; bytes.div_ceil(8).max(1)]),
+        };
+        GpuBuffer { dtype, len, memory }
+    }
+
+    /// A copy of host data on the device.
+    pub fn upload(&self, data: &CpuStorage) -> GpuBuffer {
+        let (dtype, len, bytes): (DType, usize, &[u8]) = match data {
+            CpuStorage::F32(v) => (DType::F32, v.len(), bytes_of(v)),
+            CpuStorage::F64(v) => (DType::F64, v.len(), bytes_of(v)),
+        };
+        let memory = match &self.backend {
+            Backend::Cuda { stream, .. } => {
+                let padded = if bytes.is_empty() { &[0u8][..] } else { bytes };
+                Memory::Cuda(stream.clone_htod(padded).unwrap_or_else(|e| self.fail("upload", e)))
+            }
+            Backend::Emulator => {
+                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
+                bytes_of_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
+                Memory::Emulated(words)
+            }
+        };
+        GpuBuffer { dtype, len, memory }
+    }
+
+    /// The buffer's values on the host (waits for the work queued before).
+    pub fn download(&self, buffer: &GpuBuffer) -> CpuStorage {
+        let bytes = buffer.len * buffer.dtype.size_in_bytes();
+        let host: Vec<u8> = match (&self.backend, &buffer.memory) {
+            (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => {
+                let mut all = stream.clone_dtoh(slice).unwrap_or_else(|e| self.fail("download", e));
+                stream.synchronize().unwrap_or_else(|e| self.fail("download", e));
+                all.truncate(bytes);
+                all
+            }
+            (Backend::Emulator, Memory::Emulated(words)) => bytes_of(words)[..bytes].to_vec(),
+            _ => panic!("a buffer of another device"),
+        };
+        match buffer.dtype {
+            DType::F32 => CpuStorage::F32(
+                host.chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::F64 => CpuStorage::F64(
+                host.chunks_exact(8)
+                    .map(|b| f64::from_ne_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The buffer's address, for a kernel's pointer argument.
+    pub fn address(&self, buffer: &GpuBuffer) -> u64 {
+        match (&self.backend, &buffer.memory) {
+            (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => slice.device_ptr(stream).0,
+            (Backend::Emulator, Memory::Emulated(words)) => words.as_ptr() as u64,
+            _ => panic!("a buffer of another device"),
+        }
+    }
+
+    /// Launch `kernel` with `args`.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in number and types, and every pointer must
+    /// address a live buffer of this device large enough for what the kernel touches.
+    pub unsafe fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+        match &self.backend {
+            Backend::Cuda { stream, .. } => {
+                let function = self.function(kernel);
+                let mut builder = stream.launch_builder(&function);
+                for arg in args.iter() {
+                    match arg {
+                        Arg::I32(v) => builder.arg(v),
+                        Arg::I64(v) => builder.arg(v),
+                        Arg::U64(v) | Arg::Ptr(v) => builder.arg(v),
+                        Arg::F64(v) => builder.arg(v),
+                        Arg::Broadcast(v) => builder.arg(v),
+                        Arg::Reduce(v) => builder.arg(v),
+                        Arg::Strided(v) => builder.arg(v),
+                        Arg::Matmul(v) => builder.arg(v),
+                        Arg::Conv(v) => builder.arg(v),
+                        Arg::ParamsF32(v) => builder.arg(v),
+                        Arg::ParamsF64(v) => builder.arg(v),
+                    };
+                }
+                let config = LaunchConfig {
+                    grid_dim: shape.grid,
+                    block_dim: shape.block,
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: forwarded to the caller.
+                unsafe { builder.launch(config) }.unwrap_or_else(|e| self.fail(kernel, e));
+            }
+            Backend::Emulator => {
+                let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
+                #[cfg(feature = "emulator")]
+                // SAFETY: forwarded to the caller.
+                unsafe {
+                    super::emulator::launch(kernel, shape, &mut params)
+                };
+                #[cfg(not(feature = "emulator"))]
+                {
+                    let _ = (&mut params, shape);
+                    unreachable!("the emulator device cannot be created without the feature");
+                }
+            }
+        }
+    }
+
+    /// Wait for everything queued on the device.
+    pub fn synchronize(&self) {
+        if let Backend::Cuda { stream, .. } = &self.backend {
+            stream.synchronize().unwrap_or_else(|e| self.fail("synchronize", e));
+        }
+    }
+
+    /// The compiled kernel, compiling its source file on first use.
+    fn function(&self, kernel: &str) -> CudaFunction {
+        let Backend::Cuda {
+            context,
+            arch,
+            modules,
+            functions,
+            ..
+        } = &self.backend
+        else {
+            unreachable!()
+        };
+        if let Some(f) = functions.lock().expect("kernel cache").get(kernel) {
+            return f.clone();
+        }
+        let source = SOURCES
+            .iter()
+            .find(|s| s.kernel_names().contains(&kernel))
+            .unwrap_or_else(|| panic!("no kernel named {kernel} in kernels/*.cu"));
+        let module = {
+            let mut modules = modules.lock().expect("module cache");
+            match modules.get(source.file) {
+                Some(m) => m.clone(),
+                None => {
+                    let ptx = compile(source, *arch).unwrap_or_else(|e| panic!("{e}"));
+                    let module = context
+                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                        .unwrap_or_else(|e| self.fail(source.file, e));
+                    modules.insert(source.file, module.clone());
+                    module
+                }
+            }
+        };
+        let function = module.load_function(kernel).unwrap_or_else(|e| self.fail(kernel, e));
+        functions
+            .lock()
+            .expect("kernel cache")
+            .insert(kernel.to_string(), function.clone());
+        function
+    }
+
+    /// A driver error in the middle of a computation: the device is unusable, and the Storage
+    /// API has no error path, so this stops with the device, the step and the driver's message.
+    fn fail(&self, what: &str, error: impl std::fmt::Display) -> ! {
+        panic!("{} ({}): CUDA error in {what}: {error}", self.device, self.name)
+    }
+}
+
+fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: f32, f64 and u64 have no padding and any bytes are valid to read.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+}
+
+fn bytes_of_mut(values: &mut [u64]) -> &mut [u8] {
+    // SAFETY: u64 has no padding and every byte pattern is a valid u64.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr() as *mut u8, std::mem::size_of_val(values)) }
+}

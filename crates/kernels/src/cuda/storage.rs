@@ -1,0 +1,402 @@
+//! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
+//! of the kernels in `kernels/*.cu`. Convolutions are lowered as on the CPU: im2col over a
+//! chunk of samples, one matmul, and a strided write into NCHW (see `cpu::conv`).
+
+use super::device::{Arg, GpuBuffer, GpuDevice};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
+use super::{binary_code, unary_code, LaunchShape};
+use crate::cpu::reduce::ReduceOp;
+use crate::storage::{CpuStorage, DType, OptimizerUpdate};
+use crate::{BinaryOp, ConvGeometry, MatmulProblem, MatrixLayout, UnaryOp};
+use std::sync::Arc;
+
+/// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
+const CHUNK_ELEMENTS: usize = 64 << 20;
+
+/// A buffer and the device it lives on.
+pub struct GpuStorage {
+    pub device: Arc<GpuDevice>,
+    pub buffer: GpuBuffer,
+}
+
+impl std::fmt::Debug for GpuStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} on {}", self.buffer, self.device.device)
+    }
+}
+
+fn suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+    }
+}
+
+impl GpuStorage {
+    pub fn dtype(&self) -> DType {
+        self.buffer.dtype
+    }
+
+    pub fn len(&self) -> usize {
+        self.buffer.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.len == 0
+    }
+
+    pub fn upload(device: Arc<GpuDevice>, data: &CpuStorage) -> GpuStorage {
+        let buffer = device.upload(data);
+        GpuStorage { device, buffer }
+    }
+
+    pub fn download(&self) -> CpuStorage {
+        self.device.download(&self.buffer)
+    }
+
+    fn new_like(&self, dtype: DType, len: usize) -> GpuStorage {
+        GpuStorage {
+            device: self.device.clone(),
+            buffer: self.device.alloc(dtype, len),
+        }
+    }
+
+    fn ptr(&self) -> Arg {
+        Arg::Ptr(self.device.address(&self.buffer))
+    }
+
+    fn kernel(&self, family: &str) -> String {
+        format!("{family}_{}", suffix(self.dtype()))
+    }
+
+    fn check_same(&self, other: &GpuStorage, op: &str) {
+        assert!(
+            Arc::ptr_eq(&self.device, &other.device) && self.dtype() == other.dtype(),
+            "{op}: operands must share dtype and device, got {} on {} and {} on {}",
+            self.dtype(),
+            self.device.device,
+            other.dtype(),
+            other.device.device
+        );
+    }
+
+    /// Launch on this storage's device; the arguments are built by the callers below from
+    /// buffers they hold, so the addresses stay valid for the launch.
+    fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+        // SAFETY: every call site passes the kernel's parameter list of kernels/*.cu, with
+        // the addresses of live buffers sized for the kernel's indexing.
+        unsafe { self.device.launch(kernel, shape, args) }
+    }
+
+    pub fn full(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> GpuStorage {
+        let out = GpuStorage {
+            buffer: device.alloc(dtype, len),
+            device,
+        };
+        let kernel = out.kernel("fill");
+        out.launch(
+            &kernel,
+            LaunchShape::elementwise(len),
+            &mut [out.ptr(), Arg::F64(value), Arg::I64(len as i64)],
+        );
+        out
+    }
+
+    pub fn duplicate(&self) -> GpuStorage {
+        self.strided_copy(0, &[1], &[self.len()])
+    }
+
+    pub fn cast(&self, dtype: DType) -> GpuStorage {
+        if dtype == self.dtype() {
+            return self.duplicate();
+        }
+        let out = self.new_like(dtype, self.len());
+        let kernel = match dtype {
+            DType::F64 => "cast_f32_f64",
+            DType::F32 => "cast_f64_f32",
+        };
+        self.launch(
+            kernel,
+            LaunchShape::elementwise(self.len()),
+            &mut [self.ptr(), out.ptr(), Arg::I64(self.len() as i64)],
+        );
+        out
+    }
+
+    pub fn unary(&self, op: UnaryOp) -> GpuStorage {
+        let out = self.new_like(self.dtype(), self.len());
+        let (code, p, q) = unary_code(op);
+        self.launch(
+            &self.kernel("unary"),
+            LaunchShape::elementwise(self.len()),
+            &mut [
+                Arg::I32(code),
+                Arg::F64(p),
+                Arg::F64(q),
+                self.ptr(),
+                out.ptr(),
+                Arg::I64(self.len() as i64),
+            ],
+        );
+        out
+    }
+
+    pub fn binary(
+        &self,
+        op: BinaryOp,
+        shape: &[usize],
+        other: &GpuStorage,
+        other_shape: &[usize],
+        out_shape: &[usize],
+    ) -> GpuStorage {
+        self.check_same(other, "binary op");
+        let n: usize = out_shape.iter().product();
+        let out = self.new_like(self.dtype(), n);
+        let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
+        self.launch(
+            &self.kernel("binary"),
+            LaunchShape::elementwise(n),
+            &mut [
+                Arg::I32(binary_code(op)),
+                self.ptr(),
+                other.ptr(),
+                out.ptr(),
+                Arg::I64(n as i64),
+                Arg::Broadcast(s),
+            ],
+        );
+        out
+    }
+
+    pub fn where_cond(&self, a: &GpuStorage, b: &GpuStorage) -> GpuStorage {
+        self.check_same(a, "where");
+        self.check_same(b, "where");
+        let out = self.new_like(self.dtype(), self.len());
+        self.launch(
+            &self.kernel("where_cond"),
+            LaunchShape::elementwise(self.len()),
+            &mut [self.ptr(), a.ptr(), b.ptr(), out.ptr(), Arg::I64(self.len() as i64)],
+        );
+        out
+    }
+
+    pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> GpuStorage {
+        let s = ReduceShape::new(shape, out_shape).expect("a reduction of at most 8 dims");
+        let out = self.new_like(self.dtype(), out_shape.iter().product());
+        let family = match op {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Max => "reduce_max",
+        };
+        if out.is_empty() {
+            return out;
+        }
+        self.launch(
+            &self.kernel(family),
+            LaunchShape::per_output(out.len()),
+            &mut [self.ptr(), out.ptr(), Arg::Reduce(s)],
+        );
+        out
+    }
+
+    pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> GpuStorage {
+        let n: usize = shape.iter().product();
+        let out = self.new_like(self.dtype(), n);
+        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        self.launch(
+            &self.kernel("strided_copy"),
+            LaunchShape::elementwise(n),
+            &mut [self.ptr(), out.ptr(), Arg::I64(n as i64), Arg::Strided(s)],
+        );
+        out
+    }
+
+    pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &GpuStorage, shape: &[usize]) {
+        self.check_same(src, "strided_write");
+        let n: usize = shape.iter().product();
+        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        self.launch(
+            &self.kernel("strided_write"),
+            LaunchShape::elementwise(n),
+            &mut [self.ptr(), src.ptr(), Arg::I64(n as i64), Arg::Strided(s)],
+        );
+    }
+
+    pub fn matmul(&self, other: &GpuStorage, p: &MatmulProblem) -> GpuStorage {
+        self.check_same(other, "matmul");
+        let out = self.new_like(self.dtype(), p.batch * p.m * p.n);
+        if out.is_empty() {
+            return out;
+        }
+        self.launch(
+            &self.kernel("matmul"),
+            LaunchShape::matmul(p.m, p.n, p.batch),
+            &mut [self.ptr(), other.ptr(), out.ptr(), Arg::Matmul(MatmulShape::from(p))],
+        );
+        out
+    }
+
+    /// Samples per im2col chunk.
+    fn chunk(g: &ConvGeometry) -> usize {
+        let per_sample = (g.patch_len() * g.out_h * g.out_w).max(1);
+        (CHUNK_ELEMENTS / per_sample).clamp(1, g.batch.max(1))
+    }
+
+    fn im2col(&self, g: &ConvGeometry, first: usize, samples: usize) -> GpuStorage {
+        let n = g.patch_len() * samples * g.out_h * g.out_w;
+        let cols = self.new_like(self.dtype(), n);
+        self.launch(
+            &self.kernel("im2col"),
+            LaunchShape::elementwise(n),
+            &mut [self.ptr(), cols.ptr(), Arg::Conv(ConvShape::new(g, first, samples))],
+        );
+        cols
+    }
+
+    /// conv2d without bias: `self` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
+    pub fn conv2d_forward(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.check_same(weight, "conv2d");
+        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
+        let mut y = self.new_like(self.dtype(), g.batch * o * p);
+        let chunk = Self::chunk(g);
+        for first in (0..g.batch).step_by(chunk) {
+            let s = chunk.min(g.batch - first);
+            let cols = self.im2col(g, first, s);
+            // [O, K] @ [K, S*P] = [O, S*P]: sample-major columns, written to y as [S, O, P].
+            let product = weight.matmul(&cols, &plain_matmul(o, s * p, k));
+            y.strided_write(first * o * p, &[p, o * p, 1], &product, &[o, s, p]);
+        }
+        y
+    }
+
+    /// The adjoint of conv2d in its input: `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`.
+    pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.check_same(weight, "conv_transpose2d");
+        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
+        let x = self.new_like(self.dtype(), g.batch * g.in_channels * g.in_h * g.in_w);
+        let chunk = Self::chunk(g);
+        for first in (0..g.batch).step_by(chunk) {
+            let s = chunk.min(g.batch - first);
+            // The chunk of the map as [O, S*P], then W^T [K, O] @ it = columns [K, S*P].
+            let grad = self.strided_copy(first * o * p, &[p, o * p, 1], &[o, s, p]);
+            let transposed = MatmulProblem {
+                a_layout: MatrixLayout::transposed(k),
+                ..plain_matmul(k, s * p, o)
+            };
+            let cols = weight.matmul(&grad, &transposed);
+            cols.launch(
+                &cols.kernel("col2im"),
+                LaunchShape::elementwise(s * g.in_channels * g.in_h * g.in_w),
+                &mut [cols.ptr(), x.ptr(), Arg::Conv(ConvShape::new(g, first, s))],
+            );
+        }
+        x
+    }
+
+    /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
+    /// `[N, O, Ho, Wo]`.
+    pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.check_same(grad_out, "conv2d_weight_grad");
+        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
+        let chunk = Self::chunk(g);
+        let mut total: Option<GpuStorage> = None;
+        for first in (0..g.batch).step_by(chunk) {
+            let s = chunk.min(g.batch - first);
+            let cols = self.im2col(g, first, s);
+            let grad = grad_out.strided_copy(first * o * p, &[p, o * p, 1], &[o, s, p]);
+            // [O, S*P] @ cols^T [S*P, K] = [O, K].
+            let problem = MatmulProblem {
+                b_layout: MatrixLayout::transposed(s * p),
+                ..plain_matmul(o, k, s * p)
+            };
+            let part = grad.matmul(&cols, &problem);
+            total = Some(match total {
+                None => part,
+                Some(t) => t.binary(BinaryOp::Add, &[o * k], &part, &[o * k], &[o * k]),
+            });
+        }
+        total.unwrap_or_else(|| self.new_like(self.dtype(), o * k))
+    }
+
+    /// One fused optimiser step in place (a one-tensor list of optim.cu's kernels).
+    pub fn optimizer_step(&mut self, grad: &GpuStorage, state: &mut [&mut GpuStorage], update: OptimizerUpdate) {
+        self.check_same(grad, "optimizer step");
+        state.iter().for_each(|s| self.check_same(s, "optimizer step"));
+        let address = |s: &GpuStorage| s.device.address(&s.buffer);
+        let (s1, s2) = match state {
+            [] => (0, 0),
+            [a] => (address(a), 0),
+            [a, b, ..] => (address(a), address(b)),
+        };
+        let (param, g) = (address(self), address(grad));
+        let list = match self.dtype() {
+            DType::F32 => {
+                let mut l = ParamList::<f32>::new();
+                l.push(
+                    self.len(),
+                    param as *mut f32,
+                    g as *const f32,
+                    s1 as *mut f32,
+                    s2 as *mut f32,
+                );
+                Arg::ParamsF32(l)
+            }
+            DType::F64 => {
+                let mut l = ParamList::<f64>::new();
+                l.push(
+                    self.len(),
+                    param as *mut f64,
+                    g as *const f64,
+                    s1 as *mut f64,
+                    s2 as *mut f64,
+                );
+                Arg::ParamsF64(l)
+            }
+        };
+        let shape = LaunchShape::elementwise(self.len());
+        match update {
+            OptimizerUpdate::Sgd { lr, momentum } => self.launch(
+                &self.kernel("sgd"),
+                shape,
+                &mut [list, Arg::F64(lr), Arg::F64(momentum)],
+            ),
+            OptimizerUpdate::RmsProp { lr, alpha, eps } => self.launch(
+                &self.kernel("rmsprop"),
+                shape,
+                &mut [list, Arg::F64(lr), Arg::F64(alpha), Arg::F64(eps)],
+            ),
+            OptimizerUpdate::Adam { lr, betas, eps, step } => {
+                let step_size = lr / (1.0 - betas.0.powi(step as i32));
+                let inv_bc2 = 1.0 / (1.0 - betas.1.powi(step as i32)).sqrt();
+                self.launch(
+                    &self.kernel("adam"),
+                    shape,
+                    &mut [
+                        list,
+                        Arg::F64(step_size),
+                        Arg::F64(betas.0),
+                        Arg::F64(betas.1),
+                        Arg::F64(inv_bc2),
+                        Arg::F64(eps),
+                    ],
+                )
+            }
+            OptimizerUpdate::Clamp { min, max } => {
+                self.launch(&self.kernel("clamp"), shape, &mut [list, Arg::F64(min), Arg::F64(max)])
+            }
+        }
+    }
+}
+
+/// `m x k` by `k x n`, both row-major, one product.
+fn plain_matmul(m: usize, n: usize, k: usize) -> MatmulProblem {
+    MatmulProblem {
+        batch: 1,
+        m,
+        n,
+        k,
+        a_layout: MatrixLayout::row_major(k),
+        a_batch_stride: 0,
+        b_layout: MatrixLayout::row_major(n),
+        b_batch_stride: 0,
+    }
+}
