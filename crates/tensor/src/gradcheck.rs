@@ -40,7 +40,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolera
     let leaves: Vec<Tensor> = inputs.iter().map(|x| x.detach().requires_grad_(true)).collect();
     let out = f(&leaves);
     // Project the output on a fixed random direction: the check covers every output element.
-    let direction = Tensor::randn(out.shape(), DType::F64, 0x5eed);
+    let direction = on_device_of(Tensor::randn(out.shape(), DType::F64, 0x5eed), &out);
     let projected = |out: &Tensor| -> f64 {
         out.to_vec_f64()
             .iter()
@@ -64,9 +64,8 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolera
                 // Fresh leaves that require grad, evaluated with grad mode on: `f` may itself
                 // differentiate (a gradient penalty, or gradgradcheck's first derivative).
                 let mut moved: Vec<Tensor> = leaves.iter().map(|l| l.detach().requires_grad_(true)).collect();
-                moved[i] = Tensor::from_vec(values, x.shape())
-                    .expect("same shape")
-                    .requires_grad_(true);
+                moved[i] =
+                    on_device_of(Tensor::from_vec(values, x.shape()).expect("same shape"), x).requires_grad_(true);
                 projected(&f(&moved))
             };
             let numeric = (at(tol.eps) - at(-tol.eps)) / (2.0 * tol.eps);
@@ -86,12 +85,12 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolera
 /// with `create_graph`, projected on random directions.
 pub fn gradgradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: Tolerance) -> Result<(), String> {
     let out_shape = f(inputs).shape().to_vec();
-    let v = Tensor::randn(&out_shape, DType::F64, 0xface);
+    let v = on_device_of(Tensor::randn(&out_shape, DType::F64, 0xface), &inputs[0]);
     let n = inputs.len();
     let directions: Vec<Tensor> = inputs
         .iter()
         .enumerate()
-        .map(|(i, x)| Tensor::randn(x.shape(), DType::F64, 1000 + i as u64))
+        .map(|(i, x)| on_device_of(Tensor::randn(x.shape(), DType::F64, 1000 + i as u64), x))
         .collect();
     let first_derivative = |all: &[Tensor]| -> Tensor {
         let (xs, v) = (&all[..n], &all[n]);
@@ -112,4 +111,9 @@ pub fn gradgradcheck(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], tol: To
     let mut all: Vec<Tensor> = inputs.to_vec();
     all.push(v);
     gradcheck(first_derivative, &all, tol).map_err(|e| format!("second order: {e}"))
+}
+
+/// `t` moved to `like`'s device, so that the checks run on whatever device their inputs are.
+fn on_device_of(t: Tensor, like: &Tensor) -> Tensor {
+    t.to_device(like.device()).expect("the device of an existing tensor")
 }

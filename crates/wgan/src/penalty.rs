@@ -20,6 +20,8 @@ pub fn interpolation_weights<R: rand::Rng + ?Sized>(like: &Tensor, rng: &mut R) 
     let mut shape = vec![1; like.rank()];
     shape[0] = like.shape()[0];
     Tensor::rand_uniform_with(&shape, 0.0, 1.0, like.dtype(), rng)
+        .to_device(like.device())
+        .expect("the device of an existing tensor")
 }
 
 /// `eps * real + (1 - eps) * fake`, detached from both inputs, ready to be differentiated

@@ -285,7 +285,11 @@ macro_rules! std_op {
         impl std::ops::$trait<f64> for &Tensor {
             type Output = Tensor;
             fn $method(self, rhs: f64) -> Tensor {
-                self.$impl(&Tensor::scalar(rhs, self.dtype()))
+                self.$impl(
+                    &Tensor::scalar(rhs, self.dtype())
+                        .to_device(self.device())
+                        .expect("the device of an existing tensor"),
+                )
             }
         }
     };

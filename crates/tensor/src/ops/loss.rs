@@ -33,7 +33,9 @@ impl Tensor {
             assert!(l < c, "cross_entropy: label {l} out of range for {c} classes");
             one_hot[i * c + l] = 1.0;
         }
-        let one_hot = Tensor::from_f64_slice(&one_hot, &[n, c], self.dtype());
+        let one_hot = Tensor::from_f64_slice(&one_hot, &[n, c], self.dtype())
+            .to_device(self.device())
+            .expect("the device of the logits");
         self.log_softmax(1).mul(&one_hot).sum().mul_scalar(-1.0 / n as f64)
     }
 
