@@ -2,29 +2,33 @@
 // compile with the host C++ compiler and run without a GPU (crates/kernels, feature
 // `emulator`). It is built for checking, not for speed:
 //
-// - a launch runs the blocks of its grid one after another, on one OS thread per CUDA thread
-//   of a block, so __syncthreads() is a real barrier between them;
-// - __shared__ variables are `static`: one copy for the running block (blocks never overlap,
+// - a launch runs the blocks of its grid one after another on the calling OS thread; the CUDA
+//   threads of a block are fibers (ucontext), each with its own stack, switched cooperatively
+//   (kernels of a source file that never synchronises run as plain calls instead: build.rs);
+// - __syncthreads() parks the calling fiber until every live fiber of the block has reached a
+//   barrier; a warp shuffle parks it until every live lane of its warp has, exchanging values
+//   through a per-warp buffer. When no fiber can run and some wait, the kernel's barriers
+//   diverge (a deadlock on a GPU too): the emulator stops with a message;
+// - __shared__ variables are `static`: one copy, for the running block (blocks never overlap,
 //   and launches are serialised by a lock);
-// - warp shuffles exchange values through a per-warp buffer between two barriers of the warp's
-//   threads, so every lane of a warp must take part, as with a full mask on a GPU;
-// - atomics take one process-wide lock.
+// - atomics are plain read-modify-writes, since one fiber runs at a time.
 //
 // Code that only a GPU can run sits behind `#ifndef EARTHMOVER_EMULATOR`.
 #pragma once
 
 #define EARTHMOVER_EMULATOR 1
 
+#include <ucontext.h>
+
 #include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -41,7 +45,7 @@ struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
 };
 
-// The coordinates of the calling CUDA thread, set by the launcher in each OS thread.
+// The coordinates of the running CUDA thread, set by the scheduler before it resumes a fiber.
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 constexpr int warpSize = 32;
 
@@ -62,56 +66,112 @@ using std::tanh;
 
 namespace emulator {
 
-// A reusable barrier for `count` threads (a generation counter, so that a thread racing ahead
-// to the next barrier cannot be counted in the current one).
-class Barrier {
-  public:
-    explicit Barrier(unsigned count) : count_(count) {}
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        unsigned generation = generation_;
-        if (++arrived_ == count_) {
-            arrived_ = 0;
-            ++generation_;
-            cv_.notify_all();
-        } else {
-            cv_.wait(lock, [&] { return generation != generation_; });
-        }
-    }
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
-  private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    unsigned count_, arrived_ = 0, generation_ = 0;
+struct Fiber {
+    ucontext_t context;
+    std::unique_ptr<char[]> stack;
+    State state = State::Ready;
 };
 
-// What the threads of the running block share: its barrier, and per warp a barrier and a
-// buffer for shuffles.
-struct Block {
-    explicit Block(unsigned threads) : barrier(threads) {
-        for (unsigned first = 0; first < threads; first += warpSize) {
-            unsigned lanes = std::min<unsigned>(warpSize, threads - first);
-            warps.push_back(std::make_unique<Warp>(lanes));
-        }
-    }
-    struct Warp {
-        explicit Warp(unsigned lanes) : barrier(lanes) {}
-        Barrier barrier;
-        uint64_t exchange[warpSize] = {};
-    };
-    Barrier barrier;
-    std::vector<std::unique_ptr<Warp>> warps;
+// Bytes of stack per CUDA thread: kernels keep a few small arrays in registers, nothing more.
+constexpr std::size_t STACK_BYTES = 64 * 1024;
+
+struct Scheduler {
+    std::vector<Fiber> fibers;
+    ucontext_t scheduler_context;
+    unsigned current = 0;
+    dim3 block;
+    unsigned threads = 0;  // of the running launch's blocks
+    std::vector<uint64_t> exchange;  // one slot per thread, for warp shuffles
+    void (*body)(void *) = nullptr;
+    void *body_arg = nullptr;
 };
 
-inline thread_local Block *current_block = nullptr;
+inline thread_local Scheduler *scheduler = nullptr;
 
-inline unsigned linear_thread_index() {
-    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+// One scheduler for every launch (they are serialised), so that fibers and stacks are reused.
+inline Scheduler &shared_scheduler() {
+    static Scheduler s;
+    return s;
 }
 
-inline std::mutex &atomic_lock() {
-    static std::mutex lock;
-    return lock;
+inline void barrier_in_direct_mode();
+
+inline void park(State state) {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    Scheduler &s = *scheduler;
+    s.fibers[s.current].state = state;
+    swapcontext(&s.fibers[s.current].context, &s.scheduler_context);
+}
+
+inline void fiber_entry() {
+    Scheduler &s = *scheduler;
+    s.body(s.body_arg);
+    s.fibers[s.current].state = State::Done;
+    // uc_link returns to the scheduler.
+}
+
+inline void set_thread_index(unsigned t, dim3 block) {
+    threadIdx = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+}
+
+// Run one block: every fiber from the start of `body` until all are done, releasing barriers
+// as they fill.
+inline void run_block(Scheduler &s, unsigned threads) {
+    for (unsigned t = 0; t < threads; ++t) {
+        Fiber &f = s.fibers[t];
+        f.state = State::Ready;
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_size = STACK_BYTES;
+        f.context.uc_link = &s.scheduler_context;
+        makecontext(&f.context, fiber_entry, 0);
+    }
+    for (;;) {
+        bool ran = false;
+        for (unsigned t = 0; t < threads; ++t) {
+            if (s.fibers[t].state != State::Ready) continue;
+            s.current = t;
+            set_thread_index(t, s.block);
+            swapcontext(&s.scheduler_context, &s.fibers[t].context);
+            ran = true;
+        }
+        // Release each warp whose live lanes all wait at a shuffle.
+        for (unsigned first = 0; first < threads; first += warpSize) {
+            unsigned last = std::min<unsigned>(first + warpSize, threads);
+            bool all_waiting = true, any_waiting = false;
+            for (unsigned t = first; t < last; ++t) {
+                State st = s.fibers[t].state;
+                if (st == State::AtWarpBarrier) any_waiting = true;
+                else if (st != State::Done) all_waiting = false;
+            }
+            if (any_waiting && all_waiting) {
+                for (unsigned t = first; t < last; ++t)
+                    if (s.fibers[t].state == State::AtWarpBarrier) s.fibers[t].state = State::Ready, ran = true;
+            }
+        }
+        if (ran) continue;
+        // Nothing ran and no warp was released: either every fiber is done, or all live ones
+        // wait at __syncthreads (release them), or the barriers diverge.
+        bool all_done = true, all_at_block = true;
+        for (unsigned t = 0; t < threads; ++t) {
+            State st = s.fibers[t].state;
+            if (st != State::Done) all_done = false;
+            if (st != State::Done && st != State::AtBlockBarrier) all_at_block = false;
+        }
+        if (all_done) return;
+        if (all_at_block) {
+            for (unsigned t = 0; t < threads; ++t)
+                if (s.fibers[t].state == State::AtBlockBarrier) s.fibers[t].state = State::Ready;
+            continue;
+        }
+        std::fprintf(stderr,
+                     "cuda emulator: block (%u, %u, %u) deadlocks: its threads wait at different barriers "
+                     "(__syncthreads or a warp shuffle not reached by all threads)\n",
+                     blockIdx.x, blockIdx.y, blockIdx.z);
+        std::abort();
+    }
 }
 
 inline std::mutex &launch_lock() {
@@ -123,18 +183,19 @@ inline std::mutex &launch_lock() {
 // that the buffer is not overwritten by a later shuffle before everyone has read it).
 template <typename T> T shuffle(T value, int source_lane) {
     static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a type wider than 64 bits");
-    unsigned index = linear_thread_index();
-    Block::Warp &warp = *current_block->warps[index / warpSize];
-    unsigned lane = index % warpSize;
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    Scheduler &s = *scheduler;
+    unsigned index = s.current, warp_first = index - index % warpSize;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    warp.exchange[lane] = bits;
-    warp.barrier.wait();
+    s.exchange[index] = bits;
+    park(State::AtWarpBarrier);
     T result = value;
-    if (source_lane >= 0 && source_lane < warpSize) {
-        std::memcpy(&result, &warp.exchange[source_lane], sizeof(T));
+    unsigned source = warp_first + unsigned(source_lane);
+    if (source_lane >= 0 && source_lane < warpSize && source < s.threads) {
+        std::memcpy(&result, &s.exchange[source], sizeof(T));
     }
-    warp.barrier.wait();
+    park(State::AtWarpBarrier);
     return result;
 }
 
@@ -144,60 +205,97 @@ void call_with_params(void (*kernel)(Args...), void **params, std::index_sequenc
     kernel(*static_cast<std::remove_cv_t<std::remove_reference_t<Args>> *>(params[I])...);
 }
 
-template <typename... Args> void launch(void (*kernel)(Args...), dim3 grid, dim3 block, void **params) {
-    std::lock_guard<std::mutex> serialised(launch_lock());
-    const unsigned threads = block.x * block.y * block.z;
-    // One OS thread per CUDA thread of a block, reused for every block of the grid in turn:
-    // all of them finish a block (the barrier) before any starts the next, since the next
-    // block reuses the same __shared__ variables.
-    Block shared(threads);
-    Barrier block_done(threads);
-    std::vector<std::thread> workers;
-    workers.reserve(threads);
-    for (unsigned t = 0; t < threads; ++t) {
-        workers.emplace_back([&, t] {
-            current_block = &shared;
-            gridDim = grid;
-            blockDim = block;
-            threadIdx = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            for (unsigned bz = 0; bz < grid.z; ++bz)
-                for (unsigned by = 0; by < grid.y; ++by)
-                    for (unsigned bx = 0; bx < grid.x; ++bx) {
-                        blockIdx = dim3{bx, by, bz};
-                        call_with_params(kernel, params, std::index_sequence_for<Args...>{});
-                        block_done.wait();
-                    }
-        });
+template <typename... Args> struct Call {
+    void (*kernel)(Args...);
+    void **params;
+    static void run(void *self) {
+        auto *call = static_cast<Call *>(self);
+        call_with_params(call->kernel, call->params, std::index_sequence_for<Args...>{});
     }
-    for (auto &w : workers) w.join();
+};
+
+// Threads of kernels that never wait for each other run as plain calls, one after another,
+// without fibers (build.rs decides per source file, from whether it synchronises at all).
+template <typename... Args>
+void launch_direct(void (*kernel)(Args...), dim3 grid, dim3 block, void **params) {
+    const unsigned threads = block.x * block.y * block.z;
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = dim3{bx, by, bz};
+                for (unsigned t = 0; t < threads; ++t) {
+                    set_thread_index(t, block);
+                    call_with_params(kernel, params, std::index_sequence_for<Args...>{});
+                }
+            }
+}
+
+inline void barrier_in_direct_mode() {
+    std::fprintf(stderr, "cuda emulator: a kernel of a file without __syncthreads or shuffles synchronised; "
+                         "build.rs must run that file's kernels as fibers\n");
+    std::abort();
+}
+
+template <typename... Args>
+void launch(void (*kernel)(Args...), dim3 grid, dim3 block, void **params, bool synchronises) {
+    std::lock_guard<std::mutex> serialised(launch_lock());
+    if (!synchronises) return launch_direct(kernel, grid, block, params);
+    const unsigned threads = block.x * block.y * block.z;
+    // Fibers and their stacks are kept from launch to launch: allocating 16 MiB of stacks per
+    // launch costs more than most kernels.
+    Scheduler &s = shared_scheduler();
+    s.threads = threads;
+    if (s.fibers.size() < threads) {
+        s.fibers.resize(threads);
+        for (auto &f : s.fibers)
+            if (!f.stack) f.stack.reset(new char[STACK_BYTES]);
+    }
+    s.exchange.assign(threads, 0);
+    s.block = block;
+    Call<Args...> call{kernel, params};
+    s.body = &Call<Args...>::run;
+    s.body_arg = &call;
+    scheduler = &s;
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = dim3{bx, by, bz};
+                run_block(s, threads);
+            }
+    scheduler = nullptr;
 }
 
 }  // namespace emulator
 
-inline void __syncthreads() { emulator::current_block->barrier.wait(); }
+inline void __syncthreads() { emulator::park(emulator::State::AtBlockBarrier); }
 
 // Every kernel here syncs its whole warp: a full mask is the only one modelled.
 template <typename T> T __shfl_down_sync(unsigned, T value, unsigned delta) {
-    unsigned lane = emulator::linear_thread_index() % warpSize;
+    if (emulator::scheduler == nullptr) emulator::barrier_in_direct_mode();
+    unsigned lane = emulator::scheduler->current % warpSize;
     int source = lane + delta < warpSize ? int(lane + delta) : int(lane);
     return emulator::shuffle(value, source);
 }
 template <typename T> T __shfl_xor_sync(unsigned, T value, int mask) {
-    unsigned lane = emulator::linear_thread_index() % warpSize;
+    if (emulator::scheduler == nullptr) emulator::barrier_in_direct_mode();
+    unsigned lane = emulator::scheduler->current % warpSize;
     return emulator::shuffle(value, int(lane ^ unsigned(mask)));
 }
 template <typename T> T __shfl_sync(unsigned, T value, int source_lane) {
     return emulator::shuffle(value, source_lane % warpSize);
 }
 
+// One fiber runs at a time: a read-modify-write is atomic.
 template <typename T> T atomicAdd(T *address, T value) {
-    std::lock_guard<std::mutex> guard(emulator::atomic_lock());
     T old = *address;
     *address = old + value;
     return old;
 }
 template <typename T> T atomicMax(T *address, T value) {
-    std::lock_guard<std::mutex> guard(emulator::atomic_lock());
     T old = *address;
     *address = old > value ? old : value;
     return old;

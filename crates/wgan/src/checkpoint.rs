@@ -236,7 +236,11 @@ fn load_named(
                 target.shape()
             );
         }
-        target.set_data(&t.to_dtype(target.dtype()));
+        let moved = t
+            .to_dtype(target.dtype())
+            .to_device(target.device())
+            .map_err(|e| Error(format!("{}: tensor `{key}`: {e}", path.display())))?;
+        target.set_data(&moved);
     }
     Ok(())
 }

@@ -84,7 +84,8 @@ impl ParamState {
                         b.shape()
                     ));
                 }
-                b.set_data(&t.to_dtype(b.dtype()).detach());
+                let moved = t.to_dtype(b.dtype()).to_device(b.device()).map_err(|e| e.0)?;
+                b.set_data(&moved.detach());
             }
         }
         self.step = step.item() as u64;

@@ -9,7 +9,7 @@ use crate::nn::Module;
 use crate::optim::{clip_weights, Adam, Optimizer, RmsProp};
 use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
 use crate::{bail, Result};
-use earthmover_tensor::{no_grad, Tensor};
+use earthmover_tensor::{no_grad, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -210,7 +210,28 @@ pub struct Trainer {
     pub iteration: usize,
     /// Training seconds of earlier runs of this training, when resumed.
     pub seconds_before: f64,
+    /// Where the networks, their optimiser states and each batch live.
+    pub device: Device,
     started: Instant,
+}
+
+/// Each algorithm's optimisers over the two networks' parameters (their state is created on
+/// the parameters' device).
+fn optimizers(
+    config: &TrainConfig,
+    generator: &Generator,
+    critic: &Critic,
+) -> (Box<dyn Optimizer>, Box<dyn Optimizer>) {
+    match config.algo {
+        Algo::Wgan => (
+            Box::new(RmsProp::new(generator.parameters(), config.lr)),
+            Box::new(RmsProp::new(critic.parameters(), config.lr)),
+        ),
+        Algo::WganGp | Algo::Gan => (
+            Box::new(Adam::new(generator.parameters(), config.lr, config.betas)),
+            Box::new(Adam::new(critic.parameters(), config.lr, config.betas)),
+        ),
+    }
 }
 
 impl Trainer {
@@ -220,16 +241,7 @@ impl Trainer {
         let init = config.init;
         let generator = Generator::new(config.model, config.dim, init, &mut rng);
         let critic = Critic::new(config.model, config.dim, config.critic_norm, init, &mut rng);
-        let (generator_optim, critic_optim): (Box<dyn Optimizer>, Box<dyn Optimizer>) = match config.algo {
-            Algo::Wgan => (
-                Box::new(RmsProp::new(generator.parameters(), config.lr)),
-                Box::new(RmsProp::new(critic.parameters(), config.lr)),
-            ),
-            Algo::WganGp | Algo::Gan => (
-                Box::new(Adam::new(generator.parameters(), config.lr, config.betas)),
-                Box::new(Adam::new(critic.parameters(), config.lr, config.betas)),
-            ),
-        };
+        let (generator_optim, critic_optim) = optimizers(&config, &generator, &critic);
         Ok(Trainer {
             config,
             generator,
@@ -239,8 +251,36 @@ impl Trainer {
             batcher: Batcher::new(train_len),
             iteration: 0,
             seconds_before: 0.0,
+            device: Device::Cpu,
             started: Instant::now(),
         })
+    }
+
+    /// Move the networks and their optimisers' state to `device` (a GPU, say); every batch is
+    /// then moved there too. Initialisation happens on the CPU, so a seed gives the same
+    /// starting weights on every device.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if device == self.device {
+            return Ok(());
+        }
+        let saved =
+            |o: &dyn Optimizer| -> std::collections::HashMap<String, Tensor> { o.state_dict().into_iter().collect() };
+        let (g_state, c_state) = (saved(&*self.generator_optim), saved(&*self.critic_optim));
+        for (_, t) in self.generator.state_dict().into_iter().chain(self.critic.state_dict()) {
+            t.set_data(&t.to_device(device)?);
+        }
+        let (mut g, mut c) = optimizers(&self.config, &self.generator, &self.critic);
+        g.load_state_dict(&g_state).map_err(crate::Error)?;
+        c.load_state_dict(&c_state).map_err(crate::Error)?;
+        (self.generator_optim, self.critic_optim) = (g, c);
+        self.device = device;
+        Ok(())
+    }
+
+    /// `t` on the training device.
+    fn on_device(&self, t: Tensor) -> Tensor {
+        t.to_device(self.device)
+            .expect("the trainer's device was opened by to_device")
     }
 
     /// The random stream of one iteration, derived from the seed and the iteration number, so
@@ -278,8 +318,8 @@ impl Trainer {
         }
         for _ in 0..cfg.critic_steps(self.iteration) {
             let indices = self.batcher.next_batch(cfg.batch_size, &mut rng);
-            let real = data.train.images(&indices, range);
-            let noise = Generator::noise(cfg.batch_size, &mut rng);
+            let real = self.on_device(data.train.images(&indices, range));
+            let noise = self.on_device(Generator::noise(cfg.batch_size, &mut rng));
             let fake = no_grad(|| self.generator.forward(&noise));
             let real_scores = self.critic.forward(&real);
             let fake_scores = self.critic.forward(&fake);
@@ -313,7 +353,7 @@ impl Trainer {
         for p in &critic_params {
             p.set_requires_grad(false);
         }
-        let noise = Generator::noise(cfg.batch_size, &mut rng);
+        let noise = self.on_device(Generator::noise(cfg.batch_size, &mut rng));
         let scores = self.critic.forward(&self.generator.forward(&noise));
         let generator_loss = match cfg.algo {
             Algo::Wgan | Algo::WganGp => scores.mean().neg(),
@@ -345,8 +385,8 @@ impl Trainer {
         let estimate = no_grad(|| {
             let n = data.test.len().min(256);
             let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
-            let real = data.test.images(&indices, self.generator.output_range);
-            let fake = self.generator.forward(&Generator::noise(n, rng));
+            let real = self.on_device(data.test.images(&indices, self.generator.output_range));
+            let fake = self.generator.forward(&self.on_device(Generator::noise(n, rng)));
             self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
         });
         self.generator.set_training(true);
@@ -361,7 +401,7 @@ impl Trainer {
 
     /// Images from the generator for `noise` (no graph recorded).
     pub fn sample(&self, noise: &Tensor) -> Tensor {
-        no_grad(|| self.generator.forward(noise))
+        no_grad(|| self.generator.forward(&self.on_device(noise.clone())))
     }
 }
 

@@ -120,7 +120,7 @@ pub struct TrainArgs {
     /// Output folder for samples, metrics, plots and checkpoints.
     #[arg(long, value_name = "DIR", default_value = "runs/wgan-mnist")]
     pub out: PathBuf,
-    /// Where to compute: auto (a GPU when available), cpu, or cuda.
+    /// Where to compute: auto (the first GPU when one works, else the CPU), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Continue from a checkpoint.

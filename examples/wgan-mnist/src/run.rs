@@ -3,7 +3,8 @@
 
 use crate::download;
 use crate::TrainArgs;
-use earthmover_tensor::Tensor;
+use earthmover_kernels::cuda::device::{cuda_device_count, GpuDevice};
+use earthmover_tensor::{Device, Tensor};
 use earthmover_wgan::checkpoint::{load_checkpoint, load_generator, save_checkpoint, save_generator};
 use earthmover_wgan::classifier::{Classifier, Quality, Reference, INPUT_RANGE};
 use earthmover_wgan::data::{Mnist, Split};
@@ -26,15 +27,38 @@ pub const DEFAULT_ITERS: usize = 2000;
 /// DCGAN width when none is given (the paper's is 64).
 pub const DEFAULT_DIM: usize = 32;
 
-fn check_device(device: &str) -> Result<()> {
+/// The device `--device` names: `cpu`; `cuda` or `cuda:N` (an error when that GPU cannot be
+/// used); `auto`, the first GPU when one works, else the CPU with a notice.
+fn resolve_device(device: &str) -> Result<Device> {
+    let open = |d: Device| -> Result<Device> {
+        GpuDevice::get(d).map_err(|e| Error(format!("--device {device}: {e}")))?;
+        Ok(d)
+    };
     match device {
-        "cpu" => Ok(()),
+        "cpu" => Ok(Device::Cpu),
         "auto" => {
-            eprintln!("note: this build of earthmover has no CUDA backend yet; training on the CPU");
-            Ok(())
+            if cuda_device_count() == 0 {
+                eprintln!("note: no CUDA GPU found; training on the CPU");
+                return Ok(Device::Cpu);
+            }
+            match GpuDevice::get(Device::Cuda(0)) {
+                Ok(gpu) => {
+                    eprintln!("training on cuda:0 ({})", gpu.name);
+                    Ok(Device::Cuda(0))
+                }
+                Err(e) => {
+                    eprintln!("note: {e}; training on the CPU");
+                    Ok(Device::Cpu)
+                }
+            }
         }
-        "cuda" => bail!("--device cuda: this build of earthmover has no CUDA backend yet; use --device cpu"),
-        other => bail!("unknown device `{other}`: expected auto, cpu or cuda"),
+        "cuda" => open(Device::Cuda(0)),
+        // The GPU code path with the kernels run on the CPU: for tests (feature `emulator`).
+        "cuda-emulator" => open(Device::CudaEmulator),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => open(Device::Cuda(n)),
+            None => bail!("unknown device `{other}`: expected auto, cpu, cuda or cuda:N"),
+        },
     }
 }
 
@@ -323,16 +347,19 @@ impl Outputs {
 }
 
 /// Generator output in evaluation mode (batch-norm uses its running statistics and does not
-/// update them), so that drawing samples never changes the training state.
+/// update them), so that drawing samples never changes the training state; on the CPU,
+/// wherever the generator is.
 fn sample_eval(generator: &Generator, noise: &Tensor) -> Tensor {
+    let device = generator.parameters().first().map_or(Device::Cpu, |p| p.device());
     generator.set_training(false);
-    let images = earthmover_tensor::no_grad(|| generator.forward(noise));
+    let images =
+        earthmover_tensor::no_grad(|| generator.forward(&noise.to_device(device).expect("the generator's device")));
     generator.set_training(true);
-    images
+    images.to_device(Device::Cpu).expect("the CPU is always available")
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    check_device(&args.device)?;
+    let device = resolve_device(&args.device)?;
     if args.sample_every == 0 || args.checkpoint_every == 0 {
         bail!("--sample-every and --checkpoint-every must be at least 1");
     }
@@ -359,6 +386,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     ensure_writable_dir(&args.out)?;
     ensure_writable_dir(&args.out.join("samples"))?;
+    trainer.to_device(device)?;
     let config = trainer.config.clone();
     let outputs = Outputs {
         dir: args.out.clone(),
@@ -371,7 +399,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "data": source,
         "train_images": data.train.len(),
         "test_images": data.test.len(),
-        "device": "cpu",
+        "device": device.to_string(),
         "out": args.out.display().to_string(),
         "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every,
