@@ -1,9 +1,12 @@
 //! Seconds per generator iteration of whole training steps (n_critic critic steps, then one
-//! generator step) with the reference DCGAN networks at batch 64, on the CPU. Run with
-//! `cargo bench --bench train_step`; pass dims to time, e.g. `cargo bench --bench train_step -- 32`.
+//! generator step) with the reference DCGAN networks at batch 64, on the CPU, or on GPU 0 with
+//! `cuda` among the arguments. Run with `cargo bench --bench train_step`; pass dims to time,
+//! e.g. `cargo bench --bench train_step -- 32` or `cargo bench --bench train_step -- cuda 64`.
+//! Every step reads its losses back to the host, so GPU timings include the wait for the GPU.
 
 use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, TrainConfig, Trainer};
+use earthmover::Device;
 use std::time::Instant;
 
 fn peak_resident_mb() -> Option<f64> {
@@ -17,6 +20,12 @@ fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = Mnist::load_dir(&root.join("data/mnist")).expect("the repository's data/mnist");
     let dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let device = if std::env::args().any(|a| a == "cuda") {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    println!("device: {device}");
     let dims = if dims.is_empty() { vec![32, 64] } else { dims };
     println!(
         "{:<8} {:>4} {:>6} {:>14} {:>14}",
@@ -30,6 +39,10 @@ fn main() {
             config.critic_warmup = false;
             config.test_every = usize::MAX;
             let mut trainer = Trainer::new(config, data.train.len()).expect("a valid configuration");
+            if let Err(e) = trainer.to_device(device) {
+                eprintln!("skipped: {e}");
+                return;
+            }
             trainer.step(&data).expect("finite losses");
             let mut times: Vec<f64> = (0..5)
                 .map(|_| {

@@ -3,6 +3,7 @@ paper's MNIST networks (width DIM), batch 64, one generator iteration = 5 critic
 (WGAN-GP: with the gradient penalty; WGAN: with weight clipping) and one generator step.
 
     python benches/reference/train_step.py 32 64
+    python benches/reference/train_step.py --cuda 64     # on GPU 0, TF32 off (FP32 as ours)
 
 Needs torch. Prints seconds per iteration (median and min of 5, after one warm-up), as the
 Rust bench does, so that the two can be run one after the other on the same machine.
@@ -16,14 +17,20 @@ import torch
 from networks import LATENT, Critic, Generator
 
 BATCH = 64
+DEVICE = "cuda" if "--cuda" in sys.argv else "cpu"
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def iteration(algo, g, c, opt_g, opt_c, real):
     for _ in range(5):
-        fake = g(torch.randn(BATCH, LATENT)).detach()
+        fake = g(torch.randn(BATCH, LATENT, device=DEVICE)).detach()
         loss = c(fake).mean() - c(real).mean()
         if algo == "wgan-gp":
-            eps = torch.rand(BATCH, 1, 1, 1)
+            eps = torch.rand(BATCH, 1, 1, 1, device=DEVICE)
             x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
             grads = torch.autograd.grad(c(x_hat).sum(), x_hat, create_graph=True)[0]
             loss = loss + 10 * ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
@@ -36,7 +43,7 @@ def iteration(algo, g, c, opt_g, opt_c, real):
                     p.clamp_(-0.01, 0.01)
     for p in c.parameters():
         p.requires_grad_(False)
-    loss_g = -c(g(torch.randn(BATCH, LATENT))).mean()
+    loss_g = -c(g(torch.randn(BATCH, LATENT, device=DEVICE))).mean()
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -46,26 +53,30 @@ def iteration(algo, g, c, opt_g, opt_c, real):
 
 def main(dims):
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
     print(f"{'algo':<8} {'dim':>4} {'batch':>6} {'s/iteration':>14} {'min s/iter':>14}")
     for dim in dims:
         for algo in ["wgan-gp", "wgan"]:
-            g, c = Generator(dim), Critic(dim)
+            g, c = Generator(dim).to(DEVICE), Critic(dim).to(DEVICE)
             if algo == "wgan-gp":
                 opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.9))
                 opt_c = torch.optim.Adam(c.parameters(), 1e-4, betas=(0.0, 0.9))
             else:
                 opt_g = torch.optim.RMSprop(g.parameters(), 5e-5)
                 opt_c = torch.optim.RMSprop(c.parameters(), 5e-5)
-            real = torch.rand(BATCH, 1, 28, 28)
+            real = torch.rand(BATCH, 1, 28, 28, device=DEVICE)
             iteration(algo, g, c, opt_g, opt_c, real)
+            sync()
             times = []
             for _ in range(5):
                 start = time.perf_counter()
                 iteration(algo, g, c, opt_g, opt_c, real)
+                sync()
                 times.append(time.perf_counter() - start)
             print(f"{algo:<8} {dim:>4} {BATCH:>6} {statistics.median(times):>14.3f} {min(times):>14.3f}")
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [32, 64])
+    main([int(a) for a in sys.argv[1:] if a.isdigit()] or [32, 64])
