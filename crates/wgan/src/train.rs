@@ -184,20 +184,6 @@ pub struct IterationLog {
     pub quality: Option<Quality>,
 }
 
-impl IterationLog {
-    /// The name and value of every quantity, for CSV columns and error messages.
-    pub fn fields(&self) -> [(&'static str, f64); 6] {
-        [
-            ("critic_loss", self.critic_loss),
-            ("generator_loss", self.generator_loss),
-            ("wasserstein", self.wasserstein),
-            ("penalty", self.penalty),
-            ("grad_norm", self.grad_norm),
-            ("test_wasserstein", self.test_wasserstein.unwrap_or(0.0)),
-        ]
-    }
-}
-
 /// The state of a run: networks, optimisers, data order, and the iteration count.
 pub struct Trainer {
     pub config: TrainConfig,
