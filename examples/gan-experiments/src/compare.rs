@@ -14,6 +14,7 @@ use std::f64::consts::LN_2;
 use std::path::{Path, PathBuf};
 
 /// One run folder, read back.
+#[derive(Debug)]
 pub struct Run {
     pub dir: PathBuf,
     pub algo: Algo,
@@ -285,4 +286,68 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earthmover_wgan::classifier::Quality;
+    use earthmover_wgan::metrics::ModeCoverage;
+
+    /// A run folder whose critic estimate and Frechet distance both fall over 200 iterations.
+    fn fake_run(dir: &Path, algo: &str, with_quality: bool) {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = format!("{{\"training\": {{\"algo\": \"{algo}\", \"critic_norm\": \"none\"}}}}");
+        std::fs::write(dir.join("config.json"), config).unwrap();
+        let rows: Vec<IterationLog> = (1..=200)
+            .map(|i| {
+                let t = i as f64;
+                IterationLog {
+                    iteration: i,
+                    seconds: t,
+                    critic_loss: -10.0 / t,
+                    generator_loss: 0.0,
+                    wasserstein: 10.0 / t,
+                    penalty: 0.0,
+                    grad_norm: 0.0,
+                    test_wasserstein: (i % 20 == 0).then_some(10.0 / t),
+                    quality: (with_quality && i % 20 == 0).then(|| Quality {
+                        classifier_score: t / 20.0,
+                        frechet_distance: 1000.0 / t,
+                        coverage: ModeCoverage {
+                            histogram: vec![10; 10],
+                            covered: 10,
+                            kl_from_uniform: 0.0,
+                            confident_share: 0.5,
+                        },
+                    }),
+                }
+            })
+            .collect();
+        std::fs::write(dir.join("metrics.csv"), history::to_csv(&rows)).unwrap();
+    }
+
+    #[test]
+    fn a_loss_that_falls_with_the_frechet_distance_correlates_fully_and_figures_are_written() {
+        let root = std::env::temp_dir().join(format!("earthmover-compare-{}", std::process::id()));
+        let (a, b) = (root.join("run-a"), root.join("run-b"));
+        fake_run(&a, "wgan-gp", true);
+        fake_run(&b, "gan", true);
+        let run = Run::load(&a).unwrap();
+        assert_eq!(run.label, "wgan-gp");
+        assert!((run.loss_quality_correlation(5).unwrap() - 1.0).abs() < 1e-12);
+        assert!((run.test_estimate_correlation().unwrap() - 1.0).abs() < 1e-12);
+        // The GAN's estimate is JS from its loss; its logit gap estimates nothing.
+        assert_eq!(Run::load(&b).unwrap().test_estimate_correlation(), None);
+        let figures = root.join("figures");
+        compare(&[a, b], &figures).unwrap();
+        for name in ["mnist-quality.png", "mnist-classes.png", "mnist-loss-vs-quality.png"] {
+            assert!(std::fs::metadata(figures.join(name)).unwrap().len() > 1000, "{name}");
+        }
+        let bare = root.join("run-c");
+        fake_run(&bare, "wgan", false);
+        assert!(Run::load(&bare).unwrap_err().0.contains("--eval-every"));
+        assert!(Run::load(&root.join("missing")).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
