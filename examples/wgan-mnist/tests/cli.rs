@@ -209,7 +209,9 @@ fn bad_settings_are_clear_errors() {
         &run(&["--out", o, "--critic-norm", "batch"]),
         "batch-norm in the critic cannot be used with WGAN-GP",
     );
-    assert_fails_with(&run(&["--out", o, "--device", "cuda"]), "no CUDA backend");
+    // No machine has a GPU 99: the error names the device and why it cannot be used.
+    assert_fails_with(&run(&["--out", o, "--device", "cuda:99"]), "cuda:99 is not available");
+    assert_fails_with(&run(&["--out", o, "--device", "gpu"]), "unknown device `gpu`");
     // A flag clap cannot parse is its own clean error.
     let bad = run(&["--out", o, "--algo", "vae"]);
     assert!(
