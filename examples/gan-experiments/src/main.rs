@@ -165,8 +165,8 @@ fn run_toy(config: ToyConfig, out: &Path, runs: &Path) -> Result<()> {
 }
 
 fn toy_table(runs: &Path) -> Result<()> {
-    println!("| data | algorithm | iterations | modes covered | high-quality samples | seconds |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    println!("| data | algorithm | iterations | modes covered | high-quality samples | modes covered every tenth of the run | seconds |");
+    println!("| --- | --- | ---: | ---: | ---: | --- | ---: |");
     let mut found = 0;
     for toy in [Toy::EightGaussians, Toy::TwentyFiveGaussians, Toy::SwissRoll] {
         for algo in [Algo::Gan, Algo::Wgan, Algo::WganGp] {
@@ -176,12 +176,14 @@ fn toy_table(runs: &Path) -> Result<()> {
             };
             let r: ToyResult = serde_json::from_str(&text)
                 .map_err(|e| Error(format!("{}: not a toy result ({e})", path.display())))?;
+            let trace: Vec<String> = r.trace.iter().map(|t| t.1.to_string()).collect();
             println!(
-                "| {toy} | {algo} | {} | {} / {} | {:.1}% | {:.0} |",
+                "| {toy} | {algo} | {} | {} / {} | {:.1}% | {} | {:.0} |",
                 r.config.iters,
                 r.coverage.modes_covered,
                 r.coverage.modes,
                 100.0 * r.coverage.high_quality,
+                trace.join(" "),
                 r.seconds
             );
             found += 1;
