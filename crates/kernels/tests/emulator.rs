@@ -8,8 +8,10 @@
 
 use earthmover_kernels::cpu;
 use earthmover_kernels::cpu::reduce::ReduceOp;
-use earthmover_kernels::cuda::emulator::{self, ParamSlot, Update};
-use earthmover_kernels::{broadcast_shapes, BinaryOp, ConvGeometry, MatmulProblem, MatrixLayout, UnaryOp};
+use earthmover_kernels::cuda::emulator::{self, ParamSlot};
+use earthmover_kernels::{
+    broadcast_shapes, BinaryOp, ConvGeometry, MatmulProblem, MatrixLayout, OptimizerUpdate, UnaryOp,
+};
 
 /// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
 fn random(n: usize, seed: u64) -> Vec<f64> {
@@ -368,10 +370,10 @@ fn im2col_and_col2im_match_per_sample_twins_over_a_chunk() {
 fn optimiser_updates_match_over_a_list_of_tensors_in_one_launch() {
     let sizes = [7, 300, 1, 65];
     let updates = [
-        (Update::Sgd { lr: 0.1, momentum: 0.0 }, "sgd"),
-        (Update::Sgd { lr: 0.1, momentum: 0.9 }, "sgd momentum"),
+        (OptimizerUpdate::Sgd { lr: 0.1, momentum: 0.0 }, "sgd"),
+        (OptimizerUpdate::Sgd { lr: 0.1, momentum: 0.9 }, "sgd momentum"),
         (
-            Update::RmsProp {
+            OptimizerUpdate::RmsProp {
                 lr: 5e-5,
                 alpha: 0.99,
                 eps: 1e-8,
@@ -379,7 +381,7 @@ fn optimiser_updates_match_over_a_list_of_tensors_in_one_launch() {
             "rmsprop",
         ),
         (
-            Update::Adam {
+            OptimizerUpdate::Adam {
                 lr: 1e-4,
                 betas: (0.0, 0.9),
                 eps: 1e-8,
@@ -387,7 +389,7 @@ fn optimiser_updates_match_over_a_list_of_tensors_in_one_launch() {
             },
             "adam",
         ),
-        (Update::Clamp { min: -0.01, max: 0.01 }, "clamp"),
+        (OptimizerUpdate::Clamp { min: -0.01, max: 0.01 }, "clamp"),
     ];
     for (update, what) in updates {
         let init = |seed: u64| -> Vec<Vec<f64>> { sizes.iter().map(|&n| random(n, seed + n as u64)).collect() };
@@ -397,11 +399,13 @@ fn optimiser_updates_match_over_a_list_of_tensors_in_one_launch() {
         let (mut p_cpu, mut s1_cpu, mut s2_cpu) = (p.clone(), s1.clone(), s2.clone());
         for t in 0..sizes.len() {
             match update {
-                Update::Sgd { lr, momentum } => cpu::optim::sgd(&mut p_cpu[t], &g[t], &mut s1_cpu[t], lr, momentum),
-                Update::RmsProp { lr, alpha, eps } => {
+                OptimizerUpdate::Sgd { lr, momentum } => {
+                    cpu::optim::sgd(&mut p_cpu[t], &g[t], &mut s1_cpu[t], lr, momentum)
+                }
+                OptimizerUpdate::RmsProp { lr, alpha, eps } => {
                     cpu::optim::rmsprop(&mut p_cpu[t], &g[t], &mut s1_cpu[t], lr, alpha, eps)
                 }
-                Update::Adam { lr, betas, eps, step } => cpu::optim::adam(
+                OptimizerUpdate::Adam { lr, betas, eps, step } => cpu::optim::adam(
                     &mut p_cpu[t],
                     &g[t],
                     &mut s1_cpu[t],
@@ -411,7 +415,7 @@ fn optimiser_updates_match_over_a_list_of_tensors_in_one_launch() {
                     eps,
                     step,
                 ),
-                Update::Clamp { min, max } => cpu::optim::clamp_in_place(&mut p_cpu[t], min, max),
+                OptimizerUpdate::Clamp { min, max } => cpu::optim::clamp_in_place(&mut p_cpu[t], min, max),
             }
         }
         let mut slots: Vec<ParamSlot<'_, f64>> = p

@@ -9,7 +9,7 @@
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::{binary_code, unary_code, KernelElement, LaunchShape};
 use crate::cpu::reduce::ReduceOp;
-use crate::{BinaryOp, ConvGeometry, MatmulProblem, UnaryOp};
+use crate::{BinaryOp, ConvGeometry, MatmulProblem, OptimizerUpdate, UnaryOp};
 use std::ffi::{c_char, c_void, CStr};
 
 #[repr(C)]
@@ -279,41 +279,18 @@ fn param_list<T>(slots: &mut [ParamSlot<'_, T>]) -> ParamList<T> {
     list
 }
 
-/// The optimiser kernels of optim.cu over a list of tensors, one launch.
-pub enum Update {
-    Sgd {
-        lr: f64,
-        momentum: f64,
-    },
-    RmsProp {
-        lr: f64,
-        alpha: f64,
-        eps: f64,
-    },
-    Adam {
-        lr: f64,
-        betas: (f64, f64),
-        eps: f64,
-        step: u64,
-    },
-    Clamp {
-        min: f64,
-        max: f64,
-    },
-}
-
 /// `cpu::optim::{sgd, rmsprop, adam, clamp_in_place}` over every slot in one launch.
-pub fn update<T: KernelElement>(update: Update, slots: &mut [ParamSlot<'_, T>]) {
+pub fn update<T: KernelElement>(update: OptimizerUpdate, slots: &mut [ParamSlot<'_, T>]) {
     let mut list = param_list(slots);
     let shape = LaunchShape::elementwise(list.total());
     let l = arg(&mut list);
     // SAFETY: each kernel takes (ParamList<T>, doubles...) as listed in optim.cu.
     unsafe {
         match update {
-            Update::Sgd { mut lr, mut momentum } => {
+            OptimizerUpdate::Sgd { mut lr, mut momentum } => {
                 launch(&name::<T>("sgd"), shape, &mut [l, arg(&mut lr), arg(&mut momentum)])
             }
-            Update::RmsProp {
+            OptimizerUpdate::RmsProp {
                 mut lr,
                 mut alpha,
                 mut eps,
@@ -322,7 +299,7 @@ pub fn update<T: KernelElement>(update: Update, slots: &mut [ParamSlot<'_, T>]) 
                 shape,
                 &mut [l, arg(&mut lr), arg(&mut alpha), arg(&mut eps)],
             ),
-            Update::Adam {
+            OptimizerUpdate::Adam {
                 lr,
                 betas,
                 mut eps,
@@ -341,7 +318,7 @@ pub fn update<T: KernelElement>(update: Update, slots: &mut [ParamSlot<'_, T>]) 
                 ];
                 launch(&name::<T>("adam"), shape, &mut params)
             }
-            Update::Clamp { mut min, mut max } => {
+            OptimizerUpdate::Clamp { mut min, mut max } => {
                 launch(&name::<T>("clamp"), shape, &mut [l, arg(&mut min), arg(&mut max)])
             }
         }
