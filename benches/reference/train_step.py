@@ -6,13 +6,19 @@ paper's MNIST networks (width DIM), batch 64, one generator iteration = 5 critic
     python benches/reference/train_step.py --cuda 64     # on GPU 0, TF32 off (FP32 as ours)
 
 Needs torch. Prints seconds per iteration (median and min of 5, after one warm-up), as the
-Rust bench does, so that the two can be run one after the other on the same machine.
+Rust bench does, so that the two can be run one after the other on the same machine; and, as it
+does, the FLOPs of one iteration (counted with torch.utils.flop_counter's formulas in one extra iteration,
+outside the timing), the effective GFLOP/s, the peak resident memory of each configuration (the
+high-water mark is reset between them) and the resident memory once torch is imported, which
+every peak includes.
 """
 import statistics
 import sys
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from networks import LATENT, Critic, Generator
 
@@ -51,14 +57,60 @@ def iteration(algo, g, c, opt_g, opt_c, real):
         p.requires_grad_(True)
 
 
+class CountFlops(TorchDispatchMode):
+    """Adds up the FLOPs of every op that torch.utils.flop_counter has a formula for (matmuls
+    and convolutions, forward and backward). FlopCounterMode itself cannot follow
+    autograd.grad on a leaf, which the gradient penalty needs."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def resident_mb(field):
+    """A field of /proc/self/status in MB (VmRSS: resident now, VmHWM: the high-water mark)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_resident():
+    """Start a new high-water mark of resident memory (Linux: clear_refs value 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def main(dims):
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
-    print(f"{'algo':<8} {'dim':>4} {'batch':>6} {'s/iteration':>14} {'min s/iter':>14}")
+    rss = resident_mb("VmRSS:")
+    if rss is not None:
+        print(f"resident before training (interpreter and torch): {rss:.0f} MB")
+    print(
+        f"{'algo':<8} {'dim':>4} {'batch':>6} {'s/iteration':>12} {'min s/iter':>11} "
+        f"{'GFLOP/iter':>12} {'GFLOP/s':>9} {'peak MB':>9}"
+    )
     for dim in dims:
         for algo in ["wgan-gp", "wgan"]:
+            reset_peak_resident()
             g, c = Generator(dim).to(DEVICE), Critic(dim).to(DEVICE)
             if algo == "wgan-gp":
                 opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.9))
@@ -75,7 +127,17 @@ def main(dims):
                 iteration(algo, g, c, opt_g, opt_c, real)
                 sync()
                 times.append(time.perf_counter() - start)
-            print(f"{algo:<8} {dim:>4} {BATCH:>6} {statistics.median(times):>14.3f} {min(times):>14.3f}")
+            median = statistics.median(times)
+            peak = resident_mb("VmHWM:")
+            counter = CountFlops()
+            with counter:
+                iteration(algo, g, c, opt_g, opt_c, real)
+            gflop = counter.flops / 1e9
+            peak = "-" if peak is None else f"{peak:.0f}"
+            print(
+                f"{algo:<8} {dim:>4} {BATCH:>6} {median:>12.3f} {min(times):>11.3f} "
+                f"{gflop:>12.1f} {gflop / median:>9.1f} {peak:>9}"
+            )
 
 
 if __name__ == "__main__":

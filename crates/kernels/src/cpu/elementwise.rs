@@ -40,7 +40,9 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
-    #[inline]
+    // Always inlined: [`unary`] calls it with a constant variant, so the match folds away and
+    // each variant's loop is compiled (and vectorised) on its own.
+    #[inline(always)]
     fn apply<T: Element>(self, x: T) -> T {
         let t = T::from_f64;
         let mask = |b: bool| if b { T::ONE } else { T::ZERO };
@@ -112,14 +114,45 @@ impl UnaryOp {
 }
 
 /// `out[i] = op(x[i])`.
+///
+/// The op is matched once, outside the loop: every arm below passes [`map`] a closure over a
+/// fixed variant, so the per-element `match` in [`UnaryOp::apply`] folds away and each loop
+/// can be vectorised.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
+    use UnaryOp as U;
+    match op {
+        U::Neg => map(x, |v| U::Neg.apply(v)),
+        U::Exp => map(x, |v| U::Exp.apply(v)),
+        U::Log => map(x, |v| U::Log.apply(v)),
+        U::Sqrt => map(x, |v| U::Sqrt.apply(v)),
+        U::Abs => map(x, |v| U::Abs.apply(v)),
+        U::Sign => map(x, |v| U::Sign.apply(v)),
+        U::Relu => map(x, |v| U::Relu.apply(v)),
+        U::LeakyRelu(s) => map(x, |v| U::LeakyRelu(s).apply(v)),
+        U::LeakyReluSlope(s) => map(x, |v| U::LeakyReluSlope(s).apply(v)),
+        U::Tanh => map(x, |v| U::Tanh.apply(v)),
+        U::Sigmoid => map(x, |v| U::Sigmoid.apply(v)),
+        U::Softplus => map(x, |v| U::Softplus.apply(v)),
+        U::Pow(p) if p == 2.0 => map(x, |v| v * v),
+        U::Pow(p) => map(x, |v| U::Pow(p).apply(v)),
+        U::Clamp(lo, hi) => map(x, |v| U::Clamp(lo, hi).apply(v)),
+        U::InRange(lo, hi) => map(x, |v| U::InRange(lo, hi).apply(v)),
+        U::AddScalar(c) => map(x, |v| U::AddScalar(c).apply(v)),
+        U::MulScalar(c) => map(x, |v| U::MulScalar(c).apply(v)),
+        U::GtScalar(c) => map(x, |v| U::GtScalar(c).apply(v)),
+        U::LtScalar(c) => map(x, |v| U::LtScalar(c).apply(v)),
+        U::EqScalar(c) => map(x, |v| U::EqScalar(c).apply(v)),
+    }
+}
+
+/// `out[i] = f(x[i])`, in parallel chunks when `x` is large.
+fn map<T: Element>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; x.len()];
+    let body = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
     if x.len() >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = op.apply(x)));
+        out.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(body);
     } else {
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = op.apply(x));
+        body((&mut out[..], x));
     }
     out
 }
@@ -141,7 +174,8 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
-    #[inline]
+    // Always inlined, for the same reason as `UnaryOp::apply`.
+    #[inline(always)]
     fn apply<T: Element>(self, a: T, b: T) -> T {
         let mask = |c: bool| if c { T::ONE } else { T::ZERO };
         match self {
@@ -170,6 +204,33 @@ pub fn binary<T: Element>(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<T> {
+    use BinaryOp as B;
+    // As in [`unary`]: one loop per variant, each free of the per-element `match`.
+    let shapes = (a, a_shape, b, b_shape);
+    match op {
+        B::Add => zip_map(shapes, out_shape, |x, y| B::Add.apply(x, y)),
+        B::Sub => zip_map(shapes, out_shape, |x, y| B::Sub.apply(x, y)),
+        B::Mul => zip_map(shapes, out_shape, |x, y| B::Mul.apply(x, y)),
+        B::Div => zip_map(shapes, out_shape, |x, y| B::Div.apply(x, y)),
+        B::Maximum => zip_map(shapes, out_shape, |x, y| B::Maximum.apply(x, y)),
+        B::Minimum => zip_map(shapes, out_shape, |x, y| B::Minimum.apply(x, y)),
+        B::Gt => zip_map(shapes, out_shape, |x, y| B::Gt.apply(x, y)),
+        B::Ge => zip_map(shapes, out_shape, |x, y| B::Ge.apply(x, y)),
+        B::Lt => zip_map(shapes, out_shape, |x, y| B::Lt.apply(x, y)),
+        B::Le => zip_map(shapes, out_shape, |x, y| B::Le.apply(x, y)),
+        B::Eq => zip_map(shapes, out_shape, |x, y| B::Eq.apply(x, y)),
+    }
+}
+
+/// Two operands with their shapes: `(a, a_shape, b, b_shape)`.
+type Operands<'a, T> = (&'a [T], &'a [usize], &'a [T], &'a [usize]);
+
+/// `out = op(a, b)` with broadcasting: the body of [`binary`] for one fixed op.
+fn zip_map<T: Element>(
+    (a, a_shape, b, b_shape): Operands<'_, T>,
+    out_shape: &[usize],
+    op: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
     let n: usize = out_shape.iter().product();
     let mut out = vec![T::ZERO; n];
     if n == 0 {
@@ -178,7 +239,7 @@ pub fn binary<T: Element>(
     if a_shape == b_shape {
         let body = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = op.apply(a, b);
+                *o = op(a, b);
             }
         };
         if n >= PARALLEL_THRESHOLD {
@@ -192,7 +253,7 @@ pub fn binary<T: Element>(
     }
     if b.len() == 1 {
         let b = b[0];
-        let body = |(o, a): (&mut [T], &[T])| o.iter_mut().zip(a).for_each(|(o, &a)| *o = op.apply(a, b));
+        let body = |(o, a): (&mut [T], &[T])| o.iter_mut().zip(a).for_each(|(o, &a)| *o = op(a, b));
         if n >= PARALLEL_THRESHOLD {
             out.par_chunks_mut(4096).zip(a.par_chunks(4096)).for_each(body);
         } else {
@@ -217,7 +278,7 @@ pub fn binary<T: Element>(
             ob += idx * sb[d];
         }
         for (j, o) in o.iter_mut().enumerate() {
-            *o = op.apply(a[oa + j * sa_last], b[ob + j * sb_last]);
+            *o = op(a[oa + j * sa_last], b[ob + j * sb_last]);
         }
     };
     if n >= PARALLEL_THRESHOLD {

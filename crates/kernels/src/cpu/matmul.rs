@@ -8,6 +8,18 @@
 
 use crate::Element;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Floating-point operations done by [`gemm`] in this process (2 per multiply-add): the
+/// benches divide it by the time to give effective GFLOP/s. One relaxed add per call.
+static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
+
+/// FLOPs done by the CPU GEMM since the process started (2 per multiply-add). Every matmul and
+/// convolution on the CPU goes through it, so the difference across a training step is the
+/// step's dense work.
+pub fn gemm_flops() -> u64 {
+    GEMM_FLOPS.load(Ordering::Relaxed)
+}
 
 /// How to read one operand: element (row r, column c) is at `offset + r * row_stride + c * col_stride`.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +70,7 @@ pub fn gemm<T: Element>(
     }
     let last = |l: MatrixLayout, rows: usize, cols: usize| (rows - 1) * l.row_stride + (cols - 1) * l.col_stride;
     assert!(c.len() >= m * n, "gemm: output buffer too small");
+    GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     if k == 0 {
         if !accumulate {
             c[..m * n].iter_mut().for_each(|v| *v = T::ZERO);

@@ -13,3 +13,8 @@ pub mod reduce;
 /// Below this many elements a kernel runs on the calling thread: splitting small work across
 /// threads costs more than it saves.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+/// Threads the CPU kernels run on: rayon's global pool (set `RAYON_NUM_THREADS` to change it).
+pub fn current_num_threads() -> usize {
+    rayon::current_num_threads()
+}

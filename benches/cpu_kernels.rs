@@ -1,0 +1,213 @@
+//! The CPU kernels that a training step spends its time in, each against the machine's measured
+//! FMA peak, in a form that prints one table and runs in about a minute:
+//!
+//! ```sh
+//! cargo bench --bench cpu_kernels                      # earthmover
+//! python benches/reference/cpu_kernels.py              # PyTorch, same shapes, same table
+//! ```
+//!
+//! - the FMA peak: independent chains of 256-bit fused multiply-adds on one thread and on every
+//!   rayon thread (x86-64 with AVX2 and FMA only);
+//! - square f32 matmuls, 128 to 2048;
+//! - every convolution of the reference networks at DIM 64, batch 64: forward, input gradient and
+//!   weight gradient, counted as nominal dense work (`2 * N * O * Ho * Wo * C * kh * kw` for a
+//!   conv, taps on the padding included), the count PyTorch's side uses too.
+//!
+//! Each figure is the median of several runs after a warm-up.
+
+use earthmover::tensor::{no_grad, ConvOptions, DType, Tensor};
+use std::hint::black_box;
+use std::time::Instant;
+
+const BATCH: usize = 64;
+const KERNEL: usize = 5;
+
+/// Median seconds of `runs` calls of `f`, after two warm-up calls.
+fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+/// GFLOP/s of 12 independent chains of 8-wide FMAs per thread: what the cores can do at best.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak_gflops(threads: usize) -> Option<f64> {
+    use std::arch::x86_64::*;
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return None;
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chains(iterations: u64) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999_9), _mm256_set1_ps(1e-7));
+        for _ in 0..iterations {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        acc.iter()
+            .map(|v| {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
+    const ITERATIONS: u64 = 50_000_000;
+    let start = Instant::now();
+    let sum: f32 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            // SAFETY: the features `chains` is compiled for were detected above.
+            .map(|_| scope.spawn(|| unsafe { chains(ITERATIONS) }))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+    });
+    black_box(sum);
+    let flops = threads as f64 * ITERATIONS as f64 * 12.0 * 8.0 * 2.0;
+    Some(flops / start.elapsed().as_secs_f64() / 1e9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak_gflops(_threads: usize) -> Option<f64> {
+    None
+}
+
+/// One convolution of the reference networks, in conv2d's terms: `[N, c, h, h]` -> `[N, o, ho,
+/// ho]`, 5x5, stride 2, padding 2. A generator layer is the transpose of such a conv (its
+/// forward pass is this conv's input gradient), so it is listed with its roles swapped.
+struct Conv {
+    name: &'static str,
+    c: usize,
+    o: usize,
+    h: usize,
+    ho: usize,
+    output_padding: usize,
+    transposed: bool,
+}
+
+const CONVS: [Conv; 6] = [
+    Conv {
+        name: "critic conv1 1x28 -> 64x14",
+        c: 1,
+        o: 64,
+        h: 28,
+        ho: 14,
+        output_padding: 1,
+        transposed: false,
+    },
+    Conv {
+        name: "critic conv2 64x14 -> 128x7",
+        c: 64,
+        o: 128,
+        h: 14,
+        ho: 7,
+        output_padding: 1,
+        transposed: false,
+    },
+    Conv {
+        name: "critic conv3 128x7 -> 256x4",
+        c: 128,
+        o: 256,
+        h: 7,
+        ho: 4,
+        output_padding: 0,
+        transposed: false,
+    },
+    Conv {
+        name: "gen deconv1 256x4 -> 128x8",
+        c: 128,
+        o: 256,
+        h: 8,
+        ho: 4,
+        output_padding: 1,
+        transposed: true,
+    },
+    Conv {
+        name: "gen deconv2 128x7 -> 64x14",
+        c: 64,
+        o: 128,
+        h: 14,
+        ho: 7,
+        output_padding: 1,
+        transposed: true,
+    },
+    Conv {
+        name: "gen deconv3 64x14 -> 1x28",
+        c: 1,
+        o: 64,
+        h: 28,
+        ho: 14,
+        output_padding: 1,
+        transposed: true,
+    },
+];
+
+fn main() {
+    let threads = earthmover::kernels::cpu::current_num_threads();
+    println!("earthmover, {threads} threads");
+    let peak_one = fma_peak_gflops(1);
+    let peak_all = fma_peak_gflops(threads);
+    match (peak_one, peak_all) {
+        (Some(one), Some(all)) => println!("FMA peak: {one:.1} GFLOP/s on 1 thread, {all:.1} on {threads}"),
+        _ => println!("FMA peak: not measured (needs x86-64 with AVX2 and FMA)"),
+    }
+    let percent = |gflops: f64| peak_all.map_or(String::from("-"), |p| format!("{:.0}%", 100.0 * gflops / p));
+
+    println!("\nmatmul, f32, n x n x n");
+    println!("{:>6} {:>10} {:>10} {:>8}", "n", "ms", "GFLOP/s", "of peak");
+    for n in [128usize, 256, 512, 1024, 2048] {
+        let a = Tensor::randn(&[n, n], DType::F32, 1);
+        let b = Tensor::randn(&[n, n], DType::F32, 2);
+        let runs = if n >= 1024 { 5 } else { 21 };
+        let s = no_grad(|| median_seconds(runs, || drop(black_box(a.matmul(&b)))));
+        let gflops = 2.0 * (n as f64).powi(3) / s / 1e9;
+        println!("{n:>6} {:>10.3} {gflops:>10.1} {:>8}", s * 1e3, percent(gflops));
+    }
+
+    println!("\nconvolutions of the reference networks (DIM 64, batch 64, 5x5, stride 2, padding 2), f32");
+    println!(
+        "{:<30} {:>11} {:>11} {:>11} {:>9}",
+        "layer", "forward ms", "input ms", "weight ms", "GFLOP/s"
+    );
+    for (i, conv) in CONVS.iter().enumerate() {
+        let seed = 100 * (i as u64 + 1);
+        let opts = ConvOptions::new().stride(2).padding(2);
+        let topts = opts.output_padding(conv.output_padding);
+        let x = Tensor::randn(&[BATCH, conv.c, conv.h, conv.h], DType::F32, seed);
+        let w = Tensor::randn(&[conv.o, conv.c, KERNEL, KERNEL], DType::F32, seed + 1);
+        let y = Tensor::randn(&[BATCH, conv.o, conv.ho, conv.ho], DType::F32, seed + 2);
+        let runs = 11;
+        let (direct, adjoint, weight) = no_grad(|| {
+            let direct = median_seconds(runs, || drop(black_box(x.conv2d(&w, None, opts))));
+            let adjoint = median_seconds(runs, || drop(black_box(y.conv_transpose2d(&w, None, topts))));
+            let weight = median_seconds(runs, || {
+                drop(black_box(x.conv2d_weight_grad(&y, (KERNEL, KERNEL), opts)))
+            });
+            (direct, adjoint, weight)
+        });
+        // A transposed conv's forward pass is the conv's input gradient, and its input gradient
+        // is the conv's forward pass; its weight gradient is the conv's, roles swapped.
+        let (forward, input) = if conv.transposed {
+            (adjoint, direct)
+        } else {
+            (direct, adjoint)
+        };
+        let flops = (2 * BATCH * conv.o * conv.ho * conv.ho * conv.c * KERNEL * KERNEL) as f64;
+        let gflops = 3.0 * flops / (forward + input + weight) / 1e9;
+        println!(
+            "{:<30} {:>11.3} {:>11.3} {:>11.3} {gflops:>9.1}",
+            conv.name,
+            forward * 1e3,
+            input * 1e3,
+            weight * 1e3,
+        );
+    }
+}
