@@ -109,12 +109,30 @@ fn im2col_channels<T: Element>(
     let (ho, wo) = (g.out_h, g.out_w);
     let (sh, sw) = g.stride;
     let c0 = channels.start;
+    // The valid ranges depend on the kernel offset only, not on the channel: work them out once.
+    let (rows, columns) = valid_ranges(g);
+    // With a stride, each plane is first split into its `sh * sw` phases (every sh-th row from
+    // row ph, every sw-th column from column pw), so that every copy below reads a contiguous
+    // run instead of every other element. Input (ih0 + i * sh, iw0 + j * sw) is element
+    // (ih0 / sh + i, iw0 / sw + j) of phase (ih0 % sh, iw0 % sw): the divisions are done here,
+    // once, rather than in the loops.
+    let (phase_h, phase_w) = (g.in_h.div_ceil(sh), g.in_w.div_ceil(sw));
+    let rows: Vec<_> = rows.iter().map(|&(lo, hi, ih0)| (lo, hi, ih0 % sh, ih0 / sh)).collect();
+    let columns: Vec<_> = columns
+        .iter()
+        .map(|&(lo, hi, iw0)| (lo, hi, iw0 % sw, iw0 / sw))
+        .collect();
+    let mut phases = Vec::new();
     for c in channels {
         let plane = &image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
-        for ki in 0..g.kernel_h {
-            let (oh_lo, oh_hi, ih0) = valid_range(ho, g.in_h, ki, sh, g.dilation.0, g.padding.0);
-            for kj in 0..g.kernel_w {
-                let (ow_lo, ow_hi, iw0) = valid_range(wo, g.in_w, kj, sw, g.dilation.1, g.padding.1);
+        let source: &[T] = if sh == 1 && sw == 1 {
+            plane
+        } else {
+            split_phases(plane, g.in_h, g.in_w, sh, sw, &mut phases);
+            &phases
+        };
+        for (ki, &(oh_lo, oh_hi, phase_row, row0)) in rows.iter().enumerate() {
+            for (kj, &(ow_lo, ow_hi, phase_column, column0)) in columns.iter().enumerate() {
                 let row = ((c - c0) * g.kernel_h + ki) * g.kernel_w + kj;
                 let dst = &mut cols[row * ld..row * ld + ho * wo];
                 if ow_lo >= ow_hi {
@@ -128,18 +146,18 @@ fn im2col_channels<T: Element>(
                     dst[oh_hi * wo..].fill(T::ZERO);
                 }
                 let span = ow_hi - ow_lo;
-                for (i, dst_row) in dst[oh_lo * wo..oh_hi * wo].chunks_exact_mut(wo).enumerate() {
-                    let ih = ih0 + i * sh;
-                    let src = &plane[ih * g.in_w + iw0..];
+                let phase = &source[(phase_row * sw + phase_column) * phase_h * phase_w..];
+                for i in 0..oh_hi - oh_lo {
+                    let src = &phase[(row0 + i) * phase_w + column0..][..span];
+                    let dst_row = &mut dst[(oh_lo + i) * wo..][..wo];
                     if !zeroed {
                         dst_row[..ow_lo].fill(T::ZERO);
                         dst_row[ow_hi..].fill(T::ZERO);
                     }
-                    let inner = &mut dst_row[ow_lo..ow_hi];
-                    if sw == 1 {
-                        inner.copy_from_slice(&src[..span]);
-                    } else {
-                        inner.iter_mut().zip(src.iter().step_by(sw)).for_each(|(d, &s)| *d = s);
+                    // A plain loop rather than `copy_from_slice`: runs are a handful of
+                    // elements, too short to pay for a call to memcpy.
+                    for (d, &v) in dst_row[ow_lo..ow_hi].iter_mut().zip(src) {
+                        *d = v;
                     }
                 }
             }
@@ -147,30 +165,60 @@ fn im2col_channels<T: Element>(
     }
 }
 
+/// Split an `h x w` plane into its `sh * sw` phases, each `ceil(h / sh) x ceil(w / sw)`: phase
+/// `(ph, pw)` holds rows `ph, ph + sh, ..` and columns `pw, pw + sw, ..` (the cells past the edge
+/// of a shorter phase are left as they are: nothing reads them).
+fn split_phases<T: Element>(plane: &[T], h: usize, w: usize, sh: usize, sw: usize, phases: &mut Vec<T>) {
+    let (phase_h, phase_w) = (h.div_ceil(sh), w.div_ceil(sw));
+    phases.resize(sh * sw * phase_h * phase_w, T::ZERO);
+    for (r, row) in plane.chunks_exact(w).enumerate() {
+        let (ph, pr) = (r % sh, r / sh);
+        for pw in 0..sw {
+            let start = ((ph * sw + pw) * phase_h + pr) * phase_w;
+            for (d, &v) in phases[start..start + phase_w]
+                .iter_mut()
+                .zip(row[pw..].iter().step_by(sw))
+            {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// [`valid_range`] for every kernel row (`ki`) and every kernel column (`kj`).
+type Ranges = Vec<(usize, usize, usize)>;
+fn valid_ranges(g: &ConvGeometry) -> (Ranges, Ranges) {
+    let rows = (0..g.kernel_h)
+        .map(|ki| valid_range(g.out_h, g.in_h, ki, g.stride.0, g.dilation.0, g.padding.0))
+        .collect();
+    let columns = (0..g.kernel_w)
+        .map(|kj| valid_range(g.out_w, g.in_w, kj, g.stride.1, g.dilation.1, g.padding.1))
+        .collect();
+    (rows, columns)
+}
+
 /// [`col2im`] from columns with leading dimension `ld`, adding onto `image` (not zeroing it).
 fn col2im_add_strided<T: Element>(g: &ConvGeometry, channels: Range<usize>, cols: &[T], ld: usize, image: &mut [T]) {
     let (ho, wo) = (g.out_h, g.out_w);
     let (sh, sw) = g.stride;
     let c0 = channels.start;
+    let (rows, columns) = valid_ranges(g);
     for c in channels {
         let plane = &mut image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
-        for ki in 0..g.kernel_h {
-            let (oh_lo, oh_hi, ih0) = valid_range(ho, g.in_h, ki, sh, g.dilation.0, g.padding.0);
-            for kj in 0..g.kernel_w {
-                let (ow_lo, ow_hi, iw0) = valid_range(wo, g.in_w, kj, sw, g.dilation.1, g.padding.1);
+        for (ki, &(oh_lo, oh_hi, ih0)) in rows.iter().enumerate() {
+            for (kj, &(ow_lo, ow_hi, iw0)) in columns.iter().enumerate() {
                 if ow_lo >= ow_hi {
                     continue;
                 }
                 let row = ((c - c0) * g.kernel_h + ki) * g.kernel_w + kj;
                 let src = &cols[row * ld..row * ld + ho * wo];
-                for (i, src_row) in src[oh_lo * wo..oh_hi * wo].chunks_exact(wo).enumerate() {
-                    let ih = ih0 + i * sh;
-                    let dst = &mut plane[ih * g.in_w + iw0..];
-                    let inner = &src_row[ow_lo..ow_hi];
-                    if sw == 1 {
-                        dst.iter_mut().zip(inner).for_each(|(d, &s)| *d += s);
-                    } else {
-                        dst.iter_mut().step_by(sw).zip(inner).for_each(|(d, &s)| *d += s);
+                let span = ow_hi - ow_lo;
+                for i in 0..oh_hi - oh_lo {
+                    let src_row = &src[(oh_lo + i) * wo + ow_lo..][..span];
+                    let dst = &mut plane[(ih0 + i * sh) * g.in_w + iw0..][..(span - 1) * sw + 1];
+                    // An indexed loop, not `step_by`, whose length costs a division per run.
+                    for (j, &s) in src_row.iter().enumerate() {
+                        dst[j * sw] += s;
                     }
                 }
             }
