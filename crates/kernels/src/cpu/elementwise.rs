@@ -133,7 +133,7 @@ pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
         U::Tanh => map(x, |v| U::Tanh.apply(v)),
         U::Sigmoid => map(x, |v| U::Sigmoid.apply(v)),
         U::Softplus => map(x, |v| U::Softplus.apply(v)),
-        U::Pow(p) if p == 2.0 => map(x, |v| v * v),
+        U::Pow(2.0) => map(x, |v| v * v),
         U::Pow(p) => map(x, |v| U::Pow(p).apply(v)),
         U::Clamp(lo, hi) => map(x, |v| U::Clamp(lo, hi).apply(v)),
         U::InRange(lo, hi) => map(x, |v| U::InRange(lo, hi).apply(v)),

@@ -65,15 +65,39 @@ pub fn gemm<T: Element>(
     accumulate: bool,
     parallel: bool,
 ) {
+    gemm_into(m, n, k, a, a_layout, b, b_layout, c, n, accumulate, parallel)
+}
+
+/// [`gemm`] into an output whose rows are `c_row_stride` apart: a block of columns of a wider
+/// matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_layout: MatrixLayout,
+    b: &[T],
+    b_layout: MatrixLayout,
+    c: &mut [T],
+    c_row_stride: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let last = |l: MatrixLayout, rows: usize, cols: usize| (rows - 1) * l.row_stride + (cols - 1) * l.col_stride;
-    assert!(c.len() >= m * n, "gemm: output buffer too small");
+    assert!(
+        c_row_stride >= n && c.len() >= (m - 1) * c_row_stride + n,
+        "gemm: output buffer too small"
+    );
     GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     if k == 0 {
         if !accumulate {
-            c[..m * n].iter_mut().for_each(|v| *v = T::ZERO);
+            for row in c.chunks_mut(c_row_stride).take(m) {
+                row[..n].iter_mut().for_each(|v| *v = T::ZERO);
+            }
         }
         return;
     }
@@ -87,8 +111,8 @@ pub fn gemm<T: Element>(
         gemm::Parallelism::None
     };
     // SAFETY: the asserts above keep every index the kernel reads (row r, column c at
-    // r * row_stride + c * col_stride) and writes (r * n + c) inside the slices, and the
-    // output does not alias the inputs (it is a distinct `&mut`).
+    // r * row_stride + c * col_stride) and writes (r * c_row_stride + c) inside the slices,
+    // and the output does not alias the inputs (it is a distinct `&mut`).
     unsafe {
         gemm::gemm(
             m,
@@ -96,7 +120,7 @@ pub fn gemm<T: Element>(
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            c_row_stride as isize,
             accumulate,
             a.as_ptr(),
             a_layout.col_stride as isize,
