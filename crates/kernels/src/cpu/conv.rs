@@ -152,8 +152,8 @@ fn taps_first<T: Element>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
     let (c, taps) = (g.in_channels, g.kernel_h * g.kernel_w);
     let mut out = vec![T::ZERO; w.len()];
     for (src, dst) in w.chunks_exact(c * taps).zip(out.chunks_exact_mut(c * taps)) {
-        for ci in 0..c {
-            for t in 0..taps {
+        for t in 0..taps {
+            for ci in 0..c {
                 dst[t * c + ci] = src[ci * taps + t];
             }
         }
@@ -175,10 +175,18 @@ fn channels_first<T: Element>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
     out
 }
 
+/// Make `buf` at least `len` long for a caller that overwrites the elements it reads: it only
+/// grows (zeroing only the growth), so that a buffer reused for a smaller block and then a
+/// larger one is not filled with zeros each time.
+fn overwritten_buffer<T: Element>(buf: &mut Vec<T>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, T::ZERO);
+    }
+}
+
 /// `samples` consecutive arrays of `len` values, `[S, len]`, transposed to `[len, S]`.
 fn samples_last<T: Element>(x: &[T], samples: usize, len: usize, out: &mut Vec<T>) {
-    out.clear();
-    out.resize(len * samples, T::ZERO);
+    overwritten_buffer(out, len * samples);
     // Blocks of `BLOCK` positions: the writes of one block stay within a few cache lines.
     const BLOCK: usize = 64;
     for start in (0..len).step_by(BLOCK) {
@@ -211,8 +219,7 @@ fn samples_first<T: Element>(t: &[T], samples: usize, len: usize, out: &mut [T])
 fn gather_columns<T: Element>(g: &ConvGeometry, rect: &Rectangle, xt: &[T], samples: usize, cols: &mut Vec<T>) {
     let (c, n) = (g.in_channels, rect.pixels() * samples);
     let taps = rect.rows.taps.len() * rect.columns.taps.len();
-    cols.clear();
-    cols.resize(taps * c * n, T::ZERO);
+    overwritten_buffer(cols, taps * c * n);
     rect.for_each_tap(g, |tap, pixel, ih, iw| {
         for ci in 0..c {
             let src = &xt[((ci * g.in_h + ih) * g.in_w + iw) * samples..][..samples];
@@ -238,37 +245,36 @@ fn scatter_add_columns<T: Element>(g: &ConvGeometry, rect: &Rectangle, cols: &[T
 }
 
 /// The maps of one rectangle for a chunk of samples, `[O, pixels * S]` (sample fastest), from
-/// the chunk's maps `maps [S, O, Ho, Wo]`.
+/// the chunk's maps laid out `[O, Ho, Wo, S]`: one contiguous run of `S` per pixel.
 fn gather_maps<T: Element>(g: &ConvGeometry, rect: &Rectangle, maps: &[T], samples: usize, out: &mut Vec<T>) {
-    let (o, pix) = (g.out_channels, g.out_h * g.out_w);
     let n = rect.pixels() * samples;
-    out.clear();
-    out.resize(o * n, T::ZERO);
-    let width = rect.columns.outputs.len();
-    for oc in 0..o {
-        for (i, oh) in rect.rows.outputs.clone().enumerate() {
-            for (j, ow) in rect.columns.outputs.clone().enumerate() {
-                let dst = &mut out[oc * n + (i * width + j) * samples..][..samples];
-                for (s, d) in dst.iter_mut().enumerate() {
-                    *d = maps[(s * o + oc) * pix + oh * g.out_w + ow];
-                }
-            }
-        }
-    }
+    overwritten_buffer(out, g.out_channels * n);
+    for_each_pixel_run(g, rect, samples, |oc, run, at| {
+        out[oc * n + run..][..samples].copy_from_slice(&maps[at..][..samples]);
+    });
 }
 
-/// The inverse of [`gather_maps`]: write a rectangle's `[O, pixels * S]` into `maps`.
+/// The inverse of [`gather_maps`]: write a rectangle's `[O, pixels * S]` into `maps`, laid out
+/// `[O, Ho, Wo, S]`.
 fn scatter_maps<T: Element>(g: &ConvGeometry, rect: &Rectangle, block: &[T], samples: usize, maps: &mut [T]) {
-    let (o, pix) = (g.out_channels, g.out_h * g.out_w);
     let n = rect.pixels() * samples;
+    for_each_pixel_run(g, rect, samples, |oc, run, at| {
+        maps[at..][..samples].copy_from_slice(&block[oc * n + run..][..samples]);
+    });
+}
+
+/// For every output channel and pixel of a rectangle: `f(channel, offset of its run in the
+/// rectangle's row, offset of its run in the maps [O, Ho, Wo, S])`.
+fn for_each_pixel_run(g: &ConvGeometry, rect: &Rectangle, samples: usize, mut f: impl FnMut(usize, usize, usize)) {
     let width = rect.columns.outputs.len();
-    for oc in 0..o {
+    for oc in 0..g.out_channels {
         for (i, oh) in rect.rows.outputs.clone().enumerate() {
             for (j, ow) in rect.columns.outputs.clone().enumerate() {
-                let src = &block[oc * n + (i * width + j) * samples..][..samples];
-                for (s, &v) in src.iter().enumerate() {
-                    maps[(s * o + oc) * pix + oh * g.out_w + ow] = v;
-                }
+                f(
+                    oc,
+                    (i * width + j) * samples,
+                    ((oc * g.out_h + oh) * g.out_w + ow) * samples,
+                );
             }
         }
     }
@@ -371,16 +377,26 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> 
     let wt = taps_first(g, w);
     let (rows, columns) = classes_of(g);
     let spc = samples_per_chunk(g, true);
+    // Pixels that no tap reaches see only padding: their outputs are zeros.
+    let covered: usize =
+        rows.iter().map(|r| r.outputs.len()).sum::<usize>() * columns.iter().map(|c| c.outputs.len()).sum::<usize>();
     y.par_chunks_mut(spc * o * pix).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new()),
-        |(xt, cols, out): &mut (Vec<T>, Vec<T>, Vec<T>), (chunk, y)| {
+        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(xt, cols, out, yt): &mut (Vec<T>, Vec<T>, Vec<T>, Vec<T>), (chunk, y)| {
             let samples = y.len() / (o * pix);
             let n0 = chunk * spc;
             samples_last(&x[n0 * image_len..(n0 + samples) * image_len], samples, image_len, xt);
+            // The chunk's maps, `[O, Ho, Wo, S]`, then transposed into `y`.
+            if covered == pix {
+                overwritten_buffer(yt, o * pix * samples);
+            } else {
+                yt.clear();
+                yt.resize(o * pix * samples, T::ZERO);
+            }
             for rect in rectangles(&rows, &columns) {
                 let n = rect.pixels() * samples;
                 gather_columns(g, &rect, xt, samples, cols);
-                out.resize(o * n, T::ZERO);
+                overwritten_buffer(out, o * n);
                 for (i, (row, k, offset)) in kernel_row_blocks(g, &rect).into_iter().enumerate() {
                     let (a, b) = (&wt[offset..], &cols[row * n..(row + k) * n]);
                     gemm(
@@ -396,8 +412,9 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> 
                         false,
                     );
                 }
-                scatter_maps(g, &rect, out, samples, y);
+                scatter_maps(g, &rect, out, samples, yt);
             }
+            samples_first(yt, samples, o * pix, y);
         },
     );
     y
@@ -421,17 +438,18 @@ pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> V
     let (rows, columns) = classes_of(g);
     let spc = samples_per_chunk(g, true);
     x.par_chunks_mut(spc * image_len).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new()),
-        |(xt, maps, cols): &mut (Vec<T>, Vec<T>, Vec<T>), (chunk, x)| {
+        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(xt, yt, maps, cols): &mut (Vec<T>, Vec<T>, Vec<T>, Vec<T>), (chunk, x)| {
             let samples = x.len() / image_len;
             let n0 = chunk * spc;
             xt.clear();
             xt.resize(image_len * samples, T::ZERO);
+            samples_last(&y[n0 * o * pix..(n0 + samples) * o * pix], samples, o * pix, yt);
             for rect in rectangles(&rows, &columns) {
                 let n = rect.pixels() * samples;
                 let taps = rect.rows.taps.len() * rect.taps_per_kernel_row(g.in_channels);
-                gather_maps(g, &rect, &y[n0 * o * pix..(n0 + samples) * o * pix], samples, maps);
-                cols.resize(taps * n, T::ZERO);
+                gather_maps(g, &rect, yt, samples, maps);
+                overwritten_buffer(cols, taps * n);
                 // The weight block read transposed: `K' x O`.
                 let transposed = MatrixLayout::transposed(g.patch_len());
                 for (row, k, offset) in kernel_row_blocks(g, &rect) {
@@ -475,7 +493,9 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
     let (rows, columns) = classes_of(g);
     let rects: Vec<Rectangle> = rectangles(&rows, &columns).collect();
     let spc = samples_per_chunk(g, false);
-    let mut xt = Vec::new();
+    let (mut xt, mut yt) = (Vec::new(), Vec::new());
+    // Each rectangle's columns and maps, reused from chunk to chunk.
+    let mut gathered: Vec<(Vec<T>, Vec<T>)> = rects.iter().map(|_| (Vec::new(), Vec::new())).collect();
     for n0 in (0..g.batch).step_by(spc) {
         let samples = spc.min(g.batch - n0);
         samples_last(
@@ -484,16 +504,11 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
             image_len,
             &mut xt,
         );
-        let maps_chunk = &gy[n0 * o * pix..(n0 + samples) * o * pix];
-        let gathered: Vec<(Vec<T>, Vec<T>)> = rects
-            .par_iter()
-            .map(|rect| {
-                let (mut cols, mut maps) = (Vec::new(), Vec::new());
-                gather_columns(g, rect, &xt, samples, &mut cols);
-                gather_maps(g, rect, maps_chunk, samples, &mut maps);
-                (cols, maps)
-            })
-            .collect();
+        samples_last(&gy[n0 * o * pix..(n0 + samples) * o * pix], samples, o * pix, &mut yt);
+        gathered.par_iter_mut().zip(&rects).for_each(|((cols, maps), rect)| {
+            gather_columns(g, rect, &xt, samples, cols);
+            gather_maps(g, rect, &yt, samples, maps);
+        });
         gwt.par_chunks_mut(WEIGHT_GRAD_ROWS * patch)
             .enumerate()
             .for_each(|(block, gw)| {

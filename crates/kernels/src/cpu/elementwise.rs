@@ -5,6 +5,7 @@ use super::PARALLEL_THRESHOLD;
 use crate::shape::{broadcast_strides, contiguous_strides};
 use crate::Element;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A unary elementwise operation. Scalar parameters are `f64` and cast to the element type.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -147,13 +148,35 @@ pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
 
 /// `out[i] = f(x[i])`, in parallel chunks when `x` is large.
 fn map<T: Element>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    let body = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
-    if x.len() >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(body);
+    written_once(x.len(), |start, out| {
+        let x = &x[start..start + out.len()];
+        out.iter_mut().zip(x).for_each(|(o, &x)| {
+            o.write(f(x));
+        });
+    })
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const CHUNK: usize = 4096;
+
+/// A vector of `len` elements computed in place, without zeroing it first: `fill(start, out)`
+/// must write every slot of `out`, elements `start..start + out.len()`; it is called on chunks
+/// in parallel when `len` is large.
+fn written_once<T: Element>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    let slots = &mut out.spare_capacity_mut()[..len];
+    if len >= PARALLEL_THRESHOLD {
+        slots
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
     } else {
-        body((&mut out[..], x));
+        fill(0, slots);
     }
+    // SAFETY: every caller's `fill` zips its chunk with an input slice of exactly the chunk's
+    // length (slicing would panic otherwise) and writes each slot, so the first `len`
+    // elements are initialised.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -232,35 +255,27 @@ fn zip_map<T: Element>(
     op: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
     let n: usize = out_shape.iter().product();
-    let mut out = vec![T::ZERO; n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     if a_shape == b_shape {
-        let body = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = op(a, b);
+        return written_once(n, |start, out| {
+            let (a, b) = (&a[start..start + out.len()], &b[start..start + out.len()]);
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                o.write(op(a, b));
             }
-        };
-        if n >= PARALLEL_THRESHOLD {
-            out.par_chunks_mut(4096)
-                .zip(a.par_chunks(4096).zip(b.par_chunks(4096)))
-                .for_each(body);
-        } else {
-            body((&mut out[..], (a, b)));
-        }
-        return out;
+        });
     }
     if b.len() == 1 {
         let b = b[0];
-        let body = |(o, a): (&mut [T], &[T])| o.iter_mut().zip(a).for_each(|(o, &a)| *o = op(a, b));
-        if n >= PARALLEL_THRESHOLD {
-            out.par_chunks_mut(4096).zip(a.par_chunks(4096)).for_each(body);
-        } else {
-            body((&mut out[..], a));
-        }
-        return out;
+        return written_once(n, |start, out| {
+            let a = &a[start..start + out.len()];
+            out.iter_mut().zip(a).for_each(|(o, &a)| {
+                o.write(op(a, b));
+            });
+        });
     }
+    let mut out = vec![T::ZERO; n];
     // General case: walk the output row by row (a row is the last dim); each row reads `a` and
     // `b` with their broadcast strides.
     let rank = out_shape.len();
