@@ -40,7 +40,7 @@ use std::ops::Range;
 
 /// Fewest chunks a batch is cut into (when it has that many samples) in the forward pass and
 /// the input adjoint, which run chunks in parallel.
-const MIN_CHUNKS: usize = 8;
+const MIN_CHUNKS: usize = 4;
 /// Output channels per parallel block of the weight gradient.
 const WEIGHT_GRAD_ROWS: usize = 64;
 /// Elements of im2col columns (all taps, padding included) that one chunk of samples may
