@@ -275,33 +275,87 @@ fn zip_map<T: Element>(
             });
         });
     }
-    let mut out = vec![T::ZERO; n];
-    // General case: walk the output row by row (a row is the last dim); each row reads `a` and
-    // `b` with their broadcast strides.
-    let rank = out_shape.len();
-    let sa = broadcast_strides(a_shape, out_shape);
-    let sb = broadcast_strides(b_shape, out_shape);
-    let row = out_shape[rank - 1];
-    let (sa_last, sb_last) = (sa[rank - 1], sb[rank - 1]);
-    let out_strides = contiguous_strides(out_shape);
-    let body = |(r, o): (usize, &mut [T])| {
-        let start = r * row;
-        let (mut oa, mut ob) = (0, 0);
-        for d in 0..rank - 1 {
-            let idx = (start / out_strides[d]) % out_shape[d];
-            oa += idx * sa[d];
-            ob += idx * sb[d];
+    // General case: merge the dims that both operands walk contiguously (or both repeat), so
+    // that a bias `[1, O, 1, 1]` against `[N, O, H, W]` is `[N, O, H*W]` with rows of `H*W`,
+    // then walk the output row by row, each row reading `a` and `b` with their strides.
+    let dims = coalesce(
+        out_shape,
+        &broadcast_strides(a_shape, out_shape),
+        &broadcast_strides(b_shape, out_shape),
+    );
+    let &(row, sa_last, sb_last) = dims.last().expect("a non-empty output has a dim");
+    let outer = &dims[..dims.len() - 1];
+    // Rows per parallel task: at least `CHUNK` elements each.
+    let rows_per_task = CHUNK.div_ceil(row).max(1);
+    let body = |(task, out): (usize, &mut [T])| {
+        // The multi-index of the task's first row over the outer dims, then counted up row by
+        // row (no divisions in the loop).
+        let mut index: Vec<usize> = vec![0; outer.len()];
+        let mut rest = task * rows_per_task;
+        for (d, &(size, _, _)) in outer.iter().enumerate().rev() {
+            index[d] = rest % size;
+            rest /= size;
         }
-        for (j, o) in o.iter_mut().enumerate() {
-            *o = op(a[oa + j * sa_last], b[ob + j * sb_last]);
+        for o in out.chunks_mut(row) {
+            let oa: usize = outer.iter().zip(&index).map(|(&(_, sa, _), &i)| i * sa).sum();
+            let ob: usize = outer.iter().zip(&index).map(|(&(_, _, sb), &i)| i * sb).sum();
+            match (sa_last, sb_last) {
+                (1, 1) => {
+                    let (a, b) = (&a[oa..oa + row], &b[ob..ob + row]);
+                    o.iter_mut()
+                        .zip(a.iter().zip(b))
+                        .for_each(|(o, (&a, &b))| *o = op(a, b));
+                }
+                (1, 0) => {
+                    let (a, b) = (&a[oa..oa + row], b[ob]);
+                    o.iter_mut().zip(a).for_each(|(o, &a)| *o = op(a, b));
+                }
+                (0, 1) => {
+                    let (a, b) = (a[oa], &b[ob..ob + row]);
+                    o.iter_mut().zip(b).for_each(|(o, &b)| *o = op(a, b));
+                }
+                _ => {
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = op(a[oa + j * sa_last], b[ob + j * sb_last]);
+                    }
+                }
+            }
+            for d in (0..outer.len()).rev() {
+                index[d] += 1;
+                if index[d] < outer[d].0 {
+                    break;
+                }
+                index[d] = 0;
+            }
         }
     };
+    let mut out = vec![T::ZERO; n];
     if n >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(row).enumerate().for_each(body);
+        out.par_chunks_mut(rows_per_task * row).enumerate().for_each(body);
     } else {
-        out.chunks_mut(row).enumerate().for_each(body);
+        out.chunks_mut(rows_per_task * row).enumerate().for_each(body);
     }
     out
+}
+
+/// The dims of an output with the strides of two operands, `(size, stride in a, stride in
+/// b)`, without size-1 dims and with neighbours merged where both operands step from one into
+/// the other as through one dim. At least one dim.
+fn coalesce(shape: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut dims: Vec<(usize, usize, usize)> = Vec::new();
+    for ((&size, &a), &b) in shape.iter().zip(sa).zip(sb) {
+        if size == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some(last) if last.1 == a * size && last.2 == b * size => *last = (last.0 * size, a, b),
+            _ => dims.push((size, a, b)),
+        }
+    }
+    if dims.is_empty() {
+        dims.push((1, 0, 0));
+    }
+    dims
 }
 
 /// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`; all three of one shape.
@@ -331,6 +385,55 @@ mod tests {
             &[2, 3],
         );
         assert_eq!(out, vec![1.0, 10.0, 100.0, 2.0, 20.0, 200.0]);
+    }
+
+    /// The merged-dims walk against element-by-element indexing, over broadcasts in every
+    /// position, including outputs large enough to run in parallel tasks.
+    #[test]
+    fn broadcasting_matches_naive_indexing() {
+        let cases: [(&[usize], &[usize]); 8] = [
+            (&[2, 3, 4, 5], &[1, 3, 1, 1]),
+            (&[3, 1, 5], &[4, 1]),
+            (&[2, 1, 3], &[1, 4, 1]),
+            (&[5], &[2, 5]),
+            (&[1, 1], &[3, 1]),
+            (&[64, 128, 7, 7], &[128, 1, 1]),
+            (&[64, 1, 1, 1], &[64, 1, 28, 28]),
+            (&[7, 1, 9], &[7, 300, 1]),
+        ];
+        for (a_shape, b_shape) in cases {
+            let out_shape = crate::broadcast_shapes(a_shape, b_shape).unwrap();
+            let a: Vec<f64> = (0..a_shape.iter().product::<usize>()).map(|v| v as f64).collect();
+            let b: Vec<f64> = (0..b_shape.iter().product::<usize>())
+                .map(|v| (v * 7 % 13) as f64)
+                .collect();
+            let (sa, sb) = (
+                broadcast_strides(a_shape, &out_shape),
+                broadcast_strides(b_shape, &out_shape),
+            );
+            let out_strides = contiguous_strides(&out_shape);
+            let n: usize = out_shape.iter().product();
+            let want: Vec<f64> = (0..n)
+                .map(|i| {
+                    let (mut ia, mut ib) = (0, 0);
+                    for d in 0..out_shape.len() {
+                        let idx = i / out_strides[d] % out_shape[d];
+                        ia += idx * sa[d];
+                        ib += idx * sb[d];
+                    }
+                    a[ia] * 10.0 - b[ib]
+                })
+                .collect();
+            let got = binary(
+                BinaryOp::Sub,
+                &a.iter().map(|v| v * 10.0).collect::<Vec<_>>(),
+                a_shape,
+                &b,
+                b_shape,
+                &out_shape,
+            );
+            assert_eq!(got, want, "{a_shape:?} with {b_shape:?}");
+        }
     }
 
     #[test]
