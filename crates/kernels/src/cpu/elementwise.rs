@@ -2,7 +2,7 @@
 //! binary ops with NumPy broadcasting.
 
 use super::PARALLEL_THRESHOLD;
-use crate::shape::{broadcast_strides, contiguous_strides};
+use crate::shape::broadcast_strides;
 use crate::Element;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -369,6 +369,7 @@ pub fn where_cond<T: Element>(cond: &[T], a: &[T], b: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shape::contiguous_strides;
 
     #[test]
     fn broadcasting_binary_matches_hand_computation() {
