@@ -185,26 +185,31 @@ fn overwritten_buffer<T: Element>(buf: &mut Vec<T>, len: usize) {
 }
 
 /// `samples` consecutive arrays of `len` values, `[S, len]`, transposed to `[len, S]`.
-///
-/// The output is written in order, each run of `S` gathered from the `S` input rows: the
-/// stores stream (the output is larger than the cache) and the loads come from `S` rows that
-/// each stay in cache for the length of one of their lines.
 fn samples_last<T: Element>(x: &[T], samples: usize, len: usize, out: &mut Vec<T>) {
     overwritten_buffer(out, len * samples);
-    let rows: Vec<&[T]> = x.chunks_exact(len).take(samples).collect();
-    for (i, run) in out[..len * samples].chunks_exact_mut(samples).enumerate() {
-        for (d, row) in run.iter_mut().zip(&rows) {
-            *d = row[i];
+    // Blocks of `BLOCK` positions: the writes of one block stay within a few cache lines.
+    const BLOCK: usize = 64;
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        for s in 0..samples {
+            let src = &x[s * len + start..s * len + end];
+            for (i, &v) in src.iter().enumerate() {
+                out[(start + i) * samples + s] = v;
+            }
         }
     }
 }
 
-/// The inverse of [`samples_last`]: `[len, S]` back to `[S, len]`, read in order.
+/// The inverse of [`samples_last`]: `[len, S]` back to `[S, len]`.
 fn samples_first<T: Element>(t: &[T], samples: usize, len: usize, out: &mut [T]) {
-    let mut rows: Vec<&mut [T]> = out.chunks_exact_mut(len).take(samples).collect();
-    for (i, run) in t[..len * samples].chunks_exact(samples).enumerate() {
-        for (row, &v) in rows.iter_mut().zip(run) {
-            row[i] = v;
+    const BLOCK: usize = 64;
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        for s in 0..samples {
+            let dst = &mut out[s * len + start..s * len + end];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = t[(start + i) * samples + s];
+            }
         }
     }
 }
