@@ -26,12 +26,12 @@
 //!
 //! - The forward pass and the input adjoint run their chunks of samples in parallel, each GEMM
 //!   on one thread; every output element comes from one chunk.
-//! - The weight gradient walks the chunks in order, each GEMM on all threads accumulating into
-//!   the gradient, so there are no per-thread partial sums.
+//! - The weight gradient walks bigger chunks in order, and splits the gradient among threads by
+//!   blocks of output channels: each block is summed by one thread, chunk after chunk, so there
+//!   are no per-thread partial sums.
 //!
-//! Chunk sizes depend only on the geometry, never on the thread count or on scheduling, and
-//! the `gemm` crate's threads split the output, not the depth of the sum: results are
-//! reproducible bit for bit.
+//! Chunk sizes and blocks depend only on the geometry, never on the thread count or on
+//! scheduling, and every GEMM runs on one thread: results are reproducible bit for bit.
 
 use super::matmul::{gemm, gemm_into, MatrixLayout};
 use crate::{ConvGeometry, Element};
@@ -47,8 +47,9 @@ const WEIGHT_GRAD_ROWS: usize = 64;
 /// span, so that a chunk's buffers stay a few MiB.
 const CHUNK_COLUMN_ELEMS: usize = 1 << 20;
 
-/// Samples per chunk: at most a [`MIN_CHUNKS`]th of the batch (with `parallel`), and no more
-/// than [`CHUNK_COLUMN_ELEMS`] worth of columns; at least one. It depends on the geometry alone.
+/// Samples per chunk: with `parallel` (chunks run side by side), at most a [`MIN_CHUNKS`]th of
+/// the batch and [`CHUNK_COLUMN_ELEMS`] worth of columns; without (chunks run one after the
+/// other), four times that many columns. At least one; it depends on the geometry alone.
 fn samples_per_chunk(g: &ConvGeometry, parallel: bool) -> usize {
     let per_sample = (g.patch_len() * g.out_h * g.out_w).max(1);
     let (by_memory, by_chunks) = if parallel {
