@@ -141,6 +141,7 @@ fn rectangles<'a>(rows: &'a [TapClass], columns: &'a [TapClass]) -> impl Iterato
         .flat_map(move |r| columns.iter().map(move |c| Rectangle { rows: r, columns: c }))
 }
 
+/// The tap classes of the output rows and of the output columns.
 fn classes_of(g: &ConvGeometry) -> (Vec<TapClass>, Vec<TapClass>) {
     (
         tap_classes(g.out_h, g.in_h, g.kernel_h, g.stride.0, g.dilation.0, g.padding.0),

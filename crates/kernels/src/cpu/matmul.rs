@@ -270,6 +270,32 @@ mod tests {
     }
 
     #[test]
+    fn gemm_into_writes_a_block_of_a_wider_matrix_and_counts_its_flops() {
+        // C is 3 x 7; the product (3 x 4) goes into columns 2..6, accumulating onto what is there.
+        let (m, n, k, width) = (3, 4, 5, 7);
+        let a: Vec<f64> = (0..m * k).map(|v| (v % 5) as f64 - 2.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|v| (v % 3) as f64 - 1.0).collect();
+        let product = naive(m, n, k, &a, &b);
+        let mut c: Vec<f64> = (0..m * width).map(|v| v as f64).collect();
+        let before = c.clone();
+        let flops = gemm_flops();
+        let (row_a, row_b) = (MatrixLayout::row_major(k), MatrixLayout::row_major(n));
+        gemm_into(m, n, k, &a, row_a, &b, row_b, &mut c[2..], width, true, false);
+        // Other tests may run GEMMs at the same time: the counter grows by at least ours.
+        assert!(gemm_flops() - flops >= (2 * m * n * k) as u64);
+        for r in 0..m {
+            for j in 0..width {
+                let want = if (2..6).contains(&j) {
+                    before[r * width + j] + product[r * n + j - 2]
+                } else {
+                    before[r * width + j]
+                };
+                assert_eq!(c[r * width + j], want, "row {r} column {j}");
+            }
+        }
+    }
+
+    #[test]
     fn fast_kernel_matches_reference_on_odd_sizes_in_f32() {
         for &(m, n, k) in &[(3, 5, 7), (33, 17, 65), (129, 70, 31)] {
             let a: Vec<f32> = (0..m * k).map(|v| ((v * 37 % 101) as f32) / 50.0 - 1.0).collect();
