@@ -41,7 +41,10 @@ fn main() {
     } else {
         Device::Cpu
     };
-    println!("device: {device}, {} threads", rayon_threads());
+    println!(
+        "device: {device}, {} threads",
+        earthmover::kernels::cpu::current_num_threads()
+    );
     if let Some(mb) = resident_mb("VmRSS:") {
         println!("resident before training (binary and data): {mb:.0} MB");
     }
@@ -92,8 +95,4 @@ fn main() {
             );
         }
     }
-}
-
-fn rayon_threads() -> usize {
-    earthmover::kernels::cpu::current_num_threads()
 }
