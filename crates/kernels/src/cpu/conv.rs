@@ -9,7 +9,21 @@
 //! Shapes follow PyTorch: images `[N, C, H, W]`, conv weights `[O, C, kh, kw]`, maps
 //! `[N, O, Ho, Wo]`. All three are described by one [`ConvGeometry`] in conv2d's terms.
 //!
-//! ## Lowering
+//! ## Two ways to compute a convolution
+//! - **On the register tile** ([`super::tile`]): the forward pass and the input adjoint,
+//!   whenever the channels that fill the tile's rows (output channels for the forward pass,
+//!   input channels for the adjoint) number at least [`TILE_ROWS`]. Per chunk of
+//!   [`TILE_SAMPLES`] samples, the operands are laid out `[pixel, channel, sample]` and the
+//!   weights packed by tiles of channels, so that every (output pixel, kernel row) of the
+//!   forward pass, and every (input pixel, kernel tap) of the adjoint, is one contiguous run
+//!   of both operands: no columns are copied, no padding tap is multiplied, and the adjoint
+//!   gathers onto each input pixel what it receives instead of scattering. Passes go kernel
+//!   row by kernel row, so that the row of input a pass reads stays in L2 while every tile of
+//!   weights goes over it.
+//! - **By rectangles of GEMMs** (below): the weight gradient, and the forward pass or adjoint of
+//!   layers with fewer channels than a tile has rows (a single-channel image).
+//!
+//! ## Lowering to GEMMs
 //! im2col writes a zero for every tap that falls on the padding, and the GEMM then multiplies
 //! by it. On the small maps of a GAN that is a large share of the work: a 5x5 kernel with
 //! padding 2 on a 7x7 -> 4x4 map has 36% of its taps on the padding. So the output grid is cut
@@ -33,7 +47,8 @@
 //! Chunk sizes and blocks depend only on the geometry, never on the thread count or on
 //! scheduling, and every GEMM runs on one thread: results are reproducible bit for bit.
 
-use super::matmul::{gemm, gemm_into, MatrixLayout};
+use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
+use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -367,9 +382,34 @@ pub fn col2im<T: Element>(g: &ConvGeometry, cols: &[T], image: &mut [T]) {
 /// `y = conv2d(x, w)` without bias. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, returns `[N, O,
 /// Ho, Wo]`.
 ///
-/// Per chunk of samples and per rectangle: `out (O x pixels*S) = sum over kernel rows ki of
-/// W[:, ki, taps, :] (O x K') @ columns[ki] (K' x pixels*S)`, then `out` is written to `y`.
+/// On the register tile ([`forward_by_tiles`]) when there are at least [`TILE_ROWS`] output
+/// channels to fill its rows; by rectangles of GEMMs otherwise.
 pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
+    if g.out_channels >= TILE_ROWS {
+        forward_by_tiles(g, x, w)
+    } else {
+        forward_by_rectangles(g, x, w)
+    }
+}
+
+/// `x = conv2d^T(y, w)`: the adjoint of conv2d in its input. `y: [N, O, Ho, Wo]`, `w: [O, C,
+/// kh, kw]`, returns `[N, C, H, W]`. This is conv2d's input gradient and conv_transpose2d's
+/// forward pass (whose weight `[in, out, kh, kw]` is this `w`).
+///
+/// On the register tile ([`input_adjoint_by_tiles`]) when there are at least [`TILE_ROWS`]
+/// input channels to fill its rows (a single-channel image would leave five of six idle); by
+/// rectangles of GEMMs otherwise.
+pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
+    if g.in_channels >= TILE_ROWS {
+        input_adjoint_by_tiles(g, y, w)
+    } else {
+        input_adjoint_by_rectangles(g, y, w)
+    }
+}
+
+/// [`conv2d_forward`] by rectangles of GEMMs: per chunk of samples and per rectangle: `out (O x pixels*S) = sum over kernel rows ki of
+/// W[:, ki, taps, :] (O x K') @ columns[ki] (K' x pixels*S)`, then `out` is written to `y`.
+fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut y = vec![T::ZERO; g.batch * o * pix];
@@ -422,14 +462,10 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> 
     y
 }
 
-/// `x = conv2d^T(y, w)`: the adjoint of conv2d in its input. `y: [N, O, Ho, Wo]`, `w: [O, C,
-/// kh, kw]`, returns `[N, C, H, W]`. This is conv2d's input gradient and conv_transpose2d's
-/// forward pass (whose weight `[in, out, kh, kw]` is this `w`).
-///
-/// Per chunk of samples and per rectangle: `columns[ki] (K' x pixels*S) = W[:, ki, taps, :]^T
+/// [`conv2d_input_adjoint`] by rectangles of GEMMs: per chunk of samples and per rectangle: `columns[ki] (K' x pixels*S) = W[:, ki, taps, :]^T
 /// (K' x O) @ maps (O x pixels*S)` for each kernel row, each column added onto its input
 /// position.
-pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
+fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut x = vec![T::ZERO; g.batch * image_len];
@@ -538,6 +574,238 @@ pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Ve
             });
     }
     channels_first(g, &gwt)
+}
+
+// ---- direct kernels on the register tile (samples fastest) ----
+
+/// The taps `k` of one axis for which output position `o` reads inside the input: `padding
+/// <= o * stride + k * dilation < padding + input`.
+fn taps_inside(o: usize, input: usize, kernel: usize, stride: usize, dilation: usize, padding: usize) -> Range<usize> {
+    let start = o * stride;
+    let lo = padding.saturating_sub(start).div_ceil(dilation).min(kernel);
+    let hi = (padding + input).saturating_sub(start).div_ceil(dilation).min(kernel);
+    lo..hi.max(lo)
+}
+
+/// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `[P, C, TILE_SAMPLES]`, the missing samples zero.
+fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut Vec<T>) {
+    let samples = x.len() / (channels * pixels).max(1);
+    if samples < TILE_SAMPLES {
+        out.clear();
+    }
+    out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
+    // Channel by channel, blocks of TILE_SAMPLES pixels: the block's output is TILE_SAMPLES
+    // cache lines, which stay in L1 while every sample writes its lane of them.
+    for c in 0..channels {
+        for p0 in (0..pixels).step_by(TILE_SAMPLES) {
+            let p1 = (p0 + TILE_SAMPLES).min(pixels);
+            for s in 0..samples {
+                let src = &x[(s * channels + c) * pixels + p0..][..p1 - p0];
+                for (i, &v) in src.iter().enumerate() {
+                    out[((p0 + i) * channels + c) * TILE_SAMPLES + s] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
+/// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`.
+fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [T]) {
+    let samples = out.len() / (channels * pixels).max(1);
+    for c in 0..channels {
+        for p0 in (0..pixels).step_by(TILE_SAMPLES) {
+            let p1 = (p0 + TILE_SAMPLES).min(pixels);
+            for s in 0..samples {
+                let dst = &mut out[(s * channels + c) * pixels + p0..][..p1 - p0];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = t[((p0 + i) * padded + c) * TILE_SAMPLES + s];
+                }
+            }
+        }
+    }
+}
+
+/// Weights `[O, C, taps]` packed by tiles of [`TILE_ROWS`] rows, `[tiles, taps, reduced,
+/// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
+/// channels and the reduction runs over the input channels (conv2d's forward pass); without,
+/// the other way round (its adjoint).
+fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Vec<T> {
+    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
+    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let mut packed = vec![T::ZERO; tiles * taps * reduced * TILE_ROWS];
+    // Written in order; the reads stay within the tile's rows of `w`, a few KiB.
+    let mut dst = packed.iter_mut();
+    for tile in 0..tiles {
+        for tap in 0..taps {
+            for red in 0..reduced {
+                for row in tile * TILE_ROWS..(tile + 1) * TILE_ROWS {
+                    let v = dst.next().expect("packed has a slot for every tile row");
+                    if row < rows {
+                        let (oc, ic) = if rows_are_outputs { (row, red) } else { (red, row) };
+                        *v = w[(oc * c + ic) * taps + tap];
+                    }
+                }
+            }
+        }
+    }
+    packed
+}
+
+/// `y = conv2d(x, w)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
+/// output pixel and tile of [`TILE_ROWS`] output channels, one [`accumulate_tile`] over a run per
+/// kernel row inside the image (a run covers the row's kernel columns inside the image and
+/// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
+fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
+    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
+    let image_len = c * g.in_h * g.in_w;
+    let mut y = vec![T::ZERO; g.batch * o * pix];
+    if y.is_empty() || image_len == 0 {
+        return y;
+    }
+    let packed = pack_weights(g, w, true);
+    let tiles = o.div_ceil(TILE_ROWS);
+    let tile_weights = packed.len() / tiles;
+    let padded = tiles * TILE_ROWS;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    let row_taps: Vec<Range<usize>> = (0..g.out_h)
+        .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0))
+        .collect();
+    let column_taps: Vec<Range<usize>> = (0..g.out_w)
+        .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
+        .collect();
+    let steps: usize =
+        row_taps.iter().map(|r| r.len()).sum::<usize>() * column_taps.iter().map(|r| r.len()).sum::<usize>() * c;
+    count_flops(2 * (steps * o * g.batch) as u64);
+    y.par_chunks_mut(TILE_SAMPLES * o * pix).enumerate().for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(xt, yt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, y)| {
+            let n0 = chunk * TILE_SAMPLES;
+            let samples = y.len() / (o * pix);
+            to_tile_layout(&x[n0 * image_len..(n0 + samples) * image_len], c, g.in_h * g.in_w, xt);
+            yt.clear();
+            yt.resize(pix * padded * TILE_SAMPLES, T::ZERO);
+            // Kernel row by kernel row: the input row a pass reads stays in L2 while every
+            // tile of weights (a kernel row's worth: in L1) goes over it.
+            for ki in 0..kh {
+                for oh in (0..g.out_h).filter(|&oh| row_taps[oh].contains(&ki)) {
+                    let ih = oh * g.stride.0 + ki * g.dilation.0 - g.padding.0;
+                    // The runs of every pixel of this output row; pixel ow's are
+                    // runs[bounds[ow]..bounds[ow + 1]].
+                    runs.clear();
+                    bounds.clear();
+                    bounds.push(0);
+                    for kjs in &column_taps {
+                        let ow = bounds.len() - 1;
+                        let mut push = |kj: Range<usize>| {
+                            let iw = ow * g.stride.1 + kj.start * g.dilation.1 - g.padding.1;
+                            runs.push(Run {
+                                weights: (ki * kw + kj.start) * c * TILE_ROWS,
+                                inputs: (ih * g.in_w + iw) * c * TILE_SAMPLES,
+                                len: kj.len() * c,
+                            });
+                        };
+                        if g.dilation.1 == 1 {
+                            push(kjs.clone());
+                        } else {
+                            kjs.clone().for_each(|kj| push(kj..kj + 1));
+                        }
+                        bounds.push(runs.len());
+                    }
+                    for tile in 0..tiles {
+                        let weights = &packed[tile * tile_weights..][..tile_weights];
+                        for ow in 0..g.out_w {
+                            let p = oh * g.out_w + ow;
+                            let out = &mut yt[(p * padded + tile * TILE_ROWS) * TILE_SAMPLES..][..TILE_LEN];
+                            accumulate_tile(weights, xt, &runs[bounds[ow]..bounds[ow + 1]], out);
+                        }
+                    }
+                }
+            }
+            from_tile_layout(yt, o, padded, pix, y);
+        },
+    );
+    y
+}
+
+/// `x = conv2d^T(y, w)` on the register tile: per chunk of samples, per input pixel and tile
+/// of input channels, one [`accumulate_tile`] over a run per kernel tap that reaches an output
+/// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
+/// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
+fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Vec<T> {
+    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
+    let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
+    let mut x = vec![T::ZERO; g.batch * image_len];
+    if x.is_empty() || pix == 0 || o == 0 {
+        return x;
+    }
+    let packed = pack_weights(g, w, false);
+    let tiles = c.div_ceil(TILE_ROWS);
+    let tile_weights = packed.len() / tiles;
+    let padded = tiles * TILE_ROWS;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    // Along one axis: the (tap, output position) pairs that read input position i.
+    let sources = |i: usize, kernel: usize, stride: usize, dilation: usize, padding: usize, out: usize| {
+        (0..kernel).filter_map(move |k| {
+            let t = (i + padding).checked_sub(k * dilation)?;
+            (t % stride == 0 && t / stride < out).then_some((k, t / stride))
+        })
+    };
+    let steps: usize = (0..g.out_h)
+        .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0).len())
+        .sum::<usize>()
+        * (0..g.out_w)
+            .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1).len())
+            .sum::<usize>()
+        * o;
+    count_flops(2 * (steps * c * g.batch) as u64);
+    x.par_chunks_mut(TILE_SAMPLES * image_len).enumerate().for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(yt, xt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, x)| {
+            let n0 = chunk * TILE_SAMPLES;
+            let samples = x.len() / image_len;
+            to_tile_layout(&gy[n0 * o * pix..(n0 + samples) * o * pix], o, pix, yt);
+            xt.clear();
+            xt.resize(image_pix * padded * TILE_SAMPLES, T::ZERO);
+            // Kernel row by kernel row, as in the forward pass: the row of maps a pass reads
+            // stays in L2 while every tile of weights goes over it.
+            for ki in 0..kh {
+                for ih in 0..g.in_h {
+                    let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
+                        continue;
+                    };
+                    let oh = t / g.stride.0;
+                    if t % g.stride.0 != 0 || oh >= g.out_h {
+                        continue;
+                    }
+                    runs.clear();
+                    bounds.clear();
+                    bounds.push(0);
+                    for iw in 0..g.in_w {
+                        for (kj, ow) in sources(iw, kw, g.stride.1, g.dilation.1, g.padding.1, g.out_w) {
+                            runs.push(Run {
+                                weights: (ki * kw + kj) * o * TILE_ROWS,
+                                inputs: (oh * g.out_w + ow) * o * TILE_SAMPLES,
+                                len: o,
+                            });
+                        }
+                        bounds.push(runs.len());
+                    }
+                    for tile in 0..tiles {
+                        let weights = &packed[tile * tile_weights..][..tile_weights];
+                        for iw in 0..g.in_w {
+                            let p = ih * g.in_w + iw;
+                            let out = &mut xt[(p * padded + tile * TILE_ROWS) * TILE_SAMPLES..][..TILE_LEN];
+                            accumulate_tile(weights, yt, &runs[bounds[iw]..bounds[iw + 1]], out);
+                        }
+                    }
+                }
+            }
+            from_tile_layout(xt, c, padded, image_pix, x);
+        },
+    );
+    x
 }
 
 #[cfg(test)]
@@ -652,6 +920,8 @@ mod tests {
             (2, 3, 7, 4, 3, 2, (1, 3), (2, 1), (2, 2), 11),
             // Large enough that the weight gradient lowers the batch in two chunks (7 + 3).
             (16, 2, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 10),
+            // Two chunks of samples for the tile kernels (16 + 4), seven output channels.
+            (7, 7, 5, 6, 3, 2, (2, 1), (1, 1), (1, 2), 20),
         ];
         for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
             let g = ConvGeometry {
@@ -696,13 +966,23 @@ mod tests {
             }
             let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9) && a.len() == b.len();
             assert!(
-                close(&conv2d_forward(&g, &x, &wt), &y_ref),
+                close(&forward_by_rectangles(&g, &x, &wt), &y_ref),
                 "forward {:?}",
                 (c, h, w, s, p, d)
             );
             assert!(
-                close(&conv2d_input_adjoint(&g, &gy, &wt), &gx_ref),
+                close(&input_adjoint_by_rectangles(&g, &gy, &wt), &gx_ref),
                 "adjoint {:?}",
+                (c, h, w, s, p, d)
+            );
+            assert!(
+                close(&forward_by_tiles(&g, &x, &wt), &y_ref),
+                "direct forward {:?}",
+                (c, h, w, s, p, d)
+            );
+            assert!(
+                close(&input_adjoint_by_tiles(&g, &gy, &wt), &gx_ref),
+                "direct adjoint {:?}",
                 (c, h, w, s, p, d)
             );
             assert!(

@@ -21,6 +21,12 @@ pub fn gemm_flops() -> u64 {
     GEMM_FLOPS.load(Ordering::Relaxed)
 }
 
+/// Add `flops` to the count of [`gemm_flops`]: for the kernels that do dense work without
+/// going through [`gemm`] (the direct convolutions).
+pub(crate) fn count_flops(flops: u64) {
+    GEMM_FLOPS.fetch_add(flops, Ordering::Relaxed);
+}
+
 /// How to read one operand: element (row r, column c) is at `offset + r * row_stride + c * col_stride`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixLayout {
