@@ -98,18 +98,15 @@ fn tap_classes(
 ) -> Vec<TapClass> {
     let mut classes: Vec<TapClass> = Vec::new();
     for o in 0..out {
-        let start = o * stride;
-        // Taps k with padding <= start + k * dilation < padding + input.
-        let lo = padding.saturating_sub(start).div_ceil(dilation).min(kernel);
-        let hi = (padding + input).saturating_sub(start).div_ceil(dilation).min(kernel);
-        if lo >= hi {
+        let taps = taps_inside(o, input, kernel, stride, dilation, padding);
+        if taps.is_empty() {
             continue;
         }
         match classes.last_mut() {
-            Some(last) if last.outputs.end == o && last.taps == (lo..hi) => last.outputs.end = o + 1,
+            Some(last) if last.outputs.end == o && last.taps == taps => last.outputs.end = o + 1,
             _ => classes.push(TapClass {
                 outputs: o..o + 1,
-                taps: lo..hi,
+                taps,
             }),
         }
     }
@@ -653,6 +650,39 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     packed
 }
 
+/// The (output pixel, kernel tap) pairs of one image that read inside it: the multiply-adds
+/// of one sample, per input and output channel pair, once the padding is skipped.
+fn taps_inside_image(g: &ConvGeometry) -> usize {
+    let rows: usize = (0..g.out_h)
+        .map(|oh| taps_inside(oh, g.in_h, g.kernel_h, g.stride.0, g.dilation.0, g.padding.0).len())
+        .sum();
+    let columns: usize = (0..g.out_w)
+        .map(|ow| taps_inside(ow, g.in_w, g.kernel_w, g.stride.1, g.dilation.1, g.padding.1).len())
+        .sum();
+    rows * columns
+}
+
+/// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
+/// every pixel `i` of the row, [`accumulate_tile`] over `runs[bounds[i]..bounds[i + 1]]` into
+/// that pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`).
+fn accumulate_row<T: Element>(
+    packed: &[T],
+    tiles: usize,
+    operand: &[T],
+    runs: &[Run],
+    bounds: &[usize],
+    row: &mut [T],
+) {
+    let tile_weights = packed.len() / tiles;
+    for tile in 0..tiles {
+        let weights = &packed[tile * tile_weights..][..tile_weights];
+        for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
+            let out = &mut pixel[tile * TILE_LEN..][..TILE_LEN];
+            accumulate_tile(weights, operand, &runs[bounds[i]..bounds[i + 1]], out);
+        }
+    }
+}
+
 /// `y = conv2d(x, w)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
 /// output pixel and tile of [`TILE_ROWS`] output channels, one [`accumulate_tile`] over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
@@ -666,7 +696,6 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     }
     let packed = pack_weights(g, w, true);
     let tiles = o.div_ceil(TILE_ROWS);
-    let tile_weights = packed.len() / tiles;
     let padded = tiles * TILE_ROWS;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let row_taps: Vec<Range<usize>> = (0..g.out_h)
@@ -675,9 +704,7 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let column_taps: Vec<Range<usize>> = (0..g.out_w)
         .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
         .collect();
-    let steps: usize =
-        row_taps.iter().map(|r| r.len()).sum::<usize>() * column_taps.iter().map(|r| r.len()).sum::<usize>() * c;
-    count_flops(2 * (steps * o * g.batch) as u64);
+    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
     y.par_chunks_mut(TILE_SAMPLES * o * pix).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         |(xt, yt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, y)| {
@@ -713,14 +740,8 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
                         }
                         bounds.push(runs.len());
                     }
-                    for tile in 0..tiles {
-                        let weights = &packed[tile * tile_weights..][..tile_weights];
-                        for ow in 0..g.out_w {
-                            let p = oh * g.out_w + ow;
-                            let out = &mut yt[(p * padded + tile * TILE_ROWS) * TILE_SAMPLES..][..TILE_LEN];
-                            accumulate_tile(weights, xt, &runs[bounds[ow]..bounds[ow + 1]], out);
-                        }
-                    }
+                    let row = &mut yt[oh * g.out_w * padded * TILE_SAMPLES..][..g.out_w * padded * TILE_SAMPLES];
+                    accumulate_row(&packed, tiles, xt, runs, bounds, row);
                 }
             }
             from_tile_layout(yt, o, padded, pix, y);
@@ -742,7 +763,6 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
     }
     let packed = pack_weights(g, w, false);
     let tiles = c.div_ceil(TILE_ROWS);
-    let tile_weights = packed.len() / tiles;
     let padded = tiles * TILE_ROWS;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     // Along one axis: the (tap, output position) pairs that read input position i.
@@ -752,14 +772,7 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
             (t % stride == 0 && t / stride < out).then_some((k, t / stride))
         })
     };
-    let steps: usize = (0..g.out_h)
-        .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0).len())
-        .sum::<usize>()
-        * (0..g.out_w)
-            .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1).len())
-            .sum::<usize>()
-        * o;
-    count_flops(2 * (steps * c * g.batch) as u64);
+    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
     x.par_chunks_mut(TILE_SAMPLES * image_len).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         |(yt, xt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, x)| {
@@ -792,14 +805,8 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
                         }
                         bounds.push(runs.len());
                     }
-                    for tile in 0..tiles {
-                        let weights = &packed[tile * tile_weights..][..tile_weights];
-                        for iw in 0..g.in_w {
-                            let p = ih * g.in_w + iw;
-                            let out = &mut xt[(p * padded + tile * TILE_ROWS) * TILE_SAMPLES..][..TILE_LEN];
-                            accumulate_tile(weights, yt, &runs[bounds[iw]..bounds[iw + 1]], out);
-                        }
-                    }
+                    let row = &mut xt[ih * g.in_w * padded * TILE_SAMPLES..][..g.in_w * padded * TILE_SAMPLES];
+                    accumulate_row(&packed, tiles, yt, runs, bounds, row);
                 }
             }
             from_tile_layout(xt, c, padded, image_pix, x);
