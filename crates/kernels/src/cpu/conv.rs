@@ -513,12 +513,25 @@ fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -
 /// `gw = sum_n gy[n] (O x Ho*Wo) @ im2col(x[n])^T`: the gradient of `<conv2d(x, w), gy>` with
 /// respect to `w`. `x: [N, C, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, C, kh, kw]`.
 ///
+/// On the register tile ([`weight_grad_by_tiles`]) when there are at least [`TILE_SAMPLES`]
+/// input channels and [`TILE_ROWS`] output channels to fill it; by rectangles of GEMMs
+/// otherwise (a single-channel image).
+pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    if g.in_channels >= TILE_SAMPLES && g.out_channels >= TILE_ROWS {
+        weight_grad_by_tiles(g, x, gy)
+    } else {
+        weight_grad_by_rectangles(g, x, gy)
+    }
+}
+
+/// [`conv2d_weight_grad`] by rectangles of GEMMs.
+///
 /// Per chunk of samples, in order: the columns and maps of every rectangle are gathered (in
 /// parallel over rectangles), then for each block of [`WEIGHT_GRAD_ROWS`] output channels (in
 /// parallel over blocks) and each rectangle and kernel row, `gW[block, ki, taps, :] (+)= maps
 /// (rows x pixels*S) @ columns[ki]^T (pixels*S x K')`. Every element of `gW` is summed by one
 /// thread in an order fixed by the geometry, so a run is reproducible bit for bit.
-pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+fn weight_grad_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     let (pix, o, patch) = (g.out_h * g.out_w, g.out_channels, g.patch_len());
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut gwt = vec![T::ZERO; o * patch];
@@ -815,6 +828,128 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
     x
 }
 
+/// Steps of the weight gradient's reduction that one group of runs spans: a block of input
+/// channels over a group (`STEPS_PER_GROUP * TILE_SAMPLES` values, 16 KiB in f32) stays in L1
+/// while every tile of output channels goes over it.
+const STEPS_PER_GROUP: usize = 256;
+/// Tiles of output channels per task of the weight gradient: the maps of a group for a
+/// task's tiles (`STEPS_PER_GROUP * TILE_ROWS * TASK_TILES` values, 96 KiB in f32) stay in L2
+/// while every block of input channels goes over them.
+const TASK_TILES: usize = 16;
+
+/// `[N, C, P]` as `[ceil(C / block), P, N, block]`: channels by blocks of `block`, the block
+/// fastest, then the sample; channels past `C` are zero.
+fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Vec<T> {
+    let blocks = channels.div_ceil(block);
+    let mut out = vec![T::ZERO; blocks * pixels * batch * block];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(pixels * batch * block)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
+            // Blocks of TILE_SAMPLES pixels: for one sample, the block's writes fill
+            // TILE_SAMPLES short runs that stay in L1 while every channel writes its lane.
+            for p0 in (0..pixels).step_by(TILE_SAMPLES) {
+                let p1 = (p0 + TILE_SAMPLES).min(pixels);
+                for n in 0..batch {
+                    for c in c0..c1 {
+                        let src = &x[(n * channels + c) * pixels + p0..][..p1 - p0];
+                        for (i, &v) in src.iter().enumerate() {
+                            out[((p0 + i) * batch + n) * block + c - c0] = v;
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `gw = conv2d_weight_grad(x, gy)` on the register tile: the tile's rows are
+/// [`TILE_ROWS`] output channels, its columns [`TILE_SAMPLES`] input channels, and its
+/// reduction runs over (output pixel, sample). With `gy` laid out `[O / 6, Ho, Wo, N, 6]` and
+/// `x` `[C / 16, H, W, N, 16]` ([`to_channel_blocks`]), one kernel tap and one output pixel
+/// is one contiguous run of `N` steps in both, and taps on the padding are in no run.
+///
+/// A task is one kernel tap and up to [`TASK_TILES`] tiles of output channels, tasks in
+/// parallel. It is a GEMM blocked as usual: the runs are cut into groups of about
+/// [`STEPS_PER_GROUP`] steps; for each group, each block of input channels (in L1) goes under
+/// each of the task's tiles of output channels (their maps in L2). Every output tile is summed
+/// by one task in an order fixed by the geometry: reproducible bit for bit.
+fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    let mut gw = vec![T::ZERO; o * c * taps];
+    if n == 0 || pix == 0 || gw.is_empty() {
+        return gw;
+    }
+    let (otiles, ctiles) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
+    let maps = to_channel_blocks(gy, n, o, pix, TILE_ROWS);
+    let inputs = to_channel_blocks(x, n, c, image_pix, TILE_SAMPLES);
+    let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
+    let mut tiles = vec![T::ZERO; taps * otiles * ctiles * TILE_LEN];
+    let tasks = tiles
+        .par_chunks_mut(otiles * ctiles * TILE_LEN)
+        .enumerate()
+        .flat_map(|(tap, per_tap)| {
+            per_tap
+                .par_chunks_mut(TASK_TILES * ctiles * TILE_LEN)
+                .enumerate()
+                .map(move |(i, out)| (tap, i * TASK_TILES, out))
+        });
+    tasks.for_each_init(Vec::new, |runs: &mut Vec<Run>, (tap, first_otile, out)| {
+        let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
+        runs.clear();
+        for oh in 0..g.out_h {
+            let Some(ih) = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0) else {
+                continue;
+            };
+            if ih >= g.in_h {
+                continue;
+            }
+            for ow in 0..g.out_w {
+                let Some(iw) = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1) else {
+                    continue;
+                };
+                if iw < g.in_w {
+                    runs.push(Run {
+                        weights: (oh * g.out_w + ow) * n * TILE_ROWS,
+                        inputs: (ih * g.in_w + iw) * n * TILE_SAMPLES,
+                        len: n,
+                    });
+                }
+            }
+        }
+        let per_group = STEPS_PER_GROUP.div_ceil(n).max(1);
+        for group in runs.chunks(per_group) {
+            for block in 0..ctiles {
+                let block_inputs = &inputs[block * inputs_per_block..][..inputs_per_block];
+                for (i, per_otile) in out.chunks_exact_mut(ctiles * TILE_LEN).enumerate() {
+                    let tile_maps = &maps[(first_otile + i) * maps_per_tile..][..maps_per_tile];
+                    let tile = &mut per_otile[block * TILE_LEN..][..TILE_LEN];
+                    accumulate_tile(tile_maps, block_inputs, group, tile);
+                }
+            }
+        }
+    });
+    for (index, tile) in tiles.chunks_exact(TILE_LEN).enumerate() {
+        let (tap, otile, block) = (index / (otiles * ctiles), index / ctiles % otiles, index % ctiles);
+        for (r, row) in tile.chunks_exact(TILE_SAMPLES).enumerate() {
+            let oc = otile * TILE_ROWS + r;
+            if oc >= o {
+                break;
+            }
+            for (s, &v) in row.iter().enumerate().take(c.saturating_sub(block * TILE_SAMPLES)) {
+                gw[(oc * c + block * TILE_SAMPLES + s) * taps + tap] = v;
+            }
+        }
+    }
+    gw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,6 +1064,9 @@ mod tests {
             (16, 2, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 10),
             // Two chunks of samples for the tile kernels (16 + 4), seven output channels.
             (7, 7, 5, 6, 3, 2, (2, 1), (1, 1), (1, 2), 20),
+            // Two blocks of input channels for the tiled weight gradient (16 + 1), three tiles
+            // of output channels (6 + 6 + 1).
+            (17, 13, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
         ];
         for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
             let g = ConvGeometry {
@@ -993,8 +1131,13 @@ mod tests {
                 (c, h, w, s, p, d)
             );
             assert!(
-                close(&conv2d_weight_grad(&g, &x, &gy), &gw_ref),
+                close(&weight_grad_by_rectangles(&g, &x, &gy), &gw_ref),
                 "weight grad {:?}",
+                (c, h, w, s, p, d)
+            );
+            assert!(
+                close(&weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
+                "direct weight grad {:?}",
                 (c, h, w, s, p, d)
             );
         }
