@@ -49,8 +49,10 @@
 
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::{assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Fewest chunks a batch is cut into (when it has that many samples) in the forward pass and
@@ -597,6 +599,12 @@ fn taps_inside(o: usize, input: usize, kernel: usize, stride: usize, dilation: u
     lo..hi.max(lo)
 }
 
+/// Pixels per block of the layout transposes: one cache line of f32 on the side where
+/// pixels are fastest.
+const PIXEL_BLOCK: usize = 16;
+/// Channels per block of the layout transposes.
+const CHANNEL_BLOCK: usize = 4;
+
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `[P, C, TILE_SAMPLES]`, the missing samples zero.
 fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut Vec<T>) {
     let samples = x.len() / (channels * pixels).max(1);
@@ -604,15 +612,18 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
         out.clear();
     }
     out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
-    // Channel by channel, blocks of TILE_SAMPLES pixels: the block's output is TILE_SAMPLES
-    // cache lines, which stay in L1 while every sample writes its lane of them.
-    for c in 0..channels {
-        for p0 in (0..pixels).step_by(TILE_SAMPLES) {
-            let p1 = (p0 + TILE_SAMPLES).min(pixels);
-            for s in 0..samples {
-                let src = &x[(s * channels + c) * pixels + p0..][..p1 - p0];
-                for (i, &v) in src.iter().enumerate() {
-                    out[((p0 + i) * channels + c) * TILE_SAMPLES + s] = v;
+    // By blocks of pixels and channels, writing in order: the lines read (one per sample and
+    // channel of the block) stay in L1 while every pixel of the block takes its value from
+    // them. Walking the output in order matters: one sample's values, `channels *
+    // TILE_SAMPLES` apart, would otherwise all fall in the same few cache sets.
+    for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+        for c0 in (0..channels).step_by(CHANNEL_BLOCK) {
+            for p in p0..(p0 + PIXEL_BLOCK).min(pixels) {
+                for c in c0..(c0 + CHANNEL_BLOCK).min(channels) {
+                    let dst = &mut out[(p * channels + c) * TILE_SAMPLES..][..samples];
+                    for (s, d) in dst.iter_mut().enumerate() {
+                        *d = x[(s * channels + c) * pixels + p];
+                    }
                 }
             }
         }
@@ -620,16 +631,18 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
 }
 
 /// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
-/// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`.
-fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [T]) {
+/// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
+fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
     let samples = out.len() / (channels * pixels).max(1);
-    for c in 0..channels {
-        for p0 in (0..pixels).step_by(TILE_SAMPLES) {
-            let p1 = (p0 + TILE_SAMPLES).min(pixels);
+    // Runs of pixels written in order; the tile lines they read (one per pixel of the block)
+    // stay in L1 while every sample takes its lane of them.
+    for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+        let p1 = (p0 + PIXEL_BLOCK).min(pixels);
+        for c in 0..channels {
             for s in 0..samples {
                 let dst = &mut out[(s * channels + c) * pixels + p0..][..p1 - p0];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = t[((p0 + i) * padded + c) * TILE_SAMPLES + s];
+                for (d, p) in dst.iter_mut().zip(p0..p1) {
+                    d.write(t[(p * padded + c) * TILE_SAMPLES + s]);
                 }
             }
         }
@@ -644,23 +657,35 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
     let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
     let tiles = rows.div_ceil(TILE_ROWS);
-    let mut packed = vec![T::ZERO; tiles * taps * reduced * TILE_ROWS];
-    // Written in order; the reads stay within the tile's rows of `w`, a few KiB.
-    let mut dst = packed.iter_mut();
-    for tile in 0..tiles {
-        for tap in 0..taps {
+    let mut packed = uninit_vec(tiles * taps * reduced * TILE_ROWS);
+    // Tile by tile in parallel. For each reduced channel, the tile's rows are read as runs of
+    // `taps` contiguous weights into `block` (`[row, tap]`), then written out tap by tap: both
+    // sides in runs, never one weight per cache line.
+    packed
+        .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
+        .enumerate()
+        .for_each_init(Vec::new, |block: &mut Vec<T>, (tile, packed)| {
             for red in 0..reduced {
+                block.clear();
                 for row in tile * TILE_ROWS..(tile + 1) * TILE_ROWS {
-                    let v = dst.next().expect("packed has a slot for every tile row");
                     if row < rows {
                         let (oc, ic) = if rows_are_outputs { (row, red) } else { (red, row) };
-                        *v = w[(oc * c + ic) * taps + tap];
+                        block.extend_from_slice(&w[(oc * c + ic) * taps..][..taps]);
+                    } else {
+                        block.extend(std::iter::repeat_n(T::ZERO, taps));
+                    }
+                }
+                for tap in 0..taps {
+                    let dst = &mut packed[(tap * reduced + red) * TILE_ROWS..][..TILE_ROWS];
+                    for (row, d) in dst.iter_mut().enumerate() {
+                        d.write(block[row * taps + tap]);
                     }
                 }
             }
-        }
-    }
-    packed
+        });
+    // SAFETY: each tile's chunk has `taps * reduced * TILE_ROWS` slots, and every (tap,
+    // reduced channel, row) of it was written above.
+    unsafe { assume_init_vec(packed) }
 }
 
 /// The (output pixel, kernel tap) pairs of one image that read inside it: the multiply-adds
@@ -687,10 +712,9 @@ fn accumulate_row<T: Element>(
     row: &mut [T],
 ) {
     let tile_weights = packed.len() / tiles;
-    for tile in 0..tiles {
-        let weights = &packed[tile * tile_weights..][..tile_weights];
-        for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
-            let out = &mut pixel[tile * TILE_LEN..][..TILE_LEN];
+    for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
+        for (tile, out) in pixel.chunks_exact_mut(TILE_LEN).enumerate() {
+            let weights = &packed[tile * tile_weights..][..tile_weights];
             accumulate_tile(weights, operand, &runs[bounds[i]..bounds[i + 1]], out);
         }
     }
@@ -703,10 +727,10 @@ fn accumulate_row<T: Element>(
 fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let image_len = c * g.in_h * g.in_w;
-    let mut y = vec![T::ZERO; g.batch * o * pix];
-    if y.is_empty() || image_len == 0 {
-        return y;
+    if g.batch * o * pix == 0 || image_len == 0 {
+        return vec![T::ZERO; g.batch * o * pix];
     }
+    let mut y = uninit_vec(g.batch * o * pix);
     let packed = pack_weights(g, w, true);
     let tiles = o.div_ceil(TILE_ROWS);
     let padded = tiles * TILE_ROWS;
@@ -720,7 +744,8 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
     y.par_chunks_mut(TILE_SAMPLES * o * pix).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |(xt, yt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, y)| {
+        |(xt, yt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>),
+         (chunk, y): (usize, &mut [MaybeUninit<T>])| {
             let n0 = chunk * TILE_SAMPLES;
             let samples = y.len() / (o * pix);
             to_tile_layout(&x[n0 * image_len..(n0 + samples) * image_len], c, g.in_h * g.in_w, xt);
@@ -760,7 +785,8 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
             from_tile_layout(yt, o, padded, pix, y);
         },
     );
-    y
+    // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
+    unsafe { assume_init_vec(y) }
 }
 
 /// `x = conv2d^T(y, w)` on the register tile: per chunk of samples, per input pixel and tile
@@ -770,10 +796,10 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
 fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
-    let mut x = vec![T::ZERO; g.batch * image_len];
-    if x.is_empty() || pix == 0 || o == 0 {
-        return x;
+    if g.batch * image_len == 0 || pix == 0 || o == 0 {
+        return vec![T::ZERO; g.batch * image_len];
     }
+    let mut x = uninit_vec(g.batch * image_len);
     let packed = pack_weights(g, w, false);
     let tiles = c.div_ceil(TILE_ROWS);
     let padded = tiles * TILE_ROWS;
@@ -788,7 +814,8 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
     x.par_chunks_mut(TILE_SAMPLES * image_len).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |(yt, xt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>), (chunk, x)| {
+        |(yt, xt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>),
+         (chunk, x): (usize, &mut [MaybeUninit<T>])| {
             let n0 = chunk * TILE_SAMPLES;
             let samples = x.len() / image_len;
             to_tile_layout(&gy[n0 * o * pix..(n0 + samples) * o * pix], o, pix, yt);
@@ -825,7 +852,8 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
             from_tile_layout(xt, c, padded, image_pix, x);
         },
     );
-    x
+    // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
+    unsafe { assume_init_vec(x) }
 }
 
 /// Steps of the weight gradient's reduction that one group of runs spans: a block of input
@@ -841,29 +869,37 @@ const TASK_TILES: usize = 16;
 /// fastest, then the sample; channels past `C` are zero.
 fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Vec<T> {
     let blocks = channels.div_ceil(block);
-    let mut out = vec![T::ZERO; blocks * pixels * batch * block];
+    let mut out = uninit_vec(blocks * pixels * batch * block);
     if out.is_empty() {
-        return out;
+        return Vec::new();
     }
     out.par_chunks_mut(pixels * batch * block)
         .enumerate()
         .for_each(|(b, out)| {
             let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
-            // Blocks of TILE_SAMPLES pixels: for one sample, the block's writes fill
-            // TILE_SAMPLES short runs that stay in L1 while every channel writes its lane.
-            for p0 in (0..pixels).step_by(TILE_SAMPLES) {
-                let p1 = (p0 + TILE_SAMPLES).min(pixels);
-                for n in 0..batch {
-                    for c in c0..c1 {
-                        let src = &x[(n * channels + c) * pixels + p0..][..p1 - p0];
-                        for (i, &v) in src.iter().enumerate() {
-                            out[((p0 + i) * batch + n) * block + c - c0] = v;
+            // Written in order, by blocks of pixels and samples: the lines read (one per
+            // sample and channel of the block) stay in L1 while every pixel takes its value.
+            const SAMPLE_BLOCK: usize = 8;
+            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
+                for n0 in (0..batch).step_by(SAMPLE_BLOCK) {
+                    for p in p0..(p0 + PIXEL_BLOCK).min(pixels) {
+                        for n in n0..(n0 + SAMPLE_BLOCK).min(batch) {
+                            let dst = &mut out[(p * batch + n) * block..][..block];
+                            for (d, c) in dst.iter_mut().zip(c0..c0 + block) {
+                                d.write(if c < c1 {
+                                    x[(n * channels + c) * pixels + p]
+                                } else {
+                                    T::ZERO
+                                });
+                            }
                         }
                     }
                 }
             }
         });
-    out
+    // SAFETY: every (pixel, sample, lane) of every block was written once above, the lanes
+    // past the last channel with zeros.
+    unsafe { assume_init_vec(out) }
 }
 
 /// `gw = conv2d_weight_grad(x, gy)` on the register tile: the tile's rows are
@@ -880,9 +916,8 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
 fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
     let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
-    let mut gw = vec![T::ZERO; o * c * taps];
-    if n == 0 || pix == 0 || gw.is_empty() {
-        return gw;
+    if n == 0 || pix == 0 || o * c * taps == 0 {
+        return vec![T::ZERO; o * c * taps];
     }
     let (otiles, ctiles) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
     let maps = to_channel_blocks(gy, n, o, pix, TILE_ROWS);
@@ -890,7 +925,8 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
     let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
-    let mut tiles = vec![T::ZERO; taps * otiles * ctiles * TILE_LEN];
+    let mut tiles = Vec::new();
+    tiles.par_extend(rayon::iter::repeat_n(T::ZERO, taps * otiles * ctiles * TILE_LEN));
     let tasks = tiles
         .par_chunks_mut(otiles * ctiles * TILE_LEN)
         .enumerate()
@@ -935,19 +971,22 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
             }
         }
     });
-    for (index, tile) in tiles.chunks_exact(TILE_LEN).enumerate() {
-        let (tap, otile, block) = (index / (otiles * ctiles), index / ctiles % otiles, index % ctiles);
-        for (r, row) in tile.chunks_exact(TILE_SAMPLES).enumerate() {
-            let oc = otile * TILE_ROWS + r;
-            if oc >= o {
-                break;
-            }
-            for (s, &v) in row.iter().enumerate().take(c.saturating_sub(block * TILE_SAMPLES)) {
-                gw[(oc * c + block * TILE_SAMPLES + s) * taps + tap] = v;
+    // Output channel by output channel, in parallel: gw[oc, ic, tap] is element (oc % 6,
+    // ic % 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`.
+    let mut gw = uninit_vec(o * c * taps);
+    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
+        let (otile, r) = (oc / TILE_ROWS, oc % TILE_ROWS);
+        // Tap by tap: the tiles of one tap and output tile are contiguous.
+        for tap in 0..taps {
+            let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
+            for ic in 0..c {
+                let (block, s) = (ic / TILE_SAMPLES, ic % TILE_SAMPLES);
+                row[ic * taps + tap].write(per_tap[block * TILE_LEN + r * TILE_SAMPLES + s]);
             }
         }
-    }
-    gw
+    });
+    // SAFETY: the chunks of `c * taps` cover `gw`, and each writes all of its slots.
+    unsafe { assume_init_vec(gw) }
 }
 
 #[cfg(test)]

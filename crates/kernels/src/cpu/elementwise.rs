@@ -1,7 +1,7 @@
 //! Elementwise kernels: unary maps (activations, their derivative masks, scalar arithmetic) and
 //! binary ops with NumPy broadcasting.
 
-use super::PARALLEL_THRESHOLD;
+use super::{assume_init_vec, uninit_vec, PARALLEL_THRESHOLD};
 use crate::shape::broadcast_strides;
 use crate::Element;
 use rayon::prelude::*;
@@ -163,21 +163,18 @@ const CHUNK: usize = 4096;
 /// must write every slot of `out`, elements `start..start + out.len()`; it is called on chunks
 /// in parallel when `len` is large.
 fn written_once<T: Element>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
-    let mut out = Vec::with_capacity(len);
-    let slots = &mut out.spare_capacity_mut()[..len];
+    let mut out = uninit_vec(len);
     if len >= PARALLEL_THRESHOLD {
-        slots
-            .par_chunks_mut(CHUNK)
+        out.par_chunks_mut(CHUNK)
             .enumerate()
             .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
     } else {
-        fill(0, slots);
+        fill(0, &mut out);
     }
     // SAFETY: every caller's `fill` zips its chunk with an input slice of exactly the chunk's
-    // length (slicing would panic otherwise) and writes each slot, so the first `len`
-    // elements are initialised.
-    unsafe { out.set_len(len) };
-    out
+    // length (slicing would panic otherwise) and writes each slot, so all `len` elements are
+    // initialised.
+    unsafe { assume_init_vec(out) }
 }
 
 /// A binary elementwise operation. Comparisons give 1 where true and 0 where false.

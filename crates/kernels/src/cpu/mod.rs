@@ -19,3 +19,22 @@ pub const PARALLEL_THRESHOLD: usize = 1 << 15;
 pub fn current_num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// `len` slots for a kernel that writes every element of its output: the vector is built in
+/// place, without first filling it with zeros that would only be overwritten (on large
+/// outputs that fill is a serial memset, and the first touch of fresh pages).
+pub(crate) fn uninit_vec<T>(len: usize) -> Vec<std::mem::MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(len);
+    v.resize_with(len, std::mem::MaybeUninit::uninit);
+    v
+}
+
+/// The vector of [`uninit_vec`] once written.
+///
+/// # Safety
+/// Every element of `v` has been written.
+pub(crate) unsafe fn assume_init_vec<T>(v: Vec<std::mem::MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches for every element.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
