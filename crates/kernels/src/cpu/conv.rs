@@ -658,27 +658,19 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
     let tiles = rows.div_ceil(TILE_ROWS);
     let mut packed = uninit_vec(tiles * taps * reduced * TILE_ROWS);
-    // Tile by tile in parallel. For each reduced channel, the tile's rows are read as runs of
-    // `taps` contiguous weights into `block` (`[row, tap]`), then written out tap by tap: both
-    // sides in runs, never one weight per cache line.
+    // Tile by tile in parallel, row by row: each row's weights are read in order (runs of
+    // `taps`), and the writes stay within the tile's packed weights (tens of KiB).
     packed
         .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
         .enumerate()
-        .for_each_init(Vec::new, |block: &mut Vec<T>, (tile, packed)| {
-            for red in 0..reduced {
-                block.clear();
-                for row in tile * TILE_ROWS..(tile + 1) * TILE_ROWS {
-                    if row < rows {
-                        let (oc, ic) = if rows_are_outputs { (row, red) } else { (red, row) };
-                        block.extend_from_slice(&w[(oc * c + ic) * taps..][..taps]);
-                    } else {
-                        block.extend(std::iter::repeat_n(T::ZERO, taps));
-                    }
-                }
-                for tap in 0..taps {
-                    let dst = &mut packed[(tap * reduced + red) * TILE_ROWS..][..TILE_ROWS];
-                    for (row, d) in dst.iter_mut().enumerate() {
-                        d.write(block[row * taps + tap]);
+        .for_each(|(tile, packed)| {
+            for row in 0..TILE_ROWS {
+                let r = tile * TILE_ROWS + row;
+                for red in 0..reduced {
+                    let (oc, ic) = if rows_are_outputs { (r, red) } else { (red, r) };
+                    for tap in 0..taps {
+                        let v = if r < rows { w[(oc * c + ic) * taps + tap] } else { T::ZERO };
+                        packed[(tap * reduced + red) * TILE_ROWS + row].write(v);
                     }
                 }
             }

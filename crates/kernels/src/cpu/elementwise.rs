@@ -284,7 +284,7 @@ fn zip_map<T: Element>(
     let outer = &dims[..dims.len() - 1];
     // Rows per parallel task: at least `CHUNK` elements each.
     let rows_per_task = CHUNK.div_ceil(row).max(1);
-    let body = |(task, out): (usize, &mut [T])| {
+    let body = |(task, out): (usize, &mut [MaybeUninit<T>])| {
         // The multi-index of the task's first row over the outer dims, then counted up row by
         // row (no divisions in the loop).
         let mut index: Vec<usize> = vec![0; outer.len()];
@@ -301,19 +301,25 @@ fn zip_map<T: Element>(
                     let (a, b) = (&a[oa..oa + row], &b[ob..ob + row]);
                     o.iter_mut()
                         .zip(a.iter().zip(b))
-                        .for_each(|(o, (&a, &b))| *o = op(a, b));
+                        .for_each(|(o, (&a, &b))| {
+                            o.write(op(a, b));
+                        });
                 }
                 (1, 0) => {
                     let (a, b) = (&a[oa..oa + row], b[ob]);
-                    o.iter_mut().zip(a).for_each(|(o, &a)| *o = op(a, b));
+                    o.iter_mut().zip(a).for_each(|(o, &a)| {
+                        o.write(op(a, b));
+                    });
                 }
                 (0, 1) => {
                     let (a, b) = (a[oa], &b[ob..ob + row]);
-                    o.iter_mut().zip(b).for_each(|(o, &b)| *o = op(a, b));
+                    o.iter_mut().zip(b).for_each(|(o, &b)| {
+                        o.write(op(a, b));
+                    });
                 }
                 _ => {
                     for (j, o) in o.iter_mut().enumerate() {
-                        *o = op(a[oa + j * sa_last], b[ob + j * sb_last]);
+                        o.write(op(a[oa + j * sa_last], b[ob + j * sb_last]));
                     }
                 }
             }
@@ -326,13 +332,15 @@ fn zip_map<T: Element>(
             }
         }
     };
-    let mut out = vec![T::ZERO; n];
+    let mut out = uninit_vec(n);
     if n >= PARALLEL_THRESHOLD {
         out.par_chunks_mut(rows_per_task * row).enumerate().for_each(body);
     } else {
         out.chunks_mut(rows_per_task * row).enumerate().for_each(body);
     }
-    out
+    // SAFETY: the tasks' chunks cover `out`, each row of a chunk is `row` long (`n` is a
+    // multiple of `row`), and every element of every row is written above.
+    unsafe { assume_init_vec(out) }
 }
 
 /// The dims of an output with the strides of two operands, `(size, stride in a, stride in
