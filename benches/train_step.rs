@@ -1,7 +1,8 @@
 //! Seconds per generator iteration of whole training steps (n_critic critic steps, then one
 //! generator step) with the reference DCGAN networks at batch 64, on the CPU, or on GPU 0 with
-//! `cuda` among the arguments. Run with `cargo bench --bench train_step`; pass dims to time,
-//! e.g. `cargo bench --bench train_step -- 32` or `cargo bench --bench train_step -- cuda 64`.
+//! `cuda` among the arguments. Run with `cargo bench --bench train_step`; pass dims and
+//! algorithms to time, e.g. `cargo bench --bench train_step -- 32`, `cargo bench --bench
+//! train_step -- 64 wgan` or `cargo bench --bench train_step -- cuda 64`.
 //! Every step reads its losses back to the host, so GPU timings include the wait for the GPU.
 //!
 //! Beside the time it prints, per configuration:
@@ -49,12 +50,18 @@ fn main() {
         println!("resident before training (binary and data): {mb:.0} MB");
     }
     let dims = if dims.is_empty() { vec![32, 64] } else { dims };
+    let algos: Vec<Algo> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let algos = if algos.is_empty() {
+        vec![Algo::WganGp, Algo::Wgan]
+    } else {
+        algos
+    };
     println!(
         "{:<8} {:>4} {:>6} {:>12} {:>11} {:>12} {:>9} {:>9}",
         "algo", "dim", "batch", "s/iteration", "min s/iter", "GFLOP/iter", "GFLOP/s", "peak MB"
     );
     for &dim in &dims {
-        for algo in [Algo::WganGp, Algo::Wgan] {
+        for &algo in &algos {
             reset_peak_resident();
             let mut config = TrainConfig::new(algo);
             config.dim = dim;

@@ -669,7 +669,11 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
                 for red in 0..reduced {
                     let (oc, ic) = if rows_are_outputs { (r, red) } else { (red, r) };
                     for tap in 0..taps {
-                        let v = if r < rows { w[(oc * c + ic) * taps + tap] } else { T::ZERO };
+                        let v = if r < rows {
+                            w[(oc * c + ic) * taps + tap]
+                        } else {
+                            T::ZERO
+                        };
                         packed[(tap * reduced + red) * TILE_ROWS + row].write(v);
                     }
                 }

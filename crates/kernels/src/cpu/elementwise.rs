@@ -299,11 +299,9 @@ fn zip_map<T: Element>(
             match (sa_last, sb_last) {
                 (1, 1) => {
                     let (a, b) = (&a[oa..oa + row], &b[ob..ob + row]);
-                    o.iter_mut()
-                        .zip(a.iter().zip(b))
-                        .for_each(|(o, (&a, &b))| {
-                            o.write(op(a, b));
-                        });
+                    o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| {
+                        o.write(op(a, b));
+                    });
                 }
                 (1, 0) => {
                     let (a, b) = (&a[oa..oa + row], b[ob]);
