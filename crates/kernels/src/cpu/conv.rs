@@ -47,9 +47,10 @@
 //! Chunk sizes and blocks depend only on the geometry, never on the thread count or on
 //! scheduling, and every GEMM runs on one thread: results are reproducible bit for bit.
 
+use super::layout::transpose;
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
-use super::{assume_init_vec, uninit_vec};
+use super::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -599,12 +600,6 @@ fn taps_inside(o: usize, input: usize, kernel: usize, stride: usize, dilation: u
     lo..hi.max(lo)
 }
 
-/// Pixels per block of the layout transposes: one cache line of f32 on the side where
-/// pixels are fastest.
-const PIXEL_BLOCK: usize = 16;
-/// Channels per block of the layout transposes.
-const CHANNEL_BLOCK: usize = 4;
-
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `[P, C, TILE_SAMPLES]`, the missing samples zero.
 fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut Vec<T>) {
     let samples = x.len() / (channels * pixels).max(1);
@@ -612,21 +607,18 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
         out.clear();
     }
     out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
-    // By blocks of pixels and channels, writing in order: the lines read (one per sample and
-    // channel of the block) stay in L1 while every pixel of the block takes its value from
-    // them. Walking the output in order matters: one sample's values, `channels *
-    // TILE_SAMPLES` apart, would otherwise all fall in the same few cache sets.
-    for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-        for c0 in (0..channels).step_by(CHANNEL_BLOCK) {
-            for p in p0..(p0 + PIXEL_BLOCK).min(pixels) {
-                for c in c0..(c0 + CHANNEL_BLOCK).min(channels) {
-                    let dst = &mut out[(p * channels + c) * TILE_SAMPLES..][..samples];
-                    for (s, d) in dst.iter_mut().enumerate() {
-                        *d = x[(s * channels + c) * pixels + p];
-                    }
-                }
-            }
-        }
+    let out = as_slots(out);
+    // Channel by channel, `[S, P]` transposed to `[P, S]`.
+    for c in 0..channels {
+        let stride = channels * pixels;
+        transpose(
+            &x[c * pixels..],
+            stride,
+            samples,
+            pixels,
+            &mut out[c * TILE_SAMPLES..],
+            channels * TILE_SAMPLES,
+        );
     }
 }
 
@@ -634,18 +626,17 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
 /// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
 fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
     let samples = out.len() / (channels * pixels).max(1);
-    // Runs of pixels written in order; the tile lines they read (one per pixel of the block)
-    // stay in L1 while every sample takes its lane of them.
-    for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-        let p1 = (p0 + PIXEL_BLOCK).min(pixels);
-        for c in 0..channels {
-            for s in 0..samples {
-                let dst = &mut out[(s * channels + c) * pixels + p0..][..p1 - p0];
-                for (d, p) in dst.iter_mut().zip(p0..p1) {
-                    d.write(t[(p * padded + c) * TILE_SAMPLES + s]);
-                }
-            }
-        }
+    // Channel by channel, `[P, S]` transposed to `[S, P]`.
+    for c in 0..channels {
+        let stride = padded * TILE_SAMPLES;
+        transpose(
+            &t[c * TILE_SAMPLES..],
+            stride,
+            pixels,
+            samples,
+            &mut out[c * pixels..],
+            channels * pixels,
+        );
     }
 }
 
@@ -658,23 +649,28 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
     let tiles = rows.div_ceil(TILE_ROWS);
     let mut packed = uninit_vec(tiles * taps * reduced * TILE_ROWS);
-    // Tile by tile in parallel, row by row: each row's weights are read in order (runs of
-    // `taps`), and the writes stay within the tile's packed weights (tens of KiB).
+    // Tile by tile in parallel, and within a tile by blocks of reduced channels: a block's
+    // weights (`TILE_ROWS x REDUCED_BLOCK` runs of `taps`, a few KiB) stay in L1 while they
+    // are written out tap by tap, each tap's a contiguous run of the packed weights.
+    const REDUCED_BLOCK: usize = 16;
     packed
         .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
-            for row in 0..TILE_ROWS {
-                let r = tile * TILE_ROWS + row;
-                for red in 0..reduced {
-                    let (oc, ic) = if rows_are_outputs { (r, red) } else { (red, r) };
-                    for tap in 0..taps {
-                        let v = if r < rows {
-                            w[(oc * c + ic) * taps + tap]
-                        } else {
-                            T::ZERO
-                        };
-                        packed[(tap * reduced + red) * TILE_ROWS + row].write(v);
+            for red0 in (0..reduced).step_by(REDUCED_BLOCK) {
+                let red1 = (red0 + REDUCED_BLOCK).min(reduced);
+                for tap in 0..taps {
+                    let dst = &mut packed[(tap * reduced + red0) * TILE_ROWS..(tap * reduced + red1) * TILE_ROWS];
+                    for (red, dst) in (red0..red1).zip(dst.chunks_exact_mut(TILE_ROWS)) {
+                        for (row, d) in dst.iter_mut().enumerate() {
+                            let r = tile * TILE_ROWS + row;
+                            let (oc, ic) = if rows_are_outputs { (r, red) } else { (red, r) };
+                            d.write(if r < rows {
+                                w[(oc * c + ic) * taps + tap]
+                            } else {
+                                T::ZERO
+                            });
+                        }
                     }
                 }
             }
@@ -873,24 +869,17 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
         .enumerate()
         .for_each(|(b, out)| {
             let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
-            // Written in order, by blocks of pixels and samples: the lines read (one per
-            // sample and channel of the block) stay in L1 while every pixel takes its value.
-            const SAMPLE_BLOCK: usize = 8;
-            for p0 in (0..pixels).step_by(PIXEL_BLOCK) {
-                for n0 in (0..batch).step_by(SAMPLE_BLOCK) {
-                    for p in p0..(p0 + PIXEL_BLOCK).min(pixels) {
-                        for n in n0..(n0 + SAMPLE_BLOCK).min(batch) {
-                            let dst = &mut out[(p * batch + n) * block..][..block];
-                            for (d, c) in dst.iter_mut().zip(c0..c0 + block) {
-                                d.write(if c < c1 {
-                                    x[(n * channels + c) * pixels + p]
-                                } else {
-                                    T::ZERO
-                                });
-                            }
-                        }
-                    }
-                }
+            // Sample by sample, the block's `[channel, P]` transposed to `[P, channel]`
+            // (lanes `block` apart in the output, rows `batch * block` apart).
+            for n in 0..batch {
+                let src = &x[(n * channels + c0) * pixels..];
+                transpose(src, pixels, c1 - c0, pixels, &mut out[n * block..], batch * block);
+            }
+            // The lanes past the last channel.
+            for lanes in out.chunks_exact_mut(block) {
+                lanes[c1 - c0..].iter_mut().for_each(|d| {
+                    d.write(T::ZERO);
+                });
             }
         });
     // SAFETY: every (pixel, sample, lane) of every block was written once above, the lanes

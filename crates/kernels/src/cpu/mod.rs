@@ -38,3 +38,25 @@ pub(crate) unsafe fn assume_init_vec<T>(v: Vec<std::mem::MaybeUninit<T>>) -> Vec
     // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches for every element.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
 }
+
+/// Whether `T` is f32 and this processor has AVX2 and FMA (detected once): the condition for
+/// the kernels written with x86-64 intrinsics (the register tile, the 8x8 transpose).
+pub(crate) fn is_f32_on_avx2_fma<T: 'static>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static DETECTED: OnceLock<bool> = OnceLock::new();
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `&mut [T]` seen as slots to write, for kernels that write through `MaybeUninit` so that
+/// they can fill fresh buffers ([`uninit_vec`]) and reused ones alike.
+pub(crate) fn as_slots<T>(x: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's layout; through the slots one can only write valid
+    // values of T (or read back what was there), so `x` stays initialised.
+    unsafe { &mut *(x as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
+}

@@ -44,7 +44,7 @@ pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], ou
         );
     }
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx2_fma() {
+    if super::is_f32_on_avx2_fma::<T>() {
         // SAFETY: T is f32 (same layout); the runs were checked against both operands above,
         // `out` holds a whole tile, and the processor has AVX2 and FMA.
         unsafe {
@@ -69,14 +69,6 @@ pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], ou
         }
     }
     out[..TILE_LEN].copy_from_slice(&acc);
-}
-
-/// Whether this processor runs the AVX2/FMA tile (detected once).
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 #[cfg(target_arch = "x86_64")]
