@@ -649,29 +649,28 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
     let tiles = rows.div_ceil(TILE_ROWS);
     let mut packed = uninit_vec(tiles * taps * reduced * TILE_ROWS);
-    // Tile by tile in parallel, and within a tile by blocks of reduced channels: a block's
-    // weights (`TILE_ROWS x REDUCED_BLOCK` runs of `taps`, a few KiB) stay in L1 while they
-    // are written out tap by tap, each tap's a contiguous run of the packed weights.
-    const REDUCED_BLOCK: usize = 16;
+    // Tile by tile in parallel. For one reduced channel, the tile's rows are `TILE_ROWS` runs
+    // of `taps` weights in `w`, read in order and written tap by tap.
     packed
         .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
-            for red0 in (0..reduced).step_by(REDUCED_BLOCK) {
-                let red1 = (red0 + REDUCED_BLOCK).min(reduced);
+            let filled = (rows - tile * TILE_ROWS).min(TILE_ROWS);
+            for red in 0..reduced {
+                let (first, row_stride) = if rows_are_outputs {
+                    ((tile * TILE_ROWS * c + red) * taps, c * taps)
+                } else {
+                    ((red * c + tile * TILE_ROWS) * taps, taps)
+                };
                 for tap in 0..taps {
-                    let dst = &mut packed[(tap * reduced + red0) * TILE_ROWS..(tap * reduced + red1) * TILE_ROWS];
-                    for (red, dst) in (red0..red1).zip(dst.chunks_exact_mut(TILE_ROWS)) {
-                        for (row, d) in dst.iter_mut().enumerate() {
-                            let r = tile * TILE_ROWS + row;
-                            let (oc, ic) = if rows_are_outputs { (r, red) } else { (red, r) };
-                            d.write(if r < rows {
-                                w[(oc * c + ic) * taps + tap]
-                            } else {
-                                T::ZERO
-                            });
-                        }
+                    let dst = &mut packed[(tap * reduced + red) * TILE_ROWS..][..TILE_ROWS];
+                    let (rows_in_w, past_the_last) = dst.split_at_mut(filled);
+                    for (k, d) in rows_in_w.iter_mut().enumerate() {
+                        d.write(w[first + k * row_stride + tap]);
                     }
+                    past_the_last.iter_mut().for_each(|d| {
+                        d.write(T::ZERO);
+                    });
                 }
             }
         });
