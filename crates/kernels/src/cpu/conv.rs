@@ -47,7 +47,7 @@
 //! Chunk sizes and blocks depend only on the geometry, never on the thread count or on
 //! scheduling, and every GEMM runs on one thread: results are reproducible bit for bit.
 
-use super::layout::transpose;
+use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::{as_slots, assume_init_vec, uninit_vec};
@@ -608,17 +608,24 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
     }
     out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
     let out = as_slots(out);
-    // Channel by channel, `[S, P]` transposed to `[P, S]`.
-    for c in 0..channels {
-        let stride = channels * pixels;
-        transpose(
-            &x[c * pixels..],
-            stride,
-            samples,
-            pixels,
-            &mut out[c * TILE_SAMPLES..],
-            channels * TILE_SAMPLES,
-        );
+    // By 8x8 blocks of (sample, pixel), pixels outermost and samples innermost: each
+    // (pixel, channel) line of the output is written whole at once. (With the channels a
+    // power of two, a pixel's lines are a multiple of 4 KiB apart and share cache sets, so
+    // lines left half-written would be evicted before their second half comes.)
+    for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+        let cols = TRANSPOSE_BLOCK.min(pixels - p0);
+        for c in 0..channels {
+            for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
+                transpose_block(
+                    &x[(s0 * channels + c) * pixels + p0..],
+                    channels * pixels,
+                    TRANSPOSE_BLOCK.min(samples - s0),
+                    cols,
+                    &mut out[(p0 * channels + c) * TILE_SAMPLES + s0..],
+                    channels * TILE_SAMPLES,
+                );
+            }
+        }
     }
 }
 
@@ -626,17 +633,22 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
 /// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
 fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
     let samples = out.len() / (channels * pixels).max(1);
-    // Channel by channel, `[P, S]` transposed to `[S, P]`.
-    for c in 0..channels {
-        let stride = padded * TILE_SAMPLES;
-        transpose(
-            &t[c * TILE_SAMPLES..],
-            stride,
-            pixels,
-            samples,
-            &mut out[c * pixels..],
-            channels * pixels,
-        );
+    // By 8x8 blocks of (pixel, sample), samples innermost: each (pixel, channel) line of the
+    // tile layout is read whole at once (see `to_tile_layout`).
+    for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+        let rows = TRANSPOSE_BLOCK.min(pixels - p0);
+        for c in 0..channels {
+            for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
+                transpose_block(
+                    &t[(p0 * padded + c) * TILE_SAMPLES + s0..],
+                    padded * TILE_SAMPLES,
+                    rows,
+                    TRANSPOSE_BLOCK.min(samples - s0),
+                    &mut out[(s0 * channels + c) * pixels + p0..],
+                    channels * pixels,
+                );
+            }
+        }
     }
 }
 
@@ -868,11 +880,23 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
         .enumerate()
         .for_each(|(b, out)| {
             let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
-            // Sample by sample, the block's `[channel, P]` transposed to `[P, channel]`
-            // (lanes `block` apart in the output, rows `batch * block` apart).
-            for n in 0..batch {
-                let src = &x[(n * channels + c0) * pixels..];
-                transpose(src, pixels, c1 - c0, pixels, &mut out[n * block..], batch * block);
+            // By 8x8 blocks of (channel, pixel), channels innermost: each (pixel, sample) run
+            // of the output is written whole at once (see `to_tile_layout`).
+            let width = c1 - c0;
+            for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+                let cols = TRANSPOSE_BLOCK.min(pixels - p0);
+                for n in 0..batch {
+                    for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
+                        transpose_block(
+                            &x[(n * channels + c0 + k0) * pixels + p0..],
+                            pixels,
+                            TRANSPOSE_BLOCK.min(width - k0),
+                            cols,
+                            &mut out[(p0 * batch + n) * block + k0..],
+                            batch * block,
+                        );
+                    }
+                }
             }
             // The lanes past the last channel.
             for lanes in out.chunks_exact_mut(block) {

@@ -79,16 +79,16 @@ pub fn strided_write<T: Element>(dst: &mut [T], offset: usize, strides: &[usize]
 }
 
 /// Side of the square blocks [`transpose`] works by.
-const TRANSPOSE_BLOCK: usize = 8;
+pub const TRANSPOSE_BLOCK: usize = 8;
 
 /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
 /// `rows x cols` matrix with rows `src_stride` apart, written transposed with rows
 /// `dst_stride` apart. Nothing else of `dst` is touched.
 ///
-/// By 8x8 blocks: each block reads eight runs of eight and writes eight runs of eight, so both
-/// sides move whole pieces of cache lines (an element-by-element transpose touches a line per
-/// element on one side). For f32 on x86-64 with AVX2, a full block is transposed in
-/// registers.
+/// By [`transpose_block`]s, column blocks outside: the rows of `dst` a column block writes
+/// are finished before the next block starts. Callers with a batch of matrices can order
+/// the blocks themselves (the convolutions' layout changes do, so that each cache line they
+/// write is completed at once).
 ///
 /// Panics if the matrix reaches past either slice.
 pub fn transpose<T: Element>(
@@ -99,42 +99,65 @@ pub fn transpose<T: Element>(
     dst: &mut [MaybeUninit<T>],
     dst_stride: usize,
 ) {
+    const B: usize = TRANSPOSE_BLOCK;
+    for j0 in (0..cols).step_by(B) {
+        for i0 in (0..rows).step_by(B) {
+            transpose_block(
+                &src[i0 * src_stride + j0..],
+                src_stride,
+                B.min(rows - i0),
+                B.min(cols - j0),
+                &mut dst[j0 * dst_stride + i0..],
+                dst_stride,
+            );
+        }
+    }
+}
+
+/// [`transpose`] of a matrix of at most [`TRANSPOSE_BLOCK`] rows and columns: eight runs of
+/// at most eight read, eight written, so both sides move whole pieces of cache lines (an
+/// element-by-element transpose touches a line per element on one side). For f32 on x86-64
+/// with AVX2, a full 8x8 block is transposed in registers.
+///
+/// Panics if the block is larger than that or reaches past either slice.
+pub fn transpose_block<T: Element>(
+    src: &[T],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [MaybeUninit<T>],
+    dst_stride: usize,
+) {
+    const B: usize = TRANSPOSE_BLOCK;
     if rows == 0 || cols == 0 {
         return;
     }
     assert!(
-        (rows - 1) * src_stride + cols <= src.len() && (cols - 1) * dst_stride + rows <= dst.len(),
-        "transpose: a {rows}x{cols} matrix with strides {src_stride}/{dst_stride} reaches past its slices"
+        rows <= B
+            && cols <= B
+            && (rows - 1) * src_stride + cols <= src.len()
+            && (cols - 1) * dst_stride + rows <= dst.len(),
+        "transpose: a {rows}x{cols} block with strides {src_stride}/{dst_stride} reaches past its slices"
     );
-    const B: usize = TRANSPOSE_BLOCK;
-    let registers = super::is_f32_on_avx2_fma::<T>();
-    // Column blocks outside: the rows of `dst` a column block writes are finished before the
-    // next block starts, so that none has to come back into cache to be completed.
-    for j0 in (0..cols).step_by(B) {
-        for i0 in (0..rows).step_by(B) {
-            #[cfg(target_arch = "x86_64")]
-            if registers && i0 + B <= rows && j0 + B <= cols {
-                // SAFETY: T is f32; the block lies inside both slices (checked above), and
-                // the processor has AVX2.
-                unsafe {
-                    avx2::transpose_8x8(
-                        src.as_ptr().add(i0 * src_stride + j0) as *const f32,
-                        src_stride,
-                        dst.as_mut_ptr().add(j0 * dst_stride + i0) as *mut f32,
-                        dst_stride,
-                    );
-                }
-                continue;
-            }
-            for j in j0..(j0 + B).min(cols) {
-                let out = &mut dst[j * dst_stride + i0..][..(i0 + B).min(rows) - i0];
-                for (i, d) in out.iter_mut().enumerate() {
-                    d.write(src[(i0 + i) * src_stride + j]);
-                }
-            }
+    #[cfg(target_arch = "x86_64")]
+    if rows == B && cols == B && super::is_f32_on_avx2_fma::<T>() {
+        // SAFETY: T is f32; the block lies inside both slices (checked above), and the
+        // processor has AVX2.
+        unsafe {
+            avx2::transpose_8x8(
+                src.as_ptr() as *const f32,
+                src_stride,
+                dst.as_mut_ptr() as *mut f32,
+                dst_stride,
+            );
+        }
+        return;
+    }
+    for j in 0..cols {
+        for (i, d) in dst[j * dst_stride..][..rows].iter_mut().enumerate() {
+            d.write(src[i * src_stride + j]);
         }
     }
-    let _ = registers;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -235,5 +258,13 @@ mod tests {
         let src = vec![0.0f32; 63];
         let mut dst = vec![MaybeUninit::new(0.0f32); 64];
         transpose(&src, 8, 8, 8, &mut dst, 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches past")]
+    fn a_transpose_block_larger_than_eight_is_refused() {
+        let src = vec![0.0f32; 90];
+        let mut dst = vec![MaybeUninit::new(0.0f32); 90];
+        transpose_block(&src, 9, 9, 9, &mut dst, 9);
     }
 }
