@@ -59,8 +59,9 @@ use std::ops::Range;
 /// Fewest chunks a batch is cut into (when it has that many samples) in the forward pass and
 /// the input adjoint, which run chunks in parallel.
 const MIN_CHUNKS: usize = 4;
-/// Output channels per parallel block of the weight gradient.
-const WEIGHT_GRAD_ROWS: usize = 64;
+/// Output channels per parallel block of the weight gradient (by rectangles): small enough
+/// that a 64-channel layer is shared among threads.
+const WEIGHT_GRAD_ROWS: usize = 16;
 /// Elements of im2col columns (all taps, padding included) that one chunk of samples may
 /// span, so that a chunk's buffers stay a few MiB.
 const CHUNK_COLUMN_ELEMS: usize = 1 << 20;

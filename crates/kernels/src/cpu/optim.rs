@@ -1,7 +1,30 @@
 //! Fused optimiser updates, in place: one pass over a parameter, its gradient and its state.
 //! The formulas are PyTorch's (`torch.optim.SGD`, `RMSprop`, `Adam`, without weight decay).
 
+use super::PARALLEL_THRESHOLD;
 use crate::Element;
+use rayon::prelude::*;
+
+/// Elements per parallel task of the updates.
+const CHUNK: usize = 1 << 14;
+
+/// `update(param, grad, state)` over matching chunks of the three, in parallel when the
+/// parameter is large (a critic's last conv has 800 K weights; the update is a pass over
+/// memory that two threads do in half the time).
+fn chunked<T: Element>(param: &mut [T], grad: &[T], state: &mut [T], update: impl Fn(&mut [T], &[T], &mut [T]) + Sync) {
+    assert!(
+        grad.len() == param.len() && state.len() == param.len(),
+        "optimiser: lengths differ"
+    );
+    if param.len() < PARALLEL_THRESHOLD {
+        return update(param, grad, state);
+    }
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(state.par_chunks_mut(CHUNK))
+        .for_each(|((p, g), s)| update(p, g, s));
+}
 
 /// SGD with momentum (dampening 0): `buf = momentum buf + g; p -= lr buf`. With momentum 0,
 /// `buf` is not touched and may be empty.
@@ -25,10 +48,12 @@ pub fn rmsprop<T: Element>(param: &mut [T], grad: &[T], square_avg: &mut [T], lr
         T::from_f64(1.0 - alpha),
         T::from_f64(eps),
     );
-    for ((p, &g), s) in param.iter_mut().zip(grad).zip(square_avg.iter_mut()) {
-        *s = alpha * *s + one_minus_alpha * g * g;
-        *p = *p - lr * g / (s.sqrt() + eps);
-    }
+    chunked(param, grad, square_avg, |param, grad, square_avg| {
+        for ((p, &g), s) in param.iter_mut().zip(grad).zip(square_avg.iter_mut()) {
+            *s = alpha * *s + one_minus_alpha * g * g;
+            *p = *p - lr * g / (s.sqrt() + eps);
+        }
+    });
 }
 
 /// Adam at step `step` (counted from 1): `m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
@@ -50,27 +75,72 @@ pub fn adam<T: Element>(
     let (b1, b2) = (T::from_f64(betas.0), T::from_f64(betas.1));
     let (c1, c2) = (T::from_f64(1.0 - betas.0), T::from_f64(1.0 - betas.1));
     let (inv_bc2, eps) = (T::from_f64(1.0 / bias_correction2_sqrt), T::from_f64(eps));
-    for (((p, &g), m), v) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(exp_avg.iter_mut())
-        .zip(exp_avg_sq.iter_mut())
-    {
-        *m = b1 * *m + c1 * g;
-        *v = b2 * *v + c2 * g * g;
-        *p = *p - step_size * *m / (v.sqrt() * inv_bc2 + eps);
+    let update = |param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]| {
+        for (((p, &g), m), v) in param
+            .iter_mut()
+            .zip(grad)
+            .zip(exp_avg.iter_mut())
+            .zip(exp_avg_sq.iter_mut())
+        {
+            *m = b1 * *m + c1 * g;
+            *v = b2 * *v + c2 * g * g;
+            *p = *p - step_size * *m / (v.sqrt() * inv_bc2 + eps);
+        }
+    };
+    let n = param.len();
+    assert!(
+        grad.len() == n && exp_avg.len() == n && exp_avg_sq.len() == n,
+        "optimiser: lengths differ"
+    );
+    if n < PARALLEL_THRESHOLD {
+        return update(param, grad, exp_avg, exp_avg_sq);
     }
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(exp_avg.par_chunks_mut(CHUNK))
+        .zip(exp_avg_sq.par_chunks_mut(CHUNK))
+        .for_each(|(((p, g), m), v)| update(p, g, m, v));
 }
 
 /// Clamp into `[-c, c]` in place: WGAN's weight clipping.
 pub fn clamp_in_place<T: Element>(param: &mut [T], min: f64, max: f64) {
     let (lo, hi) = (T::from_f64(min), T::from_f64(max));
-    param.iter_mut().for_each(|p| *p = p.max(lo).min(hi));
+    let clamp = |param: &mut [T]| param.iter_mut().for_each(|p| *p = p.max(lo).min(hi));
+    if param.len() < PARALLEL_THRESHOLD {
+        clamp(param);
+    } else {
+        param.par_chunks_mut(CHUNK).for_each(clamp);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a parameter large enough to be updated by parallel chunks, every element gets what
+    /// the update of that element alone gives.
+    #[test]
+    fn large_parameters_update_as_each_element_alone() {
+        let n = 3 * PARALLEL_THRESHOLD + 5;
+        let grad: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0).collect();
+        let start: Vec<f32> = (0..n).map(|i| ((i * 13 % 97) as f32) / 97.0 - 0.5).collect();
+        let (mut p, mut sq) = (start.clone(), vec![0.25f32; n]);
+        rmsprop(&mut p, &grad, &mut sq, 5e-5, 0.99, 1e-8);
+        let (mut pa, mut m, mut v) = (start.clone(), vec![0.1f32; n], vec![0.2f32; n]);
+        adam(&mut pa, &grad, &mut m, &mut v, 1e-4, (0.0, 0.9), 1e-8, 3);
+        let mut clamped = start.clone();
+        clamp_in_place(&mut clamped, -0.01, 0.01);
+        for i in (0..n).step_by(997).chain([n - 1]) {
+            let (mut p1, mut s1) = ([start[i]], [0.25f32]);
+            rmsprop(&mut p1, &grad[i..=i], &mut s1, 5e-5, 0.99, 1e-8);
+            assert_eq!((p[i], sq[i]), (p1[0], s1[0]), "rmsprop at {i}");
+            let (mut p1, mut m1, mut v1) = ([start[i]], [0.1f32], [0.2f32]);
+            adam(&mut p1, &grad[i..=i], &mut m1, &mut v1, 1e-4, (0.0, 0.9), 1e-8, 3);
+            assert_eq!((pa[i], m[i], v[i]), (p1[0], m1[0], v1[0]), "adam at {i}");
+            assert_eq!(clamped[i], start[i].clamp(-0.01, 0.01));
+        }
+    }
 
     #[test]
     fn adam_first_step_moves_each_weight_by_lr() {
