@@ -49,6 +49,7 @@
 
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
+use super::scratch::Scratch;
 use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
@@ -657,14 +658,14 @@ fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels:
 /// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
 /// channels and the reduction runs over the input channels (conv2d's forward pass); without,
 /// the other way round (its adjoint).
-fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Vec<T> {
+fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<T> {
     let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
     let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
     let tiles = rows.div_ceil(TILE_ROWS);
-    let mut packed = uninit_vec(tiles * taps * reduced * TILE_ROWS);
+    let mut packed = Scratch::take(tiles * taps * reduced * TILE_ROWS);
     // Tile by tile in parallel. For one reduced channel, the tile's rows are `TILE_ROWS` runs
     // of `taps` weights in `w`, read in order and written tap by tap.
-    packed
+    as_slots(&mut packed)
         .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
@@ -687,9 +688,7 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
                 }
             }
         });
-    // SAFETY: each tile's chunk has `taps * reduced * TILE_ROWS` slots, and every (tap,
-    // reduced channel, row) of it was written above.
-    unsafe { assume_init_vec(packed) }
+    packed
 }
 
 /// The (output pixel, kernel tap) pairs of one image that read inside it: the multiply-adds
@@ -871,13 +870,14 @@ const TASK_TILES: usize = 16;
 
 /// `[N, C, P]` as `[ceil(C / block), P, N, block]`: channels by blocks of `block`, the block
 /// fastest, then the sample; channels past `C` are zero.
-fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Vec<T> {
+fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Scratch<T> {
     let blocks = channels.div_ceil(block);
-    let mut out = uninit_vec(blocks * pixels * batch * block);
+    let mut out = Scratch::take(blocks * pixels * batch * block);
     if out.is_empty() {
-        return Vec::new();
+        return out;
     }
-    out.par_chunks_mut(pixels * batch * block)
+    as_slots(&mut out)
+        .par_chunks_mut(pixels * batch * block)
         .enumerate()
         .for_each(|(b, out)| {
             let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
@@ -906,9 +906,7 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
                 });
             }
         });
-    // SAFETY: every (pixel, sample, lane) of every block was written once above, the lanes
-    // past the last channel with zeros.
-    unsafe { assume_init_vec(out) }
+    out
 }
 
 /// `gw = conv2d_weight_grad(x, gy)` on the register tile: the tile's rows are
@@ -934,8 +932,8 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
     let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
-    let mut tiles = Vec::new();
-    tiles.par_extend(rayon::iter::repeat_n(T::ZERO, taps * otiles * ctiles * TILE_LEN));
+    let mut tiles = Scratch::take(taps * otiles * ctiles * TILE_LEN);
+    tiles.par_chunks_mut(1 << 14).for_each(|t| t.fill(T::ZERO));
     let tasks = tiles
         .par_chunks_mut(otiles * ctiles * TILE_LEN)
         .enumerate()

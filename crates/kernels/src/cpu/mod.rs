@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod optim;
 pub mod random;
 pub mod reduce;
+pub mod scratch;
 pub mod tile;
 
 /// Below this many elements a kernel runs on the calling thread: splitting small work across
