@@ -1,4 +1,4 @@
-//! 2-D convolution as GEMMs over the taps that fall inside the image.
+//! 2-D convolution on a register tile, or as GEMMs over the taps that fall inside the image.
 //!
 //! Three kernels cover conv2d, conv_transpose2d and all their derivatives:
 //! - [`conv2d_forward`]: `y = conv(x, w)`;
@@ -10,32 +10,39 @@
 //! `[N, O, Ho, Wo]`. All three are described by one [`ConvGeometry`] in conv2d's terms.
 //!
 //! ## Two ways to compute a convolution
-//! - **On the register tile** ([`super::tile`]): the forward pass and the input adjoint,
-//!   whenever the channels that fill the tile's rows (output channels for the forward pass,
-//!   input channels for the adjoint) number at least [`TILE_ROWS`]. Per chunk of
-//!   [`TILE_SAMPLES`] samples, the operands are laid out `[pixel, channel, sample]` and the
-//!   weights packed by tiles of channels, so that every (output pixel, kernel row) of the
-//!   forward pass, and every (input pixel, kernel tap) of the adjoint, is one contiguous run
-//!   of both operands: no columns are copied, no padding tap is multiplied, and the adjoint
-//!   gathers onto each input pixel what it receives instead of scattering. Passes go kernel
-//!   row by kernel row, so that the row of input a pass reads stays in L2 while every tile of
-//!   weights goes over it.
-//! - **By rectangles of GEMMs** (below): the weight gradient, and the forward pass or adjoint of
-//!   layers with fewer channels than a tile has rows (a single-channel image).
+//! - **On the register tile** ([`super::tile`]), whenever the channels fill its rows and
+//!   columns:
+//!   - the forward pass and the input adjoint (at least [`TILE_ROWS`] output channels for the
+//!     forward pass, input channels for the adjoint): per chunk of [`TILE_SAMPLES`] samples,
+//!     the operands are laid out `[pixel, channel, sample]` and the weights packed by tiles of
+//!     channels, so that every (output pixel, kernel row) of the forward pass, and every
+//!     (input pixel, kernel tap) of the adjoint, is one contiguous run of both operands. The
+//!     adjoint gathers onto each input pixel what it receives instead of scattering. Passes go
+//!     kernel row by kernel row, so that the row of input a pass reads stays in L2 while every
+//!     tile of weights goes over it.
+//!   - the weight gradient (at least [`TILE_SAMPLES`] input and [`TILE_ROWS`] output channels):
+//!     the tile's rows are output channels and its columns input channels, and every (kernel
+//!     tap, output pixel) is a run of samples in both operands (`weight_grad_by_tiles`).
+//!
+//!   No columns are copied and no padding tap is multiplied. The layout changes are blocked
+//!   transposes ([`super::layout::transpose_block`]); the packed weights and laid-out operands
+//!   live in reused work arrays ([`super::scratch`]).
+//! - **By rectangles of GEMMs** (below): layers with fewer channels than that (a
+//!   single-channel image), where the tile would leave most of its rows or columns idle.
 //!
 //! ## Lowering to GEMMs
 //! im2col writes a zero for every tap that falls on the padding, and the GEMM then multiplies
 //! by it. On the small maps of a GAN that is a large share of the work: a 5x5 kernel with
 //! padding 2 on a 7x7 -> 4x4 map has 36% of its taps on the padding. So the output grid is cut
-//! into rectangles of pixels that see the same run of kernel taps inside the image ([`TapClass`],
+//! into rectangles of pixels that see the same run of kernel taps inside the image (`TapClass`,
 //! per axis: the rows near the top and bottom edges, the interior, ...), and each rectangle is
 //! one GEMM over its valid taps only, with no zeros and no bounds tests in the copies.
 //!
 //! The columns of a rectangle are `(pixel, sample)` pairs with the sample fastest, read from
-//! the input laid out `[C, H, W, S]` for a chunk of `S` samples ([`samples_last`]): every tap
+//! the input laid out `[C, H, W, S]` for a chunk of `S` samples (`samples_last`): every tap
 //! of every pixel is then one contiguous run of `S` values, however small the map or large
 //! the stride. The rows are `(kernel row, kernel column, channel)`, matching the weights
-//! permuted to `[O, kh, kw, C]` ([`taps_first`]), so that the taps of one kernel row are one
+//! permuted to `[O, kh, kw, C]` (`taps_first`), so that the taps of one kernel row are one
 //! contiguous block of a weight row.
 //!
 //! - The forward pass and the input adjoint run their chunks of samples in parallel, each GEMM
@@ -44,8 +51,9 @@
 //!   blocks of output channels: each block is summed by one thread, chunk after chunk, so there
 //!   are no per-thread partial sums.
 //!
-//! Chunk sizes and blocks depend only on the geometry, never on the thread count or on
-//! scheduling, and every GEMM runs on one thread: results are reproducible bit for bit.
+//! On both paths, chunk sizes and blocks depend only on the geometry, never on the thread
+//! count or on scheduling, and every output element is summed by one thread in a fixed order:
+//! results are reproducible bit for bit.
 
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
@@ -91,7 +99,7 @@ struct TapClass {
     taps: Range<usize>,
 }
 
-/// The [`TapClass`]es of one axis, in order. Outputs whose every tap falls on the padding are
+/// The `TapClass`es of one axis, in order. Outputs whose every tap falls on the padding are
 /// in no class: they see only zeros.
 fn tap_classes(
     out: usize,
@@ -180,7 +188,7 @@ fn taps_first<T: Element>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
     out
 }
 
-/// The inverse of [`taps_first`]: `[O, kh, kw, C]` back to `[O, C, kh, kw]`.
+/// The inverse of `taps_first`: `[O, kh, kw, C]` back to `[O, C, kh, kw]`.
 fn channels_first<T: Element>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
     let (c, taps) = (g.in_channels, g.kernel_h * g.kernel_w);
     let mut out = vec![T::ZERO; w.len()];
@@ -219,7 +227,7 @@ fn samples_last<T: Element>(x: &[T], samples: usize, len: usize, out: &mut Vec<T
     }
 }
 
-/// The inverse of [`samples_last`]: `[len, S]` back to `[S, len]`.
+/// The inverse of `samples_last`: `[len, S]` back to `[S, len]`.
 fn samples_first<T: Element>(t: &[T], samples: usize, len: usize, out: &mut [T]) {
     const BLOCK: usize = 64;
     for start in (0..len).step_by(BLOCK) {
@@ -384,7 +392,7 @@ pub fn col2im<T: Element>(g: &ConvGeometry, cols: &[T], image: &mut [T]) {
 /// `y = conv2d(x, w)` without bias. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, returns `[N, O,
 /// Ho, Wo]`.
 ///
-/// On the register tile ([`forward_by_tiles`]) when there are at least [`TILE_ROWS`] output
+/// On the register tile (`forward_by_tiles`) when there are at least [`TILE_ROWS`] output
 /// channels to fill its rows; by rectangles of GEMMs otherwise.
 pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     if g.out_channels >= TILE_ROWS {
@@ -398,7 +406,7 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> 
 /// kh, kw]`, returns `[N, C, H, W]`. This is conv2d's input gradient and conv_transpose2d's
 /// forward pass (whose weight `[in, out, kh, kw]` is this `w`).
 ///
-/// On the register tile ([`input_adjoint_by_tiles`]) when there are at least [`TILE_ROWS`]
+/// On the register tile (`input_adjoint_by_tiles`) when there are at least [`TILE_ROWS`]
 /// input channels to fill its rows (a single-channel image would leave five of six idle); by
 /// rectangles of GEMMs otherwise.
 pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
@@ -518,7 +526,7 @@ fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -
 /// `gw = sum_n gy[n] (O x Ho*Wo) @ im2col(x[n])^T`: the gradient of `<conv2d(x, w), gy>` with
 /// respect to `w`. `x: [N, C, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, C, kh, kw]`.
 ///
-/// On the register tile ([`weight_grad_by_tiles`]) when there are at least [`TILE_SAMPLES`]
+/// On the register tile (`weight_grad_by_tiles`) when there are at least [`TILE_SAMPLES`]
 /// input channels and [`TILE_ROWS`] output channels to fill it; by rectangles of GEMMs
 /// otherwise (a single-channel image).
 pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {

@@ -116,8 +116,8 @@ impl UnaryOp {
 
 /// `out[i] = op(x[i])`.
 ///
-/// The op is matched once, outside the loop: every arm below passes [`map`] a closure over a
-/// fixed variant, so the per-element `match` in [`UnaryOp::apply`] folds away and each loop
+/// The op is matched once, outside the loop: every arm below passes `map` a closure over a
+/// fixed variant, so the per-element `match` in `UnaryOp::apply` folds away and each loop
 /// can be vectorised.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
     use UnaryOp as U;

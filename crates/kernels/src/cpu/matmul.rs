@@ -10,7 +10,7 @@ use crate::Element;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Floating-point operations done by [`gemm`] in this process (2 per multiply-add): the
+/// Floating-point operations done by [`gemm()`] in this process (2 per multiply-add): the
 /// benches divide it by the time to give effective GFLOP/s. One relaxed add per call.
 static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
 
@@ -22,7 +22,7 @@ pub fn gemm_flops() -> u64 {
 }
 
 /// Add `flops` to the count of [`gemm_flops`]: for the kernels that do dense work without
-/// going through [`gemm`] (the direct convolutions).
+/// going through [`gemm()`] (the direct convolutions).
 pub(crate) fn count_flops(flops: u64) {
     GEMM_FLOPS.fetch_add(flops, Ordering::Relaxed);
 }
@@ -74,7 +74,7 @@ pub fn gemm<T: Element>(
     gemm_into(m, n, k, a, a_layout, b, b_layout, c, n, accumulate, parallel)
 }
 
-/// [`gemm`] into an output whose rows are `c_row_stride` apart: a block of columns of a wider
+/// [`gemm()`] into an output whose rows are `c_row_stride` apart: a block of columns of a wider
 /// matrix.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: Element>(

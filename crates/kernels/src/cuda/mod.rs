@@ -1,6 +1,6 @@
 //! The CUDA kernels: their sources (`kernels/*.cu` at the top of the repository, embedded
 //! here), the structs and op codes they take, and the launch shapes, shared by the two ways of
-//! running them: a GPU through NVRTC and cudarc, and [`emulator`] (feature `emulator`), which
+//! running them: a GPU through NVRTC and cudarc, and `emulator` (feature `emulator`), which
 //! runs the same sources on the CPU to check them against their CPU twins in [`crate::cpu`].
 
 pub mod compile;
@@ -162,7 +162,7 @@ impl LaunchShape {
         }
     }
 
-    /// One block per output element (reductions), grid-strided past [`MAX_GRID`] x 16.
+    /// One block per output element (reductions), grid-strided past `MAX_GRID` x 16.
     pub fn per_output(outputs: usize) -> LaunchShape {
         LaunchShape {
             grid: (outputs.clamp(1, MAX_GRID * 16) as u32, 1, 1),
