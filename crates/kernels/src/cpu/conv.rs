@@ -617,7 +617,8 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
         out.clear();
     }
     out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
-    let out = as_slots(out);
+    // SAFETY: the transposes below write values of `x`, nothing uninitialised.
+    let out = unsafe { as_slots(out) };
     // By 8x8 blocks of (sample, pixel), pixels outermost and samples innermost: each
     // (pixel, channel) line of the output is written whole at once. (With the channels a
     // power of two, a pixel's lines are a multiple of 4 KiB apart and share cache sets, so
@@ -673,7 +674,8 @@ fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -
     let mut packed = Scratch::take(tiles * taps * reduced * TILE_ROWS);
     // Tile by tile in parallel. For one reduced channel, the tile's rows are `TILE_ROWS` runs
     // of `taps` weights in `w`, read in order and written tap by tap.
-    as_slots(&mut packed)
+    // SAFETY: the loops below write values of `w` or zeros, nothing uninitialised.
+    unsafe { as_slots(&mut packed) }
         .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
@@ -884,7 +886,8 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
     if out.is_empty() {
         return out;
     }
-    as_slots(&mut out)
+    // SAFETY: the transposes below write values of `x` or zeros, nothing uninitialised.
+    unsafe { as_slots(&mut out) }
         .par_chunks_mut(pixels * batch * block)
         .enumerate()
         .for_each(|(b, out)| {
@@ -1121,6 +1124,9 @@ mod tests {
             // Two blocks of input channels for the tiled weight gradient (16 + 1), three tiles
             // of output channels (6 + 6 + 1).
             (17, 13, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
+            // More than 16 tiles of output channels (the weight gradient's tasks take 16: a
+            // second, shorter block).
+            (17, 100, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
         ];
         for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
             let g = ConvGeometry {
@@ -1193,6 +1199,32 @@ mod tests {
                 close(&weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
                 "direct weight grad {:?}",
                 (c, h, w, s, p, d)
+            );
+            // The same in f32: the AVX2 tile and transposes where the processor has them.
+            let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let (x32, w32, gy32) = (to32(&x), to32(&wt), to32(&gy));
+            // f32 sums of up to ten thousand terms that cancel: 1e-4 off at worst here, where a
+            // misplaced index is off by whole units.
+            let close32 = |a: &[f32], b: &[f64]| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
+            };
+            assert!(
+                close32(&forward_by_tiles(&g, &x32, &w32), &y_ref),
+                "f32 forward {:?}",
+                (c, o)
+            );
+            assert!(
+                close32(&input_adjoint_by_tiles(&g, &gy32, &w32), &gx_ref),
+                "f32 adjoint {:?}",
+                (c, o)
+            );
+            assert!(
+                close32(&weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
+                "f32 weight grad {:?}",
+                (c, o)
             );
         }
     }

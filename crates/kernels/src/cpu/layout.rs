@@ -132,11 +132,15 @@ pub fn transpose_block<T: Element>(
     if rows == 0 || cols == 0 {
         return;
     }
+    // Checked arithmetic: a huge stride must not wrap around into a passing bound.
+    let reach = |lines: usize, stride: usize, run: usize| (lines - 1).checked_mul(stride)?.checked_add(run);
+    let fits = |reach: Option<usize>, len: usize| reach.is_some_and(|r| r <= len);
     assert!(
-        rows <= B
-            && cols <= B
-            && (rows - 1) * src_stride + cols <= src.len()
-            && (cols - 1) * dst_stride + rows <= dst.len(),
+        rows <= B && cols <= B,
+        "transpose: a {rows}x{cols} block is larger than {B}x{B}"
+    );
+    assert!(
+        fits(reach(rows, src_stride, cols), src.len()) && fits(reach(cols, dst_stride, rows), dst.len()),
         "transpose: a {rows}x{cols} block with strides {src_stride}/{dst_stride} reaches past its slices"
     );
     #[cfg(target_arch = "x86_64")]
@@ -229,20 +233,18 @@ mod tests {
     #[test]
     fn transpose_matches_indexing() {
         fn check<T: Element + std::fmt::Debug>(to: impl Fn(usize) -> T) {
+            // Outside every source value, so that a stray write shows.
+            let sentinel = T::from_f64(-1.0);
             for (rows, cols) in [(1, 1), (8, 8), (16, 24), (9, 17), (3, 8), (8, 5), (23, 31)] {
                 let (src_stride, dst_stride) = (cols + 3, rows + 5);
                 let src: Vec<T> = (0..rows * src_stride).map(&to).collect();
-                let mut dst = vec![MaybeUninit::new(to(usize::MAX % 1000)); cols * dst_stride];
+                let mut dst = vec![MaybeUninit::new(sentinel); cols * dst_stride];
                 transpose(&src, src_stride, rows, cols, &mut dst, dst_stride);
                 for j in 0..cols {
                     for i in 0..dst_stride {
                         // SAFETY: every slot of `dst` was initialised above.
                         let got = unsafe { dst[j * dst_stride + i].assume_init() };
-                        let want = if i < rows {
-                            src[i * src_stride + j]
-                        } else {
-                            to(usize::MAX % 1000)
-                        };
+                        let want = if i < rows { src[i * src_stride + j] } else { sentinel };
                         assert_eq!(got, want, "{rows}x{cols} at ({i}, {j})");
                     }
                 }
@@ -262,6 +264,16 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "reaches past")]
+    fn a_stride_that_wraps_around_is_refused() {
+        // 7 * stride wraps to 5 in 64 bits: a bound computed without checks would pass.
+        let stride = usize::MAX / 7 + 1;
+        let src = vec![0.0f32; 13];
+        let mut dst = vec![MaybeUninit::new(0.0f32); 64];
+        transpose_block(&src, stride, 8, 8, &mut dst, 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "larger than")]
     fn a_transpose_block_larger_than_eight_is_refused() {
         let src = vec![0.0f32; 90];
         let mut dst = vec![MaybeUninit::new(0.0f32); 90];

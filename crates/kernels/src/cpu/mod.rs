@@ -56,8 +56,11 @@ pub(crate) fn is_f32_on_avx2_fma<T: 'static>() -> bool {
 
 /// `&mut [T]` seen as slots to write, for kernels that write through `MaybeUninit` so that
 /// they can fill fresh buffers ([`uninit_vec`]) and reused ones alike.
-pub(crate) fn as_slots<T>(x: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
-    // SAFETY: MaybeUninit<T> has T's layout; through the slots one can only write valid
-    // values of T (or read back what was there), so `x` stays initialised.
+///
+/// # Safety
+/// Only initialised values may be written through the slots (`MaybeUninit::write`, never
+/// `MaybeUninit::uninit()`): `x` is read as `[T]` afterwards.
+pub(crate) unsafe fn as_slots<T>(x: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's layout; the caller writes only initialised values.
     unsafe { &mut *(x as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
 }

@@ -47,7 +47,7 @@ impl<T: Element> Drop for Scratch<T> {
 }
 
 /// A buffer of at least `len` elements from `pool`: the smallest pooled `Vec<T>` that holds
-/// `len` without growing, else any pooled `Vec<T>` (grown), else a new one. Its length is
+/// `len` without growing, else the largest pooled `Vec<T>` (grown), else a new one. Its length is
 /// never cut, so that what was once initialised is not zeroed again when it is reused.
 fn take_from<T: Element>(pool: &Pool, len: usize) -> Vec<T> {
     let mut buffer = {
@@ -56,7 +56,12 @@ fn take_from<T: Element>(pool: &Pool, len: usize) -> Vec<T> {
         let fitting = (0..pool.len())
             .filter(|&i| capacity(&pool[i]).is_some_and(|c| c >= len))
             .min_by_key(|&i| capacity(&pool[i]));
-        let any_of_type = || (0..pool.len()).find(|&i| capacity(&pool[i]).is_some());
+        // Else the largest, so that growing it copies the least.
+        let any_of_type = || {
+            (0..pool.len())
+                .filter(|&i| capacity(&pool[i]).is_some())
+                .max_by_key(|&i| capacity(&pool[i]))
+        };
         match fitting.or_else(any_of_type) {
             Some(i) => *pool
                 .swap_remove(i)
@@ -122,10 +127,13 @@ mod tests {
         return_to(&pool, b);
         let c: Vec<f32> = take_from(&pool, 1000);
         assert_eq!((c.as_ptr(), c[999]), (address, 7.0));
-        // Another element type does not get it.
+        return_to(&pool, c);
+        // Another element type does not get it: a new buffer, and the f32 one stays pooled.
         let d: Vec<f64> = take_from(&pool, 10);
-        assert_ne!(d.as_ptr() as *const f32, address);
         assert_eq!(d, vec![0.0; 10]);
+        assert_eq!(pool.lock().unwrap().len(), 1);
+        let e: Vec<f32> = take_from(&pool, 1);
+        assert_eq!(e.as_ptr(), address);
         // Through the pool's front door: the length asked for.
         assert_eq!(Scratch::<f32>::take(33).len(), 33);
     }

@@ -37,9 +37,17 @@ pub struct Run {
 /// Panics if a run reaches past either operand (a bug in the caller, checked once per run).
 pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
     assert!(out.len() >= TILE_LEN, "tile: output too small");
+    // Checked arithmetic: a huge run must not wrap around into a passing bound.
+    let inside = |start: usize, steps: usize, width: usize, len: usize| {
+        steps
+            .checked_mul(width)
+            .and_then(|n| n.checked_add(start))
+            .is_some_and(|end| end <= len)
+    };
     for run in runs {
         assert!(
-            run.weights + run.len * TILE_ROWS <= weights.len() && run.inputs + run.len * TILE_SAMPLES <= inputs.len(),
+            inside(run.weights, run.len, TILE_ROWS, weights.len())
+                && inside(run.inputs, run.len, TILE_SAMPLES, inputs.len()),
             "tile: run {run:?} outside its operands"
         );
     }
@@ -169,6 +177,25 @@ mod tests {
         let mut got32: Vec<f32> = (0..TILE_LEN).map(|v| v as f32).collect();
         accumulate_tile(&w32, &x32, &runs, &mut got32);
         assert!(got32.iter().zip(&want).all(|(&a, b)| (a as f64 - b).abs() < 1e-4));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its operands")]
+    fn a_run_whose_length_wraps_around_is_refused() {
+        // 6 * len and 16 * len both wrap to 0 in 64 bits: unchecked bounds would pass.
+        let (w, x) = (vec![0.0f32; 12], vec![0.0f32; 16]);
+        let mut out = [0.0f32; TILE_LEN];
+        let len = 1usize << (usize::BITS - 1);
+        accumulate_tile(
+            &w,
+            &x,
+            &[Run {
+                weights: 0,
+                inputs: 0,
+                len,
+            }],
+            &mut out,
+        );
     }
 
     #[test]
