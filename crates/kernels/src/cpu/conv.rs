@@ -27,8 +27,12 @@
 //!   No columns are copied and no padding tap is multiplied. The layout changes are blocked
 //!   transposes ([`super::layout::transpose_block`]); the packed weights and laid-out operands
 //!   live in reused work arrays ([`super::scratch`]).
-//! - **By rectangles of GEMMs** (below): layers with fewer channels than that (a
-//!   single-channel image), where the tile would leave most of its rows or columns idle.
+//!   - the weight gradient of a layer with few input channels (a single-channel image) and
+//!     at least [`TILE_SAMPLES`] output channels, on the tile turned around: rows are kernel
+//!     columns, columns output channels (`weight_grad_by_kernel_columns`).
+//! - **By rectangles of GEMMs** (below): the forward pass or adjoint of layers with fewer
+//!   channels than that, where the tile would leave most of its rows idle, and the weight
+//!   gradient of layers too narrow for either tile.
 //!
 //! ## Lowering to GEMMs
 //! im2col writes a zero for every tap that falls on the padding, and the GEMM then multiplies
@@ -527,11 +531,14 @@ fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -
 /// respect to `w`. `x: [N, C, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, C, kh, kw]`.
 ///
 /// On the register tile (`weight_grad_by_tiles`) when there are at least [`TILE_SAMPLES`]
-/// input channels and [`TILE_ROWS`] output channels to fill it; by rectangles of GEMMs
-/// otherwise (a single-channel image).
+/// input channels and [`TILE_ROWS`] output channels to fill it; with fewer input channels (a
+/// single-channel image) and at least [`TILE_SAMPLES`] output channels, on the tile turned
+/// around (`weight_grad_by_kernel_columns`); by rectangles of GEMMs otherwise.
 pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     if g.in_channels >= TILE_SAMPLES && g.out_channels >= TILE_ROWS {
         weight_grad_by_tiles(g, x, gy)
+    } else if g.out_channels >= TILE_SAMPLES {
+        weight_grad_by_kernel_columns(g, x, gy)
     } else {
         weight_grad_by_rectangles(g, x, gy)
     }
@@ -1007,6 +1014,93 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
     unsafe { assume_init_vec(gw) }
 }
 
+/// Output rows per task of `weight_grad_by_kernel_columns`: enough tasks for every thread on
+/// a single-channel layer (a 14-row map gives 4 per kernel row).
+const ROWS_PER_TASK: usize = 4;
+
+/// `gw = conv2d_weight_grad(x, gy)` for layers with few input channels (a single-channel
+/// image), on the register tile turned around: its rows are [`TILE_ROWS`] kernel columns and
+/// its columns [`TILE_SAMPLES`] output channels, and it sums over (output pixel, sample). For
+/// one input channel and kernel row, the input each output pixel sees through those kernel
+/// columns is gathered as `[pixel, sample, kernel column]` (zero on the padding), and the
+/// output gradient is laid out `[O / 16, pixel, sample, 16]`: one output row is one run of
+/// both. (`weight_grad_by_tiles` would leave 15 of its 16 columns idle on a single channel.)
+///
+/// A task is (input channel, kernel row, group of kernel columns, band of
+/// [`ROWS_PER_TASK`] output rows), in parallel; the bands' partial sums are added in band
+/// order, so a run is reproducible bit for bit.
+fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, kh, kw) = (g.out_h * g.out_w, g.kernel_h, g.kernel_w);
+    if n == 0 || pix == 0 || o * c * kh * kw == 0 {
+        return vec![T::ZERO; o * c * kh * kw];
+    }
+    let (oblocks, groups, bands) = (
+        o.div_ceil(TILE_SAMPLES),
+        kw.div_ceil(TILE_ROWS),
+        g.out_h.div_ceil(ROWS_PER_TASK),
+    );
+    let maps = to_channel_blocks(gy, n, o, pix, TILE_SAMPLES);
+    let maps_per_block = pix * n * TILE_SAMPLES;
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    let tasks = c * kh * groups * bands;
+    let mut tiles = Scratch::take(tasks * oblocks * TILE_LEN);
+    tiles.par_chunks_mut(oblocks * TILE_LEN).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(seen, runs): &mut (Vec<T>, Vec<Run>), (task, out)| {
+            out.fill(T::ZERO);
+            let (band, group) = (task % bands, task / bands % groups);
+            let (ki, ci) = (task / bands / groups % kh, task / bands / groups / kh);
+            seen.clear();
+            runs.clear();
+            for oh in band * ROWS_PER_TASK..((band + 1) * ROWS_PER_TASK).min(g.out_h) {
+                let Some(ih) = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0) else {
+                    continue;
+                };
+                if ih >= g.in_h {
+                    continue;
+                }
+                runs.push(Run {
+                    weights: seen.len(),
+                    inputs: oh * g.out_w * n * TILE_SAMPLES,
+                    len: g.out_w * n,
+                });
+                for ow in 0..g.out_w {
+                    for sample in 0..n {
+                        let row = &x[((sample * c + ci) * g.in_h + ih) * g.in_w..][..g.in_w];
+                        for kj in group * TILE_ROWS..(group + 1) * TILE_ROWS {
+                            let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
+                            seen.push(match iw {
+                                Some(iw) if kj < kw && iw < g.in_w => row[iw],
+                                _ => T::ZERO,
+                            });
+                        }
+                    }
+                }
+            }
+            for (block, tile) in out.chunks_exact_mut(TILE_LEN).enumerate() {
+                accumulate_tile(seen, &maps[block * maps_per_block..][..maps_per_block], runs, tile);
+            }
+        },
+    );
+    // gw[oc, ci, ki, kj] is the sum over bands of element (kj % 6, oc % 16) of tile
+    // `(task * oblocks + oc / 16)`, task = (ci, ki, kj / 6, band).
+    let mut gw = uninit_vec(o * c * kh * kw);
+    gw.par_chunks_mut(c * kh * kw).enumerate().for_each(|(oc, per_oc)| {
+        let (block, lane) = (oc / TILE_SAMPLES, oc % TILE_SAMPLES);
+        for (tap, v) in per_oc.iter_mut().enumerate() {
+            let (ci, ki, kj) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+            let first = ((ci * kh + ki) * groups + kj / TILE_ROWS) * bands;
+            let sum = (first..first + bands).fold(T::ZERO, |sum, task| {
+                sum + tiles[(task * oblocks + block) * TILE_LEN + (kj % TILE_ROWS) * TILE_SAMPLES + lane]
+            });
+            v.write(sum);
+        }
+    });
+    // SAFETY: the chunks of `c * kh * kw` cover `gw`, and each writes all of its slots.
+    unsafe { assume_init_vec(gw) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1127,6 +1221,9 @@ mod tests {
             // More than 16 tiles of output channels (the weight gradient's tasks take 16: a
             // second, shorter block).
             (17, 100, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
+            // One input channel, a kernel wider than the tile has rows (two groups of kernel
+            // columns), two blocks of output channels, two bands of output rows.
+            (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),
         ];
         for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
             let g = ConvGeometry {
@@ -1200,6 +1297,11 @@ mod tests {
                 "direct weight grad {:?}",
                 (c, h, w, s, p, d)
             );
+            assert!(
+                close(&weight_grad_by_kernel_columns(&g, &x, &gy), &gw_ref),
+                "weight grad by kernel columns {:?}",
+                (c, h, w, s, p, d)
+            );
             // The same in f32: the AVX2 tile and transposes where the processor has them.
             let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let (x32, w32, gy32) = (to32(&x), to32(&wt), to32(&gy));
@@ -1224,6 +1326,11 @@ mod tests {
             assert!(
                 close32(&weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
                 "f32 weight grad {:?}",
+                (c, o)
+            );
+            assert!(
+                close32(&weight_grad_by_kernel_columns(&g, &x32, &gy32), &gw_ref),
+                "f32 weight grad by kernel columns {:?}",
                 (c, o)
             );
         }
