@@ -951,7 +951,6 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
     let mut tiles = Scratch::take(taps * otiles * ctiles * TILE_LEN);
-    tiles.par_chunks_mut(1 << 14).for_each(|t| t.fill(T::ZERO));
     let tasks = tiles
         .par_chunks_mut(otiles * ctiles * TILE_LEN)
         .enumerate()
@@ -962,6 +961,7 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
                 .map(move |(i, out)| (tap, i * TASK_TILES, out))
         });
     tasks.for_each_init(Vec::new, |runs: &mut Vec<Run>, (tap, first_otile, out)| {
+        out.fill(T::ZERO);
         let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
         runs.clear();
         for oh in 0..g.out_h {
@@ -1267,42 +1267,31 @@ mod tests {
                 gx_ref.extend(image);
             }
             let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9) && a.len() == b.len();
-            assert!(
-                close(&forward_by_rectangles(&g, &x, &wt), &y_ref),
-                "forward {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&input_adjoint_by_rectangles(&g, &gy, &wt), &gx_ref),
-                "adjoint {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&forward_by_tiles(&g, &x, &wt), &y_ref),
-                "direct forward {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&input_adjoint_by_tiles(&g, &gy, &wt), &gx_ref),
-                "direct adjoint {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&weight_grad_by_rectangles(&g, &x, &gy), &gw_ref),
-                "weight grad {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
-                "direct weight grad {:?}",
-                (c, h, w, s, p, d)
-            );
-            assert!(
-                close(&weight_grad_by_kernel_columns(&g, &x, &gy), &gw_ref),
-                "weight grad by kernel columns {:?}",
-                (c, h, w, s, p, d)
-            );
-            // The same in f32: the AVX2 tile and transposes where the processor has them.
+            let f64_paths = [
+                ("forward by rectangles", forward_by_rectangles(&g, &x, &wt), &y_ref),
+                (
+                    "adjoint by rectangles",
+                    input_adjoint_by_rectangles(&g, &gy, &wt),
+                    &gx_ref,
+                ),
+                ("forward by tiles", forward_by_tiles(&g, &x, &wt), &y_ref),
+                ("adjoint by tiles", input_adjoint_by_tiles(&g, &gy, &wt), &gx_ref),
+                (
+                    "weight grad by rectangles",
+                    weight_grad_by_rectangles(&g, &x, &gy),
+                    &gw_ref,
+                ),
+                ("weight grad by tiles", weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
+                (
+                    "weight grad by kernel columns",
+                    weight_grad_by_kernel_columns(&g, &x, &gy),
+                    &gw_ref,
+                ),
+            ];
+            for (path, got, want) in &f64_paths {
+                assert!(close(got, want), "{path} {:?}", (c, o, h, w, s, p, d));
+            }
+            // The tile paths in f32: the AVX2 tile and transposes where the processor has them.
             let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let (x32, w32, gy32) = (to32(&x), to32(&wt), to32(&gy));
             // f32 sums of up to ten thousand terms that cancel: 1e-4 off at worst here, where a
@@ -1313,26 +1302,19 @@ mod tests {
                         .zip(b)
                         .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
             };
-            assert!(
-                close32(&forward_by_tiles(&g, &x32, &w32), &y_ref),
-                "f32 forward {:?}",
-                (c, o)
-            );
-            assert!(
-                close32(&input_adjoint_by_tiles(&g, &gy32, &w32), &gx_ref),
-                "f32 adjoint {:?}",
-                (c, o)
-            );
-            assert!(
-                close32(&weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
-                "f32 weight grad {:?}",
-                (c, o)
-            );
-            assert!(
-                close32(&weight_grad_by_kernel_columns(&g, &x32, &gy32), &gw_ref),
-                "f32 weight grad by kernel columns {:?}",
-                (c, o)
-            );
+            let f32_paths = [
+                ("forward by tiles", forward_by_tiles(&g, &x32, &w32), &y_ref),
+                ("adjoint by tiles", input_adjoint_by_tiles(&g, &gy32, &w32), &gx_ref),
+                ("weight grad by tiles", weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
+                (
+                    "weight grad by kernel columns",
+                    weight_grad_by_kernel_columns(&g, &x32, &gy32),
+                    &gw_ref,
+                ),
+            ];
+            for (path, got, want) in &f32_paths {
+                assert!(close32(got, want), "f32 {path} {:?}", (c, o, h, w, s, p, d));
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Layout kernels: strided gathers (permute, narrow, broadcast_to) and strided writes (pad,
 //! concat). The tensor crate keeps its storage contiguous; these produce the new contiguous
-//! buffers. And [`transpose`], the blocked 2-D transpose behind the convolutions' changes of
+//! buffers. And [`transpose_block`], the 8x8 transpose behind the convolutions' changes of
 //! layout.
 
 use super::PARALLEL_THRESHOLD;
@@ -78,46 +78,17 @@ pub fn strided_write<T: Element>(dst: &mut [T], offset: usize, strides: &[usize]
     }
 }
 
-/// Side of the square blocks [`transpose`] works by.
+/// Side of the square blocks [`transpose_block`] works by.
 pub const TRANSPOSE_BLOCK: usize = 8;
 
-/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a
-/// `rows x cols` matrix with rows `src_stride` apart, written transposed with rows
-/// `dst_stride` apart. Nothing else of `dst` is touched.
-///
-/// By [`transpose_block`]s, column blocks outside: the rows of `dst` a column block writes
-/// are finished before the next block starts. Callers with a batch of matrices can order
-/// the blocks themselves (the convolutions' layout changes do, so that each cache line they
-/// write is completed at once).
-///
-/// Panics if the matrix reaches past either slice.
-pub fn transpose<T: Element>(
-    src: &[T],
-    src_stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [MaybeUninit<T>],
-    dst_stride: usize,
-) {
-    const B: usize = TRANSPOSE_BLOCK;
-    for j0 in (0..cols).step_by(B) {
-        for i0 in (0..rows).step_by(B) {
-            transpose_block(
-                &src[i0 * src_stride + j0..],
-                src_stride,
-                B.min(rows - i0),
-                B.min(cols - j0),
-                &mut dst[j0 * dst_stride + i0..],
-                dst_stride,
-            );
-        }
-    }
-}
-
-/// [`transpose`] of a matrix of at most [`TRANSPOSE_BLOCK`] rows and columns: eight runs of
-/// at most eight read, eight written, so both sides move whole pieces of cache lines (an
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`: a matrix
+/// of at most [`TRANSPOSE_BLOCK`] rows and columns, rows `src_stride` apart, written transposed
+/// with rows `dst_stride` apart; nothing else of `dst` is touched. Eight runs of at most eight
+/// read, eight written, so both sides move whole pieces of cache lines (an
 /// element-by-element transpose touches a line per element on one side). For f32 on x86-64
-/// with AVX2, a full 8x8 block is transposed in registers.
+/// with AVX2, a full 8x8 block is transposed in registers. Callers walk the blocks of a larger
+/// matrix in the order that suits its layout (the convolutions' layout changes complete each
+/// cache line of the strided side at once).
 ///
 /// Panics if the block is larger than that or reaches past either slice.
 pub fn transpose_block<T: Element>(
@@ -228,24 +199,26 @@ mod tests {
         assert_eq!(&dst[4..], &[0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0]);
     }
 
-    /// Every size around the 8x8 blocks (full blocks, partial ones, both), with strides wider
-    /// than the matrix, in f32 (the register path where the processor has it) and f64.
+    /// Every block shape up to 8x8 (the full one takes the register path in f32 where the
+    /// processor has it), with strides wider than the block, in f32 and f64.
     #[test]
-    fn transpose_matches_indexing() {
+    fn transpose_block_matches_indexing() {
         fn check<T: Element + std::fmt::Debug>(to: impl Fn(usize) -> T) {
             // Outside every source value, so that a stray write shows.
             let sentinel = T::from_f64(-1.0);
-            for (rows, cols) in [(1, 1), (8, 8), (16, 24), (9, 17), (3, 8), (8, 5), (23, 31)] {
-                let (src_stride, dst_stride) = (cols + 3, rows + 5);
-                let src: Vec<T> = (0..rows * src_stride).map(&to).collect();
-                let mut dst = vec![MaybeUninit::new(sentinel); cols * dst_stride];
-                transpose(&src, src_stride, rows, cols, &mut dst, dst_stride);
-                for j in 0..cols {
-                    for i in 0..dst_stride {
-                        // SAFETY: every slot of `dst` was initialised above.
-                        let got = unsafe { dst[j * dst_stride + i].assume_init() };
-                        let want = if i < rows { src[i * src_stride + j] } else { sentinel };
-                        assert_eq!(got, want, "{rows}x{cols} at ({i}, {j})");
+            for rows in 1..=TRANSPOSE_BLOCK {
+                for cols in 1..=TRANSPOSE_BLOCK {
+                    let (src_stride, dst_stride) = (cols + 3, rows + 5);
+                    let src: Vec<T> = (0..rows * src_stride).map(&to).collect();
+                    let mut dst = vec![MaybeUninit::new(sentinel); cols * dst_stride];
+                    transpose_block(&src, src_stride, rows, cols, &mut dst, dst_stride);
+                    for j in 0..cols {
+                        for i in 0..dst_stride {
+                            // SAFETY: every slot of `dst` was initialised above.
+                            let got = unsafe { dst[j * dst_stride + i].assume_init() };
+                            let want = if i < rows { src[i * src_stride + j] } else { sentinel };
+                            assert_eq!(got, want, "{rows}x{cols} at ({i}, {j})");
+                        }
                     }
                 }
             }
@@ -259,7 +232,7 @@ mod tests {
     fn a_transpose_past_its_slices_is_refused() {
         let src = vec![0.0f32; 63];
         let mut dst = vec![MaybeUninit::new(0.0f32); 64];
-        transpose(&src, 8, 8, 8, &mut dst, 8);
+        transpose_block(&src, 8, 8, 8, &mut dst, 8);
     }
 
     #[test]
