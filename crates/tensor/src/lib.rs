@@ -25,6 +25,7 @@ mod ops;
 mod tensor;
 
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
+pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;

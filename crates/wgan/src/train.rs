@@ -223,6 +223,8 @@ fn optimizers(
 impl Trainer {
     pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
         config.validate()?;
+        // Training frees and allocates the same large tensors every step: reuse their memory.
+        earthmover_tensor::retain_freed_memory();
         let mut rng = StdRng::seed_from_u64(config.seed);
         let init = config.init;
         let generator = Generator::new(config.model, config.dim, init, &mut rng);

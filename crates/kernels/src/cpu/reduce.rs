@@ -61,48 +61,104 @@ pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: 
             _ => groups.push((s, reduced)),
         }
     }
-    let sizes: Vec<usize> = groups.iter().map(|g| g.0).collect();
-    let strides = contiguous_strides(&sizes);
-    let kept: Vec<usize> = (0..groups.len()).filter(|&g| !groups[g].1).collect();
-    let reduced: Vec<usize> = (0..groups.len()).filter(|&g| groups[g].1).collect();
-    // Offsets in `x` of every element of one reduction, relative to its first element.
-    let red_sizes: Vec<usize> = reduced.iter().map(|&g| sizes[g]).collect();
-    let red_n: usize = red_sizes.iter().product();
-    let red_inner = contiguous_strides(&red_sizes);
-    let red_offsets: Vec<usize> = (0..red_n)
-        .map(|i| {
-            reduced
-                .iter()
-                .enumerate()
-                .map(|(k, &g)| (i / red_inner[k]) % red_sizes[k] * strides[g])
-                .sum()
-        })
-        .collect();
-    let kept_sizes: Vec<usize> = kept.iter().map(|&g| sizes[g]).collect();
-    let kept_inner = contiguous_strides(&kept_sizes);
-    let body = |(o, out): (usize, &mut T)| {
-        let base: usize = kept
-            .iter()
-            .enumerate()
-            .map(|(k, &g)| (o / kept_inner[k]) % kept_sizes[k] * strides[g])
-            .sum();
-        let mut acc = op.identity();
-        for &r in &red_offsets {
-            acc = op.combine(acc, x[base + r]);
-        }
-        *out = acc;
-    };
+    let &(inner, inner_reduced) = groups.last().expect("more than one output, so some dim is kept");
+    let strides = contiguous_strides(&groups.iter().map(|g| g.0).collect::<Vec<_>>());
+    // The innermost group is a contiguous run in `x`; the loops below go over the other groups
+    // by offsets, and over the run with the vector units.
+    let outer = &groups[..groups.len() - 1];
+    let offsets = |reduced: bool| group_offsets(outer, &strides, reduced);
     let mut out = vec![T::ZERO; out_n];
-    if x.len() >= PARALLEL_THRESHOLD {
-        out.par_iter_mut().enumerate().for_each(body);
+    let parallel = x.len() >= PARALLEL_THRESHOLD;
+    if inner_reduced {
+        // Each output sums runs of `inner` contiguous elements, one per outer reduced index.
+        let (bases, runs) = (offsets(false), offsets(true));
+        let body = |(o, out): (usize, &mut T)| {
+            *out = runs.iter().fold(op.identity(), |acc, &r| {
+                op.combine(acc, reduce_run(op, &x[bases[o] + r..][..inner]))
+            });
+        };
+        if parallel {
+            out.par_iter_mut().enumerate().for_each(body);
+        } else {
+            out.iter_mut().enumerate().for_each(body);
+        }
     } else {
-        out.iter_mut().enumerate().for_each(body);
+        // The outputs come in rows of `inner`, contiguous in `x` too: each reduced offset adds
+        // a row of `x` onto a row of the output, element by element.
+        let (bases, runs) = (offsets(false), offsets(true));
+        const PART: usize = 1024;
+        let body = |(row, first, part): (usize, usize, &mut [T])| {
+            part.fill(op.identity());
+            for &r in &runs {
+                let src = &x[bases[row] + r + first..][..part.len()];
+                part.iter_mut()
+                    .zip(src)
+                    .for_each(|(acc, &v)| *acc = op.combine(*acc, v));
+            }
+        };
+        if parallel {
+            out.par_chunks_mut(inner)
+                .enumerate()
+                .flat_map(|(row, out)| {
+                    out.par_chunks_mut(PART)
+                        .enumerate()
+                        .map(move |(j, p)| (row, j * PART, p))
+                })
+                .for_each(body);
+        } else {
+            for (row, out) in out.chunks_mut(inner).enumerate() {
+                for (j, p) in out.chunks_mut(PART).enumerate() {
+                    body((row, j * PART, p));
+                }
+            }
+        }
     }
     out
 }
 
+/// The offsets in `x` of the kept (or the reduced) indices of `groups`, in row-major order of
+/// those indices.
+fn group_offsets(groups: &[(usize, bool)], strides: &[usize], reduced: bool) -> Vec<usize> {
+    let mut offsets = vec![0];
+    for (&(size, r), &stride) in groups.iter().zip(strides) {
+        if r == reduced {
+            offsets = offsets
+                .iter()
+                .flat_map(|&o| (0..size).map(move |i| o + i * stride))
+                .collect();
+        }
+    }
+    offsets
+}
+
+/// Lanes a contiguous run is reduced in: independent accumulators that the compiler keeps in
+/// vector registers, instead of one serial chain of dependent additions.
+const LANES: usize = 8;
+
+/// `run` reduced by `op`, in [`LANES`] interleaved partial results combined at the end.
+fn reduce_run<T: Element>(op: ReduceOp, run: &[T]) -> T {
+    match op {
+        ReduceOp::Sum => reduce_run_with(run, T::ZERO, |a, v| a + v),
+        ReduceOp::Max => reduce_run_with(run, T::NEG_INFINITY, |a, v| ReduceOp::Max.combine(a, v)),
+    }
+}
+
+#[inline(always)]
+fn reduce_run_with<T: Element>(run: &[T], identity: T, combine: impl Fn(T, T) -> T) -> T {
+    let mut lanes = [identity; LANES];
+    let blocks = run.chunks_exact(LANES);
+    let rest = blocks.remainder();
+    for block in blocks {
+        for (lane, &v) in lanes.iter_mut().zip(block) {
+            *lane = combine(*lane, v);
+        }
+    }
+    let acc = lanes.into_iter().fold(identity, &combine);
+    rest.iter().fold(acc, |a, &v| combine(a, v))
+}
+
 fn reduce_all<T: Element>(op: ReduceOp, x: &[T]) -> T {
-    let fold = |c: &[T]| c.iter().fold(op.identity(), |a, &v| op.combine(a, v));
+    let fold = |c: &[T]| reduce_run(op, c);
     if x.len() >= PARALLEL_THRESHOLD {
         x.par_chunks(8192)
             .map(fold)
@@ -131,5 +187,59 @@ mod tests {
         let out = reduce_to(ReduceOp::Max, &x, &[2, 3, 4], &[2, 1, 1]);
         assert_eq!(out, vec![11.0, 23.0]);
         assert_eq!(reduce_to(ReduceOp::Sum, &x, &[2, 3, 4], &[1, 1, 1]), vec![276.0]);
+    }
+
+    /// Element by element: each element of `x` combined into its output in index order.
+    fn naive(op: ReduceOp, x: &[f64], shape: &[usize], out_shape: &[usize]) -> Vec<f64> {
+        let mut out = vec![op.identity(); out_shape.iter().product()];
+        let (strides, out_strides) = (contiguous_strides(shape), contiguous_strides(out_shape));
+        for (i, &v) in x.iter().enumerate() {
+            let o: usize = (0..shape.len())
+                .map(|d| (i / strides[d]) % shape[d] % out_shape[d] * out_strides[d])
+                .sum();
+            out[o] = op.combine(out[o], v);
+        }
+        out
+    }
+
+    #[test]
+    fn every_pattern_of_kept_and_reduced_dims_matches_element_by_element() {
+        // Integer values: sums are exact in any order. Sizes cover runs shorter and longer than
+        // the lanes, rows longer than a part, and inputs past the parallel threshold.
+        let shapes: [&[usize]; 6] = [
+            &[3, 5, 7],
+            &[2, 9, 1, 11],
+            &[64, 3, 13, 13],
+            &[5, 2500],
+            &[37, 1, 3],
+            &[4, 4, 2, 3, 5],
+        ];
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let x: Vec<f64> = (0..n).map(|i| ((i * 7919) % 101) as f64 - 50.0).collect();
+            // Every subset of dims reduced.
+            for mask in 0..(1usize << shape.len()) {
+                let out_shape: Vec<usize> = (0..shape.len())
+                    .map(|d| if mask >> d & 1 == 1 { 1 } else { shape[d] })
+                    .collect();
+                for op in [ReduceOp::Sum, ReduceOp::Max] {
+                    assert_eq!(
+                        reduce_to(op, &x, shape, &out_shape),
+                        naive(op, &x, shape, &out_shape),
+                        "{op:?} of {shape:?} to {out_shape:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_propagates_nan_from_anywhere_in_a_run() {
+        let mut x = vec![1.0f32; 3 * 20];
+        x[20 + 17] = f32::NAN; // in the remainder past the lanes of row 1
+        x[2 * 20 + 3] = f32::NAN; // in a lane of row 2
+        let out = reduce_to(ReduceOp::Max, &x, &[3, 20], &[3, 1]);
+        assert_eq!(out[0], 1.0);
+        assert!(out[1].is_nan() && out[2].is_nan());
     }
 }
