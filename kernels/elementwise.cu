@@ -48,9 +48,10 @@ __device__ void unary(int op, double p, double q, const T *__restrict__ x, T *__
 }
 
 // The order of `BinaryOp`'s variants.
-enum BinaryCode { B_ADD, B_SUB, B_MUL, B_DIV, B_MAXIMUM, B_MINIMUM, B_GT, B_GE, B_LT, B_LE, B_EQ };
+enum BinaryCode { B_ADD, B_SUB, B_MUL, B_DIV, B_MAXIMUM, B_MINIMUM, B_GT, B_GE, B_LT, B_LE, B_EQ, B_LEAKY_RELU_GRAD };
 
-template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b) {
+// `p` is the op's parameter (the slope of B_LEAKY_RELU_GRAD).
+template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b, T p) {
     switch (op) {
     case B_ADD: return a + b;
     case B_SUB: return a - b;
@@ -64,6 +65,8 @@ template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b
     case B_LT: return a < b ? T(1) : T(0);
     case B_LE: return a <= b ? T(1) : T(0);
     case B_EQ: return a == b ? T(1) : T(0);
+    // A gradient `a` through leaky_relu at `b`.
+    case B_LEAKY_RELU_GRAD: return b > T(0) ? a : a * p;
     default: return a;
     }
 }
@@ -71,8 +74,8 @@ template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b
 // `out = op(a, b)` over the broadcast shape `s.shape`; `s.a_strides` and `s.b_strides` are
 // the operands' strides in that shape (0 along broadcast dims).
 template <typename T>
-__device__ void binary(int op, const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ out, long long n,
-                       BroadcastShape s) {
+__device__ void binary(int op, double p, const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ out,
+                       long long n, BroadcastShape s) {
     for (long long i = grid_index(); i < n; i += grid_stride()) {
         long long rest = i, offset_a = 0, offset_b = 0;
         for (int d = s.rank - 1; d >= 0; --d) {
@@ -81,7 +84,7 @@ __device__ void binary(int op, const T *__restrict__ a, const T *__restrict__ b,
             offset_a += index * s.a_strides[d];
             offset_b += index * s.b_strides[d];
         }
-        out[i] = binary_apply(op, a[offset_a], b[offset_b]);
+        out[i] = binary_apply(op, a[offset_a], b[offset_b], T(p));
     }
 }
 
@@ -98,11 +101,13 @@ template <typename T> __device__ void fill(T *__restrict__ out, double value, lo
 extern "C" {
 __global__ void unary_f32(int op, double p, double q, const float *x, float *out, long long n) { unary(op, p, q, x, out, n); }
 __global__ void unary_f64(int op, double p, double q, const double *x, double *out, long long n) { unary(op, p, q, x, out, n); }
-__global__ void binary_f32(int op, const float *a, const float *b, float *out, long long n, BroadcastShape s) {
-    binary(op, a, b, out, n, s);
+__global__ void binary_f32(int op, double p, const float *a, const float *b, float *out, long long n,
+                           BroadcastShape s) {
+    binary(op, p, a, b, out, n, s);
 }
-__global__ void binary_f64(int op, const double *a, const double *b, double *out, long long n, BroadcastShape s) {
-    binary(op, a, b, out, n, s);
+__global__ void binary_f64(int op, double p, const double *a, const double *b, double *out, long long n,
+                           BroadcastShape s) {
+    binary(op, p, a, b, out, n, s);
 }
 __global__ void where_cond_f32(const float *cond, const float *a, const float *b, float *out, long long n) {
     where_cond(cond, a, b, out, n);

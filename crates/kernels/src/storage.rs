@@ -123,6 +123,52 @@ macro_rules! map_storage2 {
     };
 }
 
+/// Like `map_storage2!` with an optional third operand of the same dtype and device (a bias),
+/// bound to `$z` as `Option<&[T]>`.
+macro_rules! map_storage2_bias {
+    ($op:expr, $a:expr, $b:expr, $bias:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {
+        match ($a, $b, $bias) {
+            (Storage::Cpu(CpuStorage::F32($x)), Storage::Cpu(CpuStorage::F32($y)), None) => {
+                let $z: Option<&[f32]> = None;
+                Storage::Cpu(CpuStorage::F32($body))
+            }
+            (
+                Storage::Cpu(CpuStorage::F32($x)),
+                Storage::Cpu(CpuStorage::F32($y)),
+                Some(Storage::Cpu(CpuStorage::F32(bias))),
+            ) => {
+                let $z = Some(&bias[..]);
+                Storage::Cpu(CpuStorage::F32($body))
+            }
+            (Storage::Cpu(CpuStorage::F64($x)), Storage::Cpu(CpuStorage::F64($y)), None) => {
+                let $z: Option<&[f64]> = None;
+                Storage::Cpu(CpuStorage::F64($body))
+            }
+            (
+                Storage::Cpu(CpuStorage::F64($x)),
+                Storage::Cpu(CpuStorage::F64($y)),
+                Some(Storage::Cpu(CpuStorage::F64(bias))),
+            ) => {
+                let $z = Some(&bias[..]);
+                Storage::Cpu(CpuStorage::F64($body))
+            }
+            (a, b, bias) => panic!(
+                "{}: operands must share dtype and device, got {} on {}, {} on {}{}",
+                $op,
+                a.dtype(),
+                a.device(),
+                b.dtype(),
+                b.device(),
+                bias.map_or(String::new(), |c| format!(
+                    " and a bias of {} on {}",
+                    c.dtype(),
+                    c.device()
+                ))
+            ),
+        }
+    };
+}
+
 impl Storage {
     pub fn from_f32(v: Vec<f32>) -> Self {
         Storage::Cpu(CpuStorage::F32(v))
@@ -306,21 +352,32 @@ impl Storage {
     }
 
     /// conv2d without bias; `self` is the input `[N, C, H, W]`, `weight` is `[O, C, kh, kw]`.
-    pub fn conv2d_forward(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+    pub fn conv2d_forward(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
-            return Storage::Cuda(a.conv2d_forward(b, g));
+            let y = Storage::Cuda(a.conv2d_forward(b, g));
+            return y.plus_channel_bias(bias, g.batch, g.out_channels, g.out_h * g.out_w);
         }
-        map_storage2!("conv2d", self, weight, |x, w| conv::conv2d_forward(g, x, w))
+        map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(g, x, w, b))
     }
 
     /// The adjoint of conv2d in its input; `self` is a map `[N, O, Ho, Wo]`.
-    pub fn conv2d_input_adjoint(&self, weight: &Storage, g: &ConvGeometry) -> Storage {
+    pub fn conv2d_input_adjoint(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
-            return Storage::Cuda(a.conv2d_input_adjoint(b, g));
+            let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));
+            return x.plus_channel_bias(bias, g.batch, g.in_channels, g.in_h * g.in_w);
         }
-        map_storage2!("conv_transpose2d", self, weight, |y, w| conv::conv2d_input_adjoint(
-            g, y, w
-        ))
+        map_storage2_bias!("conv_transpose2d", self, weight, bias, |y, w, b| {
+            conv::conv2d_input_adjoint(g, y, w, b)
+        })
+    }
+
+    /// `self [N, C, pixels] + bias [C]` (the GPU convolutions add their bias as a pass of
+    /// its own).
+    fn plus_channel_bias(self, bias: Option<&Storage>, n: usize, c: usize, pixels: usize) -> Storage {
+        match bias {
+            None => self,
+            Some(b) => self.binary(BinaryOp::Add, &[n, c, pixels], b, &[1, c, 1], &[n, c, pixels]),
+        }
     }
 
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.

@@ -156,18 +156,25 @@ fn convolutions_and_their_gradients_match() {
             let (x_cpu, x_gpu) = pair(batch * c * h * w, 6, dtype);
             let (w_cpu, w_gpu) = pair(o * c * k * k, 7, dtype);
             let (y_cpu, y_gpu) = pair(batch * o * out_h * out_w, 8, dtype);
-            assert_close(
-                "conv2d",
-                &x_gpu.conv2d_forward(&w_gpu, &g),
-                &x_cpu.conv2d_forward(&w_cpu, &g),
-                tol,
-            );
-            assert_close(
-                "input adjoint",
-                &y_gpu.conv2d_input_adjoint(&w_gpu, &g),
-                &y_cpu.conv2d_input_adjoint(&w_cpu, &g),
-                tol,
-            );
+            let (bo_cpu, bo_gpu) = pair(o, 9, dtype);
+            let (bc_cpu, bc_gpu) = pair(c, 10, dtype);
+            for (with_bias, bo, bc) in [
+                (false, None, None),
+                (true, Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
+            ] {
+                assert_close(
+                    &format!("conv2d, bias {with_bias}"),
+                    &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), &g),
+                    &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), &g),
+                    tol,
+                );
+                assert_close(
+                    &format!("input adjoint, bias {with_bias}"),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), &g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), &g),
+                    tol,
+                );
+            }
             assert_close(
                 "weight grad",
                 &x_gpu.conv2d_weight_grad(&y_gpu, &g),

@@ -123,6 +123,7 @@ fn broadcasting_binary_ops_match_their_cpu_twins() {
         BinaryOp::Lt,
         BinaryOp::Le,
         BinaryOp::Eq,
+        BinaryOp::LeakyReluGrad(0.2),
     ];
     for (i, (a_shape, b_shape)) in cases.iter().enumerate() {
         let out_shape = broadcast_shapes(a_shape, b_shape).unwrap();

@@ -393,41 +393,87 @@ pub fn col2im<T: Element>(g: &ConvGeometry, cols: &[T], image: &mut [T]) {
     }
 }
 
-/// `y = conv2d(x, w)` without bias. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, returns `[N, O,
-/// Ho, Wo]`.
+/// `y = conv2d(x, w) + bias`. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, `bias: [O]`, returns
+/// `[N, O, Ho, Wo]`. The bias is where the sums start, so it costs no pass of its own.
 ///
 /// On the register tile (`forward_by_tiles`) when there are at least [`TILE_ROWS`] output
 /// channels to fill its rows; by rectangles of GEMMs otherwise.
-pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
+pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    check_bias(bias, g.out_channels, "conv2d");
     if g.out_channels >= TILE_ROWS {
-        forward_by_tiles(g, x, w)
+        forward_by_tiles(g, x, w, bias)
     } else {
-        forward_by_rectangles(g, x, w)
+        forward_by_rectangles(g, x, w, bias)
     }
 }
 
-/// `x = conv2d^T(y, w)`: the adjoint of conv2d in its input. `y: [N, O, Ho, Wo]`, `w: [O, C,
-/// kh, kw]`, returns `[N, C, H, W]`. This is conv2d's input gradient and conv_transpose2d's
-/// forward pass (whose weight `[in, out, kh, kw]` is this `w`).
+/// `x = conv2d^T(y, w) + bias`: the adjoint of conv2d in its input. `y: [N, O, Ho, Wo]`, `w:
+/// [O, C, kh, kw]`, `bias: [C]`, returns `[N, C, H, W]`. This is conv2d's input gradient
+/// (without bias) and conv_transpose2d's forward pass (whose weight `[in, out, kh, kw]` is this
+/// `w`).
 ///
 /// On the register tile (`input_adjoint_by_tiles`) when there are at least [`TILE_ROWS`]
 /// input channels to fill its rows (a single-channel image would leave five of six idle); by
 /// rectangles of GEMMs otherwise.
-pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
+pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    check_bias(bias, g.in_channels, "conv_transpose2d");
     if g.in_channels >= TILE_ROWS {
-        input_adjoint_by_tiles(g, y, w)
+        input_adjoint_by_tiles(g, y, w, bias)
     } else {
-        input_adjoint_by_rectangles(g, y, w)
+        input_adjoint_by_rectangles(g, y, w, bias)
+    }
+}
+
+fn check_bias<T>(bias: Option<&[T]>, channels: usize, op: &str) {
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
+            channels,
+            "{op}: a bias of {} values for {channels} channels",
+            b.len()
+        );
+    }
+}
+
+/// `maps[n, c, p] += bias[c]` for maps `[N, channels, pixels]`: the bias of the paths that do
+/// not start their sums from it.
+fn add_channel_bias<T: Element>(maps: &mut [T], pixels: usize, bias: Option<&[T]>) {
+    let Some(bias) = bias else { return };
+    if pixels == 0 || bias.is_empty() {
+        return;
+    }
+    maps.par_chunks_mut(bias.len() * pixels).for_each(|sample| {
+        for (map, &b) in sample.chunks_exact_mut(pixels).zip(bias) {
+            map.iter_mut().for_each(|v| *v += b);
+        }
+    });
+}
+
+/// The tile kernels' sums for one chunk, `[pixels, padded, TILE_SAMPLES]`, started at each
+/// channel's bias (zero without one, and for the channels past `bias.len()`).
+fn start_sums<T: Element>(sums: &mut Vec<T>, pixels: usize, padded: usize, bias: Option<&[T]>) {
+    sums.clear();
+    match bias {
+        None => sums.resize(pixels * padded * TILE_SAMPLES, T::ZERO),
+        Some(bias) => {
+            let pixel: Vec<T> = (0..padded * TILE_SAMPLES)
+                .map(|i| bias.get(i / TILE_SAMPLES).copied().unwrap_or(T::ZERO))
+                .collect();
+            for _ in 0..pixels {
+                sums.extend_from_slice(&pixel);
+            }
+        }
     }
 }
 
 /// [`conv2d_forward`] by rectangles of GEMMs: per chunk of samples and per rectangle: `out (O x pixels*S) = sum over kernel rows ki of
 /// W[:, ki, taps, :] (O x K') @ columns[ki] (K' x pixels*S)`, then `out` is written to `y`.
-fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
+fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut y = vec![T::ZERO; g.batch * o * pix];
     if y.is_empty() || image_len == 0 {
+        add_channel_bias(&mut y, pix, bias);
         return y;
     }
     let wt = taps_first(g, w);
@@ -473,17 +519,19 @@ fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<
             samples_first(yt, samples, o * pix, y);
         },
     );
+    add_channel_bias(&mut y, pix, bias);
     y
 }
 
 /// [`conv2d_input_adjoint`] by rectangles of GEMMs: per chunk of samples and per rectangle: `columns[ki] (K' x pixels*S) = W[:, ki, taps, :]^T
 /// (K' x O) @ maps (O x pixels*S)` for each kernel row, each column added onto its input
 /// position.
-fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -> Vec<T> {
+fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut x = vec![T::ZERO; g.batch * image_len];
     if x.is_empty() || pix == 0 {
+        add_channel_bias(&mut x, g.in_h * g.in_w, bias);
         return x;
     }
     let wt = taps_first(g, w);
@@ -524,6 +572,7 @@ fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T]) -
             samples_first(xt, samples, image_len, x);
         },
     );
+    add_channel_bias(&mut x, g.in_h * g.in_w, bias);
     x
 }
 
@@ -744,11 +793,13 @@ fn accumulate_row<T: Element>(
 /// output pixel and tile of [`TILE_ROWS`] output channels, one [`accumulate_tile`] over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
 /// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
-fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
+fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let image_len = c * g.in_h * g.in_w;
     if g.batch * o * pix == 0 || image_len == 0 {
-        return vec![T::ZERO; g.batch * o * pix];
+        let mut y = vec![T::ZERO; g.batch * o * pix];
+        add_channel_bias(&mut y, pix, bias);
+        return y;
     }
     let mut y = uninit_vec(g.batch * o * pix);
     let packed = pack_weights(g, w, true);
@@ -769,8 +820,7 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
             let n0 = chunk * TILE_SAMPLES;
             let samples = y.len() / (o * pix);
             to_tile_layout(&x[n0 * image_len..(n0 + samples) * image_len], c, g.in_h * g.in_w, xt);
-            yt.clear();
-            yt.resize(pix * padded * TILE_SAMPLES, T::ZERO);
+            start_sums(yt, pix, padded, bias);
             // Kernel row by kernel row: the input row a pass reads stays in L2 while every
             // tile of weights (a kernel row's worth: in L1) goes over it.
             for ki in 0..kh {
@@ -813,11 +863,13 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
 /// of input channels, one [`accumulate_tile`] over a run per kernel tap that reaches an output
 /// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
 /// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
-fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Vec<T> {
+fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
     if g.batch * image_len == 0 || pix == 0 || o == 0 {
-        return vec![T::ZERO; g.batch * image_len];
+        let mut x = vec![T::ZERO; g.batch * image_len];
+        add_channel_bias(&mut x, image_pix, bias);
+        return x;
     }
     let mut x = uninit_vec(g.batch * image_len);
     let packed = pack_weights(g, w, false);
@@ -839,8 +891,7 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T]) -> Ve
             let n0 = chunk * TILE_SAMPLES;
             let samples = x.len() / image_len;
             to_tile_layout(&gy[n0 * o * pix..(n0 + samples) * o * pix], o, pix, yt);
-            xt.clear();
-            xt.resize(image_pix * padded * TILE_SAMPLES, T::ZERO);
+            start_sums(xt, image_pix, padded, bias);
             // Kernel row by kernel row, as in the forward pass: the row of maps a pass reads
             // stays in L2 while every tile of weights goes over it.
             for ki in 0..kh {
@@ -1129,15 +1180,15 @@ mod tests {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
         let w = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, -1.0];
         let g = geometry(1, 2, 3, 3, 2, 1, 0, 1);
-        let y = conv2d_forward(&g, &x, &w);
+        let y = conv2d_forward(&g, &x, &w, None);
         assert_eq!(y, vec![12.0, 16.0, 24.0, 28.0, -4.0, -4.0, -4.0, -4.0]);
         // Stride 2 with padding 1: four corners of the padded image.
         let g = geometry(1, 1, 3, 3, 2, 2, 1, 1);
-        let y = conv2d_forward(&g, &x, &w[..4]);
+        let y = conv2d_forward(&g, &x, &w[..4], None);
         assert_eq!(y, vec![1.0, 5.0, 11.0, 28.0]);
         // Dilation 2: the 2x2 kernel touches the four corners of the 3x3 image.
         let g = geometry(1, 1, 3, 3, 2, 1, 0, 2);
-        assert_eq!(conv2d_forward(&g, &x, &w[..4]), vec![20.0]);
+        assert_eq!(conv2d_forward(&g, &x, &w[..4], None), vec![20.0]);
     }
 
     #[test]
@@ -1146,7 +1197,7 @@ mod tests {
         let y = [1.0, 2.0, 3.0, 4.0];
         let w = [1.0, 10.0, 100.0, 1000.0];
         let g = geometry(1, 1, 4, 4, 2, 2, 0, 1);
-        let x = conv2d_input_adjoint(&g, &y, &w);
+        let x = conv2d_input_adjoint(&g, &y, &w, None);
         #[rustfmt::skip]
         let want = vec![
             1.0, 10.0, 2.0, 20.0,
@@ -1167,12 +1218,12 @@ mod tests {
         let gy: Vec<f64> = (0..2 * 2 * g.out_h * g.out_w)
             .map(|v| ((v * 7 % 5) as f64) - 2.0)
             .collect();
-        let y = conv2d_forward(&g, &x, &w);
+        let y = conv2d_forward(&g, &x, &w, None);
         let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
         let gw = conv2d_weight_grad(&g, &x, &gy);
         let rhs: f64 = w.iter().zip(&gw).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
-        let gx = conv2d_input_adjoint(&g, &gy, &w);
+        let gx = conv2d_input_adjoint(&g, &gy, &w, None);
         let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
     }
@@ -1246,6 +1297,10 @@ mod tests {
                 .collect();
             let wt: Vec<f64> = (0..o * k).map(|v| ((v * 13 % 11) as f64) / 5.0 - 1.0).collect();
             let gy: Vec<f64> = (0..batch * o * pix).map(|v| ((v * 7 % 5) as f64) - 2.0).collect();
+            // A bias for the forward pass (per output channel) and for the adjoint (per input
+            // channel), as conv2d and conv_transpose2d add them.
+            let bias_o: Vec<f64> = (0..o).map(|v| v as f64 / 4.0 - 1.0).collect();
+            let bias_c: Vec<f64> = (0..c).map(|v| 0.5 - v as f64 / 3.0).collect();
             let (mut y_ref, mut gx_ref, mut gw_ref) = (Vec::new(), Vec::new(), vec![0.0; o * k]);
             for n in 0..batch {
                 let mut cols = vec![0.0; k * pix];
@@ -1253,7 +1308,7 @@ mod tests {
                 let gy_n = &gy[n * o * pix..(n + 1) * o * pix];
                 for oc in 0..o {
                     for q in 0..pix {
-                        y_ref.push((0..k).map(|r| wt[oc * k + r] * cols[r * pix + q]).sum::<f64>());
+                        y_ref.push(bias_o[oc] + (0..k).map(|r| wt[oc * k + r] * cols[r * pix + q]).sum::<f64>());
                         for r in 0..k {
                             gw_ref[oc * k + r] += gy_n[oc * pix + q] * cols[r * pix + q];
                         }
@@ -1264,18 +1319,26 @@ mod tests {
                     .collect();
                 let mut image = vec![1.0; image_len];
                 col2im(&g, &back, &mut image);
-                gx_ref.extend(image);
+                gx_ref.extend(image.iter().enumerate().map(|(i, v)| v + bias_c[i / (h * w)]));
             }
             let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9) && a.len() == b.len();
             let f64_paths = [
-                ("forward by rectangles", forward_by_rectangles(&g, &x, &wt), &y_ref),
+                (
+                    "forward by rectangles",
+                    forward_by_rectangles(&g, &x, &wt, Some(&bias_o)),
+                    &y_ref,
+                ),
                 (
                     "adjoint by rectangles",
-                    input_adjoint_by_rectangles(&g, &gy, &wt),
+                    input_adjoint_by_rectangles(&g, &gy, &wt, Some(&bias_c)),
                     &gx_ref,
                 ),
-                ("forward by tiles", forward_by_tiles(&g, &x, &wt), &y_ref),
-                ("adjoint by tiles", input_adjoint_by_tiles(&g, &gy, &wt), &gx_ref),
+                ("forward by tiles", forward_by_tiles(&g, &x, &wt, Some(&bias_o)), &y_ref),
+                (
+                    "adjoint by tiles",
+                    input_adjoint_by_tiles(&g, &gy, &wt, Some(&bias_c)),
+                    &gx_ref,
+                ),
                 (
                     "weight grad by rectangles",
                     weight_grad_by_rectangles(&g, &x, &gy),
@@ -1294,6 +1357,7 @@ mod tests {
             // The tile paths in f32: the AVX2 tile and transposes where the processor has them.
             let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let (x32, w32, gy32) = (to32(&x), to32(&wt), to32(&gy));
+            let (bias_o32, bias_c32) = (to32(&bias_o), to32(&bias_c));
             // f32 sums of up to ten thousand terms that cancel: 1e-4 off at worst here, where a
             // misplaced index is off by whole units.
             let close32 = |a: &[f32], b: &[f64]| {
@@ -1303,8 +1367,16 @@ mod tests {
                         .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
             };
             let f32_paths = [
-                ("forward by tiles", forward_by_tiles(&g, &x32, &w32), &y_ref),
-                ("adjoint by tiles", input_adjoint_by_tiles(&g, &gy32, &w32), &gx_ref),
+                (
+                    "forward by tiles",
+                    forward_by_tiles(&g, &x32, &w32, Some(&bias_o32)),
+                    &y_ref,
+                ),
+                (
+                    "adjoint by tiles",
+                    input_adjoint_by_tiles(&g, &gy32, &w32, Some(&bias_c32)),
+                    &gx_ref,
+                ),
                 ("weight grad by tiles", weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
                 (
                     "weight grad by kernel columns",

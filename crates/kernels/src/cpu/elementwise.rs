@@ -178,7 +178,7 @@ fn written_once<T: Element>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T
 }
 
 /// A binary elementwise operation. Comparisons give 1 where true and 0 where false.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BinaryOp {
     Add,
     Sub,
@@ -191,6 +191,9 @@ pub enum BinaryOp {
     Lt,
     Le,
     Eq,
+    /// `a` where `b > 0`, else `a * slope`: a gradient `a` through `LeakyRelu(slope)` at `b`,
+    /// in one pass (`a * LeakyReluSlope(slope)(b)` would take two).
+    LeakyReluGrad(f64),
 }
 
 impl BinaryOp {
@@ -210,6 +213,13 @@ impl BinaryOp {
             BinaryOp::Lt => mask(a < b),
             BinaryOp::Le => mask(a <= b),
             BinaryOp::Eq => mask(a == b),
+            BinaryOp::LeakyReluGrad(slope) => {
+                if b > T::ZERO {
+                    a
+                } else {
+                    a * T::from_f64(slope)
+                }
+            }
         }
     }
 }
@@ -239,6 +249,7 @@ pub fn binary<T: Element>(
         B::Lt => zip_map(shapes, out_shape, |x, y| B::Lt.apply(x, y)),
         B::Le => zip_map(shapes, out_shape, |x, y| B::Le.apply(x, y)),
         B::Eq => zip_map(shapes, out_shape, |x, y| B::Eq.apply(x, y)),
+        B::LeakyReluGrad(s) => zip_map(shapes, out_shape, |x, y| B::LeakyReluGrad(s).apply(x, y)),
     }
 }
 

@@ -109,17 +109,18 @@ pub fn binary<T: KernelElement>(
     let n = out_shape.iter().product::<usize>();
     let mut out = vec![T::ZERO; n];
     let mut shape = BroadcastShape::new(a_shape, b_shape, out_shape).expect("rank within the limit");
-    let mut code = binary_code(op);
+    let (mut code, mut parameter) = binary_code(op);
     let (mut a_ptr, mut b_ptr, mut out_ptr, mut count) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr(), n as i64);
     let mut params = [
         arg(&mut code),
+        arg(&mut parameter),
         arg(&mut a_ptr),
         arg(&mut b_ptr),
         arg(&mut out_ptr),
         arg(&mut count),
         arg(&mut shape),
     ];
-    // SAFETY: binary_<T>(int, const T*, const T*, T*, long long, BroadcastShape).
+    // SAFETY: binary_<T>(int, double, const T*, const T*, T*, long long, BroadcastShape).
     unsafe { launch(&name::<T>("binary"), LaunchShape::elementwise(n), &mut params) };
     out
 }

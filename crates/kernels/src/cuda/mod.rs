@@ -122,20 +122,21 @@ pub fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
     }
 }
 
-/// `BinaryCode` in elementwise.cu.
-pub fn binary_code(op: BinaryOp) -> i32 {
+/// `BinaryCode` in elementwise.cu, and the op's parameter.
+pub fn binary_code(op: BinaryOp) -> (i32, f64) {
     match op {
-        BinaryOp::Add => 0,
-        BinaryOp::Sub => 1,
-        BinaryOp::Mul => 2,
-        BinaryOp::Div => 3,
-        BinaryOp::Maximum => 4,
-        BinaryOp::Minimum => 5,
-        BinaryOp::Gt => 6,
-        BinaryOp::Ge => 7,
-        BinaryOp::Lt => 8,
-        BinaryOp::Le => 9,
-        BinaryOp::Eq => 10,
+        BinaryOp::Add => (0, 0.0),
+        BinaryOp::Sub => (1, 0.0),
+        BinaryOp::Mul => (2, 0.0),
+        BinaryOp::Div => (3, 0.0),
+        BinaryOp::Maximum => (4, 0.0),
+        BinaryOp::Minimum => (5, 0.0),
+        BinaryOp::Gt => (6, 0.0),
+        BinaryOp::Ge => (7, 0.0),
+        BinaryOp::Lt => (8, 0.0),
+        BinaryOp::Le => (9, 0.0),
+        BinaryOp::Eq => (10, 0.0),
+        BinaryOp::LeakyReluGrad(slope) => (11, slope),
     }
 }
 
@@ -219,7 +220,11 @@ mod tests {
         assert_eq!(unary[unary_code(UnaryOp::Softplus).0 as usize], "U_SOFTPLUS");
         assert_eq!(unary[unary_code(UnaryOp::EqScalar(0.0)).0 as usize], "U_EQ_SCALAR");
         let binary = declared("BinaryCode");
-        assert_eq!(binary[binary_code(BinaryOp::Minimum) as usize], "B_MINIMUM");
-        assert_eq!(binary[binary_code(BinaryOp::Eq) as usize], "B_EQ");
+        assert_eq!(binary[binary_code(BinaryOp::Minimum).0 as usize], "B_MINIMUM");
+        assert_eq!(binary[binary_code(BinaryOp::Eq).0 as usize], "B_EQ");
+        assert_eq!(
+            binary[binary_code(BinaryOp::LeakyReluGrad(0.2)).0 as usize],
+            "B_LEAKY_RELU_GRAD"
+        );
     }
 }

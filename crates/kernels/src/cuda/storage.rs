@@ -153,11 +153,13 @@ impl GpuStorage {
         let n: usize = out_shape.iter().product();
         let out = self.new_like(self.dtype(), n);
         let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
+        let (code, parameter) = binary_code(op);
         self.launch(
             &self.kernel("binary"),
             LaunchShape::elementwise(n),
             &mut [
-                Arg::I32(binary_code(op)),
+                Arg::I32(code),
+                Arg::F64(parameter),
                 self.ptr(),
                 other.ptr(),
                 out.ptr(),

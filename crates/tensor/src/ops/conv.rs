@@ -106,7 +106,8 @@ impl Tensor {
             out_h: size(h, kh, opts.stride.0, opts.padding.0, opts.dilation.0, "height"),
             out_w: size(w, kw, opts.stride.1, opts.padding.1, opts.dilation.1, "width"),
         };
-        add_channel_bias(conv2d_primitive(self, weight, g), bias, "conv2d")
+        check_bias(bias, o, "conv2d");
+        conv2d_primitive(self, weight, bias, g)
     }
 
     /// 2-D transposed convolution: `self: [N, Cin, H, W]`, `weight: [Cin, Cout, kh, kw]`
@@ -153,7 +154,8 @@ impl Tensor {
             out_h: h,
             out_w: w,
         };
-        add_channel_bias(conv2d_input_adjoint(self, weight, g), bias, "conv_transpose2d")
+        check_bias(bias, cout, "conv_transpose2d");
+        conv2d_input_adjoint(self, weight, bias, g)
     }
 
     /// The gradient of `<conv2d(self, w), grad_output>` with respect to a conv weight of
@@ -189,45 +191,61 @@ impl Tensor {
     }
 }
 
-fn add_channel_bias(y: Tensor, bias: Option<&Tensor>, op: &str) -> Tensor {
-    match bias {
-        None => y,
-        Some(b) => {
-            let channels = y.shape()[1];
-            assert_eq!(
-                b.shape(),
-                &[channels],
-                "{op}: bias of shape {:?} for {channels} output channels",
-                b.shape()
-            );
-            y.add(&b.reshape(&[1, channels, 1, 1]))
-        }
+fn check_bias(bias: Option<&Tensor>, channels: usize, op: &str) {
+    if let Some(b) = bias {
+        assert_eq!(
+            b.shape(),
+            &[channels],
+            "{op}: bias of shape {:?} for {channels} output channels",
+            b.shape()
+        );
     }
 }
 
-fn conv2d_primitive(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
-    let storage = x.storage().conv2d_forward(&w.storage(), &g);
+/// The inputs of a convolution with an optional bias, in the order of their gradients.
+fn with_bias<'a>(a: &'a Tensor, w: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+    [a, w].into_iter().chain(bias).collect()
+}
+
+/// The bias's gradient: the output gradient `[N, C, H, W]` summed over all but the channels.
+fn bias_grad(grad: &Tensor) -> Tensor {
+    grad.sum_dims(&[0, 2, 3], false)
+}
+
+/// `C_w x + b`, the bias added by the kernel as its sums start.
+fn conv2d_primitive(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Tensor {
+    let bias_storage = bias.map(|b| b.storage());
+    let storage = x.storage().conv2d_forward(&w.storage(), bias_storage.as_deref(), &g);
     let shape = vec![g.batch, g.out_channels, g.out_h, g.out_w];
-    Tensor::from_op(storage, shape, "conv2d", &[x, w], move |a| {
+    Tensor::from_op(storage, shape, "conv2d", &with_bias(x, w, bias), move |a| {
         let (x, w, gy) = (&a.inputs[0], &a.inputs[1], a.grad);
         vec![
-            a.needs[0].then(|| conv2d_input_adjoint(gy, w, g)),
+            a.needs[0].then(|| conv2d_input_adjoint(gy, w, None, g)),
             a.needs[1].then(|| conv2d_weight_grad(x, gy, g)),
         ]
+        .into_iter()
+        .chain(a.needs.get(2).map(|&needed| needed.then(|| bias_grad(gy))))
+        .collect()
     })
 }
 
-/// `C_w^T y`: maps a conv output `[N, O, Ho, Wo]` back to an input `[N, C, H, W]`.
-fn conv2d_input_adjoint(y: &Tensor, w: &Tensor, g: ConvGeometry) -> Tensor {
-    let storage = y.storage().conv2d_input_adjoint(&w.storage(), &g);
+/// `C_w^T y + b`: maps a conv output `[N, O, Ho, Wo]` back to an input `[N, C, H, W]`.
+fn conv2d_input_adjoint(y: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Tensor {
+    let bias_storage = bias.map(|b| b.storage());
+    let storage = y
+        .storage()
+        .conv2d_input_adjoint(&w.storage(), bias_storage.as_deref(), &g);
     let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
-    Tensor::from_op(storage, shape, "conv_transpose2d", &[y, w], move |a| {
+    Tensor::from_op(storage, shape, "conv_transpose2d", &with_bias(y, w, bias), move |a| {
         // <C_w^T y, G> = <y, C_w G>: linear in y through C_w, and in w through the weight grad.
         let (y, w, gx) = (&a.inputs[0], &a.inputs[1], a.grad);
         vec![
-            a.needs[0].then(|| conv2d_primitive(gx, w, g)),
+            a.needs[0].then(|| conv2d_primitive(gx, w, None, g)),
             a.needs[1].then(|| conv2d_weight_grad(gx, y, g)),
         ]
+        .into_iter()
+        .chain(a.needs.get(2).map(|&needed| needed.then(|| bias_grad(gx))))
+        .collect()
     })
 }
 
@@ -239,8 +257,8 @@ fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: ConvGeometry) -> Tensor {
         // <W(x, gy), G> = <C_G x, gy>: in x that is C_G^T gy, in gy it is C_G x.
         let (x, gy, gw) = (&a.inputs[0], &a.inputs[1], a.grad);
         vec![
-            a.needs[0].then(|| conv2d_input_adjoint(gy, gw, g)),
-            a.needs[1].then(|| conv2d_primitive(x, gw, g)),
+            a.needs[0].then(|| conv2d_input_adjoint(gy, gw, None, g)),
+            a.needs[1].then(|| conv2d_primitive(x, gw, None, g)),
         ]
     })
 }

@@ -54,8 +54,7 @@ impl Tensor {
     /// `x` where positive, `negative_slope * x` elsewhere.
     pub fn leaky_relu(&self, negative_slope: f64) -> Tensor {
         self.unary_op(UnaryOp::LeakyRelu(negative_slope), "leaky_relu", move |a| {
-            a.grad
-                .mul(&a.inputs[0].constant_unary(UnaryOp::LeakyReluSlope(negative_slope)))
+            leaky_relu_backward(a.grad, &a.inputs[0], negative_slope)
         })
     }
 
@@ -266,6 +265,23 @@ impl Tensor {
             ]
         })
     }
+}
+
+/// `grad` through `leaky_relu(x)`: `grad` where `x > 0`, `grad * slope` elsewhere, in one
+/// pass. Linear in `grad` (its backward is itself, at the same `x`); a step function of `x`,
+/// whose derivative is zero, so `x` enters as a constant.
+fn leaky_relu_backward(grad: &Tensor, x: &Tensor, slope: f64) -> Tensor {
+    grad.binary_op(
+        &x.detach(),
+        BinaryOp::LeakyReluGrad(slope),
+        "leaky_relu_backward",
+        move |a| {
+            [
+                a.needs[0].then(|| leaky_relu_backward(a.grad, &a.inputs[1], slope)),
+                None,
+            ]
+        },
+    )
 }
 
 macro_rules! std_op {
