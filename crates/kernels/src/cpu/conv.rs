@@ -62,7 +62,7 @@
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::scratch::Scratch;
-use super::tile::{accumulate_tile, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::tile::{accumulate_tile, accumulate_tile_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -781,10 +781,13 @@ fn accumulate_row<T: Element>(
     row: &mut [T],
 ) {
     let tile_weights = packed.len() / tiles;
+    // Every tile of the row reads the same runs, with weights of the same length: check them once.
+    check_runs(runs, tile_weights, operand.len());
     for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
         for (tile, out) in pixel.chunks_exact_mut(TILE_LEN).enumerate() {
             let weights = &packed[tile * tile_weights..][..tile_weights];
-            accumulate_tile(weights, operand, &runs[bounds[i]..bounds[i + 1]], out);
+            // SAFETY: `weights` is `tile_weights` long and these runs are among those checked.
+            unsafe { accumulate_tile_unchecked(weights, operand, &runs[bounds[i]..bounds[i + 1]], out) };
         }
     }
 }

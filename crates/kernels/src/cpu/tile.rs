@@ -36,7 +36,15 @@ pub struct Run {
 ///
 /// Panics if a run reaches past either operand (a bug in the caller, checked once per run).
 pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
-    assert!(out.len() >= TILE_LEN, "tile: output too small");
+    check_runs(runs, weights.len(), inputs.len());
+    // SAFETY: the runs were just checked against both operands.
+    unsafe { accumulate_tile_unchecked(weights, inputs, runs, out) }
+}
+
+/// Panics unless every run lies inside weights of `weights_len` and inputs of `inputs_len`
+/// elements: the check of [`accumulate_tile`], for callers that run many tiles over the same
+/// runs and operands of the same lengths and check them once.
+pub fn check_runs(runs: &[Run], weights_len: usize, inputs_len: usize) {
     // Checked arithmetic: a huge run must not wrap around into a passing bound.
     let inside = |start: usize, steps: usize, width: usize, len: usize| {
         steps
@@ -46,15 +54,23 @@ pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], ou
     };
     for run in runs {
         assert!(
-            inside(run.weights, run.len, TILE_ROWS, weights.len())
-                && inside(run.inputs, run.len, TILE_SAMPLES, inputs.len()),
+            inside(run.weights, run.len, TILE_ROWS, weights_len)
+                && inside(run.inputs, run.len, TILE_SAMPLES, inputs_len),
             "tile: run {run:?} outside its operands"
         );
     }
+}
+
+/// [`accumulate_tile`] without checking the runs.
+///
+/// # Safety
+/// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.
+pub unsafe fn accumulate_tile_unchecked<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
+    assert!(out.len() >= TILE_LEN, "tile: output too small");
     #[cfg(target_arch = "x86_64")]
     if super::is_f32_on_avx2_fma::<T>() {
-        // SAFETY: T is f32 (same layout); the runs were checked against both operands above,
-        // `out` holds a whole tile, and the processor has AVX2 and FMA.
+        // SAFETY: T is f32 (same layout); the runs lie inside both operands (the caller's
+        // contract), `out` holds a whole tile, and the processor has AVX2 and FMA.
         unsafe {
             avx2::accumulate_tile(
                 weights.as_ptr() as *const f32,
