@@ -449,18 +449,16 @@ fn add_channel_bias<T: Element>(maps: &mut [T], pixels: usize, bias: Option<&[T]
     });
 }
 
-/// The tile kernels' sums for one chunk, `[pixels, padded, TILE_SAMPLES]`, started at each
-/// channel's bias (zero without one, and for the channels past `bias.len()`).
-fn start_sums<T: Element>(sums: &mut Vec<T>, pixels: usize, padded: usize, bias: Option<&[T]>) {
-    sums.clear();
+/// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
+/// without one, and for the channels past `bias.len()`).
+fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
     match bias {
-        None => sums.resize(pixels * padded * TILE_SAMPLES, T::ZERO),
+        None => sums.fill(T::ZERO),
         Some(bias) => {
-            let pixel: Vec<T> = (0..padded * TILE_SAMPLES)
-                .map(|i| bias.get(i / TILE_SAMPLES).copied().unwrap_or(T::ZERO))
-                .collect();
-            for _ in 0..pixels {
-                sums.extend_from_slice(&pixel);
+            for pixel in sums.chunks_exact_mut(padded * TILE_SAMPLES) {
+                for (c, lanes) in pixel.chunks_exact_mut(TILE_SAMPLES).enumerate() {
+                    lanes.fill(bias.get(c).copied().unwrap_or(T::ZERO));
+                }
             }
         }
     }
@@ -666,13 +664,13 @@ fn taps_inside(o: usize, input: usize, kernel: usize, stride: usize, dilation: u
     lo..hi.max(lo)
 }
 
-/// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `[P, C, TILE_SAMPLES]`, the missing samples zero.
-fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut Vec<T>) {
+/// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
+/// samples zero.
+fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
     let samples = x.len() / (channels * pixels).max(1);
     if samples < TILE_SAMPLES {
-        out.clear();
+        out.fill(T::ZERO);
     }
-    out.resize(pixels * channels * TILE_SAMPLES, T::ZERO);
     // SAFETY: the transposes below write values of `x`, nothing uninitialised.
     let out = unsafe { as_slots(out) };
     // By 8x8 blocks of (sample, pixel), pixels outermost and samples innermost: each
@@ -792,6 +790,87 @@ fn accumulate_row<T: Element>(
     }
 }
 
+/// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
+/// that a thread held up (preempted by another process) delays the call by a small share.
+const ROW_BANDS: usize = 4;
+
+/// The frame shared by the forward pass and the input adjoint on the tile: the kernel's source
+/// `[N, source_channels, source_pixels]` (the image, or the map), and its output `[N,
+/// channels, rows * row_len]` summed over `kernel_rows` passes.
+struct TileFrame {
+    source_channels: usize,
+    source_pixels: usize,
+    channels: usize,
+    rows: usize,
+    row_len: usize,
+    kernel_rows: usize,
+}
+
+impl TileFrame {
+    /// In three parallel phases:
+    /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
+    ///    sample]` ([`to_tile_layout`]);
+    /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
+    ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
+    ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
+    ///    pushes the runs of every pixel of output row `row` for kernel row `ki` (pixel `i`'s
+    ///    are `runs[bounds[i]..bounds[i + 1]]`), or returns false where the kernel row reads
+    ///    only padding, and [`accumulate_row`] sums them;
+    /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
+    fn run<T: Element>(
+        &self,
+        source: &[T],
+        packed: &[T],
+        tiles: usize,
+        bias: Option<&[T]>,
+        out: &mut [MaybeUninit<T>],
+        runs_of: impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool + Sync,
+    ) {
+        let source_len = self.source_channels * self.source_pixels;
+        let (pixels, padded) = (self.rows * self.row_len, tiles * TILE_ROWS);
+        let chunks = (source.len() / source_len).div_ceil(TILE_SAMPLES);
+        let chunk_source = source_len * TILE_SAMPLES;
+        let chunk_sums = pixels * padded * TILE_SAMPLES;
+        let mut laid_out = Scratch::take(chunks * chunk_source);
+        laid_out
+            .par_chunks_mut(chunk_source)
+            .zip(source.par_chunks(chunk_source))
+            .for_each(|(laid_out, source)| to_tile_layout(source, self.source_channels, self.source_pixels, laid_out));
+        let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
+        let row_sums = self.row_len * padded * TILE_SAMPLES;
+        let mut sums = Scratch::take(chunks * chunk_sums);
+        let laid_out = &laid_out[..];
+        sums.par_chunks_mut(chunk_sums)
+            .enumerate()
+            .flat_map(|(chunk, sums)| {
+                sums.par_chunks_mut(band_rows * row_sums)
+                    .enumerate()
+                    .map(move |(band, sums)| (chunk, band, sums))
+            })
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(runs, bounds): &mut (Vec<Run>, Vec<usize>), (chunk, band, sums)| {
+                    start_sums(sums, padded, bias);
+                    let operand = &laid_out[chunk * chunk_source..][..chunk_source];
+                    let first_row = band * band_rows;
+                    for ki in 0..self.kernel_rows {
+                        for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
+                            runs.clear();
+                            bounds.clear();
+                            bounds.push(0);
+                            if runs_of(ki, first_row + i, runs, bounds) {
+                                accumulate_row(packed, tiles, operand, runs, bounds, row);
+                            }
+                        }
+                    }
+                },
+            );
+        out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
+            .zip(sums.par_chunks(chunk_sums))
+            .for_each(|(out, sums)| from_tile_layout(sums, self.channels, padded, pixels, out));
+    }
+}
+
 /// `y = conv2d(x, w)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
 /// output pixel and tile of [`TILE_ROWS`] output channels, one [`accumulate_tile`] over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
@@ -807,7 +886,6 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
     let mut y = uninit_vec(g.batch * o * pix);
     let packed = pack_weights(g, w, true);
     let tiles = o.div_ceil(TILE_ROWS);
-    let padded = tiles * TILE_ROWS;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let row_taps: Vec<Range<usize>> = (0..g.out_h)
         .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0))
@@ -816,48 +894,39 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
         .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
         .collect();
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    y.par_chunks_mut(TILE_SAMPLES * o * pix).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |(xt, yt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>),
-         (chunk, y): (usize, &mut [MaybeUninit<T>])| {
-            let n0 = chunk * TILE_SAMPLES;
-            let samples = y.len() / (o * pix);
-            to_tile_layout(&x[n0 * image_len..(n0 + samples) * image_len], c, g.in_h * g.in_w, xt);
-            start_sums(yt, pix, padded, bias);
-            // Kernel row by kernel row: the input row a pass reads stays in L2 while every
-            // tile of weights (a kernel row's worth: in L1) goes over it.
-            for ki in 0..kh {
-                for oh in (0..g.out_h).filter(|&oh| row_taps[oh].contains(&ki)) {
-                    let ih = oh * g.stride.0 + ki * g.dilation.0 - g.padding.0;
-                    // The runs of every pixel of this output row; pixel ow's are
-                    // runs[bounds[ow]..bounds[ow + 1]].
-                    runs.clear();
-                    bounds.clear();
-                    bounds.push(0);
-                    for kjs in &column_taps {
-                        let ow = bounds.len() - 1;
-                        let mut push = |kj: Range<usize>| {
-                            let iw = ow * g.stride.1 + kj.start * g.dilation.1 - g.padding.1;
-                            runs.push(Run {
-                                weights: (ki * kw + kj.start) * c * TILE_ROWS,
-                                inputs: (ih * g.in_w + iw) * c * TILE_SAMPLES,
-                                len: kj.len() * c,
-                            });
-                        };
-                        if g.dilation.1 == 1 {
-                            push(kjs.clone());
-                        } else {
-                            kjs.clone().for_each(|kj| push(kj..kj + 1));
-                        }
-                        bounds.push(runs.len());
-                    }
-                    let row = &mut yt[oh * g.out_w * padded * TILE_SAMPLES..][..g.out_w * padded * TILE_SAMPLES];
-                    accumulate_row(&packed, tiles, xt, runs, bounds, row);
-                }
+    let runs_of = |ki: usize, oh: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
+        if !row_taps[oh].contains(&ki) {
+            return false;
+        }
+        let ih = oh * g.stride.0 + ki * g.dilation.0 - g.padding.0;
+        for kjs in &column_taps {
+            let ow = bounds.len() - 1;
+            let mut push = |kj: Range<usize>| {
+                let iw = ow * g.stride.1 + kj.start * g.dilation.1 - g.padding.1;
+                runs.push(Run {
+                    weights: (ki * kw + kj.start) * c * TILE_ROWS,
+                    inputs: (ih * g.in_w + iw) * c * TILE_SAMPLES,
+                    len: kj.len() * c,
+                });
+            };
+            if g.dilation.1 == 1 {
+                push(kjs.clone());
+            } else {
+                kjs.clone().for_each(|kj| push(kj..kj + 1));
             }
-            from_tile_layout(yt, o, padded, pix, y);
-        },
-    );
+            bounds.push(runs.len());
+        }
+        true
+    };
+    let frame = TileFrame {
+        source_channels: c,
+        source_pixels: g.in_h * g.in_w,
+        channels: o,
+        rows: g.out_h,
+        row_len: g.out_w,
+        kernel_rows: kh,
+    };
+    frame.run(x, &packed, tiles, bias, &mut y, runs_of);
     // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
     unsafe { assume_init_vec(y) }
 }
@@ -877,7 +946,6 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias:
     let mut x = uninit_vec(g.batch * image_len);
     let packed = pack_weights(g, w, false);
     let tiles = c.div_ceil(TILE_ROWS);
-    let padded = tiles * TILE_ROWS;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     // Along one axis: the (tap, output position) pairs that read input position i.
     let sources = |i: usize, kernel: usize, stride: usize, dilation: usize, padding: usize, out: usize| {
@@ -887,45 +955,35 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias:
         })
     };
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    x.par_chunks_mut(TILE_SAMPLES * image_len).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |(yt, xt, runs, bounds): &mut (Vec<T>, Vec<T>, Vec<Run>, Vec<usize>),
-         (chunk, x): (usize, &mut [MaybeUninit<T>])| {
-            let n0 = chunk * TILE_SAMPLES;
-            let samples = x.len() / image_len;
-            to_tile_layout(&gy[n0 * o * pix..(n0 + samples) * o * pix], o, pix, yt);
-            start_sums(xt, image_pix, padded, bias);
-            // Kernel row by kernel row, as in the forward pass: the row of maps a pass reads
-            // stays in L2 while every tile of weights goes over it.
-            for ki in 0..kh {
-                for ih in 0..g.in_h {
-                    let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
-                        continue;
-                    };
-                    let oh = t / g.stride.0;
-                    if t % g.stride.0 != 0 || oh >= g.out_h {
-                        continue;
-                    }
-                    runs.clear();
-                    bounds.clear();
-                    bounds.push(0);
-                    for iw in 0..g.in_w {
-                        for (kj, ow) in sources(iw, kw, g.stride.1, g.dilation.1, g.padding.1, g.out_w) {
-                            runs.push(Run {
-                                weights: (ki * kw + kj) * o * TILE_ROWS,
-                                inputs: (oh * g.out_w + ow) * o * TILE_SAMPLES,
-                                len: o,
-                            });
-                        }
-                        bounds.push(runs.len());
-                    }
-                    let row = &mut xt[ih * g.in_w * padded * TILE_SAMPLES..][..g.in_w * padded * TILE_SAMPLES];
-                    accumulate_row(&packed, tiles, yt, runs, bounds, row);
-                }
+    let runs_of = |ki: usize, ih: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
+        let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
+            return false;
+        };
+        let oh = t / g.stride.0;
+        if t % g.stride.0 != 0 || oh >= g.out_h {
+            return false;
+        }
+        for iw in 0..g.in_w {
+            for (kj, ow) in sources(iw, kw, g.stride.1, g.dilation.1, g.padding.1, g.out_w) {
+                runs.push(Run {
+                    weights: (ki * kw + kj) * o * TILE_ROWS,
+                    inputs: (oh * g.out_w + ow) * o * TILE_SAMPLES,
+                    len: o,
+                });
             }
-            from_tile_layout(xt, c, padded, image_pix, x);
-        },
-    );
+            bounds.push(runs.len());
+        }
+        true
+    };
+    let frame = TileFrame {
+        source_channels: o,
+        source_pixels: pix,
+        channels: c,
+        rows: g.in_h,
+        row_len: g.in_w,
+        kernel_rows: kh,
+    };
+    frame.run(gy, &packed, tiles, bias, &mut x, runs_of);
     // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
     unsafe { assume_init_vec(x) }
 }
