@@ -724,6 +724,31 @@ fn conv_transpose2d_passes_gradgradcheck_across_the_grid() {
     }
 }
 
+#[test]
+fn convolutions_on_the_register_tile_pass_gradcheck_and_gradgradcheck() {
+    // The grids above have too few channels for the tile, so they run the rectangle paths.
+    // 16 -> 6 channels fill it: conv2d's forward pass, its input adjoint (conv_transpose2d's
+    // forward pass) and its weight gradient all run on the tile, here in f64, with the
+    // critic's stride and a padding wider than a 2x2 kernel's reach.
+    let opts = conv_options(2, 2, 1);
+    let x = randn(&[2, 16, 4, 5], 640);
+    let w = randn(&[6, 16, 2, 2], 641);
+    let b = randn(&[6], 642);
+    check2(
+        "conv2d on the tile",
+        |xs| xs[0].conv2d(&xs[1], Some(&xs[2]), opts),
+        &[x, w.clone(), b],
+    );
+    // The transpose of a 16 -> 6 conv: 6 -> 16 channels, weight [6, 16, 2, 2].
+    let y = randn(&[2, 6, 4, 3], 643);
+    let bt = randn(&[16], 644);
+    check2(
+        "conv_transpose2d on the tile",
+        |xs| xs[0].conv_transpose2d(&xs[1], Some(&xs[2]), opts),
+        &[y, w, bt],
+    );
+}
+
 /// The size of conv2d's output along one axis.
 fn conv_out(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
     (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1

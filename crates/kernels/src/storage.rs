@@ -351,7 +351,8 @@ impl Storage {
         map_storage2!("matmul", self, other, |a, b| matmul::matmul(problem, a, b))
     }
 
-    /// conv2d without bias; `self` is the input `[N, C, H, W]`, `weight` is `[O, C, kh, kw]`.
+    /// conv2d plus an optional bias `[O]`; `self` is the input `[N, C, H, W]`, `weight` is `[O,
+    /// C, kh, kw]`.
     pub fn conv2d_forward(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let y = Storage::Cuda(a.conv2d_forward(b, g));
@@ -360,7 +361,8 @@ impl Storage {
         map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(g, x, w, b))
     }
 
-    /// The adjoint of conv2d in its input; `self` is a map `[N, O, Ho, Wo]`.
+    /// The adjoint of conv2d in its input plus an optional bias `[C]` (conv_transpose2d's
+    /// forward pass); `self` is a map `[N, O, Ho, Wo]`.
     pub fn conv2d_input_adjoint(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));

@@ -221,6 +221,9 @@ fn optimizers(
 }
 
 impl Trainer {
+    /// A trainer for `config` on a training set of `train_len` images. It has the process keep
+    /// freed memory for reuse (`earthmover_tensor::retain_freed_memory`: a training step frees
+    /// and allocates the same large tensors every step).
     pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
         config.validate()?;
         // Training frees and allocates the same large tensors every step: reuse their memory.

@@ -1,9 +1,9 @@
 //! 2-D convolution on a register tile, or as GEMMs over the taps that fall inside the image.
 //!
 //! Three kernels cover conv2d, conv_transpose2d and all their derivatives:
-//! - [`conv2d_forward`]: `y = conv(x, w)`;
-//! - [`conv2d_input_adjoint`]: the adjoint of `x -> conv(x, w)`, which is both conv2d's input
-//!   gradient and conv_transpose2d's forward pass;
+//! - [`conv2d_forward`]: `y = conv(x, w) + bias`;
+//! - [`conv2d_input_adjoint`]: the adjoint of `x -> conv(x, w)` (plus a bias), which is both
+//!   conv2d's input gradient and conv_transpose2d's forward pass;
 //! - [`conv2d_weight_grad`]: the gradient of `<conv(x, w), gy>` with respect to `w`.
 //!
 //! Shapes follow PyTorch: images `[N, C, H, W]`, conv weights `[O, C, kh, kw]`, maps
@@ -768,8 +768,9 @@ fn taps_inside_image(g: &ConvGeometry) -> usize {
 }
 
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
-/// every pixel `i` of the row, [`accumulate_tile`] over `runs[bounds[i]..bounds[i + 1]]` into
-/// that pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`).
+/// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
+/// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`). The runs are checked
+/// once for the whole row ([`check_runs`]), not once per tile.
 fn accumulate_row<T: Element>(
     packed: &[T],
     tiles: usize,
@@ -909,9 +910,11 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
                     len: kj.len() * c,
                 });
             };
-            if g.dilation.1 == 1 {
+            // A pixel whose every kernel column falls on the padding has no run (its range of
+            // taps is empty, and its start is not a column inside the image).
+            if g.dilation.1 == 1 && !kjs.is_empty() {
                 push(kjs.clone());
-            } else {
+            } else if g.dilation.1 > 1 {
                 kjs.clone().for_each(|kj| push(kj..kj + 1));
             }
             bounds.push(runs.len());
@@ -1333,6 +1336,9 @@ mod tests {
             // More than 16 tiles of output channels (the weight gradient's tasks take 16: a
             // second, shorter block).
             (17, 100, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
+            // Padding wider than a 1x1 kernel's reach, on the tile: the border pixels see
+            // only padding (the forward pass must give them no run, only the bias).
+            (7, 7, 3, 3, 1, 1, (1, 1), (2, 2), (1, 1), 2),
             // One input channel, a kernel wider than the tile has rows (two groups of kernel
             // columns), two blocks of output channels, two bands of output rows.
             (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),

@@ -27,10 +27,12 @@ pub fn current_num_threads() -> usize {
 /// A training step frees and allocates the same multi-megabyte tensors over and over. By
 /// default glibc returns large freed blocks to the system (`munmap`, or trimming the heap
 /// top, also in the rayon threads' arenas), so the next step gets them back as fresh pages and
-/// pays a page fault on the first write to each 4 KiB: about 17 K faults per WGAN iteration at
-/// DIM 64, some 3% of its time. With the thresholds raised, those blocks are reused from
-/// malloc's free lists; the peak resident memory is the same, but it is not given back until
-/// the process ends. The trainer calls this; programs that drive the kernels themselves may.
+/// pays a page fault on the first write to each 4 KiB. A `train_step -- 64 wgan` bench run (a
+/// warm-up and five WGAN iterations at DIM 64) faulted 129-149 K times before, 34.5 K after,
+/// and ran about 7% faster (docs/benchmarks.md). With the thresholds raised, those blocks are
+/// reused from malloc's free lists; the bench's peak resident memory stayed at 130 MB, but
+/// freed memory is not given back until the process ends. The trainer calls this; programs
+/// that drive the kernels themselves may.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -66,15 +66,16 @@ pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: 
     // The innermost group is a contiguous run in `x`; the loops below go over the other groups
     // by offsets, and over the run with the vector units.
     let outer = &groups[..groups.len() - 1];
-    let offsets = |reduced: bool| group_offsets(outer, &strides, reduced);
+    // Offsets in `x` of the outer kept indices, and of the outer reduced ones.
+    let kept_offsets = group_offsets(outer, &strides, false);
+    let reduced_offsets = group_offsets(outer, &strides, true);
     let mut out = vec![T::ZERO; out_n];
     let parallel = x.len() >= PARALLEL_THRESHOLD;
     if inner_reduced {
-        // Each output sums runs of `inner` contiguous elements, one per outer reduced index.
-        let (bases, runs) = (offsets(false), offsets(true));
+        // Each output reduces runs of `inner` contiguous elements, one per outer reduced index.
         let body = |(o, out): (usize, &mut T)| {
-            *out = runs.iter().fold(op.identity(), |acc, &r| {
-                op.combine(acc, reduce_run(op, &x[bases[o] + r..][..inner]))
+            *out = reduced_offsets.iter().fold(op.identity(), |acc, &r| {
+                op.combine(acc, reduce_run(op, &x[kept_offsets[o] + r..][..inner]))
             });
         };
         if parallel {
@@ -85,12 +86,12 @@ pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: 
     } else {
         // The outputs come in rows of `inner`, contiguous in `x` too: each reduced offset adds
         // a row of `x` onto a row of the output, element by element.
-        let (bases, runs) = (offsets(false), offsets(true));
+        // Elements of a row per task.
         const PART: usize = 1024;
         let body = |(row, first, part): (usize, usize, &mut [T])| {
             part.fill(op.identity());
-            for &r in &runs {
-                let src = &x[bases[row] + r + first..][..part.len()];
+            for &r in &reduced_offsets {
+                let src = &x[kept_offsets[row] + r + first..][..part.len()];
                 part.iter_mut()
                     .zip(src)
                     .for_each(|(acc, &v)| *acc = op.combine(*acc, v));
@@ -209,7 +210,7 @@ mod tests {
         let shapes: [&[usize]; 6] = [
             &[3, 5, 7],
             &[2, 9, 1, 11],
-            &[64, 3, 13, 13],
+            &[64, 3, 16, 16],
             &[5, 2500],
             &[37, 1, 3],
             &[4, 4, 2, 3, 5],

@@ -1,12 +1,14 @@
 //! 2-D convolutions, with PyTorch's weight layouts and options.
 //!
-//! Three primitives, closed under differentiation (each one's backward is made of the three):
-//! - `conv2d`: `y = C_w(x)`;
-//! - `conv2d_input_adjoint` (the transpose `C_w^T`): conv2d's input gradient, and
-//!   conv_transpose2d's forward;
+//! Three primitives, closed under differentiation (each one's backward is made of the three,
+//! and of a sum for the bias):
+//! - `conv2d`: `y = C_w(x) + b`;
+//! - `conv2d_input_adjoint` (the transpose `C_w^T`, plus a bias): conv2d's input gradient (no
+//!   bias), and conv_transpose2d's forward;
 //! - [`Tensor::conv2d_weight_grad`]: conv2d's weight gradient, bilinear in `(x, gy)`.
 //!
-//! So the gradient penalty's second derivatives need no new kernel.
+//! The kernels add the bias as their sums start; its gradient is the output gradient summed
+//! over all but the channels. So the gradient penalty's second derivatives need no new kernel.
 
 use crate::Tensor;
 use earthmover_kernels::ConvGeometry;
