@@ -7,7 +7,7 @@
 //! Slow by design (an OS thread per CUDA thread): for small, odd-sized inputs.
 
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
-use super::{binary_code, unary_code, KernelElement, LaunchShape};
+use super::{adam_step_scalars, binary_code, unary_code, KernelElement, LaunchShape};
 use crate::cpu::reduce::ReduceOp;
 use crate::{BinaryOp, ConvGeometry, MatmulProblem, OptimizerUpdate, UnaryOp};
 use std::ffi::{c_char, c_void, CStr};
@@ -306,8 +306,7 @@ pub fn update<T: KernelElement>(update: OptimizerUpdate, slots: &mut [ParamSlot<
                 mut eps,
                 step,
             } => {
-                let mut step_size = lr / (1.0 - betas.0.powi(step as i32));
-                let mut inv_bc2 = 1.0 / (1.0 - betas.1.powi(step as i32)).sqrt();
+                let (mut step_size, mut inv_bc2) = adam_step_scalars(lr, betas, step);
                 let (mut b1, mut b2) = betas;
                 let mut params = [
                     l,

@@ -122,6 +122,14 @@ pub fn unary_code(op: UnaryOp) -> (i32, f64, f64) {
     }
 }
 
+/// The two scalars the `adam` kernel of optim.cu takes for step `step` (from 1): the step size
+/// `lr / (1 - beta1^step)` and `1 / sqrt(1 - beta2^step)`, PyTorch's bias corrections folded in
+/// once per launch instead of once per element.
+pub fn adam_step_scalars(lr: f64, betas: (f64, f64), step: u64) -> (f64, f64) {
+    let step = step as i32;
+    (lr / (1.0 - betas.0.powi(step)), 1.0 / (1.0 - betas.1.powi(step)).sqrt())
+}
+
 /// `BinaryCode` in elementwise.cu, and the op's parameter.
 pub fn binary_code(op: BinaryOp) -> (i32, f64) {
     match op {

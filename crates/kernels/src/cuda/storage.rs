@@ -4,7 +4,7 @@
 
 use super::device::{Arg, GpuBuffer, GpuDevice};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
-use super::{binary_code, unary_code, LaunchShape};
+use super::{adam_step_scalars, binary_code, unary_code, LaunchShape};
 use crate::cpu::reduce::ReduceOp;
 use crate::storage::{CpuStorage, DType, OptimizerUpdate};
 use crate::{BinaryOp, ConvGeometry, MatmulProblem, MatrixLayout, UnaryOp};
@@ -367,8 +367,7 @@ impl GpuStorage {
                 &mut [list, Arg::F64(lr), Arg::F64(alpha), Arg::F64(eps)],
             ),
             OptimizerUpdate::Adam { lr, betas, eps, step } => {
-                let step_size = lr / (1.0 - betas.0.powi(step as i32));
-                let inv_bc2 = 1.0 / (1.0 - betas.1.powi(step as i32)).sqrt();
+                let (step_size, inv_bc2) = adam_step_scalars(lr, betas, step);
                 self.launch(
                     &self.kernel("adam"),
                     shape,
