@@ -62,7 +62,7 @@
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::scratch::Scratch;
-use super::tile::{accumulate_tile, accumulate_tile_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::tile::{accumulate_tile_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -872,8 +872,8 @@ impl TileFrame {
     }
 }
 
-/// `y = conv2d(x, w)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
-/// output pixel and tile of [`TILE_ROWS`] output channels, one [`accumulate_tile`] over a run per
+/// `y = conv2d(x, w) + bias` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
+/// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
 /// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
 fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
@@ -910,12 +910,12 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
                     len: kj.len() * c,
                 });
             };
-            // A pixel whose every kernel column falls on the padding has no run (its range of
-            // taps is empty, and its start is not a column inside the image).
-            if g.dilation.1 == 1 && !kjs.is_empty() {
-                push(kjs.clone());
-            } else if g.dilation.1 > 1 {
+            if g.dilation.1 > 1 {
                 kjs.clone().for_each(|kj| push(kj..kj + 1));
+            } else if !kjs.is_empty() {
+                // (A pixel whose every kernel column falls on the padding has no run: its empty
+                // range of taps does not start at a column inside the image.)
+                push(kjs.clone());
             }
             bounds.push(runs.len());
         }
@@ -934,8 +934,8 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
     unsafe { assume_init_vec(y) }
 }
 
-/// `x = conv2d^T(y, w)` on the register tile: per chunk of samples, per input pixel and tile
-/// of input channels, one [`accumulate_tile`] over a run per kernel tap that reaches an output
+/// `x = conv2d^T(y, w) + bias` on the register tile: per chunk of samples, per input pixel and tile
+/// of input channels, one tile summed over a run per kernel tap that reaches an output
 /// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
 /// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
 fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
@@ -1099,6 +1099,9 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
                 }
             }
         }
+        // Every tile of the task reads these runs, from maps and inputs of the same lengths:
+        // check them once.
+        check_runs(runs, maps_per_tile, inputs_per_block);
         let per_group = STEPS_PER_GROUP.div_ceil(n).max(1);
         for group in runs.chunks(per_group) {
             for block in 0..ctiles {
@@ -1106,7 +1109,9 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
                 for (i, per_otile) in out.chunks_exact_mut(ctiles * TILE_LEN).enumerate() {
                     let tile_maps = &maps[(first_otile + i) * maps_per_tile..][..maps_per_tile];
                     let tile = &mut per_otile[block * TILE_LEN..][..TILE_LEN];
-                    accumulate_tile(tile_maps, block_inputs, group, tile);
+                    // SAFETY: the slices have the checked lengths, and `group` is among the
+                    // checked runs.
+                    unsafe { accumulate_tile_unchecked(tile_maps, block_inputs, group, tile) };
                 }
             }
         }
@@ -1193,8 +1198,11 @@ fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]
                     }
                 }
             }
+            check_runs(runs, seen.len(), maps_per_block);
             for (block, tile) in out.chunks_exact_mut(TILE_LEN).enumerate() {
-                accumulate_tile(seen, &maps[block * maps_per_block..][..maps_per_block], runs, tile);
+                let block_maps = &maps[block * maps_per_block..][..maps_per_block];
+                // SAFETY: the runs were checked against `seen` and maps of this length.
+                unsafe { accumulate_tile_unchecked(seen, block_maps, runs, tile) };
             }
         },
     );
