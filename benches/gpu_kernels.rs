@@ -94,8 +94,8 @@ fn main() {
         let x = random(64 * c * hw * hw, device);
         let w = random(o * c * 25, device);
         let y = random(64 * o * out * out, device);
-        let forward = time(&gpu, 50, || drop(x.conv2d_forward(&w, None, &g)));
-        let input = time(&gpu, 50, || drop(y.conv2d_input_adjoint(&w, None, &g)));
+        let forward = time(&gpu, 50, || drop(x.conv2d_forward(&w, None, None, &g)));
+        let input = time(&gpu, 50, || drop(y.conv2d_input_adjoint(&w, None, None, &g)));
         let weight = time(&gpu, 50, || drop(x.conv2d_weight_grad(&y, &g)));
         println!(
             "{name:<28} {:>10.3} {:>12.3} {:>12.3}",

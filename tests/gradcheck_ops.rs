@@ -8,7 +8,7 @@
 //! wrong backward rule and not a kink between `x - eps` and `x + eps`.
 
 use earthmover_tensor::gradcheck::{gradcheck, gradgradcheck, Tolerance};
-use earthmover_tensor::{grad, ConvOptions, DType, Tensor};
+use earthmover_tensor::{grad, Activation, ConvOptions, DType, Tensor};
 
 // ---------------------------------------------------------------- helpers
 
@@ -747,6 +747,96 @@ fn convolutions_on_the_register_tile_pass_gradcheck_and_gradgradcheck() {
         |xs| xs[0].conv_transpose2d(&xs[1], Some(&xs[2]), opts),
         &[y, w, bt],
     );
+}
+
+#[test]
+fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
+    // The fused ops keep only the activated output and read the activation's derivative from
+    // it: a mask from its sign for the ReLUs, 1 - y^2 and y (1 - y) for tanh and sigmoid, which
+    // must differentiate again through the output. Each activation on the tile (16 -> 6
+    // channels) and on the rectangle paths (2 -> 3); a leaky ReLU of negative slope, whose
+    // derivative the output does not give, falls back to the separate ops.
+    let opts = conv_options(2, 2, 1);
+    let activations = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::LeakyRelu(-0.5),
+    ];
+    for (i, act) in activations.into_iter().enumerate() {
+        let seed = 700 + 10 * i as u64;
+        for (c, o) in [(16, 6), (2, 3)] {
+            let x = randn(&[2, c, 4, 5], seed);
+            let w = randn(&[o, c, 2, 2], seed + 1);
+            check2(
+                &format!("conv2d_activated {act:?}, {c} -> {o} channels"),
+                |xs| xs[0].conv2d_activated(&xs[1], Some(&xs[2]), opts, act),
+                &[x, w.clone(), randn(&[o], seed + 2)],
+            );
+            // The transpose of a c -> o conv: o -> c channels, weight [o, c, 2, 2].
+            check2(
+                &format!("conv_transpose2d_activated {act:?}, {o} -> {c} channels"),
+                |xs| xs[0].conv_transpose2d_activated(&xs[1], Some(&xs[2]), opts, act),
+                &[randn(&[2, o, 4, 3], seed + 3), w, randn(&[c], seed + 4)],
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() {
+    // In f32, on the CPU's tile and rectangle paths: the values, the gradients, and the
+    // gradient penalty's second-order gradient (of the input gradient's norm, with respect to
+    // the weight) of activation(conv(x)) are those of conv then activation.
+    let opts = conv_options(2, 2, 1);
+    let f32 = |shape: &[usize], seed| randn(shape, seed).to_dtype(DType::F32);
+    for act in [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ] {
+        for (c, o) in [(16, 6), (3, 1)] {
+            let x = f32(&[5, c, 9, 7], 800).requires_grad_(true);
+            let w = f32(&[o, c, 5, 5], 801).requires_grad_(true);
+            let b = f32(&[o], 802).requires_grad_(true);
+            let t = f32(&[5, o, 5, 4], 803).requires_grad_(true);
+            let wt = f32(&[o, c, 5, 5], 804).requires_grad_(true);
+            let bt = f32(&[c], 805).requires_grad_(true);
+            let outputs = |fused: bool| {
+                let (y, u) = if fused {
+                    (
+                        x.conv2d_activated(&w, Some(&b), opts, act),
+                        t.conv_transpose2d_activated(&wt, Some(&bt), opts, act),
+                    )
+                } else {
+                    (
+                        x.conv2d(&w, Some(&b), opts).activation(act),
+                        t.conv_transpose2d(&wt, Some(&bt), opts).activation(act),
+                    )
+                };
+                let loss = y.square().sum().add(&u.square().sum());
+                let inputs = [&x, &w, &b, &t, &wt, &bt];
+                let grads = grad(&[&loss], &inputs, None, true);
+                let penalty = grads[0].square().sum().add(&grads[3].square().sum());
+                let second = grad(&[&penalty], &[&w, &wt], None, false);
+                [y, u]
+                    .into_iter()
+                    .chain(grads)
+                    .chain(second)
+                    .map(|t| t.to_vec_f32())
+                    .collect::<Vec<_>>()
+            };
+            let (fused, separate) = (outputs(true), outputs(false));
+            for (k, (f, s)) in fused.iter().zip(&separate).enumerate() {
+                assert!(
+                    f.iter().zip(s).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{act:?}, {c} -> {o} channels: result {k} differs between fused and separate ops"
+                );
+            }
+        }
+    }
 }
 
 /// The size of conv2d's output along one axis.

@@ -2,6 +2,7 @@
 //! device's kernels. The tensor crate only ever talks to `Storage`, so adding a device means
 //! adding a variant here and its arms below.
 
+use crate::cpu::conv::Epilogue;
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::cuda::device::GpuDevice;
 use crate::cuda::storage::GpuStorage;
@@ -351,34 +352,62 @@ impl Storage {
         map_storage2!("matmul", self, other, |a, b| matmul::matmul(problem, a, b))
     }
 
-    /// conv2d plus an optional bias `[O]`; `self` is the input `[N, C, H, W]`, `weight` is `[O,
-    /// C, kh, kw]`.
-    pub fn conv2d_forward(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
+    /// `activation(conv2d + bias)`, with an optional bias `[O]` and activation; `self` is the
+    /// input `[N, C, H, W]`, `weight` is `[O, C, kh, kw]`.
+    pub fn conv2d_forward(
+        &self,
+        weight: &Storage,
+        bias: Option<&Storage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let y = Storage::Cuda(a.conv2d_forward(b, g));
-            return y.plus_channel_bias(bias, g.batch, g.out_channels, g.out_h * g.out_w);
+            return y.finish_channels(bias, activation, g.batch, g.out_channels, g.out_h * g.out_w);
         }
-        map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(g, x, w, b))
+        map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(
+            g,
+            x,
+            w,
+            Epilogue { bias: b, activation }
+        ))
     }
 
-    /// The adjoint of conv2d in its input plus an optional bias `[C]` (conv_transpose2d's
-    /// forward pass); `self` is a map `[N, O, Ho, Wo]`.
-    pub fn conv2d_input_adjoint(&self, weight: &Storage, bias: Option<&Storage>, g: &ConvGeometry) -> Storage {
+    /// `activation(conv2d^T + bias)`: the adjoint of conv2d in its input, with an optional bias
+    /// `[C]` and activation (conv_transpose2d's forward pass); `self` is a map `[N, O, Ho, Wo]`.
+    pub fn conv2d_input_adjoint(
+        &self,
+        weight: &Storage,
+        bias: Option<&Storage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> Storage {
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));
-            return x.plus_channel_bias(bias, g.batch, g.in_channels, g.in_h * g.in_w);
+            return x.finish_channels(bias, activation, g.batch, g.in_channels, g.in_h * g.in_w);
         }
         map_storage2_bias!("conv_transpose2d", self, weight, bias, |y, w, b| {
-            conv::conv2d_input_adjoint(g, y, w, b)
+            conv::conv2d_input_adjoint(g, y, w, Epilogue { bias: b, activation })
         })
     }
 
-    /// `self [N, C, pixels] + bias [C]` (the GPU convolutions add their bias as a pass of
-    /// its own).
-    fn plus_channel_bias(self, bias: Option<&Storage>, n: usize, c: usize, pixels: usize) -> Storage {
-        match bias {
+    /// `activation(self [N, C, pixels] + bias [C])`: the GPU convolutions' epilogue, as passes
+    /// of their own.
+    fn finish_channels(
+        self,
+        bias: Option<&Storage>,
+        activation: Option<UnaryOp>,
+        n: usize,
+        c: usize,
+        pixels: usize,
+    ) -> Storage {
+        let biased = match bias {
             None => self,
             Some(b) => self.binary(BinaryOp::Add, &[n, c, pixels], b, &[1, c, 1], &[n, c, pixels]),
+        };
+        match activation {
+            None => biased,
+            Some(op) => biased.unary(op),
         }
     }
 

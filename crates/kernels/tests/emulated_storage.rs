@@ -158,20 +158,25 @@ fn convolutions_and_their_gradients_match() {
             let (y_cpu, y_gpu) = pair(batch * o * out_h * out_w, 8, dtype);
             let (bo_cpu, bo_gpu) = pair(o, 9, dtype);
             let (bc_cpu, bc_gpu) = pair(c, 10, dtype);
-            for (with_bias, bo, bc) in [
-                (false, None, None),
-                (true, Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
-            ] {
+            // Bare, with a bias, and with a bias and an activation (the fused epilogue).
+            let activations = [None, None, Some(UnaryOp::LeakyRelu(0.2))];
+            let biases = [
+                (None, None),
+                (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
+                (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
+            ];
+            for ((bo, bc), act) in biases.into_iter().zip(activations) {
+                let case = format!("bias {}, activation {act:?}", bo.is_some());
                 assert_close(
-                    &format!("conv2d, bias {with_bias}"),
-                    &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), &g),
-                    &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), &g),
+                    &format!("conv2d, {case}"),
+                    &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), act, &g),
+                    &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), act, &g),
                     tol,
                 );
                 assert_close(
-                    &format!("input adjoint, bias {with_bias}"),
-                    &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), &g),
-                    &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), &g),
+                    &format!("input adjoint, {case}"),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), act.map(|_| UnaryOp::Sigmoid), &g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), act.map(|_| UnaryOp::Sigmoid), &g),
                     tol,
                 );
             }

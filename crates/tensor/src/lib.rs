@@ -29,4 +29,5 @@ pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;
+pub use ops::Activation;
 pub use tensor::{live_tensor_count, Tensor};

@@ -59,6 +59,7 @@
 //! count or on scheduling, and every output element is summed by one thread in a fixed order:
 //! results are reproducible bit for bit.
 
+use super::elementwise::{unary_in_place, UnaryOp};
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::scratch::Scratch;
@@ -393,34 +394,52 @@ pub fn col2im<T: Element>(g: &ConvGeometry, cols: &[T], image: &mut [T]) {
     }
 }
 
-/// `y = conv2d(x, w) + bias`. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, `bias: [O]`, returns
-/// `[N, O, Ho, Wo]`. The bias is where the sums start, so it costs no pass of its own.
+/// What the forward pass and the adjoint do to their sums before they are written: add a bias
+/// per channel, then apply an activation. On the tile the sums start at the bias, and the
+/// activation is applied to a task's sums while they are still in cache, so neither costs a
+/// pass over the output of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub activation: Option<UnaryOp>,
+}
+
+impl<T> Epilogue<'_, T> {
+    /// Neither bias nor activation: the bare sums.
+    pub const NONE: Self = Epilogue {
+        bias: None,
+        activation: None,
+    };
+}
+
+/// `y = activation(conv2d(x, w) + bias)`. `x: [N, C, H, W]`, `w: [O, C, kh, kw]`, `bias: [O]`,
+/// returns `[N, O, Ho, Wo]`.
 ///
 /// On the register tile (`forward_by_tiles`) when there are at least [`TILE_ROWS`] output
 /// channels to fill its rows; by rectangles of GEMMs otherwise.
-pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
-    check_bias(bias, g.out_channels, "conv2d");
+pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+    check_bias(epilogue.bias, g.out_channels, "conv2d");
     if g.out_channels >= TILE_ROWS {
-        forward_by_tiles(g, x, w, bias)
+        forward_by_tiles(g, x, w, epilogue)
     } else {
-        forward_by_rectangles(g, x, w, bias)
+        forward_by_rectangles(g, x, w, epilogue)
     }
 }
 
-/// `x = conv2d^T(y, w) + bias`: the adjoint of conv2d in its input. `y: [N, O, Ho, Wo]`, `w:
-/// [O, C, kh, kw]`, `bias: [C]`, returns `[N, C, H, W]`. This is conv2d's input gradient
-/// (without bias) and conv_transpose2d's forward pass (whose weight `[in, out, kh, kw]` is this
-/// `w`).
+/// `x = activation(conv2d^T(y, w) + bias)`: the adjoint of conv2d in its input. `y: [N, O, Ho,
+/// Wo]`, `w: [O, C, kh, kw]`, `bias: [C]`, returns `[N, C, H, W]`. This is conv2d's input
+/// gradient (with [`Epilogue::NONE`]) and conv_transpose2d's forward pass (whose weight `[in,
+/// out, kh, kw]` is this `w`).
 ///
 /// On the register tile (`input_adjoint_by_tiles`) when there are at least [`TILE_ROWS`]
 /// input channels to fill its rows (a single-channel image would leave five of six idle); by
 /// rectangles of GEMMs otherwise.
-pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
-    check_bias(bias, g.in_channels, "conv_transpose2d");
+pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+    check_bias(epilogue.bias, g.in_channels, "conv_transpose2d");
     if g.in_channels >= TILE_ROWS {
-        input_adjoint_by_tiles(g, y, w, bias)
+        input_adjoint_by_tiles(g, y, w, epilogue)
     } else {
-        input_adjoint_by_rectangles(g, y, w, bias)
+        input_adjoint_by_rectangles(g, y, w, epilogue)
     }
 }
 
@@ -435,16 +454,20 @@ fn check_bias<T>(bias: Option<&[T]>, channels: usize, op: &str) {
     }
 }
 
-/// `maps[n, c, p] += bias[c]` for maps `[N, channels, pixels]`: the bias of the paths that do
-/// not start their sums from it.
-fn add_channel_bias<T: Element>(maps: &mut [T], pixels: usize, bias: Option<&[T]>) {
-    let Some(bias) = bias else { return };
-    if pixels == 0 || bias.is_empty() {
+/// `maps[n, c, p] = activation(maps[n, c, p] + bias[c])` for maps `[N, channels, pixels]`, in
+/// one pass: the epilogue of the paths that do not start their sums from the bias.
+fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilogue: Epilogue<T>) {
+    if maps.is_empty() || (epilogue.bias.is_none() && epilogue.activation.is_none()) {
         return;
     }
-    maps.par_chunks_mut(bias.len() * pixels).for_each(|sample| {
-        for (map, &b) in sample.chunks_exact_mut(pixels).zip(bias) {
-            map.iter_mut().for_each(|v| *v += b);
+    maps.par_chunks_mut(channels * pixels).for_each(|sample| {
+        for (c, map) in sample.chunks_exact_mut(pixels).enumerate() {
+            if let Some(bias) = epilogue.bias {
+                map.iter_mut().for_each(|v| *v += bias[c]);
+            }
+            if let Some(op) = epilogue.activation {
+                unary_in_place(op, map);
+            }
         }
     });
 }
@@ -466,12 +489,12 @@ fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
 
 /// [`conv2d_forward`] by rectangles of GEMMs: per chunk of samples and per rectangle: `out (O x pixels*S) = sum over kernel rows ki of
 /// W[:, ki, taps, :] (O x K') @ columns[ki] (K' x pixels*S)`, then `out` is written to `y`.
-fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut y = vec![T::ZERO; g.batch * o * pix];
     if y.is_empty() || image_len == 0 {
-        add_channel_bias(&mut y, pix, bias);
+        finish_maps(&mut y, o, pix, epilogue);
         return y;
     }
     let wt = taps_first(g, w);
@@ -517,19 +540,19 @@ fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: O
             samples_first(yt, samples, o * pix, y);
         },
     );
-    add_channel_bias(&mut y, pix, bias);
+    finish_maps(&mut y, o, pix, epilogue);
     y
 }
 
 /// [`conv2d_input_adjoint`] by rectangles of GEMMs: per chunk of samples and per rectangle: `columns[ki] (K' x pixels*S) = W[:, ki, taps, :]^T
 /// (K' x O) @ maps (O x pixels*S)` for each kernel row, each column added onto its input
 /// position.
-fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut x = vec![T::ZERO; g.batch * image_len];
     if x.is_empty() || pix == 0 {
-        add_channel_bias(&mut x, g.in_h * g.in_w, bias);
+        finish_maps(&mut x, g.in_channels, g.in_h * g.in_w, epilogue);
         return x;
     }
     let wt = taps_first(g, w);
@@ -570,7 +593,7 @@ fn input_adjoint_by_rectangles<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], b
             samples_first(xt, samples, image_len, x);
         },
     );
-    add_channel_bias(&mut x, g.in_h * g.in_w, bias);
+    finish_maps(&mut x, g.in_channels, g.in_h * g.in_w, epilogue);
     x
 }
 
@@ -816,14 +839,15 @@ impl TileFrame {
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
     ///    pushes the runs of every pixel of output row `row` for kernel row `ki` (pixel `i`'s
     ///    are `runs[bounds[i]..bounds[i + 1]]`), or returns false where the kernel row reads
-    ///    only padding, and [`accumulate_row`] sums them;
+    ///    only padding, and [`accumulate_row`] sums them; then the task's sums go through the
+    ///    activation, while they are in cache;
     /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
     fn run<T: Element>(
         &self,
         source: &[T],
         packed: &[T],
         tiles: usize,
-        bias: Option<&[T]>,
+        epilogue: Epilogue<T>,
         out: &mut [MaybeUninit<T>],
         runs_of: impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool + Sync,
     ) {
@@ -851,7 +875,7 @@ impl TileFrame {
             .for_each_init(
                 || (Vec::new(), Vec::new()),
                 |(runs, bounds): &mut (Vec<Run>, Vec<usize>), (chunk, band, sums)| {
-                    start_sums(sums, padded, bias);
+                    start_sums(sums, padded, epilogue.bias);
                     let operand = &laid_out[chunk * chunk_source..][..chunk_source];
                     let first_row = band * band_rows;
                     for ki in 0..self.kernel_rows {
@@ -863,6 +887,11 @@ impl TileFrame {
                                 accumulate_row(packed, tiles, operand, runs, bounds, row);
                             }
                         }
+                    }
+                    // The activation is elementwise, so the tile layout does not matter to it
+                    // (the padding channels it also maps are never read).
+                    if let Some(op) = epilogue.activation {
+                        unary_in_place(op, sums);
                     }
                 },
             );
@@ -876,12 +905,12 @@ impl TileFrame {
 /// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
 /// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
-fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let image_len = c * g.in_h * g.in_w;
     if g.batch * o * pix == 0 || image_len == 0 {
         let mut y = vec![T::ZERO; g.batch * o * pix];
-        add_channel_bias(&mut y, pix, bias);
+        finish_maps(&mut y, o, pix, epilogue);
         return y;
     }
     let mut y = uninit_vec(g.batch * o * pix);
@@ -929,7 +958,7 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
         row_len: g.out_w,
         kernel_rows: kh,
     };
-    frame.run(x, &packed, tiles, bias, &mut y, runs_of);
+    frame.run(x, &packed, tiles, epilogue, &mut y, runs_of);
     // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
     unsafe { assume_init_vec(y) }
 }
@@ -938,12 +967,12 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], bias: Option
 /// of input channels, one tile summed over a run per kernel tap that reaches an output
 /// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
 /// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
-fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
     if g.batch * image_len == 0 || pix == 0 || o == 0 {
         let mut x = vec![T::ZERO; g.batch * image_len];
-        add_channel_bias(&mut x, image_pix, bias);
+        finish_maps(&mut x, c, image_pix, epilogue);
         return x;
     }
     let mut x = uninit_vec(g.batch * image_len);
@@ -986,7 +1015,7 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], bias:
         row_len: g.in_w,
         kernel_rows: kh,
     };
-    frame.run(gy, &packed, tiles, bias, &mut x, runs_of);
+    frame.run(gy, &packed, tiles, epilogue, &mut x, runs_of);
     // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
     unsafe { assume_init_vec(x) }
 }
@@ -1227,6 +1256,7 @@ fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::elementwise::unary;
 
     #[allow(clippy::too_many_arguments)]
     fn geometry(c: usize, o: usize, h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> ConvGeometry {
@@ -1252,15 +1282,15 @@ mod tests {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
         let w = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, -1.0];
         let g = geometry(1, 2, 3, 3, 2, 1, 0, 1);
-        let y = conv2d_forward(&g, &x, &w, None);
+        let y = conv2d_forward(&g, &x, &w, Epilogue::NONE);
         assert_eq!(y, vec![12.0, 16.0, 24.0, 28.0, -4.0, -4.0, -4.0, -4.0]);
         // Stride 2 with padding 1: four corners of the padded image.
         let g = geometry(1, 1, 3, 3, 2, 2, 1, 1);
-        let y = conv2d_forward(&g, &x, &w[..4], None);
+        let y = conv2d_forward(&g, &x, &w[..4], Epilogue::NONE);
         assert_eq!(y, vec![1.0, 5.0, 11.0, 28.0]);
         // Dilation 2: the 2x2 kernel touches the four corners of the 3x3 image.
         let g = geometry(1, 1, 3, 3, 2, 1, 0, 2);
-        assert_eq!(conv2d_forward(&g, &x, &w[..4], None), vec![20.0]);
+        assert_eq!(conv2d_forward(&g, &x, &w[..4], Epilogue::NONE), vec![20.0]);
     }
 
     #[test]
@@ -1269,7 +1299,7 @@ mod tests {
         let y = [1.0, 2.0, 3.0, 4.0];
         let w = [1.0, 10.0, 100.0, 1000.0];
         let g = geometry(1, 1, 4, 4, 2, 2, 0, 1);
-        let x = conv2d_input_adjoint(&g, &y, &w, None);
+        let x = conv2d_input_adjoint(&g, &y, &w, Epilogue::NONE);
         #[rustfmt::skip]
         let want = vec![
             1.0, 10.0, 2.0, 20.0,
@@ -1290,12 +1320,12 @@ mod tests {
         let gy: Vec<f64> = (0..2 * 2 * g.out_h * g.out_w)
             .map(|v| ((v * 7 % 5) as f64) - 2.0)
             .collect();
-        let y = conv2d_forward(&g, &x, &w, None);
+        let y = conv2d_forward(&g, &x, &w, Epilogue::NONE);
         let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
         let gw = conv2d_weight_grad(&g, &x, &gy);
         let rhs: f64 = w.iter().zip(&gw).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
-        let gx = conv2d_input_adjoint(&g, &gy, &w, None);
+        let gx = conv2d_input_adjoint(&g, &gy, &w, Epilogue::NONE);
         let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
     }
@@ -1396,23 +1426,62 @@ mod tests {
                 col2im(&g, &back, &mut image);
                 gx_ref.extend(image.iter().enumerate().map(|(i, v)| v + bias_c[i / (h * w)]));
             }
+            fn biased<T>(bias: &[T]) -> Epilogue<'_, T> {
+                Epilogue {
+                    bias: Some(bias),
+                    activation: None,
+                }
+            }
+            // With an activation as well: the paths must give the activation of their sums.
+            fn activated<T>(bias: &[T], op: UnaryOp) -> Epilogue<'_, T> {
+                Epilogue {
+                    bias: Some(bias),
+                    activation: Some(op),
+                }
+            }
+            let (lrelu, tanh) = (UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh);
+            let (y_lrelu, gx_tanh) = (unary(lrelu, &y_ref), unary(tanh, &gx_ref));
             let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9) && a.len() == b.len();
             let f64_paths = [
                 (
                     "forward by rectangles",
-                    forward_by_rectangles(&g, &x, &wt, Some(&bias_o)),
+                    forward_by_rectangles(&g, &x, &wt, biased(&bias_o)),
                     &y_ref,
                 ),
                 (
                     "adjoint by rectangles",
-                    input_adjoint_by_rectangles(&g, &gy, &wt, Some(&bias_c)),
+                    input_adjoint_by_rectangles(&g, &gy, &wt, biased(&bias_c)),
                     &gx_ref,
                 ),
-                ("forward by tiles", forward_by_tiles(&g, &x, &wt, Some(&bias_o)), &y_ref),
+                (
+                    "forward by tiles",
+                    forward_by_tiles(&g, &x, &wt, biased(&bias_o)),
+                    &y_ref,
+                ),
                 (
                     "adjoint by tiles",
-                    input_adjoint_by_tiles(&g, &gy, &wt, Some(&bias_c)),
+                    input_adjoint_by_tiles(&g, &gy, &wt, biased(&bias_c)),
                     &gx_ref,
+                ),
+                (
+                    "activated forward by rectangles",
+                    forward_by_rectangles(&g, &x, &wt, activated(&bias_o, lrelu)),
+                    &y_lrelu,
+                ),
+                (
+                    "activated adjoint by rectangles",
+                    input_adjoint_by_rectangles(&g, &gy, &wt, activated(&bias_c, tanh)),
+                    &gx_tanh,
+                ),
+                (
+                    "activated forward by tiles",
+                    forward_by_tiles(&g, &x, &wt, activated(&bias_o, lrelu)),
+                    &y_lrelu,
+                ),
+                (
+                    "activated adjoint by tiles",
+                    input_adjoint_by_tiles(&g, &gy, &wt, activated(&bias_c, tanh)),
+                    &gx_tanh,
                 ),
                 (
                     "weight grad by rectangles",
@@ -1444,13 +1513,18 @@ mod tests {
             let f32_paths = [
                 (
                     "forward by tiles",
-                    forward_by_tiles(&g, &x32, &w32, Some(&bias_o32)),
+                    forward_by_tiles(&g, &x32, &w32, biased(&bias_o32)),
                     &y_ref,
                 ),
                 (
                     "adjoint by tiles",
-                    input_adjoint_by_tiles(&g, &gy32, &w32, Some(&bias_c32)),
+                    input_adjoint_by_tiles(&g, &gy32, &w32, biased(&bias_c32)),
                     &gx_ref,
+                ),
+                (
+                    "activated adjoint by tiles",
+                    input_adjoint_by_tiles(&g, &gy32, &w32, activated(&bias_c32, tanh)),
+                    &gx_tanh,
                 ),
                 ("weight grad by tiles", weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
                 (

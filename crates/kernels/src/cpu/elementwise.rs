@@ -114,36 +114,52 @@ impl UnaryOp {
     }
 }
 
-/// `out[i] = op(x[i])`.
+/// `$run(f)`, with `f` the closure `|v| op(v)` for `$op`'s variant.
 ///
-/// The op is matched once, outside the loop: every arm below passes `map` a closure over a
-/// fixed variant, so the per-element `match` in `UnaryOp::apply` folds away and each loop
-/// can be vectorised.
+/// The op is matched once, outside the loop: each arm passes a closure over a fixed variant,
+/// so the per-element `match` in `UnaryOp::apply` folds away and each loop can be vectorised.
+macro_rules! with_unary_fn {
+    ($op:expr, $run:expr) => {{
+        use UnaryOp as U;
+        match $op {
+            U::Neg => $run(|v| U::Neg.apply(v)),
+            U::Exp => $run(|v| U::Exp.apply(v)),
+            U::Log => $run(|v| U::Log.apply(v)),
+            U::Sqrt => $run(|v| U::Sqrt.apply(v)),
+            U::Abs => $run(|v| U::Abs.apply(v)),
+            U::Sign => $run(|v| U::Sign.apply(v)),
+            U::Relu => $run(|v| U::Relu.apply(v)),
+            U::LeakyRelu(s) => $run(|v| U::LeakyRelu(s).apply(v)),
+            U::LeakyReluSlope(s) => $run(|v| U::LeakyReluSlope(s).apply(v)),
+            U::Tanh => $run(|v| U::Tanh.apply(v)),
+            U::Sigmoid => $run(|v| U::Sigmoid.apply(v)),
+            U::Softplus => $run(|v| U::Softplus.apply(v)),
+            U::Pow(2.0) => $run(|v| v * v),
+            U::Pow(p) => $run(|v| U::Pow(p).apply(v)),
+            U::Clamp(lo, hi) => $run(|v| U::Clamp(lo, hi).apply(v)),
+            U::InRange(lo, hi) => $run(|v| U::InRange(lo, hi).apply(v)),
+            U::AddScalar(c) => $run(|v| U::AddScalar(c).apply(v)),
+            U::MulScalar(c) => $run(|v| U::MulScalar(c).apply(v)),
+            U::GtScalar(c) => $run(|v| U::GtScalar(c).apply(v)),
+            U::LtScalar(c) => $run(|v| U::LtScalar(c).apply(v)),
+            U::EqScalar(c) => $run(|v| U::EqScalar(c).apply(v)),
+        }
+    }};
+}
+
+/// `out[i] = op(x[i])`.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
-    use UnaryOp as U;
-    match op {
-        U::Neg => map(x, |v| U::Neg.apply(v)),
-        U::Exp => map(x, |v| U::Exp.apply(v)),
-        U::Log => map(x, |v| U::Log.apply(v)),
-        U::Sqrt => map(x, |v| U::Sqrt.apply(v)),
-        U::Abs => map(x, |v| U::Abs.apply(v)),
-        U::Sign => map(x, |v| U::Sign.apply(v)),
-        U::Relu => map(x, |v| U::Relu.apply(v)),
-        U::LeakyRelu(s) => map(x, |v| U::LeakyRelu(s).apply(v)),
-        U::LeakyReluSlope(s) => map(x, |v| U::LeakyReluSlope(s).apply(v)),
-        U::Tanh => map(x, |v| U::Tanh.apply(v)),
-        U::Sigmoid => map(x, |v| U::Sigmoid.apply(v)),
-        U::Softplus => map(x, |v| U::Softplus.apply(v)),
-        U::Pow(2.0) => map(x, |v| v * v),
-        U::Pow(p) => map(x, |v| U::Pow(p).apply(v)),
-        U::Clamp(lo, hi) => map(x, |v| U::Clamp(lo, hi).apply(v)),
-        U::InRange(lo, hi) => map(x, |v| U::InRange(lo, hi).apply(v)),
-        U::AddScalar(c) => map(x, |v| U::AddScalar(c).apply(v)),
-        U::MulScalar(c) => map(x, |v| U::MulScalar(c).apply(v)),
-        U::GtScalar(c) => map(x, |v| U::GtScalar(c).apply(v)),
-        U::LtScalar(c) => map(x, |v| U::LtScalar(c).apply(v)),
-        U::EqScalar(c) => map(x, |v| U::EqScalar(c).apply(v)),
-    }
+    with_unary_fn!(op, |f| map(x, f))
+}
+
+/// `x[i] = op(x[i])`, on one thread: for kernels that apply an activation to the part of
+/// their output a task has just written, while it is in cache (the convolutions' epilogue).
+pub fn unary_in_place<T: Element>(op: UnaryOp, x: &mut [T]) {
+    with_unary_fn!(op, |f| map_in_place(x, f))
+}
+
+fn map_in_place<T: Element>(x: &mut [T], f: impl Fn(T) -> T) {
+    x.iter_mut().for_each(|v| *v = f(*v));
 }
 
 /// `out[i] = f(x[i])`, in parallel chunks when `x` is large.

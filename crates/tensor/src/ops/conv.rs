@@ -9,8 +9,13 @@
 //!
 //! The kernels add the bias as their sums start; its gradient is the output gradient summed
 //! over all but the channels. So the gradient penalty's second derivatives need no new kernel.
+//!
+//! `conv2d_activated` and `conv_transpose2d_activated` also apply an activation as the kernel
+//! writes its output, and keep only the activated output: the activation's derivative is read
+//! from it ([`Activation::derivative_from_output`]), then the backward rule is the plain one.
 
-use crate::Tensor;
+use crate::autograd::BackwardArgs;
+use crate::{Activation, Tensor};
 use earthmover_kernels::ConvGeometry;
 
 /// Stride, padding, dilation and (for transposed convs) output padding, per spatial axis
@@ -67,6 +72,32 @@ impl Tensor {
     /// 2-D convolution: `self: [N, C, H, W]`, `weight: [O, C, kh, kw]`, `bias: [O]`; returns
     /// `[N, O, Ho, Wo]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
+        self.conv2d_with(weight, bias, opts, None)
+    }
+
+    /// `activation(conv2d(...))` in one op: the kernel applies the activation as it writes its
+    /// output, and the pre-activation output is never stored. The same values and gradients as
+    /// `conv2d` then `activation`, bit for bit on the CPU.
+    pub fn conv2d_activated(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvOptions,
+        activation: Activation,
+    ) -> Tensor {
+        if !activation.derivative_from_output() {
+            return self.conv2d(weight, bias, opts).activation(activation);
+        }
+        self.conv2d_with(weight, bias, opts, Some(activation))
+    }
+
+    fn conv2d_with(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvOptions,
+        activation: Option<Activation>,
+    ) -> Tensor {
         let [n, c, h, w] = dims4(self, "input", "conv2d");
         let [o, wc, kh, kw] = dims4(weight, "weight", "conv2d");
         assert_eq!(
@@ -109,13 +140,37 @@ impl Tensor {
             out_w: size(w, kw, opts.stride.1, opts.padding.1, opts.dilation.1, "width"),
         };
         check_bias(bias, o, "conv2d");
-        conv2d_primitive(self, weight, bias, g)
+        conv2d_primitive(self, weight, bias, activation, g)
     }
 
     /// 2-D transposed convolution: `self: [N, Cin, H, W]`, `weight: [Cin, Cout, kh, kw]`
     /// (PyTorch's layout), `bias: [Cout]`; returns `[N, Cout, Ho, Wo]` with
     /// `Ho = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1`.
     pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvOptions) -> Tensor {
+        self.conv_transpose2d_with(weight, bias, opts, None)
+    }
+
+    /// `activation(conv_transpose2d(...))` in one op, as [`Tensor::conv2d_activated`].
+    pub fn conv_transpose2d_activated(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvOptions,
+        activation: Activation,
+    ) -> Tensor {
+        if !activation.derivative_from_output() {
+            return self.conv_transpose2d(weight, bias, opts).activation(activation);
+        }
+        self.conv_transpose2d_with(weight, bias, opts, Some(activation))
+    }
+
+    fn conv_transpose2d_with(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvOptions,
+        activation: Option<Activation>,
+    ) -> Tensor {
         let [n, cin, h, w] = dims4(self, "input", "conv_transpose2d");
         let [wcin, cout, kh, kw] = dims4(weight, "weight", "conv_transpose2d");
         assert_eq!(
@@ -157,7 +212,7 @@ impl Tensor {
             out_w: w,
         };
         check_bias(bias, cout, "conv_transpose2d");
-        conv2d_input_adjoint(self, weight, bias, g)
+        conv2d_input_adjoint(self, weight, bias, activation, g)
     }
 
     /// The gradient of `<conv2d(self, w), grad_output>` with respect to a conv weight of
@@ -214,15 +269,35 @@ fn bias_grad(grad: &Tensor) -> Tensor {
     grad.sum_dims(&[0, 2, 3], false)
 }
 
-/// `C_w x + b`, the bias added by the kernel as its sums start.
-fn conv2d_primitive(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Tensor {
+/// The gradient with respect to the sums of an op that applied `activation` to them, from the
+/// gradient of its output.
+fn through_activation(activation: Option<Activation>, a: &BackwardArgs) -> Tensor {
+    match activation {
+        None => a.grad.clone(),
+        Some(act) => act.backward_from_output(a.grad, a.output),
+    }
+}
+
+/// `act(C_w x + b)`, the bias added by the kernel as its sums start, the activation as it
+/// writes them.
+fn conv2d_primitive(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Option<Activation>,
+    g: ConvGeometry,
+) -> Tensor {
     let bias_storage = bias.map(|b| b.storage());
-    let storage = x.storage().conv2d_forward(&w.storage(), bias_storage.as_deref(), &g);
+    let op = activation.map(Activation::kernel_op);
+    let storage = x
+        .storage()
+        .conv2d_forward(&w.storage(), bias_storage.as_deref(), op, &g);
     let shape = vec![g.batch, g.out_channels, g.out_h, g.out_w];
     Tensor::from_op(storage, shape, "conv2d", &with_bias(x, w, bias), move |a| {
-        let (x, w, gy) = (&a.inputs[0], &a.inputs[1], a.grad);
+        let gy = &through_activation(activation, a);
+        let (x, w) = (&a.inputs[0], &a.inputs[1]);
         vec![
-            a.needs[0].then(|| conv2d_input_adjoint(gy, w, None, g)),
+            a.needs[0].then(|| conv2d_input_adjoint(gy, w, None, None, g)),
             a.needs[1].then(|| conv2d_weight_grad(x, gy, g)),
         ]
         .into_iter()
@@ -231,18 +306,26 @@ fn conv2d_primitive(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeomet
     })
 }
 
-/// `C_w^T y + b`: maps a conv output `[N, O, Ho, Wo]` back to an input `[N, C, H, W]`.
-fn conv2d_input_adjoint(y: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Tensor {
+/// `act(C_w^T y + b)`: maps a conv output `[N, O, Ho, Wo]` back to an input `[N, C, H, W]`.
+fn conv2d_input_adjoint(
+    y: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Option<Activation>,
+    g: ConvGeometry,
+) -> Tensor {
     let bias_storage = bias.map(|b| b.storage());
+    let op = activation.map(Activation::kernel_op);
     let storage = y
         .storage()
-        .conv2d_input_adjoint(&w.storage(), bias_storage.as_deref(), &g);
+        .conv2d_input_adjoint(&w.storage(), bias_storage.as_deref(), op, &g);
     let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
     Tensor::from_op(storage, shape, "conv_transpose2d", &with_bias(y, w, bias), move |a| {
         // <C_w^T y, G> = <y, C_w G>: linear in y through C_w, and in w through the weight grad.
-        let (y, w, gx) = (&a.inputs[0], &a.inputs[1], a.grad);
+        let gx = &through_activation(activation, a);
+        let (y, w) = (&a.inputs[0], &a.inputs[1]);
         vec![
-            a.needs[0].then(|| conv2d_primitive(gx, w, None, g)),
+            a.needs[0].then(|| conv2d_primitive(gx, w, None, None, g)),
             a.needs[1].then(|| conv2d_weight_grad(gx, y, g)),
         ]
         .into_iter()
@@ -259,8 +342,8 @@ fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: ConvGeometry) -> Tensor {
         // <W(x, gy), G> = <C_G x, gy>: in x that is C_G^T gy, in gy it is C_G x.
         let (x, gy, gw) = (&a.inputs[0], &a.inputs[1], a.grad);
         vec![
-            a.needs[0].then(|| conv2d_input_adjoint(gy, gw, None, g)),
-            a.needs[1].then(|| conv2d_primitive(x, gw, None, g)),
+            a.needs[0].then(|| conv2d_input_adjoint(gy, gw, None, None, g)),
+            a.needs[1].then(|| conv2d_primitive(x, gw, None, None, g)),
         ]
     })
 }

@@ -48,7 +48,9 @@ impl Tensor {
     }
 
     pub fn relu(&self) -> Tensor {
-        self.unary_op(UnaryOp::Relu, "relu", |a| a.grad.mul(&a.inputs[0].gt_scalar(0.0)))
+        self.unary_op(UnaryOp::Relu, "relu", |a| {
+            leaky_relu_backward(a.grad, &a.inputs[0], 0.0)
+        })
     }
 
     /// `x` where positive, `negative_slope * x` elsewhere.
@@ -59,17 +61,25 @@ impl Tensor {
     }
 
     pub fn tanh(&self) -> Tensor {
-        // d tanh = 1 - tanh^2, from the output.
         self.unary_op(UnaryOp::Tanh, "tanh", |a| {
-            a.grad.mul(&a.output.square().neg().add_scalar(1.0))
+            Activation::Tanh.backward_from_output(a.grad, a.output)
         })
     }
 
     pub fn sigmoid(&self) -> Tensor {
-        // d sigmoid = s (1 - s), from the output.
         self.unary_op(UnaryOp::Sigmoid, "sigmoid", |a| {
-            a.grad.mul(&a.output.mul(&a.output.neg().add_scalar(1.0)))
+            Activation::Sigmoid.backward_from_output(a.grad, a.output)
         })
+    }
+
+    /// `activation(self)`.
+    pub fn activation(&self, activation: Activation) -> Tensor {
+        match activation {
+            Activation::Relu => self.relu(),
+            Activation::LeakyRelu(slope) => self.leaky_relu(slope),
+            Activation::Tanh => self.tanh(),
+            Activation::Sigmoid => self.sigmoid(),
+        }
     }
 
     /// `log(1 + exp(x))`, stable for large `|x|`.
@@ -264,6 +274,57 @@ impl Tensor {
                 a.needs[1].then(|| Tensor::where_cond(&cond, &zeros, a.grad)),
             ]
         })
+    }
+}
+
+/// An activation function as a value: what an activation layer applies, or what a convolution
+/// applies to its output in the same op ([`Tensor::conv2d_activated`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    /// `x` where positive, `negative_slope * x` elsewhere.
+    LeakyRelu(f64),
+    Tanh,
+    Sigmoid,
+}
+
+impl Activation {
+    /// The elementwise kernel that computes it.
+    pub fn kernel_op(self) -> UnaryOp {
+        match self {
+            Activation::Relu => UnaryOp::Relu,
+            Activation::LeakyRelu(slope) => UnaryOp::LeakyRelu(slope),
+            Activation::Tanh => UnaryOp::Tanh,
+            Activation::Sigmoid => UnaryOp::Sigmoid,
+        }
+    }
+
+    /// Whether its derivative can be read from its output alone, which an op that keeps only
+    /// the activated output needs. True of all but a leaky ReLU of negative slope, which maps
+    /// negative inputs to positive outputs.
+    pub fn derivative_from_output(self) -> bool {
+        match self {
+            Activation::LeakyRelu(slope) => slope >= 0.0,
+            _ => true,
+        }
+    }
+
+    /// `grad` through the activation whose output is `y`. A (leaky) ReLU's `y > 0` exactly
+    /// where its input is (for a slope >= 0); tanh' = 1 - y^2 and sigmoid' = y (1 - y), with
+    /// `y` attached, so that these differentiate again.
+    pub(crate) fn backward_from_output(self, grad: &Tensor, y: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => leaky_relu_backward(grad, y, 0.0),
+            Activation::LeakyRelu(slope) => {
+                debug_assert!(
+                    slope >= 0.0,
+                    "a leaky ReLU of slope {slope} has no derivative from its output"
+                );
+                leaky_relu_backward(grad, y, slope)
+            }
+            Activation::Tanh => grad.mul(&y.square().neg().add_scalar(1.0)),
+            Activation::Sigmoid => grad.mul(&y.mul(&y.neg().add_scalar(1.0))),
+        }
     }
 }
 

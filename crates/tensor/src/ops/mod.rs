@@ -8,3 +8,5 @@ mod loss;
 mod matmul;
 mod norm;
 mod reduce;
+
+pub use elementwise::Activation;

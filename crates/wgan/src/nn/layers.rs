@@ -2,7 +2,7 @@
 
 use super::init::{self, Init};
 use super::{join, Module, TensorKind};
-use earthmover_tensor::{ConvOptions, Tensor};
+use earthmover_tensor::{Activation, ConvOptions, Tensor};
 use rand::Rng;
 
 /// Name a layer's `weight` and optional `bias` as PyTorch does.
@@ -68,6 +68,9 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.conv2d(&self.weight, self.bias.as_ref(), self.options)
     }
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> Option<Tensor> {
+        Some(x.conv2d_activated(&self.weight, self.bias.as_ref(), self.options, activation))
+    }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
@@ -102,30 +105,23 @@ impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.options)
     }
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> Option<Tensor> {
+        Some(x.conv_transpose2d_activated(&self.weight, self.bias.as_ref(), self.options, activation))
+    }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
 }
 
-/// An activation function as a layer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    Relu,
-    LeakyRelu(f64),
-    Tanh,
-    Sigmoid,
-}
-
+/// An activation function as a layer (the tensor crate's [`Activation`]).
 impl Module for Activation {
     fn forward(&self, x: &Tensor) -> Tensor {
-        match *self {
-            Activation::Relu => x.relu(),
-            Activation::LeakyRelu(slope) => x.leaky_relu(slope),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => x.sigmoid(),
-        }
+        x.activation(*self)
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, TensorKind)) {}
+    fn as_activation(&self) -> Option<Activation> {
+        Some(*self)
+    }
 }
 
 /// Reshape `[N, features]` to `[N, shape...]` (PyTorch's `nn.Unflatten(1, shape)`); with an

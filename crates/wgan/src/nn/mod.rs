@@ -7,7 +7,8 @@ mod layers;
 mod norm;
 mod sequential;
 
-pub use layers::{Activation, Conv2d, ConvTranspose2d, Crop2d, Linear, Unflatten};
+pub use earthmover_tensor::Activation;
+pub use layers::{Conv2d, ConvTranspose2d, Crop2d, Linear, Unflatten};
 pub use norm::{BatchNorm, LayerNorm};
 pub use sequential::Sequential;
 
@@ -30,6 +31,18 @@ pub trait Module: Send + Sync {
 
     /// Switch between training and evaluation behaviour (batch-norm's statistics).
     fn set_training(&self, _training: bool) {}
+
+    /// `activation(self.forward(x))` as one op, where the layer can fuse the two (the
+    /// convolutions apply it as they write their output); `None` where it cannot.
+    /// [`Sequential`] calls it for a layer followed by an activation layer.
+    fn forward_activated(&self, _x: &Tensor, _activation: Activation) -> Option<Tensor> {
+        None
+    }
+
+    /// The activation this layer applies, if it is an activation layer and nothing else.
+    fn as_activation(&self) -> Option<Activation> {
+        None
+    }
 
     /// Parameters in registration order.
     fn parameters(&self) -> Vec<Tensor> {
