@@ -828,7 +828,16 @@ struct TileFrame {
     rows: usize,
     row_len: usize,
     kernel_rows: usize,
+    /// The longest run a pixel can have in one kernel row: below [`SHORT_RUN`], each pixel's
+    /// runs of every kernel row go to the tile in one call.
+    longest_run: usize,
 }
+
+/// Runs shorter than this many steps are summed kernel row after kernel row in one tile call
+/// per pixel: loading and storing the tile's 96 sums once per kernel row would cost more than
+/// the L2 reuse that going kernel row by kernel row buys (a single-channel image's runs are a
+/// few kernel columns long).
+const SHORT_RUN: usize = 32;
 
 impl TileFrame {
     /// In three parallel phases:
@@ -839,8 +848,9 @@ impl TileFrame {
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
     ///    pushes the runs of every pixel of output row `row` for kernel row `ki` (pixel `i`'s
     ///    are `runs[bounds[i]..bounds[i + 1]]`), or returns false where the kernel row reads
-    ///    only padding, and [`accumulate_row`] sums them; then the task's sums go through the
-    ///    activation, while they are in cache;
+    ///    only padding, and [`accumulate_row`] sums them (with short runs, every kernel row of
+    ///    an output row in one pass instead); then the task's sums go through the activation,
+    ///    while they are in cache;
     /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
     fn run<T: Element>(
         &self,
@@ -873,18 +883,26 @@ impl TileFrame {
                     .map(move |(band, sums)| (chunk, band, sums))
             })
             .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(runs, bounds): &mut (Vec<Run>, Vec<usize>), (chunk, band, sums)| {
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
+                 (chunk, band, sums)| {
                     start_sums(sums, padded, epilogue.bias);
                     let operand = &laid_out[chunk * chunk_source..][..chunk_source];
                     let first_row = band * band_rows;
-                    for ki in 0..self.kernel_rows {
+                    if self.longest_run < SHORT_RUN {
                         for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
-                            runs.clear();
-                            bounds.clear();
-                            bounds.push(0);
-                            if runs_of(ki, first_row + i, runs, bounds) {
-                                accumulate_row(packed, tiles, operand, runs, bounds, row);
+                            self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
+                            accumulate_row(packed, tiles, operand, runs, bounds, row);
+                        }
+                    } else {
+                        for ki in 0..self.kernel_rows {
+                            for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
+                                runs.clear();
+                                bounds.clear();
+                                bounds.push(0);
+                                if runs_of(ki, first_row + i, runs, bounds) {
+                                    accumulate_row(packed, tiles, operand, runs, bounds, row);
+                                }
                             }
                         }
                     }
@@ -898,6 +916,39 @@ impl TileFrame {
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
             .for_each(|(out, sums)| from_tile_layout(sums, self.channels, padded, pixels, out));
+    }
+
+    /// The runs of every pixel of output row `row` over all kernel rows, kernel row after
+    /// kernel row (the order in which the row-by-row passes would add them), into `runs` and
+    /// `bounds` as `runs_of` gives them for one kernel row. `row_runs` and `row_bounds` are
+    /// work space: each kernel row's runs, and its `row_len + 1` bounds into them.
+    fn runs_of_every_kernel_row(
+        &self,
+        row: usize,
+        runs_of: &impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool,
+        runs: &mut Vec<Run>,
+        bounds: &mut Vec<usize>,
+        row_runs: &mut Vec<Run>,
+        row_bounds: &mut Vec<usize>,
+    ) {
+        row_runs.clear();
+        row_bounds.clear();
+        for ki in 0..self.kernel_rows {
+            bounds.clear();
+            bounds.push(row_runs.len());
+            if runs_of(ki, row, row_runs, bounds) {
+                row_bounds.extend_from_slice(bounds);
+            }
+        }
+        runs.clear();
+        bounds.clear();
+        bounds.push(0);
+        for pixel in 0..self.row_len {
+            for kernel_row in row_bounds.chunks_exact(self.row_len + 1) {
+                runs.extend_from_slice(&row_runs[kernel_row[pixel]..kernel_row[pixel + 1]]);
+            }
+            bounds.push(runs.len());
+        }
     }
 }
 
@@ -957,6 +1008,7 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Ep
         rows: g.out_h,
         row_len: g.out_w,
         kernel_rows: kh,
+        longest_run: kw * c,
     };
     frame.run(x, &packed, tiles, epilogue, &mut y, runs_of);
     // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
@@ -1014,6 +1066,7 @@ fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], epilo
         rows: g.in_h,
         row_len: g.in_w,
         kernel_rows: kh,
+        longest_run: o,
     };
     frame.run(gy, &packed, tiles, epilogue, &mut x, runs_of);
     // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
