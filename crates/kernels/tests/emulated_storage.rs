@@ -158,25 +158,26 @@ fn convolutions_and_their_gradients_match() {
             let (y_cpu, y_gpu) = pair(batch * o * out_h * out_w, 8, dtype);
             let (bo_cpu, bo_gpu) = pair(o, 9, dtype);
             let (bc_cpu, bc_gpu) = pair(c, 10, dtype);
-            // Bare, with a bias, and with a bias and an activation (the fused epilogue).
-            let activations = [None, None, Some(UnaryOp::LeakyRelu(0.2))];
-            let biases = [
-                (None, None),
-                (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
-                (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu))),
+            // Bare, with a bias, and with a bias and an activation (the fused epilogue): the
+            // forward pass's activation, then the adjoint's.
+            let with_bias = (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu)));
+            let cases = [
+                ((None, None), None, None),
+                (with_bias, None, None),
+                (with_bias, Some(UnaryOp::LeakyRelu(0.2)), Some(UnaryOp::Sigmoid)),
             ];
-            for ((bo, bc), act) in biases.into_iter().zip(activations) {
-                let case = format!("bias {}, activation {act:?}", bo.is_some());
+            for ((bo, bc), forward_act, adjoint_act) in cases {
+                let case = format!("bias {}, activations {forward_act:?} / {adjoint_act:?}", bo.is_some());
                 assert_close(
                     &format!("conv2d, {case}"),
-                    &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), act, &g),
-                    &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), act, &g),
+                    &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), forward_act, &g),
+                    &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), forward_act, &g),
                     tol,
                 );
                 assert_close(
                     &format!("input adjoint, {case}"),
-                    &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), act.map(|_| UnaryOp::Sigmoid), &g),
-                    &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), act.map(|_| UnaryOp::Sigmoid), &g),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), adjoint_act, &g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), adjoint_act, &g),
                     tol,
                 );
             }

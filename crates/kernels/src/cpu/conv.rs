@@ -1,9 +1,10 @@
 //! 2-D convolution on a register tile, or as GEMMs over the taps that fall inside the image.
 //!
 //! Three kernels cover conv2d, conv_transpose2d and all their derivatives:
-//! - [`conv2d_forward`]: `y = conv(x, w) + bias`;
-//! - [`conv2d_input_adjoint`]: the adjoint of `x -> conv(x, w)` (plus a bias), which is both
-//!   conv2d's input gradient and conv_transpose2d's forward pass;
+//! - [`conv2d_forward`]: `y = activation(conv(x, w) + bias)`;
+//! - [`conv2d_input_adjoint`]: the adjoint of `x -> conv(x, w)` (plus a bias, through an
+//!   activation: the [`Epilogue`]), which is both conv2d's input gradient and
+//!   conv_transpose2d's forward pass;
 //! - [`conv2d_weight_grad`]: the gradient of `<conv(x, w), gy>` with respect to `w`.
 //!
 //! Shapes follow PyTorch: images `[N, C, H, W]`, conv weights `[O, C, kh, kw]`, maps
@@ -460,14 +461,14 @@ fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilo
     if maps.is_empty() || (epilogue.bias.is_none() && epilogue.activation.is_none()) {
         return;
     }
-    maps.par_chunks_mut(channels * pixels).for_each(|sample| {
-        for (c, map) in sample.chunks_exact_mut(pixels).enumerate() {
-            if let Some(bias) = epilogue.bias {
-                map.iter_mut().for_each(|v| *v += bias[c]);
-            }
-            if let Some(op) = epilogue.activation {
-                unary_in_place(op, map);
-            }
+    // By maps, so that a batch of one still spreads over the threads.
+    maps.par_chunks_mut(pixels).enumerate().for_each(|(i, map)| {
+        if let Some(bias) = epilogue.bias {
+            let b = bias[i % channels];
+            map.iter_mut().for_each(|v| *v += b);
+        }
+        if let Some(op) = epilogue.activation {
+            unary_in_place(op, map);
         }
     });
 }
@@ -820,7 +821,7 @@ const ROW_BANDS: usize = 4;
 
 /// The frame shared by the forward pass and the input adjoint on the tile: the kernel's source
 /// `[N, source_channels, source_pixels]` (the image, or the map), and its output `[N,
-/// channels, rows * row_len]` summed over `kernel_rows` passes.
+/// channels, rows * row_len]` summed over `kernel_rows` kernel rows.
 struct TileFrame {
     source_channels: usize,
     source_pixels: usize,
@@ -834,9 +835,9 @@ struct TileFrame {
 }
 
 /// Runs shorter than this many steps are summed kernel row after kernel row in one tile call
-/// per pixel: loading and storing the tile's 96 sums once per kernel row would cost more than
-/// the L2 reuse that going kernel row by kernel row buys (a single-channel image's runs are a
-/// few kernel columns long).
+/// per pixel: loading and storing the tile's [`TILE_LEN`] sums once per kernel row would cost
+/// more than the L2 reuse that going kernel row by kernel row buys (a single-channel image's
+/// runs are a few kernel columns long).
 const SHORT_RUN: usize = 32;
 
 impl TileFrame {
@@ -846,12 +847,18 @@ impl TileFrame {
     /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
     ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
-    ///    pushes the runs of every pixel of output row `row` for kernel row `ki` (pixel `i`'s
-    ///    are `runs[bounds[i]..bounds[i + 1]]`), or returns false where the kernel row reads
-    ///    only padding, and [`accumulate_row`] sums them (with short runs, every kernel row of
-    ///    an output row in one pass instead); then the task's sums go through the activation,
-    ///    while they are in cache;
+    ///    pushes the runs of every pixel of output row `row` for kernel row `ki`, or returns
+    ///    false where the kernel row reads only padding, and [`accumulate_row`] sums them (with
+    ///    short runs, every kernel row of an output row in one call instead); then the task's
+    ///    sums go through the activation, while they are in cache;
     /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
+    ///
+    /// `runs_of`'s contract: it is called with `bounds` holding one entry, the offset into
+    /// `runs` where its runs start (not always 0: `runs` may hold other kernel rows' runs
+    /// already). When it returns true it has appended, for each of the row's `row_len` pixels
+    /// in order, that pixel's runs to `runs` and then `runs.len()` to `bounds`, so that pixel
+    /// `i`'s runs are `runs[bounds[i]..bounds[i + 1]]` (the forward pass takes the pixel's index
+    /// from `bounds.len() - 1`). When it returns false it has pushed nothing.
     fn run<T: Element>(
         &self,
         source: &[T],
@@ -901,6 +908,7 @@ impl TileFrame {
                                 bounds.clear();
                                 bounds.push(0);
                                 if runs_of(ki, first_row + i, runs, bounds) {
+                                    debug_assert_eq!(bounds.len(), self.row_len + 1, "runs_of's bounds");
                                     accumulate_row(packed, tiles, operand, runs, bounds, row);
                                 }
                             }
@@ -937,6 +945,7 @@ impl TileFrame {
             bounds.clear();
             bounds.push(row_runs.len());
             if runs_of(ki, row, row_runs, bounds) {
+                debug_assert_eq!(bounds.len(), self.row_len + 1, "runs_of's bounds");
                 row_bounds.extend_from_slice(bounds);
             }
         }
@@ -952,7 +961,7 @@ impl TileFrame {
     }
 }
 
-/// `y = conv2d(x, w) + bias` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
+/// `y = activation(conv2d(x, w) + bias)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
 /// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
 /// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
@@ -1008,14 +1017,15 @@ fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Ep
         rows: g.out_h,
         row_len: g.out_w,
         kernel_rows: kh,
-        longest_run: kw * c,
+        // With dilation each kernel column is a run of its own.
+        longest_run: if g.dilation.1 > 1 { c } else { kw * c },
     };
     frame.run(x, &packed, tiles, epilogue, &mut y, runs_of);
     // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
     unsafe { assume_init_vec(y) }
 }
 
-/// `x = conv2d^T(y, w) + bias` on the register tile: per chunk of samples, per input pixel and tile
+/// `x = activation(conv2d^T(y, w) + bias)` on the register tile: per chunk of samples, per input pixel and tile
 /// of input channels, one tile summed over a run per kernel tap that reaches an output
 /// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
 /// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
@@ -1573,6 +1583,11 @@ mod tests {
                     "adjoint by tiles",
                     input_adjoint_by_tiles(&g, &gy32, &w32, biased(&bias_c32)),
                     &gx_ref,
+                ),
+                (
+                    "activated forward by tiles",
+                    forward_by_tiles(&g, &x32, &w32, activated(&bias_o32, lrelu)),
+                    &y_lrelu,
                 ),
                 (
                     "activated adjoint by tiles",

@@ -2,9 +2,9 @@
 //!
 //! Three primitives, closed under differentiation (each one's backward is made of the three,
 //! and of a sum for the bias):
-//! - `conv2d`: `y = C_w(x) + b`;
-//! - `conv2d_input_adjoint` (the transpose `C_w^T`, plus a bias): conv2d's input gradient (no
-//!   bias), and conv_transpose2d's forward;
+//! - `conv2d`: `y = C_w(x) + b` (through an activation, optionally);
+//! - `conv2d_input_adjoint` (the transpose `C_w^T`, plus a bias, through an activation):
+//!   conv2d's input gradient (neither), and conv_transpose2d's forward;
 //! - [`Tensor::conv2d_weight_grad`]: conv2d's weight gradient, bilinear in `(x, gy)`.
 //!
 //! The kernels add the bias as their sums start; its gradient is the output gradient summed
@@ -12,7 +12,7 @@
 //!
 //! `conv2d_activated` and `conv_transpose2d_activated` also apply an activation as the kernel
 //! writes its output, and keep only the activated output: the activation's derivative is read
-//! from it ([`Activation::derivative_from_output`]), then the backward rule is the plain one.
+//! from it ([`Activation::has_derivative_from_output`]), then the backward rule is the plain one.
 
 use crate::autograd::BackwardArgs;
 use crate::{Activation, Tensor};
@@ -75,9 +75,10 @@ impl Tensor {
         self.conv2d_with(weight, bias, opts, None)
     }
 
-    /// `activation(conv2d(...))` in one op: the kernel applies the activation as it writes its
-    /// output, and the pre-activation output is never stored. The same values and gradients as
-    /// `conv2d` then `activation`, bit for bit on the CPU.
+    /// `activation(conv2d(...))` in one op: only the activated output is kept, and on the CPU
+    /// the kernel applies the activation as it writes the output, so the pre-activation output
+    /// is never stored (the GPU applies it as a pass of its own). The same values and
+    /// gradients as `conv2d` then `activation`, bit for bit on the CPU.
     pub fn conv2d_activated(
         &self,
         weight: &Tensor,
@@ -85,7 +86,7 @@ impl Tensor {
         opts: ConvOptions,
         activation: Activation,
     ) -> Tensor {
-        if !activation.derivative_from_output() {
+        if !activation.has_derivative_from_output() {
             return self.conv2d(weight, bias, opts).activation(activation);
         }
         self.conv2d_with(weight, bias, opts, Some(activation))
@@ -158,7 +159,7 @@ impl Tensor {
         opts: ConvOptions,
         activation: Activation,
     ) -> Tensor {
-        if !activation.derivative_from_output() {
+        if !activation.has_derivative_from_output() {
             return self.conv_transpose2d(weight, bias, opts).activation(activation);
         }
         self.conv_transpose2d_with(weight, bias, opts, Some(activation))
@@ -293,7 +294,12 @@ fn conv2d_primitive(
         .storage()
         .conv2d_forward(&w.storage(), bias_storage.as_deref(), op, &g);
     let shape = vec![g.batch, g.out_channels, g.out_h, g.out_w];
-    Tensor::from_op(storage, shape, "conv2d", &with_bias(x, w, bias), move |a| {
+    let name = if activation.is_some() {
+        "conv2d_activated"
+    } else {
+        "conv2d"
+    };
+    Tensor::from_op(storage, shape, name, &with_bias(x, w, bias), move |a| {
         let gy = &through_activation(activation, a);
         let (x, w) = (&a.inputs[0], &a.inputs[1]);
         vec![
@@ -320,7 +326,12 @@ fn conv2d_input_adjoint(
         .storage()
         .conv2d_input_adjoint(&w.storage(), bias_storage.as_deref(), op, &g);
     let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
-    Tensor::from_op(storage, shape, "conv_transpose2d", &with_bias(y, w, bias), move |a| {
+    let name = if activation.is_some() {
+        "conv_transpose2d_activated"
+    } else {
+        "conv_transpose2d"
+    };
+    Tensor::from_op(storage, shape, name, &with_bias(y, w, bias), move |a| {
         // <C_w^T y, G> = <y, C_w G>: linear in y through C_w, and in w through the weight grad.
         let gx = &through_activation(activation, a);
         let (y, w) = (&a.inputs[0], &a.inputs[1]);

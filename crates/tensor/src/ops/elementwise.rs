@@ -301,8 +301,8 @@ impl Activation {
 
     /// Whether its derivative can be read from its output alone, which an op that keeps only
     /// the activated output needs. True of all but a leaky ReLU of negative slope, which maps
-    /// negative inputs to positive outputs.
-    pub fn derivative_from_output(self) -> bool {
+    /// negative inputs to positive outputs (or of NaN slope).
+    pub fn has_derivative_from_output(self) -> bool {
         match self {
             Activation::LeakyRelu(slope) => slope >= 0.0,
             _ => true,
