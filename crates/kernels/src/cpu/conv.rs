@@ -64,7 +64,7 @@ use super::elementwise::{unary_in_place, UnaryOp};
 use super::layout::{transpose_block, TRANSPOSE_BLOCK};
 use super::matmul::{count_flops, gemm, gemm_into, MatrixLayout};
 use super::scratch::Scratch;
-use super::tile::{accumulate_tile_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::tile::{accumulate_rows_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -793,11 +793,13 @@ fn taps_inside_image(g: &ConvGeometry) -> usize {
 
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
 /// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
-/// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`). The runs are checked
-/// once for the whole row ([`check_runs`]), not once per tile.
+/// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`), for the first
+/// `channels` rows (the last tile's padding rows are skipped). The runs are checked once for
+/// the whole row ([`check_runs`]), not once per tile.
 fn accumulate_row<T: Element>(
     packed: &[T],
     tiles: usize,
+    channels: usize,
     operand: &[T],
     runs: &[Run],
     bounds: &[usize],
@@ -809,8 +811,9 @@ fn accumulate_row<T: Element>(
     for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
         for (tile, out) in pixel.chunks_exact_mut(TILE_LEN).enumerate() {
             let weights = &packed[tile * tile_weights..][..tile_weights];
+            let rows = (channels - tile * TILE_ROWS).min(TILE_ROWS);
             // SAFETY: `weights` is `tile_weights` long and these runs are among those checked.
-            unsafe { accumulate_tile_unchecked(weights, operand, &runs[bounds[i]..bounds[i + 1]], out) };
+            unsafe { accumulate_rows_unchecked(rows, weights, operand, &runs[bounds[i]..bounds[i + 1]], out) };
         }
     }
 }
@@ -899,7 +902,7 @@ impl TileFrame {
                     if self.longest_run < SHORT_RUN {
                         for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                             self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                            accumulate_row(packed, tiles, operand, runs, bounds, row);
+                            accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
                         }
                     } else {
                         for ki in 0..self.kernel_rows {
@@ -909,7 +912,7 @@ impl TileFrame {
                                 bounds.push(0);
                                 if runs_of(ki, first_row + i, runs, bounds) {
                                     debug_assert_eq!(bounds.len(), self.row_len + 1, "runs_of's bounds");
-                                    accumulate_row(packed, tiles, operand, runs, bounds, row);
+                                    accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
                                 }
                             }
                         }
@@ -1201,9 +1204,10 @@ fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<
                 for (i, per_otile) in out.chunks_exact_mut(ctiles * TILE_LEN).enumerate() {
                     let tile_maps = &maps[(first_otile + i) * maps_per_tile..][..maps_per_tile];
                     let tile = &mut per_otile[block * TILE_LEN..][..TILE_LEN];
+                    let rows = (o - (first_otile + i) * TILE_ROWS).min(TILE_ROWS);
                     // SAFETY: the slices have the checked lengths, and `group` is among the
                     // checked runs.
-                    unsafe { accumulate_tile_unchecked(tile_maps, block_inputs, group, tile) };
+                    unsafe { accumulate_rows_unchecked(rows, tile_maps, block_inputs, group, tile) };
                 }
             }
         }
@@ -1293,8 +1297,9 @@ fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]
             check_runs(runs, seen.len(), maps_per_block);
             for (block, tile) in out.chunks_exact_mut(TILE_LEN).enumerate() {
                 let block_maps = &maps[block * maps_per_block..][..maps_per_block];
+                let rows = (kw - group * TILE_ROWS).min(TILE_ROWS);
                 // SAFETY: the runs were checked against `seen` and maps of this length.
-                unsafe { accumulate_tile_unchecked(seen, block_maps, runs, tile) };
+                unsafe { accumulate_rows_unchecked(rows, seen, block_maps, runs, tile) };
             }
         },
     );

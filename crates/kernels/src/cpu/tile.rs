@@ -66,18 +66,43 @@ pub fn check_runs(runs: &[Run], weights_len: usize, inputs_len: usize) {
 /// # Safety
 /// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.
 pub unsafe fn accumulate_tile_unchecked<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
+    // SAFETY: the caller's contract.
+    unsafe { accumulate_rows_unchecked(TILE_ROWS, weights, inputs, runs, out) }
+}
+
+/// [`accumulate_tile_unchecked`] for the first `rows` rows of the tile only: the last tile of
+/// a channel count that is not a multiple of [`TILE_ROWS`] holds zero weights in its other
+/// rows, whose multiply-adds this skips. The other rows of `out` are left as they are.
+///
+/// # Safety
+/// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.
+pub unsafe fn accumulate_rows_unchecked<T: Element>(
+    rows: usize,
+    weights: &[T],
+    inputs: &[T],
+    runs: &[Run],
+    out: &mut [T],
+) {
     assert!(out.len() >= TILE_LEN, "tile: output too small");
+    assert!((1..=TILE_ROWS).contains(&rows), "tile: {rows} rows");
     #[cfg(target_arch = "x86_64")]
     if super::is_f32_on_avx2_fma::<T>() {
+        let (w, x, o) = (
+            weights.as_ptr() as *const f32,
+            inputs.as_ptr() as *const f32,
+            out.as_mut_ptr() as *mut f32,
+        );
         // SAFETY: T is f32 (same layout); the runs lie inside both operands (the caller's
         // contract), `out` holds a whole tile, and the processor has AVX2 and FMA.
         unsafe {
-            avx2::accumulate_tile(
-                weights.as_ptr() as *const f32,
-                inputs.as_ptr() as *const f32,
-                runs,
-                out.as_mut_ptr() as *mut f32,
-            );
+            match rows {
+                6 => avx2::accumulate_tile::<6>(w, x, runs, o),
+                5 => avx2::accumulate_tile::<5>(w, x, runs, o),
+                4 => avx2::accumulate_tile::<4>(w, x, runs, o),
+                3 => avx2::accumulate_tile::<3>(w, x, runs, o),
+                2 => avx2::accumulate_tile::<2>(w, x, runs, o),
+                _ => avx2::accumulate_tile::<1>(w, x, runs, o),
+            }
         }
         return;
     }
@@ -87,7 +112,7 @@ pub unsafe fn accumulate_tile_unchecked<T: Element>(weights: &[T], inputs: &[T],
         let w = &weights[run.weights..][..run.len * TILE_ROWS];
         let x = &inputs[run.inputs..][..run.len * TILE_SAMPLES];
         for (w, x) in w.chunks_exact(TILE_ROWS).zip(x.chunks_exact(TILE_SAMPLES)) {
-            for (row, &wr) in acc.chunks_exact_mut(TILE_SAMPLES).zip(w) {
+            for (row, &wr) in acc.chunks_exact_mut(TILE_SAMPLES).zip(&w[..rows]) {
                 row.iter_mut().zip(x).for_each(|(a, &xs)| *a += wr * xs);
             }
         }
@@ -103,15 +128,21 @@ mod avx2 {
     /// How many steps ahead the inputs are prefetched.
     const PREFETCH_STEPS: usize = 8;
 
-    /// The portable loop of [`super::accumulate_tile`] for f32: row `r`'s sixteen sums are
-    /// two vectors, each step broadcasts the row's weight and fuses a multiply-add into both.
+    /// The portable loop of [`super::accumulate_rows_unchecked`] for f32, for the first `ROWS`
+    /// rows: row `r`'s sixteen sums are two vectors, each step broadcasts the row's weight and
+    /// fuses a multiply-add into both.
     ///
     /// # Safety
-    /// Every run lies inside `weights` and `inputs`, `out` has room for a tile, and the
-    /// processor has AVX2 and FMA.
+    /// Every run lies inside `weights` and `inputs`, `out` has room for a tile, `ROWS <=
+    /// TILE_ROWS`, and the processor has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_tile(weights: *const f32, inputs: *const f32, runs: &[Run], out: *mut f32) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
+    pub unsafe fn accumulate_tile<const ROWS: usize>(
+        weights: *const f32,
+        inputs: *const f32,
+        runs: &[Run],
+        out: *mut f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
         for (r, acc) in acc.iter_mut().enumerate() {
             acc[0] = _mm256_loadu_ps(out.add(r * TILE_SAMPLES));
             acc[1] = _mm256_loadu_ps(out.add(r * TILE_SAMPLES + 8));
@@ -193,6 +224,28 @@ mod tests {
         let mut got32: Vec<f32> = (0..TILE_LEN).map(|v| v as f32).collect();
         accumulate_tile(&w32, &x32, &runs, &mut got32);
         assert!(got32.iter().zip(&want).all(|(&a, b)| (a as f64 - b).abs() < 1e-4));
+        // The first `rows` rows only: those as above, the others as they were.
+        for rows in 1..=TILE_ROWS {
+            let start = |i: usize| i as f64;
+            let want_rows: Vec<f64> = (0..TILE_LEN)
+                .map(|i| if i < rows * TILE_SAMPLES { want[i] } else { start(i) })
+                .collect();
+            let mut got: Vec<f64> = (0..TILE_LEN).map(start).collect();
+            check_runs(&runs, weights.len(), inputs.len());
+            // SAFETY: just checked.
+            unsafe { accumulate_rows_unchecked(rows, &weights, &inputs, &runs, &mut got) };
+            assert!(
+                got.iter().zip(&want_rows).all(|(a, b)| (a - b).abs() < 1e-12),
+                "{rows} rows"
+            );
+            let mut got32: Vec<f32> = (0..TILE_LEN).map(|i| start(i) as f32).collect();
+            // SAFETY: the same runs, over operands of the same lengths.
+            unsafe { accumulate_rows_unchecked(rows, &w32, &x32, &runs, &mut got32) };
+            assert!(
+                got32.iter().zip(&want_rows).all(|(&a, b)| (a as f64 - b).abs() < 1e-4),
+                "{rows} rows, f32"
+            );
+        }
     }
 
     #[test]
