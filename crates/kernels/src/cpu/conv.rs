@@ -908,10 +908,7 @@ impl TileFrame {
                         for ki in 0..self.kernel_rows {
                             for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                                 runs.clear();
-                                bounds.clear();
-                                bounds.push(0);
-                                if runs_of(ki, first_row + i, runs, bounds) {
-                                    debug_assert_eq!(bounds.len(), self.row_len + 1, "runs_of's bounds");
+                                if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
                                     accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
                                 }
                             }
@@ -927,6 +924,23 @@ impl TileFrame {
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
             .for_each(|(out, sums)| from_tile_layout(sums, self.channels, padded, pixels, out));
+    }
+
+    /// `runs_of(ki, row, runs, bounds)` after it, with `bounds` set to the one entry its
+    /// contract asks for (`runs.len()`, where the row's runs will start).
+    fn push_runs(
+        &self,
+        runs_of: &impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool,
+        ki: usize,
+        row: usize,
+        runs: &mut Vec<Run>,
+        bounds: &mut Vec<usize>,
+    ) -> bool {
+        bounds.clear();
+        bounds.push(runs.len());
+        let read = runs_of(ki, row, runs, bounds);
+        debug_assert!(!read || bounds.len() == self.row_len + 1, "runs_of's bounds");
+        read
     }
 
     /// The runs of every pixel of output row `row` over all kernel rows, kernel row after
@@ -945,10 +959,7 @@ impl TileFrame {
         row_runs.clear();
         row_bounds.clear();
         for ki in 0..self.kernel_rows {
-            bounds.clear();
-            bounds.push(row_runs.len());
-            if runs_of(ki, row, row_runs, bounds) {
-                debug_assert_eq!(bounds.len(), self.row_len + 1, "runs_of's bounds");
+            if self.push_runs(runs_of, ki, row, row_runs, bounds) {
                 row_bounds.extend_from_slice(bounds);
             }
         }

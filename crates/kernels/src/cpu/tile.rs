@@ -38,7 +38,7 @@ pub struct Run {
 pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
     check_runs(runs, weights.len(), inputs.len());
     // SAFETY: the runs were just checked against both operands.
-    unsafe { accumulate_tile_unchecked(weights, inputs, runs, out) }
+    unsafe { accumulate_rows_unchecked(TILE_ROWS, weights, inputs, runs, out) }
 }
 
 /// Panics unless every run lies inside weights of `weights_len` and inputs of `inputs_len`
@@ -61,18 +61,10 @@ pub fn check_runs(runs: &[Run], weights_len: usize, inputs_len: usize) {
     }
 }
 
-/// [`accumulate_tile`] without checking the runs.
-///
-/// # Safety
-/// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.
-pub unsafe fn accumulate_tile_unchecked<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
-    // SAFETY: the caller's contract.
-    unsafe { accumulate_rows_unchecked(TILE_ROWS, weights, inputs, runs, out) }
-}
-
-/// [`accumulate_tile_unchecked`] for the first `rows` rows of the tile only: the last tile of
-/// a channel count that is not a multiple of [`TILE_ROWS`] holds zero weights in its other
-/// rows, whose multiply-adds this skips. The other rows of `out` are left as they are.
+/// [`accumulate_tile`] without checking the runs, for the first `rows` rows of the tile only:
+/// the last tile of a channel count that is not a multiple of [`TILE_ROWS`] holds zero weights
+/// in its other rows, whose multiply-adds this skips. The other rows of `out` are left as they
+/// are. For callers that check the runs once for many tiles.
 ///
 /// # Safety
 /// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.

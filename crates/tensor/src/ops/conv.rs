@@ -86,10 +86,7 @@ impl Tensor {
         opts: ConvOptions,
         activation: Activation,
     ) -> Tensor {
-        if !activation.has_derivative_from_output() {
-            return self.conv2d(weight, bias, opts).activation(activation);
-        }
-        self.conv2d_with(weight, bias, opts, Some(activation))
+        fused_or_separate(activation, |act| self.conv2d_with(weight, bias, opts, act))
     }
 
     fn conv2d_with(
@@ -159,10 +156,7 @@ impl Tensor {
         opts: ConvOptions,
         activation: Activation,
     ) -> Tensor {
-        if !activation.has_derivative_from_output() {
-            return self.conv_transpose2d(weight, bias, opts).activation(activation);
-        }
-        self.conv_transpose2d_with(weight, bias, opts, Some(activation))
+        fused_or_separate(activation, |act| self.conv_transpose2d_with(weight, bias, opts, act))
     }
 
     fn conv_transpose2d_with(
@@ -246,6 +240,16 @@ impl Tensor {
             self.shape()
         );
         conv2d_weight_grad(self, grad_output, g)
+    }
+}
+
+/// `op(Some(activation))`, the activation fused into the op, where its derivative can be read
+/// from the output; `op(None)` then the activation as an op of its own where it cannot.
+fn fused_or_separate(activation: Activation, op: impl FnOnce(Option<Activation>) -> Tensor) -> Tensor {
+    if activation.has_derivative_from_output() {
+        op(Some(activation))
+    } else {
+        op(None).activation(activation)
     }
 }
 
