@@ -1,12 +1,22 @@
-//! With the `emulator` feature, compile every `kernels/*.cu` with the host C++ compiler
-//! against our model of CUDA (`kernels/emulator/cuda_emulator.h`), and export each kernel as
-//! `emulate_<name>(grid, block, params)` plus a table of them by name, for `cuda::emulator`.
+//! 1. Write `op_codes.cuh` into `OUT_DIR`: the elementwise ops' codes for the CUDA kernels,
+//!    from the Rust enums of `src/op.rs` (compiled into this script as a module of its own), so
+//!    that Rust and CUDA take their codes from one declaration.
+//! 2. With the `emulator` feature, compile every `kernels/*.cu` with the host C++ compiler
+//!    against our model of CUDA (`kernels/emulator/cuda_emulator.h`), and export each kernel as
+//!    `emulate_<name>(grid, block, params)` plus a table of them by name, for `cuda::emulator`.
+
+#[path = "src/op.rs"]
+#[allow(dead_code)]
+mod op;
 
 fn main() {
     let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
     println!("cargo:rerun-if-changed={}", kernels.display());
+    println!("cargo:rerun-if-changed=src/op.rs");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("op_codes.cuh"), op::op_codes_header()).expect("OUT_DIR is writable");
     #[cfg(feature = "emulator")]
-    emulator::build(&kernels);
+    emulator::build(&kernels, &out);
 }
 
 #[cfg(feature = "emulator")]
@@ -14,8 +24,8 @@ mod emulator {
     use std::fmt::Write as _;
     use std::path::{Path, PathBuf};
 
-    pub fn build(kernels: &Path) {
-        let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    /// `out` is `OUT_DIR`, which holds `op_codes.cuh`.
+    pub fn build(kernels: &Path, out: &Path) {
         let mut sources: Vec<PathBuf> = std::fs::read_dir(kernels)
             .expect("the kernels/ folder")
             .map(|e| e.expect("a readable entry").path())
@@ -29,6 +39,7 @@ mod emulator {
             .std("c++17")
             .opt_level(2)
             .include(kernels)
+            .include(out)
             .include(kernels.join("emulator"))
             .flag_if_supported("-pthread")
             .flag_if_supported("-Wno-unused-parameter")

@@ -2,20 +2,28 @@
 //!
 //! Kernels see plain buffers and shapes, never tensors or graphs: the autodiff engine in
 //! `earthmover-tensor` calls them through [`Storage`], which holds a buffer on one device and
-//! dispatches each operation to that device's implementation. Today that is the CPU (the
-//! [`cpu`] module, parallel with rayon); a CUDA backend slots in as a second variant of
-//! [`Storage`] without the tensor crate changing.
+//! dispatches each operation to that device's kernels.
 //!
-//! Layout: one module per family of kernels (`elementwise`, `reduce`, `layout`, `matmul`,
-//! `conv`), each a set of functions generic over the element type [`Element`].
+//! Layout:
+//! - [`op`]: what the kernels compute ([`UnaryOp`], [`BinaryOp`], [`ReduceOp`],
+//!   [`MatmulProblem`], [`Epilogue`], [`OptimizerUpdate`]), described once for every backend;
+//!   [`shape`] beside it holds the shape arithmetic and [`ConvGeometry`].
+//! - [`cpu`] and [`cuda`]: the two backends, siblings that both read [`op`] and never each
+//!   other. `cpu` is one module per family of kernels (`elementwise`, `reduce`, `layout`,
+//!   `matmul`, `conv/`, `optim`, `random`), generic over the element type [`Element`]; `cuda`
+//!   launches the kernels of `kernels/*.cu` (the same families, by name) on a GPU through
+//!   NVRTC and cudarc, or on the CPU through the emulator (feature `emulator`).
+//! - [`Storage`]: a buffer on one device, and the one place where each op is dispatched to a
+//!   backend.
 
 pub mod cpu;
 pub mod cuda;
 mod element;
-mod shape;
+pub mod op;
+pub mod shape;
 mod storage;
 
-pub use cpu::elementwise::{BinaryOp, UnaryOp};
 pub use element::Element;
+pub use op::{BinaryOp, Distribution, Epilogue, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
 pub use shape::{broadcast_shapes, broadcast_strides, contiguous_strides, numel, ConvGeometry};
-pub use storage::{CpuStorage, DType, Device, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, Storage};
+pub use storage::{CpuStorage, DType, Device, Storage};

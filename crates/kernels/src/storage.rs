@@ -2,15 +2,13 @@
 //! device's kernels. The tensor crate only ever talks to `Storage`, so adding a device means
 //! adding a variant here and its arms below.
 
-use crate::cpu::conv::Epilogue;
+use crate::cpu::random;
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::cuda::device::GpuDevice;
 use crate::cuda::storage::GpuStorage;
-use crate::{BinaryOp, ConvGeometry, UnaryOp};
+use crate::op::{BinaryOp, Distribution, Epilogue, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
+use crate::ConvGeometry;
 use std::fmt;
-
-pub use crate::cpu::matmul::{MatmulProblem, MatrixLayout};
-pub use crate::cpu::reduce::ReduceOp;
 
 /// Where a tensor's data lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,6 +185,40 @@ impl Storage {
             }),
             gpu => Ok(Storage::Cuda(GpuStorage::full(GpuDevice::get(gpu)?, value, len, dtype))),
         }
+    }
+
+    /// `len` numbers from `distribution`, drawn on `device` by the counter-based generator keyed
+    /// by `seed` and `stream`: the same numbers (to the last bit in f64) on every device.
+    pub fn random(
+        distribution: Distribution,
+        len: usize,
+        seed: u64,
+        stream: u64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Self, String> {
+        macro_rules! draw {
+            ($t:ty) => {
+                match distribution {
+                    Distribution::Uniform { low, high } => random::uniform::<$t>(len, seed, stream, low, high),
+                    Distribution::Normal { mean, std } => random::normal::<$t>(len, seed, stream, mean, std),
+                }
+            };
+        }
+        Ok(match device {
+            Device::Cpu => match dtype {
+                DType::F32 => Storage::from_f32(draw!(f32)),
+                DType::F64 => Storage::from_f64(draw!(f64)),
+            },
+            gpu => Storage::Cuda(GpuStorage::random(
+                GpuDevice::get(gpu)?,
+                distribution,
+                len,
+                seed,
+                stream,
+                dtype,
+            )),
+        })
     }
 
     /// The host buffer: this storage's own, or a download of a GPU buffer.
@@ -473,30 +505,4 @@ impl Storage {
             DType::F64 => run!(F64),
         }
     }
-}
-
-/// The fused in-place updates of [`Storage::optimizer_step`], with their hyperparameters. The
-/// state buffers each needs, in order: SGD with momentum its momentum buffer; RMSProp its
-/// square average; Adam its first and second moments; Clamp none (and ignores the gradient).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum OptimizerUpdate {
-    Sgd {
-        lr: f64,
-        momentum: f64,
-    },
-    RmsProp {
-        lr: f64,
-        alpha: f64,
-        eps: f64,
-    },
-    Adam {
-        lr: f64,
-        betas: (f64, f64),
-        eps: f64,
-        step: u64,
-    },
-    Clamp {
-        min: f64,
-        max: f64,
-    },
 }

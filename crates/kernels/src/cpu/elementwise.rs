@@ -2,43 +2,11 @@
 //! binary ops with NumPy broadcasting.
 
 use super::{assume_init_vec, uninit_vec, PARALLEL_THRESHOLD};
+use crate::op::{BinaryOp, UnaryOp};
 use crate::shape::broadcast_strides;
 use crate::Element;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-
-/// A unary elementwise operation. Scalar parameters are `f64` and cast to the element type.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum UnaryOp {
-    Neg,
-    Exp,
-    Log,
-    Sqrt,
-    Abs,
-    /// -1, 0 or 1.
-    Sign,
-    Relu,
-    LeakyRelu(f64),
-    /// The derivative of `LeakyRelu(slope)`: 1 where x > 0, else `slope`.
-    LeakyReluSlope(f64),
-    Tanh,
-    Sigmoid,
-    /// log(1 + e^x), computed without overflow.
-    Softplus,
-    /// x^p for a constant p.
-    Pow(f64),
-    Clamp(f64, f64),
-    /// 1 where lo <= x <= hi, else 0 (the derivative of `Clamp(lo, hi)`).
-    InRange(f64, f64),
-    AddScalar(f64),
-    MulScalar(f64),
-    /// 1 where x > c, else 0.
-    GtScalar(f64),
-    /// 1 where x < c, else 0.
-    LtScalar(f64),
-    /// 1 where x == c, else 0.
-    EqScalar(f64),
-}
 
 impl UnaryOp {
     // Always inlined: [`unary`] calls it with a constant variant, so the match folds away and
@@ -74,13 +42,6 @@ impl UnaryOp {
                     x
                 } else {
                     x * t(s)
-                }
-            }
-            UnaryOp::LeakyReluSlope(s) => {
-                if x > T::ZERO {
-                    T::ONE
-                } else {
-                    t(s)
                 }
             }
             UnaryOp::Tanh => x.tanh(),
@@ -130,7 +91,6 @@ macro_rules! with_unary_fn {
             U::Sign => $run(|v| U::Sign.apply(v)),
             U::Relu => $run(|v| U::Relu.apply(v)),
             U::LeakyRelu(s) => $run(|v| U::LeakyRelu(s).apply(v)),
-            U::LeakyReluSlope(s) => $run(|v| U::LeakyReluSlope(s).apply(v)),
             U::Tanh => $run(|v| U::Tanh.apply(v)),
             U::Sigmoid => $run(|v| U::Sigmoid.apply(v)),
             U::Softplus => $run(|v| U::Softplus.apply(v)),
@@ -191,25 +151,6 @@ fn written_once<T: Element>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T
     // length (slicing would panic otherwise) and writes each slot, so all `len` elements are
     // initialised.
     unsafe { assume_init_vec(out) }
-}
-
-/// A binary elementwise operation. Comparisons give 1 where true and 0 where false.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Maximum,
-    Minimum,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-    Eq,
-    /// `a` where `b > 0`, else `a * slope`: a gradient `a` through `LeakyRelu(slope)` at `b`,
-    /// in one pass (`a * LeakyReluSlope(slope)(b)` would take two).
-    LeakyReluGrad(f64),
 }
 
 impl BinaryOp {

@@ -6,6 +6,7 @@
 //! for the processor: AVX2/FMA, AVX-512, NEON), the one piece of the CPU path we do not write
 //! ourselves. [`gemm_reference`] is our plain version, which the tests check it against.
 
+use crate::op::{MatmulProblem, MatrixLayout};
 use crate::Element;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,30 +26,6 @@ pub fn gemm_flops() -> u64 {
 /// going through [`gemm()`] (the direct convolutions).
 pub(crate) fn count_flops(flops: u64) {
     GEMM_FLOPS.fetch_add(flops, Ordering::Relaxed);
-}
-
-/// How to read one operand: element (row r, column c) is at `offset + r * row_stride + c * col_stride`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatrixLayout {
-    pub row_stride: usize,
-    pub col_stride: usize,
-}
-
-impl MatrixLayout {
-    /// A contiguous row-major `rows x cols` matrix, read as is.
-    pub fn row_major(cols: usize) -> Self {
-        MatrixLayout {
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-    /// A contiguous row-major `rows x cols` matrix, read as its transpose.
-    pub fn transposed(cols: usize) -> Self {
-        MatrixLayout {
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
 }
 
 /// Rows of C computed together: each row of B loaded from cache serves this many rows of A.
@@ -205,20 +182,6 @@ pub fn gemm_reference<T: Element>(
             }
         }
     }
-}
-
-/// One batched matmul problem: `batch` products of `m x k` by `k x n`. Batch `i` of an operand
-/// starts at `i * batch_stride` (0 broadcasts one matrix over the batch).
-#[derive(Clone, Copy, Debug)]
-pub struct MatmulProblem {
-    pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub a_layout: MatrixLayout,
-    pub a_batch_stride: usize,
-    pub b_layout: MatrixLayout,
-    pub b_batch_stride: usize,
 }
 
 /// Batched `A B`: one product at a time on all threads, or batches in parallel.

@@ -1,6 +1,6 @@
-//! The CPU kernels: the reference implementation of every kernel, parallel with rayon where the
-//! work is large enough to pay for it. The CUDA kernels (a later backend) are checked against
-//! these.
+//! The CPU backend: every kernel, parallel with rayon where the work is large enough to pay for
+//! it. The CUDA kernels ([`crate::cuda`], a sibling) are checked against these CPU twins, and
+//! the fast paths here against the plain references (`conv::reference`, `matmul::gemm_reference`).
 
 pub mod conv;
 pub mod elementwise;
@@ -9,8 +9,6 @@ pub mod matmul;
 pub mod optim;
 pub mod random;
 pub mod reduce;
-pub mod scratch;
-pub mod tile;
 
 /// Below this many elements a kernel runs on the calling thread: splitting small work across
 /// threads costs more than it saves.

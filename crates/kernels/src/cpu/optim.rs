@@ -2,6 +2,7 @@
 //! The formulas are PyTorch's (`torch.optim.SGD`, `RMSprop`, `Adam`, without weight decay).
 
 use super::PARALLEL_THRESHOLD;
+use crate::op::OptimizerUpdate;
 use crate::Element;
 use rayon::prelude::*;
 
@@ -69,12 +70,11 @@ pub fn adam<T: Element>(
     eps: f64,
     step: u64,
 ) {
-    let bias_correction1 = 1.0 - betas.0.powi(step as i32);
-    let bias_correction2_sqrt = (1.0 - betas.1.powi(step as i32)).sqrt();
-    let step_size = T::from_f64(lr / bias_correction1);
+    let (step_size, inv_bc2) = OptimizerUpdate::adam_step_scalars(lr, betas, step);
+    let step_size = T::from_f64(step_size);
     let (b1, b2) = (T::from_f64(betas.0), T::from_f64(betas.1));
     let (c1, c2) = (T::from_f64(1.0 - betas.0), T::from_f64(1.0 - betas.1));
-    let (inv_bc2, eps) = (T::from_f64(1.0 / bias_correction2_sqrt), T::from_f64(eps));
+    let (inv_bc2, eps) = (T::from_f64(inv_bc2), T::from_f64(eps));
     let update = |param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]| {
         for (((p, &g), m), v) in param
             .iter_mut()

@@ -5,15 +5,10 @@
 //! is a free reshape in the tensor crate.
 
 use super::PARALLEL_THRESHOLD;
+use crate::op::ReduceOp;
 use crate::shape::contiguous_strides;
 use crate::Element;
 use rayon::prelude::*;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-}
 
 impl ReduceOp {
     fn identity<T: Element>(self) -> T {

@@ -1,13 +1,13 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
 //! of the kernels in `kernels/*.cu`. Convolutions are lowered as on the CPU: im2col over a
-//! chunk of samples, one matmul, and a strided write into NCHW (see `cpu::conv`).
+//! chunk of samples, one matmul, and a strided write into NCHW (see `cpu::conv::reference`).
 
 use super::device::{Arg, GpuBuffer, GpuDevice};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
-use super::{adam_step_scalars, binary_code, unary_code, LaunchShape};
-use crate::cpu::reduce::ReduceOp;
-use crate::storage::{CpuStorage, DType, OptimizerUpdate};
-use crate::{BinaryOp, ConvGeometry, MatmulProblem, MatrixLayout, UnaryOp};
+use super::LaunchShape;
+use crate::op::{BinaryOp, Distribution, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
+use crate::storage::{CpuStorage, DType};
+use crate::ConvGeometry;
 use std::sync::Arc;
 
 /// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
@@ -102,6 +102,38 @@ impl GpuStorage {
         out
     }
 
+    /// `len` numbers from `distribution` (the Philox kernels of random.cu).
+    pub fn random(
+        device: Arc<GpuDevice>,
+        distribution: Distribution,
+        len: usize,
+        seed: u64,
+        stream: u64,
+        dtype: DType,
+    ) -> GpuStorage {
+        let out = GpuStorage {
+            buffer: device.alloc(dtype, len),
+            device,
+        };
+        let (family, a, b) = match distribution {
+            Distribution::Uniform { low, high } => ("uniform", low, high),
+            Distribution::Normal { mean, std } => ("normal", mean, std),
+        };
+        out.launch(
+            &out.kernel(family),
+            LaunchShape::elementwise(len),
+            &mut [
+                out.ptr(),
+                Arg::I64(len as i64),
+                Arg::U64(seed),
+                Arg::U64(stream),
+                Arg::F64(a),
+                Arg::F64(b),
+            ],
+        );
+        out
+    }
+
     pub fn duplicate(&self) -> GpuStorage {
         self.strided_copy(0, &[1], &[self.len()])
     }
@@ -125,7 +157,7 @@ impl GpuStorage {
 
     pub fn unary(&self, op: UnaryOp) -> GpuStorage {
         let out = self.new_like(self.dtype(), self.len());
-        let (code, p, q) = unary_code(op);
+        let (code, (p, q)) = (op.code(), op.parameters());
         self.launch(
             &self.kernel("unary"),
             LaunchShape::elementwise(self.len()),
@@ -153,7 +185,7 @@ impl GpuStorage {
         let n: usize = out_shape.iter().product();
         let out = self.new_like(self.dtype(), n);
         let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
-        let (code, parameter) = binary_code(op);
+        let (code, parameter) = (op.code(), op.parameter());
         self.launch(
             &self.kernel("binary"),
             LaunchShape::elementwise(n),
@@ -237,8 +269,8 @@ impl GpuStorage {
         out
     }
 
-    /// Samples per im2col chunk.
-    fn chunk(g: &ConvGeometry) -> usize {
+    /// Samples per im2col chunk: as many as keep the chunk's columns within `CHUNK_ELEMENTS`.
+    pub fn samples_per_chunk(g: &ConvGeometry) -> usize {
         let per_sample = (g.patch_len() * g.out_h * g.out_w).max(1);
         (CHUNK_ELEMENTS / per_sample).clamp(1, g.batch.max(1))
     }
@@ -256,15 +288,21 @@ impl GpuStorage {
 
     /// conv2d without bias: `self` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
     pub fn conv2d_forward(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.conv2d_forward_by_chunks(weight, g, Self::samples_per_chunk(g))
+    }
+
+    /// [`Self::conv2d_forward`] over chunks of `chunk` samples (tests give small chunks, so
+    /// that small batches take the path of large ones).
+    pub fn conv2d_forward_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
         self.check_same(weight, "conv2d");
         let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
         let mut y = self.new_like(self.dtype(), g.batch * o * p);
-        let chunk = Self::chunk(g);
+        let chunk = chunk.max(1);
         for first in (0..g.batch).step_by(chunk) {
             let s = chunk.min(g.batch - first);
             let cols = self.im2col(g, first, s);
             // [O, K] @ [K, S*P] = [O, S*P]: sample-major columns, written to y as [S, O, P].
-            let product = weight.matmul(&cols, &plain_matmul(o, s * p, k));
+            let product = weight.matmul(&cols, &MatmulProblem::plain(o, s * p, k));
             y.strided_write(first * o * p, &[p, o * p, 1], &product, &[o, s, p]);
         }
         y
@@ -272,17 +310,22 @@ impl GpuStorage {
 
     /// The adjoint of conv2d in its input: `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`.
     pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.conv2d_input_adjoint_by_chunks(weight, g, Self::samples_per_chunk(g))
+    }
+
+    /// [`Self::conv2d_input_adjoint`] over chunks of `chunk` samples.
+    pub fn conv2d_input_adjoint_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
         self.check_same(weight, "conv_transpose2d");
         let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
         let x = self.new_like(self.dtype(), g.batch * g.in_channels * g.in_h * g.in_w);
-        let chunk = Self::chunk(g);
+        let chunk = chunk.max(1);
         for first in (0..g.batch).step_by(chunk) {
             let s = chunk.min(g.batch - first);
             // The chunk of the map as [O, S*P], then W^T [K, O] @ it = columns [K, S*P].
             let grad = self.strided_copy(first * o * p, &[p, o * p, 1], &[o, s, p]);
             let transposed = MatmulProblem {
                 a_layout: MatrixLayout::transposed(k),
-                ..plain_matmul(k, s * p, o)
+                ..MatmulProblem::plain(k, s * p, o)
             };
             let cols = weight.matmul(&grad, &transposed);
             cols.launch(
@@ -297,9 +340,14 @@ impl GpuStorage {
     /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
     /// `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.conv2d_weight_grad_by_chunks(grad_out, g, Self::samples_per_chunk(g))
+    }
+
+    /// [`Self::conv2d_weight_grad`] over chunks of `chunk` samples.
+    pub fn conv2d_weight_grad_by_chunks(&self, grad_out: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
         self.check_same(grad_out, "conv2d_weight_grad");
         let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let chunk = Self::chunk(g);
+        let chunk = chunk.max(1);
         let mut total: Option<GpuStorage> = None;
         for first in (0..g.batch).step_by(chunk) {
             let s = chunk.min(g.batch - first);
@@ -308,7 +356,7 @@ impl GpuStorage {
             // [O, S*P] @ cols^T [S*P, K] = [O, K].
             let problem = MatmulProblem {
                 b_layout: MatrixLayout::transposed(s * p),
-                ..plain_matmul(o, k, s * p)
+                ..MatmulProblem::plain(o, k, s * p)
             };
             let part = grad.matmul(&cols, &problem);
             total = Some(match total {
@@ -367,7 +415,7 @@ impl GpuStorage {
                 &mut [list, Arg::F64(lr), Arg::F64(alpha), Arg::F64(eps)],
             ),
             OptimizerUpdate::Adam { lr, betas, eps, step } => {
-                let (step_size, inv_bc2) = adam_step_scalars(lr, betas, step);
+                let (step_size, inv_bc2) = OptimizerUpdate::adam_step_scalars(lr, betas, step);
                 self.launch(
                     &self.kernel("adam"),
                     shape,
@@ -385,19 +433,5 @@ impl GpuStorage {
                 self.launch(&self.kernel("clamp"), shape, &mut [list, Arg::F64(min), Arg::F64(max)])
             }
         }
-    }
-}
-
-/// `m x k` by `k x n`, both row-major, one product.
-fn plain_matmul(m: usize, n: usize, k: usize) -> MatmulProblem {
-    MatmulProblem {
-        batch: 1,
-        m,
-        n,
-        k,
-        a_layout: MatrixLayout::row_major(k),
-        a_batch_stride: 0,
-        b_layout: MatrixLayout::row_major(n),
-        b_batch_stride: 0,
     }
 }

@@ -78,7 +78,7 @@ pub unsafe fn accumulate_rows_unchecked<T: Element>(
     assert!(out.len() >= TILE_LEN, "tile: output too small");
     assert!((1..=TILE_ROWS).contains(&rows), "tile: {rows} rows");
     #[cfg(target_arch = "x86_64")]
-    if super::is_f32_on_avx2_fma::<T>() {
+    if crate::cpu::is_f32_on_avx2_fma::<T>() {
         let (w, x, o) = (
             weights.as_ptr() as *const f32,
             inputs.as_ptr() as *const f32,

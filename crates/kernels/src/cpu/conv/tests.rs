@@ -1,0 +1,277 @@
+//! Every convolution path against the plain reference, over odd geometries.
+
+use super::rectangles::{
+    forward_by_rectangles, input_adjoint_by_rectangles, tap_classes, weight_grad_by_rectangles, TapClass,
+};
+use super::*;
+use crate::cpu::elementwise::unary;
+use crate::op::UnaryOp;
+
+#[allow(clippy::too_many_arguments)]
+fn geometry(c: usize, o: usize, h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> ConvGeometry {
+    ConvGeometry {
+        batch: 1,
+        in_channels: c,
+        out_channels: o,
+        in_h: h,
+        in_w: w,
+        kernel_h: k,
+        kernel_w: k,
+        stride: (s, s),
+        padding: (p, p),
+        dilation: (d, d),
+        out_h: ConvGeometry::conv_out_size(h, k, s, p, d).unwrap(),
+        out_w: ConvGeometry::conv_out_size(w, k, s, p, d).unwrap(),
+    }
+}
+
+#[test]
+fn conv2d_hand_computed() {
+    // 1x3x3 image, 2x2 kernel of ones plus a second channel-out of [1, 0; 0, -1].
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let w = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, -1.0];
+    let g = geometry(1, 2, 3, 3, 2, 1, 0, 1);
+    let y = conv2d_forward(&g, &x, &w, Epilogue::NONE);
+    assert_eq!(y, vec![12.0, 16.0, 24.0, 28.0, -4.0, -4.0, -4.0, -4.0]);
+    // Stride 2 with padding 1: four corners of the padded image.
+    let g = geometry(1, 1, 3, 3, 2, 2, 1, 1);
+    let y = conv2d_forward(&g, &x, &w[..4], Epilogue::NONE);
+    assert_eq!(y, vec![1.0, 5.0, 11.0, 28.0]);
+    // Dilation 2: the 2x2 kernel touches the four corners of the 3x3 image.
+    let g = geometry(1, 1, 3, 3, 2, 1, 0, 2);
+    assert_eq!(conv2d_forward(&g, &x, &w[..4], Epilogue::NONE), vec![20.0]);
+}
+
+#[test]
+fn transposed_conv_hand_computed() {
+    // A 2x2 map through a 2x2 kernel with stride 2 tiles the kernel, scaled.
+    let y = [1.0, 2.0, 3.0, 4.0];
+    let w = [1.0, 10.0, 100.0, 1000.0];
+    let g = geometry(1, 1, 4, 4, 2, 2, 0, 1);
+    let x = conv2d_input_adjoint(&g, &y, &w, Epilogue::NONE);
+    #[rustfmt::skip]
+    let want = vec![
+        1.0, 10.0, 2.0, 20.0,
+        100.0, 1000.0, 200.0, 2000.0,
+        3.0, 30.0, 4.0, 40.0,
+        300.0, 3000.0, 400.0, 4000.0,
+    ];
+    assert_eq!(x, want);
+}
+
+#[test]
+fn weight_grad_is_the_adjoint_in_w() {
+    // <conv(x, w), gy> == <w, weight_grad(x, gy)> for arbitrary data.
+    let mut g = geometry(3, 2, 5, 7, 3, 2, 1, 1);
+    g.batch = 2;
+    let x: Vec<f64> = (0..2 * 3 * 35).map(|v| ((v * 37 % 17) as f64) / 7.0 - 1.0).collect();
+    let w: Vec<f64> = (0..2 * 27).map(|v| ((v * 13 % 11) as f64) / 5.0 - 1.0).collect();
+    let gy: Vec<f64> = (0..2 * 2 * g.out_h * g.out_w)
+        .map(|v| ((v * 7 % 5) as f64) - 2.0)
+        .collect();
+    let y = conv2d_forward(&g, &x, &w, Epilogue::NONE);
+    let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
+    let gw = conv2d_weight_grad(&g, &x, &gy);
+    let rhs: f64 = w.iter().zip(&gw).map(|(a, b)| a * b).sum();
+    assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
+    let gx = conv2d_input_adjoint(&g, &gy, &w, Epilogue::NONE);
+    let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| a * b).sum();
+    assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
+}
+
+#[test]
+fn tap_classes_of_the_reference_critic() {
+    // 7 -> 4, k5 s2 p2: row 0 reaches two rows above the image, row 3 two below.
+    let class = |outputs: Range<usize>, taps: Range<usize>| TapClass { outputs, taps };
+    assert_eq!(
+        tap_classes(4, 7, 5, 2, 1, 2),
+        vec![class(0..1, 2..5), class(1..3, 0..5), class(3..4, 0..3)]
+    );
+    // 14 -> 7: only the last row loses a tap below (14 = 2 * 6 + 4 - 2).
+    assert_eq!(
+        tap_classes(7, 14, 5, 2, 1, 2),
+        vec![class(0..1, 2..5), class(1..6, 0..5), class(6..7, 0..4)]
+    );
+    // Padding wider than the kernel's reach: the first output sees no tap at all.
+    assert_eq!(tap_classes(3, 2, 1, 1, 1, 1), vec![class(1..3, 0..1)]);
+    // Dilation 2: output 0 reads positions -2, 0, 2 and output 2 reads 0, 2, 4.
+    assert_eq!(
+        tap_classes(3, 5, 3, 1, 2, 2),
+        vec![class(0..2, 1..3), class(2..3, 0..3)]
+    );
+}
+
+/// The chunked, padding-free kernels agree with the plain per-sample im2col/col2im
+/// reference over strides, paddings (including more than the kernel), dilations and odd
+/// sizes, and over several chunks of samples.
+#[test]
+fn chunked_kernels_match_per_sample_reference() {
+    let cases = [
+        // (c, o, h, w, kh, kw, s, p, d, batch)
+        (3, 2, 5, 7, 3, 3, (2, 1), (1, 0), (1, 1), 5),
+        (2, 3, 6, 6, 2, 3, (1, 2), (0, 2), (2, 1), 9),
+        (1, 4, 4, 5, 5, 5, (2, 2), (2, 2), (1, 1), 3),
+        (2, 2, 3, 3, 1, 1, (3, 3), (4, 1), (1, 1), 2),
+        (2, 3, 7, 4, 3, 2, (1, 3), (2, 1), (2, 2), 11),
+        // Large enough that the weight gradient lowers the batch in two chunks (7 + 3).
+        (16, 2, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 10),
+        // Two chunks of samples for the tile kernels (16 + 4), seven output channels.
+        (7, 7, 5, 6, 3, 2, (2, 1), (1, 1), (1, 2), 20),
+        // Two blocks of input channels for the tiled weight gradient (16 + 1), three tiles
+        // of output channels (6 + 6 + 1).
+        (17, 13, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
+        // More than 16 tiles of output channels (the weight gradient's tasks take 16: a
+        // second, shorter block).
+        (17, 100, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),
+        // Padding wider than a 1x1 kernel's reach, on the tile: the border pixels see
+        // only padding (the forward pass must give them no run, only the bias).
+        (7, 7, 3, 3, 1, 1, (1, 1), (2, 2), (1, 1), 2),
+        // One input channel, a kernel wider than the tile has rows (two groups of kernel
+        // columns), two blocks of output channels, two bands of output rows.
+        (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),
+    ];
+    for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
+        let g = ConvGeometry {
+            batch,
+            in_channels: c,
+            out_channels: o,
+            in_h: h,
+            in_w: w,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride: s,
+            padding: p,
+            dilation: d,
+            out_h: ConvGeometry::conv_out_size(h, kh, s.0, p.0, d.0).unwrap(),
+            out_w: ConvGeometry::conv_out_size(w, kw, s.1, p.1, d.1).unwrap(),
+        };
+        let (k, pix, image_len) = (g.patch_len(), g.out_h * g.out_w, c * h * w);
+        let x: Vec<f64> = (0..batch * image_len)
+            .map(|v| ((v * 37 % 17) as f64) / 7.0 - 1.0)
+            .collect();
+        let wt: Vec<f64> = (0..o * k).map(|v| ((v * 13 % 11) as f64) / 5.0 - 1.0).collect();
+        let gy: Vec<f64> = (0..batch * o * pix).map(|v| ((v * 7 % 5) as f64) - 2.0).collect();
+        let bias_o: Vec<f64> = (0..o).map(|v| v as f64 / 4.0 - 1.0).collect();
+        let bias_c: Vec<f64> = (0..c).map(|v| 0.5 - v as f64 / 3.0).collect();
+        // The plain reference, with a bias for the forward pass (per output channel) and for
+        // the adjoint (per input channel), as conv2d and conv_transpose2d add them.
+        let y_ref = reference::conv2d_forward(&g, &x, &wt, biased(&bias_o));
+        let gx_ref = reference::conv2d_input_adjoint(&g, &gy, &wt, biased(&bias_c));
+        let gw_ref = reference::conv2d_weight_grad(&g, &x, &gy);
+        fn biased<T>(bias: &[T]) -> Epilogue<'_, T> {
+            Epilogue {
+                bias: Some(bias),
+                activation: None,
+            }
+        }
+        // With an activation as well: the paths must give the activation of their sums.
+        fn activated<T>(bias: &[T], op: UnaryOp) -> Epilogue<'_, T> {
+            Epilogue {
+                bias: Some(bias),
+                activation: Some(op),
+            }
+        }
+        let (lrelu, tanh) = (UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh);
+        let (y_lrelu, gx_tanh) = (unary(lrelu, &y_ref), unary(tanh, &gx_ref));
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9) && a.len() == b.len();
+        let f64_paths = [
+            (
+                "forward by rectangles",
+                forward_by_rectangles(&g, &x, &wt, biased(&bias_o)),
+                &y_ref,
+            ),
+            (
+                "adjoint by rectangles",
+                input_adjoint_by_rectangles(&g, &gy, &wt, biased(&bias_c)),
+                &gx_ref,
+            ),
+            (
+                "forward by tiles",
+                forward_by_tiles(&g, &x, &wt, biased(&bias_o)),
+                &y_ref,
+            ),
+            (
+                "adjoint by tiles",
+                input_adjoint_by_tiles(&g, &gy, &wt, biased(&bias_c)),
+                &gx_ref,
+            ),
+            (
+                "activated forward by rectangles",
+                forward_by_rectangles(&g, &x, &wt, activated(&bias_o, lrelu)),
+                &y_lrelu,
+            ),
+            (
+                "activated adjoint by rectangles",
+                input_adjoint_by_rectangles(&g, &gy, &wt, activated(&bias_c, tanh)),
+                &gx_tanh,
+            ),
+            (
+                "activated forward by tiles",
+                forward_by_tiles(&g, &x, &wt, activated(&bias_o, lrelu)),
+                &y_lrelu,
+            ),
+            (
+                "activated adjoint by tiles",
+                input_adjoint_by_tiles(&g, &gy, &wt, activated(&bias_c, tanh)),
+                &gx_tanh,
+            ),
+            (
+                "weight grad by rectangles",
+                weight_grad_by_rectangles(&g, &x, &gy),
+                &gw_ref,
+            ),
+            ("weight grad by tiles", weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
+            (
+                "weight grad by kernel columns",
+                weight_grad_by_kernel_columns(&g, &x, &gy),
+                &gw_ref,
+            ),
+        ];
+        for (path, got, want) in &f64_paths {
+            assert!(close(got, want), "{path} {:?}", (c, o, h, w, s, p, d));
+        }
+        // The tile paths in f32: the AVX2 tile and transposes where the processor has them.
+        let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let (x32, w32, gy32) = (to32(&x), to32(&wt), to32(&gy));
+        let (bias_o32, bias_c32) = (to32(&bias_o), to32(&bias_c));
+        // f32 sums of up to ten thousand terms that cancel: 1e-4 off at worst here, where a
+        // misplaced index is off by whole units.
+        let close32 = |a: &[f32], b: &[f64]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
+        };
+        let f32_paths = [
+            (
+                "forward by tiles",
+                forward_by_tiles(&g, &x32, &w32, biased(&bias_o32)),
+                &y_ref,
+            ),
+            (
+                "adjoint by tiles",
+                input_adjoint_by_tiles(&g, &gy32, &w32, biased(&bias_c32)),
+                &gx_ref,
+            ),
+            (
+                "activated forward by tiles",
+                forward_by_tiles(&g, &x32, &w32, activated(&bias_o32, lrelu)),
+                &y_lrelu,
+            ),
+            (
+                "activated adjoint by tiles",
+                input_adjoint_by_tiles(&g, &gy32, &w32, activated(&bias_c32, tanh)),
+                &gx_tanh,
+            ),
+            ("weight grad by tiles", weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
+            (
+                "weight grad by kernel columns",
+                weight_grad_by_kernel_columns(&g, &x32, &gy32),
+                &gw_ref,
+            ),
+        ];
+        for (path, got, want) in &f32_paths {
+            assert!(close32(got, want), "f32 {path} {:?}", (c, o, h, w, s, p, d));
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The forward pass and the input adjoint on the register tile ([`super::tile`]): the
+//! operands laid out `[pixel, channel, sample]`, the weights packed by tiles of channels, and
+//! [`TileFrame`], the three parallel phases both passes share.
+
+use super::scratch::Scratch;
+use super::tile::{accumulate_rows_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::{finish_maps, taps_inside, taps_inside_image};
+use crate::cpu::elementwise::unary_in_place;
+use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
+use crate::cpu::matmul::count_flops;
+use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
+use crate::op::Epilogue;
+use crate::{ConvGeometry, Element};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
+/// samples zero.
+fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
+    let samples = x.len() / (channels * pixels).max(1);
+    if samples < TILE_SAMPLES {
+        out.fill(T::ZERO);
+    }
+    // SAFETY: the transposes below write values of `x`, nothing uninitialised.
+    let out = unsafe { as_slots(out) };
+    // By 8x8 blocks of (sample, pixel), pixels outermost and samples innermost: each
+    // (pixel, channel) line of the output is written whole at once. (With the channels a
+    // power of two, a pixel's lines are a multiple of 4 KiB apart and share cache sets, so
+    // lines left half-written would be evicted before their second half comes.)
+    for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+        let cols = TRANSPOSE_BLOCK.min(pixels - p0);
+        for c in 0..channels {
+            for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
+                transpose_block(
+                    &x[(s0 * channels + c) * pixels + p0..],
+                    channels * pixels,
+                    TRANSPOSE_BLOCK.min(samples - s0),
+                    cols,
+                    &mut out[(p0 * channels + c) * TILE_SAMPLES + s0..],
+                    channels * TILE_SAMPLES,
+                );
+            }
+        }
+    }
+}
+
+/// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
+/// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
+fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
+    let samples = out.len() / (channels * pixels).max(1);
+    // By 8x8 blocks of (pixel, sample), samples innermost: each (pixel, channel) line of the
+    // tile layout is read whole at once (see `to_tile_layout`).
+    for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+        let rows = TRANSPOSE_BLOCK.min(pixels - p0);
+        for c in 0..channels {
+            for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
+                transpose_block(
+                    &t[(p0 * padded + c) * TILE_SAMPLES + s0..],
+                    padded * TILE_SAMPLES,
+                    rows,
+                    TRANSPOSE_BLOCK.min(samples - s0),
+                    &mut out[(s0 * channels + c) * pixels + p0..],
+                    channels * pixels,
+                );
+            }
+        }
+    }
+}
+
+/// Weights `[O, C, taps]` packed by tiles of [`TILE_ROWS`] rows, `[tiles, taps, reduced,
+/// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
+/// channels and the reduction runs over the input channels (conv2d's forward pass); without,
+/// the other way round (its adjoint).
+fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<T> {
+    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
+    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let mut packed = Scratch::take(tiles * taps * reduced * TILE_ROWS);
+    // Tile by tile in parallel. For one reduced channel, the tile's rows are `TILE_ROWS` runs
+    // of `taps` weights in `w`, read in order and written tap by tap.
+    // SAFETY: the loops below write values of `w` or zeros, nothing uninitialised.
+    unsafe { as_slots(&mut packed) }
+        .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
+        .enumerate()
+        .for_each(|(tile, packed)| {
+            let filled = (rows - tile * TILE_ROWS).min(TILE_ROWS);
+            for red in 0..reduced {
+                let (first, row_stride) = if rows_are_outputs {
+                    ((tile * TILE_ROWS * c + red) * taps, c * taps)
+                } else {
+                    ((red * c + tile * TILE_ROWS) * taps, taps)
+                };
+                for tap in 0..taps {
+                    let dst = &mut packed[(tap * reduced + red) * TILE_ROWS..][..TILE_ROWS];
+                    let (rows_in_w, past_the_last) = dst.split_at_mut(filled);
+                    for (k, d) in rows_in_w.iter_mut().enumerate() {
+                        d.write(w[first + k * row_stride + tap]);
+                    }
+                    past_the_last.iter_mut().for_each(|d| {
+                        d.write(T::ZERO);
+                    });
+                }
+            }
+        });
+    packed
+}
+
+/// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
+/// without one, and for the channels past `bias.len()`).
+fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
+    match bias {
+        None => sums.fill(T::ZERO),
+        Some(bias) => {
+            for pixel in sums.chunks_exact_mut(padded * TILE_SAMPLES) {
+                for (c, lanes) in pixel.chunks_exact_mut(TILE_SAMPLES).enumerate() {
+                    lanes.fill(bias.get(c).copied().unwrap_or(T::ZERO));
+                }
+            }
+        }
+    }
+}
+
+/// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
+/// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
+/// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`), for the first
+/// `channels` rows (the last tile's padding rows are skipped). The runs are checked once for
+/// the whole row ([`check_runs`]), not once per tile.
+fn accumulate_row<T: Element>(
+    packed: &[T],
+    tiles: usize,
+    channels: usize,
+    operand: &[T],
+    runs: &[Run],
+    bounds: &[usize],
+    row: &mut [T],
+) {
+    let tile_weights = packed.len() / tiles;
+    // Every tile of the row reads the same runs, with weights of the same length: check them once.
+    check_runs(runs, tile_weights, operand.len());
+    for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
+        for (tile, out) in pixel.chunks_exact_mut(TILE_LEN).enumerate() {
+            let weights = &packed[tile * tile_weights..][..tile_weights];
+            let rows = (channels - tile * TILE_ROWS).min(TILE_ROWS);
+            // SAFETY: `weights` is `tile_weights` long and these runs are among those checked.
+            unsafe { accumulate_rows_unchecked(rows, weights, operand, &runs[bounds[i]..bounds[i + 1]], out) };
+        }
+    }
+}
+
+/// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
+/// that a thread held up (preempted by another process) delays the call by a small share.
+const ROW_BANDS: usize = 4;
+
+/// The frame shared by the forward pass and the input adjoint on the tile: the kernel's source
+/// `[N, source_channels, source_pixels]` (the image, or the map), and its output `[N,
+/// channels, rows * row_len]` summed over `kernel_rows` kernel rows.
+struct TileFrame {
+    source_channels: usize,
+    source_pixels: usize,
+    channels: usize,
+    rows: usize,
+    row_len: usize,
+    kernel_rows: usize,
+    /// The longest run a pixel can have in one kernel row: below [`SHORT_RUN`], each pixel's
+    /// runs of every kernel row go to the tile in one call.
+    longest_run: usize,
+}
+
+/// Runs shorter than this many steps are summed kernel row after kernel row in one tile call
+/// per pixel: loading and storing the tile's [`TILE_LEN`] sums once per kernel row would cost
+/// more than the L2 reuse that going kernel row by kernel row buys (a single-channel image's
+/// runs are a few kernel columns long).
+const SHORT_RUN: usize = 32;
+
+impl TileFrame {
+    /// In three parallel phases:
+    /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
+    ///    sample]` ([`to_tile_layout`]);
+    /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
+    ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
+    ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
+    ///    pushes the runs of every pixel of output row `row` for kernel row `ki`, or returns
+    ///    false where the kernel row reads only padding, and [`accumulate_row`] sums them (with
+    ///    short runs, every kernel row of an output row in one call instead); then the task's
+    ///    sums go through the activation, while they are in cache;
+    /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
+    ///
+    /// `runs_of`'s contract: it is called with `bounds` holding one entry, the offset into
+    /// `runs` where its runs start (not always 0: `runs` may hold other kernel rows' runs
+    /// already). When it returns true it has appended, for each of the row's `row_len` pixels
+    /// in order, that pixel's runs to `runs` and then `runs.len()` to `bounds`, so that pixel
+    /// `i`'s runs are `runs[bounds[i]..bounds[i + 1]]` (the forward pass takes the pixel's index
+    /// from `bounds.len() - 1`). When it returns false it has pushed nothing.
+    fn run<T: Element>(
+        &self,
+        source: &[T],
+        packed: &[T],
+        tiles: usize,
+        epilogue: Epilogue<T>,
+        out: &mut [MaybeUninit<T>],
+        runs_of: impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool + Sync,
+    ) {
+        let source_len = self.source_channels * self.source_pixels;
+        let (pixels, padded) = (self.rows * self.row_len, tiles * TILE_ROWS);
+        let chunks = (source.len() / source_len).div_ceil(TILE_SAMPLES);
+        let chunk_source = source_len * TILE_SAMPLES;
+        let chunk_sums = pixels * padded * TILE_SAMPLES;
+        let mut laid_out = Scratch::take(chunks * chunk_source);
+        laid_out
+            .par_chunks_mut(chunk_source)
+            .zip(source.par_chunks(chunk_source))
+            .for_each(|(laid_out, source)| to_tile_layout(source, self.source_channels, self.source_pixels, laid_out));
+        let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
+        let row_sums = self.row_len * padded * TILE_SAMPLES;
+        let mut sums = Scratch::take(chunks * chunk_sums);
+        let laid_out = &laid_out[..];
+        sums.par_chunks_mut(chunk_sums)
+            .enumerate()
+            .flat_map(|(chunk, sums)| {
+                sums.par_chunks_mut(band_rows * row_sums)
+                    .enumerate()
+                    .map(move |(band, sums)| (chunk, band, sums))
+            })
+            .for_each_init(
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
+                 (chunk, band, sums)| {
+                    start_sums(sums, padded, epilogue.bias);
+                    let operand = &laid_out[chunk * chunk_source..][..chunk_source];
+                    let first_row = band * band_rows;
+                    if self.longest_run < SHORT_RUN {
+                        for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
+                            self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
+                            accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
+                        }
+                    } else {
+                        for ki in 0..self.kernel_rows {
+                            for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
+                                runs.clear();
+                                if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
+                                    accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
+                                }
+                            }
+                        }
+                    }
+                    // The activation is elementwise, so the tile layout does not matter to it
+                    // (the padding channels it also maps are never read).
+                    if let Some(op) = epilogue.activation {
+                        unary_in_place(op, sums);
+                    }
+                },
+            );
+        out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
+            .zip(sums.par_chunks(chunk_sums))
+            .for_each(|(out, sums)| from_tile_layout(sums, self.channels, padded, pixels, out));
+    }
+
+    /// `runs_of(ki, row, runs, bounds)` after it, with `bounds` set to the one entry its
+    /// contract asks for (`runs.len()`, where the row's runs will start).
+    fn push_runs(
+        &self,
+        runs_of: &impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool,
+        ki: usize,
+        row: usize,
+        runs: &mut Vec<Run>,
+        bounds: &mut Vec<usize>,
+    ) -> bool {
+        bounds.clear();
+        bounds.push(runs.len());
+        let read = runs_of(ki, row, runs, bounds);
+        debug_assert!(!read || bounds.len() == self.row_len + 1, "runs_of's bounds");
+        read
+    }
+
+    /// The runs of every pixel of output row `row` over all kernel rows, kernel row after
+    /// kernel row (the order in which the row-by-row passes would add them), into `runs` and
+    /// `bounds` as `runs_of` gives them for one kernel row. `row_runs` and `row_bounds` are
+    /// work space: each kernel row's runs, and its `row_len + 1` bounds into them.
+    fn runs_of_every_kernel_row(
+        &self,
+        row: usize,
+        runs_of: &impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool,
+        runs: &mut Vec<Run>,
+        bounds: &mut Vec<usize>,
+        row_runs: &mut Vec<Run>,
+        row_bounds: &mut Vec<usize>,
+    ) {
+        row_runs.clear();
+        row_bounds.clear();
+        for ki in 0..self.kernel_rows {
+            if self.push_runs(runs_of, ki, row, row_runs, bounds) {
+                row_bounds.extend_from_slice(bounds);
+            }
+        }
+        runs.clear();
+        bounds.clear();
+        bounds.push(0);
+        for pixel in 0..self.row_len {
+            for kernel_row in row_bounds.chunks_exact(self.row_len + 1) {
+                runs.extend_from_slice(&row_runs[kernel_row[pixel]..kernel_row[pixel + 1]]);
+            }
+            bounds.push(runs.len());
+        }
+    }
+}
+
+/// `y = activation(conv2d(x, w) + bias)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
+/// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
+/// kernel row inside the image (a run covers the row's kernel columns inside the image and
+/// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
+pub(super) fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
+    let image_len = c * g.in_h * g.in_w;
+    if g.batch * o * pix == 0 || image_len == 0 {
+        let mut y = vec![T::ZERO; g.batch * o * pix];
+        finish_maps(&mut y, o, pix, epilogue);
+        return y;
+    }
+    let mut y = uninit_vec(g.batch * o * pix);
+    let packed = pack_weights(g, w, true);
+    let tiles = o.div_ceil(TILE_ROWS);
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    let row_taps: Vec<Range<usize>> = (0..g.out_h)
+        .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0))
+        .collect();
+    let column_taps: Vec<Range<usize>> = (0..g.out_w)
+        .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
+        .collect();
+    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
+    let runs_of = |ki: usize, oh: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
+        if !row_taps[oh].contains(&ki) {
+            return false;
+        }
+        let ih = oh * g.stride.0 + ki * g.dilation.0 - g.padding.0;
+        for kjs in &column_taps {
+            let ow = bounds.len() - 1;
+            let mut push = |kj: Range<usize>| {
+                let iw = ow * g.stride.1 + kj.start * g.dilation.1 - g.padding.1;
+                runs.push(Run {
+                    weights: (ki * kw + kj.start) * c * TILE_ROWS,
+                    inputs: (ih * g.in_w + iw) * c * TILE_SAMPLES,
+                    len: kj.len() * c,
+                });
+            };
+            if g.dilation.1 > 1 {
+                kjs.clone().for_each(|kj| push(kj..kj + 1));
+            } else if !kjs.is_empty() {
+                // (A pixel whose every kernel column falls on the padding has no run: its empty
+                // range of taps does not start at a column inside the image.)
+                push(kjs.clone());
+            }
+            bounds.push(runs.len());
+        }
+        true
+    };
+    let frame = TileFrame {
+        source_channels: c,
+        source_pixels: g.in_h * g.in_w,
+        channels: o,
+        rows: g.out_h,
+        row_len: g.out_w,
+        kernel_rows: kh,
+        // With dilation each kernel column is a run of its own.
+        longest_run: if g.dilation.1 > 1 { c } else { kw * c },
+    };
+    frame.run(x, &packed, tiles, epilogue, &mut y, runs_of);
+    // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
+    unsafe { assume_init_vec(y) }
+}
+
+/// `x = activation(conv2d^T(y, w) + bias)` on the register tile: per chunk of samples, per input pixel and tile
+/// of input channels, one tile summed over a run per kernel tap that reaches an output
+/// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
+/// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
+pub(super) fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
+    let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
+    if g.batch * image_len == 0 || pix == 0 || o == 0 {
+        let mut x = vec![T::ZERO; g.batch * image_len];
+        finish_maps(&mut x, c, image_pix, epilogue);
+        return x;
+    }
+    let mut x = uninit_vec(g.batch * image_len);
+    let packed = pack_weights(g, w, false);
+    let tiles = c.div_ceil(TILE_ROWS);
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    // Along one axis: the (tap, output position) pairs that read input position i.
+    let sources = |i: usize, kernel: usize, stride: usize, dilation: usize, padding: usize, out: usize| {
+        (0..kernel).filter_map(move |k| {
+            let t = (i + padding).checked_sub(k * dilation)?;
+            (t % stride == 0 && t / stride < out).then_some((k, t / stride))
+        })
+    };
+    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
+    let runs_of = |ki: usize, ih: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
+        let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
+            return false;
+        };
+        let oh = t / g.stride.0;
+        if t % g.stride.0 != 0 || oh >= g.out_h {
+            return false;
+        }
+        for iw in 0..g.in_w {
+            for (kj, ow) in sources(iw, kw, g.stride.1, g.dilation.1, g.padding.1, g.out_w) {
+                runs.push(Run {
+                    weights: (ki * kw + kj) * o * TILE_ROWS,
+                    inputs: (oh * g.out_w + ow) * o * TILE_SAMPLES,
+                    len: o,
+                });
+            }
+            bounds.push(runs.len());
+        }
+        true
+    };
+    let frame = TileFrame {
+        source_channels: o,
+        source_pixels: pix,
+        channels: c,
+        rows: g.in_h,
+        row_len: g.in_w,
+        kernel_rows: kh,
+        longest_run: o,
+    };
+    frame.run(gy, &packed, tiles, epilogue, &mut x, runs_of);
+    // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
+    unsafe { assume_init_vec(x) }
+}

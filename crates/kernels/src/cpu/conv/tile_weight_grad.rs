@@ -1,0 +1,247 @@
+//! The weight gradient on the register tile ([`super::tile`]): `weight_grad_by_tiles` for
+//! layers with channels enough to fill it both ways, and `weight_grad_by_kernel_columns`, the
+//! tile turned around, for a single-channel image.
+
+use super::scratch::Scratch;
+use super::taps_inside_image;
+use super::tile::{accumulate_rows_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
+use crate::cpu::matmul::count_flops;
+use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
+use crate::{ConvGeometry, Element};
+use rayon::prelude::*;
+
+/// Steps of the weight gradient's reduction that one group of runs spans: a block of input
+/// channels over a group (`STEPS_PER_GROUP * TILE_SAMPLES` values, 16 KiB in f32) stays in L1
+/// while every tile of output channels goes over it.
+const STEPS_PER_GROUP: usize = 256;
+/// Tiles of output channels per task of the weight gradient: the maps of a group for a
+/// task's tiles (`STEPS_PER_GROUP * TILE_ROWS * TASK_TILES` values, 96 KiB in f32) stay in L2
+/// while every block of input channels goes over them.
+const TASK_TILES: usize = 16;
+
+/// `[N, C, P]` as `[ceil(C / block), P, N, block]`: channels by blocks of `block`, the block
+/// fastest, then the sample; channels past `C` are zero.
+fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Scratch<T> {
+    let blocks = channels.div_ceil(block);
+    let mut out = Scratch::take(blocks * pixels * batch * block);
+    if out.is_empty() {
+        return out;
+    }
+    // SAFETY: the transposes below write values of `x` or zeros, nothing uninitialised.
+    unsafe { as_slots(&mut out) }
+        .par_chunks_mut(pixels * batch * block)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
+            // By 8x8 blocks of (channel, pixel), channels innermost: each (pixel, sample) run
+            // of the output is written whole at once (see `to_tile_layout`).
+            let width = c1 - c0;
+            for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+                let cols = TRANSPOSE_BLOCK.min(pixels - p0);
+                for n in 0..batch {
+                    for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
+                        transpose_block(
+                            &x[(n * channels + c0 + k0) * pixels + p0..],
+                            pixels,
+                            TRANSPOSE_BLOCK.min(width - k0),
+                            cols,
+                            &mut out[(p0 * batch + n) * block + k0..],
+                            batch * block,
+                        );
+                    }
+                }
+            }
+            // The lanes past the last channel.
+            for lanes in out.chunks_exact_mut(block) {
+                lanes[c1 - c0..].iter_mut().for_each(|d| {
+                    d.write(T::ZERO);
+                });
+            }
+        });
+    out
+}
+
+/// `gw = conv2d_weight_grad(x, gy)` on the register tile: the tile's rows are
+/// [`TILE_ROWS`] output channels, its columns [`TILE_SAMPLES`] input channels, and its
+/// reduction runs over (output pixel, sample). With `gy` laid out `[O / 6, Ho, Wo, N, 6]` and
+/// `x` `[C / 16, H, W, N, 16]` ([`to_channel_blocks`]), one kernel tap and one output pixel
+/// is one contiguous run of `N` steps in both, and taps on the padding are in no run.
+///
+/// A task is one kernel tap and up to [`TASK_TILES`] tiles of output channels, tasks in
+/// parallel. It is a GEMM blocked as usual: the runs are cut into groups of about
+/// [`STEPS_PER_GROUP`] steps; for each group, each block of input channels (in L1) goes under
+/// each of the task's tiles of output channels (their maps in L2). Every output tile is summed
+/// by one task in an order fixed by the geometry: reproducible bit for bit.
+pub(super) fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    if n == 0 || pix == 0 || o * c * taps == 0 {
+        return vec![T::ZERO; o * c * taps];
+    }
+    let (otiles, ctiles) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
+    let maps = to_channel_blocks(gy, n, o, pix, TILE_ROWS);
+    let inputs = to_channel_blocks(x, n, c, image_pix, TILE_SAMPLES);
+    let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
+    let mut tiles = Scratch::take(taps * otiles * ctiles * TILE_LEN);
+    let tasks = tiles
+        .par_chunks_mut(otiles * ctiles * TILE_LEN)
+        .enumerate()
+        .flat_map(|(tap, per_tap)| {
+            per_tap
+                .par_chunks_mut(TASK_TILES * ctiles * TILE_LEN)
+                .enumerate()
+                .map(move |(i, out)| (tap, i * TASK_TILES, out))
+        });
+    tasks.for_each_init(Vec::new, |runs: &mut Vec<Run>, (tap, first_otile, out)| {
+        out.fill(T::ZERO);
+        let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
+        runs.clear();
+        for oh in 0..g.out_h {
+            let Some(ih) = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0) else {
+                continue;
+            };
+            if ih >= g.in_h {
+                continue;
+            }
+            for ow in 0..g.out_w {
+                let Some(iw) = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1) else {
+                    continue;
+                };
+                if iw < g.in_w {
+                    runs.push(Run {
+                        weights: (oh * g.out_w + ow) * n * TILE_ROWS,
+                        inputs: (ih * g.in_w + iw) * n * TILE_SAMPLES,
+                        len: n,
+                    });
+                }
+            }
+        }
+        // Every tile of the task reads these runs, from maps and inputs of the same lengths:
+        // check them once.
+        check_runs(runs, maps_per_tile, inputs_per_block);
+        let per_group = STEPS_PER_GROUP.div_ceil(n).max(1);
+        for group in runs.chunks(per_group) {
+            for block in 0..ctiles {
+                let block_inputs = &inputs[block * inputs_per_block..][..inputs_per_block];
+                for (i, per_otile) in out.chunks_exact_mut(ctiles * TILE_LEN).enumerate() {
+                    let tile_maps = &maps[(first_otile + i) * maps_per_tile..][..maps_per_tile];
+                    let tile = &mut per_otile[block * TILE_LEN..][..TILE_LEN];
+                    let rows = (o - (first_otile + i) * TILE_ROWS).min(TILE_ROWS);
+                    // SAFETY: the slices have the checked lengths, and `group` is among the
+                    // checked runs.
+                    unsafe { accumulate_rows_unchecked(rows, tile_maps, block_inputs, group, tile) };
+                }
+            }
+        }
+    });
+    // Output channel by output channel, in parallel: gw[oc, ic, tap] is element (oc % 6,
+    // ic % 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`.
+    let mut gw = uninit_vec(o * c * taps);
+    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
+        let (otile, r) = (oc / TILE_ROWS, oc % TILE_ROWS);
+        // Tap by tap: the tiles of one tap and output tile are contiguous.
+        for tap in 0..taps {
+            let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
+            for ic in 0..c {
+                let (block, s) = (ic / TILE_SAMPLES, ic % TILE_SAMPLES);
+                row[ic * taps + tap].write(per_tap[block * TILE_LEN + r * TILE_SAMPLES + s]);
+            }
+        }
+    });
+    // SAFETY: the chunks of `c * taps` cover `gw`, and each writes all of its slots.
+    unsafe { assume_init_vec(gw) }
+}
+
+/// Output rows per task of `weight_grad_by_kernel_columns`: enough tasks for every thread on
+/// a single-channel layer (a 14-row map gives 4 per kernel row).
+const ROWS_PER_TASK: usize = 4;
+
+/// `gw = conv2d_weight_grad(x, gy)` for layers with few input channels (a single-channel
+/// image), on the register tile turned around: its rows are [`TILE_ROWS`] kernel columns and
+/// its columns [`TILE_SAMPLES`] output channels, and it sums over (output pixel, sample). For
+/// one input channel and kernel row, the input each output pixel sees through those kernel
+/// columns is gathered as `[pixel, sample, kernel column]` (zero on the padding), and the
+/// output gradient is laid out `[O / 16, pixel, sample, 16]`: one output row is one run of
+/// both. (`weight_grad_by_tiles` would leave 15 of its 16 columns idle on a single channel.)
+///
+/// A task is (input channel, kernel row, group of kernel columns, band of
+/// [`ROWS_PER_TASK`] output rows), in parallel; the bands' partial sums are added in band
+/// order, so a run is reproducible bit for bit.
+pub(super) fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, kh, kw) = (g.out_h * g.out_w, g.kernel_h, g.kernel_w);
+    if n == 0 || pix == 0 || o * c * kh * kw == 0 {
+        return vec![T::ZERO; o * c * kh * kw];
+    }
+    let (oblocks, groups, bands) = (
+        o.div_ceil(TILE_SAMPLES),
+        kw.div_ceil(TILE_ROWS),
+        g.out_h.div_ceil(ROWS_PER_TASK),
+    );
+    let maps = to_channel_blocks(gy, n, o, pix, TILE_SAMPLES);
+    let maps_per_block = pix * n * TILE_SAMPLES;
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    let tasks = c * kh * groups * bands;
+    let mut tiles = Scratch::take(tasks * oblocks * TILE_LEN);
+    tiles.par_chunks_mut(oblocks * TILE_LEN).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(seen, runs): &mut (Vec<T>, Vec<Run>), (task, out)| {
+            out.fill(T::ZERO);
+            let (band, group) = (task % bands, task / bands % groups);
+            let (ki, ci) = (task / bands / groups % kh, task / bands / groups / kh);
+            seen.clear();
+            runs.clear();
+            for oh in band * ROWS_PER_TASK..((band + 1) * ROWS_PER_TASK).min(g.out_h) {
+                let Some(ih) = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0) else {
+                    continue;
+                };
+                if ih >= g.in_h {
+                    continue;
+                }
+                runs.push(Run {
+                    weights: seen.len(),
+                    inputs: oh * g.out_w * n * TILE_SAMPLES,
+                    len: g.out_w * n,
+                });
+                for ow in 0..g.out_w {
+                    for sample in 0..n {
+                        let row = &x[((sample * c + ci) * g.in_h + ih) * g.in_w..][..g.in_w];
+                        for kj in group * TILE_ROWS..(group + 1) * TILE_ROWS {
+                            let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
+                            seen.push(match iw {
+                                Some(iw) if kj < kw && iw < g.in_w => row[iw],
+                                _ => T::ZERO,
+                            });
+                        }
+                    }
+                }
+            }
+            check_runs(runs, seen.len(), maps_per_block);
+            for (block, tile) in out.chunks_exact_mut(TILE_LEN).enumerate() {
+                let block_maps = &maps[block * maps_per_block..][..maps_per_block];
+                let rows = (kw - group * TILE_ROWS).min(TILE_ROWS);
+                // SAFETY: the runs were checked against `seen` and maps of this length.
+                unsafe { accumulate_rows_unchecked(rows, seen, block_maps, runs, tile) };
+            }
+        },
+    );
+    // gw[oc, ci, ki, kj] is the sum over bands of element (kj % 6, oc % 16) of tile
+    // `(task * oblocks + oc / 16)`, task = (ci, ki, kj / 6, band).
+    let mut gw = uninit_vec(o * c * kh * kw);
+    gw.par_chunks_mut(c * kh * kw).enumerate().for_each(|(oc, per_oc)| {
+        let (block, lane) = (oc / TILE_SAMPLES, oc % TILE_SAMPLES);
+        for (tap, v) in per_oc.iter_mut().enumerate() {
+            let (ci, ki, kj) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+            let first = ((ci * kh + ki) * groups + kj / TILE_ROWS) * bands;
+            let sum = (first..first + bands).fold(T::ZERO, |sum, task| {
+                sum + tiles[(task * oblocks + block) * TILE_LEN + (kj % TILE_ROWS) * TILE_SAMPLES + lane]
+            });
+            v.write(sum);
+        }
+    });
+    // SAFETY: the chunks of `c * kh * kw` cover `gw`, and each writes all of its slots.
+    unsafe { assume_init_vec(gw) }
+}

@@ -1,0 +1,319 @@
+//! What the kernels compute, described once for every backend: the op enums, the matmul
+//! problem, the convolutions' epilogue and the optimiser updates. [`crate::cpu`] and
+//! [`crate::cuda`] are siblings that both read these; neither imports the other.
+//!
+//! The elementwise ops reach the CUDA kernels as integer codes. The codes are not written by
+//! hand anywhere: [`UnaryOp::code`] and [`BinaryOp::code`] are each variant's position in its
+//! enum, and `build.rs` compiles this file on its own to write the same positions into
+//! `op_codes.cuh` (as `U_<NAME>` and `B_<NAME>`), which `kernels/elementwise.cu` includes. So
+//! the two sides read their codes from the declarations below and cannot disagree; a test
+//! (`cuda::tests`) checks that the CUDA switch handles every code.
+//!
+//! This file is also compiled by `build.rs`: it must not depend on the rest of the crate.
+
+/// Declares an op enum whose variants are numbered for the CUDA kernels: besides the enum, it
+/// gives `VARIANT_NAMES` (every variant's name, in order) and `code()` (the variant's position
+/// in that list), from the one list of variants.
+macro_rules! numbered_for_cuda {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident $( ( $($field:ty),* ) )? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $( $(#[$variant_meta])* $variant $( ( $($field),* ) )? ),*
+        }
+
+        impl $name {
+            /// Every variant's name in declaration order: variant `i` has code `i` in the
+            /// CUDA kernels (`build.rs` writes this list into `op_codes.cuh`).
+            pub const VARIANT_NAMES: &'static [&'static str] = &[$(stringify!($variant)),*];
+
+            /// This op's code in the CUDA kernels: its position in [`Self::VARIANT_NAMES`].
+            pub fn code(&self) -> i32 {
+                // A fieldless twin of the enum, whose discriminants are the positions.
+                #[allow(dead_code)]
+                enum Position { $($variant),* }
+                match self {
+                    $( Self::$variant { .. } => Position::$variant as i32 ),*
+                }
+            }
+        }
+    };
+}
+
+numbered_for_cuda! {
+    /// A unary elementwise operation. Scalar parameters are `f64` and cast to the element type.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum UnaryOp {
+        Neg,
+        Exp,
+        Log,
+        Sqrt,
+        Abs,
+        /// -1, 0 or 1.
+        Sign,
+        Relu,
+        LeakyRelu(f64),
+        Tanh,
+        Sigmoid,
+        /// log(1 + e^x), computed without overflow.
+        Softplus,
+        /// x^p for a constant p.
+        Pow(f64),
+        Clamp(f64, f64),
+        /// 1 where lo <= x <= hi, else 0 (the derivative of `Clamp(lo, hi)`).
+        InRange(f64, f64),
+        AddScalar(f64),
+        MulScalar(f64),
+        /// 1 where x > c, else 0.
+        GtScalar(f64),
+        /// 1 where x < c, else 0.
+        LtScalar(f64),
+        /// 1 where x == c, else 0.
+        EqScalar(f64),
+    }
+}
+
+impl UnaryOp {
+    /// The op's two scalar parameters as the CUDA kernel takes them (0 where it has fewer).
+    pub fn parameters(&self) -> (f64, f64) {
+        match *self {
+            UnaryOp::LeakyRelu(p) | UnaryOp::Pow(p) => (p, 0.0),
+            UnaryOp::AddScalar(c) | UnaryOp::MulScalar(c) => (c, 0.0),
+            UnaryOp::GtScalar(c) | UnaryOp::LtScalar(c) | UnaryOp::EqScalar(c) => (c, 0.0),
+            UnaryOp::Clamp(lo, hi) | UnaryOp::InRange(lo, hi) => (lo, hi),
+            UnaryOp::Neg
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Abs
+            | UnaryOp::Sign
+            | UnaryOp::Relu
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Softplus => (0.0, 0.0),
+        }
+    }
+}
+
+numbered_for_cuda! {
+    /// A binary elementwise operation. Comparisons give 1 where true and 0 where false.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum BinaryOp {
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Maximum,
+        Minimum,
+        Gt,
+        Ge,
+        Lt,
+        Le,
+        Eq,
+        /// `a` where `b > 0`, else `a * slope`: a gradient `a` through `LeakyRelu(slope)` at
+        /// `b`, in one pass.
+        LeakyReluGrad(f64),
+    }
+}
+
+impl BinaryOp {
+    /// The op's scalar parameter as the CUDA kernel takes it (0 where it has none).
+    pub fn parameter(&self) -> f64 {
+        match *self {
+            BinaryOp::LeakyReluGrad(slope) => slope,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A reduction over a set of dims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    /// NaN propagates, as in PyTorch.
+    Max,
+}
+
+/// How to read one matmul operand: element (row r, column c) is at `offset + r * row_stride +
+/// c * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixLayout {
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl MatrixLayout {
+    /// A contiguous row-major `rows x cols` matrix, read as is.
+    pub fn row_major(cols: usize) -> Self {
+        MatrixLayout {
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+    /// A contiguous row-major `rows x cols` matrix, read as its transpose.
+    pub fn transposed(cols: usize) -> Self {
+        MatrixLayout {
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+}
+
+/// One batched matmul problem: `batch` products of `m x k` by `k x n`. Batch `i` of an operand
+/// starts at `i * batch_stride` (0 broadcasts one matrix over the batch).
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulProblem {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_layout: MatrixLayout,
+    pub a_batch_stride: usize,
+    pub b_layout: MatrixLayout,
+    pub b_batch_stride: usize,
+}
+
+impl MatmulProblem {
+    /// One product of a row-major `m x k` by a row-major `k x n`.
+    pub fn plain(m: usize, n: usize, k: usize) -> MatmulProblem {
+        MatmulProblem {
+            batch: 1,
+            m,
+            n,
+            k,
+            a_layout: MatrixLayout::row_major(k),
+            a_batch_stride: 0,
+            b_layout: MatrixLayout::row_major(n),
+            b_batch_stride: 0,
+        }
+    }
+}
+
+/// What the convolutions do to their sums before writing them: add a bias per channel, then
+/// apply an activation. (The CPU's tile kernels start their sums at the bias and apply the
+/// activation while a task's sums are in cache; the GPU applies both as passes of their own.)
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub activation: Option<UnaryOp>,
+}
+
+impl<T> Epilogue<'_, T> {
+    /// Neither bias nor activation: the bare sums.
+    pub const NONE: Self = Epilogue {
+        bias: None,
+        activation: None,
+    };
+}
+
+/// A distribution to draw from with the counter-based generator (Philox4x32-10) that the CPU
+/// (`cpu::random`) and the CUDA kernels (`kernels/random.cu`) share: element `i` of stream
+/// `stream` under key `seed` is the same number on every device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distribution {
+    /// Uniform on `(low, high)`.
+    Uniform { low: f64, high: f64 },
+    /// Normal with mean `mean` and standard deviation `std`.
+    Normal { mean: f64, std: f64 },
+}
+
+/// The fused in-place optimiser updates, with their hyperparameters. The state buffers each
+/// needs, in order: SGD with momentum its momentum buffer; RMSProp its square average; Adam
+/// its first and second moments; Clamp none (and ignores the gradient).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerUpdate {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+    },
+    RmsProp {
+        lr: f64,
+        alpha: f64,
+        eps: f64,
+    },
+    Adam {
+        lr: f64,
+        betas: (f64, f64),
+        eps: f64,
+        step: u64,
+    },
+    Clamp {
+        min: f64,
+        max: f64,
+    },
+}
+
+impl OptimizerUpdate {
+    /// Adam's two scalars for step `step` (from 1): the step size `lr / (1 - beta1^step)` and
+    /// `1 / sqrt(1 - beta2^step)`, PyTorch's bias corrections, computed once per update rather
+    /// than once per element (by the CPU kernel and the CUDA launch alike).
+    pub fn adam_step_scalars(lr: f64, betas: (f64, f64), step: u64) -> (f64, f64) {
+        let step = step as i32;
+        (lr / (1.0 - betas.0.powi(step)), 1.0 / (1.0 - betas.1.powi(step)).sqrt())
+    }
+}
+
+/// A variant's name as the CUDA code spells it: `LeakyReluGrad` as `LEAKY_RELU_GRAD`.
+pub fn screaming_snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// The text of `op_codes.cuh`, which `build.rs` writes: one C enum per numbered op enum,
+/// `U_<NAME> = code` for [`UnaryOp`] and `B_<NAME> = code` for [`BinaryOp`].
+pub fn op_codes_header() -> String {
+    let mut text = String::from(
+        "// Generated by crates/kernels/build.rs from the enums of crates/kernels/src/op.rs: do not\n\
+         // edit. A variant's code is its position in the Rust enum.\n#pragma once\n",
+    );
+    for (c_name, prefix, variants) in [
+        ("UnaryCode", "U_", UnaryOp::VARIANT_NAMES),
+        ("BinaryCode", "B_", BinaryOp::VARIANT_NAMES),
+    ] {
+        text.push_str(&format!("\nenum {c_name} {{\n"));
+        for (code, variant) in variants.iter().enumerate() {
+            text.push_str(&format!("    {prefix}{} = {code},\n", screaming_snake_case(variant)));
+        }
+        text.push_str("};\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_positions_in_the_declaration() {
+        assert_eq!(UnaryOp::Neg.code(), 0);
+        assert_eq!(UnaryOp::EqScalar(1.0).code() as usize, UnaryOp::VARIANT_NAMES.len() - 1);
+        let softplus = UnaryOp::VARIANT_NAMES.iter().position(|n| *n == "Softplus").unwrap();
+        assert_eq!(UnaryOp::Softplus.code() as usize, softplus);
+        assert_eq!(UnaryOp::Clamp(0.0, 1.0).parameters(), (0.0, 1.0));
+        assert_eq!(
+            BinaryOp::LeakyReluGrad(0.2).code() as usize,
+            BinaryOp::VARIANT_NAMES.len() - 1
+        );
+        assert_eq!(BinaryOp::LeakyReluGrad(0.2).parameter(), 0.2);
+        assert_eq!(BinaryOp::Minimum.code(), 5);
+    }
+
+    #[test]
+    fn the_header_names_each_code_as_cuda_spells_it() {
+        assert_eq!(screaming_snake_case("LeakyReluGrad"), "LEAKY_RELU_GRAD");
+        assert_eq!(screaming_snake_case("Neg"), "NEG");
+        let header = op_codes_header();
+        assert!(header.contains("enum UnaryCode {\n    U_NEG = 0,\n"), "{header}");
+        assert!(header.contains("    B_LEAKY_RELU_GRAD = 11,\n};"), "{header}");
+    }
+}

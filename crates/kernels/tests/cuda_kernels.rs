@@ -1,0 +1,566 @@
+//! Every CUDA kernel against its CPU twin, through the one launch code the GPU runs
+//! (`cuda::storage`, reached through `Storage`): the same operation on a `Storage` on the CPU
+//! and on a CUDA device, on random inputs of odd sizes (no multiple of a block or a tile).
+//!
+//! It runs on every CUDA device this machine has: the emulator (`Device::CudaEmulator`, the
+//! kernels executed on the CPU) when built with the `emulator` feature, and GPU 0 when there is
+//! one; otherwise it says why it ran on none.
+//!
+//! `cargo test -p earthmover-kernels --features emulator --test cuda_kernels`
+//!
+//! Tolerances are per kernel: exact where the kernel does the same arithmetic in the same
+//! order, a few ulps where the order (sums, matmuls) or the math library (exp, tanh, ...)
+//! differs.
+
+use earthmover_kernels::cuda::device::cuda_device_count;
+use earthmover_kernels::cuda::storage::GpuStorage;
+use earthmover_kernels::{
+    broadcast_shapes, BinaryOp, ConvGeometry, DType, Device, Distribution, MatmulProblem, MatrixLayout,
+    OptimizerUpdate, ReduceOp, Storage, UnaryOp,
+};
+
+/// The CUDA devices to test: the emulator when built in, GPU 0 when present.
+fn cuda_devices() -> Vec<Device> {
+    let mut devices = Vec::new();
+    if cfg!(feature = "emulator") {
+        devices.push(Device::CudaEmulator);
+    }
+    if cuda_device_count() > 0 {
+        devices.push(Device::Cuda(0));
+    }
+    if devices.is_empty() {
+        eprintln!("skipped: no CUDA GPU here, and the emulator is not built in (--features emulator)");
+    }
+    devices
+}
+
+/// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
+fn random(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// `values` in `dtype` on the CPU.
+fn on_cpu(values: &[f64], dtype: DType) -> Storage {
+    Storage::from_f64_slice(values, dtype, Device::Cpu).unwrap()
+}
+
+/// The same values on the CPU and on `device`.
+fn pair(values: &[f64], dtype: DType, device: Device) -> (Storage, Storage) {
+    let cpu = on_cpu(values, dtype);
+    let gpu = cpu.to_device(device).unwrap();
+    assert_eq!(gpu.device(), device);
+    (cpu, gpu)
+}
+
+/// Every element of `gpu` within `rel` of the larger magnitude of the two (or `abs`
+/// absolutely) of `cpu`'s; NaN matches NaN. The result must still be on the GPU, in the
+/// CPU's dtype.
+#[track_caller]
+fn assert_close(what: &str, gpu: &Storage, cpu: &Storage, rel: f64, abs: f64) {
+    assert!(gpu.device() != Device::Cpu, "{what}: the result left the GPU");
+    assert_eq!(gpu.dtype(), cpu.dtype(), "{what}: dtype");
+    let (got, want) = (gpu.to_f64_vec(), cpu.to_f64_vec());
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        if g.is_nan() && w.is_nan() || g == w {
+            continue;
+        }
+        let tolerance = abs.max(rel * g.abs().max(w.abs()));
+        assert!((g - w).abs() <= tolerance, "{what}[{i}]: gpu {g}, cpu {w}");
+    }
+}
+
+/// Tolerances `(rel, abs)` for kernels whose order of operations or math library differs
+/// from the CPU's.
+fn rounding(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::F32 => (1e-5, 1e-5),
+        DType::F64 => (1e-13, 1e-13),
+    }
+}
+
+const DTYPES: [DType; 2] = [DType::F32, DType::F64];
+
+#[cfg(feature = "emulator")]
+#[test]
+fn every_kernel_is_built_into_the_emulator() {
+    let names = earthmover_kernels::cuda::emulator::kernel_names();
+    for source in earthmover_kernels::cuda::SOURCES {
+        for kernel in source.kernel_names() {
+            assert!(names.iter().any(|n| n == kernel), "{kernel} of {}", source.file);
+        }
+    }
+}
+
+#[test]
+fn copies_casts_and_fills_round_trip() {
+    for device in cuda_devices() {
+        let (cpu, gpu) = pair(&random(517, 1), DType::F64, device);
+        assert_eq!(gpu.to_device(Device::Cpu).unwrap(), cpu);
+        assert_close("cast to f32", &gpu.cast(DType::F32), &cpu.cast(DType::F32), 0.0, 0.0);
+        let (cpu32, gpu32) = pair(&random(301, 2), DType::F32, device);
+        assert_close(
+            "cast to f64",
+            &gpu32.cast(DType::F64),
+            &cpu32.cast(DType::F64),
+            0.0,
+            0.0,
+        );
+        assert_close("clone", &gpu.clone(), &cpu, 0.0, 0.0);
+        let full = Storage::full(2.5, 33, DType::F32, device).unwrap();
+        assert_eq!(full.to_f32_vec(), vec![2.5; 33]);
+    }
+    // A CUDA GPU that is not there is an error, not a panic.
+    assert!(Storage::full(0.0, 1, DType::F32, Device::Cuda(99)).is_err());
+}
+
+#[test]
+fn unary_ops_match_their_cpu_twins() {
+    let ops = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu(0.2),
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Softplus,
+        UnaryOp::Pow(2.0),
+        UnaryOp::Pow(3.0),
+        UnaryOp::Pow(0.5),
+        UnaryOp::Clamp(-0.5, 0.7),
+        UnaryOp::InRange(-0.5, 0.7),
+        UnaryOp::AddScalar(1.5),
+        UnaryOp::MulScalar(-3.0),
+        UnaryOp::GtScalar(0.1),
+        UnaryOp::LtScalar(0.1),
+        UnaryOp::EqScalar(0.0),
+    ];
+    assert_eq!(
+        ops.len(),
+        UnaryOp::VARIANT_NAMES.len() + 2,
+        "every op (Pow three times)"
+    );
+    let mut x = random(1031, 1);
+    x[5] = 0.0;
+    x[7] = 0.0;
+    for device in cuda_devices() {
+        for dtype in DTYPES {
+            // Log, sqrt and fractional powers of negatives are NaN on both sides.
+            let (rel, abs) = match dtype {
+                DType::F32 => (1e-6, 1e-37),
+                DType::F64 => (1e-14, 1e-300),
+            };
+            let (cpu, gpu) = pair(&x, dtype, device);
+            for op in ops {
+                let what = format!("{op:?} {dtype} on {device}");
+                assert_close(&what, &gpu.unary(op), &cpu.unary(op), rel, abs);
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcasting_binary_ops_match_their_cpu_twins_exactly() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[3, 37], &[3, 37]),
+        (&[5, 1, 7], &[3, 1]),
+        (&[1], &[13, 3]),
+        (&[2, 3, 1, 5], &[3, 11, 1]),
+        (&[], &[4]),
+    ];
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Eq,
+        BinaryOp::LeakyReluGrad(0.2),
+    ];
+    assert_eq!(ops.len(), BinaryOp::VARIANT_NAMES.len(), "every op");
+    for device in cuda_devices() {
+        for (i, (a_shape, b_shape)) in cases.iter().enumerate() {
+            let out_shape = broadcast_shapes(a_shape, b_shape).unwrap();
+            let a = random(a_shape.iter().product(), 10 + i as u64);
+            let mut b = random(b_shape.iter().product(), 20 + i as u64);
+            b[0] = a[0]; // one equal pair for the comparisons
+            for dtype in DTYPES {
+                let ((a_cpu, a_gpu), (b_cpu, b_gpu)) = (pair(&a, dtype, device), pair(&b, dtype, device));
+                for op in ops {
+                    assert_close(
+                        &format!("{op:?} {a_shape:?} {b_shape:?} {dtype}"),
+                        &a_gpu.binary(op, a_shape, &b_gpu, b_shape, &out_shape),
+                        &a_cpu.binary(op, a_shape, &b_cpu, b_shape, &out_shape),
+                        0.0,
+                        0.0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn select_matches_exactly() {
+    let cond: Vec<f64> = random(777, 3)
+        .iter()
+        .map(|&v| if v > 0.0 { 1.0 } else { 0.0 })
+        .collect();
+    for device in cuda_devices() {
+        for dtype in DTYPES {
+            let (c_cpu, c_gpu) = pair(&cond, dtype, device);
+            let (a_cpu, a_gpu) = pair(&random(777, 4), dtype, device);
+            let (b_cpu, b_gpu) = pair(&random(777, 5), dtype, device);
+            let (got, want) = (c_gpu.where_cond(&a_gpu, &b_gpu), c_cpu.where_cond(&a_cpu, &b_cpu));
+            assert_close("where", &got, &want, 0.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn reductions_match_over_every_kind_of_dim_set() {
+    let shape = [3, 5, 7, 9];
+    let x = random(shape.iter().product(), 7);
+    let targets: [[usize; 4]; 6] = [
+        [1, 1, 1, 1],
+        [3, 1, 1, 1],
+        [1, 5, 1, 1],
+        [3, 5, 7, 1],
+        [1, 5, 1, 9],
+        [3, 5, 7, 9],
+    ];
+    for device in cuda_devices() {
+        for dtype in DTYPES {
+            // Sums add in another order: rounding differs by ulps of the partial sums.
+            let (rel, abs) = match dtype {
+                DType::F32 => (1e-5, 1e-4),
+                DType::F64 => (1e-13, 1e-12),
+            };
+            let (cpu, gpu) = pair(&x, dtype, device);
+            for out_shape in targets {
+                for op in [ReduceOp::Sum, ReduceOp::Max] {
+                    let what = format!("{op:?} {dtype} to {out_shape:?}");
+                    assert_close(
+                        &what,
+                        &gpu.reduce(op, &shape, &out_shape),
+                        &cpu.reduce(op, &shape, &out_shape),
+                        rel,
+                        abs,
+                    );
+                }
+            }
+        }
+        // NaN propagates through max.
+        let mut with_nan = x.clone();
+        with_nan[100] = f64::NAN;
+        let (_, gpu) = pair(&with_nan, DType::F64, device);
+        assert!(gpu.reduce(ReduceOp::Max, &shape, &[1, 1, 1, 1]).to_f64_vec()[0].is_nan());
+    }
+}
+
+#[test]
+fn strided_copies_and_writes_match_exactly() {
+    // A permute of [3, 5, 7] to [7, 3, 5], a narrow, and a broadcast.
+    let cases: [(usize, [usize; 3], [usize; 3]); 3] = [
+        (0, [1, 35, 7], [7, 3, 5]),
+        (7 + 1, [35, 7, 1], [2, 3, 5]),
+        (3, [0, 7, 0], [4, 5, 3]),
+    ];
+    for device in cuda_devices() {
+        for dtype in DTYPES {
+            let (src_cpu, src_gpu) = pair(&random(3 * 5 * 7, 8), dtype, device);
+            for (offset, strides, shape) in &cases {
+                assert_close(
+                    &format!("strided copy {strides:?} {shape:?}"),
+                    &src_gpu.strided_copy(*offset, strides, shape),
+                    &src_cpu.strided_copy(*offset, strides, shape),
+                    0.0,
+                    0.0,
+                );
+            }
+            // Pad a [3, 5] block into a [5, 9] buffer at (1, 2).
+            let (block_cpu, block_gpu) = pair(&random(15, 9), dtype, device);
+            let (mut want, mut got) = pair(&[0.0; 45], dtype, device);
+            want.strided_write(9 + 2, &[9, 1], &block_cpu, &[3, 5]);
+            got.strided_write(9 + 2, &[9, 1], &block_gpu, &[3, 5]);
+            assert_close("strided write", &got, &want, 0.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_with_transposes_batches_and_odd_sizes() {
+    let layout = |transposed: bool, rows: usize, cols: usize| {
+        if transposed {
+            MatrixLayout::transposed(rows)
+        } else {
+            MatrixLayout::row_major(cols)
+        }
+    };
+    let shapes = [(1, 1, 1), (37, 29, 23), (65, 3, 129), (70, 67, 1), (5, 130, 17)];
+    for device in cuda_devices() {
+        for &(m, n, k) in &shapes {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let batch = 3;
+                let p = MatmulProblem {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    a_layout: layout(ta, m, k),
+                    a_batch_stride: m * k,
+                    b_layout: layout(tb, k, n),
+                    b_batch_stride: k * n,
+                };
+                for dtype in DTYPES {
+                    let (rel, abs) = match dtype {
+                        DType::F32 => (1e-4, 1e-4),
+                        DType::F64 => (1e-12, 1e-12),
+                    };
+                    let (a_cpu, a_gpu) = pair(&random(batch * m * k, (m * n + k) as u64), dtype, device);
+                    let (b_cpu, b_gpu) = pair(&random(batch * k * n, (m + n * k) as u64), dtype, device);
+                    let what = format!("{dtype} {m}x{n}x{k} t{ta}{tb}");
+                    assert_close(&what, &a_gpu.matmul(&b_gpu, &p), &a_cpu.matmul(&b_cpu, &p), rel, abs);
+                }
+            }
+        }
+        // One matrix broadcast over the batch (batch stride 0).
+        let (m, n, k) = (9, 11, 13);
+        let p = MatmulProblem {
+            batch: 2,
+            a_batch_stride: 0,
+            b_batch_stride: k * n,
+            ..MatmulProblem::plain(m, n, k)
+        };
+        let (a_cpu, a_gpu) = pair(&random(m * k, 1), DType::F64, device);
+        let (b_cpu, b_gpu) = pair(&random(2 * k * n, 2), DType::F64, device);
+        let (got, want) = (a_gpu.matmul(&b_gpu, &p), a_cpu.matmul(&b_cpu, &p));
+        assert_close("broadcast A", &got, &want, 1e-12, 1e-12);
+    }
+}
+
+/// A geometry with input `[batch, c, h, w]`, `o` output channels, and (h, w) pairs of kernel,
+/// stride, padding and dilation.
+fn geometry(
+    [batch, c, h, w]: [usize; 4],
+    o: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+) -> ConvGeometry {
+    ConvGeometry {
+        batch,
+        in_channels: c,
+        out_channels: o,
+        in_h: h,
+        in_w: w,
+        kernel_h: kernel.0,
+        kernel_w: kernel.1,
+        stride,
+        padding,
+        dilation,
+        out_h: ConvGeometry::conv_out_size(h, kernel.0, stride.0, padding.0, dilation.0).unwrap(),
+        out_w: ConvGeometry::conv_out_size(w, kernel.1, stride.1, padding.1, dilation.1).unwrap(),
+    }
+}
+
+/// The GPU convolutions (im2col and col2im over chunks of samples, matmul, layout kernels)
+/// and their fused epilogue, against the CPU's paths, with and without a bias and an
+/// activation. Odd sizes, stride 2 with padding (the critic's), rectangular and dilated
+/// kernels.
+#[test]
+fn convolutions_and_their_gradients_match() {
+    let geometries = [
+        geometry([3, 4, 9, 11], 2, (5, 5), (2, 2), (2, 2), (1, 1)),
+        geometry([2, 2, 7, 6], 3, (3, 3), (1, 1), (1, 1), (2, 2)),
+        geometry([3, 2, 7, 9], 2, (3, 3), (1, 1), (1, 1), (1, 1)),
+        geometry([2, 1, 10, 13], 2, (3, 2), (2, 3), (0, 1), (2, 1)),
+    ];
+    for device in cuda_devices() {
+        for g in &geometries {
+            for dtype in DTYPES {
+                let (rel, abs) = rounding(dtype);
+                let (x_cpu, x_gpu) = pair(&random(g.batch * g.in_channels * g.in_h * g.in_w, 6), dtype, device);
+                let (w_cpu, w_gpu) = pair(&random(g.out_channels * g.patch_len(), 7), dtype, device);
+                let map_len = g.batch * g.out_channels * g.out_h * g.out_w;
+                let (y_cpu, y_gpu) = pair(&random(map_len, 8), dtype, device);
+                let (bo_cpu, bo_gpu) = pair(&random(g.out_channels, 9), dtype, device);
+                let (bc_cpu, bc_gpu) = pair(&random(g.in_channels, 10), dtype, device);
+                // Bare, with a bias, and with a bias and an activation (the fused epilogue):
+                // the forward pass's activation, then the adjoint's.
+                let with_bias = (Some((&bo_gpu, &bo_cpu)), Some((&bc_gpu, &bc_cpu)));
+                let cases = [
+                    ((None, None), None, None),
+                    (with_bias, None, None),
+                    (with_bias, Some(UnaryOp::LeakyRelu(0.2)), Some(UnaryOp::Sigmoid)),
+                ];
+                for ((bo, bc), forward_act, adjoint_act) in cases {
+                    let case = format!(
+                        "{g:?} {dtype}, bias {}, {forward_act:?} / {adjoint_act:?}",
+                        bo.is_some()
+                    );
+                    assert_close(
+                        &format!("conv2d, {case}"),
+                        &x_gpu.conv2d_forward(&w_gpu, bo.map(|b| b.0), forward_act, g),
+                        &x_cpu.conv2d_forward(&w_cpu, bo.map(|b| b.1), forward_act, g),
+                        rel,
+                        abs,
+                    );
+                    assert_close(
+                        &format!("input adjoint, {case}"),
+                        &y_gpu.conv2d_input_adjoint(&w_gpu, bc.map(|b| b.0), adjoint_act, g),
+                        &y_cpu.conv2d_input_adjoint(&w_cpu, bc.map(|b| b.1), adjoint_act, g),
+                        rel,
+                        abs,
+                    );
+                }
+                let (got, want) = (x_gpu.conv2d_weight_grad(&y_gpu, g), x_cpu.conv2d_weight_grad(&y_cpu, g));
+                assert_close(&format!("weight grad {g:?} {dtype}"), &got, &want, rel, abs);
+            }
+        }
+    }
+}
+
+/// Large batches are cut into chunks of samples for im2col's buffer: the chunks that start
+/// past sample 0, and a last shorter chunk, on small inputs.
+#[test]
+fn convolutions_over_several_chunks_of_samples_match() {
+    let g = geometry([5, 3, 11, 8], 2, (5, 5), (2, 2), (2, 2), (1, 1));
+    for device in cuda_devices() {
+        let (x_cpu, x_gpu) = pair(
+            &random(g.batch * g.in_channels * g.in_h * g.in_w, 11),
+            DType::F64,
+            device,
+        );
+        let (w_cpu, w_gpu) = pair(&random(g.out_channels * g.patch_len(), 12), DType::F64, device);
+        let (y_cpu, y_gpu) = pair(
+            &random(g.batch * g.out_channels * g.out_h * g.out_w, 13),
+            DType::F64,
+            device,
+        );
+        let gpu = |s: &Storage| -> GpuStorage {
+            match s {
+                Storage::Cuda(g) => g.duplicate(),
+                Storage::Cpu(_) => unreachable!("on the GPU"),
+            }
+        };
+        let (x, w, y) = (gpu(&x_gpu), gpu(&w_gpu), gpu(&y_gpu));
+        for chunk in [1, 2, 4] {
+            let (rel, abs) = rounding(DType::F64);
+            assert_close(
+                &format!("conv2d by chunks of {chunk}"),
+                &Storage::Cuda(x.conv2d_forward_by_chunks(&w, &g, chunk)),
+                &x_cpu.conv2d_forward(&w_cpu, None, None, &g),
+                rel,
+                abs,
+            );
+            assert_close(
+                &format!("input adjoint by chunks of {chunk}"),
+                &Storage::Cuda(y.conv2d_input_adjoint_by_chunks(&w, &g, chunk)),
+                &y_cpu.conv2d_input_adjoint(&w_cpu, None, None, &g),
+                rel,
+                abs,
+            );
+            assert_close(
+                &format!("weight grad by chunks of {chunk}"),
+                &Storage::Cuda(x.conv2d_weight_grad_by_chunks(&y, &g, chunk)),
+                &x_cpu.conv2d_weight_grad(&y_cpu, &g),
+                rel,
+                abs,
+            );
+        }
+    }
+}
+
+#[test]
+fn optimiser_updates_match_in_place() {
+    let updates = [
+        OptimizerUpdate::Sgd { lr: 0.1, momentum: 0.0 },
+        OptimizerUpdate::Sgd { lr: 0.1, momentum: 0.9 },
+        OptimizerUpdate::RmsProp {
+            lr: 5e-5,
+            alpha: 0.99,
+            eps: 1e-8,
+        },
+        OptimizerUpdate::Adam {
+            lr: 1e-4,
+            betas: (0.0, 0.9),
+            eps: 1e-8,
+            step: 3,
+        },
+        OptimizerUpdate::Clamp { min: -0.01, max: 0.01 },
+    ];
+    for device in cuda_devices() {
+        for update in updates {
+            let states = match update {
+                OptimizerUpdate::Clamp { .. } => 0,
+                OptimizerUpdate::Sgd { momentum: 0.0, .. } => 0,
+                OptimizerUpdate::Adam { .. } => 2,
+                _ => 1,
+            };
+            for (i, n) in [7, 300, 1, 65].into_iter().enumerate() {
+                let seed = 10 * i as u64;
+                let (mut p_cpu, mut p_gpu) = pair(&random(n, seed + 1), DType::F64, device);
+                let (g_cpu, g_gpu) = pair(&random(n, seed + 2), DType::F64, device);
+                // The state buffers hold running averages (of squares): keep them positive.
+                let positive = |seed| random(n, seed).iter().map(|v| v.abs()).collect::<Vec<_>>();
+                let (mut m_cpu, mut m_gpu) = pair(&positive(seed + 3), DType::F64, device);
+                let (mut v_cpu, mut v_gpu) = pair(&positive(seed + 4), DType::F64, device);
+                {
+                    let mut cpu_state: Vec<&mut Storage> = vec![&mut m_cpu, &mut v_cpu];
+                    cpu_state.truncate(states);
+                    p_cpu.optimizer_step(&g_cpu, &mut cpu_state, update);
+                    let mut gpu_state: Vec<&mut Storage> = vec![&mut m_gpu, &mut v_gpu];
+                    gpu_state.truncate(states);
+                    p_gpu.optimizer_step(&g_gpu, &mut gpu_state, update);
+                }
+                let what = format!("{update:?} on {n} elements");
+                assert_close(&format!("{what}: param"), &p_gpu, &p_cpu, 1e-14, 1e-15);
+                assert_close(&format!("{what}: state"), &m_gpu, &m_cpu, 1e-14, 1e-15);
+                assert_close(&format!("{what}: state 2"), &v_gpu, &v_cpu, 1e-14, 1e-15);
+            }
+        }
+    }
+}
+
+#[test]
+fn random_streams_match_the_cpu_generator() {
+    let uniform = Distribution::Uniform { low: -1.0, high: 2.0 };
+    let normal = Distribution::Normal { mean: 0.5, std: 2.0 };
+    for device in cuda_devices() {
+        for (seed, stream) in [(0, 0), (42, 3), (u64::MAX, 7)] {
+            for dtype in DTYPES {
+                let draw = |d: Distribution, on: Device| Storage::random(d, 1001, seed, stream, dtype, on).unwrap();
+                // Uniform is one multiply-add of the same word: exact. Normal goes through
+                // log, sqrt, cos and sin, whose last bits differ between math libraries.
+                let what = format!("{dtype} seed {seed} stream {stream}");
+                let (got, want) = (draw(uniform, device), draw(uniform, Device::Cpu));
+                assert_close(&format!("uniform {what}"), &got, &want, 0.0, 0.0);
+                let (rel, abs) = match dtype {
+                    DType::F32 => (1e-6, 1e-6),
+                    DType::F64 => (1e-14, 1e-14),
+                };
+                let (got, want) = (draw(normal, device), draw(normal, Device::Cpu));
+                assert_close(&format!("normal {what}"), &got, &want, rel, abs);
+            }
+        }
+    }
+}
