@@ -20,14 +20,16 @@ template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p,
     case U_SQRT: return sqrt(x);
     case U_ABS: return fabs(x);
     case U_SIGN: return x > zero ? one : (x < zero ? -one : zero);
-    case U_RELU: return x > zero ? x : zero;
+    // `x < 0`, not `x <= 0`: NaN and -0 pass through, as in PyTorch.
+    case U_RELU: return x < zero ? zero : x;
     case U_LEAKY_RELU: return x > zero ? x : x * p;
     case U_TANH: return tanh(x);
     // Two branches so that exp never overflows.
     case U_SIGMOID: return x >= zero ? one / (one + exp(-x)) : exp(x) / (one + exp(x));
     case U_SOFTPLUS: return fmax(x, zero) + log1p(exp(-fabs(x)));
     case U_POW: return p == T(2) ? x * x : pow(x, p);
-    case U_CLAMP: return fmin(fmax(x, p), q);
+    // NaN stays NaN (fmax would drop it); with p > q every number becomes q.
+    case U_CLAMP: return isnan(x) ? x : fmin(fmax(x, p), q);
     case U_IN_RANGE: return (x >= p && x <= q) ? one : zero;
     case U_ADD_SCALAR: return x + p;
     case U_MUL_SCALAR: return x * p;
@@ -50,14 +52,16 @@ template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b
     case B_SUB: return a - b;
     case B_MUL: return a * b;
     case B_DIV: return a / b;
-    // Rust's max/min return the other operand when one is NaN, as fmax/fmin do.
-    case B_MAXIMUM: return fmax(a, b);
-    case B_MINIMUM: return fmin(a, b);
+    // NaN in either operand gives NaN, as in PyTorch (fmax/fmin would drop it).
+    case B_MAXIMUM: return (a > b || isnan(a)) ? a : b;
+    case B_MINIMUM: return (a < b || isnan(a)) ? a : b;
     case B_GT: return a > b ? T(1) : T(0);
     case B_GE: return a >= b ? T(1) : T(0);
     case B_LT: return a < b ? T(1) : T(0);
     case B_LE: return a <= b ? T(1) : T(0);
     case B_EQ: return a == b ? T(1) : T(0);
+    // A gradient `a` through relu at `b` (PyTorch's threshold_backward: NaN passes `a`).
+    case B_RELU_GRAD: return b <= T(0) ? T(0) : a;
     // A gradient `a` through leaky_relu at `b`.
     case B_LEAKY_RELU_GRAD: return b > T(0) ? a : a * p;
     default: return a;

@@ -71,7 +71,9 @@ template <typename T> __device__ void clamp_params(ParamList<T> l, double lo, do
     for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
         int t = tensor_of(l, i);
         long long j = i - l.starts[t];
-        l.param[t][j] = fmin(fmax(l.param[t][j], T(lo)), T(hi));
+        // NaN stays NaN, so that a diverged parameter is not hidden by the clipping.
+        const T p = l.param[t][j];
+        l.param[t][j] = isnan(p) ? p : fmin(fmax(p, T(lo)), T(hi));
     }
 }
 

@@ -12,5 +12,5 @@ pub struct ReadmeDoctests;
 
 pub use earthmover_kernels as kernels;
 pub use earthmover_tensor as tensor;
-pub use earthmover_tensor::{grad, no_grad, ConvOptions, DType, Device, Tensor};
+pub use earthmover_tensor::{grad, no_grad, Activation, ConvOptions, DType, Device, OptimizerUpdate, Tensor};
 pub use earthmover_wgan as wgan;

@@ -57,6 +57,7 @@ using std::exp;
 using std::fabs;
 using std::fmax;
 using std::fmin;
+using std::isnan;
 using std::log;
 using std::log1p;
 using std::pow;

@@ -25,5 +25,5 @@ mod storage;
 
 pub use element::Element;
 pub use op::{BinaryOp, Distribution, Epilogue, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
-pub use shape::{broadcast_shapes, broadcast_strides, contiguous_strides, numel, ConvGeometry};
+pub use shape::{broadcast_shapes, broadcast_strides, checked_numel, contiguous_strides, numel, ConvGeometry};
 pub use storage::{CpuStorage, DType, Device, Storage};

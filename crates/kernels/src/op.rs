@@ -55,6 +55,7 @@ numbered_for_cuda! {
         Abs,
         /// -1, 0 or 1.
         Sign,
+        /// `max(x, 0)`; NaN stays NaN.
         Relu,
         LeakyRelu(f64),
         Tanh,
@@ -63,6 +64,8 @@ numbered_for_cuda! {
         Softplus,
         /// x^p for a constant p.
         Pow(f64),
+        /// Into `[lo, hi]`; NaN stays NaN, and with `lo > hi` every number becomes `hi` (as in
+        /// PyTorch).
         Clamp(f64, f64),
         /// 1 where lo <= x <= hi, else 0 (the derivative of `Clamp(lo, hi)`).
         InRange(f64, f64),
@@ -114,8 +117,11 @@ numbered_for_cuda! {
         Lt,
         Le,
         Eq,
+        /// 0 where `b <= 0`, else `a`: a gradient `a` through `Relu` at `b` (its input or its
+        /// output), in one pass. PyTorch's `threshold_backward`: a NaN `b` passes `a`.
+        ReluGrad,
         /// `a` where `b > 0`, else `a * slope`: a gradient `a` through `LeakyRelu(slope)` at
-        /// `b`, in one pass.
+        /// `b`, in one pass (PyTorch's `leaky_relu_backward`).
         LeakyReluGrad(f64),
     }
 }
@@ -314,6 +320,6 @@ mod tests {
         assert_eq!(screaming_snake_case("Neg"), "NEG");
         let header = op_codes_header();
         assert!(header.contains("enum UnaryCode {\n    U_NEG = 0,\n"), "{header}");
-        assert!(header.contains("    B_LEAKY_RELU_GRAD = 11,\n};"), "{header}");
+        assert!(header.contains("    B_LEAKY_RELU_GRAD = 12,\n};"), "{header}");
     }
 }

@@ -393,6 +393,7 @@ impl Storage {
         activation: Option<UnaryOp>,
         g: &ConvGeometry,
     ) -> Storage {
+        check_geometry(g, "conv2d_forward");
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let y = Storage::Cuda(a.conv2d_forward(b, g));
             return y.finish_channels(bias, activation, g.batch, g.out_channels, g.out_h * g.out_w);
@@ -414,6 +415,7 @@ impl Storage {
         activation: Option<UnaryOp>,
         g: &ConvGeometry,
     ) -> Storage {
+        check_geometry(g, "conv2d_input_adjoint");
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));
             return x.finish_channels(bias, activation, g.batch, g.in_channels, g.in_h * g.in_w);
@@ -445,6 +447,7 @@ impl Storage {
 
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
+        check_geometry(g, "conv2d_weight_grad");
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, grad_out) {
             return Storage::Cuda(a.conv2d_weight_grad(b, g));
         }
@@ -504,5 +507,14 @@ impl Storage {
             DType::F32 => run!(F32),
             DType::F64 => run!(F64),
         }
+    }
+}
+
+/// A convolution's geometry is checked once, here at the kernels' entry, so that a geometry
+/// built by hand that does not add up fails with its fields rather than deep in a kernel.
+#[track_caller]
+fn check_geometry(g: &ConvGeometry, op: &str) {
+    if let Err(e) = g.check() {
+        panic!("{op}: {e}");
     }
 }

@@ -192,6 +192,7 @@ fn broadcasting_binary_ops_match_their_cpu_twins_exactly() {
         BinaryOp::Lt,
         BinaryOp::Le,
         BinaryOp::Eq,
+        BinaryOp::ReluGrad,
         BinaryOp::LeakyReluGrad(0.2),
     ];
     assert_eq!(ops.len(), BinaryOp::VARIANT_NAMES.len(), "every op");

@@ -2,7 +2,7 @@
 
 use crate::autograd::{is_grad_enabled, BackwardArgs, Node};
 use crate::error::{Error, Result};
-use earthmover_kernels::{numel, DType, Device, OptimizerUpdate, Storage};
+use earthmover_kernels::{checked_numel, numel, DType, Device, OptimizerUpdate, Storage};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, StandardUniform};
@@ -89,12 +89,11 @@ impl Tensor {
 
     /// A tensor holding `data` with `shape`. An error when their sizes disagree.
     pub fn from_vec<T: HostElement>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
+        if checked_numel(shape) != Some(data.len()) {
             return Err(Error(format!(
-                "from_vec: {} values cannot fill shape {:?} ({} elements)",
+                "from_vec: {} values cannot fill shape {shape:?} ({} elements)",
                 data.len(),
-                shape,
-                numel(shape)
+                checked_numel(shape).map_or("more than a usize counts".to_string(), |n| n.to_string())
             )));
         }
         Ok(Tensor::constant(T::into_storage(data), shape.to_vec()))
@@ -233,15 +232,32 @@ impl Tensor {
     }
 
     /// Resolve a possibly negative dim index against this tensor's rank.
+    #[track_caller]
     pub(crate) fn dim_index(&self, dim: isize, op: &str) -> usize {
+        match self.dim_index_or_scalar(dim, op) {
+            Some(d) => d,
+            None => panic!("{op}: a 0-dimensional tensor has no dim {dim}"),
+        }
+    }
+
+    /// `dim` (negative counts from the end) as an index, or `None` for dim 0 or -1 of a
+    /// 0-dimensional tensor, which PyTorch accepts as "the scalar itself" (`sum(0)` of a
+    /// scalar is the scalar). Panics, naming `op`, when `dim` is out of range.
+    #[track_caller]
+    pub(crate) fn dim_index_or_scalar(&self, dim: isize, op: &str) -> Option<usize> {
         let rank = self.rank() as isize;
+        if rank == 0 && (dim == 0 || dim == -1) {
+            return None;
+        }
         let d = if dim < 0 { dim + rank } else { dim };
         assert!(
             d >= 0 && d < rank,
-            "{op}: dim {dim} out of range for a tensor of shape {:?}",
-            self.shape()
+            "{op}: dim {dim} out of range for a tensor of shape {:?} (expected a dim in [{}, {}])",
+            self.shape(),
+            -rank.max(1),
+            rank.max(1) - 1
         );
-        d as usize
+        Some(d as usize)
     }
 
     // ---------------------------------------------------------------- autodiff state

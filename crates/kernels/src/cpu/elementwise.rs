@@ -30,11 +30,12 @@ impl UnaryOp {
                     T::ZERO
                 }
             }
+            // `x < 0`, not `x <= 0`: NaN and -0 pass through, as in PyTorch.
             UnaryOp::Relu => {
-                if x > T::ZERO {
-                    x
-                } else {
+                if x < T::ZERO {
                     T::ZERO
+                } else {
+                    x
                 }
             }
             UnaryOp::LeakyRelu(s) => {
@@ -64,7 +65,15 @@ impl UnaryOp {
                     x.powf(t(p))
                 }
             }
-            UnaryOp::Clamp(lo, hi) => x.max(t(lo)).min(t(hi)),
+            // NaN stays NaN (`max` would drop it); with lo > hi every number becomes hi, as in
+            // PyTorch.
+            UnaryOp::Clamp(lo, hi) => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(t(lo)).min(t(hi))
+                }
+            }
             UnaryOp::InRange(lo, hi) => mask(x >= t(lo) && x <= t(hi)),
             UnaryOp::AddScalar(c) => x + t(c),
             UnaryOp::MulScalar(c) => x * t(c),
@@ -163,13 +172,35 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
-            BinaryOp::Maximum => a.max(b),
-            BinaryOp::Minimum => a.min(b),
+            // NaN in either operand gives NaN, as in PyTorch (`f64::max` would drop it).
+            BinaryOp::Maximum => {
+                if a > b || a.is_nan() {
+                    a
+                } else {
+                    b
+                }
+            }
+            BinaryOp::Minimum => {
+                if a < b || a.is_nan() {
+                    a
+                } else {
+                    b
+                }
+            }
             BinaryOp::Gt => mask(a > b),
             BinaryOp::Ge => mask(a >= b),
             BinaryOp::Lt => mask(a < b),
             BinaryOp::Le => mask(a <= b),
             BinaryOp::Eq => mask(a == b),
+            // PyTorch's threshold_backward: NaN passes the gradient, and an infinite gradient
+            // where `b <= 0` gives 0, not `inf * 0`.
+            BinaryOp::ReluGrad => {
+                if b <= T::ZERO {
+                    T::ZERO
+                } else {
+                    a
+                }
+            }
             BinaryOp::LeakyReluGrad(slope) => {
                 if b > T::ZERO {
                     a
@@ -206,6 +237,7 @@ pub fn binary<T: Element>(
         B::Lt => zip_map(shapes, out_shape, |x, y| B::Lt.apply(x, y)),
         B::Le => zip_map(shapes, out_shape, |x, y| B::Le.apply(x, y)),
         B::Eq => zip_map(shapes, out_shape, |x, y| B::Eq.apply(x, y)),
+        B::ReluGrad => zip_map(shapes, out_shape, |x, y| B::ReluGrad.apply(x, y)),
         B::LeakyReluGrad(s) => zip_map(shapes, out_shape, |x, y| B::LeakyReluGrad(s).apply(x, y)),
     }
 }

@@ -106,7 +106,14 @@ pub fn adam<T: Element>(
 /// Clamp into `[-c, c]` in place: WGAN's weight clipping.
 pub fn clamp_in_place<T: Element>(param: &mut [T], min: f64, max: f64) {
     let (lo, hi) = (T::from_f64(min), T::from_f64(max));
-    let clamp = |param: &mut [T]| param.iter_mut().for_each(|p| *p = p.max(lo).min(hi));
+    // NaN stays NaN, so that a diverged parameter is not hidden by the clipping.
+    let clamp = |param: &mut [T]| {
+        param.iter_mut().for_each(|p| {
+            if !p.is_nan() {
+                *p = p.max(lo).min(hi)
+            }
+        })
+    };
     if param.len() < PARALLEL_THRESHOLD {
         clamp(param);
     } else {

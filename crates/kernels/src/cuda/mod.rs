@@ -26,43 +26,26 @@ pub const COMMON_HEADER: &str = include_str!("../../../../kernels/common.cuh");
 /// [`crate::op`] (see there): `elementwise.cu` includes it.
 pub const OP_CODES_HEADER: &str = include_str!(concat!(env!("OUT_DIR"), "/op_codes.cuh"));
 
+/// `KernelSource` of `kernels/<file>`, embedded, with the CPU module it is checked against.
+macro_rules! kernel_source {
+    ($file:literal, $cpu_twin:literal) => {
+        KernelSource {
+            file: $file,
+            text: include_str!(concat!("../../../../kernels/", $file)),
+            cpu_twin: $cpu_twin,
+        }
+    };
+}
+
 /// Every kernel source, in the order of `kernels/`.
 pub const SOURCES: &[KernelSource] = &[
-    KernelSource {
-        file: "conv.cu",
-        text: include_str!("../../../../kernels/conv.cu"),
-        cpu_twin: "cpu::conv::reference (im2col, col2im)",
-    },
-    KernelSource {
-        file: "elementwise.cu",
-        text: include_str!("../../../../kernels/elementwise.cu"),
-        cpu_twin: "cpu::elementwise",
-    },
-    KernelSource {
-        file: "layout.cu",
-        text: include_str!("../../../../kernels/layout.cu"),
-        cpu_twin: "cpu::layout",
-    },
-    KernelSource {
-        file: "matmul.cu",
-        text: include_str!("../../../../kernels/matmul.cu"),
-        cpu_twin: "cpu::matmul::gemm_reference",
-    },
-    KernelSource {
-        file: "optim.cu",
-        text: include_str!("../../../../kernels/optim.cu"),
-        cpu_twin: "cpu::optim",
-    },
-    KernelSource {
-        file: "random.cu",
-        text: include_str!("../../../../kernels/random.cu"),
-        cpu_twin: "cpu::random",
-    },
-    KernelSource {
-        file: "reduce.cu",
-        text: include_str!("../../../../kernels/reduce.cu"),
-        cpu_twin: "cpu::reduce",
-    },
+    kernel_source!("conv.cu", "cpu::conv::reference (im2col, col2im)"),
+    kernel_source!("elementwise.cu", "cpu::elementwise"),
+    kernel_source!("layout.cu", "cpu::layout"),
+    kernel_source!("matmul.cu", "cpu::matmul::gemm_reference"),
+    kernel_source!("optim.cu", "cpu::optim"),
+    kernel_source!("random.cu", "cpu::random"),
+    kernel_source!("reduce.cu", "cpu::reduce"),
 ];
 
 impl KernelSource {

@@ -96,47 +96,16 @@ impl Tensor {
         opts: ConvOptions,
         activation: Option<Activation>,
     ) -> Tensor {
-        let [n, c, h, w] = dims4(self, "input", "conv2d");
-        let [o, wc, kh, kw] = dims4(weight, "weight", "conv2d");
-        assert_eq!(
-            c,
-            wc,
-            "conv2d: input of shape {:?} has {c} channels but weight of shape {:?} expects {wc}",
-            self.shape(),
-            weight.shape()
-        );
         assert_eq!(
             opts.output_padding,
             (0, 0),
             "conv2d: output_padding applies to conv_transpose2d only"
         );
-        let size = |i, k, s, p, d, axis| {
-            ConvGeometry::conv_out_size(i, k, s, p, d).unwrap_or_else(|| {
-                panic!(
-                    "conv2d: kernel of shape {:?} (dilation {d}) does not fit the {axis} of input {:?} padded by {p}",
-                    weight.shape(),
-                    self.shape()
-                )
-            })
-        };
-        assert!(
-            opts.stride.0 > 0 && opts.stride.1 > 0 && opts.dilation.0 > 0 && opts.dilation.1 > 0,
-            "conv2d: stride and dilation must be positive"
-        );
-        let g = ConvGeometry {
-            batch: n,
-            in_channels: c,
-            out_channels: o,
-            in_h: h,
-            in_w: w,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride: opts.stride,
-            padding: opts.padding,
-            dilation: opts.dilation,
-            out_h: size(h, kh, opts.stride.0, opts.padding.0, opts.dilation.0, "height"),
-            out_w: size(w, kw, opts.stride.1, opts.padding.1, opts.dilation.1, "width"),
-        };
+        let input = dims4(self, "input", "conv2d");
+        let weight_shape = dims4(weight, "weight", "conv2d");
+        let g = ConvGeometry::conv2d(input, weight_shape, opts.stride, opts.padding, opts.dilation)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = g.out_channels;
         check_bias(bias, o, "conv2d");
         conv2d_primitive(self, weight, bias, activation, g)
     }
@@ -166,46 +135,11 @@ impl Tensor {
         opts: ConvOptions,
         activation: Option<Activation>,
     ) -> Tensor {
-        let [n, cin, h, w] = dims4(self, "input", "conv_transpose2d");
-        let [wcin, cout, kh, kw] = dims4(weight, "weight", "conv_transpose2d");
-        assert_eq!(
-            cin,
-            wcin,
-            "conv_transpose2d: input of shape {:?} has {cin} channels but weight of shape {:?} expects {wcin}",
-            self.shape(),
-            weight.shape()
-        );
+        let input = dims4(self, "input", "conv_transpose2d");
+        let weight_shape = dims4(weight, "weight", "conv_transpose2d");
         let (s, p, d, op) = (opts.stride, opts.padding, opts.dilation, opts.output_padding);
-        assert!(
-            s.0 > 0 && s.1 > 0 && d.0 > 0 && d.1 > 0,
-            "conv_transpose2d: stride and dilation must be positive"
-        );
-        assert!(
-            op.0 < s.0.max(d.0) && op.1 < s.1.max(d.1),
-            "conv_transpose2d: output_padding {op:?} must be smaller than stride {s:?} or dilation {d:?}"
-        );
-        let size = |i, k, s, p, op, d| {
-            ConvGeometry::conv_transpose_out_size(i, k, s, p, op, d).unwrap_or_else(|| {
-                panic!(
-                    "conv_transpose2d: padding {p} leaves an empty output for input {:?}",
-                    self.shape()
-                )
-            })
-        };
-        let g = ConvGeometry {
-            batch: n,
-            in_channels: cout,
-            out_channels: cin,
-            in_h: size(h, kh, s.0, p.0, op.0, d.0),
-            in_w: size(w, kw, s.1, p.1, op.1, d.1),
-            kernel_h: kh,
-            kernel_w: kw,
-            stride: s,
-            padding: p,
-            dilation: d,
-            out_h: h,
-            out_w: w,
-        };
+        let g = ConvGeometry::conv_transpose2d(input, weight_shape, s, p, op, d).unwrap_or_else(|e| panic!("{e}"));
+        let cout = g.in_channels;
         check_bias(bias, cout, "conv_transpose2d");
         conv2d_input_adjoint(self, weight, bias, activation, g)
     }
@@ -216,25 +150,11 @@ impl Tensor {
     pub fn conv2d_weight_grad(&self, grad_output: &Tensor, kernel_size: (usize, usize), opts: ConvOptions) -> Tensor {
         let [n, c, h, w] = dims4(self, "input", "conv2d_weight_grad");
         let [gn, o, ho, wo] = dims4(grad_output, "grad_output", "conv2d_weight_grad");
-        let g = ConvGeometry {
-            batch: n,
-            in_channels: c,
-            out_channels: o,
-            in_h: h,
-            in_w: w,
-            kernel_h: kernel_size.0,
-            kernel_w: kernel_size.1,
-            stride: opts.stride,
-            padding: opts.padding,
-            dilation: opts.dilation,
-            out_h: ho,
-            out_w: wo,
-        };
-        let expect = |i, k, s, p, d| ConvGeometry::conv_out_size(i, k, s, p, d);
+        let weight = [o, c, kernel_size.0, kernel_size.1];
+        let g = ConvGeometry::conv2d([n, c, h, w], weight, opts.stride, opts.padding, opts.dilation)
+            .unwrap_or_else(|e| panic!("conv2d_weight_grad: {e}"));
         assert!(
-            n == gn
-                && expect(h, g.kernel_h, g.stride.0, g.padding.0, g.dilation.0) == Some(ho)
-                && expect(w, g.kernel_w, g.stride.1, g.padding.1, g.dilation.1) == Some(wo),
+            n == gn && (g.out_h, g.out_w) == (ho, wo),
             "conv2d_weight_grad: grad_output of shape {:?} is not the output of input {:?} with kernel {kernel_size:?} and {opts:?}",
             grad_output.shape(),
             self.shape()

@@ -47,10 +47,9 @@ impl Tensor {
         self.constant_unary(UnaryOp::Sign)
     }
 
+    /// `max(x, 0)`; NaN stays NaN.
     pub fn relu(&self) -> Tensor {
-        self.unary_op(UnaryOp::Relu, "relu", |a| {
-            leaky_relu_backward(a.grad, &a.inputs[0], 0.0)
-        })
+        self.unary_op(UnaryOp::Relu, "relu", |a| relu_backward(a.grad, a.output))
     }
 
     /// `x` where positive, `negative_slope * x` elsewhere.
@@ -105,9 +104,9 @@ impl Tensor {
         self.pow(2.0)
     }
 
-    /// Clamp into `[min, max]`; the gradient is zero outside.
+    /// Clamp into `[min, max]`; the gradient is zero outside. NaN stays NaN, and with `min >
+    /// max` every number becomes `max` (as in PyTorch).
     pub fn clamp(&self, min: f64, max: f64) -> Tensor {
-        assert!(min <= max, "clamp: min {min} is above max {max}");
         self.unary_op(UnaryOp::Clamp(min, max), "clamp", move |a| {
             a.grad.mul(&a.inputs[0].constant_unary(UnaryOp::InRange(min, max)))
         })
@@ -144,6 +143,11 @@ impl Tensor {
     /// 1 where `x == value`, else 0.
     pub fn eq_scalar(&self, value: f64) -> Tensor {
         self.constant_unary(UnaryOp::EqScalar(value))
+    }
+
+    /// 1 where the value is NaN, else 0 (`x != x`). A mask: no gradient flows.
+    pub fn isnan(&self) -> Tensor {
+        self.eq(self).neg().add_scalar(1.0).detach()
     }
 
     // ------------------------------------------------------------ binary, broadcasting
@@ -219,19 +223,23 @@ impl Tensor {
         })
     }
 
-    /// Elementwise maximum; at ties the gradient is split evenly.
+    /// Elementwise maximum; NaN in either operand gives NaN. At ties the gradient is split
+    /// evenly; where either is NaN both operands get all of it (PyTorch's rule).
     pub fn maximum(&self, other: &Tensor) -> Tensor {
         self.binary_op(other, BinaryOp::Maximum, "maximum", |a| {
             let [x, y] = [&a.inputs[0], &a.inputs[1]];
-            let x_wins = x.gt(y).add(&x.eq(y).mul_scalar(0.5));
+            // 1 - [x loses] - [tie] / 2: comparisons with NaN are all false, so a NaN pair
+            // passes the gradient to both.
+            let half_ties = x.eq(y).mul_scalar(0.5);
+            let share = |loses: Tensor| loses.add(&half_ties).neg().add_scalar(1.0);
             [
-                a.needs[0].then(|| a.grad.mul(&x_wins).sum_to(x.shape())),
-                a.needs[1].then(|| a.grad.mul(&x_wins.neg().add_scalar(1.0)).sum_to(y.shape())),
+                a.needs[0].then(|| a.grad.mul(&share(x.lt(y))).sum_to(x.shape())),
+                a.needs[1].then(|| a.grad.mul(&share(x.gt(y))).sum_to(y.shape())),
             ]
         })
     }
 
-    /// Elementwise minimum; at ties the gradient is split evenly.
+    /// Elementwise minimum, as [`Tensor::maximum`].
     pub fn minimum(&self, other: &Tensor) -> Tensor {
         self.neg().maximum(&other.neg()).neg()
     }
@@ -314,7 +322,7 @@ impl Activation {
     /// `y` attached, so that these differentiate again.
     pub(crate) fn backward_from_output(self, grad: &Tensor, y: &Tensor) -> Tensor {
         match self {
-            Activation::Relu => leaky_relu_backward(grad, y, 0.0),
+            Activation::Relu => relu_backward(grad, y),
             Activation::LeakyRelu(slope) => {
                 debug_assert!(
                     slope >= 0.0,
@@ -326,6 +334,14 @@ impl Activation {
             Activation::Sigmoid => grad.mul(&y.mul(&y.neg().add_scalar(1.0))),
         }
     }
+}
+
+/// `grad` through `relu`, read from its output `y` (PyTorch's rule): 0 where `y <= 0`, else
+/// `grad`, in one pass. Linear in `grad`, a step function of `y` (see [`leaky_relu_backward`]).
+fn relu_backward(grad: &Tensor, y: &Tensor) -> Tensor {
+    grad.binary_op(&y.detach(), BinaryOp::ReluGrad, "relu_backward", move |a| {
+        [a.needs[0].then(|| relu_backward(a.grad, &a.inputs[1])), None]
+    })
 }
 
 /// `grad` through `leaky_relu(x)`: `grad` where `x > 0`, `grad * slope` elsewhere, in one

@@ -24,9 +24,12 @@ impl Tensor {
         })
     }
 
-    /// Merge dims `start_dim..` into one: `[N, C, H, W].flatten(1)` is `[N, C*H*W]`.
+    /// Merge dims `start_dim..` into one: `[N, C, H, W].flatten(1)` is `[N, C*H*W]`. A
+    /// 0-dimensional tensor flattens to `[1]`, as in PyTorch.
     pub fn flatten(&self, start_dim: isize) -> Tensor {
-        let d = self.dim_index(start_dim, "flatten");
+        let Some(d) = self.dim_index_or_scalar(start_dim, "flatten") else {
+            return self.reshape(&[1]);
+        };
         let mut shape = self.shape()[..d].to_vec();
         shape.push(self.shape()[d..].iter().product());
         self.reshape(&shape)
@@ -44,15 +47,12 @@ impl Tensor {
         self.reshape(&shape)
     }
 
-    /// Remove a dim of size 1.
+    /// Remove `dim` if its size is 1; a dim of another size is left, as in PyTorch.
     pub fn squeeze(&self, dim: isize) -> Tensor {
-        let d = self.dim_index(dim, "squeeze");
-        assert_eq!(
-            self.shape()[d],
-            1,
-            "squeeze: dim {dim} of shape {:?} is not 1",
-            self.shape()
-        );
+        let d = match self.dim_index_or_scalar(dim, "squeeze") {
+            Some(d) if self.shape()[d] == 1 => d,
+            _ => return self.clone(),
+        };
         let mut shape = self.shape().to_vec();
         shape.remove(d);
         self.reshape(&shape)
@@ -102,9 +102,8 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Tensor {
         let d = self.dim_index(dim, "narrow");
         assert!(
-            start + len <= self.shape()[d],
-            "narrow: range {start}..{} out of bounds for dim {d} of shape {:?}",
-            start + len,
+            start.checked_add(len).is_some_and(|end| end <= self.shape()[d]),
+            "narrow: {len} elements from {start} are out of bounds for dim {d} of shape {:?}",
             self.shape()
         );
         let mut offsets = vec![0; self.rank()];
@@ -138,7 +137,19 @@ impl Tensor {
             return self.clone();
         }
         let out_shape: Vec<usize> = (0..self.rank())
-            .map(|d| before[d] + self.shape()[d] + after[d])
+            .map(|d| {
+                let padded = before[d]
+                    .checked_add(self.shape()[d])
+                    .and_then(|n| n.checked_add(after[d]));
+                padded.unwrap_or_else(|| {
+                    panic!(
+                        "pad: padding dim {d} of shape {:?} by {} and {} overflows",
+                        self.shape(),
+                        before[d],
+                        after[d]
+                    )
+                })
+            })
             .collect();
         let strides = contiguous_strides(&out_shape);
         let offset: usize = before.iter().zip(&strides).map(|(o, s)| o * s).sum();

@@ -1,23 +1,39 @@
 //! Matrix products: batched matmul and linear layers.
 
 use crate::Tensor;
-use earthmover_kernels::{MatmulProblem, MatrixLayout};
+use earthmover_kernels::{broadcast_shapes, numel, MatmulProblem, MatrixLayout};
 
 impl Tensor {
-    /// Matrix product of the last two dims, batched over the leading ones. The batch dims must
-    /// be equal, or one operand a plain matrix that is applied to every batch of the other.
+    /// Matrix product with NumPy's and PyTorch's `matmul` semantics: of the last two dims,
+    /// batched over the leading ones, which broadcast (`[2, 1, 3, 4] @ [5, 4, 2]` is `[2, 5,
+    /// 3, 2]`). A 1-D left operand is a row vector and a 1-D right operand a column vector,
+    /// whose dim is dropped from the result (`[4] @ [4, 3]` is `[3]`, `[4] @ [4]` a scalar).
+    /// The gradient of a broadcast operand is summed over the dims it was broadcast along.
+    #[track_caller]
     pub fn matmul(&self, other: &Tensor) -> Tensor {
-        self.matmul_transposed(other, false, false)
+        match (self.rank(), other.rank()) {
+            (0, _) | (_, 0) => panic!(
+                "matmul: both operands need at least 1 dim, got shapes {:?} and {:?}",
+                self.shape(),
+                other.shape()
+            ),
+            (1, 1) => self.unsqueeze(0).matmul(&other.unsqueeze(1)).reshape(&[]),
+            (1, _) => self.unsqueeze(0).matmul(other).squeeze(-2),
+            (_, 1) => self.matmul(&other.unsqueeze(1)).squeeze(-1),
+            _ => self.matmul_transposed(other, false, false),
+        }
     }
 
-    /// `op(self) @ op(other)`, where `op` transposes the last two dims when its flag is set.
-    /// The kernel reads the transposes through strides, so no copy is made; matmul's backward
-    /// rules use this to stay copy-free at every order.
+    /// `op(self) @ op(other)`, where `op` transposes the last two dims when its flag is set;
+    /// both operands have at least 2 dims, and the batch dims broadcast as in
+    /// [`Tensor::matmul`]. The kernel reads the transposes through strides, so no copy is
+    /// made; matmul's backward rules use this to stay copy-free at every order.
+    #[track_caller]
     pub fn matmul_transposed(&self, other: &Tensor, transpose_self: bool, transpose_other: bool) -> Tensor {
         let (a, b) = (self, other);
         assert!(
             a.rank() >= 2 && b.rank() >= 2,
-            "matmul: both operands need at least 2 dims, got shapes {:?} and {:?}",
+            "matmul: both operands need at least 2 dims here, got shapes {:?} and {:?}",
             a.shape(),
             b.shape()
         );
@@ -26,15 +42,33 @@ impl Tensor {
         let (m, k) = if transpose_self { (ac, ar) } else { (ar, ac) };
         let (kb, n) = if transpose_other { (bc, br) } else { (br, bc) };
         let (a_batch, b_batch) = (&a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2]);
-        assert!(
-            k == kb && (a_batch == b_batch || a_batch.is_empty() || b_batch.is_empty()),
-            "matmul: shapes {:?}{} and {:?}{} do not multiply",
-            a.shape(),
-            if transpose_self { "^T" } else { "" },
-            b.shape(),
-            if transpose_other { "^T" } else { "" }
-        );
-        let batch_shape = if a_batch.is_empty() { b_batch } else { a_batch };
+        let batch_shape = broadcast_shapes(a_batch, b_batch).filter(|_| k == kb);
+        let Some(batch_shape) = batch_shape else {
+            panic!(
+                "matmul: shapes {:?}{} and {:?}{} do not multiply",
+                a.shape(),
+                if transpose_self { "^T" } else { "" },
+                b.shape(),
+                if transpose_other { "^T" } else { "" }
+            )
+        };
+        // An operand that is one matrix is read for every batch (batch stride 0); one whose
+        // batch dims are the broadcast's is read in place; any other is broadcast first.
+        let batched = |t: &Tensor, t_batch: &[usize]| -> Option<Tensor> {
+            if numel(t_batch) == 1 || numel(t_batch) == numel(&batch_shape) {
+                None
+            } else {
+                let mut shape = batch_shape.clone();
+                shape.extend_from_slice(&t.shape()[t.rank() - 2..]);
+                Some(t.broadcast_to(&shape))
+            }
+        };
+        if let Some(a) = batched(a, a_batch) {
+            return a.matmul_transposed(b, transpose_self, transpose_other);
+        }
+        if let Some(b) = batched(b, b_batch) {
+            return a.matmul_transposed(&b, transpose_self, transpose_other);
+        }
         let batch: usize = batch_shape.iter().product();
         let layout = |transposed, cols| {
             if transposed {
@@ -49,9 +83,9 @@ impl Tensor {
             n,
             k,
             a_layout: layout(transpose_self, ac),
-            a_batch_stride: if a_batch.is_empty() { 0 } else { ar * ac },
+            a_batch_stride: if numel(a_batch) == 1 { 0 } else { ar * ac },
             b_layout: layout(transpose_other, bc),
-            b_batch_stride: if b_batch.is_empty() { 0 } else { br * bc },
+            b_batch_stride: if numel(b_batch) == 1 { 0 } else { br * bc },
         };
         let storage = a.storage().matmul(&b.storage(), &problem);
         let mut out_shape = batch_shape.to_vec();

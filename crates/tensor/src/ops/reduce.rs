@@ -20,10 +20,19 @@ impl Tensor {
         })
     }
 
+    /// `dims` as sorted indices. Dim 0 or -1 of a 0-dimensional tensor is accepted and
+    /// reduces nothing, as in PyTorch; a dim named twice is an error, as in PyTorch.
+    #[track_caller]
     fn resolve_dims(&self, dims: &[isize], op: &str) -> Vec<usize> {
-        let mut ds: Vec<usize> = dims.iter().map(|&d| self.dim_index(d, op)).collect();
+        let mut ds: Vec<usize> = dims.iter().filter_map(|&d| self.dim_index_or_scalar(d, op)).collect();
         ds.sort_unstable();
-        ds.dedup();
+        if let Some(pair) = ds.windows(2).find(|pair| pair[0] == pair[1]) {
+            panic!(
+                "{op}: dim {} appears more than once in {dims:?} (shape {:?})",
+                pair[0],
+                self.shape()
+            );
+        }
         ds
     }
 
@@ -57,20 +66,31 @@ impl Tensor {
         }
     }
 
-    /// The mean of all elements, as a 0-dimensional tensor.
+    /// The mean of all elements, as a 0-dimensional tensor; NaN for an empty tensor (0 / 0),
+    /// as in PyTorch.
     pub fn mean(&self) -> Tensor {
-        self.sum().mul_scalar(1.0 / self.numel().max(1) as f64)
+        self.sum().mul_scalar(1.0 / self.numel() as f64)
     }
 
+    /// The mean over `dims`; NaN where they are empty, as in PyTorch.
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
         let ds = self.resolve_dims(dims, "mean_dims");
         let count: usize = ds.iter().map(|&d| self.shape()[d]).product();
-        self.sum_dims(dims, keepdim).mul_scalar(1.0 / count.max(1) as f64)
+        self.sum_dims(dims, keepdim).mul_scalar(1.0 / count as f64)
     }
 
-    /// Maximum over `dims`. The gradient goes to the maximal elements (split evenly at ties).
+    /// Maximum over `dims` (PyTorch's `amax`); NaN wins. The gradient goes to the maximal
+    /// elements, split evenly at ties (a NaN maximum gives NaN gradients, as `amax`'s). A
+    /// reduced dim of size 0 is an error, as in PyTorch: an empty maximum has no value.
+    #[track_caller]
     pub fn max_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
         let ds = self.resolve_dims(dims, "max_dims");
+        if let Some(&d) = ds.iter().find(|&&d| self.shape()[d] == 0) {
+            panic!(
+                "max_dims: reduction dim {d} of shape {:?} is empty, and an empty maximum has no value",
+                self.shape()
+            );
+        }
         let keep_shape = self.reduced_shape(&ds, true);
         let storage = self.storage().reduce(ReduceOp::Max, self.shape(), &keep_shape);
         let dims_owned = ds.clone();
@@ -87,10 +107,29 @@ impl Tensor {
         }
     }
 
-    /// The maximum of all elements, as a 0-dimensional tensor.
+    /// The maximum of all elements, as a 0-dimensional tensor; NaN wins. The gradient is
+    /// split evenly among the maximal elements, or among the NaNs when there are any
+    /// (PyTorch's `max()`). An empty tensor is an error, as in PyTorch.
+    #[track_caller]
     pub fn max(&self) -> Tensor {
-        let all: Vec<isize> = (0..self.rank() as isize).collect();
-        self.max_dims(&all, false)
+        assert!(
+            self.numel() > 0,
+            "max: the tensor of shape {:?} is empty, and an empty maximum has no value (max_dims \
+             over a non-empty dim gives an empty result)",
+            self.shape()
+        );
+        let all: Vec<usize> = (0..self.rank()).collect();
+        let keep_shape = vec![1; self.rank()];
+        let storage = self.storage().reduce(ReduceOp::Max, self.shape(), &keep_shape);
+        let out = Tensor::from_op(storage, keep_shape, "max", &[self], move |a| {
+            let (x, max) = (&a.inputs[0], a.output.detach());
+            // `x == max` finds no element when the maximum is NaN: then the NaNs win. (The two
+            // terms are never 1 together.)
+            let winners = x.eq(&max).add(&x.isnan().mul(&max.isnan()));
+            let count = winners.sum_keepdim(&all);
+            vec![Some(winners.div(&count).mul(a.grad))]
+        });
+        out.reshape(&[])
     }
 
     /// Variance over `dims` (the population variance, dividing by the count: batch-norm's and

@@ -344,7 +344,8 @@ pub(super) fn input_adjoint_by_rectangles<T: Element>(
     let (pix, o) = (g.out_h * g.out_w, g.out_channels);
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut x = vec![T::ZERO; g.batch * image_len];
-    if x.is_empty() || pix == 0 {
+    // No output pixel or no output channel: nothing reaches the input but the bias.
+    if x.is_empty() || pix == 0 || o == 0 {
         finish_maps(&mut x, g.in_channels, g.in_h * g.in_w, epilogue);
         return x;
     }
