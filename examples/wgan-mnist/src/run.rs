@@ -3,8 +3,7 @@
 
 use crate::download;
 use crate::TrainArgs;
-use earthmover_kernels::cuda::device::{cuda_device_count, GpuDevice};
-use earthmover_tensor::{Device, Tensor};
+use earthmover_tensor::{cuda_device_count, device_name, Device, Tensor};
 use earthmover_wgan::checkpoint::{load_checkpoint, load_generator, save_checkpoint, save_generator};
 use earthmover_wgan::classifier::{Classifier, Quality, Reference, INPUT_RANGE};
 use earthmover_wgan::data::{Mnist, Split};
@@ -31,7 +30,7 @@ pub const DEFAULT_DIM: usize = 32;
 /// used); `auto`, the first GPU when one works, else the CPU with a notice.
 fn resolve_device(device: &str) -> Result<Device> {
     let open = |d: Device| -> Result<Device> {
-        GpuDevice::get(d).map_err(|e| Error(format!("--device {device}: {e}")))?;
+        device_name(d).map_err(|e| Error(format!("--device {device}: {e}")))?;
         Ok(d)
     };
     match device {
@@ -41,9 +40,9 @@ fn resolve_device(device: &str) -> Result<Device> {
                 eprintln!("note: no CUDA GPU found; training on the CPU");
                 return Ok(Device::Cpu);
             }
-            match GpuDevice::get(Device::Cuda(0)) {
-                Ok(gpu) => {
-                    eprintln!("training on cuda:0 ({})", gpu.name);
+            match device_name(Device::Cuda(0)) {
+                Ok(name) => {
+                    eprintln!("training on cuda:0 ({name})");
                     Ok(Device::Cuda(0))
                 }
                 Err(e) => {
