@@ -177,6 +177,10 @@ fn parse_betas(s: &str) -> Result<(f64, f64), String> {
 }
 
 fn main() -> ExitCode {
+    // A training step frees and allocates the same large tensors every step: keep freed memory
+    // in the process for reuse rather than handing it back to the system (a process-wide malloc
+    // setting, so the program makes it, not the library).
+    earthmover_tensor::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Train(args)) => run::train(*args),

@@ -65,13 +65,13 @@ fn optimizers(
 }
 
 impl Trainer {
-    /// A trainer for `config` on a training set of `train_len` images. It has the process keep
-    /// freed memory for reuse (`earthmover_tensor::retain_freed_memory`: a training step frees
-    /// and allocates the same large tensors every step).
+    /// A trainer for `config` on a training set of `train_len` images.
+    ///
+    /// A training step frees and allocates the same large tensors every step, so a program that
+    /// trains should have its process keep freed memory for reuse: that is a process-wide malloc
+    /// policy, so its `main` sets it (`earthmover_tensor::retain_freed_memory`), not the library.
     pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
         config.validate()?;
-        // Training frees and allocates the same large tensors every step: reuse their memory.
-        earthmover_tensor::retain_freed_memory();
         let mut rng = StdRng::seed_from_u64(config.seed);
         let init = config.init;
         let generator = Generator::new(config.model, config.dim, init, &mut rng);
