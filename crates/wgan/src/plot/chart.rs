@@ -2,6 +2,7 @@
 //! decimals their spacing needs, the canvas and the bundled font.
 
 use super::image::{encode_png, ColorKind};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::sync::OnceLock;
@@ -175,18 +176,26 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, panel: &Panel, size:
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
     }
-    // plotters draws an empty legend box when no series is labelled.
     if has_legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
+}
+
+/// A chart on the RGB canvas, over f64 axes.
+pub(super) type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend of the labelled series, top right, on a translucent white box. Call it only when
+/// some series has a label: plotters draws an empty box otherwise.
+pub(super) fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// The span of `values` widened by 5% on each side; a single value or a constant gets ±0.5 (or

@@ -1,7 +1,7 @@
 //! A scalar field as filled contours with points on top: a critic's values over the plane
 //! with real and generated samples.
 
-use super::chart::{render_chart, tick_counts, tick_label_formatter};
+use super::chart::{draw_legend, render_chart, tick_counts, tick_label_formatter};
 use super::Series;
 use plotters::prelude::*;
 
@@ -117,14 +117,7 @@ pub fn field_plot(
             }
         }
         if has_legend {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     })
