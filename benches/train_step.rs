@@ -34,6 +34,8 @@ fn reset_peak_resident() {
 }
 
 fn main() {
+    // As the training programs do: keep freed memory in the process for the next step's tensors.
+    earthmover::tensor::retain_freed_memory();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = Mnist::load_dir(&root.join("data/mnist")).expect("the repository's data/mnist");
     let dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();

@@ -19,12 +19,14 @@
 //! penalty differentiates a gradient. The engine itself is in [`autograd`].
 
 pub mod autograd;
+mod device;
 mod error;
 pub mod gradcheck;
 mod ops;
 mod tensor;
 
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
+pub use device::{cuda_device_count, device_name};
 pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};

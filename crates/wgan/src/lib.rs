@@ -1,7 +1,8 @@
 //! Wasserstein GANs on earthmover: layers ([`nn`]), optimisers ([`optim`]), the DCGAN and MLP
-//! networks ([`models`]), WGAN-GP's gradient penalty ([`penalty`]), the WGAN, WGAN-GP and GAN
-//! training loops ([`train`]), MNIST-format data ([`data`]), checkpoints ([`checkpoint`]) and
-//! pictures ([`plot`]).
+//! networks ([`models`]), WGAN-GP's gradient penalty ([`penalty`]), one training step for WGAN,
+//! WGAN-GP and the GAN over any pair of networks, and the MNIST trainer built on it ([`train`]),
+//! MNIST-format data ([`data`]), checkpoints ([`checkpoint`]), sample-quality metrics
+//! ([`classifier`], [`metrics`]) and pictures ([`plot`]).
 
 pub mod checkpoint;
 pub mod classifier;

@@ -10,9 +10,9 @@ use earthmover_tensor::{grad, DType, Tensor};
 use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
 use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::nn::{Activation, Linear, Module, Sequential};
-use earthmover_wgan::optim::{Adam, Optimizer};
-use earthmover_wgan::penalty::{gradient_penalty, interpolate, interpolation_weights};
+use earthmover_wgan::optim::Adam;
 use earthmover_wgan::plot::{panels, Panel, Series};
+use earthmover_wgan::train::{critic_step, Algo, Objective};
 use earthmover_wgan::{Error, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -69,24 +69,31 @@ pub struct Estimate {
     pub generator_gradient: f64,
 }
 
-/// Train a WGAN-GP critic (lambda 10) to separate the lines: its `E C(P0) - E C(P_theta)`
-/// estimates W; the gradient is that of the generator loss `-E C(theta, Z)`.
-pub fn critic_estimate(theta: f64, steps: usize, seed: u64) -> Estimate {
+/// A fresh network trained for `steps` critic steps of `algo` (Adam 1e-3, betas (0.5, 0.9);
+/// WGAN-GP: lambda 10) to tell P0 from P_theta, on batches of 256 of each; and the random
+/// stream, to draw the evaluation batches from.
+fn train_to_separate(algo: Algo, theta: f64, steps: usize, seed: u64) -> Result<(Sequential, StdRng)> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let critic = small_mlp(&mut rng);
-    let mut optim = Adam::new(critic.parameters(), 1e-3, (0.5, 0.9));
+    let network = small_mlp(&mut rng);
+    let mut optim = Adam::new(network.parameters(), 1e-3, (0.5, 0.9));
+    let objective = Objective {
+        algo,
+        clip: 0.0, // neither objective clips
+        lambda: 10.0,
+        // A pass for each batch, as when the table of docs/experiments.md was made.
+        joint_critic_pass: false,
+    };
     for _ in 0..steps {
         let (real, fake) = (line(0.0, 256, &mut rng), line(theta, 256, &mut rng));
-        let w = critic.forward(&real).mean().sub(&critic.forward(&fake).mean());
-        let eps = interpolation_weights(&real, &mut rng);
-        let x_hat = interpolate(&real, &fake, &eps);
-        let loss = w
-            .neg()
-            .add(&gradient_penalty(|x| critic.forward(x), &x_hat, 10.0).penalty);
-        optim.zero_grad();
-        loss.backward();
-        optim.step();
+        critic_step(&objective, &network, &mut optim, &real, &fake, &mut rng)?;
     }
+    Ok((network, rng))
+}
+
+/// Train a WGAN-GP critic (lambda 10) to separate the lines: its `E C(P0) - E C(P_theta)`
+/// estimates W; the gradient is that of the generator loss `-E C(theta, Z)`.
+pub fn critic_estimate(theta: f64, steps: usize, seed: u64) -> Result<Estimate> {
+    let (critic, mut rng) = train_to_separate(Algo::WganGp, theta, steps, seed)?;
     let (real, fake) = (
         line(0.0, 8192, &mut rng),
         line(theta, 8192, &mut rng).requires_grad_(true),
@@ -94,30 +101,18 @@ pub fn critic_estimate(theta: f64, steps: usize, seed: u64) -> Estimate {
     let fake_scores = critic.forward(&fake);
     let divergence = critic.forward(&real).mean().item() - fake_scores.mean().item();
     let generator_loss = fake_scores.mean().neg();
-    Estimate {
+    Ok(Estimate {
         divergence,
         generator_gradient: theta_gradient(&generator_loss, &fake),
-    }
+    })
 }
 
 /// Train a GAN discriminator (logits, binary cross-entropy) to separate the lines: at its
 /// optimum `log 2 + (E log D(P0) + E log(1 - D(P_theta))) / 2` is JS; the gradient is that of
 /// the minimax generator loss `E log(1 - D(theta, Z))`, the one whose saturation the WGAN paper
 /// is about.
-pub fn discriminator_estimate(theta: f64, steps: usize, seed: u64) -> Estimate {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let discriminator = small_mlp(&mut rng);
-    let mut optim = Adam::new(discriminator.parameters(), 1e-3, (0.5, 0.9));
-    for _ in 0..steps {
-        let (real, fake) = (line(0.0, 256, &mut rng), line(theta, 256, &mut rng));
-        let (r, f) = (discriminator.forward(&real), discriminator.forward(&fake));
-        let loss = r
-            .binary_cross_entropy_with_logits(&r.ones_like())
-            .add(&f.binary_cross_entropy_with_logits(&f.zeros_like()));
-        optim.zero_grad();
-        loss.backward();
-        optim.step();
-    }
+pub fn discriminator_estimate(theta: f64, steps: usize, seed: u64) -> Result<Estimate> {
+    let (discriminator, mut rng) = train_to_separate(Algo::Gan, theta, steps, seed)?;
     let (real, fake) = (
         line(0.0, 8192, &mut rng),
         line(theta, 8192, &mut rng).requires_grad_(true),
@@ -126,10 +121,10 @@ pub fn discriminator_estimate(theta: f64, steps: usize, seed: u64) -> Estimate {
     // -BCE(logit, 1) = log D, -BCE(logit, 0) = log(1 - D).
     let log_d_real = r.binary_cross_entropy_with_logits(&r.ones_like()).neg().item();
     let log_one_minus_d_fake = f.binary_cross_entropy_with_logits(&f.zeros_like()).neg();
-    Estimate {
+    Ok(Estimate {
         divergence: LN_2 + 0.5 * (log_d_real + log_one_minus_d_fake.item()),
         generator_gradient: theta_gradient(&log_one_minus_d_fake, &fake),
-    }
+    })
 }
 
 /// d loss / d theta for points `(theta, z)`: every point's x-coordinate is theta, so the
@@ -156,8 +151,8 @@ pub fn parallel_lines(out: &Path, steps: usize) -> Result<()> {
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (i, &theta) in thetas.iter().enumerate() {
         let exact = closed_forms(theta);
-        let critic = critic_estimate(theta, steps, 100 + i as u64);
-        let disc = discriminator_estimate(theta, steps, 200 + i as u64);
+        let critic = critic_estimate(theta, steps, 100 + i as u64)?;
+        let disc = discriminator_estimate(theta, steps, 200 + i as u64)?;
         println!(
             "| {theta:.1} | {} | {} | {:.4} | {:.2} | {:.3} | {:.4} | {:+.3} | {:+.2e} |",
             exact.total_variation,
@@ -242,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_trained_critic_recovers_w_and_pulls_the_generator_towards_zero() {
-        let e = critic_estimate(0.6, 300, 1);
+        let e = critic_estimate(0.6, 300, 1).unwrap();
         assert!((e.divergence - 0.6).abs() < 0.1, "{e:?}");
         // The generator at +0.6 is told to decrease theta: d loss/d theta is about +1, the
         // critic's slope.
@@ -251,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_trained_discriminator_sees_js_near_log_two() {
-        let e = discriminator_estimate(0.6, 300, 1);
+        let e = discriminator_estimate(0.6, 300, 1).unwrap();
         assert!((e.divergence - LN_2).abs() < 0.05, "{e:?}");
     }
 }

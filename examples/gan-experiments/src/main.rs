@@ -196,6 +196,10 @@ fn toy_table(runs: &Path) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // A training step frees and allocates the same large tensors every step: keep freed memory
+    // in the process for reuse rather than handing it back to the system (a process-wide malloc
+    // setting, so the program makes it, not the library).
+    earthmover_tensor::retain_freed_memory();
     let result = match Cli::parse().command {
         Command::Compare { runs, out } => compare::compare(&runs, &out),
         Command::ParallelLines { out, steps } => lines::parallel_lines(&out, steps),

@@ -6,10 +6,9 @@
 use earthmover_tensor::{no_grad, DType, Tensor};
 use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::nn::{Activation, Linear, Module, Sequential};
-use earthmover_wgan::optim::{clip_weights, Adam, Optimizer, RmsProp};
-use earthmover_wgan::penalty::{gradient_penalty, interpolate, interpolation_weights};
-use earthmover_wgan::train::Algo;
-use earthmover_wgan::{bail, Result};
+use earthmover_wgan::optim::Optimizer;
+use earthmover_wgan::train::{generator_iteration, Algo, CriticSchedule, Gan, Objective, StepLog};
+use earthmover_wgan::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -254,6 +253,27 @@ impl ToyConfig {
             seed,
         }
     }
+
+    /// The objective of the shared training step.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            algo: self.algo,
+            clip: self.clip,
+            lambda: self.lambda,
+            // The MLP critic scores each sample on its own, so one joint pass would be the same
+            // maths; but it rounds differently, and the results in docs/experiments.md were
+            // trained with a pass for each batch.
+            joint_critic_pass: false,
+        }
+    }
+
+    /// `n_critic` critic steps before every generator step: the toy script has no warm-up.
+    pub fn critic_schedule(&self) -> CriticSchedule {
+        CriticSchedule {
+            n_critic: self.n_critic,
+            warmup: false,
+        }
+    }
 }
 
 /// A generator and a critic being trained on toy data.
@@ -264,15 +284,8 @@ pub struct ToyGan {
     generator_optim: Box<dyn Optimizer>,
     critic_optim: Box<dyn Optimizer>,
     rng: StdRng,
-}
-
-/// What one generator iteration measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ToyLog {
-    pub critic_loss: f64,
-    pub generator_loss: f64,
-    /// `mean C(real) - mean C(fake)` at the last critic step.
-    pub wasserstein: f64,
+    /// Generator iterations done.
+    pub iteration: usize,
 }
 
 impl ToyGan {
@@ -280,16 +293,8 @@ impl ToyGan {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let generator = mlp(2, &mut rng);
         let critic = mlp(1, &mut rng);
-        let (generator_optim, critic_optim): (Box<dyn Optimizer>, Box<dyn Optimizer>) = match config.algo {
-            Algo::Wgan => (
-                Box::new(RmsProp::new(generator.parameters(), config.lr)),
-                Box::new(RmsProp::new(critic.parameters(), config.lr)),
-            ),
-            Algo::WganGp | Algo::Gan => (
-                Box::new(Adam::new(generator.parameters(), config.lr, config.betas)),
-                Box::new(Adam::new(critic.parameters(), config.lr, config.betas)),
-            ),
-        };
+        let optimizer = |params| config.algo.optimizer(params, config.lr, config.betas);
+        let (generator_optim, critic_optim) = (optimizer(generator.parameters()), optimizer(critic.parameters()));
         ToyGan {
             config,
             generator,
@@ -297,63 +302,30 @@ impl ToyGan {
             generator_optim,
             critic_optim,
             rng,
+            iteration: 0,
         }
     }
 
-    /// One generator iteration: `n_critic` critic steps, then a generator step.
-    pub fn step(&mut self) -> Result<ToyLog> {
-        let cfg = self.config.clone();
-        let critic_params = self.critic.parameters();
-        let mut log = ToyLog {
-            critic_loss: 0.0,
-            generator_loss: 0.0,
-            wasserstein: 0.0,
+    /// One generator iteration through the library's shared step: `n_critic` critic steps on
+    /// fresh toy batches, then a generator step. An error when a loss turns non-finite.
+    pub fn step(&mut self) -> Result<StepLog> {
+        let (toy, batch_size) = (self.config.toy, self.config.batch_size);
+        let gan = Gan {
+            generator: &self.generator,
+            critic: &self.critic,
+            generator_optim: &mut *self.generator_optim,
+            critic_optim: &mut *self.critic_optim,
         };
-        critic_params.iter().for_each(|p| p.set_requires_grad(true));
-        for _ in 0..cfg.n_critic {
-            let real = cfg.toy.batch(cfg.batch_size, &mut self.rng);
-            let noise = Tensor::randn_with(&[cfg.batch_size, 2], DType::F32, &mut self.rng);
-            let fake = no_grad(|| self.generator.forward(&noise));
-            let (real_scores, fake_scores) = (self.critic.forward(&real), self.critic.forward(&fake));
-            let wasserstein = real_scores.mean().sub(&fake_scores.mean());
-            let mut loss = match cfg.algo {
-                Algo::Wgan | Algo::WganGp => wasserstein.neg(),
-                Algo::Gan => real_scores
-                    .binary_cross_entropy_with_logits(&real_scores.ones_like())
-                    .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
-            };
-            if cfg.algo == Algo::WganGp {
-                let eps = interpolation_weights(&real, &mut self.rng);
-                let x_hat = interpolate(&real, &fake, &eps);
-                loss = loss.add(&gradient_penalty(|x| self.critic.forward(x), &x_hat, cfg.lambda).penalty);
-            }
-            log.critic_loss = loss.item();
-            log.wasserstein = wasserstein.item();
-            if !log.critic_loss.is_finite() {
-                bail!("toy training diverged: the critic's loss is {}", log.critic_loss);
-            }
-            self.critic_optim.zero_grad();
-            loss.backward();
-            self.critic_optim.step();
-            if cfg.algo == Algo::Wgan {
-                clip_weights(&critic_params, cfg.clip);
-            }
-        }
-        critic_params.iter().for_each(|p| p.set_requires_grad(false));
-        let noise = Tensor::randn_with(&[cfg.batch_size, 2], DType::F32, &mut self.rng);
-        let scores = self.critic.forward(&self.generator.forward(&noise));
-        let loss = match cfg.algo {
-            Algo::Wgan | Algo::WganGp => scores.mean().neg(),
-            Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
-        };
-        log.generator_loss = loss.item();
-        if !log.generator_loss.is_finite() {
-            bail!("toy training diverged: the generator's loss is {}", log.generator_loss);
-        }
-        self.generator_optim.zero_grad();
-        loss.backward();
-        self.generator_optim.step();
-        critic_params.iter().for_each(|p| p.set_requires_grad(true));
+        let log = generator_iteration(
+            &self.config.objective(),
+            self.config.critic_schedule().critic_steps(self.iteration),
+            gan,
+            |rng| toy.batch(batch_size, rng),
+            |rng| Tensor::randn_with(&[batch_size, 2], DType::F32, rng),
+            &mut self.rng,
+        )
+        .map_err(|diverged| diverged.at_iteration(self.iteration + 1))?;
+        self.iteration += 1;
         Ok(log)
     }
 
@@ -414,7 +386,7 @@ mod tests {
             let before = gan.samples(4, 0);
             for _ in 0..2 {
                 let log = gan.step().unwrap();
-                assert!(log.critic_loss.is_finite() && log.generator_loss.is_finite());
+                assert!(log.critic.loss.is_finite() && log.generator_loss.is_finite());
             }
             assert_ne!(before, gan.samples(4, 0), "{algo}");
             assert_eq!(gan.critic_field(2.0, 5).len(), 25);

@@ -1,9 +1,15 @@
 //! `wgan-mnist`: train WGAN, WGAN-GP or a standard GAN on MNIST, and draw samples from a
-//! trained generator.
+//! trained generator. Each command has its module (`train`, `sample`, `eval`, `classifier`);
+//! `outputs` holds what a training run writes, `quality` the classifier that scores samples.
 
+mod classifier;
 mod download;
 mod embedded;
-mod run;
+mod eval;
+mod outputs;
+mod quality;
+mod sample;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use earthmover_wgan::models::{CriticNorm, ModelKind};
@@ -177,14 +183,18 @@ fn parse_betas(s: &str) -> Result<(f64, f64), String> {
 }
 
 fn main() -> ExitCode {
+    // A training step frees and allocates the same large tensors every step: keep freed memory
+    // in the process for reuse rather than handing it back to the system (a process-wide malloc
+    // setting, so the program makes it, not the library).
+    earthmover_tensor::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Train(args)) => run::train(*args),
-        None => run::train(cli.train),
-        Some(Command::Sample(args)) => run::sample(&args.checkpoint, args.n, &args.out, args.seed),
-        Some(Command::Eval(args)) => run::eval(&args.checkpoint, args.n, args.seed),
+        Some(Command::Train(args)) => train::train(*args),
+        None => train::train(cli.train),
+        Some(Command::Sample(args)) => sample::sample(&args.checkpoint, args.n, &args.out, args.seed),
+        Some(Command::Eval(args)) => eval::eval(&args.checkpoint, args.n, args.seed),
         Some(Command::TrainClassifier(args)) => {
-            run::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
+            classifier::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
         }
     };
     match result {

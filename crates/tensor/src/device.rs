@@ -1,0 +1,45 @@
+//! Which devices this machine can compute on, for programs that choose one (`--device auto`)
+//! or report it, without reaching into the kernels crate.
+
+use crate::{Device, Error, Result};
+use earthmover_kernels::cuda::device::GpuDevice;
+
+/// How many CUDA GPUs the driver reports: 0 where there is no driver or no GPU.
+pub fn cuda_device_count() -> usize {
+    earthmover_kernels::cuda::device::cuda_device_count()
+}
+
+/// The name of `device` (a GPU's model, such as "NVIDIA H100 80GB HBM3"; "CPU" for the CPU),
+/// opening it first: an error saying why where it cannot be used (no driver, no NVRTC, no such
+/// GPU, the emulator not built in). A device opened here stays open for the tensors put on it.
+pub fn device_name(device: Device) -> Result<String> {
+    match device {
+        Device::Cpu => Ok("CPU".to_string()),
+        Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.name.clone()).map_err(Error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_is_always_there() {
+        assert_eq!(device_name(Device::Cpu), Ok("CPU".to_string()));
+    }
+
+    #[test]
+    fn a_gpu_past_the_last_one_is_refused_by_name() {
+        let missing = Device::Cuda(cuda_device_count());
+        let error = device_name(missing).unwrap_err();
+        assert!(error.0.contains(&missing.to_string()), "{error}");
+    }
+
+    #[test]
+    fn the_emulator_is_named_or_said_to_be_missing() {
+        match device_name(Device::CudaEmulator) {
+            Ok(name) => assert_eq!(name, "CUDA emulator"),
+            Err(e) => assert!(e.0.contains("emulator is not built in"), "{e}"),
+        }
+    }
+}

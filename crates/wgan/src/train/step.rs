@@ -1,0 +1,460 @@
+//! One generator iteration of the three objectives over any pair of networks: the critic's
+//! steps, then the generator's. The MNIST [`Trainer`](super::Trainer) and the 2-D experiments
+//! of `gan-experiments` both train through these functions, so each loss, the penalty, the
+//! clipping, the schedule and what is logged are written once.
+//!
+//! | objective | critic loss | generator loss | after the critic's update |
+//! | --- | --- | --- | --- |
+//! | WGAN | `-(mean C(real) - mean C(fake))` | `-mean C(G(z))` | weights clipped to [-c, c] |
+//! | WGAN-GP | the same `+ lambda * penalty` | `-mean C(G(z))` | |
+//! | GAN | `BCE(C(real), 1) + BCE(C(fake), 0)` | `BCE(C(G(z)), 1)` (non-saturating) | |
+
+use super::Algo;
+use crate::nn::Module;
+use crate::optim::{clip_weights, Optimizer};
+use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
+use crate::Error;
+use earthmover_tensor::{no_grad, Tensor};
+use rand::Rng;
+use std::fmt;
+
+/// An objective with its constants: what a critic step and a generator step compute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Objective {
+    pub algo: Algo,
+    /// Weight-clipping bound c (WGAN).
+    pub clip: f64,
+    /// Gradient-penalty weight lambda (WGAN-GP).
+    pub lambda: f64,
+    /// Score the real and the fake batch in one forward pass of the critic: one pass over its
+    /// weights and half the calls. When the critic scores each sample on its own this is the
+    /// same maths, rounded differently; with batch-norm it is not (the batch statistics would
+    /// mix real and fake), so such a critic needs `false`.
+    pub joint_critic_pass: bool,
+}
+
+/// How many critic steps come before each generator step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CriticSchedule {
+    pub n_critic: usize,
+    /// WGAN's reference schedule: 100 critic steps for the first 25 generator iterations and
+    /// every 500th, so that the critic is near its optimum whenever the generator learns from it.
+    pub warmup: bool,
+}
+
+impl CriticSchedule {
+    /// Critic steps before generator iteration `iteration` (counted from 0).
+    pub fn critic_steps(&self, iteration: usize) -> usize {
+        if self.warmup && (iteration < 25 || iteration.is_multiple_of(500)) {
+            100
+        } else {
+            self.n_critic
+        }
+    }
+}
+
+/// A generator and a critic with their optimisers (each over its network's parameters),
+/// borrowed for one generator iteration.
+pub struct Gan<'a> {
+    pub generator: &'a dyn Module,
+    pub critic: &'a dyn Module,
+    pub generator_optim: &'a mut dyn Optimizer,
+    pub critic_optim: &'a mut dyn Optimizer,
+}
+
+/// What one critic step measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CriticLog {
+    /// The critic's loss (WGAN-GP: penalty included).
+    pub loss: f64,
+    /// `mean(C(real)) - mean(C(fake))`, without the penalty.
+    pub wasserstein: f64,
+    /// The gradient penalty (WGAN-GP; 0 otherwise).
+    pub penalty: f64,
+    /// The mean per-sample gradient norm on the interpolates (WGAN-GP; 0 otherwise).
+    pub grad_norm: f64,
+}
+
+/// What one generator iteration measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepLog {
+    /// The last critic step's measurements.
+    pub critic: CriticLog,
+    pub generator_loss: f64,
+}
+
+/// A loss that came out non-finite. The step stopped before its backward pass, so no weight
+/// was changed by it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Diverged {
+    /// Which loss: `critic_loss` or `generator_loss`.
+    pub loss: &'static str,
+    pub value: f64,
+}
+
+impl Diverged {
+    /// The error a training loop reports, naming the (1-based) generator iteration.
+    pub fn at_iteration(self, iteration: usize) -> Error {
+        Error(format!("training diverged at iteration {iteration}: {self}"))
+    }
+}
+
+impl fmt::Display for Diverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is {}", self.loss, self.value)
+    }
+}
+
+impl From<Diverged> for Error {
+    fn from(diverged: Diverged) -> Error {
+        Error(format!("training diverged: {diverged}"))
+    }
+}
+
+/// `value`, or why training cannot go on with it.
+fn finite(loss: &'static str, value: f64) -> Result<f64, Diverged> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Diverged { loss, value })
+    }
+}
+
+/// The critic's scores of a real and a fake batch, in one forward pass or in one each (see
+/// [`Objective::joint_critic_pass`]).
+fn critic_scores(critic: &dyn Module, real: &Tensor, fake: &Tensor, joint_pass: bool) -> (Tensor, Tensor) {
+    if !joint_pass {
+        return (critic.forward(real), critic.forward(fake));
+    }
+    let n = real.shape()[0];
+    let scores = critic.forward(&Tensor::concat(&[real, fake], 0));
+    (scores.narrow(0, 0, n), scores.narrow(0, n, fake.shape()[0]))
+}
+
+/// One update of the critic on a real batch and a fake one (generator output; no graph back
+/// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
+/// the critic's weights after the update.
+pub fn critic_step<R: Rng + ?Sized>(
+    objective: &Objective,
+    critic: &dyn Module,
+    critic_optim: &mut dyn Optimizer,
+    real: &Tensor,
+    fake: &Tensor,
+    rng: &mut R,
+) -> Result<CriticLog, Diverged> {
+    let (real_scores, fake_scores) = critic_scores(critic, real, fake, objective.joint_critic_pass);
+    let wasserstein = real_scores.mean().sub(&fake_scores.mean());
+    let mut loss = match objective.algo {
+        Algo::Wgan | Algo::WganGp => wasserstein.neg(),
+        Algo::Gan => real_scores
+            .binary_cross_entropy_with_logits(&real_scores.ones_like())
+            .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
+    };
+    let mut log = CriticLog::default();
+    if objective.algo == Algo::WganGp {
+        let eps = interpolation_weights(real, rng);
+        let x_hat = interpolate(real, fake, &eps);
+        let gp = gradient_penalty(|x| critic.forward(x), &x_hat, objective.lambda);
+        loss = loss.add(&gp.penalty);
+        log.penalty = gp.penalty.item();
+        log.grad_norm = gp.mean_grad_norm;
+    }
+    log.loss = finite("critic_loss", loss.item())?;
+    log.wasserstein = wasserstein.item();
+    critic_optim.zero_grad();
+    loss.backward();
+    critic_optim.step();
+    if objective.algo == Algo::Wgan {
+        clip_weights(&critic.parameters(), objective.clip);
+    }
+    Ok(log)
+}
+
+/// One update of the generator on the critic's scores of `G(noise)`; returns its loss. The
+/// critic's weights are constants here: they are frozen (no gradient is computed for them)
+/// for the step, and unfrozen after it, also when the loss diverges.
+pub fn generator_step(
+    objective: &Objective,
+    generator: &dyn Module,
+    generator_optim: &mut dyn Optimizer,
+    critic: &dyn Module,
+    noise: &Tensor,
+) -> Result<f64, Diverged> {
+    let trainable: Vec<Tensor> = critic.parameters().into_iter().filter(|p| p.requires_grad()).collect();
+    trainable.iter().for_each(|p| p.set_requires_grad(false));
+    let scores = critic.forward(&generator.forward(noise));
+    let loss = match objective.algo {
+        Algo::Wgan | Algo::WganGp => scores.mean().neg(),
+        // Non-saturating: maximise log D(G(z)).
+        Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
+    };
+    let value = finite("generator_loss", loss.item());
+    if value.is_ok() {
+        generator_optim.zero_grad();
+        loss.backward();
+        generator_optim.step();
+    }
+    trainable.iter().for_each(|p| p.set_requires_grad(true));
+    value
+}
+
+/// One generator iteration: `critic_steps` critic steps, each on a fresh real batch and a fake
+/// batch made from fresh noise, then one generator step on fresh noise. Everything random comes
+/// from `rng`, in this order: for each critic step the real batch (`draw_real`), its noise
+/// (`draw_noise`) and, for WGAN-GP, the interpolation weights; then the generator's noise. A
+/// caller that seeds `rng` the same way gets the same iteration.
+pub fn generator_iteration<R: Rng + ?Sized>(
+    objective: &Objective,
+    critic_steps: usize,
+    gan: Gan<'_>,
+    mut draw_real: impl FnMut(&mut R) -> Tensor,
+    mut draw_noise: impl FnMut(&mut R) -> Tensor,
+    rng: &mut R,
+) -> Result<StepLog, Diverged> {
+    let mut log = StepLog::default();
+    for _ in 0..critic_steps {
+        let real = draw_real(rng);
+        let noise = draw_noise(rng);
+        let fake = no_grad(|| gan.generator.forward(&noise));
+        log.critic = critic_step(objective, gan.critic, gan.critic_optim, &real, &fake, rng)?;
+    }
+    let noise = draw_noise(rng);
+    log.generator_loss = generator_step(objective, gan.generator, gan.generator_optim, gan.critic, &noise)?;
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::init::Init;
+    use crate::nn::{Activation, LayerNorm, Linear, Sequential};
+    use crate::optim::{Adam, RmsProp, Sgd};
+    use earthmover_tensor::DType;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    /// A small critic `2 -> 8 -> 1`, layer-normalised where asked (per sample, so a joint pass
+    /// must agree with two). Leaky relu, as in the DCGAN critic: it passes NaN on, where this
+    /// engine's relu turns it into 0.
+    fn critic(layer_norm: bool, rng: &mut StdRng) -> Sequential {
+        let net = Sequential::new().push(Linear::new(2, 8, Init::PyTorch, rng));
+        let net = if layer_norm {
+            net.push(LayerNorm::new(&[8]))
+        } else {
+            net
+        };
+        net.push(Activation::LeakyRelu(0.2))
+            .push(Linear::new(8, 1, Init::PyTorch, rng))
+    }
+
+    fn generator(rng: &mut StdRng) -> Sequential {
+        Sequential::new()
+            .push(Linear::new(2, 8, Init::PyTorch, rng))
+            .push(Activation::LeakyRelu(0.2))
+            .push(Linear::new(8, 2, Init::PyTorch, rng))
+    }
+
+    fn objective(algo: Algo) -> Objective {
+        Objective {
+            algo,
+            clip: 0.01,
+            lambda: 10.0,
+            joint_critic_pass: true,
+        }
+    }
+
+    fn batch(n: usize, rng: &mut StdRng) -> Tensor {
+        Tensor::randn_with(&[n, 2], DType::F32, rng)
+    }
+
+    fn values(params: &[Tensor]) -> Vec<f32> {
+        params.iter().flat_map(|p| p.to_vec_f32()).collect()
+    }
+
+    fn close(a: &Tensor, b: &Tensor) -> bool {
+        a.shape() == b.shape()
+            && a.to_vec_f64()
+                .iter()
+                .zip(b.to_vec_f64())
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+    }
+
+    #[test]
+    fn wgan_warm_up_schedule_follows_the_reference_code() {
+        let schedule = CriticSchedule {
+            n_critic: 5,
+            warmup: true,
+        };
+        let steps: Vec<usize> = [0, 24, 25, 499, 500, 501].map(|i| schedule.critic_steps(i)).to_vec();
+        assert_eq!(steps, [100, 100, 5, 5, 100, 5]);
+        let plain = CriticSchedule {
+            warmup: false,
+            ..schedule
+        };
+        assert_eq!(plain.critic_steps(0), 5);
+    }
+
+    /// Without batch normalisation the real and fake batches may share one forward pass; the
+    /// scores, and the gradients they send to the critic, are those of two separate passes.
+    #[test]
+    fn one_pass_over_real_and_fake_scores_each_batch_as_its_own_pass() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for layer_norm in [false, true] {
+            let critic = critic(layer_norm, &mut rng);
+            let (real, fake) = (batch(5, &mut rng), batch(3, &mut rng));
+            let params = critic.parameters();
+            let gradients = |(real_scores, fake_scores): (Tensor, Tensor)| {
+                let loss = real_scores.mean().sub(&fake_scores.mean());
+                let grads = earthmover_tensor::grad(&[&loss], &params.iter().collect::<Vec<_>>(), None, false);
+                (real_scores, fake_scores, grads)
+            };
+            let (real_joint, fake_joint, joint) = gradients(critic_scores(&critic, &real, &fake, true));
+            let (real_alone, fake_alone, separate) = gradients(critic_scores(&critic, &real, &fake, false));
+            assert!(
+                close(&real_joint, &real_alone) && close(&fake_joint, &fake_alone),
+                "layer norm {layer_norm}"
+            );
+            for (a, b) in joint.iter().zip(&separate) {
+                assert!(close(a, b), "layer norm {layer_norm}: gradients differ");
+            }
+        }
+    }
+
+    #[test]
+    fn the_critic_step_lowers_each_objectives_loss_on_fixed_batches() {
+        for algo in [Algo::Wgan, Algo::WganGp, Algo::Gan] {
+            let mut rng = StdRng::seed_from_u64(1);
+            let critic = critic(false, &mut rng);
+            // Real points around (2, 2), fake around the origin: easy to tell apart.
+            let real = batch(32, &mut rng).add_scalar(2.0);
+            let fake = batch(32, &mut rng);
+            let mut optim = Adam::new(critic.parameters(), 1e-2, (0.5, 0.9));
+            // Clipping at 0.01 would hold a WGAN critic near 0: give it room to learn.
+            let objective = Objective {
+                clip: 1.0,
+                ..objective(algo)
+            };
+            let first = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            let mut last = first;
+            for _ in 0..30 {
+                last = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            }
+            assert!(last.loss < first.loss - 0.1, "{algo}: {first:?} -> {last:?}");
+            assert!(last.wasserstein > first.wasserstein, "{algo}: {first:?} -> {last:?}");
+            let has_penalty = algo == Algo::WganGp;
+            assert_eq!(
+                last.penalty > 0.0 && last.grad_norm > 0.0,
+                has_penalty,
+                "{algo}: {last:?}"
+            );
+            let expected_loss = match algo {
+                Algo::Wgan => -last.wasserstein,
+                Algo::WganGp => -last.wasserstein + last.penalty,
+                Algo::Gan => last.loss,
+            };
+            assert!((last.loss - expected_loss).abs() < 1e-5, "{algo}: {last:?}");
+        }
+    }
+
+    #[test]
+    fn wgan_critic_steps_clip_every_weight_and_the_others_do_not() {
+        for algo in [Algo::Wgan, Algo::WganGp] {
+            let mut rng = StdRng::seed_from_u64(2);
+            let critic = critic(false, &mut rng);
+            let mut optim = RmsProp::new(critic.parameters(), 5e-2);
+            let (real, fake) = (batch(8, &mut rng), batch(8, &mut rng));
+            critic_step(&objective(algo), &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            let largest = values(&critic.parameters()).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(largest <= 0.01, algo == Algo::Wgan, "{algo}: |w| reaches {largest}");
+        }
+    }
+
+    #[test]
+    fn the_generator_step_moves_only_the_generator_and_leaves_the_critic_trainable() {
+        for algo in [Algo::Wgan, Algo::WganGp, Algo::Gan] {
+            let mut rng = StdRng::seed_from_u64(3);
+            let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
+            let mut optim = Sgd::new(generator.parameters(), 0.1, 0.0);
+            let (generator_before, critic_before) = (values(&generator.parameters()), values(&critic.parameters()));
+            let loss = generator_step(&objective(algo), &generator, &mut optim, &critic, &batch(16, &mut rng)).unwrap();
+            assert!(loss.is_finite(), "{algo}");
+            assert_ne!(values(&generator.parameters()), generator_before, "{algo}");
+            assert_eq!(values(&critic.parameters()), critic_before, "{algo}");
+            assert!(
+                critic
+                    .parameters()
+                    .iter()
+                    .all(|p| p.requires_grad() && p.grad().is_none()),
+                "{algo}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_is_reported_and_changes_no_weight() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
+        let mut critic_optim = Adam::new(critic.parameters(), 1e-3, (0.5, 0.9));
+        let mut generator_optim = Adam::new(generator.parameters(), 1e-3, (0.5, 0.9));
+        let before = values(&critic.parameters());
+        let poisoned = batch(4, &mut rng).mul_scalar(f64::NAN);
+        let objective = objective(Algo::WganGp);
+        let diverged = critic_step(
+            &objective,
+            &critic,
+            &mut critic_optim,
+            &poisoned,
+            &batch(4, &mut rng),
+            &mut rng,
+        );
+        assert_eq!(diverged.unwrap_err().loss, "critic_loss");
+        let diverged = generator_step(&objective, &generator, &mut generator_optim, &critic, &poisoned).unwrap_err();
+        assert_eq!(diverged.loss, "generator_loss");
+        assert!(diverged.value.is_nan());
+        assert_eq!(values(&critic.parameters()), before);
+        assert!(critic.parameters().iter().all(|p| p.requires_grad()));
+        let message = diverged.at_iteration(7).0;
+        assert_eq!(message, "training diverged at iteration 7: generator_loss is NaN");
+        assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
+    }
+
+    #[test]
+    fn an_iteration_takes_the_scheduled_critic_steps_and_draws_in_a_fixed_order() {
+        let run = |critic_steps: usize| {
+            let mut rng = StdRng::seed_from_u64(5);
+            let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
+            let mut generator_optim = Adam::new(generator.parameters(), 1e-3, (0.5, 0.9));
+            let mut critic_optim = Adam::new(critic.parameters(), 1e-3, (0.5, 0.9));
+            let draws = std::cell::RefCell::new(Vec::new());
+            let gan = Gan {
+                generator: &generator,
+                critic: &critic,
+                generator_optim: &mut generator_optim,
+                critic_optim: &mut critic_optim,
+            };
+            let log = generator_iteration(
+                &objective(Algo::WganGp),
+                critic_steps,
+                gan,
+                |rng| {
+                    draws.borrow_mut().push("real");
+                    batch(8, rng).add_scalar(1.0)
+                },
+                |rng| {
+                    draws.borrow_mut().push("noise");
+                    batch(8, rng)
+                },
+                &mut rng,
+            )
+            .unwrap();
+            (log, draws.into_inner(), values(&generator.parameters()))
+        };
+        let (log, draws, weights) = run(2);
+        assert_eq!(draws, ["real", "noise", "real", "noise", "noise"]);
+        assert!(log.critic.penalty > 0.0 && log.generator_loss.is_finite(), "{log:?}");
+        // The same seed gives the same iteration.
+        assert_eq!(run(2).2, weights);
+        let (log, draws, _) = run(0);
+        assert_eq!((draws.len(), log.critic), (1, CriticLog::default()));
+    }
+}

@@ -1,0 +1,261 @@
+//! An MNIST training run: the networks, their optimisers and the data order, advanced one
+//! generator iteration at a time through the shared step ([`generator_iteration`]).
+
+use super::{generator_iteration, Gan, TrainConfig};
+use crate::classifier::Quality;
+use crate::data::{Batcher, Mnist};
+use crate::models::{Critic, Generator};
+use crate::nn::Module;
+use crate::optim::Optimizer;
+use crate::Result;
+use earthmover_tensor::{no_grad, Device, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::time::Instant;
+
+/// What one generator iteration measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IterationLog {
+    /// 1-based: the number of generator steps done.
+    pub iteration: usize,
+    /// Seconds since training started (this process, plus earlier runs when resumed).
+    pub seconds: f64,
+    /// The critic's loss at its last step (WGAN-GP: penalty included).
+    pub critic_loss: f64,
+    pub generator_loss: f64,
+    /// `mean(C(real)) - mean(C(fake))` at the last critic step, without the penalty.
+    pub wasserstein: f64,
+    /// The gradient penalty (WGAN-GP; 0 otherwise).
+    pub penalty: f64,
+    /// The mean per-sample gradient norm on the interpolates (WGAN-GP; 0 otherwise).
+    pub grad_norm: f64,
+    /// The same estimate on held-out test images, every `test_every` iterations.
+    pub test_wasserstein: Option<f64>,
+    /// Sample quality as the digit classifier sees it, where the caller measured it
+    /// (`wgan-mnist --eval-every`); [`Trainer::step`] leaves it empty.
+    pub quality: Option<Quality>,
+}
+
+/// The state of a run: networks, optimisers, data order, and the iteration count.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub generator: Generator,
+    pub critic: Critic,
+    pub generator_optim: Box<dyn Optimizer>,
+    pub critic_optim: Box<dyn Optimizer>,
+    pub batcher: Batcher,
+    /// Generator iterations done.
+    pub iteration: usize,
+    /// Training seconds of earlier runs of this training, when resumed.
+    pub seconds_before: f64,
+    /// Where the networks, their optimiser states and each batch live.
+    pub device: Device,
+    started: Instant,
+}
+
+/// The algorithm's optimisers over the two networks' parameters (their state is created on the
+/// parameters' device).
+fn optimizers(
+    config: &TrainConfig,
+    generator: &Generator,
+    critic: &Critic,
+) -> (Box<dyn Optimizer>, Box<dyn Optimizer>) {
+    let optimizer = |params| config.algo.optimizer(params, config.lr, config.betas);
+    (optimizer(generator.parameters()), optimizer(critic.parameters()))
+}
+
+impl Trainer {
+    /// A trainer for `config` on a training set of `train_len` images.
+    ///
+    /// A training step frees and allocates the same large tensors every step, so a program that
+    /// trains should have its process keep freed memory for reuse: that is a process-wide malloc
+    /// policy, so its `main` sets it (`earthmover_tensor::retain_freed_memory`), not the library.
+    pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
+        config.validate()?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let init = config.init;
+        let generator = Generator::new(config.model, config.dim, init, &mut rng);
+        let critic = Critic::new(config.model, config.dim, config.critic_norm, init, &mut rng);
+        let (generator_optim, critic_optim) = optimizers(&config, &generator, &critic);
+        Ok(Trainer {
+            config,
+            generator,
+            critic,
+            generator_optim,
+            critic_optim,
+            batcher: Batcher::new(train_len),
+            iteration: 0,
+            seconds_before: 0.0,
+            device: Device::Cpu,
+            started: Instant::now(),
+        })
+    }
+
+    /// Move the networks and their optimisers' state to `device` (a GPU, say); every batch is
+    /// then moved there too. Initialisation happens on the CPU, so a seed gives the same
+    /// starting weights on every device.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if device == self.device {
+            return Ok(());
+        }
+        let saved =
+            |o: &dyn Optimizer| -> std::collections::HashMap<String, Tensor> { o.state_dict().into_iter().collect() };
+        let (g_state, c_state) = (saved(&*self.generator_optim), saved(&*self.critic_optim));
+        for (_, t) in self.generator.state_dict().into_iter().chain(self.critic.state_dict()) {
+            t.set_data(&t.to_device(device)?);
+        }
+        let (mut g, mut c) = optimizers(&self.config, &self.generator, &self.critic);
+        g.load_state_dict(&g_state).map_err(crate::Error)?;
+        c.load_state_dict(&c_state).map_err(crate::Error)?;
+        (self.generator_optim, self.critic_optim) = (g, c);
+        self.device = device;
+        Ok(())
+    }
+
+    /// The random stream of one iteration, derived from the seed and the iteration number, so
+    /// that a run resumed from a checkpoint draws exactly what an unbroken run would.
+    fn iteration_rng(&self) -> StdRng {
+        let mut x = self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // splitmix64's finaliser, so that neighbouring iterations get unrelated seeds.
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        StdRng::seed_from_u64(x ^ (x >> 31))
+    }
+
+    /// One generator iteration: the critic's steps, then the generator's. An error, naming the
+    /// quantity, when a loss turns non-finite (the networks are then not updated further).
+    pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
+        let mut rng = self.iteration_rng();
+        let (batch_size, range, device) = (self.config.batch_size, self.generator.output_range, self.device);
+        let batcher = &mut self.batcher;
+        let gan = Gan {
+            generator: &self.generator,
+            critic: &self.critic,
+            generator_optim: &mut *self.generator_optim,
+            critic_optim: &mut *self.critic_optim,
+        };
+        let step = generator_iteration(
+            &self.config.objective(),
+            self.config.critic_schedule().critic_steps(self.iteration),
+            gan,
+            |rng| on_device(data.train.images(&batcher.next_batch(batch_size, rng), range), device),
+            |rng| on_device(Generator::noise(batch_size, rng), device),
+            &mut rng,
+        )
+        .map_err(|diverged| diverged.at_iteration(self.iteration + 1))?;
+        self.iteration += 1;
+        let mut log = IterationLog {
+            iteration: self.iteration,
+            seconds: 0.0,
+            critic_loss: step.critic.loss,
+            generator_loss: step.generator_loss,
+            wasserstein: step.critic.wasserstein,
+            penalty: step.critic.penalty,
+            grad_norm: step.critic.grad_norm,
+            test_wasserstein: None,
+            quality: None,
+        };
+        if self.iteration.is_multiple_of(self.config.test_every) {
+            log.test_wasserstein = Some(self.test_wasserstein(data, &mut rng));
+        }
+        log.seconds = self.seconds();
+        Ok(log)
+    }
+
+    /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples,
+    /// with both networks in evaluation mode, so that measuring changes no state.
+    pub fn test_wasserstein(&self, data: &Mnist, rng: &mut StdRng) -> f64 {
+        self.generator.set_training(false);
+        self.critic.set_training(false);
+        let estimate = no_grad(|| {
+            let n = data.test.len().min(256);
+            let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
+            let real = on_device(data.test.images(&indices, self.generator.output_range), self.device);
+            let fake = self
+                .generator
+                .forward(&on_device(Generator::noise(n, rng), self.device));
+            self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
+        });
+        self.generator.set_training(true);
+        self.critic.set_training(true);
+        estimate
+    }
+
+    /// Training seconds so far, earlier runs of a resumed training included.
+    pub fn seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Images from the generator for `noise` (no graph recorded).
+    pub fn sample(&self, noise: &Tensor) -> Tensor {
+        no_grad(|| self.generator.forward(&on_device(noise.clone(), self.device)))
+    }
+}
+
+/// `t` on the training `device`, which [`Trainer::to_device`] has opened.
+fn on_device(t: Tensor, device: Device) -> Tensor {
+    t.to_device(device)
+        .expect("the trainer's device was opened by to_device")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Split;
+    use crate::data::{parse_idx, IdxArray};
+    use crate::models::CriticNorm;
+    use crate::train::Algo;
+
+    fn tiny_data() -> Mnist {
+        let idx = |magic: u32, dims: &[u32], data: Vec<u8>| -> IdxArray {
+            let mut bytes = magic.to_be_bytes().to_vec();
+            dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+            bytes.extend(data);
+            parse_idx(&bytes, "synthetic").unwrap()
+        };
+        let pixels: Vec<u8> = (0..16 * 784).map(|i| (i * 37 % 256) as u8).collect();
+        let split = || {
+            Split::new(
+                idx(0x0803, &[16, 28, 28], pixels.clone()),
+                idx(0x0801, &[16], vec![3; 16]),
+                "i",
+                "l",
+            )
+            .unwrap()
+        };
+        Mnist {
+            train: split(),
+            test: split(),
+        }
+    }
+
+    #[test]
+    fn weight_clipping_bounds_every_critic_parameter_after_a_step() {
+        let mut config = TrainConfig::new(Algo::Wgan);
+        (config.dim, config.batch_size, config.critic_warmup) = (4, 8, false);
+        config.critic_norm = CriticNorm::BatchNorm;
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let log = trainer.step(&tiny_data()).unwrap();
+        assert!(log.critic_loss.is_finite() && log.generator_loss.is_finite());
+        for (name, p) in trainer.critic.named_parameters() {
+            let max = p.to_vec_f32().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max <= 0.01, "{name}: |w| reaches {max}");
+        }
+    }
+
+    #[test]
+    fn wgan_gp_logs_its_penalty_and_gradient_norm() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.batch_size, config.test_every) = (4, 8, 1);
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let log = trainer.step(&tiny_data()).unwrap();
+        assert!(log.penalty > 0.0 && log.grad_norm > 0.0, "{log:?}");
+        // critic loss = -W + penalty at the last critic step
+        assert!(
+            (log.critic_loss - (-log.wasserstein + log.penalty)).abs() < 1e-4,
+            "{log:?}"
+        );
+        assert!(log.test_wasserstein.is_some());
+        assert_eq!(trainer.iteration, 1);
+    }
+}

@@ -1,0 +1,401 @@
+//! The `train` command, in named steps: check the flags, load the data, resume or start a run,
+//! set up its outputs, train it (progress bar, logs, pictures, checkpoints) until done or
+//! interrupted, and finish.
+
+use crate::download;
+use crate::outputs::Outputs;
+use crate::quality::QualityProbe;
+use crate::TrainArgs;
+use earthmover_tensor::{cuda_device_count, device_name, Device};
+use earthmover_wgan::checkpoint::load_checkpoint;
+use earthmover_wgan::data::Mnist;
+use earthmover_wgan::history;
+use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
+use earthmover_wgan::models::Generator;
+use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
+use earthmover_wgan::{bail, Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Iterations when none are given: what a 2-core CPU trains in under 30 minutes.
+pub const DEFAULT_ITERS: usize = 2000;
+/// DCGAN width when none is given (the paper's is 64).
+pub const DEFAULT_DIM: usize = 32;
+
+/// Train a run as the flags say, or resume one; see the module documentation for the steps.
+pub fn train(args: TrainArgs) -> Result<()> {
+    let device = resolve_device(&args.device)?;
+    check_output_flags(&args)?;
+    let (data, source) = load_data(&args)?;
+    // Before the trainer starts its clock: the set-up is not training time.
+    let quality_probe = if args.eval_every > 0 {
+        Some(QualityProbe::new(&data)?)
+    } else {
+        None
+    };
+    let mut trainer = resume_or_start(&args, data.train.len())?;
+    let outputs = set_up_outputs(&args, &trainer.config, quality_probe)?;
+    trainer.to_device(device)?;
+    write_settings(&args, &trainer.config, &data, &source, device)?;
+    let rows = match &args.resume {
+        Some(_) => read_metrics(&outputs.dir.join("metrics.csv"), trainer.iteration)?,
+        None => Vec::new(),
+    };
+    let interrupted = interrupt_flag();
+    let config = &trainer.config;
+    let bar = progress_bar(&args, config, trainer.iteration);
+    eprintln!(
+        "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}",
+        config.algo, config.model, config.dim, config.batch_size, config.iters
+    );
+    let mut run = Run {
+        args: &args,
+        data: &data,
+        outputs,
+        start_iteration: trainer.iteration,
+        trainer,
+        rows,
+        bar,
+    };
+    while run.trainer.iteration < run.trainer.config.iters {
+        if interrupted.load(Ordering::SeqCst) {
+            return run.save_interrupted();
+        }
+        run.iteration()?;
+    }
+    run.finish()
+}
+
+fn check_output_flags(args: &TrainArgs) -> Result<()> {
+    if args.sample_every == 0 || args.checkpoint_every == 0 {
+        bail!("--sample-every and --checkpoint-every must be at least 1");
+    }
+    if args.eval_every > 0 && args.eval_samples < 2 {
+        bail!("--eval-samples must be at least 2 (the Frechet distance needs a covariance)");
+    }
+    Ok(())
+}
+
+/// The device `--device` names: `cpu`; `cuda` or `cuda:N` (an error when that GPU cannot be
+/// used); `auto`, the first GPU when one works, else the CPU with a notice.
+fn resolve_device(device: &str) -> Result<Device> {
+    let open = |d: Device| -> Result<Device> {
+        device_name(d).map_err(|e| Error(format!("--device {device}: {e}")))?;
+        Ok(d)
+    };
+    match device {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if cuda_device_count() == 0 {
+                eprintln!("note: no CUDA GPU found; training on the CPU");
+                return Ok(Device::Cpu);
+            }
+            match device_name(Device::Cuda(0)) {
+                Ok(name) => {
+                    eprintln!("training on cuda:0 ({name})");
+                    Ok(Device::Cuda(0))
+                }
+                Err(e) => {
+                    eprintln!("note: {e}; training on the CPU");
+                    Ok(Device::Cpu)
+                }
+            }
+        }
+        "cuda" => open(Device::Cuda(0)),
+        // The GPU code path with the kernels run on the CPU: for tests (feature `emulator`).
+        "cuda-emulator" => open(Device::CudaEmulator),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => open(Device::Cuda(n)),
+            None => bail!("unknown device `{other}`: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn load_data(args: &TrainArgs) -> Result<(Mnist, String)> {
+    if let Some(dir) = &args.download {
+        download::download(dir, &args.mirror, &download::MNIST_SHA256)?;
+        return Ok((Mnist::load_dir(dir)?, dir.display().to_string()));
+    }
+    match &args.data {
+        Some(dir) => Ok((Mnist::load_dir(dir)?, dir.display().to_string())),
+        None => Ok((crate::embedded::load()?, "built-in (10,000 MNIST digits)".to_string())),
+    }
+}
+
+/// The configuration of a new run: the algorithm's defaults, overridden by the flags given.
+fn new_config(args: &TrainArgs) -> TrainConfig {
+    let mut c = TrainConfig::new(args.algo.unwrap_or(Algo::WganGp));
+    c.dim = DEFAULT_DIM;
+    c.iters = DEFAULT_ITERS;
+    macro_rules! set {
+        ($($field:ident),+) => { $(if let Some(v) = args.$field { c.$field = v; })+ };
+    }
+    set!(
+        model,
+        dim,
+        critic_norm,
+        iters,
+        batch_size,
+        n_critic,
+        lr,
+        betas,
+        clip,
+        lambda,
+        seed,
+        test_every
+    );
+    if args.no_critic_warmup {
+        c.critic_warmup = false;
+    }
+    c.init = args.init.unwrap_or(c.init);
+    c
+}
+
+/// On resume the checkpoint's configuration rules: a flag that contradicts it is an error,
+/// except `--iters`, which may extend the run.
+fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
+    macro_rules! same {
+        ($($field:ident),+) => {$(
+            if let Some(v) = &args.$field {
+                if *v != saved.$field {
+                    bail!(
+                        "--{} {:?} contradicts the checkpoint, which was trained with {:?}; drop the flag to resume",
+                        stringify!($field).replace('_', "-"), v, saved.$field
+                    );
+                }
+            }
+        )+};
+    }
+    same!(
+        algo,
+        model,
+        dim,
+        critic_norm,
+        init,
+        batch_size,
+        n_critic,
+        lr,
+        betas,
+        clip,
+        lambda,
+        seed,
+        test_every
+    );
+    if args.no_critic_warmup && saved.critic_warmup {
+        bail!("--no-critic-warmup contradicts the checkpoint, which was trained with the warm-up schedule");
+    }
+    Ok(())
+}
+
+/// The trainer of `--resume`'s checkpoint (its configuration checked against the flags given,
+/// `--iters` extending it), or a new one from the flags.
+fn resume_or_start(args: &TrainArgs, train_len: usize) -> Result<Trainer> {
+    match &args.resume {
+        Some(path) => {
+            let mut trainer = load_checkpoint(path, train_len)?;
+            check_resume_flags(args, &trainer.config)?;
+            if let Some(iters) = args.iters {
+                trainer.config.iters = iters;
+            }
+            Ok(trainer)
+        }
+        None => Trainer::new(new_config(args), train_len),
+    }
+}
+
+/// The output folders, and the fixed noise of the sample grids (from the seed, so that a
+/// resumed run draws the same digits).
+fn set_up_outputs(args: &TrainArgs, config: &TrainConfig, quality_probe: Option<QualityProbe>) -> Result<Outputs> {
+    ensure_writable_dir(&args.out)?;
+    ensure_writable_dir(&args.out.join("samples"))?;
+    Ok(Outputs {
+        dir: args.out.clone(),
+        fixed_noise: Generator::noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0x5A3F_1E5D_u64)),
+        quality_probe,
+    })
+}
+
+/// config.json: every setting of the run, the data and the device.
+fn write_settings(args: &TrainArgs, config: &TrainConfig, data: &Mnist, source: &str, device: Device) -> Result<()> {
+    let settings = serde_json::json!({
+        "earthmover_version": env!("CARGO_PKG_VERSION"),
+        "training": config,
+        "data": source,
+        "train_images": data.train.len(),
+        "test_images": data.test.len(),
+        "device": device.to_string(),
+        "out": args.out.display().to_string(),
+        "sample_every": args.sample_every,
+        "checkpoint_every": args.checkpoint_every,
+        "eval_every": args.eval_every,
+        "eval_samples": args.eval_samples,
+        "resumed_from": args.resume.as_ref().map(|p| p.display().to_string()),
+    });
+    write_atomic(
+        &args.out.join("config.json"),
+        serde_json::to_string_pretty(&settings).expect("json").as_bytes(),
+    )
+}
+
+/// Set by Ctrl-C, so that the loop can save a checkpoint and stop between iterations.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    }
+    interrupted
+}
+
+/// Read back the rows of an earlier run's metrics file, up to `iteration`.
+fn read_metrics(path: &Path, iteration: usize) -> Result<Vec<IterationLog>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = history::parse_csv(&text, &path.display().to_string())?;
+    rows.retain(|r| r.iteration <= iteration);
+    Ok(rows)
+}
+
+/// A run being trained: the trainer, the rows logged so far, and where they go.
+struct Run<'a> {
+    args: &'a TrainArgs,
+    data: &'a Mnist,
+    outputs: Outputs,
+    trainer: Trainer,
+    rows: Vec<IterationLog>,
+    bar: ProgressBar,
+    /// The iteration this process started at (0, or where the checkpoint resumed).
+    start_iteration: usize,
+}
+
+impl Run<'_> {
+    /// One generator iteration, then what is due at it: quality scores, a sample grid with the
+    /// logs, a checkpoint. A diverged step saves the logs and names the last good checkpoint.
+    fn iteration(&mut self) -> Result<()> {
+        let (args, algo, iters) = (self.args, self.trainer.config.algo, self.trainer.config.iters);
+        let mut log = match self.trainer.step(self.data) {
+            Ok(log) => log,
+            Err(e) => {
+                self.bar.finish_and_clear();
+                self.outputs.save_logs(&self.rows, algo)?;
+                let checkpoint = self.outputs.checkpoint_path();
+                let kept = if checkpoint.exists() {
+                    format!("the last good checkpoint is {}", checkpoint.display())
+                } else {
+                    "no checkpoint was saved yet".to_string()
+                };
+                bail!("{e}; stopped, {kept}");
+            }
+        };
+        let it = log.iteration;
+        self.bar.set_position(it as u64);
+        self.bar.set_message(progress_message(&log, algo));
+        let last = it == iters;
+        if let Some(probe) = &self.outputs.quality_probe {
+            if it.is_multiple_of(args.eval_every) || last {
+                // Noise from the seed and the iteration: a resumed run scores what an unbroken
+                // one would, and scoring leaves the training's random stream alone.
+                let seed = self.trainer.config.seed ^ (it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                log.quality = Some(probe.measure(&self.trainer.generator, args.eval_samples, seed));
+            }
+        }
+        self.rows.push(log);
+        if it.is_multiple_of(args.sample_every) || last {
+            let path = self.outputs.save_samples(&self.trainer)?;
+            self.outputs.save_logs(&self.rows, algo)?;
+            if args.quiet || self.bar.is_hidden() {
+                eprintln!(
+                    "{}  -> {}",
+                    quiet_line(self.rows.last().expect("a row was pushed")),
+                    path.display()
+                );
+            }
+        }
+        if it.is_multiple_of(args.checkpoint_every) || last {
+            self.outputs.save_checkpoint(&self.trainer)?;
+        }
+        Ok(())
+    }
+
+    /// After Ctrl-C: a checkpoint and the logs, to resume from.
+    fn save_interrupted(&self) -> Result<()> {
+        self.bar.finish_and_clear();
+        self.outputs.save_checkpoint(&self.trainer)?;
+        self.outputs.save_logs(&self.rows, self.trainer.config.algo)?;
+        eprintln!(
+            "interrupted at iteration {}: saved {} (resume with --resume)",
+            self.trainer.iteration,
+            self.outputs.checkpoint_path().display()
+        );
+        Ok(())
+    }
+
+    /// The end of training: complete outputs even when nothing was left to train (a run resumed
+    /// at its end), and a summary.
+    fn finish(&self) -> Result<()> {
+        self.bar.finish_and_clear();
+        if self.trainer.iteration == self.start_iteration {
+            self.outputs.save_samples(&self.trainer)?;
+            self.outputs.save_logs(&self.rows, self.trainer.config.algo)?;
+            self.outputs.save_checkpoint(&self.trainer)?;
+        }
+        eprintln!(
+            "done: {} iterations in {:.0} s; samples, metrics.csv, plots and checkpoints in {}",
+            self.trainer.iteration,
+            self.trainer.seconds(),
+            self.args.out.display()
+        );
+        Ok(())
+    }
+}
+
+/// The progress bar's message: the losses of the last iteration.
+fn progress_message(log: &IterationLog, algo: Algo) -> String {
+    format!(
+        "W {:.4}  critic {:.4}  gen {:.4}{}",
+        log.wasserstein,
+        log.critic_loss,
+        log.generator_loss,
+        if algo == Algo::WganGp {
+            format!("  gp {:.4}", log.penalty)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The line printed at each sample grid without a progress bar (`--quiet`).
+fn quiet_line(row: &IterationLog) -> String {
+    let quality = row
+        .quality
+        .as_ref()
+        .map(|q| {
+            format!(
+                "  FD {:.1}  score {:.2}  classes {}",
+                q.frechet_distance, q.classifier_score, q.coverage.covered
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "iter {:>6}  {:>7.1}s  W {:.4}  critic {:.4}  gen {:.4}{quality}",
+        row.iteration, row.seconds, row.wasserstein, row.critic_loss, row.generator_loss
+    )
+}
+
+fn progress_bar(args: &TrainArgs, config: &TrainConfig, position: usize) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(config.iters as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} iters  {per_sec}  eta {eta}  {msg}")
+            .expect("a valid template"),
+    );
+    bar.set_position(position as u64);
+    bar
+}
