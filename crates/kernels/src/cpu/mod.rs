@@ -29,8 +29,9 @@ pub fn current_num_threads() -> usize {
 /// warm-up and five WGAN iterations at DIM 64) faulted 129-149 K times before, 34.5 K after,
 /// and ran about 7% faster (docs/benchmarks.md). With the thresholds raised, those blocks are
 /// reused from malloc's free lists; the bench's peak resident memory stayed at 130 MB, but
-/// freed memory is not given back until the process ends. The trainer calls this; programs
-/// that drive the kernels themselves may.
+/// freed memory is not given back until the process ends. It is a policy of the whole
+/// process, so programs set it in their `main` (`wgan-mnist`, `gan-experiments` and the
+/// `train_step` bench do); a library never does.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
