@@ -198,6 +198,55 @@ fn fused_activations_and_weight_clipping_keep_nan() {
     }
 }
 
+/// Reductions, matmul, norms and log-probabilities at NaN and infinities, values and
+/// gradients as PyTorch's: `inf - inf` is NaN, `inf * 0` is NaN, a class masked with a logit
+/// of -inf has probability 0 and adds nothing to the cross-entropy.
+#[test]
+fn reductions_matmul_norms_and_losses_at_nan_and_infinities() {
+    for device in devices() {
+        let (y, dx) = value_and_grad(&[INF, -INF, 1.0], device, |x| x.sum());
+        assert_values("sum of inf and -inf", &y, &[NAN]);
+        assert_values("its gradient", &dx, &[1.0; 3]);
+        let (y, dx) = value_and_grad(&[INF, 1.0], device, |x| x.mean());
+        assert_values("mean with inf", &y, &[INF]);
+        assert_values("its gradient", &dx, &[0.5; 2]);
+        let a = tensor(&[NAN, 1.0, 2.0, 3.0], &[2, 2], device);
+        let eye = tensor(&[1.0, 0.0, 0.0, 1.0], &[2, 2], device);
+        assert_values("matmul with NaN", &a.matmul(&eye), &[NAN, NAN, 2.0, 3.0]);
+        let a = tensor(&[INF, 1.0, 2.0, 3.0], &[2, 2], device);
+        assert_values("matmul with inf (inf * 0)", &a.matmul(&eye), &[INF, NAN, 2.0, 3.0]);
+        let (y, dx) = value_and_grad(&[-INF, 0.0, 1.0], device, |x| x.log_softmax(0));
+        assert_values(
+            "log_softmax with -inf",
+            &y,
+            &[-INF, -1.3132616875182228, -0.31326168751822286],
+        );
+        assert_values("its gradient", &dx, &[1.0, 0.1931757358900147, -1.1931757358900148]);
+        let logits = tensor(&[-INF, 0.0, 1.0, 2.0, -INF, 0.0], &[2, 3], device).requires_grad_(true);
+        let loss = logits.cross_entropy(&[2, 0]);
+        assert_values("cross-entropy with masked classes", &loss, &[0.22009484928059775]);
+        let dx = grad(&[&loss], &[&logits], None, false).remove(0);
+        let want = [
+            0.0,
+            0.13447071068499755,
+            -0.13447071068499755,
+            -0.05960146101105884,
+            0.0,
+            0.059601461011058766,
+        ];
+        assert_values("its gradient", &dx, &want);
+        let x = tensor(&[3.0, NAN, 1.0, 4.0], &[2, 2], device).requires_grad_(true);
+        let norms = x.per_sample_norm();
+        assert_values("per-sample norm with NaN", &norms, &[NAN, 4.123105625617661]);
+        let dx = grad(&[&norms.sum()], &[&x], None, false).remove(0);
+        assert_values(
+            "its gradient",
+            &dx,
+            &[NAN, NAN, 0.24253562503633297, 0.9701425001453319],
+        );
+    }
+}
+
 // ------------------------------------------------------------------ empty and 0-d tensors
 
 /// Means over nothing are NaN (0 / 0), sums over nothing 0, and the gradient of an empty
@@ -451,8 +500,9 @@ fn convolutions_with_no_channels_compute_their_empty_or_bias_results() {
 // ------------------------------------------------------------------ deliberate differences
 
 /// Where earthmover answers otherwise than PyTorch, on purpose (docs/architecture.md,
-/// "Semantics"): softplus is exact above 20 (PyTorch returns x), and `sum_dims(&[])` is the
-/// identity (NumPy's convention; PyTorch sums everything).
+/// "Semantics"): softplus is exact above 20 (PyTorch returns x), `sum_dims(&[])` is the
+/// identity (NumPy's convention; PyTorch sums everything), and the per-sample norm is
+/// differentiable at every order at 0.
 #[test]
 fn deliberate_differences_stay_as_documented() {
     for device in devices() {
@@ -461,6 +511,13 @@ fn deliberate_differences_stay_as_documented() {
         assert!(gap.iter().all(|&g| g > 0.0 && g < 1e-10), "softplus(x) - x = {gap:?}");
         let y = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], device);
         assert_eq!(y.sum_dims(&[], false).to_vec_f64(), vec![1.0, 2.0, 3.0, 4.0]);
+        // The norm of an all-zero sample: gradient 0 and a finite second derivative (PyTorch's
+        // `norm` gives NaN there at second order).
+        let x = tensor(&[0.0; 6], &[2, 3], device).requires_grad_(true);
+        let g = grad(&[&x.per_sample_norm().sum()], &[&x], None, true).remove(0);
+        assert_values("the norm's gradient at 0", &g, &[0.0; 6]);
+        let gg = grad(&[&g.sum()], &[&x], None, false).remove(0);
+        assert!(gg.to_vec_f64().iter().all(|v| v.is_finite()), "{:?}", gg.to_vec_f64());
     }
 }
 

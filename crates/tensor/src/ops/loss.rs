@@ -36,7 +36,12 @@ impl Tensor {
         let one_hot = Tensor::from_f64_slice(&one_hot, &[n, c], self.dtype())
             .to_device(self.device())
             .expect("the device of the logits");
-        self.log_softmax(1).mul(&one_hot).sum().mul_scalar(-1.0 / n as f64)
+        // Picked out with `where`, not multiplied by the one-hot mask: a logit of -inf (a masked
+        // class) has a log-probability of -inf, and -inf * 0 would make the loss NaN.
+        let log_probs = self.log_softmax(1);
+        Tensor::where_cond(&one_hot, &log_probs, &log_probs.zeros_like())
+            .sum()
+            .mul_scalar(-1.0 / n as f64)
     }
 
     /// Mean binary cross-entropy between `sigmoid(self)` and `targets` in [0, 1], computed from
