@@ -4,6 +4,7 @@
 //! layout.
 
 use super::PARALLEL_THRESHOLD;
+use crate::cpu::simd::{F32Simd, Portable, SimdPath};
 use crate::shape::contiguous_strides;
 use crate::Element;
 use rayon::prelude::*;
@@ -85,13 +86,15 @@ pub const TRANSPOSE_BLOCK: usize = 8;
 /// of at most [`TRANSPOSE_BLOCK`] rows and columns, rows `src_stride` apart, written transposed
 /// with rows `dst_stride` apart; nothing else of `dst` is touched. Eight runs of at most eight
 /// read, eight written, so both sides move whole pieces of cache lines (an
-/// element-by-element transpose touches a line per element on one side). For f32 on x86-64
-/// with AVX2, a full 8x8 block is transposed in registers. Callers walk the blocks of a larger
-/// matrix in the order that suits its layout (the convolutions' layout changes complete each
-/// cache line of the strided side at once).
+/// element-by-element transpose touches a line per element on one side). For f32, a full 8x8
+/// block is transposed in registers on `path` ([`F32Simd::transpose_8x8`]). Callers walk the
+/// blocks of a larger matrix in the order that suits its layout (the convolutions' layout
+/// changes complete each cache line of the strided side at once).
 ///
-/// Panics if the block is larger than that or reaches past either slice.
+/// Panics if the block is larger than that, reaches past either slice, or `path` is not
+/// supported by this processor.
 pub fn transpose_block<T: Element>(
+    path: SimdPath,
     src: &[T],
     src_stride: usize,
     rows: usize,
@@ -114,18 +117,12 @@ pub fn transpose_block<T: Element>(
         fits(reach(rows, src_stride, cols), src.len()) && fits(reach(cols, dst_stride, rows), dst.len()),
         "transpose: a {rows}x{cols} block with strides {src_stride}/{dst_stride} reaches past its slices"
     );
-    #[cfg(target_arch = "x86_64")]
-    if rows == B && cols == B && super::is_f32_on_avx2_fma::<T>() {
+    if rows == B && cols == B && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        assert!(path.is_supported(), "transpose: the {path} path is not supported here");
+        let (s, d) = (src.as_ptr() as *const f32, dst.as_mut_ptr() as *mut f32);
         // SAFETY: T is f32; the block lies inside both slices (checked above), and the
-        // processor has AVX2.
-        unsafe {
-            avx2::transpose_8x8(
-                src.as_ptr() as *const f32,
-                src_stride,
-                dst.as_mut_ptr() as *mut f32,
-                dst_stride,
-            );
-        }
+        // processor supports `path`.
+        unsafe { transpose_8x8(path, s, src_stride, d, dst_stride) };
         return;
     }
     for j in 0..cols {
@@ -135,49 +132,31 @@ pub fn transpose_block<T: Element>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// One 8x8 block of [`super::transpose`] in registers: interleave pairs of rows, then
-    /// pairs of pairs, then swap the 128-bit halves.
-    ///
-    /// # Safety
-    /// Eight rows of eight f32 at `src` (rows `src_stride` apart) and at `dst` (rows
-    /// `dst_stride` apart) are in bounds, and the processor has AVX2.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
-        // Row pairs: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7].
-        let lo = |a, b| _mm256_unpacklo_ps(a, b);
-        let hi = |a, b| _mm256_unpackhi_ps(a, b);
-        let t = [
-            lo(r[0], r[1]),
-            hi(r[0], r[1]),
-            lo(r[2], r[3]),
-            hi(r[2], r[3]),
-            lo(r[4], r[5]),
-            hi(r[4], r[5]),
-            lo(r[6], r[7]),
-            hi(r[6], r[7]),
-        ];
-        // Pairs of pairs: four rows' column k in each 128-bit half (k and k + 4).
-        let u = [
-            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-        ];
-        // Column k: the low halves of rows 0-3 and 4-7 (k < 4), or the high halves.
-        for k in 0..4 {
-            let column = _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]);
-            _mm256_storeu_ps(dst.add(k * dst_stride), column);
-            let column = _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]);
-            _mm256_storeu_ps(dst.add((k + 4) * dst_stride), column);
+/// [`F32Simd::transpose_8x8`] of `path`, entered through a function compiled for it.
+///
+/// # Safety
+/// Both 8x8 blocks are in bounds, and the processor supports `path`.
+unsafe fn transpose_8x8(path: SimdPath, src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: forwarded; compiled for AVX2 (which the AVX-512 path has too).
+        unsafe { crate::cpu::simd::Avx2::transpose_8x8(src, src_stride, dst, dst_stride) }
+    }
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: forwarded; compiled for NEON.
+        unsafe { crate::cpu::simd::Neon::transpose_8x8(src, src_stride, dst, dst_stride) }
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx2 | SimdPath::Avx512 => avx(src, src_stride, dst, dst_stride),
+            #[cfg(target_arch = "aarch64")]
+            SimdPath::Neon => neon(src, src_stride, dst, dst_stride),
+            _ => Portable::transpose_8x8(src, src_stride, dst, dst_stride),
         }
     }
 }
@@ -199,11 +178,11 @@ mod tests {
         assert_eq!(&dst[4..], &[0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0]);
     }
 
-    /// Every block shape up to 8x8 (the full one takes the register path in f32 where the
-    /// processor has it), with strides wider than the block, in f32 and f64.
+    /// Every block shape up to 8x8 (the full one takes the register path in f32), with strides
+    /// wider than the block, in f32 and f64, on every SIMD path this processor supports.
     #[test]
     fn transpose_block_matches_indexing() {
-        fn check<T: Element + std::fmt::Debug>(to: impl Fn(usize) -> T) {
+        fn check<T: Element + std::fmt::Debug>(path: SimdPath, to: impl Fn(usize) -> T) {
             // Outside every source value, so that a stray write shows.
             let sentinel = T::from_f64(-1.0);
             for rows in 1..=TRANSPOSE_BLOCK {
@@ -211,20 +190,22 @@ mod tests {
                     let (src_stride, dst_stride) = (cols + 3, rows + 5);
                     let src: Vec<T> = (0..rows * src_stride).map(&to).collect();
                     let mut dst = vec![MaybeUninit::new(sentinel); cols * dst_stride];
-                    transpose_block(&src, src_stride, rows, cols, &mut dst, dst_stride);
+                    transpose_block(path, &src, src_stride, rows, cols, &mut dst, dst_stride);
                     for j in 0..cols {
                         for i in 0..dst_stride {
                             // SAFETY: every slot of `dst` was initialised above.
                             let got = unsafe { dst[j * dst_stride + i].assume_init() };
                             let want = if i < rows { src[i * src_stride + j] } else { sentinel };
-                            assert_eq!(got, want, "{rows}x{cols} at ({i}, {j})");
+                            assert_eq!(got, want, "{path}: {rows}x{cols} at ({i}, {j})");
                         }
                     }
                 }
             }
         }
-        check(|v| v as f32);
-        check(|v| v as f64);
+        for path in SimdPath::supported() {
+            check(path, |v| v as f32);
+            check(path, |v| v as f64);
+        }
     }
 
     #[test]
@@ -232,7 +213,7 @@ mod tests {
     fn a_transpose_past_its_slices_is_refused() {
         let src = vec![0.0f32; 63];
         let mut dst = vec![MaybeUninit::new(0.0f32); 64];
-        transpose_block(&src, 8, 8, 8, &mut dst, 8);
+        transpose_block(SimdPath::Portable, &src, 8, 8, 8, &mut dst, 8);
     }
 
     #[test]
@@ -242,7 +223,7 @@ mod tests {
         let stride = usize::MAX / 7 + 1;
         let src = vec![0.0f32; 13];
         let mut dst = vec![MaybeUninit::new(0.0f32); 64];
-        transpose_block(&src, stride, 8, 8, &mut dst, 8);
+        transpose_block(SimdPath::Portable, &src, stride, 8, 8, &mut dst, 8);
     }
 
     #[test]
@@ -250,6 +231,6 @@ mod tests {
     fn a_transpose_block_larger_than_eight_is_refused() {
         let src = vec![0.0f32; 90];
         let mut dst = vec![MaybeUninit::new(0.0f32); 90];
-        transpose_block(&src, 9, 9, 9, &mut dst, 9);
+        transpose_block(SimdPath::Portable, &src, 9, 9, 9, &mut dst, 9);
     }
 }

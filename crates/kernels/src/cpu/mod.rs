@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod optim;
 pub mod random;
 pub mod reduce;
+pub mod simd;
 
 /// Below this many elements a kernel runs on the calling thread: splitting small work across
 /// threads costs more than it saves.
@@ -67,20 +68,6 @@ pub(crate) unsafe fn assume_init_vec<T>(v: Vec<std::mem::MaybeUninit<T>>) -> Vec
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches for every element.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
-}
-
-/// Whether `T` is f32 and this processor has AVX2 and FMA (detected once): the condition for
-/// the kernels written with x86-64 intrinsics (the register tile, the 8x8 transpose).
-pub(crate) fn is_f32_on_avx2_fma<T: 'static>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static DETECTED: OnceLock<bool> = OnceLock::new();
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `&mut [T]` seen as slots to write, for kernels that write through `MaybeUninit` so that

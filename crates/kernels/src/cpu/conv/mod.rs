@@ -81,6 +81,7 @@ mod tile_frame;
 mod tile_weight_grad;
 
 use super::elementwise::unary_in_place;
+use super::simd::active_path;
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -98,7 +99,7 @@ use tile_weight_grad::{weight_grad_by_kernel_columns, weight_grad_by_tiles};
 pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     check_bias(epilogue.bias, g.out_channels, "conv2d");
     if g.out_channels >= TILE_ROWS {
-        forward_by_tiles(g, x, w, epilogue)
+        forward_by_tiles(active_path(), g, x, w, epilogue)
     } else {
         forward_by_rectangles(g, x, w, epilogue)
     }
@@ -115,7 +116,7 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: 
 pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     check_bias(epilogue.bias, g.in_channels, "conv_transpose2d");
     if g.in_channels >= TILE_ROWS {
-        input_adjoint_by_tiles(g, y, w, epilogue)
+        input_adjoint_by_tiles(active_path(), g, y, w, epilogue)
     } else {
         input_adjoint_by_rectangles(g, y, w, epilogue)
     }
@@ -159,9 +160,9 @@ fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilo
 /// around (`weight_grad_by_kernel_columns`); by rectangles of GEMMs otherwise.
 pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     if g.in_channels >= TILE_SAMPLES && g.out_channels >= TILE_ROWS {
-        weight_grad_by_tiles(g, x, gy)
+        weight_grad_by_tiles(active_path(), g, x, gy)
     } else if g.out_channels >= TILE_SAMPLES {
-        weight_grad_by_kernel_columns(g, x, gy)
+        weight_grad_by_kernel_columns(active_path(), g, x, gy)
     } else {
         weight_grad_by_rectangles(g, x, gy)
     }

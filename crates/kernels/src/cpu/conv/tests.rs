@@ -5,6 +5,7 @@ use super::rectangles::{
 };
 use super::*;
 use crate::cpu::elementwise::unary;
+use crate::cpu::simd::SimdPath;
 use crate::op::UnaryOp;
 
 #[allow(clippy::too_many_arguments)]
@@ -187,12 +188,12 @@ fn chunked_kernels_match_per_sample_reference() {
             ),
             (
                 "forward by tiles",
-                forward_by_tiles(&g, &x, &wt, biased(&bias_o)),
+                forward_by_tiles(SimdPath::Portable, &g, &x, &wt, biased(&bias_o)),
                 &y_ref,
             ),
             (
                 "adjoint by tiles",
-                input_adjoint_by_tiles(&g, &gy, &wt, biased(&bias_c)),
+                input_adjoint_by_tiles(SimdPath::Portable, &g, &gy, &wt, biased(&bias_c)),
                 &gx_ref,
             ),
             (
@@ -207,12 +208,12 @@ fn chunked_kernels_match_per_sample_reference() {
             ),
             (
                 "activated forward by tiles",
-                forward_by_tiles(&g, &x, &wt, activated(&bias_o, lrelu)),
+                forward_by_tiles(SimdPath::Portable, &g, &x, &wt, activated(&bias_o, lrelu)),
                 &y_lrelu,
             ),
             (
                 "activated adjoint by tiles",
-                input_adjoint_by_tiles(&g, &gy, &wt, activated(&bias_c, tanh)),
+                input_adjoint_by_tiles(SimdPath::Portable, &g, &gy, &wt, activated(&bias_c, tanh)),
                 &gx_tanh,
             ),
             (
@@ -220,10 +221,14 @@ fn chunked_kernels_match_per_sample_reference() {
                 weight_grad_by_rectangles(&g, &x, &gy),
                 &gw_ref,
             ),
-            ("weight grad by tiles", weight_grad_by_tiles(&g, &x, &gy), &gw_ref),
+            (
+                "weight grad by tiles",
+                weight_grad_by_tiles(SimdPath::Portable, &g, &x, &gy),
+                &gw_ref,
+            ),
             (
                 "weight grad by kernel columns",
-                weight_grad_by_kernel_columns(&g, &x, &gy),
+                weight_grad_by_kernel_columns(SimdPath::Portable, &g, &x, &gy),
                 &gw_ref,
             ),
         ];
@@ -242,36 +247,62 @@ fn chunked_kernels_match_per_sample_reference() {
                     .zip(b)
                     .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
         };
-        let f32_paths = [
-            (
-                "forward by tiles",
-                forward_by_tiles(&g, &x32, &w32, biased(&bias_o32)),
-                &y_ref,
-            ),
-            (
-                "adjoint by tiles",
-                input_adjoint_by_tiles(&g, &gy32, &w32, biased(&bias_c32)),
-                &gx_ref,
-            ),
-            (
-                "activated forward by tiles",
-                forward_by_tiles(&g, &x32, &w32, activated(&bias_o32, lrelu)),
-                &y_lrelu,
-            ),
-            (
-                "activated adjoint by tiles",
-                input_adjoint_by_tiles(&g, &gy32, &w32, activated(&bias_c32, tanh)),
-                &gx_tanh,
-            ),
-            ("weight grad by tiles", weight_grad_by_tiles(&g, &x32, &gy32), &gw_ref),
-            (
-                "weight grad by kernel columns",
-                weight_grad_by_kernel_columns(&g, &x32, &gy32),
-                &gw_ref,
-            ),
-        ];
-        for (path, got, want) in &f32_paths {
-            assert!(close32(got, want), "f32 {path} {:?}", (c, o, h, w, s, p, d));
+        let f32_paths = |simd: SimdPath| {
+            [
+                (
+                    "forward by tiles",
+                    forward_by_tiles(simd, &g, &x32, &w32, biased(&bias_o32)),
+                    &y_ref,
+                ),
+                (
+                    "adjoint by tiles",
+                    input_adjoint_by_tiles(simd, &g, &gy32, &w32, biased(&bias_c32)),
+                    &gx_ref,
+                ),
+                (
+                    "activated forward by tiles",
+                    forward_by_tiles(simd, &g, &x32, &w32, activated(&bias_o32, lrelu)),
+                    &y_lrelu,
+                ),
+                (
+                    "activated adjoint by tiles",
+                    input_adjoint_by_tiles(simd, &g, &gy32, &w32, activated(&bias_c32, tanh)),
+                    &gx_tanh,
+                ),
+                (
+                    "weight grad by tiles",
+                    weight_grad_by_tiles(simd, &g, &x32, &gy32),
+                    &gw_ref,
+                ),
+                (
+                    "weight grad by kernel columns",
+                    weight_grad_by_kernel_columns(simd, &g, &x32, &gy32),
+                    &gw_ref,
+                ),
+            ]
+        };
+        // Every SIMD path this processor has; the fused paths (AVX2, AVX-512) sum in the same
+        // order, two tiles at a time or one, so they agree bit for bit.
+        let mut fused: Option<Vec<Vec<f32>>> = None;
+        for simd in SimdPath::supported() {
+            let results = f32_paths(simd);
+            for (path, got, want) in &results {
+                assert!(close32(got, want), "f32 {simd} {path} {:?}", (c, o, h, w, s, p, d));
+            }
+            if matches!(simd, SimdPath::Avx2 | SimdPath::Avx512) {
+                let bits: Vec<Vec<f32>> = results.into_iter().map(|r| r.1).collect();
+                match &fused {
+                    None => fused = Some(bits),
+                    Some(first) => assert!(
+                        first
+                            .iter()
+                            .zip(&bits)
+                            .all(|(a, b)| a.iter().map(|v| v.to_bits()).eq(b.iter().map(|v| v.to_bits()))),
+                        "{simd} differs from the other fused path in the last bits {:?}",
+                        (c, o, h, w, s, p, d)
+                    ),
+                }
+            }
         }
     }
 }

@@ -9,10 +9,16 @@
 //! order: the convolution reads its input where it lies, with no im2col copy and no packing
 //! of the columns, and a tap on the padding is simply not in any run.
 //!
-//! [`accumulate_tile`] is written once for any [`Element`]; on x86-64 with AVX2 and FMA, `f32`
-//! goes through the same loop written with intrinsics (two 8-lane vectors per row, twelve
-//! accumulators in registers), which the compiler does not find on its own.
+//! For `f32` the tile is written once over [`crate::cpu::simd::F32Simd`] and compiled for
+//! each SIMD path: a row's sixteen sums are one AVX-512 vector, two AVX2 vectors or four NEON
+//! vectors, and each step broadcasts a row's weight and fuses a multiply-add into them. On
+//! AVX-512 a tile's six rows would keep only six sums in flight, too few to hide the
+//! multiply-add's latency, so the callers hand it two tiles that share their runs when they
+//! have them ([`accumulate_two_tiles_unchecked`], [`accumulate_two_blocks_unchecked`]): twelve
+//! vectors of sums, as AVX2's one tile has. `f64` (the reference tests' precision) runs a plain
+//! loop.
 
+use crate::cpu::simd::{active_path, SimdPath};
 use crate::Element;
 
 /// Output channels of one tile.
@@ -32,13 +38,14 @@ pub struct Run {
 }
 
 /// `out[r * TILE_SAMPLES + s] += sum over runs and steps k of weights[run.weights + k *
-/// TILE_ROWS + r] * inputs[run.inputs + k * TILE_SAMPLES + s]`: one tile, added onto.
+/// TILE_ROWS + r] * inputs[run.inputs + k * TILE_SAMPLES + s]`: one tile, added onto, on this
+/// process's SIMD path.
 ///
 /// Panics if a run reaches past either operand (a bug in the caller, checked once per run).
 pub fn accumulate_tile<T: Element>(weights: &[T], inputs: &[T], runs: &[Run], out: &mut [T]) {
     check_runs(runs, weights.len(), inputs.len());
     // SAFETY: the runs were just checked against both operands.
-    unsafe { accumulate_rows_unchecked(TILE_ROWS, weights, inputs, runs, out) }
+    unsafe { accumulate_rows_unchecked(active_path(), TILE_ROWS, weights, inputs, runs, out) }
 }
 
 /// Panics unless every run lies inside weights of `weights_len` and inputs of `inputs_len`
@@ -61,14 +68,16 @@ pub fn check_runs(runs: &[Run], weights_len: usize, inputs_len: usize) {
     }
 }
 
-/// [`accumulate_tile`] without checking the runs, for the first `rows` rows of the tile only:
-/// the last tile of a channel count that is not a multiple of [`TILE_ROWS`] holds zero weights
-/// in its other rows, whose multiply-adds this skips. The other rows of `out` are left as they
-/// are. For callers that check the runs once for many tiles.
+/// [`accumulate_tile`] on `path` without checking the runs, for the first `rows` rows of the
+/// tile only: the last tile of a channel count that is not a multiple of [`TILE_ROWS`] holds
+/// zero weights in its other rows, whose multiply-adds this skips. The other rows of `out` are
+/// left as they are. For callers that check the runs once for many tiles.
 ///
 /// # Safety
-/// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`.
+/// [`check_runs`] passes for `runs` with `weights.len()` and `inputs.len()`, and `path` is
+/// supported by this processor.
 pub unsafe fn accumulate_rows_unchecked<T: Element>(
+    path: SimdPath,
     rows: usize,
     weights: &[T],
     inputs: &[T],
@@ -77,25 +86,11 @@ pub unsafe fn accumulate_rows_unchecked<T: Element>(
 ) {
     assert!(out.len() >= TILE_LEN, "tile: output too small");
     assert!((1..=TILE_ROWS).contains(&rows), "tile: {rows} rows");
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::is_f32_on_avx2_fma::<T>() {
-        let (w, x, o) = (
-            weights.as_ptr() as *const f32,
-            inputs.as_ptr() as *const f32,
-            out.as_mut_ptr() as *mut f32,
-        );
-        // SAFETY: T is f32 (same layout); the runs lie inside both operands (the caller's
-        // contract), `out` holds a whole tile, and the processor has AVX2 and FMA.
-        unsafe {
-            match rows {
-                6 => avx2::accumulate_tile::<6>(w, x, runs, o),
-                5 => avx2::accumulate_tile::<5>(w, x, runs, o),
-                4 => avx2::accumulate_tile::<4>(w, x, runs, o),
-                3 => avx2::accumulate_tile::<3>(w, x, runs, o),
-                2 => avx2::accumulate_tile::<2>(w, x, runs, o),
-                _ => avx2::accumulate_tile::<1>(w, x, runs, o),
-            }
-        }
+    if let (Some(w), Some(x)) = (as_f32(weights), as_f32(inputs)) {
+        let o = out.as_mut_ptr() as *mut f32;
+        // SAFETY: T is f32; the runs lie inside both operands and `path` is supported (the
+        // caller's contract), and `out` holds a whole tile.
+        unsafe { f32_kernels::grid(path, rows, [w.as_ptr()], [x.as_ptr()], runs, [[o]]) };
         return;
     }
     let mut acc = [T::ZERO; TILE_LEN];
@@ -112,54 +107,259 @@ pub unsafe fn accumulate_rows_unchecked<T: Element>(
     out[..TILE_LEN].copy_from_slice(&acc);
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Run, TILE_ROWS, TILE_SAMPLES};
-    use std::arch::x86_64::*;
+/// Two tiles of weights over the same runs of the same inputs, each into its own output, the
+/// second's first `second_rows` rows (all of the first's): what [`accumulate_rows_unchecked`]
+/// does twice, in one pass where the path has registers for both tiles' sums (AVX-512: each
+/// input vector is loaded once for twelve rows; there the second tile's padding rows, whose
+/// weights are zero, are summed too, and left as garbage in `out[1]`). The real rows get the
+/// same sums, in the same order, either way.
+///
+/// # Safety
+/// As [`accumulate_rows_unchecked`], for both weights.
+pub unsafe fn accumulate_two_tiles_unchecked<T: Element>(
+    path: SimdPath,
+    second_rows: usize,
+    weights: [&[T]; 2],
+    inputs: &[T],
+    runs: &[Run],
+    out: [&mut [T]; 2],
+) {
+    let [out0, out1] = out;
+    assert!(
+        out0.len() >= TILE_LEN && out1.len() >= TILE_LEN,
+        "tile: output too small"
+    );
+    if let (SimdPath::Avx512, Some(w0), Some(w1), Some(x)) =
+        (path, as_f32(weights[0]), as_f32(weights[1]), as_f32(inputs))
+    {
+        let o = [[out0.as_mut_ptr() as *mut f32], [out1.as_mut_ptr() as *mut f32]];
+        // SAFETY: as in `accumulate_rows_unchecked`, for both weights and outputs.
+        unsafe { f32_kernels::grid(path, TILE_ROWS, [w0.as_ptr(), w1.as_ptr()], [x.as_ptr()], runs, o) };
+        return;
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        accumulate_rows_unchecked(path, TILE_ROWS, weights[0], inputs, runs, out0);
+        accumulate_rows_unchecked(path, second_rows, weights[1], inputs, runs, out1);
+    }
+}
 
-    /// How many steps ahead the inputs are prefetched.
+/// One tile of weights over the same runs of two blocks of inputs, each into its own output,
+/// for the first `rows` rows: [`accumulate_rows_unchecked`] twice, in one pass where the path
+/// has registers for both (AVX-512). The same sums, in the same order, either way.
+///
+/// # Safety
+/// As [`accumulate_rows_unchecked`], for both inputs.
+pub unsafe fn accumulate_two_blocks_unchecked<T: Element>(
+    path: SimdPath,
+    rows: usize,
+    weights: &[T],
+    inputs: [&[T]; 2],
+    runs: &[Run],
+    out: [&mut [T]; 2],
+) {
+    let [out0, out1] = out;
+    assert!(
+        out0.len() >= TILE_LEN && out1.len() >= TILE_LEN,
+        "tile: output too small"
+    );
+    assert!((1..=TILE_ROWS).contains(&rows), "tile: {rows} rows");
+    if let (SimdPath::Avx512, Some(w), Some(x0), Some(x1)) =
+        (path, as_f32(weights), as_f32(inputs[0]), as_f32(inputs[1]))
+    {
+        let o = [[out0.as_mut_ptr() as *mut f32, out1.as_mut_ptr() as *mut f32]];
+        // SAFETY: as in `accumulate_rows_unchecked`, for both inputs and outputs.
+        unsafe { f32_kernels::grid(path, rows, [w.as_ptr()], [x0.as_ptr(), x1.as_ptr()], runs, o) };
+        return;
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        accumulate_rows_unchecked(path, rows, weights, inputs[0], runs, out0);
+        accumulate_rows_unchecked(path, rows, weights, inputs[1], runs, out1);
+    }
+}
+
+/// `x` as f32, when `T` is f32.
+fn as_f32<T: Element>(x: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
+}
+
+/// The f32 tile kernel, written once over [`F32Simd`], and its entry for each SIMD path.
+mod f32_kernels {
+    use super::{Run, TILE_ROWS, TILE_SAMPLES};
+    use crate::cpu::simd::{F32Simd, Portable, SimdPath};
+
+    /// How many steps ahead the inputs are prefetched (they come from L2).
     const PREFETCH_STEPS: usize = 8;
 
-    /// The portable loop of [`super::accumulate_rows_unchecked`] for f32, for the first `ROWS`
-    /// rows: row `r`'s sixteen sums are two vectors, each step broadcasts the row's weight and
-    /// fuses a multiply-add into both.
+    /// `W` tiles of weights by `X` blocks of inputs over the same runs, each output tile's first
+    /// `ROWS` rows held in `ROWS * VECTORS` vectors of `S` (`VECTORS * S::LANES` is
+    /// [`TILE_SAMPLES`]). Each step loads the `X * VECTORS` input vectors once, broadcasts
+    /// each of the `W * ROWS` weights, and fuses a multiply-add into every sum. Inlined into
+    /// each path's entry, which is compiled for that path's instructions.
     ///
     /// # Safety
-    /// Every run lies inside `weights` and `inputs`, `out` has room for a tile, `ROWS <=
-    /// TILE_ROWS`, and the processor has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_tile<const ROWS: usize>(
-        weights: *const f32,
-        inputs: *const f32,
+    /// Every run lies inside every weights and inputs pointer's operand, each output holds a
+    /// tile, and the processor has `S`'s instructions (the caller is compiled for them).
+    // Index loops over the register block: each index names a row, vector or tile of the
+    // block, as the doc above does.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn accumulate<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize, const X: usize>(
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
         runs: &[Run],
-        out: *mut f32,
+        out: [[*mut f32; X]; W],
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            acc[0] = _mm256_loadu_ps(out.add(r * TILE_SAMPLES));
-            acc[1] = _mm256_loadu_ps(out.add(r * TILE_SAMPLES + 8));
-        }
-        for run in runs {
-            let (mut w, mut x) = (weights.add(run.weights), inputs.add(run.inputs));
-            for _ in 0..run.len {
-                // The inputs come from L2; ask for them a few steps ahead (past the run's
-                // end it only fetches a line that is not used).
-                _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(PREFETCH_STEPS * TILE_SAMPLES) as *const i8);
-                let x0 = _mm256_loadu_ps(x);
-                let x1 = _mm256_loadu_ps(x.add(8));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let wr = _mm256_broadcast_ss(&*w.add(r));
-                    acc[0] = _mm256_fmadd_ps(wr, x0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(wr, x1, acc[1]);
+        debug_assert_eq!(VECTORS * S::LANES, TILE_SAMPLES);
+        // SAFETY: the loads, stores and prefetches below stay inside the runs and tiles that
+        // the caller vouches for, on a processor with S's instructions.
+        unsafe {
+            let zero = S::zero();
+            let mut acc = [[[[zero; VECTORS]; ROWS]; X]; W];
+            for w in 0..W {
+                for x in 0..X {
+                    for r in 0..ROWS {
+                        for v in 0..VECTORS {
+                            acc[w][x][r][v] = S::load(out[w][x].add(r * TILE_SAMPLES + v * S::LANES));
+                        }
+                    }
                 }
-                w = w.add(TILE_ROWS);
-                x = x.add(TILE_SAMPLES);
+            }
+            for run in runs {
+                let mut wp = weights;
+                let mut xp = inputs;
+                for w in 0..W {
+                    wp[w] = wp[w].add(run.weights);
+                }
+                for x in 0..X {
+                    xp[x] = xp[x].add(run.inputs);
+                }
+                for _ in 0..run.len {
+                    let mut xv = [[zero; VECTORS]; X];
+                    for x in 0..X {
+                        // Past the run's end this only fetches a line that is not used.
+                        S::prefetch(xp[x].wrapping_add(PREFETCH_STEPS * TILE_SAMPLES));
+                        for v in 0..VECTORS {
+                            xv[x][v] = S::load(xp[x].add(v * S::LANES));
+                        }
+                    }
+                    for w in 0..W {
+                        for r in 0..ROWS {
+                            let weight = S::broadcast(wp[w].add(r));
+                            for x in 0..X {
+                                for v in 0..VECTORS {
+                                    acc[w][x][r][v] = S::mul_add(weight, xv[x][v], acc[w][x][r][v]);
+                                }
+                            }
+                        }
+                    }
+                    for w in 0..W {
+                        wp[w] = wp[w].add(TILE_ROWS);
+                    }
+                    for x in 0..X {
+                        xp[x] = xp[x].add(TILE_SAMPLES);
+                    }
+                }
+            }
+            for w in 0..W {
+                for x in 0..X {
+                    for r in 0..ROWS {
+                        for v in 0..VECTORS {
+                            S::store(out[w][x].add(r * TILE_SAMPLES + v * S::LANES), acc[w][x][r][v]);
+                        }
+                    }
+                }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(r * TILE_SAMPLES), acc[0]);
-            _mm256_storeu_ps(out.add(r * TILE_SAMPLES + 8), acc[1]);
+    }
+
+    /// `accumulate` on `path` for `rows` rows (1 to `TILE_ROWS`), `W` weight tiles and `X`
+    /// input blocks: the dispatch from run-time values to the compiled instances.
+    ///
+    /// # Safety
+    /// As `accumulate`, and `path` is supported by this processor.
+    pub(super) unsafe fn grid<const W: usize, const X: usize>(
+        path: SimdPath,
+        rows: usize,
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
+        runs: &[Run],
+        out: [[*mut f32; X]; W],
+    ) {
+        /// `$entry::<ROWS, ...>` for the run-time `rows`.
+        macro_rules! by_rows {
+            ($entry:ident) => {
+                match rows {
+                    6 => $entry::<6, W, X>(weights, inputs, runs, out),
+                    5 => $entry::<5, W, X>(weights, inputs, runs, out),
+                    4 => $entry::<4, W, X>(weights, inputs, runs, out),
+                    3 => $entry::<3, W, X>(weights, inputs, runs, out),
+                    2 => $entry::<2, W, X>(weights, inputs, runs, out),
+                    _ => $entry::<1, W, X>(weights, inputs, runs, out),
+                }
+            };
         }
+        // SAFETY: forwarded to the caller, who vouches that `path` is supported.
+        unsafe {
+            match path {
+                #[cfg(target_arch = "x86_64")]
+                SimdPath::Avx512 => by_rows!(avx512),
+                #[cfg(target_arch = "x86_64")]
+                SimdPath::Avx2 => by_rows!(avx2),
+                #[cfg(target_arch = "aarch64")]
+                SimdPath::Neon => by_rows!(neon),
+                _ => by_rows!(portable),
+            }
+        }
+    }
+
+    unsafe fn portable<const ROWS: usize, const W: usize, const X: usize>(
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
+        runs: &[Run],
+        out: [[*mut f32; X]; W],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { accumulate::<Portable, ROWS, 2, W, X>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<const ROWS: usize, const W: usize, const X: usize>(
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
+        runs: &[Run],
+        out: [[*mut f32; X]; W],
+    ) {
+        // SAFETY: forwarded; this function is compiled for AVX2 and FMA.
+        unsafe { accumulate::<crate::cpu::simd::Avx2, ROWS, 2, W, X>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<const ROWS: usize, const W: usize, const X: usize>(
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
+        runs: &[Run],
+        out: [[*mut f32; X]; W],
+    ) {
+        // SAFETY: forwarded; this function is compiled for AVX-512F.
+        unsafe { accumulate::<crate::cpu::simd::Avx512, ROWS, 1, W, X>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon<const ROWS: usize, const W: usize, const X: usize>(
+        weights: [*const f32; W],
+        inputs: [*const f32; X],
+        runs: &[Run],
+        out: [[*mut f32; X]; W],
+    ) {
+        // SAFETY: forwarded; this function is compiled for NEON.
+        unsafe { accumulate::<crate::cpu::simd::Neon, ROWS, 4, W, X>(weights, inputs, runs, out) }
     }
 }
 
@@ -216,27 +416,85 @@ mod tests {
         let mut got32: Vec<f32> = (0..TILE_LEN).map(|v| v as f32).collect();
         accumulate_tile(&w32, &x32, &runs, &mut got32);
         assert!(got32.iter().zip(&want).all(|(&a, b)| (a as f64 - b).abs() < 1e-4));
-        // The first `rows` rows only: those as above, the others as they were.
-        for rows in 1..=TILE_ROWS {
-            let start = |i: usize| i as f64;
-            let want_rows: Vec<f64> = (0..TILE_LEN)
-                .map(|i| if i < rows * TILE_SAMPLES { want[i] } else { start(i) })
-                .collect();
-            let mut got: Vec<f64> = (0..TILE_LEN).map(start).collect();
-            check_runs(&runs, weights.len(), inputs.len());
-            // SAFETY: just checked.
-            unsafe { accumulate_rows_unchecked(rows, &weights, &inputs, &runs, &mut got) };
-            assert!(
-                got.iter().zip(&want_rows).all(|(a, b)| (a - b).abs() < 1e-12),
-                "{rows} rows"
-            );
-            let mut got32: Vec<f32> = (0..TILE_LEN).map(|i| start(i) as f32).collect();
-            // SAFETY: the same runs, over operands of the same lengths.
-            unsafe { accumulate_rows_unchecked(rows, &w32, &x32, &runs, &mut got32) };
-            assert!(
-                got32.iter().zip(&want_rows).all(|(&a, b)| (a as f64 - b).abs() < 1e-4),
-                "{rows} rows, f32"
-            );
+        // The first `rows` rows only: those as above, the others as they were; on every path.
+        check_runs(&runs, weights.len(), inputs.len());
+        for path in SimdPath::supported() {
+            for rows in 1..=TILE_ROWS {
+                let start = |i: usize| i as f64;
+                let want_rows: Vec<f64> = (0..TILE_LEN)
+                    .map(|i| if i < rows * TILE_SAMPLES { want[i] } else { start(i) })
+                    .collect();
+                let mut got: Vec<f64> = (0..TILE_LEN).map(start).collect();
+                // SAFETY: checked above, and the path is supported.
+                unsafe { accumulate_rows_unchecked(path, rows, &weights, &inputs, &runs, &mut got) };
+                assert!(
+                    got.iter().zip(&want_rows).all(|(a, b)| (a - b).abs() < 1e-12),
+                    "{path}: {rows} rows"
+                );
+                let mut got32: Vec<f32> = (0..TILE_LEN).map(|i| start(i) as f32).collect();
+                // SAFETY: the same runs, over operands of the same lengths.
+                unsafe { accumulate_rows_unchecked(path, rows, &w32, &x32, &runs, &mut got32) };
+                assert!(
+                    got32.iter().zip(&want_rows).all(|(&a, b)| (a as f64 - b).abs() < 1e-4),
+                    "{path}: {rows} rows, f32"
+                );
+            }
+        }
+    }
+
+    /// Two tiles (or two blocks) at a time give, in their real rows, the bits of one at a time.
+    #[test]
+    fn pairs_of_tiles_and_of_blocks_give_the_bits_of_single_tiles() {
+        let weights: Vec<f32> = (0..1200).map(|v| ((v * 37 % 23) as f32) / 11.0 - 1.0).collect();
+        let inputs: Vec<f32> = (0..3200).map(|v| ((v * 13 % 19) as f32) / 9.0 - 1.0).collect();
+        let runs = [
+            Run {
+                weights: 3,
+                inputs: 16,
+                len: 33,
+            },
+            Run {
+                weights: 0,
+                inputs: 0,
+                len: 9,
+            },
+        ];
+        let (w0, w1) = (&weights[..600], &weights[600..]);
+        let (x0, x1) = (&inputs[..1600], &inputs[1600..]);
+        check_runs(&runs, 600, 1600);
+        let start = || -> Vec<f32> { (0..TILE_LEN).map(|v| v as f32 / 7.0).collect() };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for path in SimdPath::supported() {
+            for rows in 1..=TILE_ROWS {
+                // SAFETY (every call below): the runs were checked against operands of these
+                // lengths, and the path is supported.
+                let single = |w: &[f32], x: &[f32], rows: usize| {
+                    let mut out = start();
+                    unsafe { accumulate_rows_unchecked(path, rows, w, x, &runs, &mut out) };
+                    out
+                };
+                let (mut a, mut b) = (start(), start());
+                unsafe { accumulate_two_tiles_unchecked(path, rows, [w0, w1], x0, &runs, [&mut a, &mut b]) };
+                assert_eq!(bits(&a), bits(&single(w0, x0, TILE_ROWS)), "{path}: first of two tiles");
+                let real = rows * TILE_SAMPLES;
+                assert_eq!(
+                    bits(&b[..real]),
+                    bits(&single(w1, x0, rows)[..real]),
+                    "{path}: second tile, {rows} rows"
+                );
+                let (mut a, mut b) = (start(), start());
+                unsafe { accumulate_two_blocks_unchecked(path, rows, w0, [x0, x1], &runs, [&mut a, &mut b]) };
+                assert_eq!(
+                    bits(&a),
+                    bits(&single(w0, x0, rows)),
+                    "{path}: first of two blocks, {rows} rows"
+                );
+                assert_eq!(
+                    bits(&b),
+                    bits(&single(w0, x1, rows)),
+                    "{path}: second block, {rows} rows"
+                );
+            }
         }
     }
 

@@ -3,11 +3,14 @@
 //! [`TileFrame`], the three parallel phases both passes share.
 
 use super::scratch::Scratch;
-use super::tile::{accumulate_rows_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::tile::{
+    accumulate_rows_unchecked, accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
+};
 use super::{finish_maps, taps_inside, taps_inside_image};
 use crate::cpu::elementwise::unary_in_place;
 use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
+use crate::cpu::simd::SimdPath;
 use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
@@ -17,7 +20,7 @@ use std::ops::Range;
 
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
 /// samples zero.
-fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
+fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
     let samples = x.len() / (channels * pixels).max(1);
     if samples < TILE_SAMPLES {
         out.fill(T::ZERO);
@@ -33,6 +36,7 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
         for c in 0..channels {
             for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
                 transpose_block(
+                    path,
                     &x[(s0 * channels + c) * pixels + p0..],
                     channels * pixels,
                     TRANSPOSE_BLOCK.min(samples - s0),
@@ -47,7 +51,14 @@ fn to_tile_layout<T: Element>(x: &[T], channels: usize, pixels: usize, out: &mut
 
 /// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
 /// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
-fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
+fn from_tile_layout<T: Element>(
+    path: SimdPath,
+    t: &[T],
+    channels: usize,
+    padded: usize,
+    pixels: usize,
+    out: &mut [MaybeUninit<T>],
+) {
     let samples = out.len() / (channels * pixels).max(1);
     // By 8x8 blocks of (pixel, sample), samples innermost: each (pixel, channel) line of the
     // tile layout is read whole at once (see `to_tile_layout`).
@@ -56,6 +67,7 @@ fn from_tile_layout<T: Element>(t: &[T], channels: usize, padded: usize, pixels:
         for c in 0..channels {
             for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
                 transpose_block(
+                    path,
                     &t[(p0 * padded + c) * TILE_SAMPLES + s0..],
                     padded * TILE_SAMPLES,
                     rows,
@@ -124,9 +136,12 @@ fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
 /// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
 /// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`), for the first
-/// `channels` rows (the last tile's padding rows are skipped). The runs are checked once for
-/// the whole row ([`check_runs`]), not once per tile.
+/// `channels` rows (the last tile's padding rows are skipped). Tiles go to the kernel in pairs,
+/// which share their runs (AVX-512 sums both in one pass). The runs are checked once for the
+/// whole row ([`check_runs`]), not once per tile.
+#[allow(clippy::too_many_arguments)]
 fn accumulate_row<T: Element>(
+    path: SimdPath,
     packed: &[T],
     tiles: usize,
     channels: usize,
@@ -138,12 +153,23 @@ fn accumulate_row<T: Element>(
     let tile_weights = packed.len() / tiles;
     // Every tile of the row reads the same runs, with weights of the same length: check them once.
     check_runs(runs, tile_weights, operand.len());
+    let weights = |tile: usize| &packed[tile * tile_weights..][..tile_weights];
+    let rows = |tile: usize| (channels - tile * TILE_ROWS).min(TILE_ROWS);
     for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
-        for (tile, out) in pixel.chunks_exact_mut(TILE_LEN).enumerate() {
-            let weights = &packed[tile * tile_weights..][..tile_weights];
-            let rows = (channels - tile * TILE_ROWS).min(TILE_ROWS);
-            // SAFETY: `weights` is `tile_weights` long and these runs are among those checked.
-            unsafe { accumulate_rows_unchecked(rows, weights, operand, &runs[bounds[i]..bounds[i + 1]], out) };
+        let pixel_runs = &runs[bounds[i]..bounds[i + 1]];
+        for (pair, out) in pixel.chunks_mut(2 * TILE_LEN).enumerate() {
+            let tile = 2 * pair;
+            // SAFETY: each tile's weights are `tile_weights` long and these runs are among those
+            // checked.
+            unsafe {
+                if out.len() == 2 * TILE_LEN {
+                    let (out0, out1) = out.split_at_mut(TILE_LEN);
+                    let w = [weights(tile), weights(tile + 1)];
+                    accumulate_two_tiles_unchecked(path, rows(tile + 1), w, operand, pixel_runs, [out0, out1]);
+                } else {
+                    accumulate_rows_unchecked(path, rows(tile), weights(tile), operand, pixel_runs, out);
+                }
+            }
         }
     }
 }
@@ -156,6 +182,8 @@ const ROW_BANDS: usize = 4;
 /// `[N, source_channels, source_pixels]` (the image, or the map), and its output `[N,
 /// channels, rows * row_len]` summed over `kernel_rows` kernel rows.
 struct TileFrame {
+    /// The SIMD path of the layout changes and the tile.
+    path: SimdPath,
     source_channels: usize,
     source_pixels: usize,
     channels: usize,
@@ -210,7 +238,9 @@ impl TileFrame {
         laid_out
             .par_chunks_mut(chunk_source)
             .zip(source.par_chunks(chunk_source))
-            .for_each(|(laid_out, source)| to_tile_layout(source, self.source_channels, self.source_pixels, laid_out));
+            .for_each(|(laid_out, source)| {
+                to_tile_layout(self.path, source, self.source_channels, self.source_pixels, laid_out)
+            });
         let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
         let mut sums = Scratch::take(chunks * chunk_sums);
@@ -232,14 +262,14 @@ impl TileFrame {
                     if self.longest_run < SHORT_RUN {
                         for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                             self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                            accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
+                            accumulate_row(self.path, packed, tiles, self.channels, operand, runs, bounds, row);
                         }
                     } else {
                         for ki in 0..self.kernel_rows {
                             for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                                 runs.clear();
                                 if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
-                                    accumulate_row(packed, tiles, self.channels, operand, runs, bounds, row);
+                                    accumulate_row(self.path, packed, tiles, self.channels, operand, runs, bounds, row);
                                 }
                             }
                         }
@@ -253,7 +283,7 @@ impl TileFrame {
             );
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
-            .for_each(|(out, sums)| from_tile_layout(sums, self.channels, padded, pixels, out));
+            .for_each(|(out, sums)| from_tile_layout(self.path, sums, self.channels, padded, pixels, out));
     }
 
     /// `runs_of(ki, row, runs, bounds)` after it, with `bounds` set to the one entry its
@@ -309,7 +339,13 @@ impl TileFrame {
 /// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
 /// kernel row inside the image (a run covers the row's kernel columns inside the image and
 /// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
-pub(super) fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+pub(super) fn forward_by_tiles<T: Element>(
+    path: SimdPath,
+    g: &ConvGeometry,
+    x: &[T],
+    w: &[T],
+    epilogue: Epilogue<T>,
+) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let image_len = c * g.in_h * g.in_w;
     if g.batch * o * pix == 0 || image_len == 0 {
@@ -355,6 +391,7 @@ pub(super) fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], e
         true
     };
     let frame = TileFrame {
+        path,
         source_channels: c,
         source_pixels: g.in_h * g.in_w,
         channels: o,
@@ -373,7 +410,13 @@ pub(super) fn forward_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], e
 /// of input channels, one tile summed over a run per kernel tap that reaches an output
 /// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
 /// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
-pub(super) fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
+pub(super) fn input_adjoint_by_tiles<T: Element>(
+    path: SimdPath,
+    g: &ConvGeometry,
+    gy: &[T],
+    w: &[T],
+    epilogue: Epilogue<T>,
+) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
     if g.batch * image_len == 0 || pix == 0 || o == 0 {
@@ -414,6 +457,7 @@ pub(super) fn input_adjoint_by_tiles<T: Element>(g: &ConvGeometry, gy: &[T], w: 
         true
     };
     let frame = TileFrame {
+        path,
         source_channels: o,
         source_pixels: pix,
         channels: c,

@@ -4,9 +4,13 @@
 
 use super::scratch::Scratch;
 use super::taps_inside_image;
-use super::tile::{accumulate_rows_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use super::tile::{
+    accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_unchecked, check_runs, Run,
+    TILE_LEN, TILE_ROWS, TILE_SAMPLES,
+};
 use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
+use crate::cpu::simd::SimdPath;
 use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -22,7 +26,14 @@ const TASK_TILES: usize = 16;
 
 /// `[N, C, P]` as `[ceil(C / block), P, N, block]`: channels by blocks of `block`, the block
 /// fastest, then the sample; channels past `C` are zero.
-fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels: usize, block: usize) -> Scratch<T> {
+fn to_channel_blocks<T: Element>(
+    path: SimdPath,
+    x: &[T],
+    batch: usize,
+    channels: usize,
+    pixels: usize,
+    block: usize,
+) -> Scratch<T> {
     let blocks = channels.div_ceil(block);
     let mut out = Scratch::take(blocks * pixels * batch * block);
     if out.is_empty() {
@@ -42,6 +53,7 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
                 for n in 0..batch {
                     for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
                         transpose_block(
+                            path,
                             &x[(n * channels + c0 + k0) * pixels + p0..],
                             pixels,
                             TRANSPOSE_BLOCK.min(width - k0),
@@ -73,15 +85,15 @@ fn to_channel_blocks<T: Element>(x: &[T], batch: usize, channels: usize, pixels:
 /// [`STEPS_PER_GROUP`] steps; for each group, each block of input channels (in L1) goes under
 /// each of the task's tiles of output channels (their maps in L2). Every output tile is summed
 /// by one task in an order fixed by the geometry: reproducible bit for bit.
-pub(super) fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
     let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
     if n == 0 || pix == 0 || o * c * taps == 0 {
         return vec![T::ZERO; o * c * taps];
     }
     let (otiles, ctiles) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
-    let maps = to_channel_blocks(gy, n, o, pix, TILE_ROWS);
-    let inputs = to_channel_blocks(x, n, c, image_pix, TILE_SAMPLES);
+    let maps = to_channel_blocks(path, gy, n, o, pix, TILE_ROWS);
+    let inputs = to_channel_blocks(path, x, n, c, image_pix, TILE_SAMPLES);
     let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
@@ -126,13 +138,25 @@ pub(super) fn weight_grad_by_tiles<T: Element>(g: &ConvGeometry, x: &[T], gy: &[
         for group in runs.chunks(per_group) {
             for block in 0..ctiles {
                 let block_inputs = &inputs[block * inputs_per_block..][..inputs_per_block];
-                for (i, per_otile) in out.chunks_exact_mut(ctiles * TILE_LEN).enumerate() {
-                    let tile_maps = &maps[(first_otile + i) * maps_per_tile..][..maps_per_tile];
-                    let tile = &mut per_otile[block * TILE_LEN..][..TILE_LEN];
-                    let rows = (o - (first_otile + i) * TILE_ROWS).min(TILE_ROWS);
+                let tile_maps = |otile: usize| &maps[(first_otile + otile) * maps_per_tile..][..maps_per_tile];
+                let rows = |otile: usize| (o - (first_otile + otile) * TILE_ROWS).min(TILE_ROWS);
+                // Tiles of output channels in pairs, which share the inputs and the runs.
+                for (pair, per_pair) in out.chunks_mut(2 * ctiles * TILE_LEN).enumerate() {
+                    let otile = 2 * pair;
+                    let (first, second) = per_pair.split_at_mut(ctiles * TILE_LEN);
+                    let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
                     // SAFETY: the slices have the checked lengths, and `group` is among the
                     // checked runs.
-                    unsafe { accumulate_rows_unchecked(rows, tile_maps, block_inputs, group, tile) };
+                    unsafe {
+                        if second.is_empty() {
+                            accumulate_rows_unchecked(path, rows(otile), tile_maps(otile), block_inputs, group, tile0);
+                        } else {
+                            let tile1 = &mut second[block * TILE_LEN..][..TILE_LEN];
+                            let maps = [tile_maps(otile), tile_maps(otile + 1)];
+                            let outs = [tile0, tile1];
+                            accumulate_two_tiles_unchecked(path, rows(otile + 1), maps, block_inputs, group, outs);
+                        }
+                    }
                 }
             }
         }
@@ -170,7 +194,7 @@ const ROWS_PER_TASK: usize = 4;
 /// A task is (input channel, kernel row, group of kernel columns, band of
 /// [`ROWS_PER_TASK`] output rows), in parallel; the bands' partial sums are added in band
 /// order, so a run is reproducible bit for bit.
-pub(super) fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
+pub(super) fn weight_grad_by_kernel_columns<T: Element>(path: SimdPath, g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
     let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
     let (pix, kh, kw) = (g.out_h * g.out_w, g.kernel_h, g.kernel_w);
     if n == 0 || pix == 0 || o * c * kh * kw == 0 {
@@ -181,7 +205,7 @@ pub(super) fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T
         kw.div_ceil(TILE_ROWS),
         g.out_h.div_ceil(ROWS_PER_TASK),
     );
-    let maps = to_channel_blocks(gy, n, o, pix, TILE_SAMPLES);
+    let maps = to_channel_blocks(path, gy, n, o, pix, TILE_SAMPLES);
     let maps_per_block = pix * n * TILE_SAMPLES;
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     let tasks = c * kh * groups * bands;
@@ -220,11 +244,21 @@ pub(super) fn weight_grad_by_kernel_columns<T: Element>(g: &ConvGeometry, x: &[T
                 }
             }
             check_runs(runs, seen.len(), maps_per_block);
-            for (block, tile) in out.chunks_exact_mut(TILE_LEN).enumerate() {
-                let block_maps = &maps[block * maps_per_block..][..maps_per_block];
-                let rows = (kw - group * TILE_ROWS).min(TILE_ROWS);
+            let block_maps = |block: usize| &maps[block * maps_per_block..][..maps_per_block];
+            let rows = (kw - group * TILE_ROWS).min(TILE_ROWS);
+            // Blocks of output channels in pairs, which share the gathered values and the runs.
+            for (pair, tiles) in out.chunks_mut(2 * TILE_LEN).enumerate() {
+                let block = 2 * pair;
                 // SAFETY: the runs were checked against `seen` and maps of this length.
-                unsafe { accumulate_rows_unchecked(rows, seen, block_maps, runs, tile) };
+                unsafe {
+                    if tiles.len() == 2 * TILE_LEN {
+                        let (tile0, tile1) = tiles.split_at_mut(TILE_LEN);
+                        let maps = [block_maps(block), block_maps(block + 1)];
+                        accumulate_two_blocks_unchecked(path, rows, seen, maps, runs, [tile0, tile1]);
+                    } else {
+                        accumulate_rows_unchecked(path, rows, seen, block_maps(block), runs, tiles);
+                    }
+                }
             }
         },
     );

@@ -1,0 +1,426 @@
+//! SIMD on the CPU: which vector instructions the hot loops use, chosen once per process, and
+//! the f32 vector type they are written over.
+//!
+//! The paths ([`SimdPath`]), widest first:
+//! - `avx512`: x86-64 with AVX-512F (and AVX2 and FMA, which every such processor has):
+//!   16-lane vectors, 32 registers;
+//! - `avx2`: x86-64 with AVX2 and FMA: 8 lanes, 16 registers;
+//! - `neon`: aarch64 (Apple silicon, Graviton): 4 lanes, 32 registers;
+//! - `portable`: plain Rust on any processor (what the compiler makes of 8-lane arrays, without
+//!   fused multiply-adds).
+//!
+//! A process uses the widest path its processor has, or the one `EARTHMOVER_SIMD=avx512|avx2|
+//! neon|portable` names (read once, at the first kernel that asks). A path's results are the
+//! same bit for bit from run to run; different paths may differ in the last bits (`portable`
+//! rounds the product before the add, the others fuse them), so forcing one path reproduces a
+//! run across machines that have it.
+//!
+//! Kernels are written once, generic over [`F32Simd`], and entered through one function per
+//! path compiled for that path's instructions (`#[target_feature]`): the generic body is
+//! inlined into each, so each path gets its own machine code from one source. Each kernel
+//! takes the path as an argument, so that tests can run every path the machine supports in
+//! one process; [`active_path`] is what the kernels are given outside tests.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The vector instructions a kernel runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimdPath {
+    /// Plain Rust, for any processor.
+    Portable,
+    /// x86-64 AVX2 and FMA.
+    Avx2,
+    /// x86-64 AVX-512F (with AVX2 and FMA).
+    Avx512,
+    /// aarch64 NEON.
+    Neon,
+}
+
+impl SimdPath {
+    /// Every path, widest first.
+    pub const ALL: [SimdPath; 4] = [SimdPath::Avx512, SimdPath::Avx2, SimdPath::Neon, SimdPath::Portable];
+
+    /// The name `EARTHMOVER_SIMD` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdPath::Portable => "portable",
+            SimdPath::Avx2 => "avx2",
+            SimdPath::Avx512 => "avx512",
+            SimdPath::Neon => "neon",
+        }
+    }
+
+    /// The path of a name, or an error that lists the names.
+    pub fn from_name(name: &str) -> Result<SimdPath, String> {
+        SimdPath::ALL
+            .into_iter()
+            .find(|p| p.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown SIMD path `{name}`: expected one of avx512, avx2, neon, portable"))
+    }
+
+    /// Whether this processor can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            SimdPath::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            SimdPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The widest path this processor supports.
+    pub fn widest_supported() -> SimdPath {
+        SimdPath::ALL
+            .into_iter()
+            .find(|p| p.is_supported())
+            .unwrap_or(SimdPath::Portable)
+    }
+
+    /// Every path this processor supports, widest first.
+    pub fn supported() -> Vec<SimdPath> {
+        SimdPath::ALL.into_iter().filter(|p| p.is_supported()).collect()
+    }
+
+    /// f32 lanes of one vector.
+    pub fn f32_lanes(self) -> usize {
+        match self {
+            SimdPath::Avx512 => 16,
+            SimdPath::Avx2 | SimdPath::Portable => 8,
+            SimdPath::Neon => 4,
+        }
+    }
+}
+
+impl fmt::Display for SimdPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The path `EARTHMOVER_SIMD` asks for (the widest supported when it is unset or empty), or
+/// why it cannot be had: an unknown name, or a path this processor lacks. Programs call it at
+/// start to refuse a bad setting with a message; the kernels use [`active_path`].
+pub fn configured_path() -> Result<SimdPath, String> {
+    match std::env::var("EARTHMOVER_SIMD") {
+        Ok(name) if !name.trim().is_empty() => {
+            let path = SimdPath::from_name(&name).map_err(|e| format!("EARTHMOVER_SIMD: {e}"))?;
+            if path.is_supported() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "EARTHMOVER_SIMD={name}: this processor cannot run the {path} path (it supports {})",
+                    SimdPath::supported()
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+        _ => Ok(SimdPath::widest_supported()),
+    }
+}
+
+/// The path the kernels of this process run: [`configured_path`], read once. A bad setting is
+/// reported on standard error and the widest supported path used instead (programs refuse it
+/// at start through `configured_path`; a library must not stop its caller).
+pub fn active_path() -> SimdPath {
+    static PATH: OnceLock<SimdPath> = OnceLock::new();
+    *PATH.get_or_init(|| {
+        configured_path().unwrap_or_else(|e| {
+            let fallback = SimdPath::widest_supported();
+            eprintln!("earthmover: {e}; using {fallback}");
+            fallback
+        })
+    })
+}
+
+/// f32 vectors of one instruction set, for kernels written once over them. The methods are
+/// `unsafe` because they are only sound inside a function compiled for the instruction set
+/// (`#[target_feature]`) on a processor that has it, and because the loads and stores take
+/// raw pointers: each names what it reads or writes.
+pub(crate) trait F32Simd {
+    /// One vector of [`F32Simd::LANES`] f32.
+    type V: Copy;
+    const LANES: usize;
+
+    /// All lanes 0.
+    unsafe fn zero() -> Self::V;
+    /// All lanes the f32 at `p` (a broadcast load).
+    unsafe fn broadcast(p: *const f32) -> Self::V;
+    /// `LANES` f32 from `p` (no alignment needed).
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// `v` to the `LANES` f32 at `p`.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a * b + c`, fused where the instruction set has it.
+    unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Ask for the cache line of `p` ahead of its use (a hint; `p` need not be valid).
+    unsafe fn prefetch(p: *const f32);
+    /// The 8x8 block of f32 at `src` (rows `src_stride` apart) written transposed at `dst`
+    /// (rows `dst_stride` apart).
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize);
+}
+
+/// Plain Rust: 8-lane arrays, which the compiler maps onto whatever vectors the target has.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable;
+
+impl F32Simd for Portable {
+    type V = [f32; 8];
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> [f32; 8] {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    unsafe fn broadcast(p: *const f32) -> [f32; 8] {
+        // SAFETY: the caller vouches for `p`.
+        [unsafe { *p }; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> [f32; 8] {
+        // SAFETY: the caller vouches for eight f32 at `p`; `read_unaligned` needs no alignment.
+        unsafe { (p as *const [f32; 8]).read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: [f32; 8]) {
+        // SAFETY: as `load`.
+        unsafe { (p as *mut [f32; 8]).write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+        // Rounded twice: a fused `f32::mul_add` is a slow library call where the processor
+        // has no FMA, and this path is for processors we have no vector path for.
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    unsafe fn prefetch(_: *const f32) {}
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        for j in 0..8 {
+            for i in 0..8 {
+                // SAFETY: the caller vouches for both 8x8 blocks.
+                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::F32Simd;
+    use std::arch::x86_64::*;
+
+    /// AVX2 with FMA: 8 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2;
+
+    /// AVX-512F: 16 lanes (its transposes use AVX2, which every AVX-512 processor has).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512;
+
+    impl F32Simd for Avx2 {
+        type V = __m256;
+        const LANES: usize = 8;
+
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const f32) -> __m256 {
+            unsafe { _mm256_broadcast_ss(&*p) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
+        #[inline(always)]
+        unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+            unsafe { transpose_8x8_avx(src, src_stride, dst, dst_stride) }
+        }
+    }
+
+    impl F32Simd for Avx512 {
+        type V = __m512;
+        const LANES: usize = 16;
+
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const f32) -> __m512 {
+            unsafe { _mm512_set1_ps(*p) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
+        #[inline(always)]
+        unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+            unsafe { transpose_8x8_avx(src, src_stride, dst, dst_stride) }
+        }
+    }
+
+    /// An 8x8 block transposed in 256-bit registers: interleave pairs of rows, then pairs of
+    /// pairs, then swap the 128-bit halves.
+    #[inline(always)]
+    unsafe fn transpose_8x8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        unsafe {
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+            // Row pairs: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7].
+            let lo = |a, b| _mm256_unpacklo_ps(a, b);
+            let hi = |a, b| _mm256_unpackhi_ps(a, b);
+            let t = [
+                lo(r[0], r[1]),
+                hi(r[0], r[1]),
+                lo(r[2], r[3]),
+                hi(r[2], r[3]),
+                lo(r[4], r[5]),
+                hi(r[4], r[5]),
+                lo(r[6], r[7]),
+                hi(r[6], r[7]),
+            ];
+            // Pairs of pairs: four rows' column k in each 128-bit half (k and k + 4).
+            let u = [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+            ];
+            // Column k: the low halves of rows 0-3 and 4-7 (k < 4), or the high halves.
+            for k in 0..4 {
+                let column = _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]);
+                _mm256_storeu_ps(dst.add(k * dst_stride), column);
+                let column = _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]);
+                _mm256_storeu_ps(dst.add((k + 4) * dst_stride), column);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::F32Simd;
+    use std::arch::aarch64::*;
+
+    /// NEON: 4 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Neon;
+
+    impl F32Simd for Neon {
+        type V = float32x4_t;
+        const LANES: usize = 4;
+
+        #[inline(always)]
+        unsafe fn zero() -> float32x4_t {
+            unsafe { vdupq_n_f32(0.0) }
+        }
+        #[inline(always)]
+        unsafe fn broadcast(p: *const f32) -> float32x4_t {
+            unsafe { vld1q_dup_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> float32x4_t {
+            unsafe { vld1q_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: float32x4_t) {
+            unsafe { vst1q_f32(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+            // vfmaq_f32(c, a, b) = c + a * b, fused.
+            unsafe { vfmaq_f32(c, a, b) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(_: *const f32) {}
+        #[inline(always)]
+        unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+            // Four 4x4 blocks, each transposed in registers and written to the mirrored place.
+            for (bi, bj) in [(0, 0), (0, 4), (4, 0), (4, 4)] {
+                unsafe {
+                    let at = |i: usize| vld1q_f32(src.add((bi + i) * src_stride + bj));
+                    let (r0, r1, r2, r3) = (at(0), at(1), at(2), at(3));
+                    // Interleave pairs of rows, then pairs of 64-bit halves.
+                    let t01 = vtrnq_f32(r0, r1);
+                    let t23 = vtrnq_f32(r2, r3);
+                    let c0 = vcombine_f32(vget_low_f32(t01.0), vget_low_f32(t23.0));
+                    let c1 = vcombine_f32(vget_low_f32(t01.1), vget_low_f32(t23.1));
+                    let c2 = vcombine_f32(vget_high_f32(t01.0), vget_high_f32(t23.0));
+                    let c3 = vcombine_f32(vget_high_f32(t01.1), vget_high_f32(t23.1));
+                    for (k, column) in [c0, c1, c2, c3].into_iter().enumerate() {
+                        vst1q_f32(dst.add((bj + k) * dst_stride + bi), column);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_the_widest_path_is_supported() {
+        for path in SimdPath::ALL {
+            assert_eq!(SimdPath::from_name(path.name()), Ok(path));
+        }
+        assert_eq!(SimdPath::from_name(" AVX2 "), Ok(SimdPath::Avx2));
+        assert!(SimdPath::from_name("sse9")
+            .unwrap_err()
+            .contains("avx512, avx2, neon, portable"));
+        assert!(SimdPath::Portable.is_supported());
+        assert!(SimdPath::widest_supported().is_supported());
+        assert_eq!(SimdPath::supported()[0], SimdPath::widest_supported());
+        // What this machine runs, for the test log.
+        eprintln!("SIMD paths here: {:?}", SimdPath::supported());
+    }
+}
