@@ -6,14 +6,17 @@
 //! python benches/reference/cpu_kernels.py              # PyTorch, same shapes, same table
 //! ```
 //!
-//! - the FMA peak: independent chains of 256-bit fused multiply-adds on one thread and on every
-//!   rayon thread (x86-64 with AVX2 and FMA only);
+//! - the machine: the CPU model, the SIMD path in use (`EARTHMOVER_SIMD` chooses another), and
+//!   that path's FMA peak: independent chains of vector multiply-adds on one thread and on every
+//!   rayon thread;
 //! - square f32 matmuls, 128 to 2048;
 //! - every convolution of the reference networks at DIM 64, batch 64: forward, input gradient and
 //!   weight gradient, counted as nominal dense work (`2 * N * O * Ho * Wo * C * kh * kw` for a
 //!   conv, taps on the padding included), the count PyTorch's side uses too.
 //!
 //! Each figure is the median of several runs after a warm-up.
+
+mod common;
 
 use earthmover::tensor::{no_grad, ConvOptions, DType, Tensor};
 use std::hint::black_box;
@@ -35,49 +38,6 @@ fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[runs / 2]
-}
-
-/// GFLOP/s of 12 independent chains of 8-wide FMAs per thread: what the cores can do at best.
-#[cfg(target_arch = "x86_64")]
-fn fma_peak_gflops(threads: usize) -> Option<f64> {
-    use std::arch::x86_64::*;
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-        return None;
-    }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn chains(iterations: u64) -> f32 {
-        let mut acc = [_mm256_set1_ps(0.0); 12];
-        let (a, b) = (_mm256_set1_ps(0.999_999_9), _mm256_set1_ps(1e-7));
-        for _ in 0..iterations {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, a, b);
-            }
-        }
-        let mut lanes = [0f32; 8];
-        acc.iter()
-            .map(|v| {
-                _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
-                lanes.iter().sum::<f32>()
-            })
-            .sum()
-    }
-    const ITERATIONS: u64 = 50_000_000;
-    let start = Instant::now();
-    let sum: f32 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            // SAFETY: the features `chains` is compiled for were detected above.
-            .map(|_| scope.spawn(|| unsafe { chains(ITERATIONS) }))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    });
-    black_box(sum);
-    let flops = threads as f64 * ITERATIONS as f64 * 12.0 * 8.0 * 2.0;
-    Some(flops / start.elapsed().as_secs_f64() / 1e9)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn fma_peak_gflops(_threads: usize) -> Option<f64> {
-    None
 }
 
 /// One convolution of the reference networks, in conv2d's terms: `[N, c, h, h]` -> `[N, o, ho,
@@ -153,13 +113,8 @@ const CONVS: [Conv; 6] = [
 fn main() {
     let threads = earthmover::kernels::cpu::current_num_threads();
     println!("earthmover, {threads} threads");
-    let peak_one = fma_peak_gflops(1);
-    let peak_all = fma_peak_gflops(threads);
-    match (peak_one, peak_all) {
-        (Some(one), Some(all)) => println!("FMA peak: {one:.1} GFLOP/s on 1 thread, {all:.1} on {threads}"),
-        _ => println!("FMA peak: not measured (needs x86-64 with AVX2 and FMA)"),
-    }
-    let percent = |gflops: f64| peak_all.map_or(String::from("-"), |p| format!("{:.0}%", 100.0 * gflops / p));
+    let peak = common::print_machine(threads);
+    let percent = |gflops: f64| format!("{:.0}%", 100.0 * gflops / peak.all);
 
     println!("\nmatmul, f32, n x n x n");
     println!("{:>6} {:>10} {:>10} {:>8}", "n", "ms", "GFLOP/s", "of peak");
@@ -174,8 +129,8 @@ fn main() {
 
     println!("\nconvolutions of the reference networks (DIM 64, batch 64, 5x5, stride 2, padding 2), f32");
     println!(
-        "{:<30} {:>11} {:>11} {:>11} {:>9}",
-        "layer", "forward ms", "input ms", "weight ms", "GFLOP/s"
+        "{:<30} {:>11} {:>11} {:>11} {:>9} {:>8}",
+        "layer", "forward ms", "input ms", "weight ms", "GFLOP/s", "of peak"
     );
     for (i, conv) in CONVS.iter().enumerate() {
         let seed = 100 * (i as u64 + 1);
@@ -203,11 +158,12 @@ fn main() {
         let flops = (2 * BATCH * conv.o * conv.ho * conv.ho * conv.c * KERNEL * KERNEL) as f64;
         let gflops = 3.0 * flops / (forward + input + weight) / 1e9;
         println!(
-            "{:<30} {:>11.3} {:>11.3} {:>11.3} {gflops:>9.1}",
+            "{:<30} {:>11.3} {:>11.3} {:>11.3} {gflops:>9.1} {:>8}",
             conv.name,
             forward * 1e3,
             input * 1e3,
             weight * 1e3,
+            percent(gflops),
         );
     }
 }

@@ -2,12 +2,15 @@
 //! generator step) with the reference DCGAN networks at batch 64, on the CPU, or on GPU 0 with
 //! `cuda` among the arguments. Run with `cargo bench --bench train_step`; pass dims and
 //! algorithms to time, e.g. `cargo bench --bench train_step -- 32`, `cargo bench --bench
-//! train_step -- 64 wgan` or `cargo bench --bench train_step -- cuda 64`.
-//! Every step reads its losses back to the host, so GPU timings include the wait for the GPU.
+//! train_step -- 64 wgan` or `cargo bench --bench train_step -- cuda 64`, and `threads=1,2`
+//! to time the CPU step on pools of those many threads (default: all of rayon's). Every step
+//! reads its losses back to the host, so GPU timings include the wait for the GPU.
 //!
-//! Beside the time it prints, per configuration:
+//! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
+//! another) and that path's measured FMA peak. Beside the time it prints, per configuration:
 //! - the dense work of one iteration (the FLOPs of every CPU matmul and convolution, counted by
-//!   the GEMM as it runs) and the effective GFLOP/s it was done at (CPU only);
+//!   the GEMM as it runs), the effective GFLOP/s it was done at, and that as a share of the FMA
+//!   peak on as many threads (CPU only);
 //! - the peak resident memory of the process during that configuration (the high-water mark
 //!   is reset between configurations), and before the first one the resident memory of the
 //!   process with the data loaded, which every configuration's peak includes.
@@ -19,6 +22,8 @@ use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, TrainConfig, Trainer};
 use earthmover::Device;
 use std::time::Instant;
+
+mod common;
 
 /// A field of `/proc/self/status` in MB (`VmRSS`: resident now, `VmHWM`: the high-water mark).
 fn resident_mb(field: &str) -> Option<f64> {
@@ -44,10 +49,28 @@ fn main() {
     } else {
         Device::Cpu
     };
-    println!(
-        "device: {device}, {} threads",
-        earthmover::kernels::cpu::current_num_threads()
-    );
+    let all_threads = earthmover::kernels::cpu::current_num_threads();
+    println!("device: {device}, {all_threads} threads");
+    let thread_counts: Vec<usize> = std::env::args()
+        .filter_map(|a| a.strip_prefix("threads=").map(str::to_string))
+        .flat_map(|list| list.split(',').filter_map(|t| t.parse().ok()).collect::<Vec<usize>>())
+        .collect();
+    let thread_counts = if thread_counts.is_empty() || device != Device::Cpu {
+        vec![all_threads]
+    } else {
+        thread_counts
+    };
+    // The FMA peak on each thread count, to read the step's GFLOP/s against.
+    let peaks: Vec<f64> = if device == Device::Cpu {
+        common::print_machine(all_threads);
+        let path = earthmover::kernels::cpu::simd::active_path();
+        thread_counts
+            .iter()
+            .map(|&t| earthmover::kernels::cpu::simd::fma_peak_gflops(path, t))
+            .collect()
+    } else {
+        vec![f64::NAN; thread_counts.len()]
+    };
     if let Some(mb) = resident_mb("VmRSS:") {
         println!("resident before training (binary and data): {mb:.0} MB");
     }
@@ -59,11 +82,23 @@ fn main() {
         algos
     };
     println!(
-        "{:<8} {:>4} {:>6} {:>12} {:>11} {:>12} {:>9} {:>9}",
-        "algo", "dim", "batch", "s/iteration", "min s/iter", "GFLOP/iter", "GFLOP/s", "peak MB"
+        "{:<8} {:>4} {:>6} {:>7} {:>12} {:>11} {:>12} {:>9} {:>8} {:>9}",
+        "algo", "dim", "batch", "threads", "s/iteration", "min s/iter", "GFLOP/iter", "GFLOP/s", "of peak", "peak MB"
     );
-    for &dim in &dims {
-        for &algo in &algos {
+    for (&threads, &peak) in thread_counts.iter().zip(&peaks) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| time_configurations(&data, device, &dims, &algos, threads, peak));
+    }
+}
+
+/// Time every (dim, algorithm) on the current rayon pool of `threads` threads and print a row
+/// for each; `peak` is the FMA peak on that many threads (NaN on a GPU).
+fn time_configurations(data: &Mnist, device: Device, dims: &[usize], algos: &[Algo], threads: usize, peak: f64) {
+    for &dim in dims {
+        for &algo in algos {
             reset_peak_resident();
             let mut config = TrainConfig::new(algo);
             config.dim = dim;
@@ -75,27 +110,32 @@ fn main() {
                 eprintln!("skipped: {e}");
                 return;
             }
-            trainer.step(&data).expect("finite losses");
+            trainer.step(data).expect("finite losses");
             const RUNS: usize = 5;
             let flops_before = gemm_flops();
             let mut times: Vec<f64> = (0..RUNS)
                 .map(|_| {
                     let start = Instant::now();
-                    trainer.step(&data).expect("finite losses");
+                    trainer.step(data).expect("finite losses");
                     start.elapsed().as_secs_f64()
                 })
                 .collect();
             let gflop = (gemm_flops() - flops_before) as f64 / RUNS as f64 / 1e9;
             times.sort_by(f64::total_cmp);
             let median = times[RUNS / 2];
-            let (gflop, rate) = if device == Device::Cpu {
-                (format!("{gflop:.1}"), format!("{:.1}", gflop / median))
+            let (gflop, rate, share) = if device == Device::Cpu {
+                let rate = gflop / median;
+                (
+                    format!("{gflop:.1}"),
+                    format!("{rate:.1}"),
+                    format!("{:.0}%", 100.0 * rate / peak),
+                )
             } else {
-                ("-".into(), "-".into())
+                ("-".into(), "-".into(), "-".into())
             };
-            let peak = resident_mb("VmHWM:").map_or("-".into(), |mb| format!("{mb:.0}"));
+            let memory = resident_mb("VmHWM:").map_or("-".into(), |mb| format!("{mb:.0}"));
             println!(
-                "{:<8} {:>4} {:>6} {:>12.3} {:>11.3} {gflop:>12} {rate:>9} {peak:>9}",
+                "{:<8} {:>4} {:>6} {threads:>7} {:>12.3} {:>11.3} {gflop:>12} {rate:>9} {share:>8} {memory:>9}",
                 algo.to_string(),
                 dim,
                 64,

@@ -145,6 +145,86 @@ pub fn active_path() -> SimdPath {
     })
 }
 
+/// The rate of f32 multiply-adds this processor reaches on `path` with `threads` threads (each
+/// running twelve independent chains of vector multiply-adds for about a quarter of a
+/// second), in GFLOP/s (two per multiply-add): the ceiling the benchmarks compare kernels with.
+///
+/// Panics if `path` is not supported here.
+pub fn fma_peak_gflops(path: SimdPath, threads: usize) -> f64 {
+    assert!(
+        path.is_supported(),
+        "fma_peak_gflops: the {path} path is not supported here"
+    );
+    const CHAINS: usize = 12;
+    let iterations: u64 = 2_000_000_000 / (CHAINS as u64 * path.f32_lanes() as u64);
+    let start = std::time::Instant::now();
+    let sum: f32 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            // SAFETY: `path` is supported (asserted above).
+            .map(|_| scope.spawn(move || unsafe { fma_chains(path, iterations) }))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+    });
+    std::hint::black_box(sum);
+    let flops = threads.max(1) as f64 * iterations as f64 * (CHAINS * path.f32_lanes() * 2) as f64;
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// `iterations` rounds of twelve independent vector multiply-add chains on `path`.
+///
+/// # Safety
+/// `path` is supported by this processor.
+unsafe fn fma_chains(path: SimdPath, iterations: u64) -> f32 {
+    #[inline(always)]
+    unsafe fn chains<S: F32Simd>(iterations: u64) -> f32 {
+        let (a, b) = (0.999_999_9f32, 1e-7f32);
+        // SAFETY: register arithmetic, and stores into a local array of LANES f32 (at most 16).
+        unsafe {
+            let (a, b) = (S::broadcast(&a), S::broadcast(&b));
+            let mut acc = [S::zero(); 12];
+            for _ in 0..iterations {
+                for v in acc.iter_mut() {
+                    *v = S::mul_add(*v, a, b);
+                }
+            }
+            let mut lanes = [0f32; 16];
+            acc.iter()
+                .map(|&v| {
+                    S::store(lanes.as_mut_ptr(), v);
+                    lanes.iter().sum::<f32>()
+                })
+                .sum()
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(iterations: u64) -> f32 {
+        unsafe { chains::<Avx2>(iterations) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512(iterations: u64) -> f32 {
+        unsafe { chains::<Avx512>(iterations) }
+    }
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(iterations: u64) -> f32 {
+        unsafe { chains::<Neon>(iterations) }
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx512 => avx512(iterations),
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx2 => avx2(iterations),
+            #[cfg(target_arch = "aarch64")]
+            SimdPath::Neon => neon(iterations),
+            _ => chains::<Portable>(iterations),
+        }
+    }
+}
+
 /// f32 vectors of one instruction set, for kernels written once over them. The methods are
 /// `unsafe` because they are only sound inside a function compiled for the instruction set
 /// (`#[target_feature]`) on a processor that has it, and because the loads and stores take
