@@ -40,6 +40,59 @@ fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
     times[runs / 2]
 }
 
+/// The convolutions' register tile alone, on operands that fit in L1 (runs of 256 steps over
+/// the same 16 KiB of inputs): the ceiling of every tile path, per thread, against the FMA peak
+/// of one thread. One tile (6 rows) and two tiles sharing their inputs (12 rows, what AVX-512
+/// is given).
+fn register_tile(peak: &common::Peak) {
+    use earthmover::kernels::cpu::conv::tile::{
+        accumulate_rows_unchecked, accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
+    };
+    let path = earthmover::kernels::cpu::simd::active_path();
+    const STEPS: usize = 256;
+    let weights: Vec<f32> = (0..STEPS * TILE_ROWS).map(|v| (v % 7) as f32 * 0.01).collect();
+    let inputs: Vec<f32> = (0..STEPS * TILE_SAMPLES).map(|v| (v % 5) as f32 * 0.01).collect();
+    let runs = vec![
+        Run {
+            weights: 0,
+            inputs: 0,
+            len: STEPS,
+        };
+        64
+    ];
+    check_runs(&runs, weights.len(), inputs.len());
+    let (mut a, mut b) = (vec![0f32; TILE_LEN], vec![0f32; TILE_LEN]);
+    let flops = (2 * runs.len() * STEPS * TILE_LEN) as f64;
+    // SAFETY: the runs were checked against these operands, and the path is this process's.
+    let one = median_seconds(21, || unsafe {
+        accumulate_rows_unchecked(path, TILE_ROWS, &weights, &inputs, &runs, &mut a)
+    });
+    let two = median_seconds(21, || unsafe {
+        accumulate_two_tiles_unchecked(path, TILE_ROWS, [&weights, &weights], &inputs, &runs, [&mut a, &mut b])
+    });
+    let blocks = median_seconds(21, || unsafe {
+        earthmover::kernels::cpu::conv::tile::accumulate_two_blocks_unchecked(
+            path,
+            TILE_ROWS,
+            &weights,
+            [&inputs, &inputs],
+            &runs,
+            [&mut a, &mut b],
+        )
+    });
+    black_box((&a, &b));
+    println!("\nregister tile ({path}), operands in L1, one thread");
+    println!("{:<28} {:>10} {:>8}", "", "GFLOP/s", "of peak");
+    for (name, seconds, flops) in [
+        ("one tile (6 x 16)", one, flops),
+        ("two tiles (12 x 16)", two, 2.0 * flops),
+        ("two input blocks (6 x 32)", blocks, 2.0 * flops),
+    ] {
+        let gflops = flops / seconds / 1e9;
+        println!("{name:<28} {gflops:>10.1} {:>7.0}%", 100.0 * gflops / peak.one);
+    }
+}
+
 /// One convolution of the reference networks, in conv2d's terms: `[N, c, h, h]` -> `[N, o, ho,
 /// ho]`, 5x5, stride 2, padding 2. A generator layer is the transpose of such a conv (its
 /// forward pass is this conv's input gradient), so it is listed with its roles swapped.
@@ -115,6 +168,8 @@ fn main() {
     println!("earthmover, {threads} threads");
     let peak = common::print_machine(threads);
     let percent = |gflops: f64| format!("{:.0}%", 100.0 * gflops / peak.all);
+
+    register_tile(&peak);
 
     println!("\nmatmul, f32, n x n x n");
     println!("{:>6} {:>10} {:>10} {:>8}", "n", "ms", "GFLOP/s", "of peak");

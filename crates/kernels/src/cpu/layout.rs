@@ -4,10 +4,12 @@
 //! layout.
 
 use super::PARALLEL_THRESHOLD;
-use crate::cpu::simd::{F32Simd, Portable, SimdPath};
+use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
+use crate::cpu::{as_f32, as_f32_slots};
 use crate::shape::contiguous_strides;
 use crate::Element;
 use rayon::prelude::*;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 /// Gather a contiguous tensor of `shape` whose element at index `i` is
@@ -117,46 +119,125 @@ pub fn transpose_block<T: Element>(
         fits(reach(rows, src_stride, cols), src.len()) && fits(reach(cols, dst_stride, rows), dst.len()),
         "transpose: a {rows}x{cols} block with strides {src_stride}/{dst_stride} reaches past its slices"
     );
-    if rows == B && cols == B && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        assert!(path.is_supported(), "transpose: the {path} path is not supported here");
-        let (s, d) = (src.as_ptr() as *const f32, dst.as_mut_ptr() as *mut f32);
-        // SAFETY: T is f32; the block lies inside both slices (checked above), and the
-        // processor supports `path`.
-        unsafe { transpose_8x8(path, s, src_stride, d, dst_stride) };
-        return;
-    }
-    for j in 0..cols {
-        for (i, d) in dst[j * dst_stride..][..rows].iter_mut().enumerate() {
-            d.write(src[i * src_stride + j]);
+    // SAFETY: the block lies inside both slices (checked above); the transposes write values
+    // of `src` only.
+    unsafe {
+        match (as_f32(src), as_f32_slots(dst)) {
+            (Some(src), Some(dst)) => dispatch(
+                path,
+                OneBlock {
+                    src: src.as_ptr(),
+                    src_stride,
+                    rows,
+                    cols,
+                    dst: dst.as_mut_ptr() as *mut f32,
+                    dst_stride,
+                },
+            ),
+            _ => transpose_block_unchecked::<T, ByElement>(
+                src.as_ptr(),
+                src_stride,
+                rows,
+                cols,
+                dst.as_mut_ptr() as *mut T,
+                dst_stride,
+            ),
         }
     }
 }
 
-/// [`F32Simd::transpose_8x8`] of `path`, entered through a function compiled for it.
+/// [`transpose_block`]'s one block on a SIMD path.
+struct OneBlock {
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+}
+
+impl SimdKernel for OneBlock {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: F32Simd>(self) {
+        let OneBlock {
+            src,
+            src_stride,
+            rows,
+            cols,
+            dst,
+            dst_stride,
+        } = self;
+        // SAFETY: `transpose_block` checked both blocks; `run`'s caller compiled this for S.
+        unsafe { transpose_block_unchecked::<f32, InRegisters<S>>(src, src_stride, rows, cols, dst, dst_stride) }
+    }
+}
+
+/// How a layout change transposes a full 8x8 block: in vector registers ([`InRegisters`], f32
+/// on a SIMD path) or element by element ([`ByElement`], any element type). The layout changes
+/// of the convolutions are written once, generic over it, and run in registers through
+/// [`dispatch`].
+pub(crate) trait Transpose8x8<T> {
+    /// The 8x8 block at `src` (rows `src_stride` apart) written transposed at `dst` (rows
+    /// `dst_stride` apart).
+    ///
+    /// # Safety
+    /// Both blocks are in bounds (and for [`InRegisters`], the caller is compiled for its
+    /// instructions).
+    unsafe fn transpose_8x8(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize);
+}
+
+/// Element by element.
+pub(crate) struct ByElement;
+
+impl<T: Copy> Transpose8x8<T> for ByElement {
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize) {
+        for j in 0..8 {
+            for i in 0..8 {
+                // SAFETY: the caller vouches for both blocks.
+                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
+            }
+        }
+    }
+}
+
+/// In vector registers of `S` ([`F32Simd::transpose_8x8`]).
+pub(crate) struct InRegisters<S>(PhantomData<S>);
+
+impl<S: F32Simd> Transpose8x8<f32> for InRegisters<S> {
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: forwarded to the caller.
+        unsafe { S::transpose_8x8(src, src_stride, dst, dst_stride) }
+    }
+}
+
+/// [`transpose_block`] without its checks, for loops that checked the range of all their
+/// blocks once: a full 8x8 block through `X`, a smaller one element by element.
 ///
 /// # Safety
-/// Both 8x8 blocks are in bounds, and the processor supports `path`.
-unsafe fn transpose_8x8(path: SimdPath, src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-        // SAFETY: forwarded; compiled for AVX2 (which the AVX-512 path has too).
-        unsafe { crate::cpu::simd::Avx2::transpose_8x8(src, src_stride, dst, dst_stride) }
-    }
-    #[cfg(target_arch = "aarch64")]
-    #[target_feature(enable = "neon")]
-    unsafe fn neon(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
-        // SAFETY: forwarded; compiled for NEON.
-        unsafe { crate::cpu::simd::Neon::transpose_8x8(src, src_stride, dst, dst_stride) }
-    }
+/// `rows` and `cols` are at most 8, and the block lies inside both the memory at `src` (rows
+/// `src_stride` apart) and at `dst` (rows `dst_stride` apart).
+#[inline(always)]
+pub(crate) unsafe fn transpose_block_unchecked<T: Copy, X: Transpose8x8<T>>(
+    src: *const T,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut T,
+    dst_stride: usize,
+) {
     // SAFETY: forwarded to the caller.
     unsafe {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx2 | SimdPath::Avx512 => avx(src, src_stride, dst, dst_stride),
-            #[cfg(target_arch = "aarch64")]
-            SimdPath::Neon => neon(src, src_stride, dst, dst_stride),
-            _ => Portable::transpose_8x8(src, src_stride, dst, dst_stride),
+        if rows == TRANSPOSE_BLOCK && cols == TRANSPOSE_BLOCK {
+            X::transpose_8x8(src, src_stride, dst, dst_stride);
+            return;
+        }
+        for j in 0..cols {
+            for i in 0..rows {
+                *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j);
+            }
         }
     }
 }

@@ -80,3 +80,19 @@ pub(crate) unsafe fn as_slots<T>(x: &mut [T]) -> &mut [std::mem::MaybeUninit<T>]
     // SAFETY: MaybeUninit<T> has T's layout; the caller writes only initialised values.
     unsafe { &mut *(x as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
 }
+
+/// `x` as f32, when `T` is f32: the key to the kernels' f32-only SIMD paths.
+pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
+}
+
+/// Slots to write as f32 slots, when `T` is f32.
+pub(crate) fn as_f32_slots<T: 'static>(
+    x: &mut [std::mem::MaybeUninit<T>],
+) -> Option<&mut [std::mem::MaybeUninit<f32>]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so these are slots of f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut std::mem::MaybeUninit<f32>, x.len()) })
+}

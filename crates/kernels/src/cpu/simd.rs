@@ -225,6 +225,55 @@ unsafe fn fma_chains(path: SimdPath, iterations: u64) -> f32 {
     }
 }
 
+/// A kernel written once over [`F32Simd`], with its arguments as fields: [`dispatch`] calls
+/// `run::<S>` for a path's `S` inside a function compiled for that path's instructions, so
+/// that the generic body (which must be `#[inline(always)]`) becomes machine code of that path.
+pub(crate) trait SimdKernel {
+    type Output;
+    /// # Safety
+    /// The processor has `S`'s instructions, and the caller runs this only inside a function
+    /// compiled for them ([`dispatch`] does both).
+    unsafe fn run<S: F32Simd>(self) -> Self::Output;
+}
+
+/// Run `kernel` on `path`. Panics if this processor does not support `path`.
+pub(crate) fn dispatch<K: SimdKernel>(path: SimdPath, kernel: K) -> K::Output {
+    assert!(
+        path.is_supported(),
+        "the {path} SIMD path is not supported by this processor"
+    );
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<K: SimdKernel>(kernel: K) -> K::Output {
+        // SAFETY: compiled for AVX2 and FMA, which `dispatch` checked.
+        unsafe { kernel.run::<Avx2>() }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<K: SimdKernel>(kernel: K) -> K::Output {
+        // SAFETY: compiled for AVX-512F, which `dispatch` checked.
+        unsafe { kernel.run::<Avx512>() }
+    }
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon<K: SimdKernel>(kernel: K) -> K::Output {
+        // SAFETY: compiled for NEON, which `dispatch` checked.
+        unsafe { kernel.run::<Neon>() }
+    }
+    // SAFETY: the path is supported (asserted above).
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx512 => avx512(kernel),
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx2 => avx2(kernel),
+            #[cfg(target_arch = "aarch64")]
+            SimdPath::Neon => neon(kernel),
+            _ => kernel.run::<Portable>(),
+        }
+    }
+}
+
 /// f32 vectors of one instruction set, for kernels written once over them. The methods are
 /// `unsafe` because they are only sound inside a function compiled for the instruction set
 /// (`#[target_feature]`) on a processor that has it, and because the loads and stores take

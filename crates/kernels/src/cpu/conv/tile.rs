@@ -18,6 +18,7 @@
 //! vectors of sums, as AVX2's one tile has. `f64` (the reference tests' precision) runs a plain
 //! loop.
 
+use crate::cpu::as_f32;
 use crate::cpu::simd::{active_path, SimdPath};
 use crate::Element;
 
@@ -177,13 +178,6 @@ pub unsafe fn accumulate_two_blocks_unchecked<T: Element>(
         accumulate_rows_unchecked(path, rows, weights, inputs[0], runs, out0);
         accumulate_rows_unchecked(path, rows, weights, inputs[1], runs, out1);
     }
-}
-
-/// `x` as f32, when `T` is f32.
-fn as_f32<T: Element>(x: &[T]) -> Option<&[f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        // SAFETY: T is f32, so the slice is one of f32.
-        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
 }
 
 /// The f32 tile kernel, written once over [`F32Simd`], and its entry for each SIMD path.

@@ -8,12 +8,13 @@ use super::tile::{
     accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_unchecked, check_runs, Run,
     TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
-use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
+use crate::cpu::layout::{transpose_block_unchecked, ByElement, InRegisters, Transpose8x8, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
-use crate::cpu::simd::SimdPath;
-use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
+use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
+use crate::cpu::{as_f32, as_f32_slots, as_slots, assume_init_vec, uninit_vec};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Steps of the weight gradient's reduction that one group of runs spans: a block of input
 /// channels over a group (`STEPS_PER_GROUP * TILE_SAMPLES` values, 16 KiB in f32) stays in L1
@@ -39,39 +40,108 @@ fn to_channel_blocks<T: Element>(
     if out.is_empty() {
         return out;
     }
+    assert!(
+        x.len() >= batch * channels * pixels,
+        "to_channel_blocks: input too short"
+    );
     // SAFETY: the transposes below write values of `x` or zeros, nothing uninitialised.
     unsafe { as_slots(&mut out) }
         .par_chunks_mut(pixels * batch * block)
         .enumerate()
         .for_each(|(b, out)| {
-            let (c0, c1) = (b * block, ((b + 1) * block).min(channels));
-            // By 8x8 blocks of (channel, pixel), channels innermost: each (pixel, sample) run
-            // of the output is written whole at once (see `to_tile_layout`).
-            let width = c1 - c0;
-            for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
-                let cols = TRANSPOSE_BLOCK.min(pixels - p0);
-                for n in 0..batch {
-                    for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
-                        transpose_block(
-                            path,
-                            &x[(n * channels + c0 + k0) * pixels + p0..],
-                            pixels,
-                            TRANSPOSE_BLOCK.min(width - k0),
-                            cols,
-                            &mut out[(p0 * batch + n) * block + k0..],
-                            batch * block,
-                        );
+            let blocks = ChannelBlock {
+                first: b * block,
+                end: ((b + 1) * block).min(channels),
+                batch,
+                channels,
+                pixels,
+                block,
+            };
+            // SAFETY: `x` holds every sample's channels and pixels (asserted above) and `out`
+            // is this block's `pixels * batch * block` slots.
+            unsafe {
+                match as_f32(x) {
+                    Some(x) => {
+                        let out = as_f32_slots(out).expect("f32 slots when the input is f32");
+                        dispatch(path, ChannelBlockF32 { blocks, x, out })
                     }
+                    None => blocks.write::<T, ByElement>(x, out),
                 }
-            }
-            // The lanes past the last channel.
-            for lanes in out.chunks_exact_mut(block) {
-                lanes[c1 - c0..].iter_mut().for_each(|d| {
-                    d.write(T::ZERO);
-                });
             }
         });
     out
+}
+
+/// Block `[first, end)` of the channels of [`to_channel_blocks`], written once over the block
+/// transpose `X`.
+#[derive(Clone, Copy)]
+struct ChannelBlock {
+    first: usize,
+    end: usize,
+    batch: usize,
+    channels: usize,
+    pixels: usize,
+    block: usize,
+}
+
+impl ChannelBlock {
+    /// # Safety
+    /// `x` holds `batch * channels * pixels` values and `out` `pixels * batch * block` slots.
+    #[inline(always)]
+    unsafe fn write<T: Element, X: Transpose8x8<T>>(self, x: &[T], out: &mut [MaybeUninit<T>]) {
+        let ChannelBlock {
+            first,
+            end,
+            batch,
+            channels,
+            pixels,
+            block,
+        } = self;
+        let width = end - first;
+        let (src, dst) = (x.as_ptr(), out.as_mut_ptr() as *mut T);
+        // By 8x8 blocks of (channel, pixel), channels innermost: each (pixel, sample) run of the
+        // output is written whole at once (see `to_tile_layout`).
+        for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
+            let cols = TRANSPOSE_BLOCK.min(pixels - p0);
+            for n in 0..batch {
+                for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
+                    // SAFETY: inside both buffers, by the caller's contract.
+                    unsafe {
+                        transpose_block_unchecked::<T, X>(
+                            src.add((n * channels + first + k0) * pixels + p0),
+                            pixels,
+                            TRANSPOSE_BLOCK.min(width - k0),
+                            cols,
+                            dst.add((p0 * batch + n) * block + k0),
+                            batch * block,
+                        )
+                    };
+                }
+            }
+        }
+        // The lanes past the last channel.
+        for lanes in out.chunks_exact_mut(block) {
+            lanes[width..].iter_mut().for_each(|d| {
+                d.write(T::ZERO);
+            });
+        }
+    }
+}
+
+/// [`ChannelBlock::write`] of f32 in registers.
+struct ChannelBlockF32<'a> {
+    blocks: ChannelBlock,
+    x: &'a [f32],
+    out: &'a mut [MaybeUninit<f32>],
+}
+
+impl SimdKernel for ChannelBlockF32<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: F32Simd>(self) {
+        // SAFETY: `to_channel_blocks` checked the bounds; `dispatch` compiled this for S.
+        unsafe { self.blocks.write::<f32, InRegisters<S>>(self.x, self.out) }
+    }
 }
 
 /// `gw = conv2d_weight_grad(x, gy)` on the register tile: the tile's rows are
