@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{check, check2, check_second_order, for_each_device, on, randn};
+use common::{cases_on, check, check2, check_second_order, every, for_each_device, on, randn};
 use earthmover::tensor::Activation;
 use earthmover::{grad, ConvOptions, DType};
 
@@ -73,6 +73,37 @@ fn conv_transpose2d_grid() -> Vec<ConvOptions> {
     grid
 }
 
+/// One case of a sweep over a grid: kernel shape `KERNELS[k]` with option `i` of the grid.
+#[derive(Clone, Copy, Debug)]
+struct GridCase {
+    k: usize,
+    i: usize,
+    kernel: (usize, usize),
+    opts: ConvOptions,
+}
+
+/// Every kernel shape with every option of `grid`, kernel by kernel.
+fn with_each_kernel(grid: &[ConvOptions]) -> Vec<GridCase> {
+    let mut cases = Vec::new();
+    for (k, kernel) in KERNELS.into_iter().enumerate() {
+        for (i, &opts) in grid.iter().enumerate() {
+            cases.push(GridCase { k, i, kernel, opts });
+        }
+    }
+    cases
+}
+
+/// The second-order sweeps on the emulator: every 8th (kernel, options) case (see
+/// `common::cases_on`), 4 of conv2d's 30 and 7 of conv_transpose2d's 54. 8 is prime to both
+/// grids' lengths (15 and 27), so the two kernel shapes keep different options: conv2d's
+/// sample has strides 1 and 2, paddings 0 and 1, dilations 1 and 2 and the critic's layer
+/// (3x3, stride 2, padding 1); conv_transpose2d's adds padding 2, output paddings 0 and 1 and
+/// both options that differ between the axes. First order runs the whole grids on every
+/// device, and with them every conv kernel (the forward pass in the differences, the input
+/// adjoint and weight gradient in the analytic gradient) in every geometry; the second-order
+/// rules are the same code on every device, checked on the whole grids on the CPU.
+const SECOND_ORDER_ON_THE_EMULATOR: usize = 8;
+
 /// The size of conv2d's output along one axis.
 fn conv_out(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
     (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
@@ -118,20 +149,27 @@ fn conv2d_passes_gradcheck_across_the_grid_with_and_without_bias() {
 
 #[test]
 fn conv2d_passes_gradgradcheck_across_the_grid() {
-    // Second order on the whole grid, both kernel shapes, with the bias (the critic's layer).
+    // Second order on the whole grid, both kernel shapes, with the bias (the critic's layer);
+    // a sample of it on the emulator (SECOND_ORDER_ON_THE_EMULATOR).
     for_each_device(|device| {
         let x = randn(&[3, 2, 5, 7], 610);
         let b = randn(&[3], 611);
-        for (k, (kh, kw)) in KERNELS.into_iter().enumerate() {
+        let sweep = with_each_kernel(&conv2d_grid());
+        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
+        for GridCase {
+            k,
+            kernel: (kh, kw),
+            opts,
+            ..
+        } in cases_on(device, "conv2d gradgradcheck", sweep, on_emulator)
+        {
             let w = randn(&[3, 2, kh, kw], 612 + k as u64);
-            for opts in conv2d_grid() {
-                check_second_order(
-                    device,
-                    &format!("conv2d kernel {kh}x{kw} with bias, {opts:?}"),
-                    |xs| xs[0].conv2d(&xs[1], Some(&xs[2]), opts),
-                    &[x.clone(), w.clone(), b.clone()],
-                );
-            }
+            check_second_order(
+                device,
+                &format!("conv2d kernel {kh}x{kw} with bias, {opts:?}"),
+                |xs| xs[0].conv2d(&xs[1], Some(&xs[2]), opts),
+                &[x.clone(), w, b.clone()],
+            );
         }
     });
 }
@@ -166,20 +204,26 @@ fn conv_transpose2d_passes_gradcheck_across_the_grid_with_and_without_bias() {
 fn conv_transpose2d_passes_gradgradcheck_across_the_grid() {
     // The generator's layer. Its backward is made of conv2d and conv2d_weight_grad, so this
     // also differentiates their backward rules in the transpose's geometry (output padding
-    // included).
+    // included). A sample of the grid on the emulator (SECOND_ORDER_ON_THE_EMULATOR).
     for_each_device(|device| {
         let x = randn(&[3, 2, 3, 4], 630);
         let b = randn(&[3], 631);
-        for (k, (kh, kw)) in KERNELS.into_iter().enumerate() {
+        let sweep = with_each_kernel(&conv_transpose2d_grid());
+        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
+        for GridCase {
+            k,
+            kernel: (kh, kw),
+            opts,
+            ..
+        } in cases_on(device, "conv_transpose2d gradgradcheck", sweep, on_emulator)
+        {
             let w = randn(&[2, 3, kh, kw], 632 + k as u64);
-            for opts in conv_transpose2d_grid() {
-                check_second_order(
-                    device,
-                    &format!("conv_transpose2d kernel {kh}x{kw} with bias, {opts:?}"),
-                    |xs| xs[0].conv_transpose2d(&xs[1], Some(&xs[2]), opts),
-                    &[x.clone(), w.clone(), b.clone()],
-                );
-            }
+            check_second_order(
+                device,
+                &format!("conv_transpose2d kernel {kh}x{kw} with bias, {opts:?}"),
+                |xs| xs[0].conv_transpose2d(&xs[1], Some(&xs[2]), opts),
+                &[x.clone(), w, b.clone()],
+            );
         }
     });
 }
@@ -222,6 +266,11 @@ fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
     // channels) and on the rectangle paths (2 -> 3); a leaky ReLU of negative slope, whose
     // derivative the output does not give, falls back to the separate ops. (3 -> 7 channels
     // puts the forward pass on the tile's short runs, a kernel row of 3 x 2 values.)
+    //
+    // The tile and its short runs are the CPU's: on the GPU every channel count here takes
+    // the same path (im2col, one matmul tile, the activation as a pass of its own), so the
+    // emulator, where the 16 -> 6 and 3 -> 7 cases take about 10 minutes, runs each activation
+    // with 2 -> 3 channels only (see `common::cases_on`).
     let opts = conv_options(2, 2, 1);
     let activations = [
         Activation::Relu,
@@ -230,31 +279,39 @@ fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
         Activation::Sigmoid,
         Activation::LeakyRelu(-0.5),
     ];
+    // The sweep: each activation with each channel count.
+    let sweep: Vec<(usize, Activation, (usize, usize))> = activations
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, act)| [(16, 6), (3, 7), (2, 3)].map(|channels| (i, act, channels)))
+        .collect();
+    let on_emulator = |_: usize, &(_, _, channels): &(usize, Activation, (usize, usize))| channels == (2, 3);
     for_each_device(|device| {
-        for (i, act) in activations.into_iter().enumerate() {
+        for (i, act, (c, o)) in cases_on(device, "fused activations", sweep.clone(), on_emulator) {
             let seed = 700 + 10 * i as u64;
-            let fused = act.has_derivative_from_output();
-            for (c, o) in [(16, 6), (3, 7), (2, 3)] {
-                let x = randn(&[2, c, 4, 5], seed);
-                let leaf = on(device, &x).requires_grad_(true);
-                let y = leaf.conv2d_activated(&on(device, &randn(&[o, c, 2, 2], seed + 1)), None, opts, act);
-                let want = if fused { "conv2d_activated" } else { "leaky_relu" };
-                assert_eq!(y.grad_fn_name(), Some(want), "{act:?} on {device}");
-                let w = randn(&[o, c, 2, 2], seed + 1);
-                check2(
-                    device,
-                    &format!("conv2d_activated {act:?}, {c} -> {o} channels"),
-                    |xs| xs[0].conv2d_activated(&xs[1], Some(&xs[2]), opts, act),
-                    &[x, w.clone(), randn(&[o], seed + 2)],
-                );
-                // The transpose of a c -> o conv: o -> c channels, weight [o, c, 2, 2].
-                check2(
-                    device,
-                    &format!("conv_transpose2d_activated {act:?}, {o} -> {c} channels"),
-                    |xs| xs[0].conv_transpose2d_activated(&xs[1], Some(&xs[2]), opts, act),
-                    &[randn(&[2, o, 4, 3], seed + 3), w, randn(&[c], seed + 4)],
-                );
-            }
+            let x = randn(&[2, c, 4, 5], seed);
+            let leaf = on(device, &x).requires_grad_(true);
+            let y = leaf.conv2d_activated(&on(device, &randn(&[o, c, 2, 2], seed + 1)), None, opts, act);
+            let want = if act.has_derivative_from_output() {
+                "conv2d_activated"
+            } else {
+                "leaky_relu"
+            };
+            assert_eq!(y.grad_fn_name(), Some(want), "{act:?} on {device}");
+            let w = randn(&[o, c, 2, 2], seed + 1);
+            check2(
+                device,
+                &format!("conv2d_activated {act:?}, {c} -> {o} channels"),
+                |xs| xs[0].conv2d_activated(&xs[1], Some(&xs[2]), opts, act),
+                &[x, w.clone(), randn(&[o], seed + 2)],
+            );
+            // The transpose of a c -> o conv: o -> c channels, weight [o, c, 2, 2].
+            check2(
+                device,
+                &format!("conv_transpose2d_activated {act:?}, {o} -> {c} channels"),
+                |xs| xs[0].conv_transpose2d_activated(&xs[1], Some(&xs[2]), opts, act),
+                &[randn(&[2, o, 4, 3], seed + 3), w, randn(&[c], seed + 4)],
+            );
         }
     });
 }
@@ -322,21 +379,29 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
 #[test]
 fn conv2d_weight_grad_passes_gradcheck_and_gradgradcheck_across_the_grid() {
     // Bilinear in (x, grad_output): the op behind conv2d's weight gradient, and so behind the
-    // gradient penalty's second derivatives.
+    // gradient penalty's second derivatives. Its first order is conv2d's backward, which the
+    // conv2d grid runs whole on every device; this sweep is sampled on the emulator
+    // (SECOND_ORDER_ON_THE_EMULATOR).
     for_each_device(|device| {
         let x = randn(&[3, 2, 5, 7], 640);
-        for (k, (kh, kw)) in KERNELS.into_iter().enumerate() {
-            for (i, opts) in conv2d_grid().into_iter().enumerate() {
-                let ho = conv_out(5, kh, opts.stride.0, opts.padding.0, opts.dilation.0);
-                let wo = conv_out(7, kw, opts.stride.1, opts.padding.1, opts.dilation.1);
-                let gy = randn(&[3, 3, ho, wo], 641 + (100 * k + i) as u64);
-                check2(
-                    device,
-                    &format!("conv2d_weight_grad kernel {kh}x{kw}, {opts:?}"),
-                    |xs| xs[0].conv2d_weight_grad(&xs[1], (kh, kw), opts),
-                    &[x.clone(), gy],
-                );
-            }
+        let sweep = with_each_kernel(&conv2d_grid());
+        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
+        for GridCase {
+            k,
+            i,
+            kernel: (kh, kw),
+            opts,
+        } in cases_on(device, "conv2d_weight_grad", sweep, on_emulator)
+        {
+            let ho = conv_out(5, kh, opts.stride.0, opts.padding.0, opts.dilation.0);
+            let wo = conv_out(7, kw, opts.stride.1, opts.padding.1, opts.dilation.1);
+            let gy = randn(&[3, 3, ho, wo], 641 + (100 * k + i) as u64);
+            check2(
+                device,
+                &format!("conv2d_weight_grad kernel {kh}x{kw}, {opts:?}"),
+                |xs| xs[0].conv2d_weight_grad(&xs[1], (kh, kw), opts),
+                &[x.clone(), gy],
+            );
         }
     });
 }

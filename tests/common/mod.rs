@@ -40,11 +40,15 @@ pub fn devices() -> Vec<Device> {
         if !skipped.is_empty() {
             line += &format!("; skipped: {}", skipped.join(", "));
         }
-        // Straight to the process's stderr: the test harness captures `eprintln!` of passing
-        // tests, and this line is for every run's log.
-        let _ = writeln!(std::io::stderr(), "{line}");
+        say(&line);
     });
     run
+}
+
+/// A line for every run's log, passing or not: straight to the process's stderr, since the
+/// test harness captures `eprintln!` and shows it only for failing tests.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Run `body` on each of [`devices`], in turn (the CPU first, so that a failure on the CPU
@@ -61,6 +65,46 @@ pub fn on(device: Device, t: &Tensor) -> Tensor {
         .unwrap_or_else(|e| panic!("moving a tensor to {device}: {e}"))
 }
 
+// ---------------------------------------------------------------- sweeps on the emulator
+
+/// Set to 1 to run every case of every sweep on the emulator too (see [`cases_on`]).
+pub const EMULATOR_FULL_VAR: &str = "EARTHMOVER_EMULATOR_FULL";
+
+/// The cases of a sweep (a grid of options, a list of shapes) that `device` runs: all of them
+/// on the CPU and on a GPU; on the emulator, those that `on_emulator(index, case)` keeps,
+/// unless `EARTHMOVER_EMULATOR_FULL=1`.
+///
+/// Why: the emulator runs each CUDA thread as a fiber and switches fibers with a system call,
+/// and a reduction launches a block of 256 threads per output element, so one second-order
+/// check of a convolution takes about 10 s there, and every case of every file about 40
+/// minutes on 2 cores, where CI has room for about 12. The sweeps that call this keep a
+/// spread-out sample on the emulator; the others run whole. Says on stderr what it left out,
+/// so that a sample is never taken for the whole.
+pub fn cases_on<T>(device: Device, sweep: &str, cases: Vec<T>, on_emulator: impl Fn(usize, &T) -> bool) -> Vec<T> {
+    let everything = std::env::var(EMULATOR_FULL_VAR).is_ok_and(|v| v == "1");
+    if device != Device::CudaEmulator || everything {
+        return cases;
+    }
+    let total = cases.len();
+    let kept: Vec<T> = cases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, case)| on_emulator(*i, case))
+        .map(|(_, case)| case)
+        .collect();
+    say(&format!(
+        "{sweep}: {} of {total} cases on {device} ({EMULATOR_FULL_VAR}=1 runs all)",
+        kept.len()
+    ));
+    kept
+}
+
+/// For [`cases_on`]: every `n`-th case, from the first. With `n` prime to a grid's length,
+/// consecutive kernel shapes of a (kernel, options) sweep keep different options.
+pub fn every<T>(n: usize) -> impl Fn(usize, &T) -> bool {
+    move |i, _| i % n == 0
+}
+
 // ---------------------------------------------------------------- tolerances
 
 /// The finite-difference tolerance of an f64 check on `device` (`gradcheck` refuses f32: its
@@ -69,9 +113,14 @@ pub fn on(device: Device, t: &Tensor) -> Tensor {
 /// - on the CPU, the truncation error of a central difference is O(eps^2 f''') ~ 1e-12 and its
 ///   rounding error ~ 1e-16 |f| / eps ~ 1e-10, both far under atol;
 /// - the GPU kernels (and the emulator, which runs the same kernels) sum in another order
-///   (tree reductions, tiles, atomics), which moves an f64 result by ~1e-16 relative, even
-///   between the two evaluations of one difference: again ~1e-10 after dividing by 2 eps. So
-///   the GPU needs no looser tolerance, and a looser one would hide a wrong backward rule.
+///   than the CPU's (a tree per block in reductions, slices of 16 in matmul), which moves an
+///   f64 result by ~1e-16 relative: again ~1e-10 after dividing by 2 eps. Their order is
+///   fixed (no atomics), so both evaluations of a difference round alike. So the GPU needs no
+///   looser tolerance, and a looser one would hide a wrong backward rule.
+///
+/// Measured: at atol 1e-7 and rtol 1e-5, a hundred times tighter, the first-order conv grids
+/// and the matmul, norm, loss, layout and elementwise checks pass on the CPU and the emulator
+/// alike; at 1e-8 and 1e-6 the conv grids fail, on the CPU first.
 pub fn tolerance(device: Device) -> Tolerance {
     // Every device named, so that a new one has to be given its tolerance here.
     match device {
