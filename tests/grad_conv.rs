@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{cases_on, check, check2, check_second_order, every, for_each_device, on, randn};
+use common::{cases_on, check, check2, check_second_order, every, for_each_device, on, randn, sample};
 use earthmover::tensor::Activation;
 use earthmover::{grad, ConvOptions, DType};
 
@@ -94,8 +94,8 @@ fn with_each_kernel(grid: &[ConvOptions]) -> Vec<GridCase> {
 }
 
 /// The second-order sweeps on the emulator: every 8th (kernel, options) case (see
-/// `common::cases_on`), 4 of conv2d's 30 and 7 of conv_transpose2d's 54. 8 is prime to both
-/// grids' lengths (15 and 27), so the two kernel shapes keep different options: conv2d's
+/// `common::cases_on`), 4 of conv2d's 30 and 7 of conv_transpose2d's 54. 8 is coprime with
+/// both grids' lengths (15 and 27), so the two kernel shapes keep different options: conv2d's
 /// sample has strides 1 and 2, paddings 0 and 1, dilations 1 and 2 and the critic's layer
 /// (3x3, stride 2, padding 1); conv_transpose2d's adds padding 2, output paddings 0 and 1 and
 /// both options that differ between the axes. First order runs the whole grids on every
@@ -119,6 +119,44 @@ fn conv_grids_cover_what_they_claim() {
     assert!(conv_transpose2d_grid()
         .iter()
         .any(|o| o.stride == (1, 1) && o.output_padding == (1, 1)));
+}
+
+#[test]
+fn the_emulators_samples_of_the_grids_cover_what_they_claim() {
+    // Of the sweeps themselves, so on no device: what SECOND_ORDER_ON_THE_EMULATOR says its
+    // samples hold.
+    let on_emulator = |grid: &[ConvOptions]| sample(with_each_kernel(grid), every(SECOND_ORDER_ON_THE_EMULATOR));
+    let (conv, transpose) = (on_emulator(&conv2d_grid()), on_emulator(&conv_transpose2d_grid()));
+    assert_eq!((conv.len(), transpose.len()), (4, 7));
+    for cases in [&conv, &transpose] {
+        let has = |f: &dyn Fn(&GridCase) -> bool| cases.iter().any(f);
+        assert!(KERNELS.iter().all(|&k| has(&|c| c.kernel == k)), "both kernel shapes");
+        for v in [1, 2] {
+            assert!(has(&|c| c.opts.stride == (v, v)), "stride {v}");
+            assert!(has(&|c| c.opts.dilation == (v, v)), "dilation {v}");
+        }
+        for p in [0, 1] {
+            assert!(has(&|c| c.opts.padding == (p, p)), "padding {p}");
+        }
+    }
+    let critic = conv_options(2, 1, 1);
+    assert!(
+        conv.iter().any(|c| c.kernel == (3, 3) && c.opts == critic),
+        "the critic's layer"
+    );
+    assert!(transpose.iter().any(|c| c.opts.padding == (2, 2)), "padding 2");
+    for p in [0, 1] {
+        assert!(
+            transpose.iter().any(|c| c.opts.output_padding == (p, p)),
+            "output padding {p}"
+        );
+    }
+    for per_axis in [(2, 1), (1, 2)] {
+        assert!(
+            transpose.iter().any(|c| c.opts.stride == per_axis),
+            "stride {per_axis:?}"
+        );
+    }
 }
 
 #[test]
