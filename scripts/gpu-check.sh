@@ -20,6 +20,9 @@ status() { if [[ $1 -eq 0 ]]; then echo pass; else echo FAIL; fi; }
 cargo build --release --all-targets 2>&1 | tail -1
 cargo test --release -p earthmover-kernels --test nvrtc > "$out/nvrtc.log" 2>&1; nvrtc=$?
 cargo test --release --test gpu_parity --test gpu_training -- --nocapture > "$out/gpu-tests.log" 2>&1; tests=$?
+# Every finite-difference check, first and second order, on the CPU and on the GPU.
+cargo test --release --test grad_checker --test grad_elementwise --test grad_reduce --test grad_layout --test grad_matmul \
+  --test grad_conv --test grad_norm --test grad_loss --test grad_composition > "$out/grad-tests.log" 2>&1; grad=$?
 cargo bench --bench gpu_kernels > "$out/gpu-kernels.txt" 2>&1
 cargo bench --bench train_step -- cuda 64 > "$out/train-step.txt" 2>&1
 python3 benches/reference/gpu_kernels.py > "$out/torch-gpu-kernels.txt" 2>&1
@@ -29,7 +32,9 @@ echo
 echo "== summary"
 echo "NVRTC compiles every kernel:            $(status $nvrtc)"
 echo "GPU parity and training tests:          $(status $tests)"
+echo "Finite-difference checks on the GPU:     $(status $grad)"
 grep -h "largest gap" "$out/gpu-tests.log" || true
+grep -m1 -h "finite-difference checks run on" "$out/grad-tests.log" || true
 echo
 echo "-- earthmover kernels";            cat "$out/gpu-kernels.txt"
 echo "-- PyTorch (cuBLAS/cuDNN)";        cat "$out/torch-gpu-kernels.txt"
