@@ -160,8 +160,7 @@ pub fn fma_peak_gflops(path: SimdPath, threads: usize) -> f64 {
     let start = std::time::Instant::now();
     let sum: f32 = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.max(1))
-            // SAFETY: `path` is supported (asserted above).
-            .map(|_| scope.spawn(move || unsafe { fma_chains(path, iterations) }))
+            .map(|_| scope.spawn(move || fma_chains(path, iterations)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
     });
@@ -171,58 +170,34 @@ pub fn fma_peak_gflops(path: SimdPath, threads: usize) -> f64 {
 }
 
 /// `iterations` rounds of twelve independent vector multiply-add chains on `path`.
-///
-/// # Safety
-/// `path` is supported by this processor.
-unsafe fn fma_chains(path: SimdPath, iterations: u64) -> f32 {
-    #[inline(always)]
-    unsafe fn chains<S: F32Simd>(iterations: u64) -> f32 {
-        let (a, b) = (0.999_999_9f32, 1e-7f32);
-        // SAFETY: register arithmetic, and stores into a local array of LANES f32 (at most 16).
-        unsafe {
-            let (a, b) = (S::broadcast(&a), S::broadcast(&b));
-            let mut acc = [S::zero(); 12];
-            for _ in 0..iterations {
-                for v in acc.iter_mut() {
-                    *v = S::mul_add(*v, a, b);
+fn fma_chains(path: SimdPath, iterations: u64) -> f32 {
+    struct Chains(u64);
+    impl SimdKernel for Chains {
+        type Output = f32;
+        #[inline(always)]
+        unsafe fn run<S: F32Simd>(self) -> f32 {
+            let (a, b) = (0.999_999_9f32, 1e-7f32);
+            // SAFETY: register arithmetic, and stores into a local array of LANES f32 (at most
+            // 16), compiled for S by `dispatch`.
+            unsafe {
+                let (a, b) = (S::broadcast(&a), S::broadcast(&b));
+                let mut acc = [S::zero(); 12];
+                for _ in 0..self.0 {
+                    for v in acc.iter_mut() {
+                        *v = S::mul_add(*v, a, b);
+                    }
                 }
+                let mut lanes = [0f32; 16];
+                acc.iter()
+                    .map(|&v| {
+                        S::store(lanes.as_mut_ptr(), v);
+                        lanes.iter().sum::<f32>()
+                    })
+                    .sum()
             }
-            let mut lanes = [0f32; 16];
-            acc.iter()
-                .map(|&v| {
-                    S::store(lanes.as_mut_ptr(), v);
-                    lanes.iter().sum::<f32>()
-                })
-                .sum()
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(iterations: u64) -> f32 {
-        unsafe { chains::<Avx2>(iterations) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn avx512(iterations: u64) -> f32 {
-        unsafe { chains::<Avx512>(iterations) }
-    }
-    #[cfg(target_arch = "aarch64")]
-    #[target_feature(enable = "neon")]
-    unsafe fn neon(iterations: u64) -> f32 {
-        unsafe { chains::<Neon>(iterations) }
-    }
-    // SAFETY: forwarded to the caller.
-    unsafe {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx512 => avx512(iterations),
-            #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx2 => avx2(iterations),
-            #[cfg(target_arch = "aarch64")]
-            SimdPath::Neon => neon(iterations),
-            _ => chains::<Portable>(iterations),
-        }
-    }
+    dispatch(path, Chains(iterations))
 }
 
 /// A kernel written once over [`F32Simd`], with its arguments as fields: [`dispatch`] calls
