@@ -76,21 +76,8 @@ fn main() {
         ("conv2 64->128, 14->7", 64, 128, 14),
         ("conv3 128->256, 7->4", 128, 256, 7),
     ] {
-        let out = ConvGeometry::conv_out_size(hw, 5, 2, 2, 1).unwrap();
-        let g = ConvGeometry {
-            batch: 64,
-            in_channels: c,
-            out_channels: o,
-            in_h: hw,
-            in_w: hw,
-            kernel_h: 5,
-            kernel_w: 5,
-            stride: (2, 2),
-            padding: (2, 2),
-            dilation: (1, 1),
-            out_h: out,
-            out_w: out,
-        };
+        let g = ConvGeometry::conv2d([64, c, hw, hw], [o, c, 5, 5], (2, 2), (2, 2), (1, 1)).expect("a valid geometry");
+        let out = g.out_h;
         let x = random(64 * c * hw * hw, device);
         let w = random(o * c * 25, device);
         let y = random(64 * o * out * out, device);

@@ -367,20 +367,7 @@ fn geometry(
     padding: (usize, usize),
     dilation: (usize, usize),
 ) -> ConvGeometry {
-    ConvGeometry {
-        batch,
-        in_channels: c,
-        out_channels: o,
-        in_h: h,
-        in_w: w,
-        kernel_h: kernel.0,
-        kernel_w: kernel.1,
-        stride,
-        padding,
-        dilation,
-        out_h: ConvGeometry::conv_out_size(h, kernel.0, stride.0, padding.0, dilation.0).unwrap(),
-        out_w: ConvGeometry::conv_out_size(w, kernel.1, stride.1, padding.1, dilation.1).unwrap(),
-    }
+    ConvGeometry::conv2d([batch, c, h, w], [o, c, kernel.0, kernel.1], stride, padding, dilation).unwrap()
 }
 
 /// The GPU convolutions (im2col and col2im over chunks of samples, matmul, layout kernels)

@@ -8,22 +8,11 @@ use crate::cpu::elementwise::unary;
 use crate::cpu::simd::SimdPath;
 use crate::op::UnaryOp;
 
+/// One image of `c` channels, `h x w`, through `o` filters of `k x k`, with stride `s`,
+/// padding `p` and dilation `d` on both axes.
 #[allow(clippy::too_many_arguments)]
 fn geometry(c: usize, o: usize, h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> ConvGeometry {
-    ConvGeometry {
-        batch: 1,
-        in_channels: c,
-        out_channels: o,
-        in_h: h,
-        in_w: w,
-        kernel_h: k,
-        kernel_w: k,
-        stride: (s, s),
-        padding: (p, p),
-        dilation: (d, d),
-        out_h: ConvGeometry::conv_out_size(h, k, s, p, d).unwrap(),
-        out_w: ConvGeometry::conv_out_size(w, k, s, p, d).unwrap(),
-    }
+    ConvGeometry::conv2d([1, c, h, w], [o, c, k, k], (s, s), (p, p), (d, d)).unwrap()
 }
 
 #[test]
@@ -132,20 +121,7 @@ fn chunked_kernels_match_per_sample_reference() {
         (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),
     ];
     for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
-        let g = ConvGeometry {
-            batch,
-            in_channels: c,
-            out_channels: o,
-            in_h: h,
-            in_w: w,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride: s,
-            padding: p,
-            dilation: d,
-            out_h: ConvGeometry::conv_out_size(h, kh, s.0, p.0, d.0).unwrap(),
-            out_w: ConvGeometry::conv_out_size(w, kw, s.1, p.1, d.1).unwrap(),
-        };
+        let g = ConvGeometry::conv2d([batch, c, h, w], [o, c, kh, kw], s, p, d).unwrap();
         let (k, pix, image_len) = (g.patch_len(), g.out_h * g.out_w, c * h * w);
         let x: Vec<f64> = (0..batch * image_len)
             .map(|v| ((v * 37 % 17) as f64) / 7.0 - 1.0)
