@@ -10,7 +10,7 @@
 // The expected values are PyTorch's printed digits, ln 2 and sqrt 2 among them.
 #![allow(clippy::approx_constant)]
 
-use earthmover::kernels::cuda::device::cuda_device_count;
+use common::devices;
 use earthmover::tensor::gradcheck::{gradcheck, gradgradcheck, Tolerance};
 use earthmover::{grad, Activation, ConvOptions, DType, Device, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,17 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 const NAN: f64 = f64::NAN;
 const INF: f64 = f64::INFINITY;
 
-/// The CPU, the emulator when built in, and GPU 0 when present.
-fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::Cpu];
-    if cfg!(feature = "emulator") {
-        devices.push(Device::CudaEmulator);
-    }
-    if cuda_device_count() > 0 {
-        devices.push(Device::Cuda(0));
-    }
-    devices
-}
+mod common;
 
 /// f64 values of `shape` on `device`.
 fn tensor(values: &[f64], shape: &[usize], device: Device) -> Tensor {

@@ -3,8 +3,13 @@
 // `emulator`). It is built for checking, not for speed:
 //
 // - a launch runs the blocks of its grid one after another on the calling OS thread; the CUDA
-//   threads of a block are fibers (ucontext), each with its own stack, switched cooperatively
-//   (kernels of a source file that never synchronises run as plain calls instead: build.rs);
+//   threads of a block are fibers, each with its own stack, switched cooperatively (kernels of
+//   a source file that never synchronises run as plain calls instead: build.rs). A fiber is
+//   started once on its stack (ucontext) and then kept from block to block and launch to
+//   launch, running one block's body per round; switches are _setjmp/_longjmp, which unlike
+//   swapcontext make no system call (swapcontext's signal-mask call was 40% of the emulator's
+//   time). Launches are serialised by a lock, so the thread's coordinates are plain globals,
+//   never thread-locals that a fiber resumed by another OS thread would read stale;
 // - __syncthreads() parks the calling fiber until every live fiber of the block has reached a
 //   barrier; a warp shuffle parks it until every live lane of its warp has, exchanging values
 //   through a per-warp buffer. When no fiber can run and some wait, the kernel's barriers
@@ -18,6 +23,7 @@
 
 #define EARTHMOVER_EMULATOR 1
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -46,7 +52,8 @@ struct dim3 {
 };
 
 // The coordinates of the running CUDA thread, set by the scheduler before it resumes a fiber.
-inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+// Plain globals: launches are serialised (see above).
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 constexpr int warpSize = 32;
 
 using std::max;
@@ -70,9 +77,10 @@ namespace emulator {
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
-    ucontext_t context;
+    jmp_buf context;  // where the fiber resumes, once started
     std::unique_ptr<char[]> stack;
     State state = State::Ready;
+    bool started = false;
 };
 
 // Bytes of stack per CUDA thread: kernels keep a few small arrays in registers, nothing more.
@@ -80,7 +88,8 @@ constexpr std::size_t STACK_BYTES = 64 * 1024;
 
 struct Scheduler {
     std::vector<Fiber> fibers;
-    ucontext_t scheduler_context;
+    jmp_buf scheduler_context;  // where a fiber that parks returns to
+    ucontext_t start_context;   // a fiber's first entry onto its stack
     unsigned current = 0;
     dim3 block;
     unsigned threads = 0;  // of the running launch's blocks
@@ -89,7 +98,7 @@ struct Scheduler {
     void *body_arg = nullptr;
 };
 
-inline thread_local Scheduler *scheduler = nullptr;
+inline Scheduler *scheduler = nullptr;
 
 // One scheduler for every launch (they are serialised), so that fibers and stacks are reused.
 inline Scheduler &shared_scheduler() {
@@ -99,43 +108,58 @@ inline Scheduler &shared_scheduler() {
 
 inline void barrier_in_direct_mode();
 
-inline void park(State state) {
-    if (scheduler == nullptr) barrier_in_direct_mode();
+// From a fiber: remember where it is and go back to the scheduler.
+inline void yield_to_scheduler() {
     Scheduler &s = *scheduler;
-    s.fibers[s.current].state = state;
-    swapcontext(&s.fibers[s.current].context, &s.scheduler_context);
+    if (_setjmp(s.fibers[s.current].context) == 0) _longjmp(s.scheduler_context, 1);
 }
 
-inline void fiber_entry() {
-    Scheduler &s = *scheduler;
-    s.body(s.body_arg);
-    s.fibers[s.current].state = State::Done;
-    // uc_link returns to the scheduler.
+inline void park(State state) {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    scheduler->fibers[scheduler->current].state = state;
+    yield_to_scheduler();
+}
+
+// Every fiber runs this forever: one block's body per round, then it waits, done, for the
+// scheduler to resume it for the next block.
+inline void fiber_main() {
+    for (;;) {
+        scheduler->body(scheduler->body_arg);
+        scheduler->fibers[scheduler->current].state = State::Done;
+        yield_to_scheduler();
+    }
 }
 
 inline void set_thread_index(unsigned t, dim3 block) {
     threadIdx = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
 }
 
+// From the scheduler: run fiber `t` until it parks or finishes its round. Its first time, it
+// is started on its stack with ucontext; after that it is resumed where it parked.
+inline void resume(Scheduler &s, unsigned t) {
+    s.current = t;
+    set_thread_index(t, s.block);
+    Fiber &f = s.fibers[t];
+    if (_setjmp(s.scheduler_context) != 0) return;  // the fiber parked or finished its round
+    if (f.started) _longjmp(f.context, 1);
+    f.started = true;
+    getcontext(&s.start_context);
+    s.start_context.uc_stack.ss_sp = f.stack.get();
+    s.start_context.uc_stack.ss_size = STACK_BYTES;
+    s.start_context.uc_link = nullptr;  // fiber_main never returns
+    makecontext(&s.start_context, fiber_main, 0);
+    setcontext(&s.start_context);
+}
+
 // Run one block: every fiber from the start of `body` until all are done, releasing barriers
 // as they fill.
 inline void run_block(Scheduler &s, unsigned threads) {
-    for (unsigned t = 0; t < threads; ++t) {
-        Fiber &f = s.fibers[t];
-        f.state = State::Ready;
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack.get();
-        f.context.uc_stack.ss_size = STACK_BYTES;
-        f.context.uc_link = &s.scheduler_context;
-        makecontext(&f.context, fiber_entry, 0);
-    }
+    for (unsigned t = 0; t < threads; ++t) s.fibers[t].state = State::Ready;
     for (;;) {
         bool ran = false;
         for (unsigned t = 0; t < threads; ++t) {
             if (s.fibers[t].state != State::Ready) continue;
-            s.current = t;
-            set_thread_index(t, s.block);
-            swapcontext(&s.scheduler_context, &s.fibers[t].context);
+            resume(s, t);
             ran = true;
         }
         // Release each warp whose live lanes all wait at a shuffle.

@@ -19,8 +19,18 @@ use std::sync::Once;
 
 /// The devices to run on: the CPU always; the CUDA emulator when built with
 /// `--features emulator` (the GPU's kernels and code paths, executed on the CPU); CUDA GPU 0
-/// when there is one. The first call says which ran and why any were skipped.
+/// when there is one. The first call says which ran and why any were skipped, and on which
+/// SIMD path the CPU kernels run. When `EARTHMOVER_SIMD` asks for a path this processor lacks
+/// (CI runs the checks once per path), nothing runs: the first call says why.
 pub fn devices() -> Vec<Device> {
+    let path = match earthmover::kernels::cpu::simd::configured_path() {
+        Ok(path) => path,
+        Err(e) => {
+            static SAY_SKIP: Once = Once::new();
+            SAY_SKIP.call_once(|| say(&format!("skipped: {e}")));
+            return Vec::new();
+        }
+    };
     let mut run = vec![Device::Cpu];
     let mut skipped = Vec::new();
     if cfg!(feature = "emulator") {
@@ -36,7 +46,7 @@ pub fn devices() -> Vec<Device> {
     static SAY_ONCE: Once = Once::new();
     SAY_ONCE.call_once(|| {
         let names: Vec<String> = run.iter().map(|d| d.to_string()).collect();
-        let mut line = format!("finite-difference checks run on: {}", names.join(", "));
+        let mut line = format!("checks run on: {} (the CPU on its {path} path)", names.join(", "));
         if !skipped.is_empty() {
             line += &format!("; skipped: {}", skipped.join(", "));
         }

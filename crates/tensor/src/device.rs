@@ -2,6 +2,7 @@
 //! or report it, without reaching into the kernels crate.
 
 use crate::{Device, Error, Result};
+use earthmover_kernels::cpu::simd::SimdPath;
 use earthmover_kernels::cuda::device::GpuDevice;
 
 /// How many CUDA GPUs the driver reports: 0 where there is no driver or no GPU.
@@ -17,6 +18,13 @@ pub fn device_name(device: Device) -> Result<String> {
         Device::Cpu => Ok("CPU".to_string()),
         Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.name.clone()).map_err(Error),
     }
+}
+
+/// The SIMD path the CPU kernels of this process run (`avx512`, `avx2`, `neon`, `portable`):
+/// the widest the processor has, or the one `EARTHMOVER_SIMD` names; an error when it names an
+/// unknown path or one this processor lacks. Programs check it at start and report it.
+pub fn cpu_simd_path() -> Result<SimdPath> {
+    earthmover_kernels::cpu::simd::configured_path().map_err(Error)
 }
 
 #[cfg(test)]

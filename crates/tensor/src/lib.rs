@@ -26,8 +26,9 @@ mod ops;
 mod tensor;
 
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
-pub use device::{cuda_device_count, device_name};
+pub use device::{cpu_simd_path, cuda_device_count, device_name};
 pub use earthmover_kernels::cpu::retain_freed_memory;
+pub use earthmover_kernels::cpu::simd::SimdPath;
 pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;

@@ -188,6 +188,11 @@ fn main() -> ExitCode {
     // setting, so the program makes it, not the library).
     earthmover_tensor::retain_freed_memory();
     let cli = Cli::parse();
+    // A bad EARTHMOVER_SIMD is refused here, before any work, rather than worked around.
+    if let Err(e) = earthmover_tensor::cpu_simd_path() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Some(Command::Train(args)) => train::train(*args),
         None => train::train(cli.train),

@@ -49,8 +49,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let config = &trainer.config;
     let bar = progress_bar(&args, config, trainer.iteration);
     eprintln!(
-        "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}",
-        config.algo, config.model, config.dim, config.batch_size, config.iters
+        "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}, on {}",
+        config.algo,
+        config.model,
+        config.dim,
+        config.batch_size,
+        config.iters,
+        describe_device(device)?
     );
     let mut run = Run {
         args: &args,
@@ -219,6 +224,18 @@ fn set_up_outputs(args: &TrainArgs, config: &TrainConfig, quality_probe: Option<
     })
 }
 
+/// The device for the run's header: a GPU by name, or the CPU with its threads and SIMD path.
+fn describe_device(device: Device) -> Result<String> {
+    Ok(match device {
+        Device::Cpu => format!(
+            "the CPU ({} threads, {} kernels)",
+            rayon::current_num_threads(),
+            earthmover_tensor::cpu_simd_path()?
+        ),
+        gpu => format!("{gpu} ({})", device_name(gpu)?),
+    })
+}
+
 /// config.json: every setting of the run, the data and the device.
 fn write_settings(args: &TrainArgs, config: &TrainConfig, data: &Mnist, source: &str, device: Device) -> Result<()> {
     let settings = serde_json::json!({
@@ -228,6 +245,7 @@ fn write_settings(args: &TrainArgs, config: &TrainConfig, data: &Mnist, source: 
         "train_images": data.train.len(),
         "test_images": data.test.len(),
         "device": device.to_string(),
+        "cpu_simd_path": earthmover_tensor::cpu_simd_path()?.name(),
         "out": args.out.display().to_string(),
         "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every,
