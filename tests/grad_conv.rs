@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{cases_on, check, check2, check_second_order, every, for_each_device, on, randn, sample};
+use common::{check, check2, check_second_order, for_each_device, on, randn};
 use earthmover::tensor::Activation;
 use earthmover::{grad, ConvOptions, DType};
 
@@ -93,17 +93,6 @@ fn with_each_kernel(grid: &[ConvOptions]) -> Vec<GridCase> {
     cases
 }
 
-/// The second-order sweeps on the emulator: every 8th (kernel, options) case (see
-/// `common::cases_on`), 4 of conv2d's 30 and 7 of conv_transpose2d's 54. 8 is coprime with
-/// both grids' lengths (15 and 27), so the two kernel shapes keep different options: conv2d's
-/// sample has strides 1 and 2, paddings 0 and 1, dilations 1 and 2 and the critic's layer
-/// (3x3, stride 2, padding 1); conv_transpose2d's adds padding 2, output paddings 0 and 1 and
-/// both options that differ between the axes. First order runs the whole grids on every
-/// device, and with them every conv kernel (the forward pass in the differences, the input
-/// adjoint and weight gradient in the analytic gradient) in every geometry; the second-order
-/// rules are the same code on every device, checked on the whole grids on the CPU.
-const SECOND_ORDER_ON_THE_EMULATOR: usize = 8;
-
 /// The size of conv2d's output along one axis.
 fn conv_out(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
     (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
@@ -119,44 +108,6 @@ fn conv_grids_cover_what_they_claim() {
     assert!(conv_transpose2d_grid()
         .iter()
         .any(|o| o.stride == (1, 1) && o.output_padding == (1, 1)));
-}
-
-#[test]
-fn the_emulators_samples_of_the_grids_cover_what_they_claim() {
-    // Of the sweeps themselves, so on no device: what SECOND_ORDER_ON_THE_EMULATOR says its
-    // samples hold.
-    let on_emulator = |grid: &[ConvOptions]| sample(with_each_kernel(grid), every(SECOND_ORDER_ON_THE_EMULATOR));
-    let (conv, transpose) = (on_emulator(&conv2d_grid()), on_emulator(&conv_transpose2d_grid()));
-    assert_eq!((conv.len(), transpose.len()), (4, 7));
-    for cases in [&conv, &transpose] {
-        let has = |f: &dyn Fn(&GridCase) -> bool| cases.iter().any(f);
-        assert!(KERNELS.iter().all(|&k| has(&|c| c.kernel == k)), "both kernel shapes");
-        for v in [1, 2] {
-            assert!(has(&|c| c.opts.stride == (v, v)), "stride {v}");
-            assert!(has(&|c| c.opts.dilation == (v, v)), "dilation {v}");
-        }
-        for p in [0, 1] {
-            assert!(has(&|c| c.opts.padding == (p, p)), "padding {p}");
-        }
-    }
-    let critic = conv_options(2, 1, 1);
-    assert!(
-        conv.iter().any(|c| c.kernel == (3, 3) && c.opts == critic),
-        "the critic's layer"
-    );
-    assert!(transpose.iter().any(|c| c.opts.padding == (2, 2)), "padding 2");
-    for p in [0, 1] {
-        assert!(
-            transpose.iter().any(|c| c.opts.output_padding == (p, p)),
-            "output padding {p}"
-        );
-    }
-    for per_axis in [(2, 1), (1, 2)] {
-        assert!(
-            transpose.iter().any(|c| c.opts.stride == per_axis),
-            "stride {per_axis:?}"
-        );
-    }
 }
 
 #[test]
@@ -187,19 +138,17 @@ fn conv2d_passes_gradcheck_across_the_grid_with_and_without_bias() {
 
 #[test]
 fn conv2d_passes_gradgradcheck_across_the_grid() {
-    // Second order on the whole grid, both kernel shapes, with the bias (the critic's layer);
-    // a sample of it on the emulator (SECOND_ORDER_ON_THE_EMULATOR).
+    // Second order on the whole grid, both kernel shapes, with the bias (the critic's layer).
     for_each_device(|device| {
         let x = randn(&[3, 2, 5, 7], 610);
         let b = randn(&[3], 611);
         let sweep = with_each_kernel(&conv2d_grid());
-        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
         for GridCase {
             k,
             kernel: (kh, kw),
             opts,
             ..
-        } in cases_on(device, "conv2d gradgradcheck", sweep, on_emulator)
+        } in sweep
         {
             let w = randn(&[3, 2, kh, kw], 612 + k as u64);
             check_second_order(
@@ -242,18 +191,17 @@ fn conv_transpose2d_passes_gradcheck_across_the_grid_with_and_without_bias() {
 fn conv_transpose2d_passes_gradgradcheck_across_the_grid() {
     // The generator's layer. Its backward is made of conv2d and conv2d_weight_grad, so this
     // also differentiates their backward rules in the transpose's geometry (output padding
-    // included). A sample of the grid on the emulator (SECOND_ORDER_ON_THE_EMULATOR).
+    // included).
     for_each_device(|device| {
         let x = randn(&[3, 2, 3, 4], 630);
         let b = randn(&[3], 631);
         let sweep = with_each_kernel(&conv_transpose2d_grid());
-        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
         for GridCase {
             k,
             kernel: (kh, kw),
             opts,
             ..
-        } in cases_on(device, "conv_transpose2d gradgradcheck", sweep, on_emulator)
+        } in sweep
         {
             let w = randn(&[2, 3, kh, kw], 632 + k as u64);
             check_second_order(
@@ -304,11 +252,7 @@ fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
     // channels) and on the rectangle paths (2 -> 3); a leaky ReLU of negative slope, whose
     // derivative the output does not give, falls back to the separate ops. (3 -> 7 channels
     // puts the forward pass on the tile's short runs, a kernel row of 3 x 2 values.)
-    //
-    // The tile and its short runs are the CPU's: on the GPU every channel count here takes
-    // the same path (im2col, one matmul tile, the activation as a pass of its own), so the
-    // emulator, where the 16 -> 6 and 3 -> 7 cases take about 10 minutes, runs each activation
-    // with 2 -> 3 channels only (see `common::cases_on`).
+
     let opts = conv_options(2, 2, 1);
     let activations = [
         Activation::Relu,
@@ -323,9 +267,8 @@ fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
         .enumerate()
         .flat_map(|(i, act)| [(16, 6), (3, 7), (2, 3)].map(|channels| (i, act, channels)))
         .collect();
-    let on_emulator = |_: usize, &(_, _, channels): &(usize, Activation, (usize, usize))| channels == (2, 3);
     for_each_device(|device| {
-        for (i, act, (c, o)) in cases_on(device, "fused activations", sweep.clone(), on_emulator) {
+        for &(i, act, (c, o)) in &sweep {
             let seed = 700 + 10 * i as u64;
             let x = randn(&[2, c, 4, 5], seed);
             let leaf = on(device, &x).requires_grad_(true);
@@ -417,19 +360,16 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
 #[test]
 fn conv2d_weight_grad_passes_gradcheck_and_gradgradcheck_across_the_grid() {
     // Bilinear in (x, grad_output): the op behind conv2d's weight gradient, and so behind the
-    // gradient penalty's second derivatives. Its first order is conv2d's backward, which the
-    // conv2d grid runs whole on every device; this sweep is sampled on the emulator
-    // (SECOND_ORDER_ON_THE_EMULATOR).
+    // gradient penalty's second derivatives.
     for_each_device(|device| {
         let x = randn(&[3, 2, 5, 7], 640);
         let sweep = with_each_kernel(&conv2d_grid());
-        let on_emulator = every(SECOND_ORDER_ON_THE_EMULATOR);
         for GridCase {
             k,
             i,
             kernel: (kh, kw),
             opts,
-        } in cases_on(device, "conv2d_weight_grad", sweep, on_emulator)
+        } in sweep
         {
             let ho = conv_out(5, kh, opts.stride.0, opts.padding.0, opts.dilation.0);
             let wo = conv_out(7, kw, opts.stride.1, opts.padding.1, opts.dilation.1);

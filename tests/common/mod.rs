@@ -75,52 +75,6 @@ pub fn on(device: Device, t: &Tensor) -> Tensor {
         .unwrap_or_else(|e| panic!("moving a tensor to {device}: {e}"))
 }
 
-// ---------------------------------------------------------------- sweeps on the emulator
-
-/// Set to 1 to run every case of every sweep on the emulator too (see [`cases_on`]).
-pub const EMULATOR_FULL_VAR: &str = "EARTHMOVER_EMULATOR_FULL";
-
-/// The cases of a sweep (a grid of options, a list of shapes) that `device` runs: all of them
-/// on the CPU and on a GPU; on the emulator, those that `on_emulator(index, case)` keeps,
-/// unless `EARTHMOVER_EMULATOR_FULL=1`.
-///
-/// Why: the emulator runs each CUDA thread as a fiber and switches fibers with a system call,
-/// and a reduction launches a block of 256 threads per output element, so one second-order
-/// check of a convolution takes about 10 s there, and every case of every file 38 minutes on
-/// 2 cores (30 of them in grad_conv), where CI has room for about 12. The sweeps that call
-/// this keep a spread-out sample on the emulator (12.5 minutes for all the files); every
-/// other check runs whole. Says on stderr what it left out, so that a sample is never taken
-/// for the whole.
-pub fn cases_on<T>(device: Device, sweep: &str, cases: Vec<T>, on_emulator: impl Fn(usize, &T) -> bool) -> Vec<T> {
-    let everything = std::env::var(EMULATOR_FULL_VAR).is_ok_and(|v| v == "1");
-    if device != Device::CudaEmulator || everything {
-        return cases;
-    }
-    let total = cases.len();
-    let kept = sample(cases, on_emulator);
-    say(&format!(
-        "{sweep}: {} of {total} cases on {device} ({EMULATOR_FULL_VAR}=1 runs all)",
-        kept.len()
-    ));
-    kept
-}
-
-/// The cases that `keep(index, case)` keeps: what [`cases_on`] runs on the emulator.
-pub fn sample<T>(cases: Vec<T>, keep: impl Fn(usize, &T) -> bool) -> Vec<T> {
-    cases
-        .into_iter()
-        .enumerate()
-        .filter(|(i, case)| keep(*i, case))
-        .map(|(_, case)| case)
-        .collect()
-}
-
-/// For [`cases_on`]: every `n`-th case, from the first. With `n` coprime with a grid's
-/// length, consecutive kernel shapes of a (kernel, options) sweep keep different options.
-pub fn every<T>(n: usize) -> impl Fn(usize, &T) -> bool {
-    move |i, _| i % n == 0
-}
-
 // ---------------------------------------------------------------- tolerances
 
 /// The finite-difference tolerance of an f64 check on `device` (`gradcheck` refuses f32: its

@@ -213,7 +213,11 @@ fn bad_settings_are_clear_errors() {
     assert_fails_with(&run(&["--out", o, "--device", "cuda:99"]), "cuda:99 is not available");
     assert_fails_with(&run(&["--out", o, "--device", "gpu"]), "unknown device `gpu`");
     // A SIMD path that does not exist is refused before any work, with the names there are.
-    let simd = bin().args(["--out", o]).env("EARTHMOVER_SIMD", "sse9").output().unwrap();
+    let simd = bin()
+        .args(["--out", o])
+        .env("EARTHMOVER_SIMD", "sse9")
+        .output()
+        .unwrap();
     assert_fails_with(&simd, "EARTHMOVER_SIMD: unknown SIMD path `sse9`");
     // A flag clap cannot parse is its own clean error.
     let bad = run(&["--out", o, "--algo", "vae"]);
