@@ -583,3 +583,45 @@ fn eval_prints_the_quality_metrics_of_a_checkpoint() {
         "--n must be at least 2",
     );
 }
+
+/// Every SIMD path this processor has trains the same run: AVX2 and AVX-512 (the fused paths)
+/// bit for bit, the portable path (which rounds before it adds) to within its rounding.
+#[test]
+fn every_simd_path_trains_the_same_run() {
+    use earthmover_tensor::SimdPath;
+    let losses = |path: SimdPath| -> Vec<Vec<f64>> {
+        let out = scratch(&format!("simd-{path}"));
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(&["--iters", "4"]);
+        let result = bin().args(&args).env("EARTHMOVER_SIMD", path.name()).output().unwrap();
+        assert!(result.status.success(), "{path}: {}", stderr(&result));
+        assert!(
+            stderr(&result).contains(&format!("{path} kernels")),
+            "{}",
+            stderr(&result)
+        );
+        // critic_loss, generator_loss, wasserstein, penalty, grad_norm of each iteration.
+        metrics(&out)
+            .iter()
+            .map(|row| row[2..7].iter().map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let paths = SimdPath::supported();
+    let reference = losses(SimdPath::Portable);
+    let mut fused: Option<Vec<Vec<f64>>> = None;
+    for &path in paths.iter().filter(|&&p| p != SimdPath::Portable) {
+        let run = losses(path);
+        for (a, b) in run.iter().flatten().zip(reference.iter().flatten()) {
+            assert!(
+                (a - b).abs() <= 1e-2 * (1.0 + b.abs()),
+                "{path} against portable: {a} and {b}"
+            );
+        }
+        match &fused {
+            None => fused = Some(run),
+            Some(first) => assert_eq!(first, &run, "{path} against the other fused path"),
+        }
+    }
+    eprintln!("SIMD paths trained here: {paths:?}");
+}
