@@ -260,6 +260,79 @@ fn reductions_over_empty_tensors_are_pytorchs() {
     }
 }
 
+/// Every op family takes empty tensors as PyTorch does: the shapes it gives, NaN for a mean
+/// of nothing, zeros for a product over an empty inner dim, and empty gradients.
+#[test]
+fn every_op_family_takes_empty_tensors() {
+    for device in devices() {
+        let empty = |shape: &[usize]| tensor(&[], shape, device).requires_grad_(true);
+        let ones = |shape: &[usize]| tensor(&vec![1.0; shape.iter().product()], shape, device);
+        type Case<'a> = (&'a str, Tensor, &'a [usize], &'a [f64]);
+        let (a, b) = (empty(&[3, 0]), empty(&[0, 4]));
+        let rows = empty(&[0, 3]);
+        let cases: Vec<Case> = vec![
+            ("matmul over an empty inner dim", a.matmul(&b), &[3, 4], &[0.0; 12]),
+            ("matmul of no rows", rows.matmul(&ones(&[3, 2])), &[0, 2], &[]),
+            (
+                "matmul of an empty batch",
+                empty(&[0, 2, 4]).matmul(&ones(&[4, 3])),
+                &[0, 2, 3],
+                &[],
+            ),
+            (
+                "linear of an empty batch",
+                empty(&[0, 4]).linear(&ones(&[3, 4]), Some(&ones(&[3]))),
+                &[0, 3],
+                &[],
+            ),
+            ("log_softmax of no rows", rows.log_softmax(1), &[0, 3], &[]),
+            ("log_softmax over no classes", a.log_softmax(1), &[3, 0], &[]),
+            ("cross_entropy of no rows", rows.cross_entropy(&[]), &[], &[NAN]),
+            (
+                "bce of nothing",
+                empty(&[0]).binary_cross_entropy_with_logits(&tensor(&[], &[0], device)),
+                &[],
+                &[NAN],
+            ),
+            (
+                "concat with an empty tensor",
+                Tensor::concat(&[&ones(&[2, 3]), &rows], 0),
+                &[2, 3],
+                &[1.0; 6],
+            ),
+            ("pad of an empty tensor", rows.pad(&[(1, 1)], 0.0), &[0, 5], &[]),
+            ("per-sample norm of no samples", rows.per_sample_norm(), &[0], &[]),
+            ("per-sample norm of empty samples", a.per_sample_norm(), &[3], &[0.0; 3]),
+            ("variance of nothing", empty(&[0]).var_dims(&[0], false), &[], &[NAN]),
+            ("permute of an empty tensor", rows.permute(&[1, 0]), &[3, 0], &[]),
+            ("narrow to nothing", ones(&[2, 3]).narrow(1, 1, 0), &[2, 0], &[]),
+            ("exp of an empty tensor", rows.exp(), &[0, 3], &[]),
+            (
+                "broadcast with an empty dim",
+                empty(&[0, 1]).add(&ones(&[3])),
+                &[0, 3],
+                &[],
+            ),
+            (
+                "stack of empty tensors",
+                Tensor::stack(&[&empty(&[0]), &empty(&[0])], 0),
+                &[2, 0],
+                &[],
+            ),
+            ("reshape of an empty tensor", rows.reshape(&[3, 0]), &[3, 0], &[]),
+        ];
+        for (what, out, shape, values) in cases {
+            assert_eq!(out.shape(), shape, "{what} on {device}");
+            assert_values(&format!("{what} on {device}"), &out, values);
+        }
+        // Gradients of empty leaves are empty tensors of their shapes.
+        let loss = a.matmul(&b).sum().add(&rows.exp().sum());
+        let grads = grad(&[&loss], &[&a, &b, &rows], None, false);
+        let shapes: Vec<&[usize]> = grads.iter().map(|g| g.shape()).collect();
+        assert_eq!(shapes, [&[3, 0][..], &[0, 4], &[0, 3]], "on {device}");
+    }
+}
+
 #[test]
 fn an_empty_maximum_and_a_repeated_dim_are_refused_as_pytorch_refuses_them() {
     for device in devices() {

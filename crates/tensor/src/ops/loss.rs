@@ -6,6 +6,10 @@ impl Tensor {
     /// `x - log(sum(exp(x)))` along `dim`, computed stably.
     pub fn log_softmax(&self, dim: isize) -> Tensor {
         let d = self.dim_index(dim, "log_softmax") as isize;
+        if self.shape()[d as usize] == 0 {
+            // No classes: nothing to normalise (and no maximum to shift by).
+            return self.mul_scalar(1.0);
+        }
         // Shifting by a constant does not change the result, so the max is detached: it keeps
         // exp from overflowing and adds nothing to the graph.
         let shift = self.max_dims(&[d], true).detach();
