@@ -102,6 +102,37 @@ fn unary_ops_propagate_nan_and_infinities_as_pytorch() {
     }
 }
 
+/// Arithmetic and copies at NaN and the infinities: IEEE's values (`inf - inf` and `0 * inf` are
+/// NaN, `1 / 0` is inf) and PyTorch's gradients; permutes and pads carry NaN and inf unchanged.
+#[test]
+fn arithmetic_and_copies_keep_nan_and_infinities() {
+    let (a, b) = ([INF, 1.0, NAN, 0.0, -2.0], [INF, 0.0, 1.0, INF, 0.0]);
+    type Op = fn(&Tensor, &Tensor) -> Tensor;
+    #[rustfmt::skip]
+    let cases: [(&str, Op, [f64; 5], [f64; 5], [f64; 5]); 4] = [
+        ("add", |a, b| a.add(b), [INF, 1.0, NAN, INF, -2.0], [1.0; 5], [1.0; 5]),
+        ("sub", |a, b| a.sub(b), [NAN, 1.0, NAN, -INF, -2.0], [1.0; 5], [-1.0; 5]),
+        ("mul", |a, b| a.mul(b), [INF, 0.0, NAN, NAN, -0.0], [INF, 0.0, 1.0, INF, 0.0], [INF, 1.0, NAN, 0.0, -2.0]),
+        ("div", |a, b| a.div(b), [NAN, INF, NAN, 0.0, -INF], [0.0, INF, 1.0, 0.0, INF], [NAN, -INF, NAN, -0.0, INF]),
+    ];
+    for device in devices() {
+        for (name, op, value, da, db) in &cases {
+            let (x, y) = (
+                tensor(&a, &[5], device).requires_grad_(true),
+                tensor(&b, &[5], device).requires_grad_(true),
+            );
+            let out = op(&x, &y);
+            assert_values(&format!("{name} on {device}"), &out, value);
+            let grads = grad(&[&out.sum()], &[&x, &y], None, false);
+            assert_values(&format!("{name}'s first gradient on {device}"), &grads[0], da);
+            assert_values(&format!("{name}'s second gradient on {device}"), &grads[1], db);
+        }
+        let x = tensor(&[NAN, 1.0, INF, -INF], &[2, 2], device);
+        assert_values("permute", &x.permute(&[1, 0]), &[NAN, INF, 1.0, -INF]);
+        assert_values("pad", &x.pad(&[(1, 0)], 0.0), &[0.0, NAN, 1.0, 0.0, INF, -INF]);
+    }
+}
+
 /// maximum and minimum give NaN where either operand is NaN, and both operands get the
 /// gradient there; at ties each gets half (PyTorch's rule).
 #[test]
