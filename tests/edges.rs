@@ -108,8 +108,10 @@ fn unary_ops_propagate_nan_and_infinities_as_pytorch() {
 fn arithmetic_and_copies_keep_nan_and_infinities() {
     let (a, b) = ([INF, 1.0, NAN, 0.0, -2.0], [INF, 0.0, 1.0, INF, 0.0]);
     type Op = fn(&Tensor, &Tensor) -> Tensor;
+    /// The op, its values, and its gradients in each operand.
+    type Case = (&'static str, Op, [f64; 5], [f64; 5], [f64; 5]);
     #[rustfmt::skip]
-    let cases: [(&str, Op, [f64; 5], [f64; 5], [f64; 5]); 4] = [
+    let cases: [Case; 4] = [
         ("add", |a, b| a.add(b), [INF, 1.0, NAN, INF, -2.0], [1.0; 5], [1.0; 5]),
         ("sub", |a, b| a.sub(b), [NAN, 1.0, NAN, -INF, -2.0], [1.0; 5], [-1.0; 5]),
         ("mul", |a, b| a.mul(b), [INF, 0.0, NAN, NAN, -0.0], [INF, 0.0, 1.0, INF, 0.0], [INF, 1.0, NAN, 0.0, -2.0]),
