@@ -1,11 +1,12 @@
 //! Checkpoints in safetensors format, written atomically.
 //!
 //! A training checkpoint holds the generator and critic (`generator.fc.weight`, ... : PyTorch's
-//! state-dict names and layouts under a `generator.` / `critic.` prefix), both optimisers'
+//! state-dict names and layouts under a `generator.` / `critic.` prefix), the average of the
+//! generator's weights when the run keeps one (`generator_ema.`), both optimisers'
 //! state (`critic_optim.state.0.exp_avg`, ...), the data order of the current epoch
 //! (`batcher.order`), and in the header's metadata the run's configuration, the iteration, and
-//! the training time so far. A generator file holds the generator's state dict alone, without
-//! prefix, so that `torch` loads it into the same architecture with
+//! the training time so far. A generator file holds the state dict of the generator that draws
+//! the run's samples (the average when there is one), without prefix, so that `torch` loads it into the same architecture with
 //! `model.load_state_dict(safetensors.torch.load_file(path))`.
 
 use crate::data::Batcher;
@@ -24,6 +25,8 @@ use std::path::Path;
 
 const FORMAT: &str = "earthmover-wgan-checkpoint-1";
 const GENERATOR_FORMAT: &str = "earthmover-wgan-generator-1";
+/// The prefix of the generator's averaged weights in a training checkpoint.
+const EMA_PREFIX: &str = "generator_ema";
 
 /// Little-endian bytes of one tensor, ready for safetensors.
 struct Raw {
@@ -83,6 +86,9 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
     let mut tensors: Vec<(String, Raw)> = Vec::new();
     tensors.extend(prefixed("generator", trainer.generator.state_dict()));
     tensors.extend(prefixed("critic", trainer.critic.state_dict()));
+    if let Some(average) = &trainer.generator_ema {
+        tensors.extend(prefixed(EMA_PREFIX, average.state_dict()));
+    }
     tensors.extend(prefixed("generator_optim", trainer.generator_optim.state_dict()));
     tensors.extend(prefixed("critic_optim", trainer.critic_optim.state_dict()));
     let (order, position, epoch) = trainer.batcher.state();
@@ -108,10 +114,11 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
     write_atomic(path, &serialize(tensors, metadata)?)
 }
 
-/// Save the generator's weights alone, with the configuration that built it.
+/// Save the weights of the generator that draws the run's samples ([`Trainer::sampler`]: the
+/// average when the run keeps one) alone, with the configuration that built it.
 pub fn save_generator(trainer: &Trainer, path: &Path) -> Result<()> {
     let tensors = trainer
-        .generator
+        .sampler()
         .state_dict()
         .into_iter()
         .map(|(n, t)| (n, Raw::from_tensor(&t)))
@@ -121,6 +128,7 @@ pub fn save_generator(trainer: &Trainer, path: &Path) -> Result<()> {
         ("format".to_string(), GENERATOR_FORMAT.to_string()),
         ("config".to_string(), config),
         ("iteration".to_string(), trainer.iteration.to_string()),
+        ("weights".to_string(), weights_kind(&trainer.config).to_string()),
     ]);
     write_atomic(path, &serialize(tensors, metadata)?)
 }
@@ -263,6 +271,12 @@ pub fn load_module(module: &dyn Module, path: &Path) -> Result<HashMap<String, S
     Ok(loaded.metadata)
 }
 
+/// The metadata of a safetensors file (its `format` says what it holds), read without loading
+/// it into a model.
+pub fn file_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    Ok(read(path)?.metadata)
+}
+
 /// [`load_module`] from the bytes of a safetensors file (weights built into a binary);
 /// `name` says where they came from in error messages.
 pub fn load_module_bytes(module: &dyn Module, bytes: &[u8], name: &str) -> Result<HashMap<String, String>> {
@@ -285,6 +299,9 @@ pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {
     let mut trainer = Trainer::new(config, train_len)?;
     load_named(trainer.generator.state_dict(), &loaded.tensors, "generator", path)?;
     load_named(trainer.critic.state_dict(), &loaded.tensors, "critic", path)?;
+    if let Some(average) = &trainer.generator_ema {
+        load_named(average.state_dict(), &loaded.tensors, EMA_PREFIX, path)?;
+    }
     for (prefix, optim) in [
         ("generator_optim.", &mut trainer.generator_optim),
         ("critic_optim.", &mut trainer.critic_optim),
@@ -317,15 +334,26 @@ pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {
     Ok(trainer)
 }
 
-/// Load a generator from a training checkpoint or a generator file, with its configuration.
+/// What a generator file holds: the average of the generator's weights, or the weights as
+/// trained.
+fn weights_kind(config: &TrainConfig) -> &'static str {
+    match config.ema {
+        Some(_) => "exponential moving average",
+        None => "as trained",
+    }
+}
+
+/// Load the generator that draws a run's samples from a training checkpoint (the average of
+/// its weights when the run keeps one) or from a generator file, with its configuration.
 pub fn load_generator(path: &Path) -> Result<(Generator, TrainConfig)> {
     let loaded = read(path)?;
+    let config = config_of(&loaded, path)?;
     let prefix = match loaded.metadata.get("format").map(String::as_str) {
+        Some(FORMAT) if config.ema.is_some() => EMA_PREFIX,
         Some(FORMAT) => "generator",
         Some(GENERATOR_FORMAT) => "",
         _ => bail!("{} is not an earthmover checkpoint or generator file", path.display()),
     };
-    let config = config_of(&loaded, path)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let generator = Generator::new(config.model, config.dim, Init::PyTorch, &mut rng);
     load_named(generator.state_dict(), &loaded.tensors, prefix, path)?;

@@ -135,11 +135,26 @@ impl Module for Classifier {
 /// The quality of a set of images as the classifier sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quality {
-    /// `exp(E KL(p(y|x) || p(y)))`, from 1 to 10.
-    pub classifier_score: f64,
     /// Frechet distance of the penultimate features to the reference set's.
     pub frechet_distance: f64,
+    /// What the classifier's classes say of the images; `None` where its classes are not the
+    /// data's (the digit classifier on other images), so that only its features measure.
+    pub classes: Option<ClassScores>,
+}
+
+/// The class-based scores of a set of images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassScores {
+    /// `exp(E KL(p(y|x) || p(y)))`, from 1 to 10.
+    pub classifier_score: f64,
     pub coverage: ModeCoverage,
+}
+
+impl Quality {
+    /// The Frechet distance alone: for images whose classes are not the classifier's.
+    pub fn features_only(self) -> Quality {
+        Quality { classes: None, ..self }
+    }
 }
 
 /// The mean and covariance of a reference set's features (the test split, say).
@@ -161,9 +176,11 @@ impl Classifier {
         let (features, probs) = self.features_and_probabilities(images);
         let (mean, covariance) = mean_and_covariance(&features, FEATURES);
         Quality {
-            classifier_score: classifier_score(&probs, 10),
             frechet_distance: frechet_distance(&mean, &covariance, &reference.mean, &reference.covariance),
-            coverage: mode_coverage(&probs, 10, 0.9),
+            classes: Some(ClassScores {
+                classifier_score: classifier_score(&probs, 10),
+                coverage: mode_coverage(&probs, 10, 0.9),
+            }),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! elsewhere). Values are written as the shortest decimals that read back to the same `f64`, so
 //! a resumed run and the experiment tools see exactly what was logged.
 
-use crate::classifier::Quality;
+use crate::classifier::{ClassScores, Quality};
 use crate::metrics::ModeCoverage;
 use crate::train::IterationLog;
 use crate::{Error, Result};
@@ -53,14 +53,29 @@ pub fn to_csv(rows: &[IterationLog]) -> String {
             "{},{:.3},{:?},{:?},{:?},{:?},{:?},{test}",
             r.iteration, r.seconds, r.critic_loss, r.generator_loss, r.wasserstein, r.penalty, r.grad_norm
         ));
+        // Empty cells where nothing was measured, and in the class columns where only the
+        // Frechet distance was.
         match &r.quality {
-            Some(q) => {
-                let c = &q.coverage;
+            Some(Quality {
+                frechet_distance,
+                classes:
+                    Some(ClassScores {
+                        classifier_score,
+                        coverage: c,
+                    }),
+            }) => {
                 out.push_str(&format!(
-                    ",{:?},{:?},{},{:?},{:?}",
-                    q.classifier_score, q.frechet_distance, c.covered, c.kl_from_uniform, c.confident_share
+                    ",{classifier_score:?},{frechet_distance:?},{},{:?},{:?}",
+                    c.covered, c.kl_from_uniform, c.confident_share
                 ));
                 c.histogram.iter().for_each(|n| out.push_str(&format!(",{n}")));
+            }
+            Some(Quality {
+                frechet_distance,
+                classes: None,
+            }) => {
+                out.push_str(&format!(",,{frechet_distance:?}"));
+                out.push_str(&",".repeat(QUALITY_COLUMNS.len() - 2 + CLASSES));
             }
             None => out.push_str(&",".repeat(QUALITY_COLUMNS.len() + CLASSES)),
         }
@@ -88,19 +103,24 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<IterationLog>> {
         }
         let num = |i: usize| f[i].parse::<f64>().map_err(|_| bad());
         let optional = |i: usize| if f[i].is_empty() { Ok(None) } else { num(i).map(Some) };
-        let quality = if width == full && !f[8].is_empty() {
+        let classes = |f: &[&str]| -> Result<ClassScores> {
             let histogram = (0..CLASSES)
                 .map(|c| f[13 + c].parse::<usize>().map_err(|_| bad()))
                 .collect::<Result<Vec<_>>>()?;
-            Some(Quality {
+            Ok(ClassScores {
                 classifier_score: num(8)?,
-                frechet_distance: num(9)?,
                 coverage: ModeCoverage {
                     covered: f[10].parse().map_err(|_| bad())?,
                     kl_from_uniform: num(11)?,
                     confident_share: num(12)?,
                     histogram,
                 },
+            })
+        };
+        let quality = if width == full && !f[9].is_empty() {
+            Some(Quality {
+                frechet_distance: num(9)?,
+                classes: if f[8].is_empty() { None } else { Some(classes(&f)?) },
             })
         } else {
             None
@@ -141,16 +161,22 @@ mod tests {
     #[test]
     fn rows_read_back_exactly_with_and_without_quality() {
         let quality = Quality {
-            classifier_score: 5.25 + 1.0 / 3.0,
             frechet_distance: 139.7,
-            coverage: ModeCoverage {
-                histogram: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 0],
-                covered: 9,
-                kl_from_uniform: 0.2,
-                confident_share: 0.5,
-            },
+            classes: Some(ClassScores {
+                classifier_score: 5.25 + 1.0 / 3.0,
+                coverage: ModeCoverage {
+                    histogram: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 0],
+                    covered: 9,
+                    kl_from_uniform: 0.2,
+                    confident_share: 0.5,
+                },
+            }),
         };
-        let rows = vec![row(1, None), row(2, Some(quality))];
+        let rows = vec![
+            row(1, None),
+            row(2, Some(quality.clone())),
+            row(3, Some(quality.features_only())),
+        ];
         let text = to_csv(&rows);
         assert_eq!(text.lines().next().unwrap().split(',').count(), 23);
         assert!(text.lines().all(|l| l.split(',').count() == 23));

@@ -1,12 +1,14 @@
 //! Wasserstein GANs on earthmover: layers ([`nn`]), optimisers ([`optim`]), the DCGAN and MLP
-//! networks ([`models`]), WGAN-GP's gradient penalty ([`penalty`]), one training step for WGAN,
-//! WGAN-GP and the GAN over any pair of networks, and the MNIST trainer built on it ([`train`]),
+//! networks ([`models`]), an exponential moving average of weights ([`ema`]), WGAN-GP's
+//! gradient penalty ([`penalty`]), one training step for WGAN, WGAN-GP and the GAN over any
+//! pair of networks, and the MNIST trainer built on it ([`train`]),
 //! MNIST-format data ([`data`]), checkpoints ([`checkpoint`]), sample-quality metrics
 //! ([`classifier`], [`metrics`]) and pictures ([`plot`]).
 
 pub mod checkpoint;
 pub mod classifier;
 pub mod data;
+pub mod ema;
 mod error;
 pub mod history;
 pub mod io;

@@ -143,17 +143,17 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
             panel(
                 "classifier score",
                 "exp E KL(p(y|x) || p(y))",
-                quality_series(|r| Some(r.quality.as_ref()?.classifier_score)),
+                quality_series(|r| Some(r.quality.as_ref()?.classes.as_ref()?.classifier_score)),
             ),
             panel(
                 "confidently classified samples (p >= 0.9)",
                 "share",
-                quality_series(|r| Some(r.quality.as_ref()?.coverage.confident_share)),
+                quality_series(|r| Some(r.quality.as_ref()?.classes.as_ref()?.coverage.confident_share)),
             ),
             panel(
                 "class histogram's KL from uniform",
                 "KL (0: every class equally)",
-                quality_series(|r| Some(r.quality.as_ref()?.coverage.kl_from_uniform)),
+                quality_series(|r| Some(r.quality.as_ref()?.classes.as_ref()?.coverage.kl_from_uniform)),
             ),
         ],
         2,
@@ -173,7 +173,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
                         .rows
                         .iter()
                         .filter_map(|r| {
-                            let h = &r.quality.as_ref()?.coverage.histogram;
+                            let h = &r.quality.as_ref()?.classes.as_ref()?.coverage.histogram;
                             Some((r.iteration as f64, h[c] as f64 / h.iter().sum::<usize>().max(1) as f64))
                         })
                         .collect(),
@@ -266,17 +266,26 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
             .filter_map(|r| r.quality.as_ref().map(|q| q.frechet_distance))
             .fold(f64::INFINITY, f64::min);
         let fmt = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:+.2}"));
+        // Runs scored on the digit classifier's features alone have no class columns.
+        let classes = final_quality
+            .classes
+            .as_ref()
+            .map_or("n/a | n/a | n/a | n/a".to_string(), |c| {
+                format!(
+                    "{:.2} | {} / 10 | {:.3} | {:.0}%",
+                    c.classifier_score,
+                    c.coverage.covered,
+                    c.coverage.kl_from_uniform,
+                    100.0 * c.coverage.confident_share
+                )
+            });
         println!(
-            "| {} | {} | {:.0} s | {:.1} | {:.1} | {:.2} | {} / 10 | {:.3} | {:.0}% | {} | {} |",
+            "| {} | {} | {:.0} s | {:.1} | {:.1} | {classes} | {} | {} |",
             run.label,
             last.iteration,
             last.seconds,
             final_quality.frechet_distance,
             best,
-            final_quality.classifier_score,
-            final_quality.coverage.covered,
-            final_quality.coverage.kl_from_uniform,
-            100.0 * final_quality.coverage.confident_share,
             fmt(run.loss_quality_correlation(WINDOW)),
             fmt(run.test_estimate_correlation()),
         );
@@ -291,7 +300,7 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use earthmover_wgan::classifier::Quality;
+    use earthmover_wgan::classifier::{ClassScores, Quality};
     use earthmover_wgan::metrics::ModeCoverage;
 
     /// A run folder whose critic estimate and Frechet distance both fall over 200 iterations.
@@ -312,14 +321,16 @@ mod tests {
                     grad_norm: 0.0,
                     test_wasserstein: (i % 20 == 0).then_some(10.0 / t),
                     quality: (with_quality && i % 20 == 0).then(|| Quality {
-                        classifier_score: t / 20.0,
                         frechet_distance: 1000.0 / t,
-                        coverage: ModeCoverage {
-                            histogram: vec![10; 10],
-                            covered: 10,
-                            kl_from_uniform: 0.0,
-                            confident_share: 0.5,
-                        },
+                        classes: Some(ClassScores {
+                            classifier_score: t / 20.0,
+                            coverage: ModeCoverage {
+                                histogram: vec![10; 10],
+                                covered: 10,
+                                kl_from_uniform: 0.0,
+                                confident_share: 0.5,
+                            },
+                        }),
                     }),
                 }
             })

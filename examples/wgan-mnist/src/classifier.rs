@@ -11,14 +11,18 @@ use std::path::Path;
 
 /// Train the classifier for `epochs` passes (on `data`, or the built-in digits) and save it to
 /// `out` with its test accuracy.
-pub fn train_classifier(epochs: usize, out: &Path, data: Option<&Path>, seed: u64) -> Result<()> {
+pub fn train_classifier(epochs: usize, out: &Path, data_dir: Option<&Path>, seed: u64) -> Result<()> {
     if epochs == 0 {
         bail!("--epochs must be at least 1");
     }
-    let data = match data {
+    let data = match data_dir {
         Some(dir) => Mnist::load_dir(dir)?,
         None => crate::embedded::load()?,
     };
+    // The classifier has ten classes (its head and the quality metrics' class columns).
+    if let Some(label) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| l >= 10) {
+        bail!("the classifier has 10 classes (labels 0-9), but this data has label {label}");
+    }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_writable_dir(parent)?;
     }
@@ -32,9 +36,10 @@ pub fn train_classifier(epochs: usize, out: &Path, data: Option<&Path>, seed: u6
         );
     });
     let accuracy = classifier.accuracy(&data.test);
-    let command = format!("wgan-mnist train-classifier --epochs {epochs} --seed {seed}");
+    let data_flag = data_dir.map_or(String::new(), |d| format!(" --data {}", d.display()));
+    let command = format!("wgan-mnist train-classifier --epochs {epochs} --seed {seed}{data_flag}");
     let metadata = std::collections::HashMap::from([
-        ("format".to_string(), "earthmover-mnist-classifier-1".to_string()),
+        ("format".to_string(), crate::quality::CLASSIFIER_FORMAT.to_string()),
         ("command".to_string(), command),
         ("train_images".to_string(), data.train.len().to_string()),
         ("test_accuracy".to_string(), format!("{accuracy:.4}")),

@@ -14,7 +14,7 @@ mod train;
 use clap::{Args, Parser, Subcommand};
 use earthmover_wgan::models::{CriticNorm, ModelKind};
 use earthmover_wgan::nn::init::Init;
-use earthmover_wgan::train::Algo;
+use earthmover_wgan::train::{Algo, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,16 +42,25 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct EvalArgs {
+pub struct EvalArgs {
     /// A training checkpoint or generator file.
     #[arg(long, value_name = "FILE")]
-    checkpoint: PathBuf,
+    pub checkpoint: PathBuf,
     /// How many samples to score.
     #[arg(long, default_value_t = 10_000)]
-    n: usize,
+    pub n: usize,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
+    /// The images to compare with: a folder of the four MNIST-format IDX files (default: the
+    /// built-in digits).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The classifier that scores the samples, trained on the same kind of images with
+    /// `train-classifier --data DIR` (default: the built-in digit classifier; on other data,
+    /// its features alone, for the Frechet distance).
+    #[arg(long, value_name = "FILE")]
+    pub classifier: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -69,52 +78,76 @@ struct ClassifierArgs {
     seed: u64,
 }
 
-/// Flags left unset take the chosen algorithm's published defaults.
+/// Flags left unset take the chosen algorithm's defaults; `--help` shows each (from the code
+/// that applies them, so that the two cannot disagree).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
-    /// Objective: wgan (clipping + RMSProp), wgan-gp (gradient penalty + Adam), gan (standard).
-    #[arg(long, value_parser = parse_with::<Algo>)]
+    #[arg(long, value_parser = parse_with::<Algo>, help = with_default(
+        "Objective: wgan (clipping + RMSProp), wgan-gp (gradient penalty + Adam), gan (standard)",
+        train::DEFAULT_ALGO.to_string(),
+    ))]
     pub algo: Option<Algo>,
-    /// Networks: dcgan (convolutional, the WGAN-GP paper's) or mlp (fully connected).
-    #[arg(long, value_parser = parse_with::<ModelKind>)]
+    #[arg(long, value_parser = parse_with::<ModelKind>, help = with_default(
+        "Networks: dcgan (convolutional, the WGAN-GP paper's) or mlp (fully connected)",
+        by_algo(|c| c.model.to_string()),
+    ))]
     pub model: Option<ModelKind>,
-    /// Width of the DCGAN networks (the paper's DIM is 64).
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Width of the DCGAN networks (the paper's DIM is 64)",
+        by_algo(|c| c.dim.to_string()),
+    ))]
     pub dim: Option<usize>,
-    /// Critic normalisation: none, layer, or batch (not with wgan-gp).
-    #[arg(long, value_parser = parse_with::<CriticNorm>)]
+    #[arg(long, value_parser = parse_with::<CriticNorm>, help = with_default(
+        "Critic normalisation: none, layer, or batch (not with wgan-gp)",
+        by_algo(|c| c.critic_norm.to_string()),
+    ))]
     pub critic_norm: Option<CriticNorm>,
-    /// Weight initialisation: pytorch (PyTorch's defaults) or dcgan (normal(0, 0.02)).
-    #[arg(long, value_parser = parse_with::<Init>)]
+    #[arg(long, value_parser = parse_with::<Init>, help = with_default(
+        "Weight initialisation: pytorch (PyTorch's defaults) or dcgan (normal(0, 0.02))",
+        by_algo(|c| c.init.to_string()),
+    ))]
     pub init: Option<Init>,
-    /// Generator iterations to train for.
-    #[arg(long)]
+    #[arg(long, help = with_default("Generator iterations to train for", by_algo(|c| c.iters.to_string())))]
     pub iters: Option<usize>,
-    /// Images per batch.
-    #[arg(long)]
+    #[arg(long, help = with_default("Images per batch", by_algo(|c| c.batch_size.to_string())))]
     pub batch_size: Option<usize>,
-    /// Critic steps per generator step.
-    #[arg(long)]
+    #[arg(long, help = with_default("Critic steps per generator step", by_algo(|c| c.n_critic.to_string())))]
     pub n_critic: Option<usize>,
-    /// Learning rate of both networks.
-    #[arg(long)]
+    #[arg(long, help = with_default("Learning rate of both networks", by_algo(|c| c.lr.to_string())))]
     pub lr: Option<f64>,
-    /// Adam's betas as `b1,b2` (wgan-gp: 0,0.9; gan: 0.5,0.999).
-    #[arg(long, value_parser = parse_betas)]
+    #[arg(long, value_parser = parse_betas, help = with_default(
+        "Adam's betas as `b1,b2` (wgan-gp and gan; wgan's RMSProp has none)",
+        by_algo(|c| match c.algo {
+            Algo::Wgan => "none".to_string(),
+            _ => format!("{},{}", c.betas.0, c.betas.1),
+        }),
+    ))]
     pub betas: Option<(f64, f64)>,
-    /// Weight-clipping bound c (wgan).
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Weight-clipping bound c (wgan only)",
+        by_algo(|c| c.clip.to_string()),
+    ))]
     pub clip: Option<f64>,
-    /// Gradient-penalty weight lambda (wgan-gp).
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Gradient-penalty weight lambda (wgan-gp only)",
+        by_algo(|c| c.lambda.to_string()),
+    ))]
     pub lambda: Option<f64>,
-    /// Turn off WGAN's 100 critic steps for the first 25 generator iterations and every 500th.
-    #[arg(long)]
+    #[arg(long, value_name = "DECAY", help = with_default(
+        "Keep an exponential moving average of the generator's weights with this decay (0.999, say; \
+         warmed up as TensorFlow's) and draw, score and export samples from it; the checkpoint keeps the \
+         trained weights too",
+        by_algo(|c| c.ema.map_or("off".to_string(), |d| d.to_string())),
+    ))]
+    pub ema: Option<f64>,
+    #[arg(long, help = with_default(
+        "Turn off WGAN's 100 critic steps for the first 25 generator iterations and every 500th",
+        by_algo(|c| if c.critic_warmup { "on".to_string() } else { "off".to_string() }),
+    ))]
     pub no_critic_warmup: bool,
-    /// Random seed: the same seed gives the same run.
-    #[arg(long)]
+    #[arg(long, help = with_default("Random seed: the same seed gives the same run", by_algo(|c| c.seed.to_string())))]
     pub seed: Option<u64>,
-    /// A folder with the four MNIST-format IDX files (default: the 10,000 digits built in).
+    /// A folder with the four MNIST-format IDX files [default: the 10,000 digits built in]
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Download the full MNIST into DIR (checking SHA-256 sums) and train on it.
@@ -129,7 +162,7 @@ pub struct TrainArgs {
     /// Where to compute: auto (the first GPU when one works, else the CPU), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Continue from a checkpoint.
+    /// Continue from a checkpoint; its settings then rule, and `--iters` may extend it.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume: Option<PathBuf>,
     /// Save a sample grid every this many iterations.
@@ -138,8 +171,10 @@ pub struct TrainArgs {
     /// Save a checkpoint every this many iterations.
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
-    /// Estimate the Wasserstein distance on test images every this many iterations.
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Estimate the Wasserstein distance on test images every this many iterations",
+        by_algo(|c| c.test_every.to_string()),
+    ))]
     pub test_every: Option<usize>,
     /// Score samples with the digit classifier (classifier score, Frechet distance, class
     /// coverage) every this many iterations, into metrics.csv and quality.png; 0 turns it off.
@@ -148,6 +183,11 @@ pub struct TrainArgs {
     /// How many samples each of those evaluations scores.
     #[arg(long, default_value_t = 10_000)]
     pub eval_samples: usize,
+    /// The classifier that scores samples, trained on the run's kind of images with
+    /// `train-classifier --data DIR` [default: the built-in digit classifier; with `--data`,
+    /// its features alone, for the Frechet distance]
+    #[arg(long, value_name = "FILE")]
+    pub classifier: Option<PathBuf>,
     /// No progress bar; print a line at every sample instead.
     #[arg(long)]
     pub quiet: bool,
@@ -167,6 +207,23 @@ struct SampleArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// `help` followed by its default, as clap prints the defaults it knows.
+fn with_default(help: &str, default: String) -> String {
+    format!("{help} [default: {default}]")
+}
+
+/// A setting's default for each algorithm: one value when they agree, else one per algorithm
+/// (the default algorithm first).
+fn by_algo(value: impl Fn(&TrainConfig) -> String) -> String {
+    let algos = [Algo::WganGp, Algo::Wgan, Algo::Gan];
+    let values: Vec<String> = algos.iter().map(|&a| value(&train::defaults(a))).collect();
+    if values.iter().all(|v| *v == values[0]) {
+        return values[0].clone();
+    }
+    let per_algo: Vec<String> = algos.iter().zip(&values).map(|(a, v)| format!("{a}: {v}")).collect();
+    per_algo.join(", ")
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
@@ -197,7 +254,7 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => train::train(*args),
         None => train::train(cli.train),
         Some(Command::Sample(args)) => sample::sample(&args.checkpoint, args.n, &args.out, args.seed),
-        Some(Command::Eval(args)) => eval::eval(&args.checkpoint, args.n, args.seed),
+        Some(Command::Eval(args)) => eval::eval(&args),
         Some(Command::TrainClassifier(args)) => {
             classifier::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
         }

@@ -4,7 +4,7 @@ use crate::quality::QualityProbe;
 use crate::sample::sample_eval;
 use earthmover_tensor::Tensor;
 use earthmover_wgan::checkpoint::{save_checkpoint, save_generator};
-use earthmover_wgan::classifier::Quality;
+use earthmover_wgan::classifier::{ClassScores, Quality};
 use earthmover_wgan::history;
 use earthmover_wgan::io::write_atomic;
 use earthmover_wgan::plot::{line_plot, median_filter, panels, sample_grid, Panel, Series, CLASS_COLORS};
@@ -25,13 +25,16 @@ impl Outputs {
         self.dir.join("checkpoint.safetensors")
     }
 
+    /// The sample grid of iteration `iteration`.
+    pub fn sample_path(&self, iteration: usize) -> PathBuf {
+        self.dir.join("samples").join(format!("iter_{iteration:06}.png"))
+    }
+
     pub fn save_samples(&self, trainer: &Trainer) -> Result<PathBuf> {
-        let images = sample_eval(&trainer.generator, &self.fixed_noise);
-        let path = self
-            .dir
-            .join("samples")
-            .join(format!("iter_{:06}.png", trainer.iteration));
-        write_atomic(&path, &sample_grid(&images, trainer.generator.output_range, 8, 2))?;
+        // From the average of the generator's weights when the run keeps one.
+        let images = sample_eval(trainer.sampler(), &self.fixed_noise);
+        let path = self.sample_path(trainer.iteration);
+        write_atomic(&path, &sample_grid(&images, trainer.sampler().output_range, 8, 2))?;
         Ok(path)
     }
 
@@ -94,18 +97,24 @@ fn wasserstein_plot(rows: &[IterationLog], algo: Algo) -> Result<Vec<u8>> {
 }
 
 /// Frechet distance, classifier score, confident share and the class shares over training,
-/// each beside the real digits' value.
+/// each beside the real images' value; the Frechet distance alone where the classifier's
+/// classes do not apply to the data.
 fn quality_plot(rows: &[IterationLog], real: &Quality) -> Result<Vec<u8>> {
     let scored: Vec<(f64, &Quality)> = rows
         .iter()
         .filter_map(|r| r.quality.as_ref().map(|q| (r.iteration as f64, q)))
         .collect();
+    let by_class: Vec<(f64, &ClassScores)> = scored
+        .iter()
+        .filter_map(|(x, q)| q.classes.as_ref().map(|c| (*x, c)))
+        .collect();
     let first = scored.first().map_or(0.0, |p| p.0);
     let last = scored.last().map_or(1.0, |p| p.0);
-    let line = |name: &str, value: fn(&Quality) -> f64, color| Series {
+    let blue = (30, 80, 200);
+    let class_line = |name: &str, value: fn(&ClassScores) -> f64| Series {
         name: name.to_string(),
-        points: scored.iter().map(|(x, q)| (*x, value(q))).collect(),
-        color,
+        points: by_class.iter().map(|(x, c)| (*x, value(c))).collect(),
+        color: blue,
     };
     let real_line = |name: &str, value: f64| Series {
         name: name.to_string(),
@@ -118,45 +127,56 @@ fn quality_plot(rows: &[IterationLog], real: &Quality) -> Result<Vec<u8>> {
         y_label: y.to_string(),
         series,
     };
+    let frechet = panel(
+        match real.classes {
+            Some(_) => "Frechet distance to the test images",
+            None => "Frechet distance to the test images (digit classifier's features)",
+        },
+        "FD (lower is better)",
+        vec![
+            Series {
+                name: "samples".to_string(),
+                points: scored.iter().map(|(x, q)| (*x, q.frechet_distance)).collect(),
+                color: blue,
+            },
+            real_line("train images", real.frechet_distance),
+        ],
+    );
+    let Some(real_classes) = &real.classes else {
+        return panels(&[frechet], 1, (900, 500)).map_err(Error);
+    };
     let classes = (0..10)
         .map(|c| Series {
             name: c.to_string(),
-            points: scored
+            points: by_class
                 .iter()
-                .map(|(x, q)| {
-                    let total: usize = q.coverage.histogram.iter().sum();
-                    (*x, q.coverage.histogram[c] as f64 / total.max(1) as f64)
+                .map(|(x, scores)| {
+                    let histogram = &scores.coverage.histogram;
+                    let total: usize = histogram.iter().sum();
+                    (*x, histogram[c] as f64 / total.max(1) as f64)
                 })
                 .collect(),
             color: CLASS_COLORS[c],
         })
         .chain([real_line("uniform", 0.1)])
         .collect();
-    let blue = (30, 80, 200);
     panels(
         &[
-            panel(
-                "Frechet distance to the test digits",
-                "FD (lower is better)",
-                vec![
-                    line("samples", |q| q.frechet_distance, blue),
-                    real_line("train digits", real.frechet_distance),
-                ],
-            ),
+            frechet,
             panel(
                 "classifier score",
                 "exp E KL(p(y|x) || p(y))",
                 vec![
-                    line("samples", |q| q.classifier_score, blue),
-                    real_line("test digits", real.classifier_score),
+                    class_line("samples", |c| c.classifier_score),
+                    real_line("test images", real_classes.classifier_score),
                 ],
             ),
             panel(
                 "confidently classified (p >= 0.9)",
                 "share of samples",
                 vec![
-                    line("samples", |q| q.coverage.confident_share, blue),
-                    real_line("test digits", real.coverage.confident_share),
+                    class_line("samples", |c| c.coverage.confident_share),
+                    real_line("test images", real_classes.coverage.confident_share),
                 ],
             ),
             panel("predicted class of the samples", "share of samples", classes),

@@ -4,7 +4,7 @@
 
 use crate::download;
 use crate::outputs::Outputs;
-use crate::quality::QualityProbe;
+use crate::quality::{self, QualityProbe, Ruler};
 use crate::TrainArgs;
 use earthmover_tensor::{cuda_device_count, device_name, Device};
 use earthmover_wgan::checkpoint::load_checkpoint;
@@ -14,7 +14,7 @@ use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
 use earthmover_wgan::models::Generator;
 use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
 use earthmover_wgan::{bail, Error, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::path::Path;
@@ -33,21 +33,30 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let (data, source) = load_data(&args)?;
     // Before the trainer starts its clock: the set-up is not training time.
     let quality_probe = if args.eval_every > 0 {
-        Some(QualityProbe::new(&data)?)
+        // The built-in and the downloaded data are MNIST's digits; a folder may hold anything.
+        let ruler = Ruler::choose(args.classifier.as_deref(), args.data.is_none());
+        Some(QualityProbe::new(&data, ruler)?)
     } else {
         None
     };
     let mut trainer = resume_or_start(&args, data.train.len())?;
     let outputs = set_up_outputs(&args, &trainer.config, quality_probe)?;
     trainer.to_device(device)?;
-    write_settings(&args, &trainer.config, &data, &source, device)?;
+    write_settings(
+        &args,
+        &trainer.config,
+        &data,
+        &source,
+        device,
+        outputs.quality_probe.as_ref(),
+    )?;
     let rows = match &args.resume {
         Some(_) => read_metrics(&outputs.dir.join("metrics.csv"), trainer.iteration)?,
         None => Vec::new(),
     };
     let interrupted = interrupt_flag();
     let config = &trainer.config;
-    let bar = progress_bar(&args, config, trainer.iteration);
+    // The header first, then the bar, which redraws itself below it.
     eprintln!(
         "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}, on {}",
         config.algo,
@@ -57,6 +66,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         config.iters,
         describe_device(device)?
     );
+    let bar = progress_bar(&args, config, trainer.iteration);
     let mut run = Run {
         args: &args,
         data: &data,
@@ -131,11 +141,21 @@ fn load_data(args: &TrainArgs) -> Result<(Mnist, String)> {
     }
 }
 
-/// The configuration of a new run: the algorithm's defaults, overridden by the flags given.
-fn new_config(args: &TrainArgs) -> TrainConfig {
-    let mut c = TrainConfig::new(args.algo.unwrap_or(Algo::WganGp));
+/// The algorithm when `--algo` is not given.
+pub const DEFAULT_ALGO: Algo = Algo::WganGp;
+
+/// What a run of `algo` trains with when no other flag is given: the papers' settings
+/// (`TrainConfig::new`) at this program's width and length.
+pub fn defaults(algo: Algo) -> TrainConfig {
+    let mut c = TrainConfig::new(algo);
     c.dim = DEFAULT_DIM;
     c.iters = DEFAULT_ITERS;
+    c
+}
+
+/// The configuration of a new run: the algorithm's defaults, overridden by the flags given.
+fn new_config(args: &TrainArgs) -> TrainConfig {
+    let mut c = defaults(args.algo.unwrap_or(DEFAULT_ALGO));
     macro_rules! set {
         ($($field:ident),+) => { $(if let Some(v) = args.$field { c.$field = v; })+ };
     }
@@ -156,6 +176,7 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
     if args.no_critic_warmup {
         c.critic_warmup = false;
     }
+    c.ema = args.ema.or(c.ema);
     c.init = args.init.unwrap_or(c.init);
     c
 }
@@ -190,6 +211,13 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
         seed,
         test_every
     );
+    if args.ema.is_some() && args.ema != saved.ema {
+        let saved_ema = saved.ema.map_or("no average".to_string(), |d| format!("--ema {d}"));
+        bail!(
+            "--ema {:?} contradicts the checkpoint, which was trained with {saved_ema}; drop the flag to resume",
+            args.ema.unwrap_or_default()
+        );
+    }
     if args.no_critic_warmup && saved.critic_warmup {
         bail!("--no-critic-warmup contradicts the checkpoint, which was trained with the warm-up schedule");
     }
@@ -237,7 +265,14 @@ fn describe_device(device: Device) -> Result<String> {
 }
 
 /// config.json: every setting of the run, the data and the device.
-fn write_settings(args: &TrainArgs, config: &TrainConfig, data: &Mnist, source: &str, device: Device) -> Result<()> {
+fn write_settings(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    data: &Mnist,
+    source: &str,
+    device: Device,
+    probe: Option<&QualityProbe>,
+) -> Result<()> {
     let settings = serde_json::json!({
         "earthmover_version": env!("CARGO_PKG_VERSION"),
         "training": config,
@@ -251,6 +286,7 @@ fn write_settings(args: &TrainArgs, config: &TrainConfig, data: &Mnist, source: 
         "checkpoint_every": args.checkpoint_every,
         "eval_every": args.eval_every,
         "eval_samples": args.eval_samples,
+        "quality_measured_by": probe.map(|p| p.ruler().to_string()),
         "resumed_from": args.resume.as_ref().map(|p| p.display().to_string()),
     });
     write_atomic(
@@ -319,7 +355,7 @@ impl Run<'_> {
                 // Noise from the seed and the iteration: a resumed run scores what an unbroken
                 // one would, and scoring leaves the training's random stream alone.
                 let seed = self.trainer.config.seed ^ (it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-                log.quality = Some(probe.measure(&self.trainer.generator, args.eval_samples, seed));
+                log.quality = Some(probe.measure(self.trainer.sampler(), args.eval_samples, seed));
             }
         }
         self.rows.push(log);
@@ -368,7 +404,79 @@ impl Run<'_> {
             self.trainer.seconds(),
             self.args.out.display()
         );
+        for line in self.summary() {
+            eprintln!("  {line}");
+        }
         Ok(())
+    }
+
+    /// How good the run got and where to look: the Wasserstein estimate at the end, the last
+    /// quality measurement beside the real images', and the sample grid that scored best.
+    fn summary(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(last) = self.rows.last() else {
+            return lines;
+        };
+        // The estimate is noisy step to step: the median of the last 50 says where it ended.
+        let recent: Vec<f64> = self.rows.iter().rev().take(50).map(|r| r.wasserstein).collect();
+        let mut estimate = format!(
+            "{} at the end: {:.4} (median of the last {} iterations)",
+            match self.trainer.config.algo {
+                Algo::Gan => "mean D(real) - mean D(fake)",
+                _ => "Wasserstein estimate",
+            },
+            median(&recent),
+            recent.len()
+        );
+        if let Some((it, w)) = self
+            .rows
+            .iter()
+            .rev()
+            .find_map(|r| Some((r.iteration, r.test_wasserstein?)))
+        {
+            estimate.push_str(&format!(", {w:.4} on test images at iteration {it}"));
+        }
+        lines.push(estimate);
+        if let (Some(probe), Some((it, q))) = (
+            &self.outputs.quality_probe,
+            self.rows
+                .iter()
+                .rev()
+                .find_map(|r| Some((r.iteration, r.quality.as_ref()?))),
+        ) {
+            lines.push(format!("quality at iteration {it}: {}", quality::one_line(q)));
+            lines.push(format!(
+                "real images:          {}   (measured by {})",
+                quality::one_line(&probe.real),
+                probe.ruler()
+            ));
+        }
+        let grid_saved = |it: usize| it.is_multiple_of(self.args.sample_every) || it == last.iteration;
+        let best = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.iteration, r.quality.as_ref()?.frechet_distance)))
+            .filter(|&(it, _)| grid_saved(it))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((it, fd)) = best {
+            let path = self.outputs.sample_path(it);
+            if path.exists() {
+                lines.push(format!("best sample grid: {} (FD {fd:.1})", path.display()));
+            }
+        }
+        lines
+    }
+}
+
+/// The median of `values` (not empty).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        0.5 * (sorted[mid - 1] + sorted[mid])
     }
 }
 
@@ -392,12 +500,7 @@ fn quiet_line(row: &IterationLog) -> String {
     let quality = row
         .quality
         .as_ref()
-        .map(|q| {
-            format!(
-                "  FD {:.1}  score {:.2}  classes {}",
-                q.frechet_distance, q.classifier_score, q.coverage.covered
-            )
-        })
+        .map(|q| format!("  {}", quality::one_line(q)))
         .unwrap_or_default();
     format!(
         "iter {:>6}  {:>7.1}s  W {:.4}  critic {:.4}  gen {:.4}{quality}",
@@ -410,9 +513,20 @@ fn progress_bar(args: &TrainArgs, config: &TrainConfig, position: usize) -> Prog
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(config.iters as u64);
+    // indicatif's own {per_sec} prints four decimals; a rate needs two significant digits.
+    let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let per_sec = state.per_sec();
+        let _ = match per_sec {
+            r if r >= 10.0 => write!(w, "{r:.0} it/s"),
+            r if r >= 1.0 => write!(w, "{r:.1} it/s"),
+            r if r > 0.0 => write!(w, "{:.1} s/it", 1.0 / r),
+            _ => write!(w, "- it/s"),
+        };
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} iters  {per_sec}  eta {eta}  {msg}")
-            .expect("a valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} iters  {rate}  eta {eta}  {msg}")
+            .expect("a valid template")
+            .with_key("rate", rate),
     );
     bar.set_position(position as u64);
     bar

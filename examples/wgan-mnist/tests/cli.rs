@@ -146,10 +146,12 @@ fn every_algorithm_and_model_trains_and_writes_its_outputs() {
 
 #[test]
 fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
-    for algo in ["wgan-gp", "wgan"] {
-        let whole = scratch(&format!("whole-{algo}"));
-        let parts = scratch(&format!("parts-{algo}"));
-        let common = [
+    // The last keeps an average of the generator's weights (whose batch-norm buffers it copies).
+    for (algo, ema) in [("wgan-gp", None), ("wgan", None), ("wgan-gp", Some("0.9"))] {
+        let name = format!("{algo}{}", ema.map_or("", |_| "-ema"));
+        let whole = scratch(&format!("whole-{name}"));
+        let parts = scratch(&format!("parts-{name}"));
+        let mut common = vec![
             "--algo",
             algo,
             "--model",
@@ -158,6 +160,9 @@ fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
             "layer",
             "--no-critic-warmup",
         ];
+        if let Some(decay) = ema {
+            common.extend(["--ema", decay]);
+        }
         let mut args = common.to_vec();
         args.extend(["--iters", "6"]);
         assert!(train(&whole, &args).status.success());
@@ -172,7 +177,7 @@ fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
         assert_eq!(b.len(), 6);
         for (ra, rb) in a.iter().zip(&b) {
             // Every column but the wall-clock seconds.
-            assert_eq!((&ra[0], &ra[2..]), (&rb[0], &rb[2..]), "{algo}: rows differ");
+            assert_eq!((&ra[0], &ra[2..]), (&rb[0], &rb[2..]), "{name}: rows differ");
         }
         let weights = |dir: &Path| {
             let bytes = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
@@ -188,9 +193,18 @@ fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
         assert_eq!(
             weights(&whole),
             weights(&parts),
-            "{algo}: final networks or optimiser states differ"
+            "{name}: final networks or optimiser states differ"
         );
+        let averaged = weights(&whole).iter().any(|(n, _)| n.starts_with("generator_ema."));
+        assert_eq!(averaged, ema.is_some(), "{name}: the checkpoint keeps the average");
     }
+    // A run resumed with another decay is refused.
+    let parts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-parts-wgan-gp-ema");
+    let checkpoint = parts.join("checkpoint.safetensors");
+    assert_fails_with(
+        &train(&parts, &["--resume", checkpoint.to_str().unwrap(), "--ema", "0.5"]),
+        "--ema 0.5 contradicts the checkpoint, which was trained with --ema 0.9",
+    );
 }
 
 #[test]
@@ -205,6 +219,10 @@ fn bad_settings_are_clear_errors() {
         "clip value must be non-negative",
     );
     assert_fails_with(&run(&["--out", o, "--lambda=-1"]), "lambda must be non-negative");
+    assert_fails_with(
+        &run(&["--out", o, "--ema", "1"]),
+        "EMA decay must lie strictly between 0 and 1",
+    );
     assert_fails_with(
         &run(&["--out", o, "--critic-norm", "batch"]),
         "batch-norm in the critic cannot be used with WGAN-GP",
@@ -397,6 +415,22 @@ fn help_explains_every_flag() {
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
+    // Every default is shown, per algorithm where they differ.
+    for default in [
+        "[default: wgan-gp]",
+        "[default: 32]",
+        "[default: 2000]",
+        "[default: wgan-gp: 5, wgan: 5, gan: 1]",
+        "[default: wgan-gp: 0.0001, wgan: 0.00005, gan: 0.0002]",
+        "[default: wgan-gp: 0,0.9, wgan: none, gan: 0.5,0.999]",
+        "[default: 0.01]",
+        "[default: 10]",
+        "[default: off]",
+        "[default: wgan-gp: off, wgan: on, gan: off]",
+        "[default: the 10,000 digits built in]",
+    ] {
+        assert!(text.contains(default), "--help lacks {default}:\n{text}");
+    }
 }
 
 /// Serve the built-in data files over HTTP on 127.0.0.1 for `requests` requests.
@@ -531,6 +565,24 @@ fn eval_every_scores_samples_into_metrics_and_a_plot_and_survives_a_resume() {
         }
     }
     assert_eq!(decode_png(&whole.join("quality.png")), (1200, 800));
+    // The run ends saying how good it got and where to look.
+    let told = stderr(&result);
+    for line in [
+        "Wasserstein estimate at the end:",
+        "on test images at iteration 4",
+        "quality at iteration 4: FD ",
+        "real images:",
+        "measured by the built-in digit classifier",
+        "best sample grid: ",
+    ] {
+        assert!(told.contains(line), "the summary lacks `{line}`:\n{told}");
+    }
+    let best = told
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("best sample grid: "))
+        .unwrap();
+    let best = best.split(" (FD").next().unwrap();
+    assert!(Path::new(best).exists(), "{best}");
 
     // A run stopped at 2 and resumed to 4 scores the same samples as the unbroken one.
     let parts = scratch("eval-every-parts");
@@ -624,4 +676,120 @@ fn every_simd_path_trains_the_same_run() {
         }
     }
     eprintln!("SIMD paths trained here: {paths:?}");
+}
+
+/// A folder of MNIST-format images that are not digits: class `k` is a bright bar, vertical
+/// at column `3 + 5k` for `k < 5`, horizontal at row `3 + 5 (k - 5)` otherwise (5 pixels apart,
+/// so that the classifier's 2-pixel shifts keep the classes apart), its brightness and length
+/// varying from image to image.
+fn bars_dataset(dir: &Path, train: u32, test: u32) {
+    let images = |n: u32, salt: u32| -> (Vec<u8>, Vec<u8>) {
+        let (mut pixels, mut labels) = (vec![0u8; (n * 784) as usize], Vec::new());
+        for i in 0..n {
+            let class = (i * 7 + salt) % 10;
+            let (brightness, start) = (150 + (i * 37 % 100) as u8, 2 + (i * 13 % 8));
+            for along in start..26 {
+                for across in [3 + 5 * (class % 5), 4 + 5 * (class % 5)] {
+                    let (y, x) = if class < 5 { (along, across) } else { (across, along) };
+                    pixels[(i * 784 + y * 28 + x) as usize] = brightness;
+                }
+            }
+            labels.push(class as u8);
+        }
+        (pixels, labels)
+    };
+    let (pixels, labels) = images(train, 0);
+    write_idx(dir, "train-images-idx3-ubyte", 0x0803, &[train, 28, 28], &pixels);
+    write_idx(dir, "train-labels-idx1-ubyte", 0x0801, &[train], &labels);
+    let (pixels, labels) = images(test, 3);
+    write_idx(dir, "t10k-images-idx3-ubyte", 0x0803, &[test, 28, 28], &pixels);
+    write_idx(dir, "t10k-labels-idx1-ubyte", 0x0801, &[test], &labels);
+}
+
+/// The generated and the real value of `eval`'s line starting with `label`.
+fn eval_values(text: &str, label: &str) -> Option<(f64, f64)> {
+    let line = text.lines().find(|l| l.starts_with(label))?;
+    let mut values = line.split_whitespace().rev().map(|v| v.parse::<f64>().ok());
+    let real = values.next()??;
+    Some((values.next()??, real))
+}
+
+#[test]
+fn other_images_are_scored_by_their_own_classifier_or_by_the_digit_features_alone() {
+    let data = scratch("bars-data");
+    bars_dataset(&data, 640, 60);
+    let d = data.to_str().unwrap();
+    let classifier = data.join("bars-classifier.safetensors");
+    let c = classifier.to_str().unwrap();
+    let trained = run(&["train-classifier", "--data", d, "--epochs", "6", "--out", c]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    assert!(stderr(&trained).contains("test accuracy"), "{}", stderr(&trained));
+
+    // With the matching classifier: every measurement, and config.json says which ruler.
+    let scoring = ["--data", d, "--eval-every", "2", "--eval-samples", "64", "--iters", "2"];
+    let own = scratch("bars-own");
+    let mut args = scoring.to_vec();
+    args.extend(["--classifier", c]);
+    let result = train(&own, &args);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let header = std::fs::read_to_string(own.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let scored = &metrics(&own)[1];
+    let score: f64 = scored[column("classifier_score")].parse().unwrap();
+    assert!((1.0..=10.0).contains(&score), "{scored:?}");
+    let settings = std::fs::read_to_string(own.join("config.json")).unwrap();
+    assert!(settings.contains("bars-classifier.safetensors"), "{settings}");
+
+    // Without one: the Frechet distance on the digit features alone, and a notice saying how
+    // to train a matching classifier.
+    let digit_features = scratch("bars-digit-features");
+    let result = train(&digit_features, &scoring);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("train-classifier --data DIR"),
+        "{}",
+        stderr(&result)
+    );
+    let scored = &metrics(&digit_features)[1];
+    assert!(!scored[column("frechet_distance")].is_empty(), "{scored:?}");
+    assert!(scored[column("classifier_score")].is_empty(), "{scored:?}");
+    assert!(scored[column("class_0")].is_empty(), "{scored:?}");
+
+    // `eval` measures with the classifier it is given: the real bars score high on their own
+    // classifier, and the digit classifier's features give another distance.
+    let generator = own.join("generator.safetensors");
+    let g = generator.to_str().unwrap();
+    let with_own = run(&["eval", "--checkpoint", g, "--n", "64", "--data", d, "--classifier", c]);
+    assert!(with_own.status.success(), "{}", stderr(&with_own));
+    let own_text = String::from_utf8_lossy(&with_own.stdout).into_owned();
+    let real_score = eval_values(&own_text, "classifier score").map(|(_, real)| real);
+    assert!(real_score.is_some_and(|s| s > 8.0), "{own_text}");
+    let with_digits = run(&["eval", "--checkpoint", g, "--n", "64", "--data", d]);
+    assert!(with_digits.status.success(), "{}", stderr(&with_digits));
+    let digit_text = String::from_utf8_lossy(&with_digits.stdout).into_owned();
+    assert!(!digit_text.contains("classifier score"), "{digit_text}");
+    assert!(digit_text.contains("features alone"), "{digit_text}");
+    let fd = |text: &str| eval_values(text, "Frechet distance").expect("a distance");
+    assert_ne!(fd(&own_text), fd(&digit_text), "two rulers, two distances");
+
+    // A classifier cannot be trained on more than ten classes, nor loaded from another file.
+    let many = scratch("bars-many-classes");
+    tiny_dataset(&many, 4);
+    write_idx(&many, "train-labels-idx1-ubyte", 0x0801, &[4], &[0, 1, 12, 3]);
+    let out = many.join("c.safetensors");
+    assert_fails_with(
+        &run(&[
+            "train-classifier",
+            "--data",
+            many.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "this data has label 12",
+    );
+    assert_fails_with(
+        &run(&["eval", "--checkpoint", g, "--n", "64", "--data", d, "--classifier", g]),
+        "is not a classifier file",
+    );
 }

@@ -34,6 +34,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Estimate the Wasserstein distance on held-out test images every this many iterations.
     pub test_every: usize,
+    /// The decay of an exponential moving average of the generator's weights
+    /// ([`crate::ema`]), which then draws the samples and is scored; `None`: no average.
+    /// (Absent from checkpoints written before it existed: they had none.)
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 impl TrainConfig {
@@ -64,6 +69,7 @@ impl TrainConfig {
             critic_warmup: algo == Algo::Wgan,
             seed: 0,
             test_every: 100,
+            ema: None,
         }
     }
 
@@ -100,6 +106,9 @@ impl TrainConfig {
         }
         if self.test_every == 0 {
             bail!("test_every must be at least 1");
+        }
+        if let Some(decay) = self.ema {
+            crate::ema::ExponentialMovingAverage::new(decay)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use super::{generator_iteration, Gan, TrainConfig};
 use crate::classifier::Quality;
 use crate::data::{Batcher, Mnist};
+use crate::ema::{copy_weights, ExponentialMovingAverage};
 use crate::models::{Critic, Generator};
 use crate::nn::Module;
 use crate::optim::Optimizer;
@@ -39,7 +40,11 @@ pub struct IterationLog {
 /// The state of a run: networks, optimisers, data order, and the iteration count.
 pub struct Trainer {
     pub config: TrainConfig,
+    /// The generator being trained.
     pub generator: Generator,
+    /// The exponential moving average of its weights (`config.ema`), updated after each
+    /// generator step; [`Trainer::sampler`] draws from it when there is one.
+    pub generator_ema: Option<Generator>,
     pub critic: Critic,
     pub generator_optim: Box<dyn Optimizer>,
     pub critic_optim: Box<dyn Optimizer>,
@@ -77,9 +82,18 @@ impl Trainer {
         let generator = Generator::new(config.model, config.dim, init, &mut rng);
         let critic = Critic::new(config.model, config.dim, config.critic_norm, init, &mut rng);
         let (generator_optim, critic_optim) = optimizers(&config, &generator, &critic);
+        // The average starts as a copy of the initial generator; building it draws from a
+        // stream of its own, so that a run's weights and data order are the same with or
+        // without it.
+        let generator_ema = config.ema.map(|_| {
+            let copy = Generator::new(config.model, config.dim, init, &mut StdRng::seed_from_u64(0));
+            copy_weights(&copy, &generator);
+            copy
+        });
         Ok(Trainer {
             config,
             generator,
+            generator_ema,
             critic,
             generator_optim,
             critic_optim,
@@ -101,7 +115,14 @@ impl Trainer {
         let saved =
             |o: &dyn Optimizer| -> std::collections::HashMap<String, Tensor> { o.state_dict().into_iter().collect() };
         let (g_state, c_state) = (saved(&*self.generator_optim), saved(&*self.critic_optim));
-        for (_, t) in self.generator.state_dict().into_iter().chain(self.critic.state_dict()) {
+        let ema = self.generator_ema.iter().flat_map(|g| g.state_dict());
+        for (_, t) in self
+            .generator
+            .state_dict()
+            .into_iter()
+            .chain(self.critic.state_dict())
+            .chain(ema)
+        {
             t.set_data(&t.to_device(device)?);
         }
         let (mut g, mut c) = optimizers(&self.config, &self.generator, &self.critic);
@@ -143,6 +164,11 @@ impl Trainer {
             &mut rng,
         )
         .map_err(|diverged| diverged.at_iteration(self.iteration + 1))?;
+        if let (Some(average), Some(decay)) = (&self.generator_ema, self.config.ema) {
+            // One average update per generator step, numbered by the iteration, so that a
+            // resumed run continues the same schedule.
+            ExponentialMovingAverage { decay }.update(average, &self.generator, self.iteration);
+        }
         self.iteration += 1;
         let mut log = IterationLog {
             iteration: self.iteration,
@@ -186,9 +212,15 @@ impl Trainer {
         self.seconds_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// Images from the generator for `noise` (no graph recorded).
+    /// The generator that draws the run's samples: the average of the generator's weights when
+    /// the run keeps one (`config.ema`), else the generator itself.
+    pub fn sampler(&self) -> &Generator {
+        self.generator_ema.as_ref().unwrap_or(&self.generator)
+    }
+
+    /// Images from [`Trainer::sampler`] for `noise` (no graph recorded).
     pub fn sample(&self, noise: &Tensor) -> Tensor {
-        no_grad(|| self.generator.forward(&on_device(noise.clone(), self.device)))
+        no_grad(|| self.sampler().forward(&on_device(noise.clone(), self.device)))
     }
 }
 
@@ -257,5 +289,59 @@ mod tests {
         );
         assert!(log.test_wasserstein.is_some());
         assert_eq!(trainer.iteration, 1);
+    }
+
+    /// Every tensor of each module in `a` equals its twin in `b`, bit for bit.
+    fn assert_same_weights(a: &dyn Module, b: &dyn Module, what: &str) {
+        for ((name, x), (_, y)) in a.state_dict().iter().zip(b.state_dict()) {
+            assert_eq!(x.to_vec_f32(), y.to_vec_f32(), "{what}: {name}");
+        }
+    }
+
+    #[test]
+    fn the_average_changes_no_training_and_resumes_bit_for_bit() {
+        use crate::checkpoint::{load_checkpoint, load_generator, save_checkpoint, save_generator};
+        let data = tiny_data();
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.batch_size, config.test_every) = (4, 8, 1000);
+        let mut plain = Trainer::new(config.clone(), 16).unwrap();
+        config.ema = Some(0.9);
+        let mut straight = Trainer::new(config.clone(), 16).unwrap();
+        for _ in 0..4 {
+            plain.step(&data).unwrap();
+            straight.step(&data).unwrap();
+        }
+        // The average only watches: the trained networks are those of a run without it.
+        assert_same_weights(&plain.generator, &straight.generator, "generator");
+        assert_same_weights(&plain.critic, &straight.critic, "critic");
+        let average = straight.generator_ema.as_ref().unwrap();
+        let (a, g) = (
+            average.parameters()[0].to_vec_f32(),
+            straight.generator.parameters()[0].to_vec_f32(),
+        );
+        assert_ne!(a, g, "the average lags the generator");
+
+        let dir = std::env::temp_dir().join(format!("em-ema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut first = Trainer::new(config, 16).unwrap();
+        first.step(&data).unwrap();
+        first.step(&data).unwrap();
+        save_checkpoint(&first, &dir.join("c.safetensors")).unwrap();
+        save_generator(&first, &dir.join("g.safetensors")).unwrap();
+        // Both files give the averaged generator, for `sample` and `eval`.
+        for file in ["c.safetensors", "g.safetensors"] {
+            let (loaded, _) = load_generator(&dir.join(file)).unwrap();
+            assert_same_weights(&loaded, first.sampler(), file);
+        }
+        let mut resumed = load_checkpoint(&dir.join("c.safetensors"), 16).unwrap();
+        resumed.step(&data).unwrap();
+        resumed.step(&data).unwrap();
+        assert_same_weights(&resumed.generator, &straight.generator, "resumed generator");
+        assert_same_weights(
+            resumed.generator_ema.as_ref().unwrap(),
+            straight.generator_ema.as_ref().unwrap(),
+            "resumed average",
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
