@@ -115,6 +115,13 @@ pub struct TrainArgs {
     pub n_critic: Option<usize>,
     #[arg(long, help = with_default("Learning rate of both networks", by_algo(|c| c.lr.to_string())))]
     pub lr: Option<f64>,
+    #[arg(long, help = with_default(
+        "The critic's learning rate, where it should differ from the generator's (two time-scale updates)",
+        "--lr".to_string(),
+    ))]
+    pub lr_critic: Option<f64>,
+    #[arg(long, help = with_default("The generator's learning rate", "--lr".to_string()))]
+    pub lr_gen: Option<f64>,
     #[arg(long, value_parser = parse_betas, help = with_default(
         "Adam's betas as `b1,b2` (wgan-gp and gan; wgan's RMSProp has none)",
         by_algo(|c| match c.algo {

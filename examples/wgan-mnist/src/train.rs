@@ -177,6 +177,8 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
         c.critic_warmup = false;
     }
     c.ema = args.ema.or(c.ema);
+    c.lr_critic = args.lr_critic.or(c.lr_critic);
+    c.lr_generator = args.lr_gen.or(c.lr_generator);
     c.init = args.init.unwrap_or(c.init);
     c
 }
@@ -211,6 +213,14 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
         seed,
         test_every
     );
+    for (flag, given, saved) in [
+        ("--lr-critic", args.lr_critic, saved.critic_lr()),
+        ("--lr-gen", args.lr_gen, saved.generator_lr()),
+    ] {
+        if let Some(lr) = given.filter(|lr| *lr != saved) {
+            bail!("{flag} {lr} contradicts the checkpoint, which was trained with {saved}; drop the flag to resume");
+        }
+    }
     if args.ema.is_some() && args.ema != saved.ema {
         let saved_ema = saved.ema.map_or("no average".to_string(), |d| format!("--ema {d}"));
         bail!(

@@ -224,6 +224,14 @@ fn bad_settings_are_clear_errors() {
         "EMA decay must lie strictly between 0 and 1",
     );
     assert_fails_with(
+        &run(&["--out", o, "--lr-critic", "0"]),
+        "critic learning rate must be positive",
+    );
+    assert_fails_with(
+        &run(&["--out", o, "--lr-gen=-1"]),
+        "generator learning rate must be positive",
+    );
+    assert_fails_with(
         &run(&["--out", o, "--critic-norm", "batch"]),
         "batch-norm in the critic cannot be used with WGAN-GP",
     );

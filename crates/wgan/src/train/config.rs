@@ -39,6 +39,12 @@ pub struct TrainConfig {
     /// (Absent from checkpoints written before it existed: they had none.)
     #[serde(default)]
     pub ema: Option<f64>,
+    /// The critic's learning rate, where it differs from `lr` (two time-scale updates, TTUR).
+    #[serde(default)]
+    pub lr_critic: Option<f64>,
+    /// The generator's learning rate, where it differs from `lr`.
+    #[serde(default)]
+    pub lr_generator: Option<f64>,
 }
 
 impl TrainConfig {
@@ -70,6 +76,8 @@ impl TrainConfig {
             seed: 0,
             test_every: 100,
             ema: None,
+            lr_critic: None,
+            lr_generator: None,
         }
     }
 
@@ -78,8 +86,14 @@ impl TrainConfig {
         if self.batch_size == 0 {
             bail!("batch size must be positive, got 0");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("learning rate must be positive and finite, got {}", self.lr);
+        for (name, lr) in [
+            ("learning rate", Some(self.lr)),
+            ("critic learning rate", self.lr_critic),
+            ("generator learning rate", self.lr_generator),
+        ] {
+            if let Some(lr) = lr.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
+                bail!("{name} must be positive and finite, got {lr}");
+            }
         }
         if self.n_critic == 0 {
             bail!("n_critic must be at least 1");
@@ -111,6 +125,16 @@ impl TrainConfig {
             crate::ema::ExponentialMovingAverage::new(decay)?;
         }
         Ok(())
+    }
+
+    /// The critic's learning rate: `lr_critic`, else `lr`.
+    pub fn critic_lr(&self) -> f64 {
+        self.lr_critic.unwrap_or(self.lr)
+    }
+
+    /// The generator's learning rate: `lr_generator`, else `lr`.
+    pub fn generator_lr(&self) -> f64 {
+        self.lr_generator.unwrap_or(self.lr)
     }
 
     /// The objective this run trains, for the shared step.

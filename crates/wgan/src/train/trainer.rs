@@ -65,8 +65,11 @@ fn optimizers(
     generator: &Generator,
     critic: &Critic,
 ) -> (Box<dyn Optimizer>, Box<dyn Optimizer>) {
-    let optimizer = |params| config.algo.optimizer(params, config.lr, config.betas);
-    (optimizer(generator.parameters()), optimizer(critic.parameters()))
+    let optimizer = |params, lr| config.algo.optimizer(params, lr, config.betas);
+    (
+        optimizer(generator.parameters(), config.generator_lr()),
+        optimizer(critic.parameters(), config.critic_lr()),
+    )
 }
 
 impl Trainer {
@@ -289,6 +292,22 @@ mod tests {
         );
         assert!(log.test_wasserstein.is_some());
         assert_eq!(trainer.iteration, 1);
+    }
+
+    #[test]
+    fn each_network_gets_its_own_learning_rate_when_given() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        config.dim = 4;
+        let trainer = Trainer::new(config.clone(), 16).unwrap();
+        assert_eq!(trainer.critic_optim.learning_rate(), 1e-4);
+        assert_eq!(trainer.generator_optim.learning_rate(), 1e-4);
+        (config.lr_critic, config.lr_generator) = (Some(4e-4), Some(1e-5));
+        let trainer = Trainer::new(config.clone(), 16).unwrap();
+        assert_eq!(trainer.critic_optim.learning_rate(), 4e-4);
+        assert_eq!(trainer.generator_optim.learning_rate(), 1e-5);
+        config.lr_critic = Some(0.0);
+        let err = Trainer::new(config, 16).err().expect("a zero rate cannot train").0;
+        assert!(err.contains("critic learning rate must be positive"), "{err}");
     }
 
     /// Every tensor of each module in `a` equals its twin in `b`, bit for bit.
