@@ -2,6 +2,7 @@
 //! `scripts/experiments.sh` runs them all.
 
 mod compare;
+mod frontier;
 mod lines;
 mod toy;
 
@@ -33,6 +34,19 @@ enum Command {
         runs: Vec<PathBuf>,
         /// Where the figures go.
         #[arg(long, value_name = "DIR", default_value = "docs/images/experiments")]
+        out: PathBuf,
+    },
+    /// Quality against training time over a sweep of wgan-mnist runs (scripts/sweep-defaults.sh):
+    /// each run at its best point within the budget and at its end, and the frontier plot.
+    Frontier {
+        /// Run folders (each with metrics.csv and config.json, trained with --eval-every).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The training-time budget in seconds.
+        #[arg(long, default_value_t = 900.0)]
+        budget: f64,
+        /// Where frontier.png goes.
+        #[arg(long, value_name = "DIR", default_value = "docs/images")]
         out: PathBuf,
     },
     /// The WGAN paper's parallel lines: TV, KL, JS and W against theta, with trained estimates.
@@ -202,6 +216,7 @@ fn main() -> ExitCode {
     earthmover_tensor::retain_freed_memory();
     let result = match Cli::parse().command {
         Command::Compare { runs, out } => compare::compare(&runs, &out),
+        Command::Frontier { runs, budget, out } => frontier::report(&runs, budget, &out),
         Command::ParallelLines { out, steps } => lines::parallel_lines(&out, steps),
         Command::Toy {
             data,

@@ -163,6 +163,10 @@ pub struct TrainArgs {
     /// The mirror to download from.
     #[arg(long, value_name = "URL", default_value = download::DEFAULT_MIRROR, hide = true)]
     pub mirror: String,
+    /// Stop once training has taken this many seconds (this process and, when resumed, the
+    /// earlier ones), finishing as at the last iteration: samples, scores, checkpoint.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_seconds: Option<f64>,
     /// Output folder for samples, metrics, plots and checkpoints.
     #[arg(long, value_name = "DIR", default_value = "runs/wgan-mnist")]
     pub out: PathBuf,

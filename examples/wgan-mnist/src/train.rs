@@ -75,8 +75,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         trainer,
         rows,
         bar,
+        out_of_time: false,
     };
-    while run.trainer.iteration < run.trainer.config.iters {
+    while run.trainer.iteration < run.trainer.config.iters && !run.out_of_time {
         if interrupted.load(Ordering::SeqCst) {
             return run.save_interrupted();
         }
@@ -88,6 +89,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
 fn check_output_flags(args: &TrainArgs) -> Result<()> {
     if args.sample_every == 0 || args.checkpoint_every == 0 {
         bail!("--sample-every and --checkpoint-every must be at least 1");
+    }
+    if args.max_seconds.is_some_and(|s| !(s > 0.0)) {
+        bail!("--max-seconds must be a positive number of seconds");
     }
     if args.eval_every > 0 && args.eval_samples < 2 {
         bail!("--eval-samples must be at least 2 (the Frechet distance needs a covariance)");
@@ -335,6 +339,8 @@ struct Run<'a> {
     bar: ProgressBar,
     /// The iteration this process started at (0, or where the checkpoint resumed).
     start_iteration: usize,
+    /// Set when `--max-seconds` has passed: the iteration that saw it was the last.
+    out_of_time: bool,
 }
 
 impl Run<'_> {
@@ -359,7 +365,8 @@ impl Run<'_> {
         let it = log.iteration;
         self.bar.set_position(it as u64);
         self.bar.set_message(progress_message(&log, algo));
-        let last = it == iters;
+        self.out_of_time = args.max_seconds.is_some_and(|limit| self.trainer.seconds() >= limit);
+        let last = it == iters || self.out_of_time;
         if let Some(probe) = &self.outputs.quality_probe {
             if it.is_multiple_of(args.eval_every) || last {
                 // Noise from the seed and the iteration: a resumed run scores what an unbroken
@@ -407,6 +414,12 @@ impl Run<'_> {
             self.outputs.save_samples(&self.trainer)?;
             self.outputs.save_logs(&self.rows, self.trainer.config.algo)?;
             self.outputs.save_checkpoint(&self.trainer)?;
+        }
+        if self.out_of_time {
+            eprintln!(
+                "stopped at iteration {} of {}: --max-seconds has passed",
+                self.trainer.iteration, self.trainer.config.iters
+            );
         }
         eprintln!(
             "done: {} iterations in {:.0} s; samples, metrics.csv, plots and checkpoints in {}",

@@ -208,6 +208,30 @@ fn a_resumed_run_matches_an_unbroken_run_bit_for_bit() {
 }
 
 #[test]
+fn max_seconds_ends_the_run_early_with_complete_outputs() {
+    let out = scratch("max-seconds");
+    let result = train(&out, &["--iters", "50", "--max-seconds", "0.001"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("stopped at iteration 1 of 50"),
+        "{}",
+        stderr(&result)
+    );
+    assert_eq!(metrics(&out).len(), 1);
+    for file in [
+        "checkpoint.safetensors",
+        "generator.safetensors",
+        "samples/iter_000001.png",
+    ] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    assert_fails_with(
+        &train(&out, &["--max-seconds", "0"]),
+        "--max-seconds must be a positive",
+    );
+}
+
+#[test]
 fn bad_settings_are_clear_errors() {
     let out = scratch("bad-settings");
     let o = out.to_str().unwrap();
