@@ -80,7 +80,7 @@ fn row(name: &str, p: &Point) -> String {
 
 /// Read `dirs`, print the table, and draw `frontier.png` into `out`.
 pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
-    if !(budget > 0.0) {
+    if budget.is_nan() || budget <= 0.0 {
         bail!("--budget must be a positive number of seconds");
     }
     let runs: Vec<(String, Vec<Point>)> = dirs

@@ -90,7 +90,7 @@ fn check_output_flags(args: &TrainArgs) -> Result<()> {
     if args.sample_every == 0 || args.checkpoint_every == 0 {
         bail!("--sample-every and --checkpoint-every must be at least 1");
     }
-    if args.max_seconds.is_some_and(|s| !(s > 0.0)) {
+    if args.max_seconds.is_some_and(|s| s.is_nan() || s <= 0.0) {
         bail!("--max-seconds must be a positive number of seconds");
     }
     if args.eval_every > 0 && args.eval_samples < 2 {
