@@ -10,9 +10,14 @@
 #   scripts/sweep-defaults.sh ema lr2e-4      only those settings (names below)
 #   BUDGET=600 scripts/sweep-defaults.sh      another budget, in seconds
 #
+# Time is measured apart from the long runs. A run's quality at an iteration is the same however
+# busy the machine is (training is deterministic), its logged seconds are not; so each setting is
+# first timed alone for 60 iterations (its pace, in runs/sweep/pace/NAME: keep the machine quiet
+# for that minute), then trained for the iterations that pace fits in the budget, and the table
+# and plot put each measurement at iteration x pace. The long runs may share the machine.
+#
 # Runs go to runs/sweep/NAME (a finished run is kept and not trained again: delete its folder
-# to redo it); the table to runs/sweep/table.md, the plot to docs/images/frontier.png. Run it on
-# a quiet machine: the budget is wall time, so anything else running moves the frontier.
+# to redo it); the table to runs/sweep/table.md, the plot to docs/images/frontier.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${BUDGET:-900}
@@ -21,7 +26,7 @@ mkdir -p "$runs"
 cargo build --release -p wgan-mnist -p gan-experiments
 bin=target/release
 
-# name | flags beyond the common ones. Iterations are set per width to outlast the budget.
+# name | flags beyond the common ones.
 settings=(
   "paper|"
   "ema|--ema 0.999"
@@ -38,27 +43,48 @@ settings=(
 common=(--algo wgan-gp --eval-every 250 --eval-samples 10000 --sample-every 250 --checkpoint-every 1000000 --quiet)
 
 wanted=("$@")
+chosen=()
 dirs=()
 for entry in "${settings[@]}"; do
   name=${entry%%|*}
-  read -r -a flags <<< "${entry#*|}"
   dirs+=("$runs/$name")
   if [[ ${#wanted[@]} -gt 0 && ! " ${wanted[*]} " =~ " $name " ]]; then
     continue
   fi
+  chosen+=("$entry")
+done
+
+# First every chosen setting's pace: seconds per iteration between iterations 10 and 60.
+for entry in "${chosen[@]}"; do
+  name=${entry%%|*}
+  read -r -a flags <<< "${entry#*|}"
+  [[ -f $runs/pace/$name ]] && continue
+  echo "== $name: timing 60 iterations"
+  rm -rf "${runs:?}/timing"
+  "$bin/wgan-mnist" --algo wgan-gp "${flags[@]}" --iters 60 --eval-every 0 --sample-every 1000000 \
+    --checkpoint-every 1000000 --quiet --out "$runs/timing"
+  mkdir -p "$runs/pace"
+  awk -F, '$1 == 10 { t0 = $2 } $1 == 60 { printf "%.4f\n", ($2 - t0) / 50 }' \
+    "$runs/timing/metrics.csv" > "$runs/pace/$name"
+  rm -rf "${runs:?}/timing"
+  echo "   $(cat "$runs/pace/$name") s per iteration"
+done
+
+# Then the long runs, each for the iterations its pace fits in the budget and 5% more.
+for entry in "${chosen[@]}"; do
+  name=${entry%%|*}
+  read -r -a flags <<< "${entry#*|}"
   if [[ -f $runs/$name/finished ]]; then
     echo "== $name: kept (delete $runs/$name to train it again)"
     continue
   fi
-  # Enough iterations to pass the budget at each width's speed on a 2-core CPU (about 0.25 s
-  # per iteration at DIM 32, 0.1 s at 16, 0.7 s at 64), with room for a faster machine.
-  iters=$((budget * 6))
-  [[ " ${flags[*]} " =~ " --dim 64 " ]] && iters=$((budget * 2))
-  [[ " ${flags[*]} " =~ " --dim 16 " ]] && iters=$((budget * 15))
-  echo "== $name: ${flags[*]:-the paper's settings} (up to $iters iterations)"
+  pace=$(cat "$runs/pace/$name")
+  iters=$(awk -v b="$budget" -v p="$pace" 'BEGIN { printf "%d", b * 1.05 / p + 1 }')
+  described=${flags[*]:-"the paper's settings"}
+  echo "== $name: $described ($iters iterations at $pace s)"
   rm -rf "${runs:?}/$name"
-  "$bin/wgan-mnist" "${common[@]}" "${flags[@]}" --iters "$iters" --out "$runs/$name" \
-    --max-seconds "$((budget + budget / 10))"
+  "$bin/wgan-mnist" "${common[@]}" "${flags[@]}" --iters "$iters" --out "$runs/$name"
+  cp "$runs/pace/$name" "$runs/$name/pace"
   touch "$runs/$name/finished"
 done
 

@@ -19,15 +19,18 @@ pub struct Point {
     pub quality: Quality,
 }
 
-/// The evaluation points of `run` measured with class scores, in order.
-pub fn points(run: &Run) -> Vec<Point> {
+/// The evaluation points of `run` measured with class scores, in order. With a `pace` (seconds
+/// per iteration, timed on a quiet machine) a point's time is its iteration at that pace rather
+/// than the seconds the run logged: a run's quality at an iteration does not depend on how busy
+/// the machine was, its logged time does.
+pub fn points(run: &Run, pace: Option<f64>) -> Vec<Point> {
     run.rows
         .iter()
         .filter_map(|r| {
             let quality = r.quality.clone()?;
             quality.classes.as_ref()?;
             Some(Point {
-                seconds: r.seconds,
+                seconds: pace.map_or(r.seconds, |p| p * r.iteration as f64),
                 iteration: r.iteration,
                 quality,
             })
@@ -78,11 +81,31 @@ fn row(name: &str, p: &Point) -> String {
     )
 }
 
+/// The seconds per iteration in `dir/pace`, where `scripts/sweep-defaults.sh` timed the setting
+/// before its long run; `None` when the file is absent.
+pub fn read_pace(dir: &Path) -> Result<Option<f64>> {
+    let path = dir.join("pace");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("{}: cannot read ({e})", path.display()),
+    };
+    match text.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 => Ok(Some(p)),
+        _ => bail!(
+            "{}: expected a positive number of seconds per iteration, found {:?}",
+            path.display(),
+            text.trim()
+        ),
+    }
+}
+
 /// Read `dirs`, print the table, and draw `frontier.png` into `out`.
 pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
     if budget.is_nan() || budget <= 0.0 {
         bail!("--budget must be a positive number of seconds");
     }
+    let mut paced = Vec::new();
     let runs: Vec<(String, Vec<Point>)> = dirs
         .iter()
         .map(|dir| {
@@ -90,10 +113,21 @@ pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
             let name = dir
                 .file_name()
                 .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-            Ok((name, points(&run)))
+            let pace = read_pace(dir)?;
+            if let Some(p) = pace {
+                paced.push(format!("{name} {p:.3} s"));
+            }
+            Ok((name, points(&run, pace)))
         })
         .collect::<Result<_>>()?;
-    println!("Each run at its best Frechet distance within {budget:.0} s of training, then at its end.\n");
+    println!("Each run at its best Frechet distance within {budget:.0} s of training, then at its end.");
+    if !paced.is_empty() {
+        println!(
+            "Seconds are iterations times each setting's pace per iteration, timed on a quiet machine ({}).",
+            paced.join(", ")
+        );
+    }
+    println!();
     println!(
         "| run | iteration | seconds | classifier score | Frechet distance | confident | classes | KL from uniform |"
     );
@@ -185,6 +219,21 @@ mod tests {
                 }),
             },
         }
+    }
+
+    #[test]
+    fn a_pace_file_is_read_and_a_bad_one_refused() {
+        let dir = std::env::temp_dir().join(format!("frontier-pace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(read_pace(&dir).unwrap(), None);
+        std::fs::write(dir.join("pace"), "0.187\n").unwrap();
+        assert_eq!(read_pace(&dir).unwrap(), Some(0.187));
+        for bad in ["", "fast", "-1", "0", "NaN"] {
+            std::fs::write(dir.join("pace"), bad).unwrap();
+            let err = read_pace(&dir).unwrap_err().to_string();
+            assert!(err.contains("seconds per iteration"), "{bad}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
