@@ -1,4 +1,5 @@
-//! Atomic file writes: a crash at any moment leaves either the old file or the new one, whole.
+//! Atomic file writes (a crash or a power cut at any moment leaves either the old file or the
+//! new one, whole), and output folders locked by one process at a time.
 
 use crate::{Error, Result};
 use std::fs::{self, File, OpenOptions, TryLockError};
