@@ -345,6 +345,27 @@ impl Tensor {
         *self.0.data.write().expect("tensor storage lock") = other.storage();
     }
 
+    /// Convert this leaf's data to `dtype` in place (what PyTorch's `module.double()` does to
+    /// each parameter and buffer): every clone of the tensor sees the new dtype, it keeps
+    /// requiring grad if it did, and its accumulated gradient is converted with it. Tensors
+    /// that shared the old storage keep it.
+    pub fn to_dtype_(&self, dtype: DType) {
+        assert!(
+            self.is_leaf(),
+            "to_dtype_: only leaf tensors can be converted in place; this one is the output of `{}`",
+            self.0.grad_fn.as_ref().map(|n| n.name()).unwrap_or("?")
+        );
+        if dtype == self.dtype() {
+            return;
+        }
+        let converted = Arc::new(self.storage().cast(dtype));
+        *self.0.data.write().expect("tensor storage lock") = converted;
+        let mut grad = self.0.grad.lock().expect("grad lock");
+        if let Some(g) = grad.take() {
+            *grad = Some(g.detach().to_dtype(dtype));
+        }
+    }
+
     /// Mutate the storage in place; it is copied first if anything else shares it.
     pub fn update_storage(&self, f: impl FnOnce(&mut Storage)) {
         let mut guard = self.0.data.write().expect("tensor storage lock");
@@ -523,5 +544,20 @@ mod tests {
         );
         let d = format!("{:?}", Tensor::zeros(&[2], DType::F64).requires_grad_(true));
         assert!(d.contains("requires_grad") && d.contains("f64"), "{d}");
+    }
+
+    #[test]
+    fn to_dtype_in_place_converts_every_clone_and_keeps_requires_grad() {
+        let p = Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap().requires_grad_(true);
+        let alias = p.clone();
+        p.mul_scalar(3.0).sum().backward();
+        p.to_dtype_(DType::F64);
+        assert_eq!((alias.dtype(), alias.requires_grad()), (DType::F64, true));
+        assert_eq!(alias.to_vec_f64(), [1.5, -2.0]);
+        assert_eq!(p.grad().unwrap().dtype(), DType::F64);
+        // It trains in f64: a new gradient comes out in f64.
+        p.zero_grad();
+        p.mul(&p).sum().backward();
+        assert_eq!(p.grad().unwrap().to_vec_f64(), [3.0, -4.0]);
     }
 }

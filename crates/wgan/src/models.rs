@@ -115,9 +115,21 @@ impl Generator {
         }
     }
 
-    /// Standard normal noise for `n` samples.
+    /// Standard normal noise for `n` samples, in f32 (the dtype of a new generator; see
+    /// [`Generator::noise_like`] for one converted with [`Module::to_dtype`]).
     pub fn noise<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Tensor {
-        Tensor::randn_with(&[n, LATENT_DIM], DType::F32, rng)
+        Generator::noise_of(n, DType::F32, rng)
+    }
+
+    /// Standard normal noise for `n` samples in `dtype`. The same `rng` gives the same values
+    /// in each dtype (drawn in f64, then rounded).
+    pub fn noise_of<R: Rng + ?Sized>(n: usize, dtype: DType, rng: &mut R) -> Tensor {
+        Tensor::randn_with(&[n, LATENT_DIM], dtype, rng)
+    }
+
+    /// Noise for `n` samples in this generator's dtype (on the CPU).
+    pub fn noise_like<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Tensor {
+        Generator::noise_of(n, self.dtype(), rng)
     }
 }
 

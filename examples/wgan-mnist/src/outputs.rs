@@ -6,7 +6,7 @@ use earthmover_tensor::Tensor;
 use earthmover_wgan::checkpoint::{save_checkpoint, save_generator};
 use earthmover_wgan::classifier::{ClassScores, Quality};
 use earthmover_wgan::history;
-use earthmover_wgan::io::write_atomic;
+use earthmover_wgan::io::{write_atomic, DirLock};
 use earthmover_wgan::plot::{line_plot, median_filter, panels, sample_grid, Panel, Series, CLASS_COLORS};
 use earthmover_wgan::train::{Algo, IterationLog, Trainer};
 use earthmover_wgan::{Error, Result};
@@ -18,6 +18,14 @@ pub struct Outputs {
     pub fixed_noise: Tensor,
     /// The classifier that scores samples, when `--eval-every` is on.
     pub quality_probe: Option<QualityProbe>,
+    /// The folder's lock, held for the whole run, so that no second run writes into it.
+    pub _lock: DirLock,
+}
+
+/// Lock the output folder `dir` (creating it) for this process: before anything is written
+/// into it, and for as long as the value lives.
+pub fn lock_output_folder(dir: &std::path::Path) -> Result<DirLock> {
+    DirLock::acquire(dir, "wgan-mnist", "wait for it or choose another --out")
 }
 
 impl Outputs {

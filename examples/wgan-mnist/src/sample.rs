@@ -14,9 +14,10 @@ use std::path::Path;
 
 /// Generator output in evaluation mode (batch-norm uses its running statistics and does not
 /// update them), so that drawing samples never changes the training state; on the CPU,
-/// wherever the generator is.
+/// wherever the generator is, and the noise converted to the generator's dtype.
 pub fn sample_eval(generator: &Generator, noise: &Tensor) -> Tensor {
     let device = generator.parameters().first().map_or(Device::Cpu, |p| p.device());
+    let noise = noise.to_dtype(generator.dtype());
     generator.set_training(false);
     let images =
         earthmover_tensor::no_grad(|| generator.forward(&noise.to_device(device).expect("the generator's device")));

@@ -3,14 +3,14 @@
 //! interrupted, and finish.
 
 use crate::download;
-use crate::outputs::Outputs;
+use crate::outputs::{lock_output_folder, Outputs};
 use crate::quality::{self, QualityProbe, Ruler};
 use crate::TrainArgs;
 use earthmover_tensor::{cuda_device_count, device_name, Device};
 use earthmover_wgan::checkpoint::load_checkpoint;
 use earthmover_wgan::data::Mnist;
 use earthmover_wgan::history;
-use earthmover_wgan::io::{ensure_writable_dir, write_atomic};
+use earthmover_wgan::io::{ensure_writable_dir, write_atomic, DirLock};
 use earthmover_wgan::models::Generator;
 use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
 use earthmover_wgan::{bail, Error, Result};
@@ -31,6 +31,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let device = resolve_device(&args.device)?;
     check_output_flags(&args)?;
     let (data, source) = load_data(&args)?;
+    // Before anything is written into the folder: a second run there is refused, not mixed in.
+    let lock = lock_output_folder(&args.out)?;
     // Before the trainer starts its clock: the set-up is not training time.
     let quality_probe = if args.eval_every > 0 {
         // The built-in and the downloaded data are MNIST's digits; a folder may hold anything.
@@ -40,7 +42,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None
     };
     let mut trainer = resume_or_start(&args, data.train.len())?;
-    let outputs = set_up_outputs(&args, &trainer.config, quality_probe)?;
+    let outputs = set_up_outputs(&args, &trainer.config, quality_probe, lock)?;
     trainer.to_device(device)?;
     write_settings(
         &args,
@@ -254,15 +256,21 @@ fn resume_or_start(args: &TrainArgs, train_len: usize) -> Result<Trainer> {
     }
 }
 
-/// The output folders, and the fixed noise of the sample grids (from the seed, so that a
-/// resumed run draws the same digits).
-fn set_up_outputs(args: &TrainArgs, config: &TrainConfig, quality_probe: Option<QualityProbe>) -> Result<Outputs> {
+/// The output folders (locked by `lock`), and the fixed noise of the sample grids (from the
+/// seed, so that a resumed run draws the same digits).
+fn set_up_outputs(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    quality_probe: Option<QualityProbe>,
+    lock: DirLock,
+) -> Result<Outputs> {
     ensure_writable_dir(&args.out)?;
     ensure_writable_dir(&args.out.join("samples"))?;
     Ok(Outputs {
         dir: args.out.clone(),
         fixed_noise: Generator::noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0x5A3F_1E5D_u64)),
         quality_probe,
+        _lock: lock,
     })
 }
 
@@ -352,7 +360,9 @@ impl Run<'_> {
             Ok(log) => log,
             Err(e) => {
                 self.bar.finish_and_clear();
-                self.outputs.save_logs(&self.rows, algo)?;
+                if let Err(write) = self.outputs.save_logs(&self.rows, algo) {
+                    bail!("{e}; stopped, and the logs could not be saved: {write}");
+                }
                 let checkpoint = self.outputs.checkpoint_path();
                 let kept = if checkpoint.exists() {
                     format!("the last good checkpoint is {}", checkpoint.display())

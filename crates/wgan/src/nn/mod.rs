@@ -12,7 +12,7 @@ pub use layers::{Conv2d, ConvTranspose2d, Crop2d, Linear, Unflatten};
 pub use norm::{BatchNorm, LayerNorm};
 pub use sequential::Sequential;
 
-use earthmover_tensor::Tensor;
+use earthmover_tensor::{DType, Tensor};
 
 /// Whether a named tensor is trained (a parameter) or only tracked (a buffer, such as
 /// batch-norm's running statistics).
@@ -66,6 +66,24 @@ pub trait Module: Send + Sync {
             }
         });
         out
+    }
+
+    /// Convert every parameter and buffer to `dtype` in place, as PyTorch's `model.to(dtype)`:
+    /// `to_dtype(DType::F64)` is `model.double()`, `to_dtype(DType::F32)` is `model.float()`.
+    /// Parameters keep requiring grad; inputs must then be of the same dtype. Optimisers
+    /// built over the parameters before keep state of the old dtype: build them after.
+    fn to_dtype(&self, dtype: DType) {
+        self.visit("", &mut |_, t, _| t.to_dtype_(dtype));
+    }
+
+    /// The dtype of the first parameter or buffer (f32 for a module without any): what its
+    /// inputs should be.
+    fn dtype(&self) -> DType {
+        let mut dtype = None;
+        self.visit("", &mut |_, t, _| {
+            dtype.get_or_insert(t.dtype());
+        });
+        dtype.unwrap_or(DType::F32)
     }
 
     /// Forget every parameter's gradient.

@@ -9,7 +9,7 @@ use crate::models::{Critic, Generator};
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::Result;
-use earthmover_tensor::{no_grad, Device, Tensor};
+use earthmover_tensor::{no_grad, DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -115,6 +115,35 @@ impl Trainer {
         if device == self.device {
             return Ok(());
         }
+        self.convert(&|t| {
+            t.set_data(&t.to_device(device)?);
+            Ok(())
+        })?;
+        self.device = device;
+        Ok(())
+    }
+
+    /// Convert the networks (the average of the generator's weights included) and their
+    /// optimisers' state to `dtype` (f64, say: PyTorch's `.double()`); every batch and all noise
+    /// are then drawn in it. A new trainer is f32.
+    pub fn to_dtype(&mut self, dtype: DType) -> Result<()> {
+        if dtype == self.dtype() {
+            return Ok(());
+        }
+        self.convert(&|t| {
+            t.to_dtype_(dtype);
+            Ok(())
+        })
+    }
+
+    /// The dtype of the networks, their batches and noise.
+    pub fn dtype(&self) -> DType {
+        self.generator.dtype()
+    }
+
+    /// Apply `convert` in place to every tensor of the networks, and rebuild the optimisers
+    /// over them with their state carried over (converted as the parameters were).
+    fn convert(&mut self, convert: &dyn Fn(&Tensor) -> Result<()>) -> Result<()> {
         let saved =
             |o: &dyn Optimizer| -> std::collections::HashMap<String, Tensor> { o.state_dict().into_iter().collect() };
         let (g_state, c_state) = (saved(&*self.generator_optim), saved(&*self.critic_optim));
@@ -126,13 +155,12 @@ impl Trainer {
             .chain(self.critic.state_dict())
             .chain(ema)
         {
-            t.set_data(&t.to_device(device)?);
+            convert(&t)?;
         }
         let (mut g, mut c) = optimizers(&self.config, &self.generator, &self.critic);
         g.load_state_dict(&g_state).map_err(crate::Error)?;
         c.load_state_dict(&c_state).map_err(crate::Error)?;
         (self.generator_optim, self.critic_optim) = (g, c);
-        self.device = device;
         Ok(())
     }
 
@@ -151,6 +179,7 @@ impl Trainer {
     pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
         let mut rng = self.iteration_rng();
         let (batch_size, range, device) = (self.config.batch_size, self.generator.output_range, self.device);
+        let dtype = self.dtype();
         let batcher = &mut self.batcher;
         let gan = Gan {
             generator: &self.generator,
@@ -162,8 +191,11 @@ impl Trainer {
             &self.config.objective(),
             self.config.critic_schedule().critic_steps(self.iteration),
             gan,
-            |rng| on_device(data.train.images(&batcher.next_batch(batch_size, rng), range), device),
-            |rng| on_device(Generator::noise(batch_size, rng), device),
+            |rng| {
+                let images = data.train.images(&batcher.next_batch(batch_size, rng), range);
+                on_device(images.to_dtype(dtype), device)
+            },
+            |rng| on_device(Generator::noise_of(batch_size, dtype, rng), device),
             &mut rng,
         )
         .map_err(|diverged| diverged.at_iteration(self.iteration + 1))?;
@@ -199,10 +231,11 @@ impl Trainer {
         let estimate = no_grad(|| {
             let n = data.test.len().min(256);
             let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
-            let real = on_device(data.test.images(&indices, self.generator.output_range), self.device);
+            let real = data.test.images(&indices, self.generator.output_range);
+            let real = on_device(real.to_dtype(self.dtype()), self.device);
             let fake = self
                 .generator
-                .forward(&on_device(Generator::noise(n, rng), self.device));
+                .forward(&on_device(self.generator.noise_like(n, rng), self.device));
             self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
         });
         self.generator.set_training(true);
@@ -221,9 +254,13 @@ impl Trainer {
         self.generator_ema.as_ref().unwrap_or(&self.generator)
     }
 
-    /// Images from [`Trainer::sampler`] for `noise` (no graph recorded).
+    /// Images from [`Trainer::sampler`] for `noise` (no graph recorded; the noise is converted
+    /// to the networks' dtype).
     pub fn sample(&self, noise: &Tensor) -> Tensor {
-        no_grad(|| self.sampler().forward(&on_device(noise.clone(), self.device)))
+        no_grad(|| {
+            self.sampler()
+                .forward(&on_device(noise.to_dtype(self.dtype()), self.device))
+        })
     }
 }
 
