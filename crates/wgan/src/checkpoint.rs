@@ -11,7 +11,7 @@
 
 use crate::data::Batcher;
 use crate::io::write_atomic;
-use crate::models::Generator;
+use crate::models::{Generator, ModelKind};
 use crate::nn::init::Init;
 use crate::nn::Module;
 use crate::train::{TrainConfig, Trainer};
@@ -140,9 +140,12 @@ struct Loaded {
     metadata: HashMap<String, String>,
 }
 
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error(format!("cannot read checkpoint {}: {e}", path.display())))
+}
+
 fn read(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| Error(format!("cannot read checkpoint {}: {e}", path.display())))?;
-    parse(&bytes, &path.display().to_string())
+    parse(&read_bytes(path)?, &path.display().to_string())
 }
 
 /// Parse safetensors bytes; `name` says where they came from in error messages.
@@ -198,22 +201,22 @@ fn decode_i64(view: &TensorView) -> Vec<usize> {
         .collect()
 }
 
-fn metadata_value<T: std::str::FromStr>(loaded: &Loaded, key: &str, path: &Path) -> Result<T> {
+fn metadata_value<T: std::str::FromStr>(loaded: &Loaded, key: &str, name: &str) -> Result<T> {
     loaded
         .metadata
         .get(key)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error(format!("{}: checkpoint metadata has no valid `{key}`", path.display())))
+        .ok_or_else(|| Error(format!("{name}: checkpoint metadata has no valid `{key}`")))
 }
 
-fn config_of(loaded: &Loaded, path: &Path) -> Result<TrainConfig> {
+fn config_of(loaded: &Loaded, name: &str) -> Result<TrainConfig> {
     let json = loaded
         .metadata
         .get("config")
-        .ok_or_else(|| Error(format!("{}: no training configuration in its metadata", path.display())))?;
+        .ok_or_else(|| Error(format!("{name}: no training configuration in its metadata")))?;
     let config: TrainConfig =
-        serde_json::from_str(json).map_err(|e| Error(format!("{}: unreadable configuration: {e}", path.display())))?;
-    config.validate()?;
+        serde_json::from_str(json).map_err(|e| Error(format!("{name}: unreadable configuration: {e}")))?;
+    config.validate().map_err(|e| Error(format!("{name}: {e}")))?;
     Ok(config)
 }
 
@@ -222,7 +225,7 @@ fn load_named(
     targets: Vec<(String, Tensor)>,
     source: &HashMap<String, Tensor>,
     prefix: &str,
-    path: &Path,
+    file: &str,
 ) -> Result<()> {
     for (name, target) in targets {
         let key = if prefix.is_empty() {
@@ -231,15 +234,11 @@ fn load_named(
             format!("{prefix}.{name}")
         };
         let Some(t) = source.get(&key) else {
-            bail!(
-                "{}: checkpoint has no tensor `{key}`: it was saved from a different architecture",
-                path.display()
-            );
+            bail!("{file}: checkpoint has no tensor `{key}`: it was saved from a different architecture");
         };
         if t.shape() != target.shape() {
             bail!(
-                "{}: tensor `{key}` has shape {:?} but this model's has {:?}: the checkpoint was saved from a different architecture",
-                path.display(),
+                "{file}: tensor `{key}` has shape {:?} but this model's has {:?}: the checkpoint was saved from a different architecture",
                 t.shape(),
                 target.shape()
             );
@@ -247,7 +246,7 @@ fn load_named(
         let moved = t
             .to_dtype(target.dtype())
             .to_device(target.device())
-            .map_err(|e| Error(format!("{}: tensor `{key}`: {e}", path.display())))?;
+            .map_err(|e| Error(format!("{file}: tensor `{key}`: {e}")))?;
         target.set_data(&moved);
     }
     Ok(())
@@ -267,7 +266,7 @@ pub fn save_module(module: &dyn Module, metadata: HashMap<String, String>, path:
 /// return the file's metadata.
 pub fn load_module(module: &dyn Module, path: &Path) -> Result<HashMap<String, String>> {
     let loaded = read(path)?;
-    load_named(module.state_dict(), &loaded.tensors, "", path)?;
+    load_named(module.state_dict(), &loaded.tensors, "", &path.display().to_string())?;
     Ok(loaded.metadata)
 }
 
@@ -281,26 +280,36 @@ pub fn file_metadata(path: &Path) -> Result<HashMap<String, String>> {
 /// `name` says where they came from in error messages.
 pub fn load_module_bytes(module: &dyn Module, bytes: &[u8], name: &str) -> Result<HashMap<String, String>> {
     let loaded = parse(bytes, name)?;
-    load_named(module.state_dict(), &loaded.tensors, "", Path::new(name))?;
+    load_named(module.state_dict(), &loaded.tensors, "", name)?;
     Ok(loaded.metadata)
 }
 
 /// Rebuild a trainer from a checkpoint, ready to continue. `train_len` is the size of the
 /// training split, which must be the one the run started with.
 pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {
-    let loaded = read(path)?;
+    load_checkpoint_bytes(&read_bytes(path)?, &path.display().to_string(), train_len)
+}
+
+/// [`load_checkpoint`] from the bytes of a checkpoint file; `name` says where they came from
+/// in error messages.
+///
+/// Never panics on bad bytes: a file that is not safetensors, tensors whose byte length does
+/// not match their dtype and shape, a missing or invalid configuration, tensors of another
+/// architecture, and optimiser or data-order state that does not fit are all errors. The
+/// networks are built only once the file is seen to hold weights of the width its
+/// configuration names, so a small file cannot make the loader allocate a huge model.
+pub fn load_checkpoint_bytes(bytes: &[u8], name: &str, train_len: usize) -> Result<Trainer> {
+    let loaded = parse(bytes, name)?;
     if loaded.metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        bail!(
-            "{} is not an earthmover training checkpoint (a generator-only file cannot be resumed)",
-            path.display()
-        );
+        bail!("{name} is not an earthmover training checkpoint (a generator-only file cannot be resumed)");
     }
-    let config = config_of(&loaded, path)?;
+    let config = config_of(&loaded, name)?;
+    check_width(&loaded, &config, "generator", name)?;
     let mut trainer = Trainer::new(config, train_len)?;
-    load_named(trainer.generator.state_dict(), &loaded.tensors, "generator", path)?;
-    load_named(trainer.critic.state_dict(), &loaded.tensors, "critic", path)?;
+    load_named(trainer.generator.state_dict(), &loaded.tensors, "generator", name)?;
+    load_named(trainer.critic.state_dict(), &loaded.tensors, "critic", name)?;
     if let Some(average) = &trainer.generator_ema {
-        load_named(average.state_dict(), &loaded.tensors, EMA_PREFIX, path)?;
+        load_named(average.state_dict(), &loaded.tensors, EMA_PREFIX, name)?;
     }
     for (prefix, optim) in [
         ("generator_optim.", &mut trainer.generator_optim),
@@ -313,25 +322,57 @@ pub fn load_checkpoint(path: &Path, train_len: usize) -> Result<Trainer> {
             .collect();
         optim
             .load_state_dict(&state)
-            .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error(format!("{name}: {e}")))?;
     }
     let order = loaded.orders.get("batcher.order").cloned().unwrap_or_default();
     if !order.is_empty() && order.len() != train_len {
         bail!(
-            "{}: the run was trained on {} images, but this training split has {train_len}",
-            path.display(),
+            "{name}: the run was trained on {} images, but this training split has {train_len}",
             order.len()
         );
     }
     trainer.batcher = Batcher::restore(
         train_len,
         order,
-        metadata_value(&loaded, "batcher_position", path)?,
-        metadata_value(&loaded, "batcher_epoch", path)?,
-    )?;
-    trainer.iteration = metadata_value(&loaded, "iteration", path)?;
-    trainer.seconds_before = metadata_value(&loaded, "seconds", path)?;
+        metadata_value(&loaded, "batcher_position", name)?,
+        metadata_value(&loaded, "batcher_epoch", name)?,
+    )
+    .map_err(|e| Error(format!("{name}: {e}")))?;
+    trainer.iteration = metadata_value(&loaded, "iteration", name)?;
+    trainer.seconds_before = metadata_value(&loaded, "seconds", name)?;
+    if !(trainer.seconds_before >= 0.0 && trainer.seconds_before.is_finite()) {
+        bail!(
+            "{name}: checkpoint metadata `seconds` is {}, not a training time",
+            trainer.seconds_before
+        );
+    }
     Ok(trainer)
+}
+
+/// Refuse a file whose configuration names a DCGAN width that its own weights do not have,
+/// before the networks are built: the largest weight, `deconv1.weight` of shape
+/// `[4 dim, 2 dim, 5, 5]`, must be in the file, so the networks built are no larger than a few
+/// times the file itself. (The MLP networks have a fixed size.)
+fn check_width(loaded: &Loaded, config: &TrainConfig, prefix: &str, name: &str) -> Result<()> {
+    if config.model != ModelKind::Dcgan {
+        return Ok(());
+    }
+    let key = if prefix.is_empty() {
+        "deconv1.weight".to_string()
+    } else {
+        format!("{prefix}.deconv1.weight")
+    };
+    let expected = config.dim.checked_mul(4).map(|four| [four, four / 2, 5, 5]);
+    let found = loaded.tensors.get(&key).map(|t| t.shape());
+    if expected.is_none() || found != expected.as_ref().map(|e| &e[..]) {
+        bail!(
+            "{name}: its configuration names a DCGAN of width {}, but its tensor `{key}` {}: the checkpoint was \
+             saved from a different architecture, or is corrupt",
+            config.dim,
+            found.map_or("is missing".to_string(), |s| format!("has shape {s:?}"))
+        );
+    }
+    Ok(())
 }
 
 /// What a generator file holds: the average of the generator's weights, or the weights as
@@ -346,17 +387,24 @@ fn weights_kind(config: &TrainConfig) -> &'static str {
 /// Load the generator that draws a run's samples from a training checkpoint (the average of
 /// its weights when the run keeps one) or from a generator file, with its configuration.
 pub fn load_generator(path: &Path) -> Result<(Generator, TrainConfig)> {
-    let loaded = read(path)?;
-    let config = config_of(&loaded, path)?;
+    load_generator_bytes(&read_bytes(path)?, &path.display().to_string())
+}
+
+/// [`load_generator`] from the bytes of a checkpoint or generator file; `name` says where they
+/// came from in error messages. Bad bytes are errors, as for [`load_checkpoint_bytes`].
+pub fn load_generator_bytes(bytes: &[u8], name: &str) -> Result<(Generator, TrainConfig)> {
+    let loaded = parse(bytes, name)?;
+    let config = config_of(&loaded, name)?;
     let prefix = match loaded.metadata.get("format").map(String::as_str) {
         Some(FORMAT) if config.ema.is_some() => EMA_PREFIX,
         Some(FORMAT) => "generator",
         Some(GENERATOR_FORMAT) => "",
-        _ => bail!("{} is not an earthmover checkpoint or generator file", path.display()),
+        _ => bail!("{name} is not an earthmover checkpoint or generator file"),
     };
+    check_width(&loaded, &config, prefix, name)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let generator = Generator::new(config.model, config.dim, Init::PyTorch, &mut rng);
-    load_named(generator.state_dict(), &loaded.tensors, prefix, path)?;
+    load_named(generator.state_dict(), &loaded.tensors, prefix, name)?;
     Ok((generator, config))
 }
 

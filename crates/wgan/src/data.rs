@@ -21,6 +21,9 @@ pub const MNIST_FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
+/// The side of an MNIST image in pixels: the networks take `[N, 1, 28, 28]`.
+pub const IMAGE_SIZE: usize = 28;
+
 /// An unsigned-byte IDX array.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
@@ -28,28 +31,43 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The most data an IDX header may declare, 4 GiB: the size of the array is checked against
+/// it before anything is allocated, so a corrupt or hostile header (dims of 2^32 each) is an
+/// error, not an attempt to allocate exabytes. (MNIST's training images are 47 MB.)
+pub const MAX_IDX_DATA_BYTES: u64 = 1 << 32;
+
 /// Parse an IDX file's bytes (gzip-compressed or raw); `name` is used in error messages.
+///
+/// Never panics: a short or corrupt header, dims whose product overflows or exceeds
+/// [`MAX_IDX_DATA_BYTES`], data shorter or longer than the header promises, and corrupt gzip
+/// data are all errors naming the file. A gzip stream is decompressed no further than the
+/// header promises, so a small file cannot expand into an unbounded allocation.
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     parse_idx_of_rank(bytes, name, None)
 }
 
 /// [`parse_idx`], refusing a header of another rank than `rank` before reading its dims.
 pub fn parse_idx_of_rank(bytes: &[u8], name: &str, expected_rank: Option<usize>) -> Result<IdxArray> {
-    let raw;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| Error(format!("{name}: corrupt gzip data: {e}")))?;
-        raw = out;
-        &raw[..]
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        read_idx(GzDecoder::new(bytes), name, expected_rank, true)
     } else {
-        bytes
+        read_idx(bytes, name, expected_rank, false)
+    }
+}
+
+/// Read one IDX array from `reader`: the header, then exactly the data it promises.
+fn read_idx(mut reader: impl Read, name: &str, expected_rank: Option<usize>, gzip: bool) -> Result<IdxArray> {
+    // A read error is corrupt compressed data when decompressing, and otherwise (and at the
+    // end of the stream) a file too short for what it says it holds.
+    let fail = |e: std::io::Error, short: String| match (gzip, e.kind()) {
+        (false, _) => Error(short),
+        // The decompressed stream ended, or the compressed one was cut short: no telling.
+        (true, std::io::ErrorKind::UnexpectedEof) => Error(format!("{short}, or corrupt gzip data cut short")),
+        (true, _) => Error(format!("{name}: corrupt gzip data: {e}")),
     };
-    let mut header = bytes;
-    let magic = header
+    let magic = reader
         .read_u32::<BigEndian>()
-        .map_err(|_| Error(format!("{name}: too short for an IDX header")))?;
+        .map_err(|e| fail(e, format!("{name}: too short for an IDX header")))?;
     let (zeros, kind, rank) = (magic >> 16, (magic >> 8) & 0xff, (magic & 0xff) as usize);
     if zeros != 0 || kind != 0x08 || rank == 0 || rank > 4 {
         bail!("{name}: magic number 0x{magic:08x} is not an unsigned-byte IDX file (expected 0x0000080N)");
@@ -64,23 +82,39 @@ pub fn parse_idx_of_rank(bytes: &[u8], name: &str, expected_rank: Option<usize>)
     }
     let mut dims = Vec::with_capacity(rank);
     for d in 0..rank {
-        let v = header
+        let v = reader
             .read_u32::<BigEndian>()
-            .map_err(|_| Error(format!("{name}: header ends before dim {d}")))?;
+            .map_err(|e| fail(e, format!("{name}: header ends before dim {d}")))?;
         dims.push(v as usize);
     }
-    let expected: usize = dims.iter().product();
-    let data = header;
-    if data.len() != expected {
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_IDX_DATA_BYTES)
+        .ok_or_else(|| {
+            Error(format!(
+                "{name}: header promises an array of {dims:?} bytes, more than the {MAX_IDX_DATA_BYTES} an IDX file \
+                 may hold (corrupt header)"
+            ))
+        })?;
+    // Read one byte more than promised to tell trailing data from an exact fit; the vector
+    // grows with the data actually there, never to the promised size up front.
+    let mut data = Vec::new();
+    reader
+        .take(expected + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error(format!("{name}: corrupt or truncated gzip data: {e}")))?; // (bytes never fail)
+    if data.len() as u64 != expected {
         bail!(
             "{name}: header promises {dims:?} = {expected} bytes of data but the file holds {} (truncated or corrupt)",
-            data.len()
+            if data.len() as u64 > expected {
+                "more".to_string()
+            } else {
+                data.len().to_string()
+            }
         );
     }
-    Ok(IdxArray {
-        dims,
-        data: data.to_vec(),
-    })
+    Ok(IdxArray { dims, data })
 }
 
 fn rank_found(magic: u32) -> usize {
@@ -118,6 +152,13 @@ impl Split {
         }
         if images.dims[0] == 0 {
             bail!("{images_name}: no images");
+        }
+        if images.dims[1] == 0 || images.dims[2] == 0 {
+            bail!(
+                "{images_name}: images of {}x{} pixels hold nothing",
+                images.dims[1],
+                images.dims[2]
+            );
         }
         Ok(Split {
             pixels: images.data,
@@ -189,6 +230,11 @@ impl Mnist {
     }
 
     /// Build from the contents of the four files, in [`MNIST_FILES`] order, as (name, bytes).
+    ///
+    /// Besides each file's own checks ([`parse_idx`]) and each split's ([`Split::new`]), the
+    /// images must be [`IMAGE_SIZE`] pixels square: the networks are built for those, and
+    /// would otherwise fail deep inside training. (Labels may be any byte: other images are
+    /// scored by a classifier of their own number of classes.)
     pub fn from_files(files: [(&str, &[u8]); 4]) -> Result<Mnist> {
         // Images are rank 3 (magic 0x00000803), labels rank 1 (magic 0x00000801).
         let ranks = [3, 1, 3, 1];
@@ -206,6 +252,15 @@ impl Mnist {
         );
         let train = Split::new(ti, tl, files[0].0, files[1].0)?;
         let test = Split::new(vi, vl, files[2].0, files[3].0)?;
+        for (split, images) in [(&train, files[0].0), (&test, files[2].0)] {
+            if (split.rows, split.cols) != (IMAGE_SIZE, IMAGE_SIZE) {
+                bail!(
+                    "{images}: images are {}x{} pixels, but MNIST-format data must be {IMAGE_SIZE}x{IMAGE_SIZE}",
+                    split.rows,
+                    split.cols
+                );
+            }
+        }
         if (train.rows, train.cols) != (test.rows, test.cols) {
             bail!(
                 "train images are {}x{} but test images are {}x{}",
@@ -300,6 +355,44 @@ mod tests {
         let err = parse_idx(&idx(0x0903, &[1, 1, 1], &[0]), "x").unwrap_err().0;
         assert!(err.contains("magic number 0x00000903"), "{err}");
         assert!(parse_idx(&[0, 0], "x").unwrap_err().0.contains("too short"));
+    }
+
+    #[test]
+    fn absurd_headers_are_errors_before_any_allocation() {
+        // Dims whose product overflows a u64, and ones past the 4 GiB limit.
+        let err = parse_idx(&idx(0x0804, &[u32::MAX; 4], &[]), "x").unwrap_err().0;
+        assert!(err.contains("more than the 4294967296"), "{err}");
+        let err = parse_idx(&idx(0x0803, &[2, 65536, 32769], &[]), "x").unwrap_err().0;
+        assert!(err.contains("corrupt header"), "{err}");
+        // A gzip stream is read no further than the header promises.
+        let mut long = idx(0x0801, &[3], &[1, 2, 3]);
+        long.extend(vec![0; 1 << 20]);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &long).unwrap();
+        let err = parse_idx(&encoder.finish().unwrap(), "x.gz").unwrap_err().0;
+        assert!(err.contains("holds more"), "{err}");
+        let err = parse_idx(&[0x1f, 0x8b, 8, 0, 1, 2], "x.gz").unwrap_err().0;
+        assert!(err.contains("x.gz") && err.contains("corrupt gzip"), "{err}");
+    }
+
+    #[test]
+    fn mnist_needs_28x28_images() {
+        let files = |pixels: &[u8], rows: u32, labels: &[u8]| {
+            (idx(0x0803, &[1, rows, 784 / rows], pixels), idx(0x0801, &[1], labels))
+        };
+        let check = |(images, labels): (Vec<u8>, Vec<u8>)| {
+            Mnist::from_files([("i", &images), ("l", &labels), ("i", &images), ("l", &labels)]).map(|_| ())
+        };
+        check(files(&[0; 784], 28, &[9])).unwrap();
+        let err = check(files(&[0; 784], 14, &[9])).unwrap_err().0;
+        assert!(err.contains("14x56") && err.contains("28x28"), "{err}");
+        check(files(&[0; 784], 28, &[12])).unwrap();
+        let empty = idx(0x0803, &[1, 0, 28], &[]);
+        let labels = idx(0x0801, &[1], &[1]);
+        let err = Mnist::from_files([("i", &empty), ("l", &labels), ("i", &empty), ("l", &labels)])
+            .unwrap_err()
+            .0;
+        assert!(err.contains("hold nothing"), "{err}");
     }
 
     #[test]

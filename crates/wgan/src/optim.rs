@@ -71,6 +71,16 @@ impl ParamState {
 
     fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<(), String> {
         let step = state.get("step").ok_or("optimizer state has no `step`")?;
+        if step.numel() != 1 {
+            return Err(format!(
+                "optimizer state `step` has shape {:?}, expected one value",
+                step.shape()
+            ));
+        }
+        let step = step.item();
+        if !(step >= 0.0 && step.is_finite()) {
+            return Err(format!("optimizer state `step` is {step}, not a step count"));
+        }
         for (k, name) in self.names.iter().enumerate() {
             for (i, b) in self.buffers[k].iter().enumerate() {
                 let key = format!("state.{i}.{name}");
@@ -88,7 +98,7 @@ impl ParamState {
                 b.set_data(&moved.detach());
             }
         }
-        self.step = step.item() as u64;
+        self.step = step as u64;
         Ok(())
     }
 }
