@@ -201,6 +201,32 @@ pub struct Mnist {
 }
 
 impl Mnist {
+    /// `count` made-up 28x28 images (a fixed pattern, every label 3) in both splits: a dataset
+    /// that needs no files, for tests and for trying the training loop.
+    pub fn synthetic(count: usize) -> Mnist {
+        let idx = |magic: u32, dims: &[u32], data: Vec<u8>| -> IdxArray {
+            let mut bytes = magic.to_be_bytes().to_vec();
+            dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+            bytes.extend(data);
+            parse_idx(&bytes, "synthetic").expect("a well-formed IDX array")
+        };
+        let n = count as u32;
+        let pixels: Vec<u8> = (0..count * 784).map(|i| (i * 37 % 256) as u8).collect();
+        let split = || {
+            Split::new(
+                idx(0x0803, &[n, 28, 28], pixels.clone()),
+                idx(0x0801, &[n], vec![3; count]),
+                "synthetic images",
+                "synthetic labels",
+            )
+            .expect("matching synthetic images and labels")
+        };
+        Mnist {
+            train: split(),
+            test: split(),
+        }
+    }
+
     /// Read the four files of [`MNIST_FILES`] from `dir` (each gzip-compressed, or raw under the
     /// same name without `.gz`).
     pub fn load_dir(dir: &Path) -> Result<Mnist> {

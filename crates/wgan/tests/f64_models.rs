@@ -3,7 +3,7 @@
 //! a WGAN-GP training step (the penalty's second-order gradients included) runs in f64.
 
 use earthmover_tensor::{DType, Tensor};
-use earthmover_wgan::data::{parse_idx, IdxArray, Mnist, Split};
+use earthmover_wgan::data::Mnist;
 use earthmover_wgan::models::{Critic, CriticNorm, Generator, ModelKind};
 use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::nn::Module;
@@ -157,34 +157,11 @@ fn a_wgan_gp_critic_step_runs_in_f64_with_second_order_gradients() {
     }
 }
 
-fn tiny_data() -> Mnist {
-    let idx = |magic: u32, dims: &[u32], data: Vec<u8>| -> IdxArray {
-        let mut bytes = magic.to_be_bytes().to_vec();
-        dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
-        bytes.extend(data);
-        parse_idx(&bytes, "synthetic").unwrap()
-    };
-    let pixels: Vec<u8> = (0..16 * 784).map(|i| (i * 37 % 256) as u8).collect();
-    let split = || {
-        Split::new(
-            idx(0x0803, &[16, 28, 28], pixels.clone()),
-            idx(0x0801, &[16], vec![3; 16]),
-            "images",
-            "labels",
-        )
-        .unwrap()
-    };
-    Mnist {
-        train: split(),
-        test: split(),
-    }
-}
-
 /// The MNIST trainer converted to f64 (its optimisers' state too) trains whole iterations in
 /// f64, and stays close to the same run in f32 over its first iteration.
 #[test]
 fn the_trainer_trains_wgan_gp_in_f64() {
-    let data = tiny_data();
+    let data = Mnist::synthetic(16);
     let mut config = TrainConfig::new(Algo::WganGp);
     (
         config.dim,

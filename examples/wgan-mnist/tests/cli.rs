@@ -2,27 +2,18 @@
 //! outputs; a resumed run equals an unbroken one bit for bit; every bad input is a clear
 //! error with a non-zero exit, never a panic.
 
+mod common;
+
+use common::{bin, stderr, TINY};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wgan-mnist"))
-}
-
-/// A fresh folder under the target directory's tmp space, unique per test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli", name)
 }
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Assert a clean failure: non-zero exit, an `error:` line containing `needle`, no panic.
@@ -35,22 +26,6 @@ fn assert_fails_with(out: &Output, needle: &str) {
         "expected `{needle}` in:\n{err}"
     );
 }
-
-/// Tiny but real settings, so that a run takes a fraction of a second.
-const TINY: &[&str] = &[
-    "--dim",
-    "4",
-    "--batch-size",
-    "8",
-    "--n-critic",
-    "2",
-    "--test-every",
-    "2",
-    // Scoring samples has a test of its own.
-    "--eval-every",
-    "0",
-    "--quiet",
-];
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--out", out.to_str().unwrap()];

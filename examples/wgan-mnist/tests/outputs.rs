@@ -2,36 +2,16 @@
 //! it (a lock a dead process left behind blocks nothing), and a line naming a written file is
 //! printed only once that file exists; a write that fails is an error instead.
 
+mod common;
+
+use common::{bin, stderr, TINY};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wgan-mnist"))
-}
-
-/// A fresh folder under the target directory's tmp space, unique per test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("outputs-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("outputs", name)
 }
-
-/// Tiny but real settings, so that an iteration takes a fraction of a second.
-const TINY: &[&str] = &[
-    "--dim",
-    "4",
-    "--batch-size",
-    "8",
-    "--n-critic",
-    "2",
-    "--test-every",
-    "2",
-    "--eval-every",
-    "0",
-    "--quiet",
-];
 
 fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["train".to_string(), "--out".to_string(), out.display().to_string()];
@@ -41,10 +21,6 @@ fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
 
 fn train(out: &Path, extra: &[&str]) -> Output {
     bin().args(train_args(out, extra)).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Kills the child when dropped, so that a failing test leaves no run behind.

@@ -273,32 +273,11 @@ fn on_device(t: Tensor, device: Device) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Split;
-    use crate::data::{parse_idx, IdxArray};
     use crate::models::CriticNorm;
     use crate::train::Algo;
 
     fn tiny_data() -> Mnist {
-        let idx = |magic: u32, dims: &[u32], data: Vec<u8>| -> IdxArray {
-            let mut bytes = magic.to_be_bytes().to_vec();
-            dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
-            bytes.extend(data);
-            parse_idx(&bytes, "synthetic").unwrap()
-        };
-        let pixels: Vec<u8> = (0..16 * 784).map(|i| (i * 37 % 256) as u8).collect();
-        let split = || {
-            Split::new(
-                idx(0x0803, &[16, 28, 28], pixels.clone()),
-                idx(0x0801, &[16], vec![3; 16]),
-                "i",
-                "l",
-            )
-            .unwrap()
-        };
-        Mnist {
-            train: split(),
-            test: split(),
-        }
+        Mnist::synthetic(16)
     }
 
     #[test]
