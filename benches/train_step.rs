@@ -41,8 +41,11 @@ fn reset_peak_resident() {
 fn main() {
     // As the training programs do: keep freed memory in the process for the next step's tensors.
     earthmover::tensor::retain_freed_memory();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = Mnist::load_dir(&root.join("data/mnist")).expect("the repository's data/mnist");
+    // Found at run time (`EARTHMOVER_DATA`, then beside the binary): it also runs from the GPU
+    // bundle, on another machine.
+    let data = Mnist::find_dir()
+        .and_then(|dir| Mnist::load_dir(&dir))
+        .unwrap_or_else(|e| panic!("{e}"));
     let dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let device = if std::env::args().any(|a| a == "cuda") {
         Device::Cuda(0)

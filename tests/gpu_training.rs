@@ -11,10 +11,11 @@ use earthmover::wgan::data::Mnist;
 use earthmover::wgan::plot::median_filter;
 use earthmover::wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
 use earthmover::Device;
-use std::path::Path;
 
 fn data() -> Mnist {
-    Mnist::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")).expect("the committed digits")
+    // Found at run time: this binary also runs from the GPU bundle, on another machine.
+    let dir = Mnist::find_dir().unwrap_or_else(|e| panic!("{e}"));
+    Mnist::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run(config: &TrainConfig, device: Device, data: &Mnist) -> Vec<IterationLog> {

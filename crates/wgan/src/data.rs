@@ -11,7 +11,7 @@ use flate2::read::GzDecoder;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The four files of an MNIST-format dataset.
 pub const MNIST_FILES: [&str; 4] = [
@@ -227,6 +227,25 @@ impl Mnist {
         }
     }
 
+    /// Where the MNIST files are, found at run time so that a binary copied to another
+    /// machine (the GPU bundle, `scripts/gpu-bundle.sh`) reads its own copy rather than the
+    /// build machine's: the folder named by `EARTHMOVER_DATA` (a folder holding the files, or
+    /// one holding `mnist/`), else a `data/mnist` beside the executable or in one of its
+    /// ancestors, else in the current directory or one of its ancestors, and last the
+    /// repository this crate was compiled from (so `cargo test` in a checkout needs nothing
+    /// set).
+    pub fn find_dir() -> Result<PathBuf> {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        find_data_dir(
+            std::env::var_os("EARTHMOVER_DATA").map(PathBuf::from),
+            exe_dir,
+            std::env::current_dir().ok(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist"),
+        )
+    }
+
     /// Read the four files of [`MNIST_FILES`] from `dir` (each gzip-compressed, or raw under the
     /// same name without `.gz`).
     pub fn load_dir(dir: &Path) -> Result<Mnist> {
@@ -298,6 +317,55 @@ impl Mnist {
         }
         Ok(Mnist { train, test })
     }
+}
+
+/// Whether `dir` holds the first of [`MNIST_FILES`] (gzip-compressed or raw).
+fn holds_mnist(dir: &Path) -> bool {
+    let first = MNIST_FILES[0];
+    dir.join(first).is_file() || dir.join(first.trim_end_matches(".gz")).is_file()
+}
+
+/// [`Mnist::find_dir`]'s search, with its inputs as arguments so that tests can give their own.
+/// An `EARTHMOVER_DATA` that holds no MNIST files is an error (a typo should not silently read
+/// other data).
+fn find_data_dir(
+    from_env: Option<PathBuf>,
+    exe_dir: Option<PathBuf>,
+    current_dir: Option<PathBuf>,
+    compiled_in: PathBuf,
+) -> Result<PathBuf> {
+    if let Some(dir) = from_env {
+        return [dir.clone(), dir.join("mnist"), dir.join("data/mnist")]
+            .into_iter()
+            .find(|d| holds_mnist(d))
+            .ok_or_else(|| {
+                Error(format!(
+                    "EARTHMOVER_DATA={} holds no MNIST files ({}), nor does its mnist/ or data/mnist/",
+                    dir.display(),
+                    MNIST_FILES.join(", ")
+                ))
+            });
+    }
+    let mut searched = Vec::new();
+    for start in exe_dir.iter().chain(current_dir.iter()) {
+        for dir in start.ancestors() {
+            let candidate = dir.join("data/mnist");
+            if holds_mnist(&candidate) {
+                return Ok(candidate);
+            }
+        }
+        searched.push(start.display().to_string());
+    }
+    if holds_mnist(&compiled_in) {
+        return Ok(compiled_in);
+    }
+    Err(Error(format!(
+        "no MNIST data found: set EARTHMOVER_DATA to a folder holding {}, or put a data/mnist \
+         beside the executable; searched data/mnist in {} and their ancestors, and {}",
+        MNIST_FILES.join(", "),
+        searched.join(" and "),
+        compiled_in.display()
+    )))
 }
 
 /// Shuffled minibatch indices: every image once per epoch, in a new random order each epoch.
@@ -443,5 +511,75 @@ mod tests {
         second.sort();
         assert_eq!(first, (0..10).collect::<Vec<_>>());
         assert_eq!(second, (0..10).collect::<Vec<_>>());
+    }
+
+    /// A fresh folder under the system's temp dir, removed by the caller.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("earthmover-find-dir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn put_mnist(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(MNIST_FILES[0]), b"").unwrap();
+    }
+
+    #[test]
+    fn data_is_found_by_variable_then_beside_the_executable_then_the_current_dir() {
+        let root = scratch("order");
+        let (bundle, cwd, compiled) = (root.join("bundle"), root.join("cwd"), root.join("repo/data/mnist"));
+        let exe_dir = bundle.join("bin/deps");
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        put_mnist(&bundle.join("data/mnist"));
+        put_mnist(&cwd.join("data/mnist"));
+        put_mnist(&compiled);
+        let find = |env: Option<PathBuf>, exe: Option<PathBuf>, cur: Option<PathBuf>| {
+            find_data_dir(env, exe, cur, compiled.clone())
+        };
+        // An ancestor of the executable's folder wins over the current dir.
+        assert_eq!(
+            find(None, Some(exe_dir.clone()), Some(cwd.clone())).unwrap(),
+            bundle.join("data/mnist")
+        );
+        assert_eq!(
+            find(None, Some(root.clone()), Some(cwd.join("sub"))).unwrap(),
+            cwd.join("data/mnist")
+        );
+        // The variable wins over both, naming the files' folder or one above it.
+        let own = root.join("own");
+        put_mnist(&own.join("mnist"));
+        assert_eq!(
+            find(Some(own.clone()), Some(exe_dir.clone()), None).unwrap(),
+            own.join("mnist")
+        );
+        assert_eq!(find(Some(own.join("mnist")), None, None).unwrap(), own.join("mnist"));
+        // Nothing beside the executable or the current dir: the compiled-in path.
+        assert_eq!(find(None, Some(root.clone()), None).unwrap(), compiled);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn missing_data_is_an_error_that_says_where_it_looked() {
+        let root = scratch("missing");
+        let e = find_data_dir(Some(root.join("typo")), None, None, root.join("repo")).unwrap_err();
+        assert!(e.to_string().contains("EARTHMOVER_DATA="), "{e}");
+        let e = find_data_dir(None, Some(root.clone()), None, root.join("repo")).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("EARTHMOVER_DATA") && message.contains(&root.display().to_string()),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// In a checkout, the search finds the repository's own data.
+    #[test]
+    fn find_dir_finds_the_committed_digits() {
+        if std::env::var_os("EARTHMOVER_DATA").is_none() {
+            let dir = Mnist::find_dir().unwrap();
+            assert!(dir.ends_with("data/mnist") && holds_mnist(&dir), "{}", dir.display());
+        }
     }
 }
