@@ -2,8 +2,8 @@
 //! (H100). Without libnvrtc the test says so and passes, unless `EARTHMOVER_REQUIRE_NVRTC=1`
 //! (as `.ci/run` sets it after installing NVRTC), where a missing NVRTC is a failure.
 
-use earthmover_kernels::cuda::compile::{compile, nvrtc_available, nvrtc_version};
-use earthmover_kernels::cuda::SOURCES;
+use earthmover_kernels::cuda::compile::{compile, compile_cubin, nvrtc_available, nvrtc_version};
+use earthmover_kernels::cuda::{KernelSource, SOURCES};
 
 #[test]
 fn every_kernel_source_compiles_for_sm80_and_sm90() {
@@ -31,5 +31,54 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
                 );
             }
         }
+    }
+}
+
+/// What the GPU loads: every source as CUBIN for sm_90 (the H100 and H200), made by NVRTC
+/// without a GPU. It must be an ELF image for the CUDA machine (`e_machine` 190, EM_CUDA) whose
+/// symbols name every kernel of the file.
+#[test]
+fn every_kernel_source_compiles_to_cubin_for_sm90() {
+    if !nvrtc_available() {
+        if std::env::var("EARTHMOVER_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
+            panic!("EARTHMOVER_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        }
+        eprintln!("skipped: libnvrtc is not on the library path (pip install nvidia-cuda-nvrtc)");
+        return;
+    }
+    for source in SOURCES {
+        let cubin = compile_cubin(source, 90).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cubin.starts_with(b"\x7fELF"), "{}: not an ELF image", source.file);
+        const EM_CUDA: u16 = 190;
+        assert_eq!(u16::from_le_bytes([cubin[18], cubin[19]]), EM_CUDA, "{}", source.file);
+        for kernel in source.kernel_names() {
+            let symbol = format!("\0{kernel}\0");
+            assert!(
+                cubin.windows(symbol.len()).any(|w| w == symbol.as_bytes()),
+                "{}: kernel {kernel} missing from the CUBIN's symbols",
+                source.file
+            );
+        }
+    }
+}
+
+/// A source that does not compile is an error carrying NVRTC's log, for CUBIN as for PTX.
+#[test]
+fn a_compile_error_carries_nvrtcs_log() {
+    if !nvrtc_available() {
+        eprintln!("skipped: libnvrtc is not on the library path");
+        return;
+    }
+    let broken = KernelSource {
+        file: "broken.cu",
+        text: "extern \"C\" __global__ void broken_f32(float *x) { x[0] = undeclared_name; }",
+        cpu_twin: "none",
+    };
+    for result in [compile(&broken, 90).map(|_| ()), compile_cubin(&broken, 90).map(|_| ())] {
+        let message = result.unwrap_err();
+        assert!(
+            message.contains("broken.cu") && message.contains("undeclared_name"),
+            "{message}"
+        );
     }
 }

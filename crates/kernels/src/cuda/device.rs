@@ -8,9 +8,9 @@
 //! emulator); kernels get their addresses as pointer arguments. One stream per device orders
 //! every launch and copy, so cudarc's per-buffer event tracking is switched off.
 
-use super::compile::{compile, nvrtc_available};
+use super::compile::{compile, compile_cubin, nvrtc_available};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
-use super::{LaunchShape, SOURCES};
+use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -338,10 +338,7 @@ impl GpuDevice {
             match modules.get(source.file) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile(source, *arch).unwrap_or_else(|e| panic!("{e}"));
-                    let module = context
-                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                        .unwrap_or_else(|e| self.fail(source.file, e));
+                    let module = load_module(context, source, *arch).unwrap_or_else(|e| self.fail(source.file, e));
                     modules.insert(source.file, module.clone());
                     module
                 }
@@ -360,6 +357,31 @@ impl GpuDevice {
     fn fail(&self, what: &str, error: impl std::fmt::Display) -> ! {
         panic!("{} ({}): CUDA error in {what}: {error}", self.device, self.name)
     }
+}
+
+/// `source` compiled by NVRTC and loaded into `context`: CUBIN for the device's own
+/// architecture, which the driver takes as it is; PTX, which the driver compiles again (and
+/// refuses when it is older than NVRTC), only when the CUBIN cannot be made or loaded. The
+/// first fallback in the process says why on stderr, once.
+fn load_module(context: &Arc<CudaContext>, source: &KernelSource, arch: u32) -> Result<Arc<CudaModule>, String> {
+    let cubin = compile_cubin(source, arch).and_then(|cubin| {
+        context
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(|e| format!("the driver refused the CUBIN of {} for sm_{arch}: {e}", source.file))
+    });
+    let reason = match cubin {
+        Ok(module) => return Ok(module),
+        Err(reason) => reason,
+    };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("earthmover: loading kernels as PTX instead of CUBIN: {reason}"));
+    let ptx = compile(source, arch)?;
+    context.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(|e| {
+        format!(
+            "the driver refused the PTX of {} for sm_{arch} as well: {e}",
+            source.file
+        )
+    })
 }
 
 fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
