@@ -43,9 +43,9 @@ fn main() {
     earthmover::tensor::retain_freed_memory();
     // Found at run time (`EARTHMOVER_DATA`, then beside the binary): it also runs from the GPU
     // bundle, on another machine.
-    let data = Mnist::find_dir()
-        .and_then(|dir| Mnist::load_dir(&dir))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = Mnist::find_dir().unwrap_or_else(|e| panic!("{e}"));
+    println!("data: {}", dir.display());
+    let data = Mnist::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let device = if std::env::args().any(|a| a == "cuda") {
         Device::Cuda(0)

@@ -15,6 +15,7 @@ use earthmover::Device;
 fn data() -> Mnist {
     // Found at run time: this binary also runs from the GPU bundle, on another machine.
     let dir = Mnist::find_dir().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("data: {}", dir.display());
     Mnist::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
