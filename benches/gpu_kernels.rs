@@ -14,12 +14,12 @@ use std::time::Instant;
 fn time(gpu: &GpuDevice, runs: usize, mut f: impl FnMut()) -> f64 {
     f();
     f();
-    gpu.synchronize();
+    gpu.synchronize().unwrap_or_else(|e| panic!("{e}"));
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             f();
-            gpu.synchronize();
+            gpu.synchronize().unwrap_or_else(|e| panic!("{e}"));
             start.elapsed().as_secs_f64()
         })
         .collect();

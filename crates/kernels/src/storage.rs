@@ -183,7 +183,12 @@ impl Storage {
                 DType::F32 => Storage::from_f32(vec![value as f32; len]),
                 DType::F64 => Storage::from_f64(vec![value; len]),
             }),
-            gpu => Ok(Storage::Cuda(GpuStorage::full(GpuDevice::get(gpu)?, value, len, dtype))),
+            gpu => Ok(Storage::Cuda(GpuStorage::full(
+                GpuDevice::get(gpu)?,
+                value,
+                len,
+                dtype,
+            )?)),
         }
     }
 
@@ -217,16 +222,23 @@ impl Storage {
                 seed,
                 stream,
                 dtype,
-            )),
+            )?),
         })
     }
 
-    /// The host buffer: this storage's own, or a download of a GPU buffer.
-    fn host(&self) -> std::borrow::Cow<'_, CpuStorage> {
-        match self {
+    /// The host buffer: this storage's own, or a download of a GPU buffer, or the device's
+    /// error (a download waits for every kernel queued before it, so it is where a kernel's
+    /// fault shows).
+    fn try_host(&self) -> Result<std::borrow::Cow<'_, CpuStorage>, String> {
+        Ok(match self {
             Storage::Cpu(c) => std::borrow::Cow::Borrowed(c),
-            Storage::Cuda(g) => std::borrow::Cow::Owned(g.download()),
-        }
+            Storage::Cuda(g) => std::borrow::Cow::Owned(g.download()?),
+        })
+    }
+
+    /// [`Self::try_host`] for the callers without an error path: a device error stops there.
+    fn host(&self) -> std::borrow::Cow<'_, CpuStorage> {
+        self.try_host().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Host values converted to `dtype`, on `device`.
@@ -275,17 +287,26 @@ impl Storage {
             return Ok(self.clone());
         }
         match device {
-            Device::Cpu => Ok(Storage::Cpu(self.host().into_owned())),
-            gpu => Ok(Storage::Cuda(GpuStorage::upload(GpuDevice::get(gpu)?, &self.host()))),
+            Device::Cpu => Ok(Storage::Cpu(self.try_host()?.into_owned())),
+            gpu => Ok(Storage::Cuda(GpuStorage::upload(
+                GpuDevice::get(gpu)?,
+                &*self.try_host()?,
+            )?)),
         }
     }
 
-    /// The values as f64 on the host.
+    /// The values as f64 on the host (panics on a device error: [`Self::try_to_f64_vec`]).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        match &*self.host() {
+        self.try_to_f64_vec().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The values as f64 on the host, or the device's error: where a program reads its results
+    /// (a training step's losses), so that a GPU's fault reaches it as a message to report.
+    pub fn try_to_f64_vec(&self) -> Result<Vec<f64>, String> {
+        Ok(match &*self.try_host()? {
             CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
             CpuStorage::F64(v) => v.clone(),
-        }
+        })
     }
 
     /// The values as f32 on the host.

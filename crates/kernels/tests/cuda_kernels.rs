@@ -12,10 +12,11 @@
 //! order, a few ulps where the order (sums, matmuls) or the math library (exp, tanh, ...)
 //! differs.
 
-use earthmover_kernels::cuda::device::cuda_device_count;
+use earthmover_kernels::cuda::device::{cuda_device_count, Arg, GpuDevice};
 use earthmover_kernels::cuda::storage::GpuStorage;
+use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
-    broadcast_shapes, BinaryOp, ConvGeometry, DType, Device, Distribution, MatmulProblem, MatrixLayout,
+    broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
     OptimizerUpdate, ReduceOp, Storage, UnaryOp,
 };
 
@@ -550,5 +551,36 @@ fn random_streams_match_the_cpu_generator() {
                 assert_close(&format!("normal {what}"), &got, &want, rel, abs);
             }
         }
+    }
+}
+
+/// A launch the device refuses is an error that names the kernel and the device, returned to
+/// the caller rather than a panic, and leaves the device usable: a block over CUDA's 1,024
+/// threads (which a GPU refuses too) and a kernel that does not exist.
+#[test]
+fn a_refused_launch_is_an_error_naming_the_kernel() {
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        let buffer = gpu.alloc(DType::F32, 4).unwrap();
+        let mut args = [Arg::Ptr(gpu.address(&buffer)), Arg::F64(2.5), Arg::I64(4)];
+        let too_wide = LaunchShape {
+            grid: (1, 1, 1),
+            block: (2048, 1, 1),
+        };
+        // SAFETY: fill_f32(out, value, n) with a live buffer of 4 floats.
+        let e = unsafe { gpu.launch("fill_f32", too_wide, &mut args) }.unwrap_err();
+        assert!(
+            e.contains("fill_f32") && e.contains(&device.to_string()) && e.contains("1,024"),
+            "{e}"
+        );
+        // SAFETY: never launched: no such kernel.
+        let e = unsafe { gpu.launch("no_such_kernel_f32", LaunchShape::elementwise(4), &mut args) }.unwrap_err();
+        assert!(
+            e.contains("no_such_kernel_f32") && e.contains(&device.to_string()),
+            "{e}"
+        );
+        // SAFETY: as above, with a shape CUDA accepts.
+        unsafe { gpu.launch("fill_f32", LaunchShape::elementwise(4), &mut args) }.unwrap();
+        assert_eq!(gpu.download(&buffer).unwrap(), CpuStorage::F32(vec![2.5; 4]));
     }
 }

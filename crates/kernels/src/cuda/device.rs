@@ -188,22 +188,23 @@ impl GpuDevice {
         }
     }
 
-    /// `len` zeroed elements of `dtype`.
-    pub fn alloc(&self, dtype: DType, len: usize) -> GpuBuffer {
+    /// `len` zeroed elements of `dtype`, or the driver's refusal (out of memory, or an
+    /// earlier kernel's fault, which CUDA reports at every call after it).
+    pub fn alloc(&self, dtype: DType, len: usize) -> Result<GpuBuffer, String> {
         let bytes = len * dtype.size_in_bytes();
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => Memory::Cuda(
                 stream
                     .alloc_zeros::<u8>(bytes.max(1))
-                    .unwrap_or_else(|e| self.fail("allocation", e)),
+                    .map_err(|e| self.error(&format!("an allocation of {bytes} bytes"), e))?,
             ),
             Backend::Emulator => Memory::Emulated(vec![0; bytes.div_ceil(8).max(1)]),
         };
-        GpuBuffer { dtype, len, memory }
+        Ok(GpuBuffer { dtype, len, memory })
     }
 
     /// A copy of host data on the device.
-    pub fn upload(&self, data: &CpuStorage) -> GpuBuffer {
+    pub fn upload(&self, data: &CpuStorage) -> Result<GpuBuffer, String> {
         let (dtype, len, bytes): (DType, usize, &[u8]) = match data {
             CpuStorage::F32(v) => (DType::F32, v.len(), bytes_of(v)),
             CpuStorage::F64(v) => (DType::F64, v.len(), bytes_of(v)),
@@ -211,7 +212,7 @@ impl GpuDevice {
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => {
                 let padded = if bytes.is_empty() { &[0u8][..] } else { bytes };
-                Memory::Cuda(stream.clone_htod(padded).unwrap_or_else(|e| self.fail("upload", e)))
+                Memory::Cuda(stream.clone_htod(padded).map_err(|e| self.error("an upload", e))?)
             }
             Backend::Emulator => {
                 let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
@@ -219,23 +220,25 @@ impl GpuDevice {
                 Memory::Emulated(words)
             }
         };
-        GpuBuffer { dtype, len, memory }
+        Ok(GpuBuffer { dtype, len, memory })
     }
 
-    /// The buffer's values on the host (waits for the work queued before).
-    pub fn download(&self, buffer: &GpuBuffer) -> CpuStorage {
+    /// The buffer's values on the host (waits for the work queued before, so an error here
+    /// may be an earlier kernel's: `EARTHMOVER_CUDA_SYNC=1` names it).
+    pub fn download(&self, buffer: &GpuBuffer) -> Result<CpuStorage, String> {
         let bytes = buffer.len * buffer.dtype.size_in_bytes();
+        let what = "a download (or a kernel queued before it; EARTHMOVER_CUDA_SYNC=1 names which)";
         let host: Vec<u8> = match (&self.backend, &buffer.memory) {
             (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => {
-                let mut all = stream.clone_dtoh(slice).unwrap_or_else(|e| self.fail("download", e));
-                stream.synchronize().unwrap_or_else(|e| self.fail("download", e));
+                let mut all = stream.clone_dtoh(slice).map_err(|e| self.error(what, e))?;
+                stream.synchronize().map_err(|e| self.error(what, e))?;
                 all.truncate(bytes);
                 all
             }
             (Backend::Emulator, Memory::Emulated(words)) => bytes_of(words)[..bytes].to_vec(),
             _ => panic!("a buffer of another device"),
         };
-        match buffer.dtype {
+        Ok(match buffer.dtype {
             DType::F32 => CpuStorage::F32(
                 host.chunks_exact(4)
                     .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
@@ -246,7 +249,7 @@ impl GpuDevice {
                     .map(|b| f64::from_ne_bytes(b.try_into().unwrap()))
                     .collect(),
             ),
-        }
+        })
     }
 
     /// The buffer's address, for a kernel's pointer argument.
@@ -258,15 +261,18 @@ impl GpuDevice {
         }
     }
 
-    /// Launch `kernel` with `args`.
+    /// Launch `kernel` with `args`. Launches are asynchronous: a kernel that faults is reported
+    /// by a later call, under that call's name, unless `EARTHMOVER_CUDA_SYNC=1`, which waits for
+    /// each kernel here and names it in the error (slow: for finding a fault).
     ///
     /// # Safety
     /// `args` must match the kernel's parameters in number and types, and every pointer must
     /// address a live buffer of this device large enough for what the kernel touches.
-    pub unsafe fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+    pub unsafe fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) -> Result<(), String> {
+        shape.check().map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
         match &self.backend {
             Backend::Cuda { stream, .. } => {
-                let function = self.function(kernel);
+                let function = self.function(kernel)?;
                 let mut builder = stream.launch_builder(&function);
                 for arg in args.iter() {
                     match arg {
@@ -288,16 +294,20 @@ impl GpuDevice {
                     block_dim: shape.block,
                     shared_mem_bytes: 0,
                 };
+                let what = || format!("kernel {kernel} (grid {:?}, block {:?})", shape.grid, shape.block);
                 // SAFETY: forwarded to the caller.
-                unsafe { builder.launch(config) }.unwrap_or_else(|e| self.fail(kernel, e));
+                unsafe { builder.launch(config) }.map_err(|e| self.error(&format!("launching {}", what()), e))?;
+                if sync_each_launch() {
+                    stream.synchronize().map_err(|e| self.error(&what(), e))?;
+                }
+                Ok(())
             }
             Backend::Emulator => {
                 let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
                 #[cfg(feature = "emulator")]
                 // SAFETY: forwarded to the caller.
-                unsafe {
-                    super::emulator::launch(kernel, shape, &mut params)
-                };
+                return unsafe { super::emulator::launch(kernel, shape, &mut params) }
+                    .map_err(|e| self.error(&format!("kernel {kernel}"), e));
                 #[cfg(not(feature = "emulator"))]
                 {
                     let _ = (&mut params, shape);
@@ -307,15 +317,18 @@ impl GpuDevice {
         }
     }
 
-    /// Wait for everything queued on the device.
-    pub fn synchronize(&self) {
+    /// Wait for everything queued on the device; an error may be any queued kernel's.
+    pub fn synchronize(&self) -> Result<(), String> {
         if let Backend::Cuda { stream, .. } = &self.backend {
-            stream.synchronize().unwrap_or_else(|e| self.fail("synchronize", e));
+            stream
+                .synchronize()
+                .map_err(|e| self.error("a synchronisation (or a kernel queued before it)", e))?;
         }
+        Ok(())
     }
 
     /// The compiled kernel, compiling its source file on first use.
-    fn function(&self, kernel: &str) -> CudaFunction {
+    fn function(&self, kernel: &str) -> Result<CudaFunction, String> {
         let Backend::Cuda {
             context,
             arch,
@@ -327,36 +340,44 @@ impl GpuDevice {
             unreachable!()
         };
         if let Some(f) = functions.lock().expect("kernel cache").get(kernel) {
-            return f.clone();
+            return Ok(f.clone());
         }
         let source = SOURCES
             .iter()
             .find(|s| s.kernel_names().contains(&kernel))
-            .unwrap_or_else(|| panic!("no kernel named {kernel} in kernels/*.cu"));
+            .ok_or_else(|| format!("no kernel named {kernel} in kernels/*.cu"))?;
         let module = {
             let mut modules = modules.lock().expect("module cache");
             match modules.get(source.file) {
                 Some(m) => m.clone(),
                 None => {
-                    let module = load_module(context, source, *arch).unwrap_or_else(|e| self.fail(source.file, e));
+                    let module = load_module(context, source, *arch).map_err(|e| self.error(source.file, e))?;
                     modules.insert(source.file, module.clone());
                     module
                 }
             }
         };
-        let function = module.load_function(kernel).unwrap_or_else(|e| self.fail(kernel, e));
+        let function = module
+            .load_function(kernel)
+            .map_err(|e| self.error(&format!("loading kernel {kernel}"), e))?;
         functions
             .lock()
             .expect("kernel cache")
             .insert(kernel.to_string(), function.clone());
-        function
+        Ok(function)
     }
 
-    /// A driver error in the middle of a computation: the device is unusable, and the Storage
-    /// API has no error path, so this stops with the device, the step and the driver's message.
-    fn fail(&self, what: &str, error: impl std::fmt::Display) -> ! {
-        panic!("{} ({}): CUDA error in {what}: {error}", self.device, self.name)
+    /// A driver error as a message naming the device and what failed.
+    fn error(&self, what: &str, error: impl std::fmt::Display) -> String {
+        format!("{} ({}): CUDA error in {what}: {error}", self.device, self.name)
     }
+}
+
+/// Whether `EARTHMOVER_CUDA_SYNC=1`: wait after every launch, so that a kernel's fault is
+/// reported under its own name rather than at the next download. Read once per process.
+pub fn sync_each_launch() -> bool {
+    static SYNC: OnceLock<bool> = OnceLock::new();
+    *SYNC.get_or_init(|| std::env::var("EARTHMOVER_CUDA_SYNC").is_ok_and(|v| v == "1"))
 }
 
 /// `source` compiled by NVRTC and loaded into `context`: CUBIN for the device's own

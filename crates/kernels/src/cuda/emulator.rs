@@ -59,12 +59,13 @@ fn name_of(kernel: &EmulatedKernel) -> &'static str {
 /// # Safety
 /// `params` must match the kernel's parameter list in number and types, and every buffer
 /// pointer must be valid for the elements the kernel touches.
-pub unsafe fn launch(name: &str, shape: LaunchShape, params: &mut [*mut c_void]) {
+pub unsafe fn launch(name: &str, shape: LaunchShape, params: &mut [*mut c_void]) -> Result<(), String> {
     let kernel = table()
         .iter()
         .find(|k| name_of(k) == name)
-        .unwrap_or_else(|| panic!("no emulated kernel `{name}`"));
+        .ok_or_else(|| format!("no emulated kernel `{name}`"))?;
     let dim = |(x, y, z): (u32, u32, u32)| Dim3 { x, y, z };
     // SAFETY: forwarded to the caller.
-    unsafe { (kernel.launch)(dim(shape.grid), dim(shape.block), params.as_mut_ptr()) }
+    unsafe { (kernel.launch)(dim(shape.grid), dim(shape.block), params.as_mut_ptr()) };
+    Ok(())
 }

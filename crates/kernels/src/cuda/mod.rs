@@ -105,6 +105,25 @@ impl LaunchShape {
         }
     }
 
+    /// Whether a GPU can launch this shape: CUDA's limits (at most 1,024 threads a block, 64
+    /// in z; a grid at most 2^31 - 1 by 65,535 by 65,535; nothing empty). Checked before every
+    /// launch on both devices, so that the emulator refuses what a GPU would, with a message
+    /// rather than the driver's bare CUDA_ERROR_INVALID_VALUE.
+    pub fn check(&self) -> Result<(), String> {
+        let (g, b) = (self.grid, self.block);
+        let threads = b.0 as u64 * b.1 as u64 * b.2 as u64;
+        if g.0 == 0 || g.1 == 0 || g.2 == 0 || threads == 0 {
+            return Err(format!("an empty launch (grid {g:?}, block {b:?})"));
+        }
+        if threads > 1024 || b.2 > 64 {
+            return Err(format!("block {b:?} is over CUDA's 1,024 threads (64 in z)"));
+        }
+        if g.0 > i32::MAX as u32 || g.1 > 65535 || g.2 > 65535 {
+            return Err(format!("grid {g:?} is over CUDA's limits (2^31 - 1, 65,535, 65,535)"));
+        }
+        Ok(())
+    }
+
     /// matmul.cu's 64 x 64 tiles of an `m x n` output, `batch` of them.
     pub fn matmul(m: usize, n: usize, batch: usize) -> LaunchShape {
         LaunchShape {

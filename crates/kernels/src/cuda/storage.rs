@@ -13,6 +13,17 @@ use std::sync::Arc;
 /// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
 const CHUNK_ELEMENTS: usize = 64 << 20;
 
+/// A device error inside an operation of [`crate::Storage`] that has no error path: a tensor
+/// op returns a tensor, and a failed launch or allocation leaves the device unusable (CUDA's
+/// errors are sticky), so this stops the computation with the message, which names the device,
+/// the kernel or call and the driver's words. The paths that can fail by design (moving to a
+/// device, filling, drawing random numbers, reading back: `Storage::to_device`, `full`,
+/// `random`, `try_to_f64_vec`) return the message instead.
+#[track_caller]
+fn or_stop<T>(result: Result<T, String>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A buffer and the device it lives on.
 pub struct GpuStorage {
     pub device: Arc<GpuDevice>,
@@ -45,19 +56,19 @@ impl GpuStorage {
         self.buffer.len == 0
     }
 
-    pub fn upload(device: Arc<GpuDevice>, data: &CpuStorage) -> GpuStorage {
-        let buffer = device.upload(data);
-        GpuStorage { device, buffer }
+    pub fn upload(device: Arc<GpuDevice>, data: &CpuStorage) -> Result<GpuStorage, String> {
+        let buffer = device.upload(data)?;
+        Ok(GpuStorage { device, buffer })
     }
 
-    pub fn download(&self) -> CpuStorage {
+    pub fn download(&self) -> Result<CpuStorage, String> {
         self.device.download(&self.buffer)
     }
 
     fn new_like(&self, dtype: DType, len: usize) -> GpuStorage {
         GpuStorage {
             device: self.device.clone(),
-            buffer: self.device.alloc(dtype, len),
+            buffer: or_stop(self.device.alloc(dtype, len)),
         }
     }
 
@@ -82,24 +93,29 @@ impl GpuStorage {
 
     /// Launch on this storage's device; the arguments are built by the callers below from
     /// buffers they hold, so the addresses stay valid for the launch.
-    fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+    fn try_launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) -> Result<(), String> {
         // SAFETY: every call site passes the kernel's parameter list of kernels/*.cu, with
         // the addresses of live buffers sized for the kernel's indexing.
         unsafe { self.device.launch(kernel, shape, args) }
     }
 
-    pub fn full(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> GpuStorage {
+    /// [`Self::try_launch`] for the operations that have no error path (see [`or_stop`]).
+    fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+        or_stop(self.try_launch(kernel, shape, args))
+    }
+
+    pub fn full(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> Result<GpuStorage, String> {
         let out = GpuStorage {
-            buffer: device.alloc(dtype, len),
+            buffer: device.alloc(dtype, len)?,
             device,
         };
         let kernel = out.kernel("fill");
-        out.launch(
+        out.try_launch(
             &kernel,
             LaunchShape::elementwise(len),
             &mut [out.ptr(), Arg::F64(value), Arg::I64(len as i64)],
-        );
-        out
+        )?;
+        Ok(out)
     }
 
     /// `len` numbers from `distribution` (the Philox kernels of random.cu).
@@ -110,16 +126,16 @@ impl GpuStorage {
         seed: u64,
         stream: u64,
         dtype: DType,
-    ) -> GpuStorage {
+    ) -> Result<GpuStorage, String> {
         let out = GpuStorage {
-            buffer: device.alloc(dtype, len),
+            buffer: device.alloc(dtype, len)?,
             device,
         };
         let (family, a, b) = match distribution {
             Distribution::Uniform { low, high } => ("uniform", low, high),
             Distribution::Normal { mean, std } => ("normal", mean, std),
         };
-        out.launch(
+        out.try_launch(
             &out.kernel(family),
             LaunchShape::elementwise(len),
             &mut [
@@ -130,8 +146,8 @@ impl GpuStorage {
                 Arg::F64(a),
                 Arg::F64(b),
             ],
-        );
-        out
+        )?;
+        Ok(out)
     }
 
     pub fn duplicate(&self) -> GpuStorage {
