@@ -219,8 +219,16 @@ impl Tensor {
         self.storage().to_f32_vec()
     }
 
-    /// The value of a one-element tensor.
-    pub fn item(&self) -> f64 {
+    /// The values, converted to f64, or the device's error: a read from a GPU waits for every
+    /// kernel queued before it, so this is where a fault in a step shows, as a message the
+    /// program can report ([`Self::to_vec_f64`] panics with it).
+    pub fn try_to_vec_f64(&self) -> Result<Vec<f64>> {
+        self.storage().try_to_f64_vec().map_err(Error)
+    }
+
+    /// [`Self::item`], or the device's error (see [`Self::try_to_vec_f64`]).
+    #[track_caller]
+    pub fn try_item(&self) -> Result<f64> {
         assert_eq!(
             self.numel(),
             1,
@@ -228,7 +236,13 @@ impl Tensor {
             self.shape(),
             self.numel()
         );
-        self.to_vec_f64()[0]
+        Ok(self.try_to_vec_f64()?[0])
+    }
+
+    /// The value of a one-element tensor.
+    #[track_caller]
+    pub fn item(&self) -> f64 {
+        self.try_item().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Resolve a possibly negative dim index against this tensor's rank.

@@ -14,7 +14,8 @@ mod trainer;
 
 pub use config::TrainConfig;
 pub use step::{
-    critic_step, generator_iteration, generator_step, CriticLog, CriticSchedule, Diverged, Gan, Objective, StepLog,
+    critic_step, generator_iteration, generator_step, CriticLog, CriticSchedule, Diverged, Gan, Objective, StepError,
+    StepLog,
 };
 pub use trainer::{IterationLog, Trainer};
 

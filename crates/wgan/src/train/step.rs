@@ -111,12 +111,52 @@ impl From<Diverged> for Error {
     }
 }
 
-/// `value`, or why training cannot go on with it.
-fn finite(loss: &'static str, value: f64) -> Result<f64, Diverged> {
+/// Why a step stopped: a loss that diverged, or the device (a GPU kernel's fault, memory),
+/// which shows where the step reads a value back and reaches the training loop as a message
+/// to report instead of a panic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepError {
+    Diverged(Diverged),
+    Device(String),
+}
+
+impl StepError {
+    /// The error a training loop reports, naming the (1-based) generator iteration.
+    pub fn at_iteration(self, iteration: usize) -> Error {
+        match self {
+            StepError::Diverged(diverged) => diverged.at_iteration(iteration),
+            StepError::Device(message) => Error(format!("the device failed at iteration {iteration}: {message}")),
+        }
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepError::Diverged(diverged) => write!(f, "training diverged: {diverged}"),
+            StepError::Device(message) => write!(f, "the device failed: {message}"),
+        }
+    }
+}
+
+impl From<StepError> for Error {
+    fn from(e: StepError) -> Error {
+        Error(e.to_string())
+    }
+}
+
+/// A logged value of the step, read back from its device.
+fn read(value: &Tensor) -> Result<f64, StepError> {
+    value.try_item().map_err(|e| StepError::Device(e.0))
+}
+
+/// The loss's value, or why training cannot go on with it.
+fn finite(loss: &'static str, tensor: &Tensor) -> Result<f64, StepError> {
+    let value = read(tensor)?;
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(Diverged { loss, value })
+        Err(StepError::Diverged(Diverged { loss, value }))
     }
 }
 
@@ -141,7 +181,7 @@ pub fn critic_step<R: Rng + ?Sized>(
     real: &Tensor,
     fake: &Tensor,
     rng: &mut R,
-) -> Result<CriticLog, Diverged> {
+) -> Result<CriticLog, StepError> {
     let (real_scores, fake_scores) = critic_scores(critic, real, fake, objective.joint_critic_pass);
     let wasserstein = real_scores.mean().sub(&fake_scores.mean());
     let mut loss = match objective.algo {
@@ -156,11 +196,11 @@ pub fn critic_step<R: Rng + ?Sized>(
         let x_hat = interpolate(real, fake, &eps);
         let gp = gradient_penalty(|x| critic.forward(x), &x_hat, objective.lambda);
         loss = loss.add(&gp.penalty);
-        log.penalty = gp.penalty.item();
+        log.penalty = read(&gp.penalty)?;
         log.grad_norm = gp.mean_grad_norm;
     }
-    log.loss = finite("critic_loss", loss.item())?;
-    log.wasserstein = wasserstein.item();
+    log.loss = finite("critic_loss", &loss)?;
+    log.wasserstein = read(&wasserstein)?;
     critic_optim.zero_grad();
     loss.backward();
     critic_optim.step();
@@ -179,7 +219,7 @@ pub fn generator_step(
     generator_optim: &mut dyn Optimizer,
     critic: &dyn Module,
     noise: &Tensor,
-) -> Result<f64, Diverged> {
+) -> Result<f64, StepError> {
     let trainable: Vec<Tensor> = critic.parameters().into_iter().filter(|p| p.requires_grad()).collect();
     trainable.iter().for_each(|p| p.set_requires_grad(false));
     let scores = critic.forward(&generator.forward(noise));
@@ -188,7 +228,7 @@ pub fn generator_step(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let value = finite("generator_loss", loss.item());
+    let value = finite("generator_loss", &loss);
     if value.is_ok() {
         generator_optim.zero_grad();
         loss.backward();
@@ -210,7 +250,7 @@ pub fn generator_iteration<R: Rng + ?Sized>(
     mut draw_real: impl FnMut(&mut R) -> Tensor,
     mut draw_noise: impl FnMut(&mut R) -> Tensor,
     rng: &mut R,
-) -> Result<StepLog, Diverged> {
+) -> Result<StepLog, StepError> {
     let mut log = StepLog::default();
     for _ in 0..critic_steps {
         let real = draw_real(rng);
@@ -407,8 +447,20 @@ mod tests {
             &batch(4, &mut rng),
             &mut rng,
         );
-        assert_eq!(diverged.unwrap_err().loss, "critic_loss");
-        let diverged = generator_step(&objective, &generator, &mut generator_optim, &critic, &poisoned).unwrap_err();
+        assert!(
+            matches!(
+                diverged,
+                Err(StepError::Diverged(Diverged {
+                    loss: "critic_loss",
+                    ..
+                }))
+            ),
+            "{diverged:?}"
+        );
+        let diverged = match generator_step(&objective, &generator, &mut generator_optim, &critic, &poisoned) {
+            Err(StepError::Diverged(diverged)) => diverged,
+            other => panic!("{other:?}"),
+        };
         assert_eq!(diverged.loss, "generator_loss");
         assert!(diverged.value.is_nan());
         assert_eq!(values(&critic.parameters()), before);
@@ -416,6 +468,17 @@ mod tests {
         let message = diverged.at_iteration(7).0;
         assert_eq!(message, "training diverged at iteration 7: generator_loss is NaN");
         assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
+    }
+
+    /// A device's failure reaches the training loop as a message naming the iteration.
+    #[test]
+    fn a_device_error_is_reported_with_its_iteration() {
+        let e = StepError::Device("cuda:0 (GPU): CUDA error in kernel matmul_f32: an illegal memory access".into());
+        assert_eq!(
+            e.clone().at_iteration(3).0,
+            "the device failed at iteration 3: cuda:0 (GPU): CUDA error in kernel matmul_f32: an illegal memory access"
+        );
+        assert!(Error::from(e).0.starts_with("the device failed: cuda:0"));
     }
 
     #[test]
