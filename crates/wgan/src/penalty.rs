@@ -58,7 +58,9 @@ pub fn gradient_penalty(critic: impl Fn(&Tensor) -> Tensor, x_hat: &Tensor, lamb
     // critic (no batch-norm: that is why WGAN-GP forbids it).
     let gradients = grad(&[&scores.sum()], &[x_hat], None, true).remove(0);
     let norms = gradients.per_sample_norm();
-    let mean_grad_norm = norms.detach().mean().item();
+    // A device that failed (see `GpuDevice::failure`) gives no value here; the step reports
+    // its error when it reads the loss, so this is only logged as NaN.
+    let mean_grad_norm = norms.detach().mean().try_item().unwrap_or(f64::NAN);
     let penalty = norms.sub_scalar(1.0).square().mean().mul_scalar(lambda);
     GradientPenalty {
         penalty,

@@ -76,6 +76,8 @@ enum Memory {
     Cuda(CudaSlice<u8>),
     /// Host memory, 8-byte aligned for f64.
     Emulated(Vec<u64>),
+    /// None: the output of an operation after its device failed (see [`GpuDevice::failure`]).
+    Lost,
 }
 
 impl std::fmt::Debug for GpuBuffer {
@@ -101,6 +103,8 @@ pub struct GpuDevice {
     /// The GPU's name ("NVIDIA H100 80GB HBM3"), or "CUDA emulator".
     pub name: String,
     backend: Backend,
+    /// The first error of an operation that had no way to return it (see [`Self::failure`]).
+    failure: Mutex<Option<String>>,
 }
 
 /// The process's devices, created at first use and kept.
@@ -166,6 +170,7 @@ impl GpuDevice {
         Ok(GpuDevice {
             device: Device::Cuda(ordinal),
             name,
+            failure: Mutex::new(None),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -182,29 +187,74 @@ impl GpuDevice {
                 device: Device::CudaEmulator,
                 name: "CUDA emulator".to_string(),
                 backend: Backend::Emulator,
+                failure: Mutex::new(None),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
         }
     }
 
+    /// The first error of an operation that could not return it: the tensor ops have no
+    /// error path (an op returns a tensor), so a failed allocation or launch inside one is
+    /// kept here, the device does no more work (CUDA's errors are sticky: after a kernel's
+    /// fault every call fails), and every call that can return an error returns this one,
+    /// which names what failed first: the next read of a value (`Storage::try_to_f64_vec`,
+    /// `Tensor::try_item`) reports it to the program instead of a panic deep in an op.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("device failure").clone()
+    }
+
+    /// Keep `error` as the device's failure, unless it failed before.
+    pub fn record_failure(&self, error: String) {
+        self.failure.lock().expect("device failure").get_or_insert(error);
+    }
+
+    fn check_not_failed(&self) -> Result<(), String> {
+        self.failure().map_or(Ok(()), Err)
+    }
+
     /// `len` zeroed elements of `dtype`, or the driver's refusal (out of memory, or an
     /// earlier kernel's fault, which CUDA reports at every call after it).
     pub fn alloc(&self, dtype: DType, len: usize) -> Result<GpuBuffer, String> {
-        let bytes = len * dtype.size_in_bytes();
+        self.check_not_failed()?;
+        let bytes = len
+            .checked_mul(dtype.size_in_bytes())
+            .ok_or_else(|| self.error("an allocation", format!("{len} elements of {dtype} overflow")))?;
+        let what = || format!("an allocation of {bytes} bytes");
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => Memory::Cuda(
                 stream
                     .alloc_zeros::<u8>(bytes.max(1))
-                    .map_err(|e| self.error(&format!("an allocation of {bytes} bytes"), e))?,
+                    .map_err(|e| self.error(&what(), e))?,
             ),
-            Backend::Emulator => Memory::Emulated(vec![0; bytes.div_ceil(8).max(1)]),
+            Backend::Emulator => {
+                // Refused rather than aborting the process, as a GPU refuses what it cannot hold.
+                let words = bytes.div_ceil(8).max(1);
+                let mut memory = Vec::new();
+                memory.try_reserve_exact(words).map_err(|e| self.error(&what(), e))?;
+                memory.resize(words, 0);
+                Memory::Emulated(memory)
+            }
         };
         Ok(GpuBuffer { dtype, len, memory })
     }
 
+    /// [`Self::alloc`] for an operation without an error path: on an error, the device keeps
+    /// it as its failure and the buffer has no memory.
+    pub fn alloc_or_fail(&self, dtype: DType, len: usize) -> GpuBuffer {
+        self.alloc(dtype, len).unwrap_or_else(|e| {
+            self.record_failure(e);
+            GpuBuffer {
+                dtype,
+                len,
+                memory: Memory::Lost,
+            }
+        })
+    }
+
     /// A copy of host data on the device.
     pub fn upload(&self, data: &CpuStorage) -> Result<GpuBuffer, String> {
+        self.check_not_failed()?;
         let (dtype, len, bytes): (DType, usize, &[u8]) = match data {
             CpuStorage::F32(v) => (DType::F32, v.len(), bytes_of(v)),
             CpuStorage::F64(v) => (DType::F64, v.len(), bytes_of(v)),
@@ -226,8 +276,9 @@ impl GpuDevice {
     /// The buffer's values on the host (waits for the work queued before, so an error here
     /// may be an earlier kernel's: `EARTHMOVER_CUDA_SYNC=1` names it).
     pub fn download(&self, buffer: &GpuBuffer) -> Result<CpuStorage, String> {
+        self.check_not_failed()?;
         let bytes = buffer.len * buffer.dtype.size_in_bytes();
-        let what = "a download (or a kernel queued before it; EARTHMOVER_CUDA_SYNC=1 names which)";
+        let what = "a download";
         let host: Vec<u8> = match (&self.backend, &buffer.memory) {
             (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => {
                 let mut all = stream.clone_dtoh(slice).map_err(|e| self.error(what, e))?;
@@ -257,6 +308,8 @@ impl GpuDevice {
         match (&self.backend, &buffer.memory) {
             (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => slice.device_ptr(stream).0,
             (Backend::Emulator, Memory::Emulated(words)) => words.as_ptr() as u64,
+            // Never launched on: the device failed before this buffer was made.
+            (_, Memory::Lost) => 0,
             _ => panic!("a buffer of another device"),
         }
     }
@@ -269,6 +322,7 @@ impl GpuDevice {
     /// `args` must match the kernel's parameters in number and types, and every pointer must
     /// address a live buffer of this device large enough for what the kernel touches.
     pub unsafe fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) -> Result<(), String> {
+        self.check_not_failed()?;
         shape.check().map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
         match &self.backend {
             Backend::Cuda { stream, .. } => {
@@ -319,10 +373,9 @@ impl GpuDevice {
 
     /// Wait for everything queued on the device; an error may be any queued kernel's.
     pub fn synchronize(&self) -> Result<(), String> {
+        self.check_not_failed()?;
         if let Backend::Cuda { stream, .. } = &self.backend {
-            stream
-                .synchronize()
-                .map_err(|e| self.error("a synchronisation (or a kernel queued before it)", e))?;
+            stream.synchronize().map_err(|e| self.error("a synchronisation", e))?;
         }
         Ok(())
     }
@@ -367,9 +420,16 @@ impl GpuDevice {
         Ok(function)
     }
 
-    /// A driver error as a message naming the device and what failed.
+    /// A driver error as a message naming the device and what failed; on a GPU without
+    /// `EARTHMOVER_CUDA_SYNC=1`, with the reminder that it may be an earlier kernel's.
     fn error(&self, what: &str, error: impl std::fmt::Display) -> String {
-        format!("{} ({}): CUDA error in {what}: {error}", self.device, self.name)
+        let hint = match self.backend {
+            Backend::Cuda { .. } if !sync_each_launch() => {
+                " (launches are asynchronous: this may be an earlier kernel's fault; EARTHMOVER_CUDA_SYNC=1 names it)"
+            }
+            _ => "",
+        };
+        format!("{} ({}): CUDA error in {what}: {error}{hint}", self.device, self.name)
     }
 }
 

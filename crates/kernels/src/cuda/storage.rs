@@ -13,17 +13,6 @@ use std::sync::Arc;
 /// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
 const CHUNK_ELEMENTS: usize = 64 << 20;
 
-/// A device error inside an operation of [`crate::Storage`] that has no error path: a tensor
-/// op returns a tensor, and a failed launch or allocation leaves the device unusable (CUDA's
-/// errors are sticky), so this stops the computation with the message, which names the device,
-/// the kernel or call and the driver's words. The paths that can fail by design (moving to a
-/// device, filling, drawing random numbers, reading back: `Storage::to_device`, `full`,
-/// `random`, `try_to_f64_vec`) return the message instead.
-#[track_caller]
-fn or_stop<T>(result: Result<T, String>) -> T {
-    result.unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// A buffer and the device it lives on.
 pub struct GpuStorage {
     pub device: Arc<GpuDevice>,
@@ -68,7 +57,7 @@ impl GpuStorage {
     fn new_like(&self, dtype: DType, len: usize) -> GpuStorage {
         GpuStorage {
             device: self.device.clone(),
-            buffer: or_stop(self.device.alloc(dtype, len)),
+            buffer: self.device.alloc_or_fail(dtype, len),
         }
     }
 
@@ -99,9 +88,12 @@ impl GpuStorage {
         unsafe { self.device.launch(kernel, shape, args) }
     }
 
-    /// [`Self::try_launch`] for the operations that have no error path (see [`or_stop`]).
+    /// [`Self::try_launch`] for the operations that have no error path: an error becomes the
+    /// device's failure, returned by its next read ([`GpuDevice::failure`]).
     fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
-        or_stop(self.try_launch(kernel, shape, args))
+        if let Err(e) = self.try_launch(kernel, shape, args) {
+            self.device.record_failure(e);
+        }
     }
 
     pub fn full(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> Result<GpuStorage, String> {

@@ -266,8 +266,9 @@ impl Trainer {
 
 /// `t` on the training `device`, which [`Trainer::to_device`] has opened.
 fn on_device(t: Tensor, device: Device) -> Tensor {
-    t.to_device(device)
-        .expect("the trainer's device was opened by to_device")
+    // The device was opened by `to_device`; what can fail now is the device itself, whose
+    // failure a step returns at its first read (`StepError::Device`) before the next upload.
+    t.to_device(device).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,51 @@
+//! A device that fails inside an operation (which has no error path: an op returns a storage)
+//! keeps the first error, does no more work, and returns that error at the next call that can
+//! return one, so that a program reports it instead of panicking deep inside an op.
+//!
+//! Its own test binary: the failure is the device's for the rest of the process, and other
+//! tests share the process's devices. On the emulator (`--features emulator`) and on GPU 0
+//! when there is one, each made to fail by an allocation no device can hold.
+
+use earthmover_kernels::cuda::device::{cuda_device_count, GpuDevice};
+use earthmover_kernels::{DType, Device, Distribution, Storage, UnaryOp};
+
+#[test]
+fn a_failure_inside_an_op_is_returned_by_the_next_read() {
+    let mut devices = Vec::new();
+    if cfg!(feature = "emulator") {
+        devices.push(Device::CudaEmulator);
+    }
+    if cuda_device_count() > 0 {
+        devices.push(Device::Cuda(0));
+    }
+    if devices.is_empty() {
+        eprintln!("skipped: no CUDA GPU here, and the emulator is not built in (--features emulator)");
+    }
+    for device in devices {
+        let one = Storage::from_f64_slice(&[1.5], DType::F32, device).unwrap();
+        let earlier = one.unary(UnaryOp::Neg);
+        assert_eq!(earlier.try_to_f64_vec().unwrap(), vec![-1.5]);
+        // A broadcast of one value to 2^58 elements (2^60 bytes): its allocation fails.
+        let huge = one.strided_copy(0, &[0], &[1 << 58]);
+        let after = huge.unary(UnaryOp::Exp).unary(UnaryOp::Neg);
+        let first = GpuDevice::get(device).unwrap().failure().expect("the device failed");
+        assert!(
+            first.contains(&device.to_string()) && first.contains("an allocation of 1152921504606846976 bytes"),
+            "{first}"
+        );
+        // Every read and every fallible call now returns that first error, even for a storage
+        // made before it.
+        assert_eq!(after.try_to_f64_vec().unwrap_err(), first);
+        assert_eq!(earlier.try_to_f64_vec().unwrap_err(), first);
+        assert_eq!(Storage::full(0.0, 4, DType::F32, device).unwrap_err(), first);
+        let normal = Distribution::Normal { mean: 0.0, std: 1.0 };
+        assert_eq!(Storage::random(normal, 4, 0, 0, DType::F32, device).unwrap_err(), first);
+        assert_eq!(earlier.to_device(Device::Cpu).unwrap_err(), first);
+        assert_eq!(GpuDevice::get(device).unwrap().synchronize().unwrap_err(), first);
+        // The CPU is not affected.
+        assert_eq!(
+            Storage::from_f64(vec![2.0]).unary(UnaryOp::Neg).to_f64_vec(),
+            vec![-2.0]
+        );
+    }
+}
