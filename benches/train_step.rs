@@ -113,13 +113,13 @@ fn time_configurations(data: &Mnist, device: Device, dims: &[usize], algos: &[Al
                 eprintln!("skipped: {e}");
                 return;
             }
-            trainer.step(data).expect("finite losses");
+            trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
             const RUNS: usize = 5;
             let flops_before = gemm_flops();
             let mut times: Vec<f64> = (0..RUNS)
                 .map(|_| {
                     let start = Instant::now();
-                    trainer.step(data).expect("finite losses");
+                    trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
                     start.elapsed().as_secs_f64()
                 })
                 .collect();

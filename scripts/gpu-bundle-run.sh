@@ -32,8 +32,12 @@ if ! touch "$bin/.writable" 2>/dev/null; then
 fi
 rm -f "$here/bin/.writable"
 mkdir -p "$bin"
+unpacked=()
+# The bundle leaves as it came (13 MiB, not 50): the unpacked binaries go at the end.
+trap 'rm -f "${unpacked[@]}"' EXIT
 for packed in "$here"/bin/*.gz; do
   name="$(basename "$packed" .gz)"
+  unpacked+=("$bin/$name")
   if ! gzip -dc "$packed" >"$bin/$name" || ! chmod +x "$bin/$name"; then
     echo "error: cannot unpack $packed into $bin" >&2
     exit 1
@@ -75,7 +79,15 @@ nvrtc_candidates() {
 for p in site.getsitepackages() + [site.getusersitepackages()] + sys.path:
     print(p)' 2>/dev/null)
   fi
-  sites+=(/usr/local/lib/python3*/dist-packages /usr/lib/python3/dist-packages /opt/conda/lib/python3*/site-packages)
+  # Python environments a GPU machine may keep PyTorch in, besides the first python's.
+  local prefix
+  for prefix in "${VIRTUAL_ENV:-}" "${CONDA_PREFIX:-}" /opt/conda /usr/local /usr "${HOME:-}/.local"; do
+    [[ -n "$prefix" ]] || continue
+    for s in "$prefix"/lib/python3*/site-packages "$prefix"/lib/python3*/dist-packages; do
+      [[ -d "$s" ]] && sites+=("$s")
+    done
+  done
+  sites+=(/usr/lib/python3/dist-packages)
   for sub in nvidia/cu13/lib nvidia/cuda_nvrtc/lib; do
     for s in "${sites[@]}"; do [[ -d "$s/$sub" ]] && echo "$s/$sub"; done
   done
