@@ -26,7 +26,8 @@ mkdir -p "$runs"
 cargo build --release -p wgan-mnist -p gan-experiments
 bin=target/release
 
-# name | flags beyond the common ones.
+# name | flags beyond the common ones, which start from the paper's settings (`--paper`: lr 1e-4,
+# betas 0,0.9, n_critic 5, no average) whatever wgan-mnist's defaults are today.
 settings=(
   "paper|"
   "ema|--ema 0.999"
@@ -36,11 +37,15 @@ settings=(
   "lr2e-4-betas0.5|--ema 0.999 --lr 2e-4 --betas 0.5,0.9"
   "ttur|--ema 0.999 --lr-critic 3e-4 --lr-gen 1e-4"
   "ncritic3|--ema 0.999 --n-critic 3"
+  "lr2e-4-betas0.5-ncritic3|--ema 0.999 --lr 2e-4 --betas 0.5,0.9 --n-critic 3"
+  "lr2e-4-betas0.5-ncritic2|--ema 0.999 --lr 2e-4 --betas 0.5,0.9 --n-critic 2"
+  "lr2e-4-betas0.5-ncritic1|--ema 0.999 --lr 2e-4 --betas 0.5,0.9 --n-critic 1"
+  "lr2e-4-betas0.5-ncritic3-dim64|--ema 0.999 --lr 2e-4 --betas 0.5,0.9 --n-critic 3 --dim 64"
   "batch32|--ema 0.999 --batch-size 32"
   "dim16|--ema 0.999 --dim 16"
   "dim64|--ema 0.999 --dim 64"
 )
-common=(--algo wgan-gp --eval-every 250 --eval-samples 10000 --sample-every 250 --checkpoint-every 1000000 --quiet)
+common=(--algo wgan-gp --paper --eval-every 250 --eval-samples 10000 --sample-every 250 --checkpoint-every 1000000 --quiet)
 
 wanted=("$@")
 chosen=()
@@ -61,7 +66,7 @@ for entry in "${chosen[@]}"; do
   [[ -f $runs/pace/$name ]] && continue
   echo "== $name: timing 60 iterations"
   rm -rf "${runs:?}/timing"
-  "$bin/wgan-mnist" --algo wgan-gp "${flags[@]}" --iters 60 --eval-every 0 --sample-every 1000000 \
+  "$bin/wgan-mnist" --algo wgan-gp --paper "${flags[@]}" --iters 60 --eval-every 0 --sample-every 1000000 \
     --checkpoint-every 1000000 --quiet --out "$runs/timing"
   mkdir -p "$runs/pace"
   awk -F, '$1 == 10 { t0 = $2 } $1 == 60 { printf "%.4f\n", ($2 - t0) / 50 }' \

@@ -140,13 +140,18 @@ pub struct TrainArgs {
         by_algo(|c| c.lambda.to_string()),
     ))]
     pub lambda: Option<f64>,
-    #[arg(long, value_name = "DECAY", help = with_default(
-        "Keep an exponential moving average of the generator's weights with this decay (0.999, say; \
-         warmed up as TensorFlow's) and draw, score and export samples from it; the checkpoint keeps the \
-         trained weights too",
+    #[arg(long, value_name = "DECAY|off", value_parser = parse_ema, help = with_default(
+        "Keep an exponential moving average of the generator's weights with this decay (warmed up as \
+         TensorFlow's) and draw, score and export samples from it; the checkpoint keeps the trained \
+         weights too. `off`: no average",
         by_algo(|c| c.ema.map_or("off".to_string(), |d| d.to_string())),
     ))]
-    pub ema: Option<f64>,
+    pub ema: Option<EmaFlag>,
+    /// Start from the papers' settings for `--algo` instead of the measured defaults (wgan-gp: lr
+    /// 1e-4, betas 0,0.9, no weight average); width and length stay this program's, and the other
+    /// flags still override
+    #[arg(long)]
+    pub paper: bool,
     #[arg(long, help = with_default(
         "Turn off WGAN's 100 critic steps for the first 25 generator iterations and every 500th",
         by_algo(|c| if c.critic_warmup { "on".to_string() } else { "off".to_string() }),
@@ -239,6 +244,21 @@ fn by_algo(value: impl Fn(&TrainConfig) -> String) -> String {
 
 fn parse_with<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
+}
+
+/// `--ema`: a decay, or `off` for no average (`EmaFlag(None)`), so that a default average can be
+/// turned off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EmaFlag(pub Option<f64>);
+
+fn parse_ema(s: &str) -> Result<EmaFlag, String> {
+    if s == "off" {
+        return Ok(EmaFlag(None));
+    }
+    match s.parse::<f64>() {
+        Ok(decay) => Ok(EmaFlag(Some(decay))),
+        Err(_) => Err(format!("expected a decay such as 0.999, or `off`, got `{s}`")),
+    }
 }
 
 fn parse_betas(s: &str) -> Result<(f64, f64), String> {

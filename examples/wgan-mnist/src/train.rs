@@ -5,7 +5,7 @@
 use crate::download;
 use crate::outputs::{lock_output_folder, Outputs};
 use crate::quality::{self, QualityProbe, Ruler};
-use crate::TrainArgs;
+use crate::{EmaFlag, TrainArgs};
 use earthmover_tensor::{cuda_device_count, device_name, Device};
 use earthmover_wgan::checkpoint::load_checkpoint;
 use earthmover_wgan::data::Mnist;
@@ -21,10 +21,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Iterations when none are given: what a 2-core CPU trains in under 30 minutes.
+/// WGAN-GP's generator iterations when none are given: 15 minutes of training at its default
+/// settings on a 2-core Intel Xeon (docs/training.md "Choosing the defaults").
+pub const DEFAULT_WGAN_GP_ITERS: usize = 11_000;
+/// WGAN's and GAN's iterations when none are given (not swept: a first look in minutes).
 pub const DEFAULT_ITERS: usize = 2000;
 /// DCGAN width when none is given (the paper's is 64).
 pub const DEFAULT_DIM: usize = 32;
+/// WGAN-GP's critic steps per generator step when none are given (the paper's is 5: fewer, at
+/// the same time per step, bought more generator steps for 15 minutes, and better digits).
+pub const DEFAULT_WGAN_GP_N_CRITIC: usize = 2;
 
 /// Train a run as the flags say, or resume one; see the module documentation for the steps.
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -150,18 +156,44 @@ fn load_data(args: &TrainArgs) -> Result<(Mnist, String)> {
 /// The algorithm when `--algo` is not given.
 pub const DEFAULT_ALGO: Algo = Algo::WganGp;
 
-/// What a run of `algo` trains with when no other flag is given: the papers' settings
-/// (`TrainConfig::new`) at this program's width and length.
+/// What a run of `algo` trains with when no other flag is given. For WGAN-GP, the best setting
+/// of the defaults sweep (`scripts/sweep-defaults.sh`, docs/training.md "Choosing the
+/// defaults"): the authors' MNIST script's Adam betas (0.5, 0.9) at lr 2e-4, fewer critic steps
+/// and a weight average, which drew far better digits in the same 15 minutes than the paper's
+/// Algorithm 1. WGAN and GAN keep their papers' settings (`TrainConfig::new`). All at this
+/// program's width and length.
 pub fn defaults(algo: Algo) -> TrainConfig {
+    let mut c = paper_defaults(algo);
+    if algo == Algo::WganGp {
+        c.lr = 2e-4;
+        c.betas = (0.5, 0.9);
+        c.n_critic = DEFAULT_WGAN_GP_N_CRITIC;
+        c.ema = Some(0.999);
+    }
+    c
+}
+
+/// What `--paper` starts from: the papers' settings for `algo` (`TrainConfig::new`: WGAN-GP's
+/// Algorithm 1 is Adam 1e-4, betas 0, 0.9, n_critic 5, no average) at this program's width and
+/// length (the paper's are DIM 64 and 200,000 iterations).
+pub fn paper_defaults(algo: Algo) -> TrainConfig {
     let mut c = TrainConfig::new(algo);
     c.dim = DEFAULT_DIM;
-    c.iters = DEFAULT_ITERS;
+    c.iters = match algo {
+        Algo::WganGp => DEFAULT_WGAN_GP_ITERS,
+        Algo::Wgan | Algo::Gan => DEFAULT_ITERS,
+    };
     c
 }
 
 /// The configuration of a new run: the algorithm's defaults, overridden by the flags given.
 fn new_config(args: &TrainArgs) -> TrainConfig {
-    let mut c = defaults(args.algo.unwrap_or(DEFAULT_ALGO));
+    let algo = args.algo.unwrap_or(DEFAULT_ALGO);
+    let mut c = if args.paper {
+        paper_defaults(algo)
+    } else {
+        defaults(algo)
+    };
     macro_rules! set {
         ($($field:ident),+) => { $(if let Some(v) = args.$field { c.$field = v; })+ };
     }
@@ -182,7 +214,9 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
     if args.no_critic_warmup {
         c.critic_warmup = false;
     }
-    c.ema = args.ema.or(c.ema);
+    if let Some(EmaFlag(decay)) = args.ema {
+        c.ema = decay;
+    }
     c.lr_critic = args.lr_critic.or(c.lr_critic);
     c.lr_generator = args.lr_gen.or(c.lr_generator);
     c.init = args.init.unwrap_or(c.init);
@@ -227,12 +261,35 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
             bail!("{flag} {lr} contradicts the checkpoint, which was trained with {saved}; drop the flag to resume");
         }
     }
-    if args.ema.is_some() && args.ema != saved.ema {
-        let saved_ema = saved.ema.map_or("no average".to_string(), |d| format!("--ema {d}"));
+    let describe_ema = |ema: Option<f64>| ema.map_or("--ema off".to_string(), |d| format!("--ema {d}"));
+    if let Some(EmaFlag(decay)) = args.ema.filter(|EmaFlag(decay)| *decay != saved.ema) {
         bail!(
-            "--ema {:?} contradicts the checkpoint, which was trained with {saved_ema}; drop the flag to resume",
-            args.ema.unwrap_or_default()
+            "{} contradicts the checkpoint, which was trained with {}; drop the flag to resume",
+            describe_ema(decay),
+            describe_ema(saved.ema)
         );
+    }
+    // `--paper` names a whole set of settings: the checkpoint must have been trained with them
+    // (or with flags that override them, which are checked above).
+    if args.paper {
+        let paper = paper_defaults(saved.algo);
+        let differs = (args.lr.is_none() && saved.lr != paper.lr)
+            || (args.betas.is_none() && saved.betas != paper.betas)
+            || (args.n_critic.is_none() && saved.n_critic != paper.n_critic)
+            || (args.ema.is_none() && saved.ema != paper.ema)
+            || (args.lr_critic.is_none() && saved.lr_critic.is_some())
+            || (args.lr_gen.is_none() && saved.lr_generator.is_some());
+        if differs {
+            bail!(
+                "--paper contradicts the checkpoint, which was trained with lr {}, betas {},{}, n-critic {}, {}; \
+                 drop the flag to resume",
+                saved.lr,
+                saved.betas.0,
+                saved.betas.1,
+                saved.n_critic,
+                describe_ema(saved.ema)
+            );
+        }
     }
     if args.no_critic_warmup && saved.critic_warmup {
         bail!("--no-critic-warmup contradicts the checkpoint, which was trained with the warm-up schedule");
