@@ -100,6 +100,10 @@ pub fn read_pace(dir: &Path) -> Result<Option<f64>> {
     }
 }
 
+/// The top of the Frechet-distance panel: measurements above it are left out of the plot (not
+/// out of the table).
+const FD_AXIS_CUT: f64 = 100.0;
+
 /// Read `dirs`, print the table, and draw `frontier.png` into `out`.
 pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
     if budget.is_nan() || budget <= 0.0 {
@@ -158,10 +162,19 @@ pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
             })
             .collect()
     };
-    let mut fd = curve(|p| p.quality.frechet_distance);
+    // The first measurements (FD in the hundreds) would squash the part that decides the
+    // table into the bottom of the panel: the axis stops at FD_AXIS_CUT, and the title says so.
+    let mut fd = curve(|p| {
+        Some(p.quality.frechet_distance)
+            .filter(|fd| *fd <= FD_AXIS_CUT)
+            .unwrap_or(f64::NAN)
+    });
     fd.push(Series {
         name: "frontier".into(),
-        points: frontier(&curves),
+        points: frontier(&curves)
+            .into_iter()
+            .filter(|(_, fd)| *fd <= FD_AXIS_CUT)
+            .collect(),
         color: (0, 0, 0),
     });
     let budget_line = |lo: f64, hi: f64| Series {
@@ -169,7 +182,7 @@ pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
         points: vec![(budget, lo), (budget, hi)],
         color: (150, 150, 150),
     };
-    fd.push(budget_line(0.0, 300.0));
+    fd.push(budget_line(0.0, FD_AXIS_CUT));
     let score = curve(|p| p.quality.classes.as_ref().map_or(f64::NAN, |c| c.classifier_score));
     let panel = |title: &str, y: &str, series: Vec<Series>| Panel {
         title: title.into(),
@@ -179,7 +192,11 @@ pub fn report(dirs: &[PathBuf], budget: f64, out: &Path) -> Result<()> {
     };
     let png = panels(
         &[
-            panel("Frechet distance against training time", "FD (lower is better)", fd),
+            panel(
+                &format!("Frechet distance against training time (up to {FD_AXIS_CUT})"),
+                "FD (lower is better)",
+                fd,
+            ),
             panel(
                 "classifier score against training time",
                 "score (higher is better)",
