@@ -21,10 +21,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// WGAN-GP's generator iterations when none are given: about 15 minutes of training (quality
-/// measurements included) at its default settings on a 2-core Intel Xeon (docs/training.md
-/// "Choosing the defaults").
-pub const DEFAULT_WGAN_GP_ITERS: usize = 10_000;
+/// WGAN-GP's generator iterations when none are given: 15 minutes of training (quality
+/// measurements included) at its default settings on a 2-core Intel Xeon, as measured in a whole
+/// run (docs/training.md "Choosing the defaults"; later iterations run slower than the first).
+pub const DEFAULT_WGAN_GP_ITERS: usize = 7_000;
 /// WGAN's and GAN's iterations when none are given (not swept: a first look in minutes).
 pub const DEFAULT_ITERS: usize = 2000;
 /// DCGAN width when none is given (the paper's is 64).

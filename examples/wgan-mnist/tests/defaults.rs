@@ -142,7 +142,7 @@ fn help_explains_every_flag() {
     for default in [
         "[default: wgan-gp]",
         "[default: 32]",
-        "[default: wgan-gp: 10000, wgan: 2000, gan: 2000]",
+        "[default: wgan-gp: 7000, wgan: 2000, gan: 2000]",
         "[default: wgan-gp: 2, wgan: 5, gan: 1]",
         "[default: wgan-gp: 0.0002, wgan: 0.00005, gan: 0.0002]",
         "[default: wgan-gp: 0.5,0.9, wgan: none, gan: 0.5,0.999]",
