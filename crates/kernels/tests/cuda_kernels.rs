@@ -12,28 +12,16 @@
 //! order, a few ulps where the order (sums, matmuls) or the math library (exp, tanh, ...)
 //! differs.
 
-use earthmover_kernels::cuda::device::{cuda_device_count, Arg, GpuDevice};
+mod common;
+
+use common::cuda_devices;
+use earthmover_kernels::cuda::device::{Arg, GpuDevice};
 use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
     broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
     OptimizerUpdate, ReduceOp, Storage, UnaryOp,
 };
-
-/// The CUDA devices to test: the emulator when built in, GPU 0 when present.
-fn cuda_devices() -> Vec<Device> {
-    let mut devices = Vec::new();
-    if cfg!(feature = "emulator") {
-        devices.push(Device::CudaEmulator);
-    }
-    if cuda_device_count() > 0 {
-        devices.push(Device::Cuda(0));
-    }
-    if devices.is_empty() {
-        eprintln!("skipped: no CUDA GPU here, and the emulator is not built in (--features emulator)");
-    }
-    devices
-}
 
 /// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
 fn random(n: usize, seed: u64) -> Vec<f64> {

@@ -6,22 +6,15 @@
 //! tests share the process's devices. On the emulator (`--features emulator`) and on GPU 0
 //! when there is one, each made to fail by an allocation no device can hold.
 
-use earthmover_kernels::cuda::device::{cuda_device_count, GpuDevice};
+mod common;
+
+use common::cuda_devices;
+use earthmover_kernels::cuda::device::GpuDevice;
 use earthmover_kernels::{DType, Device, Distribution, Storage, UnaryOp};
 
 #[test]
 fn a_failure_inside_an_op_is_returned_by_the_next_read() {
-    let mut devices = Vec::new();
-    if cfg!(feature = "emulator") {
-        devices.push(Device::CudaEmulator);
-    }
-    if cuda_device_count() > 0 {
-        devices.push(Device::Cuda(0));
-    }
-    if devices.is_empty() {
-        eprintln!("skipped: no CUDA GPU here, and the emulator is not built in (--features emulator)");
-    }
-    for device in devices {
+    for device in cuda_devices() {
         let one = Storage::from_f64_slice(&[1.5], DType::F32, device).unwrap();
         let earlier = one.unary(UnaryOp::Neg);
         assert_eq!(earlier.try_to_f64_vec().unwrap(), vec![-1.5]);

@@ -5,13 +5,22 @@
 use earthmover_kernels::cuda::compile::{compile, compile_cubin, nvrtc_available, nvrtc_version};
 use earthmover_kernels::cuda::{KernelSource, SOURCES};
 
+/// Whether NVRTC can be loaded; without it a test says so and passes, unless
+/// `EARTHMOVER_REQUIRE_NVRTC=1`, where it fails.
+fn nvrtc_or_skip() -> bool {
+    if nvrtc_available() {
+        return true;
+    }
+    if std::env::var("EARTHMOVER_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
+        panic!("EARTHMOVER_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+    }
+    eprintln!("skipped: libnvrtc is not on the library path (pip install nvidia-cuda-nvrtc)");
+    false
+}
+
 #[test]
 fn every_kernel_source_compiles_for_sm80_and_sm90() {
-    if !nvrtc_available() {
-        if std::env::var("EARTHMOVER_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
-            panic!("EARTHMOVER_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
-        }
-        eprintln!("skipped: libnvrtc is not on the library path (pip install nvidia-cuda-nvrtc)");
+    if !nvrtc_or_skip() {
         return;
     }
     eprintln!("NVRTC {:?}", nvrtc_version());
@@ -39,11 +48,7 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
 /// symbols name every kernel of the file.
 #[test]
 fn every_kernel_source_compiles_to_cubin_for_sm90() {
-    if !nvrtc_available() {
-        if std::env::var("EARTHMOVER_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
-            panic!("EARTHMOVER_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
-        }
-        eprintln!("skipped: libnvrtc is not on the library path (pip install nvidia-cuda-nvrtc)");
+    if !nvrtc_or_skip() {
         return;
     }
     for source in SOURCES {
@@ -65,8 +70,7 @@ fn every_kernel_source_compiles_to_cubin_for_sm90() {
 /// A source that does not compile is an error carrying NVRTC's log, for CUBIN as for PTX.
 #[test]
 fn a_compile_error_carries_nvrtcs_log() {
-    if !nvrtc_available() {
-        eprintln!("skipped: libnvrtc is not on the library path");
+    if !nvrtc_or_skip() {
         return;
     }
     let broken = KernelSource {
