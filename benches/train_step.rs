@@ -41,6 +41,10 @@ fn reset_peak_resident() {
 fn main() {
     // As the training programs do: keep freed memory in the process for the next step's tensors.
     earthmover::tensor::retain_freed_memory();
+    // As the training programs do: denormals flushed (EARTHMOVER_FLUSH_DENORMAL=0 keeps them);
+    // PyTorch's twin sets torch.set_flush_denormal to match.
+    let flush = earthmover::tensor::configure_flush_denormal(true).unwrap_or_else(|e| panic!("{e}"));
+    println!("denormals: {}", if flush { "flushed" } else { "kept" });
     // Found at run time (`EARTHMOVER_DATA`, then beside the binary): it also runs from the GPU
     // bundle, on another machine.
     let dir = Mnist::find_dir().unwrap_or_else(|e| panic!("{e}"));

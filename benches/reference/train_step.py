@@ -12,6 +12,7 @@ outside the timing), the effective GFLOP/s, the peak resident memory of each con
 high-water mark is reset between them) and the resident memory once torch is imported, which
 every peak includes.
 """
+import os
 import statistics
 import sys
 import time
@@ -100,6 +101,10 @@ def main(dims):
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # As earthmover's bench does (EARTHMOVER_FLUSH_DENORMAL=0 keeps them there, and here).
+    flush = os.environ.get("EARTHMOVER_FLUSH_DENORMAL", "1").strip().lower() not in ("0", "off", "false", "no")
+    flushed = torch.set_flush_denormal(flush) and flush
+    print(f"denormals: {'flushed' if flushed else 'kept'}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
     rss = resident_mb("VmRSS:")
     if rss is not None:

@@ -89,20 +89,24 @@ impl PartialEq for Storage {
 }
 
 /// Run `$body` with `$v` bound to the buffer of `$s`, whatever its dtype, and wrap a `Vec`
-/// result back into a storage of the same dtype.
+/// result back into a storage of the same dtype. The CPU dispatches (these macros and the few
+/// ops that match by hand) first bring the calling thread's denormal mode up to date
+/// ([`crate::cpu::denormals`]).
 macro_rules! map_storage {
-    ($s:expr, |$v:ident| $body:expr) => {
+    ($s:expr, |$v:ident| $body:expr) => {{
+        crate::cpu::denormals::sync_this_thread();
         match $s {
             Storage::Cpu(CpuStorage::F32($v)) => Storage::Cpu(CpuStorage::F32($body)),
             Storage::Cpu(CpuStorage::F64($v)) => Storage::Cpu(CpuStorage::F64($body)),
             Storage::Cuda(_) => unreachable!("GPU storage is dispatched before map_storage!"),
         }
-    };
+    }};
 }
 
 /// Like `map_storage!` for two operands, which must share dtype and device.
 macro_rules! map_storage2 {
-    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+        crate::cpu::denormals::sync_this_thread();
         match ($a, $b) {
             (Storage::Cpu(CpuStorage::F32($x)), Storage::Cpu(CpuStorage::F32($y))) => {
                 Storage::Cpu(CpuStorage::F32($body))
@@ -119,13 +123,14 @@ macro_rules! map_storage2 {
                 b.device()
             ),
         }
-    };
+    }};
 }
 
 /// Like `map_storage2!` with an optional third operand of the same dtype and device (a bias),
 /// bound to `$z` as `Option<&[T]>`.
 macro_rules! map_storage2_bias {
-    ($op:expr, $a:expr, $b:expr, $bias:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {
+    ($op:expr, $a:expr, $b:expr, $bias:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {{
+        crate::cpu::denormals::sync_this_thread();
         match ($a, $b, $bias) {
             (Storage::Cpu(CpuStorage::F32($x)), Storage::Cpu(CpuStorage::F32($y)), None) => {
                 let $z: Option<&[f32]> = None;
@@ -165,7 +170,7 @@ macro_rules! map_storage2_bias {
                 ))
             ),
         }
-    };
+    }};
 }
 
 impl Storage {
@@ -357,6 +362,7 @@ impl Storage {
 
     /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
+        crate::cpu::denormals::sync_this_thread();
         match (self, a, b) {
             (Storage::Cuda(c), Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(c.where_cond(a, b)),
             (Storage::Cpu(CpuStorage::F32(c)), Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(b))) => {
@@ -386,6 +392,7 @@ impl Storage {
 
     /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
+        crate::cpu::denormals::sync_this_thread();
         match (self, src) {
             (Storage::Cuda(d), Storage::Cuda(s)) => d.strided_write(offset, strides, s, shape),
             (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(s))) => {
@@ -491,6 +498,7 @@ impl Storage {
                 .collect();
             return p.optimizer_step(g, &mut gpu_state, update);
         }
+        crate::cpu::denormals::sync_this_thread();
         macro_rules! run {
             ($variant:ident) => {{
                 let Storage::Cpu(CpuStorage::$variant(p)) = self else {

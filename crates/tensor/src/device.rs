@@ -27,6 +27,16 @@ pub fn cpu_simd_path() -> Result<SimdPath> {
     earthmover_kernels::cpu::simd::configured_path().map_err(Error)
 }
 
+/// Flush denormal floats to zero in the CPU kernels, or keep them, as `EARTHMOVER_FLUSH_DENORMAL`
+/// says (`1`/`0`; `default` when unset): returns whether they are now flushed, or an error
+/// naming a value it does not know. Programs call it at start; a library leaves the default
+/// (kept, as in PyTorch) unless asked ([`set_flush_denormal`]).
+pub fn configure_flush_denormal(default: bool) -> Result<bool> {
+    earthmover_kernels::cpu::denormals::configure_flush_denormal(default).map_err(Error)
+}
+
+pub use earthmover_kernels::cpu::denormals::{flush_denormal, set_flush_denormal};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,9 @@ mod ops;
 mod tensor;
 
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
-pub use device::{cpu_simd_path, cuda_device_count, device_name};
+pub use device::{
+    configure_flush_denormal, cpu_simd_path, cuda_device_count, device_name, flush_denormal, set_flush_denormal,
+};
 pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::cpu::simd::SimdPath;
 pub use earthmover_kernels::{DType, Device, OptimizerUpdate};

@@ -336,9 +336,14 @@ fn set_up_outputs(
 fn describe_device(device: Device) -> Result<String> {
     Ok(match device {
         Device::Cpu => format!(
-            "the CPU ({} threads, {} kernels)",
+            "the CPU ({} threads, {} kernels, denormals {})",
             rayon::current_num_threads(),
-            earthmover_tensor::cpu_simd_path()?
+            earthmover_tensor::cpu_simd_path()?,
+            if earthmover_tensor::flush_denormal() {
+                "flushed"
+            } else {
+                "kept"
+            }
         ),
         gpu => format!("{gpu} ({})", device_name(gpu)?),
     })
@@ -361,6 +366,7 @@ fn write_settings(
         "test_images": data.test.len(),
         "device": device.to_string(),
         "cpu_simd_path": earthmover_tensor::cpu_simd_path()?.name(),
+        "cpu_flush_denormal": earthmover_tensor::flush_denormal(),
         "out": args.out.display().to_string(),
         "sample_every": args.sample_every,
         "checkpoint_every": args.checkpoint_every,

@@ -91,6 +91,10 @@ fn every_algorithm_and_model_trains_and_writes_its_outputs() {
             assert!(decode_png(&out.join("wasserstein.png")).0 > 0);
             let config = std::fs::read_to_string(out.join("config.json")).unwrap();
             assert!(config.contains(&format!("\"algo\": \"{algo}\"")), "{config}");
+            // The program flushes denormals unless told not to (x86-64 and aarch64 can).
+            if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+                assert!(config.contains("\"cpu_flush_denormal\": true"), "{config}");
+            }
             // The checkpoint loads back to the weights of the generator file, exactly.
             let sampled = out.join("from-checkpoint.png");
             let s = run(&[
@@ -242,6 +246,12 @@ fn bad_settings_are_clear_errors() {
         .output()
         .unwrap();
     assert_fails_with(&simd, "EARTHMOVER_SIMD: unknown SIMD path `sse9`");
+    let denormals = bin()
+        .args(["--out", o])
+        .env("EARTHMOVER_FLUSH_DENORMAL", "sometimes")
+        .output()
+        .unwrap();
+    assert_fails_with(&denormals, "EARTHMOVER_FLUSH_DENORMAL=sometimes: expected 1, on, true, 0");
     // A flag clap cannot parse is its own clean error.
     let bad = run(&["--out", o, "--algo", "vae"]);
     assert!(
