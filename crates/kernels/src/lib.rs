@@ -24,6 +24,8 @@ pub mod shape;
 mod storage;
 
 pub use element::Element;
+/// The 16-bit float types of [`DType::BF16`] and [`DType::F16`] (the `half` crate's).
+pub use half::{bf16, f16};
 pub use op::{BinaryOp, Distribution, Epilogue, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
 pub use shape::{broadcast_shapes, broadcast_strides, checked_numel, contiguous_strides, numel, ConvGeometry};
 pub use storage::{CpuStorage, DType, Device, Storage};

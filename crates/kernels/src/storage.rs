@@ -36,22 +36,58 @@ impl fmt::Display for Device {
 pub enum DType {
     F32,
     F64,
+    /// bfloat16 ([`half::bf16`]): f32's range with 8 bits of precision.
+    BF16,
+    /// IEEE half precision ([`half::f16`]): 11 bits of precision, largest finite 65,504.
+    F16,
 }
 
 impl DType {
+    /// Every dtype.
+    pub const ALL: [DType; 4] = [DType::F32, DType::F64, DType::BF16, DType::F16];
+
     pub fn size_in_bytes(self) -> usize {
         match self {
             DType::F32 => 4,
             DType::F64 => 8,
+            DType::BF16 | DType::F16 => 2,
+        }
+    }
+
+    /// Whether this is a 16-bit float, whose ops compute in f32 ([`Storage`]'s half rule).
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::BF16 | DType::F16)
+    }
+
+    /// The name PyTorch and this crate print (`f32`, `f64`, `bf16`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
         }
     }
 }
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DType::F32 => write!(f, "f32"),
-            DType::F64 => write!(f, "f64"),
+        f.write_str(self.name())
+    }
+}
+
+/// A dtype by name (`f32`, `float32`, `bf16`, `bfloat16`, `f16`, `float16`, `half`, `f64`,
+/// `float64`), as flags and files spell it.
+impl std::str::FromStr for DType {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<DType, String> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" | "float" => Ok(DType::F32),
+            "f64" | "float64" | "double" => Ok(DType::F64),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            _ => Err(format!("unknown dtype `{name}`: expected f32, f64, bf16 or f16")),
         }
     }
 }
@@ -61,6 +97,50 @@ impl fmt::Display for DType {
 pub enum CpuStorage {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    BF16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
+}
+
+impl CpuStorage {
+    /// The values widened to f32 (exact from bf16 and f16; rounded from f64).
+    fn to_f32(&self) -> Vec<f32> {
+        use half::slice::HalfFloatSliceExt;
+        match self {
+            CpuStorage::F32(v) => v.clone(),
+            CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            CpuStorage::BF16(v) => v.to_f32_vec(),
+            CpuStorage::F16(v) => v.to_f32_vec(),
+        }
+    }
+
+    /// The values widened to f64 (exact from every other dtype).
+    fn to_f64(&self) -> Vec<f64> {
+        use half::slice::HalfFloatSliceExt;
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
+            CpuStorage::BF16(v) => v.to_f64_vec(),
+            CpuStorage::F16(v) => v.to_f64_vec(),
+        }
+    }
+
+    /// These values in `dtype`, each rounded once to nearest-even where `dtype` is narrower.
+    /// f64 to a 16-bit float goes through f32 (rounded twice, as PyTorch's conversion does).
+    fn cast(&self, dtype: DType) -> CpuStorage {
+        use half::vec::HalfFloatVecExt;
+        match dtype {
+            DType::F32 => CpuStorage::F32(self.to_f32()),
+            DType::F64 => CpuStorage::F64(self.to_f64()),
+            DType::BF16 => match self {
+                CpuStorage::BF16(v) => CpuStorage::BF16(v.clone()),
+                other => CpuStorage::BF16(Vec::from_f32_slice(&other.to_f32())),
+            },
+            DType::F16 => match self {
+                CpuStorage::F16(v) => CpuStorage::F16(v.clone()),
+                other => CpuStorage::F16(Vec::from_f32_slice(&other.to_f32())),
+            },
+        }
+    }
 }
 
 /// A buffer on one device. Contiguous, row-major; the shape lives with the tensor.
@@ -98,6 +178,9 @@ macro_rules! map_storage {
         match $s {
             Storage::Cpu(CpuStorage::F32($v)) => Storage::Cpu(CpuStorage::F32($body)),
             Storage::Cpu(CpuStorage::F64($v)) => Storage::Cpu(CpuStorage::F64($body)),
+            Storage::Cpu(CpuStorage::BF16(_) | CpuStorage::F16(_)) => {
+                unreachable!("16-bit floats are widened before map_storage!")
+            }
             Storage::Cuda(_) => unreachable!("GPU storage is dispatched before map_storage!"),
         }
     }};
@@ -183,10 +266,13 @@ impl Storage {
 
     /// `len` copies of `value` in `dtype` on `device`.
     pub fn full(value: f64, len: usize, dtype: DType, device: Device) -> Result<Self, String> {
+        if dtype.is_half() {
+            return Ok(Storage::full(value, len, DType::F32, device)?.cast(dtype));
+        }
         match device {
             Device::Cpu => Ok(match dtype {
                 DType::F32 => Storage::from_f32(vec![value as f32; len]),
-                DType::F64 => Storage::from_f64(vec![value; len]),
+                _ => Storage::from_f64(vec![value; len]),
             }),
             gpu => Ok(Storage::Cuda(GpuStorage::full(
                 GpuDevice::get(gpu)?,
@@ -207,6 +293,9 @@ impl Storage {
         dtype: DType,
         device: Device,
     ) -> Result<Self, String> {
+        if dtype.is_half() {
+            return Ok(Storage::random(distribution, len, seed, stream, DType::F32, device)?.cast(dtype));
+        }
         macro_rules! draw {
             ($t:ty) => {
                 match distribution {
@@ -218,7 +307,7 @@ impl Storage {
         Ok(match device {
             Device::Cpu => match dtype {
                 DType::F32 => Storage::from_f32(draw!(f32)),
-                DType::F64 => Storage::from_f64(draw!(f64)),
+                _ => Storage::from_f64(draw!(f64)),
             },
             gpu => Storage::Cuda(GpuStorage::random(
                 GpuDevice::get(gpu)?,
@@ -248,17 +337,15 @@ impl Storage {
 
     /// Host values converted to `dtype`, on `device`.
     pub fn from_f64_slice(values: &[f64], dtype: DType, device: Device) -> Result<Self, String> {
-        let cpu = match dtype {
-            DType::F32 => Storage::from_f32(values.iter().map(|&v| v as f32).collect()),
-            DType::F64 => Storage::from_f64(values.to_vec()),
-        };
-        cpu.to_device(device)
+        Storage::Cpu(CpuStorage::F64(values.to_vec()).cast(dtype)).to_device(device)
     }
 
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(CpuStorage::F32(_)) => DType::F32,
             Storage::Cpu(CpuStorage::F64(_)) => DType::F64,
+            Storage::Cpu(CpuStorage::BF16(_)) => DType::BF16,
+            Storage::Cpu(CpuStorage::F16(_)) => DType::F16,
             Storage::Cuda(g) => g.dtype(),
         }
     }
@@ -274,6 +361,8 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::F32(v)) => v.len(),
             Storage::Cpu(CpuStorage::F64(v)) => v.len(),
+            Storage::Cpu(CpuStorage::BF16(v)) => v.len(),
+            Storage::Cpu(CpuStorage::F16(v)) => v.len(),
             Storage::Cuda(g) => g.len(),
         }
     }
@@ -308,31 +397,46 @@ impl Storage {
     /// The values as f64 on the host, or the device's error: where a program reads its results
     /// (a training step's losses), so that a GPU's fault reaches it as a message to report.
     pub fn try_to_f64_vec(&self) -> Result<Vec<f64>, String> {
-        Ok(match &*self.try_host()? {
-            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            CpuStorage::F64(v) => v.clone(),
-        })
+        Ok(self.try_host()?.to_f64())
     }
 
     /// The values as f32 on the host.
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match &*self.host() {
-            CpuStorage::F32(v) => v.clone(),
-            CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
-        }
+        self.host().to_f32()
     }
 
+    /// These values in `dtype` on the same device, rounded to nearest-even where it is narrower
+    /// (f64 to bf16 or f16 through f32, as PyTorch converts).
     pub fn cast(&self, dtype: DType) -> Storage {
         match (self, dtype) {
             (s, d) if s.dtype() == d => s.clone(),
             (Storage::Cuda(g), d) => Storage::Cuda(g.cast(d)),
-            (Storage::Cpu(CpuStorage::F64(v)), DType::F32) => Storage::from_f32(v.iter().map(|&x| x as f32).collect()),
-            (Storage::Cpu(CpuStorage::F32(v)), DType::F64) => Storage::from_f64(v.iter().map(|&x| x as f64).collect()),
-            _ => unreachable!(),
+            (Storage::Cpu(c), d) => Storage::Cpu(c.cast(d)),
         }
     }
 
+    // ------------------------------------------------------------------------------- ops
+    //
+    // The half rule: an op on bf16 or f16 operands computes in f32 and rounds once on the way
+    // out. Each op below widens its 16-bit operands to f32 here, on their device, runs the f32
+    // kernel and narrows the result, so every device has every op in every dtype: reductions
+    // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
+    // kernels (AVX512_BF16, tensor cores) will replace the widening where they pay.
+
+    /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
+    fn all_half(operands: &[&Storage]) -> Option<DType> {
+        let dtype = operands[0].dtype();
+        (dtype.is_half() && operands.iter().all(|s| s.dtype() == dtype)).then_some(dtype)
+    }
+
+    fn widened(&self) -> Storage {
+        self.cast(DType::F32)
+    }
+
     pub fn unary(&self, op: UnaryOp) -> Storage {
+        if let Some(half) = Storage::all_half(&[self]) {
+            return self.widened().unary(op).cast(half);
+        }
         if let Storage::Cuda(g) = self {
             return Storage::Cuda(g.unary(op));
         }
@@ -347,6 +451,12 @@ impl Storage {
         other_shape: &[usize],
         out_shape: &[usize],
     ) -> Storage {
+        if let Some(half) = Storage::all_half(&[self, other]) {
+            return self
+                .widened()
+                .binary(op, shape, &other.widened(), other_shape, out_shape)
+                .cast(half);
+        }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
             return Storage::Cuda(a.binary(op, shape, b, other_shape, out_shape));
         }
@@ -362,6 +472,9 @@ impl Storage {
 
     /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
+        if let Some(half) = Storage::all_half(&[self, a, b]) {
+            return self.widened().where_cond(&a.widened(), &b.widened()).cast(half);
+        }
         crate::cpu::denormals::sync_this_thread();
         match (self, a, b) {
             (Storage::Cuda(c), Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(c.where_cond(a, b)),
@@ -376,6 +489,9 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> Storage {
+        if let Some(half) = Storage::all_half(&[self]) {
+            return self.widened().reduce(op, shape, out_shape).cast(half);
+        }
         if let Storage::Cuda(g) = self {
             return Storage::Cuda(g.reduce(op, shape, out_shape));
         }
@@ -384,6 +500,9 @@ impl Storage {
 
     /// A contiguous copy of the strided view `(offset, strides, shape)` of this buffer.
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
+        if let Some(half) = Storage::all_half(&[self]) {
+            return self.widened().strided_copy(offset, strides, shape).cast(half);
+        }
         if let Storage::Cuda(g) = self {
             return Storage::Cuda(g.strided_copy(offset, strides, shape));
         }
@@ -392,6 +511,12 @@ impl Storage {
 
     /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
+        if let Some(half) = Storage::all_half(&[self, src]) {
+            let mut wide = self.widened();
+            wide.strided_write(offset, strides, &src.widened(), shape);
+            *self = wide.cast(half);
+            return;
+        }
         crate::cpu::denormals::sync_this_thread();
         match (self, src) {
             (Storage::Cuda(d), Storage::Cuda(s)) => d.strided_write(offset, strides, s, shape),
@@ -406,6 +531,9 @@ impl Storage {
     }
 
     pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
+        if let Some(half) = Storage::all_half(&[self, other]) {
+            return self.widened().matmul(&other.widened(), problem).cast(half);
+        }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
             return Storage::Cuda(a.matmul(b, problem));
         }
@@ -422,6 +550,13 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_forward");
+        if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
+            let bias = bias.map(Storage::widened);
+            return self
+                .widened()
+                .conv2d_forward(&weight.widened(), bias.as_ref(), activation, g)
+                .cast(half);
+        }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let y = Storage::Cuda(a.conv2d_forward(b, g));
             return y.finish_channels(bias, activation, g.batch, g.out_channels, g.out_h * g.out_w);
@@ -444,6 +579,13 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_input_adjoint");
+        if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
+            let bias = bias.map(Storage::widened);
+            return self
+                .widened()
+                .conv2d_input_adjoint(&weight.widened(), bias.as_ref(), activation, g)
+                .cast(half);
+        }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));
             return x.finish_channels(bias, activation, g.batch, g.in_channels, g.in_h * g.in_w);
@@ -476,6 +618,9 @@ impl Storage {
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
         check_geometry(g, "conv2d_weight_grad");
+        if let Some(half) = Storage::all_half(&[self, grad_out]) {
+            return self.widened().conv2d_weight_grad(&grad_out.widened(), g).cast(half);
+        }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, grad_out) {
             return Storage::Cuda(a.conv2d_weight_grad(b, g));
         }
@@ -488,6 +633,20 @@ impl Storage {
 
     /// One fused optimiser step on this parameter buffer, in place.
     pub fn optimizer_step(&mut self, grad: &Storage, state: &mut [&mut Storage], update: OptimizerUpdate) {
+        let operands: Vec<&Storage> = [&*self, grad].into_iter().chain(state.iter().map(|s| &**s)).collect();
+        if let Some(half) = Storage::all_half(&operands) {
+            // The parameter and its state are rounded to 16 bits after each step (mixed
+            // precision keeps them in f32 instead, and steps those).
+            let mut wide = self.widened();
+            let mut wide_state: Vec<Storage> = state.iter().map(|s| s.widened()).collect();
+            let mut wide_refs: Vec<&mut Storage> = wide_state.iter_mut().collect();
+            wide.optimizer_step(&grad.widened(), &mut wide_refs, update);
+            *self = wide.cast(half);
+            for (s, w) in state.iter_mut().zip(&wide_state) {
+                **s = w.cast(half);
+            }
+            return;
+        }
         if let (Storage::Cuda(p), Storage::Cuda(g)) = (&mut *self, grad) {
             let mut gpu_state: Vec<&mut GpuStorage> = state
                 .iter_mut()
@@ -535,6 +694,7 @@ impl Storage {
         match self.dtype() {
             DType::F32 => run!(F32),
             DType::F64 => run!(F64),
+            half => panic!("optimizer step: a {half} parameter needs a gradient and state of {half} too"),
         }
     }
 }

@@ -73,6 +73,7 @@ fn rounding(dtype: DType) -> (f64, f64) {
     match dtype {
         DType::F32 => (1e-5, 1e-5),
         DType::F64 => (1e-13, 1e-13),
+        other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
     }
 }
 
@@ -150,6 +151,7 @@ fn unary_ops_match_their_cpu_twins() {
             let (rel, abs) = match dtype {
                 DType::F32 => (1e-6, 1e-37),
                 DType::F64 => (1e-14, 1e-300),
+                other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
             };
             let (cpu, gpu) = pair(&x, dtype, device);
             for op in ops {
@@ -242,6 +244,7 @@ fn reductions_match_over_every_kind_of_dim_set() {
             let (rel, abs) = match dtype {
                 DType::F32 => (1e-5, 1e-4),
                 DType::F64 => (1e-13, 1e-12),
+                other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
             };
             let (cpu, gpu) = pair(&x, dtype, device);
             for out_shape in targets {
@@ -323,6 +326,7 @@ fn matmul_matches_with_transposes_batches_and_odd_sizes() {
                     let (rel, abs) = match dtype {
                         DType::F32 => (1e-4, 1e-4),
                         DType::F64 => (1e-12, 1e-12),
+                        other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
                     };
                     let (a_cpu, a_gpu) = pair(&random(batch * m * k, (m * n + k) as u64), dtype, device);
                     let (b_cpu, b_gpu) = pair(&random(batch * k * n, (m + n * k) as u64), dtype, device);
@@ -534,6 +538,7 @@ fn random_streams_match_the_cpu_generator() {
                 let (rel, abs) = match dtype {
                     DType::F32 => (1e-6, 1e-6),
                     DType::F64 => (1e-14, 1e-14),
+                    other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
                 };
                 let (got, want) = (draw(normal, device), draw(normal, Device::Cpu));
                 assert_close(&format!("normal {what}"), &got, &want, rel, abs);

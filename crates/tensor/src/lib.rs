@@ -31,7 +31,7 @@ pub use device::{
 };
 pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::cpu::simd::SimdPath;
-pub use earthmover_kernels::{DType, Device, OptimizerUpdate};
+pub use earthmover_kernels::{bf16, f16, DType, Device, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;
 pub use ops::Activation;

@@ -470,6 +470,18 @@ impl HostElement for f64 {
     }
 }
 
+impl HostElement for earthmover_kernels::bf16 {
+    fn into_storage(data: Vec<Self>) -> Storage {
+        Storage::Cpu(earthmover_kernels::CpuStorage::BF16(data))
+    }
+}
+
+impl HostElement for earthmover_kernels::f16 {
+    fn into_storage(data: Vec<Self>) -> Storage {
+        Storage::Cpu(earthmover_kernels::CpuStorage::F16(data))
+    }
+}
+
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -39,6 +39,22 @@ enum Command {
     Eval(EvalArgs),
     /// Train the digit classifier behind the quality metrics.
     TrainClassifier(ClassifierArgs),
+    /// Write a trained generator as a generator file in another dtype (bf16 or f16: half the
+    /// size), for `sample`, `eval` and PyTorch.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// A training checkpoint or generator file.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: PathBuf,
+    /// The dtype of the written weights: f32, bf16, f16 or f64.
+    #[arg(long, default_value = "bf16")]
+    dtype: earthmover_tensor::DType,
+    /// The generator file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -270,6 +286,21 @@ fn parse_betas(s: &str) -> Result<(f64, f64), String> {
     }
 }
 
+/// The `export` command: the generator of `args.checkpoint` in `args.dtype`, and the sizes.
+fn export(args: &ExportArgs) -> earthmover_wgan::Result<()> {
+    earthmover_wgan::checkpoint::export_generator(&args.checkpoint, args.dtype, &args.out)?;
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote the generator of {} in {} to {} ({} bytes; the source file has {})",
+        args.checkpoint.display(),
+        args.dtype,
+        args.out.display(),
+        size(&args.out),
+        size(&args.checkpoint)
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // A training step frees and allocates the same large tensors every step: keep freed memory
     // in the process for reuse rather than handing it back to the system (a process-wide malloc
@@ -293,6 +324,7 @@ fn main() -> ExitCode {
         None => train::train(cli.train),
         Some(Command::Sample(args)) => sample::sample(&args.checkpoint, args.n, &args.out, args.seed),
         Some(Command::Eval(args)) => eval::eval(&args),
+        Some(Command::Export(args)) => export(&args),
         Some(Command::TrainClassifier(args)) => {
             classifier::train_classifier(args.epochs, &args.out, args.data.as_deref(), args.seed)
         }

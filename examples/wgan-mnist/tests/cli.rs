@@ -119,6 +119,36 @@ fn every_algorithm_and_model_trains_and_writes_its_outputs() {
             ]);
             assert!(s.status.success(), "{}", stderr(&s));
             assert_eq!(std::fs::read(&sampled).unwrap(), std::fs::read(&sampled2).unwrap());
+            // Exported in bf16: about half the generator file, and `sample` draws from it.
+            let exported = out.join("generator-bf16.safetensors");
+            let e = run(&[
+                "export",
+                "--checkpoint",
+                out.join("checkpoint.safetensors").to_str().unwrap(),
+                "--dtype",
+                "bf16",
+                "--out",
+                exported.to_str().unwrap(),
+            ]);
+            assert!(e.status.success(), "{}", stderr(&e));
+            let (half, full) = (
+                std::fs::metadata(&exported).unwrap().len(),
+                std::fs::metadata(out.join("generator.safetensors")).unwrap().len(),
+            );
+            assert!(
+                half * 10 < full * 6,
+                "{algo} {model}: {half} bytes in bf16, {full} in f32"
+            );
+            let s = run(&[
+                "sample",
+                "--checkpoint",
+                exported.to_str().unwrap(),
+                "--n",
+                "9",
+                "--out",
+                out.join("from-bf16.png").to_str().unwrap(),
+            ]);
+            assert!(s.status.success(), "{}", stderr(&s));
         }
     }
 }
@@ -251,7 +281,10 @@ fn bad_settings_are_clear_errors() {
         .env("EARTHMOVER_FLUSH_DENORMAL", "sometimes")
         .output()
         .unwrap();
-    assert_fails_with(&denormals, "EARTHMOVER_FLUSH_DENORMAL=sometimes: expected 1, on, true, 0");
+    assert_fails_with(
+        &denormals,
+        "EARTHMOVER_FLUSH_DENORMAL=sometimes: expected 1, on, true, 0",
+    );
     // A flag clap cannot parse is its own clean error.
     let bad = run(&["--out", o, "--algo", "vae"]);
     assert!(

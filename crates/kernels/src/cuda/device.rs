@@ -258,6 +258,8 @@ impl GpuDevice {
         let (dtype, len, bytes): (DType, usize, &[u8]) = match data {
             CpuStorage::F32(v) => (DType::F32, v.len(), bytes_of(v)),
             CpuStorage::F64(v) => (DType::F64, v.len(), bytes_of(v)),
+            CpuStorage::BF16(v) => (DType::BF16, v.len(), bytes_of(v)),
+            CpuStorage::F16(v) => (DType::F16, v.len(), bytes_of(v)),
         };
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => {
@@ -298,6 +300,16 @@ impl GpuDevice {
             DType::F64 => CpuStorage::F64(
                 host.chunks_exact(8)
                     .map(|b| f64::from_ne_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::BF16 => CpuStorage::BF16(
+                host.chunks_exact(2)
+                    .map(|b| half::bf16::from_bits(u16::from_ne_bytes(b.try_into().unwrap())))
+                    .collect(),
+            ),
+            DType::F16 => CpuStorage::F16(
+                host.chunks_exact(2)
+                    .map(|b| half::f16::from_bits(u16::from_ne_bytes(b.try_into().unwrap())))
                     .collect(),
             ),
         })
@@ -466,7 +478,7 @@ fn load_module(context: &Arc<CudaContext>, source: &KernelSource, arch: u32) -> 
 }
 
 fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: f32, f64 and u64 have no padding and any bytes are valid to read.
+    // SAFETY: f32, f64, bf16, f16 and u64 have no padding and any bytes are valid to read.
     unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
 }
 

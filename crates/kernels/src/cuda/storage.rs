@@ -29,6 +29,8 @@ fn suffix(dtype: DType) -> &'static str {
     match dtype {
         DType::F32 => "f32",
         DType::F64 => "f64",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
     }
 }
 
@@ -150,13 +152,15 @@ impl GpuStorage {
         if dtype == self.dtype() {
             return self.duplicate();
         }
+        // One kernel per pair with f32 on one side; the others go through f32 (f64 to a 16-bit
+        // float rounds twice, as on the CPU and in PyTorch).
+        if self.dtype() != DType::F32 && dtype != DType::F32 {
+            return self.cast(DType::F32).cast(dtype);
+        }
         let out = self.new_like(dtype, self.len());
-        let kernel = match dtype {
-            DType::F64 => "cast_f32_f64",
-            DType::F32 => "cast_f64_f32",
-        };
+        let kernel = format!("cast_{}_{}", suffix(self.dtype()), suffix(dtype));
         self.launch(
-            kernel,
+            &kernel,
             LaunchShape::elementwise(self.len()),
             &mut [self.ptr(), out.ptr(), Arg::I64(self.len() as i64)],
         );
@@ -409,6 +413,7 @@ impl GpuStorage {
                 );
                 Arg::ParamsF64(l)
             }
+            half => unreachable!("{half} parameters are stepped in f32 (Storage::optimizer_step)"),
         };
         let shape = LaunchShape::elementwise(self.len());
         match update {
