@@ -18,6 +18,7 @@
 //! differentiable tensor operations, so derivatives of any order work: WGAN-GP's gradient
 //! penalty differentiates a gradient. The engine itself is in [`autograd`].
 
+mod autocast;
 pub mod autograd;
 mod device;
 mod error;
@@ -25,6 +26,7 @@ pub mod gradcheck;
 mod ops;
 mod tensor;
 
+pub use autocast::{autocast, autocast_dtype, promote};
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
 pub use device::{
     configure_flush_denormal, cpu_simd_path, cuda_device_count, device_name, flush_denormal, set_flush_denormal,

@@ -12,7 +12,7 @@ use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::nn::{Activation, Linear, Module, Sequential};
 use earthmover_wgan::optim::Adam;
 use earthmover_wgan::plot::{panels, Panel, Series};
-use earthmover_wgan::train::{critic_step, Algo, Objective};
+use earthmover_wgan::train::{critic_step, Algo, Objective, Precision};
 use earthmover_wgan::{Error, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -82,6 +82,7 @@ fn train_to_separate(algo: Algo, theta: f64, steps: usize, seed: u64) -> Result<
         lambda: 10.0,
         // A pass for each batch, as when the table of docs/experiments.md was made.
         joint_critic_pass: false,
+        precision: Precision::F32,
     };
     for _ in 0..steps {
         let (real, fake) = (line(0.0, 256, &mut rng), line(theta, 256, &mut rng));

@@ -7,7 +7,7 @@ use earthmover_tensor::{no_grad, DType, Tensor};
 use earthmover_wgan::nn::init::Init;
 use earthmover_wgan::nn::{Activation, Linear, Module, Sequential};
 use earthmover_wgan::optim::Optimizer;
-use earthmover_wgan::train::{generator_iteration, Algo, CriticSchedule, Gan, Objective, StepLog};
+use earthmover_wgan::train::{generator_iteration, Algo, CriticSchedule, Gan, Objective, Precision, StepLog};
 use earthmover_wgan::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -264,6 +264,7 @@ impl ToyConfig {
             // maths; but it rounds differently, and the results in docs/experiments.md were
             // trained with a pass for each batch.
             joint_critic_pass: false,
+            precision: Precision::F32,
         }
     }
 

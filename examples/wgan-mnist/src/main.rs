@@ -14,7 +14,7 @@ mod train;
 use clap::{Args, Parser, Subcommand};
 use earthmover_wgan::models::{CriticNorm, ModelKind};
 use earthmover_wgan::nn::init::Init;
-use earthmover_wgan::train::{Algo, TrainConfig};
+use earthmover_wgan::train::{Algo, Precision, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,6 +163,13 @@ pub struct TrainArgs {
         by_algo(|c| c.ema.map_or("off".to_string(), |d| d.to_string())),
     ))]
     pub ema: Option<EmaFlag>,
+    #[arg(long, value_name = "f32|bf16", help = with_default(
+        "What the networks' convolutions and matrix products compute in: `bf16` is mixed precision \
+         (the weights, their gradients, the optimisers, the losses and the penalty's norms stay f32; \
+         docs/training.md)",
+        by_algo(|c| c.precision.to_string()),
+    ))]
+    pub precision: Option<Precision>,
     /// Start from the papers' settings for `--algo` instead of the measured defaults (wgan-gp: lr
     /// 1e-4, betas 0,0.9, no weight average); width and length stay this program's, and the other
     /// flags still override

@@ -12,7 +12,7 @@ use earthmover_wgan::data::Mnist;
 use earthmover_wgan::history;
 use earthmover_wgan::io::{ensure_writable_dir, write_atomic, DirLock};
 use earthmover_wgan::models::Generator;
-use earthmover_wgan::train::{Algo, IterationLog, TrainConfig, Trainer};
+use earthmover_wgan::train::{Algo, IterationLog, Precision, TrainConfig, Trainer};
 use earthmover_wgan::{bail, Error, Result};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rand::rngs::StdRng;
@@ -67,10 +67,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let config = &trainer.config;
     // The header first, then the bar, which redraws itself below it.
     eprintln!(
-        "training {} with the {} networks (dim {}), batch {}, {} iterations, data: {source}, on {}",
+        "training {} with the {} networks (dim {}, {}), batch {}, {} iterations, data: {source}, on {}",
         config.algo,
         config.model,
         config.dim,
+        match config.precision {
+            Precision::F32 => "f32".to_string(),
+            p => format!("mixed precision {p}"),
+        },
         config.batch_size,
         config.iters,
         describe_device(device)?
@@ -210,7 +214,8 @@ fn new_config(args: &TrainArgs) -> TrainConfig {
         clip,
         lambda,
         seed,
-        test_every
+        test_every,
+        precision
     );
     if args.no_critic_warmup {
         c.critic_warmup = false;
@@ -252,7 +257,8 @@ fn check_resume_flags(args: &TrainArgs, saved: &TrainConfig) -> Result<()> {
         clip,
         lambda,
         seed,
-        test_every
+        test_every,
+        precision
     );
     for (flag, given, saved) in [
         ("--lr-critic", args.lr_critic, saved.critic_lr()),

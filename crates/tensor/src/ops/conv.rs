@@ -14,6 +14,7 @@
 //! writes its output, and keep only the activated output: the activation's derivative is read
 //! from it ([`Activation::has_derivative_from_output`]), then the backward rule is the plain one.
 
+use crate::autocast::product_operand;
 use crate::autograd::BackwardArgs;
 use crate::{Activation, Tensor};
 use earthmover_kernels::ConvGeometry;
@@ -62,6 +63,20 @@ impl ConvOptions {
     }
 }
 
+/// A convolution's input, weight and bias as it computes with them: in the autocast dtype
+/// under [`crate::autocast`], and all in one dtype (the widest, [`crate::promote`]).
+fn product_operands(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor, Option<Tensor>) {
+    let (x, weight, bias) = (product_operand(x), product_operand(weight), bias.map(product_operand));
+    let dtype = bias.iter().fold(crate::promote(x.dtype(), weight.dtype()), |d, b| {
+        crate::promote(d, b.dtype())
+    });
+    (
+        x.to_dtype(dtype),
+        weight.to_dtype(dtype),
+        bias.map(|b| b.to_dtype(dtype)),
+    )
+}
+
 fn dims4(t: &Tensor, what: &str, op: &str) -> [usize; 4] {
     t.shape()
         .try_into()
@@ -107,7 +122,8 @@ impl Tensor {
             .unwrap_or_else(|e| panic!("{e}"));
         let o = g.out_channels;
         check_bias(bias, o, "conv2d");
-        conv2d_primitive(self, weight, bias, activation, g)
+        let (x, weight, bias) = product_operands(self, weight, bias);
+        conv2d_primitive(&x, &weight, bias.as_ref(), activation, g)
     }
 
     /// 2-D transposed convolution: `self: [N, Cin, H, W]`, `weight: [Cin, Cout, kh, kw]`
@@ -141,7 +157,8 @@ impl Tensor {
         let g = ConvGeometry::conv_transpose2d(input, weight_shape, s, p, op, d).unwrap_or_else(|e| panic!("{e}"));
         let cout = g.in_channels;
         check_bias(bias, cout, "conv_transpose2d");
-        conv2d_input_adjoint(self, weight, bias, activation, g)
+        let (x, weight, bias) = product_operands(self, weight, bias);
+        conv2d_input_adjoint(&x, &weight, bias.as_ref(), activation, g)
     }
 
     /// The gradient of `<conv2d(self, w), grad_output>` with respect to a conv weight of

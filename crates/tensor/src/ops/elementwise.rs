@@ -162,10 +162,18 @@ impl Tensor {
         })
     }
 
+    /// `op(self, other)`, broadcasting; operands of two dtypes are first converted to the wider
+    /// ([`crate::promote`], differentiably), as PyTorch promotes.
     fn binary_op<F>(&self, other: &Tensor, op: BinaryOp, name: &'static str, backward: F) -> Tensor
     where
         F: Fn(&BackwardArgs) -> [Option<Tensor>; 2] + Send + Sync + 'static,
     {
+        if self.dtype() != other.dtype() {
+            let dtype = crate::promote(self.dtype(), other.dtype());
+            return self
+                .to_dtype(dtype)
+                .binary_op(&other.to_dtype(dtype), op, name, backward);
+        }
         let out_shape = self.broadcast_shape_with(other, name);
         let storage = self
             .storage()
@@ -174,6 +182,13 @@ impl Tensor {
     }
 
     fn constant_binary(&self, other: &Tensor, op: BinaryOp, name: &str) -> Tensor {
+        if self.dtype() != other.dtype() {
+            let dtype = crate::promote(self.dtype(), other.dtype());
+            return self
+                .detach()
+                .to_dtype(dtype)
+                .constant_binary(&other.detach().to_dtype(dtype), op, name);
+        }
         let out_shape = self.broadcast_shape_with(other, name);
         Tensor::constant(
             self.storage()
@@ -264,6 +279,10 @@ impl Tensor {
     /// `if condition != 0 { self } else { other }`, elementwise with broadcasting of all three.
     /// The condition is a mask (no gradient flows into it).
     pub fn where_cond(condition: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Tensor {
+        if on_true.dtype() != on_false.dtype() {
+            let dtype = crate::promote(on_true.dtype(), on_false.dtype());
+            return Tensor::where_cond(condition, &on_true.to_dtype(dtype), &on_false.to_dtype(dtype));
+        }
         let shape = on_true.broadcast_shape_with(on_false, "where");
         let shape = broadcast_shapes(&shape, condition.shape()).unwrap_or_else(|| {
             panic!(

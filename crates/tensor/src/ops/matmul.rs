@@ -1,5 +1,6 @@
 //! Matrix products: batched matmul and linear layers.
 
+use crate::autocast::product_operand;
 use crate::Tensor;
 use earthmover_kernels::{broadcast_shapes, numel, MatmulProblem, MatrixLayout};
 
@@ -30,7 +31,10 @@ impl Tensor {
     /// made; matmul's backward rules use this to stay copy-free at every order.
     #[track_caller]
     pub fn matmul_transposed(&self, other: &Tensor, transpose_self: bool, transpose_other: bool) -> Tensor {
-        let (a, b) = (self, other);
+        // Under autocast, f32 operands are multiplied in its 16-bit dtype; two dtypes promote.
+        let (a, b) = (product_operand(self), product_operand(other));
+        let dtype = crate::promote(a.dtype(), b.dtype());
+        let (a, b) = (&a.to_dtype(dtype), &b.to_dtype(dtype));
         assert!(
             a.rank() >= 2 && b.rank() >= 2,
             "matmul: both operands need at least 2 dims here, got shapes {:?} and {:?}",
@@ -135,7 +139,7 @@ impl Tensor {
                 b.shape(),
                 weight.shape()[0]
             );
-            y = y.add(b);
+            y = y.add(&product_operand(b));
         }
         if self.rank() == 1 {
             y.squeeze(0)

@@ -4,6 +4,7 @@ use super::{Algo, CriticSchedule, Objective};
 use crate::models::{CriticNorm, ModelKind};
 use crate::nn::init::Init;
 use crate::{bail, Result};
+use earthmover_tensor::DType;
 use serde::{Deserialize, Serialize};
 
 /// Every setting of a run. [`TrainConfig::new`] gives the papers' defaults for an algorithm.
@@ -45,6 +46,60 @@ pub struct TrainConfig {
     /// The generator's learning rate, where it differs from `lr`.
     #[serde(default)]
     pub lr_generator: Option<f64>,
+    /// The dtype of the networks' convolutions and matrix products ([`Precision`]); `F32`
+    /// in checkpoints written before it existed.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// What a training step computes its convolutions and matrix products in. The weights, their
+/// gradients and the optimisers' state stay f32 either way (the masters), and so do the
+/// losses, the gradient penalty's norms and the Wasserstein estimate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision with bfloat16 ([`earthmover_tensor::autocast`]): f32's range, so no
+    /// loss scaling is needed.
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype the products compute in.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Precision, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "f16" | "float16" | "half" => Err(
+                "f16 training needs dynamic loss scaling, which is not built yet; use bf16 (f32's range) \
+                 or f32 (`export --dtype f16` writes an f16 generator)"
+                    .to_string(),
+            ),
+            _ => Err(format!("unknown precision `{s}`: expected f32 or bf16")),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -78,6 +133,7 @@ impl TrainConfig {
             ema: None,
             lr_critic: None,
             lr_generator: None,
+            precision: Precision::F32,
         }
     }
 
@@ -143,6 +199,7 @@ impl TrainConfig {
             algo: self.algo,
             clip: self.clip,
             lambda: self.lambda,
+            precision: self.precision,
             // One pass over real and fake is the same maths only when the critic scores each
             // sample on its own; batch-norm's statistics are per batch, as in the papers' code.
             joint_critic_pass: match self.critic_norm {

@@ -12,7 +12,7 @@ mod config;
 mod step;
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{Precision, TrainConfig};
 pub use step::{
     critic_step, generator_iteration, generator_step, CriticLog, CriticSchedule, Diverged, Gan, Objective, StepError,
     StepLog,

@@ -9,12 +9,12 @@
 //! | WGAN-GP | the same `+ lambda * penalty` | `-mean C(G(z))` | |
 //! | GAN | `BCE(C(real), 1) + BCE(C(fake), 0)` | `BCE(C(G(z)), 1)` (non-saturating) | |
 
-use super::Algo;
+use super::{Algo, Precision};
 use crate::nn::Module;
 use crate::optim::{clip_weights, Optimizer};
 use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
 use crate::Error;
-use earthmover_tensor::{no_grad, Tensor};
+use earthmover_tensor::{autocast, no_grad, DType, Tensor};
 use rand::Rng;
 use std::fmt;
 
@@ -31,6 +31,20 @@ pub struct Objective {
     /// same maths, rounded differently; with batch-norm it is not (the batch statistics would
     /// mix real and fake), so such a critic needs `false`.
     pub joint_critic_pass: bool,
+    /// What the networks' products compute in: under [`Precision::Bf16`] the forward passes
+    /// run inside [`autocast`] and their outputs (scores, images) come back as f32, so every
+    /// loss, norm and estimate is accumulated in f32.
+    pub precision: Precision,
+}
+
+impl Objective {
+    /// `module(x)` in the objective's precision, returned in f32.
+    fn forward(&self, module: &dyn Module, x: &Tensor) -> Tensor {
+        match self.precision {
+            Precision::F32 => module.forward(x),
+            half => autocast(half.dtype(), || module.forward(x)).to_dtype(DType::F32),
+        }
+    }
 }
 
 /// How many critic steps come before each generator step.
@@ -162,12 +176,12 @@ fn finite(loss: &'static str, tensor: &Tensor) -> Result<f64, StepError> {
 
 /// The critic's scores of a real and a fake batch, in one forward pass or in one each (see
 /// [`Objective::joint_critic_pass`]).
-fn critic_scores(critic: &dyn Module, real: &Tensor, fake: &Tensor, joint_pass: bool) -> (Tensor, Tensor) {
-    if !joint_pass {
-        return (critic.forward(real), critic.forward(fake));
+fn critic_scores(objective: &Objective, critic: &dyn Module, real: &Tensor, fake: &Tensor) -> (Tensor, Tensor) {
+    if !objective.joint_critic_pass {
+        return (objective.forward(critic, real), objective.forward(critic, fake));
     }
     let n = real.shape()[0];
-    let scores = critic.forward(&Tensor::concat(&[real, fake], 0));
+    let scores = objective.forward(critic, &Tensor::concat(&[real, fake], 0));
     (scores.narrow(0, 0, n), scores.narrow(0, n, fake.shape()[0]))
 }
 
@@ -182,7 +196,7 @@ pub fn critic_step<R: Rng + ?Sized>(
     fake: &Tensor,
     rng: &mut R,
 ) -> Result<CriticLog, StepError> {
-    let (real_scores, fake_scores) = critic_scores(critic, real, fake, objective.joint_critic_pass);
+    let (real_scores, fake_scores) = critic_scores(objective, critic, real, fake);
     let wasserstein = real_scores.mean().sub(&fake_scores.mean());
     let mut loss = match objective.algo {
         Algo::Wgan | Algo::WganGp => wasserstein.neg(),
@@ -194,7 +208,7 @@ pub fn critic_step<R: Rng + ?Sized>(
     if objective.algo == Algo::WganGp {
         let eps = interpolation_weights(real, rng);
         let x_hat = interpolate(real, fake, &eps);
-        let gp = gradient_penalty(|x| critic.forward(x), &x_hat, objective.lambda);
+        let gp = gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda);
         loss = loss.add(&gp.penalty);
         log.penalty = read(&gp.penalty)?;
         log.grad_norm = gp.mean_grad_norm;
@@ -222,7 +236,7 @@ pub fn generator_step(
 ) -> Result<f64, StepError> {
     let trainable: Vec<Tensor> = critic.parameters().into_iter().filter(|p| p.requires_grad()).collect();
     trainable.iter().for_each(|p| p.set_requires_grad(false));
-    let scores = critic.forward(&generator.forward(noise));
+    let scores = objective.forward(critic, &objective.forward(generator, noise));
     let loss = match objective.algo {
         Algo::Wgan | Algo::WganGp => scores.mean().neg(),
         // Non-saturating: maximise log D(G(z)).
@@ -255,7 +269,7 @@ pub fn generator_iteration<R: Rng + ?Sized>(
     for _ in 0..critic_steps {
         let real = draw_real(rng);
         let noise = draw_noise(rng);
-        let fake = no_grad(|| gan.generator.forward(&noise));
+        let fake = no_grad(|| objective.forward(gan.generator, &noise));
         log.critic = critic_step(objective, gan.critic, gan.critic_optim, &real, &fake, rng)?;
     }
     let noise = draw_noise(rng);
@@ -300,6 +314,7 @@ mod tests {
             clip: 0.01,
             lambda: 10.0,
             joint_critic_pass: true,
+            precision: Precision::F32,
         }
     }
 
@@ -348,8 +363,13 @@ mod tests {
                 let grads = earthmover_tensor::grad(&[&loss], &params.iter().collect::<Vec<_>>(), None, false);
                 (real_scores, fake_scores, grads)
             };
-            let (real_joint, fake_joint, joint) = gradients(critic_scores(&critic, &real, &fake, true));
-            let (real_alone, fake_alone, separate) = gradients(critic_scores(&critic, &real, &fake, false));
+            let joint_pass = |joint_critic_pass| Objective {
+                joint_critic_pass,
+                ..objective(Algo::WganGp)
+            };
+            let (real_joint, fake_joint, joint) = gradients(critic_scores(&joint_pass(true), &critic, &real, &fake));
+            let (real_alone, fake_alone, separate) =
+                gradients(critic_scores(&joint_pass(false), &critic, &real, &fake));
             assert!(
                 close(&real_joint, &real_alone) && close(&fake_joint, &fake_alone),
                 "layer norm {layer_norm}"
