@@ -3,7 +3,8 @@
 //! `cuda` among the arguments. Run with `cargo bench --bench train_step`; pass dims and
 //! algorithms to time, e.g. `cargo bench --bench train_step -- 32`, `cargo bench --bench
 //! train_step -- 64 wgan` or `cargo bench --bench train_step -- cuda 64`, and `threads=1,2`
-//! to time the CPU step on pools of those many threads (default: all of rayon's). Every step
+//! to time the CPU step on pools of those many threads (default: all of rayon's), and `bf16`
+//! to time mixed precision (`--precision bf16`; the twin's `bf16` uses torch.autocast). Every step
 //! reads its losses back to the host, so GPU timings include the wait for the GPU.
 //!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
@@ -19,7 +20,7 @@
 
 use earthmover::kernels::cpu::matmul::gemm_flops;
 use earthmover::wgan::data::Mnist;
-use earthmover::wgan::train::{Algo, TrainConfig, Trainer};
+use earthmover::wgan::train::{Algo, Precision, TrainConfig, Trainer};
 use earthmover::Device;
 use std::time::Instant;
 
@@ -83,6 +84,13 @@ fn main() {
     }
     let dims = if dims.is_empty() { vec![32, 64] } else { dims };
     let algos: Vec<Algo> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    // `bf16`: mixed precision (`--precision bf16`), beside PyTorch's autocast twin.
+    let precision = if std::env::args().skip(1).any(|a| a == "bf16") {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    println!("precision: {precision}");
     let algos = if algos.is_empty() {
         vec![Algo::WganGp, Algo::Wgan]
     } else {
@@ -97,18 +105,32 @@ fn main() {
             .num_threads(threads)
             .build()
             .expect("a thread pool");
-        pool.install(|| time_configurations(&data, device, &dims, &algos, threads, peak));
+        pool.install(|| {
+            // The denormal setting reaches rayon's global pool by itself; a pool of our own
+            // must be told inside it.
+            earthmover::tensor::set_flush_denormal(flush);
+            time_configurations(&data, device, &dims, &algos, precision, threads, peak)
+        });
     }
 }
 
 /// Time every (dim, algorithm) on the current rayon pool of `threads` threads and print a row
 /// for each; `peak` is the FMA peak on that many threads (NaN on a GPU).
-fn time_configurations(data: &Mnist, device: Device, dims: &[usize], algos: &[Algo], threads: usize, peak: f64) {
+fn time_configurations(
+    data: &Mnist,
+    device: Device,
+    dims: &[usize],
+    algos: &[Algo],
+    precision: Precision,
+    threads: usize,
+    peak: f64,
+) {
     for &dim in dims {
         for &algo in algos {
             reset_peak_resident();
             let mut config = TrainConfig::new(algo);
             config.dim = dim;
+            config.precision = precision;
             // Time the steady state: 5 critic steps per generator step, no warm-up schedule.
             config.critic_warmup = false;
             config.test_every = usize::MAX;

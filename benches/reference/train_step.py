@@ -25,6 +25,15 @@ from networks import LATENT, Critic, Generator
 
 BATCH = 64
 DEVICE = "cuda" if "--cuda" in sys.argv else "cpu"
+# `bf16`: the networks' forward passes under torch.autocast in bfloat16 (mixed precision: f32
+# weights, optimisers and losses), as earthmover's `train_step -- bf16` and `--precision bf16`.
+BF16 = "bf16" in sys.argv[1:]
+
+
+def run(module, x):
+    """module(x), under autocast with `bf16`, returned in f32 (the losses are reduced in f32)."""
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=BF16):
+        return module(x).float()
 
 
 def sync():
@@ -34,12 +43,12 @@ def sync():
 
 def iteration(algo, g, c, opt_g, opt_c, real):
     for _ in range(5):
-        fake = g(torch.randn(BATCH, LATENT, device=DEVICE)).detach()
-        loss = c(fake).mean() - c(real).mean()
+        fake = run(g, torch.randn(BATCH, LATENT, device=DEVICE)).detach()
+        loss = run(c, fake).mean() - run(c, real).mean()
         if algo == "wgan-gp":
             eps = torch.rand(BATCH, 1, 1, 1, device=DEVICE)
             x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-            grads = torch.autograd.grad(c(x_hat).sum(), x_hat, create_graph=True)[0]
+            grads = torch.autograd.grad(run(c, x_hat).sum(), x_hat, create_graph=True)[0]
             loss = loss + 10 * ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
         opt_c.zero_grad()
         loss.backward()
@@ -50,7 +59,7 @@ def iteration(algo, g, c, opt_g, opt_c, real):
                     p.clamp_(-0.01, 0.01)
     for p in c.parameters():
         p.requires_grad_(False)
-    loss_g = -c(g(torch.randn(BATCH, LATENT, device=DEVICE))).mean()
+    loss_g = -run(c, run(g, torch.randn(BATCH, LATENT, device=DEVICE))).mean()
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -105,7 +114,7 @@ def main(dims):
     flush = os.environ.get("EARTHMOVER_FLUSH_DENORMAL", "1").strip().lower() not in ("0", "off", "false", "no")
     flushed = torch.set_flush_denormal(flush) and flush
     print(f"denormals: {'flushed' if flushed else 'kept'}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}, precision {'bf16' if BF16 else 'f32'}")
     rss = resident_mb("VmRSS:")
     if rss is not None:
         print(f"resident before training (interpreter and torch): {rss:.0f} MB")
