@@ -9,6 +9,7 @@
 //! every launch and copy, so cudarc's per-buffer event tracking is switched off.
 
 use super::compile::{compile, compile_cubin, nvrtc_available};
+use super::counters::{CounterCells, DeviceCounters};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
@@ -105,6 +106,8 @@ pub struct GpuDevice {
     backend: Backend,
     /// The first error of an operation that had no way to return it (see [`Self::failure`]).
     failure: Mutex<Option<String>>,
+    /// What this device has been asked to do (see [`Self::counters`]).
+    counters: CounterCells,
 }
 
 /// The process's devices, created at first use and kept.
@@ -171,6 +174,7 @@ impl GpuDevice {
             device: Device::Cuda(ordinal),
             name,
             failure: Mutex::new(None),
+            counters: CounterCells::default(),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -188,6 +192,7 @@ impl GpuDevice {
                 name: "CUDA emulator".to_string(),
                 backend: Backend::Emulator,
                 failure: Mutex::new(None),
+                counters: CounterCells::default(),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
@@ -207,6 +212,14 @@ impl GpuDevice {
     /// Keep `error` as the device's failure, unless it failed before.
     pub fn record_failure(&self, error: String) {
         self.failure.lock().expect("device failure").get_or_insert(error);
+    }
+
+    /// Launches, host synchronisations, copies and allocations since the device was opened,
+    /// counted the same way on a GPU and on the emulator: what a step costs in round trips,
+    /// measurable without a GPU. Subtract an earlier snapshot ([`DeviceCounters::since`]) to
+    /// count a stretch of work.
+    pub fn counters(&self) -> DeviceCounters {
+        self.counters.snapshot()
     }
 
     fn check_not_failed(&self) -> Result<(), String> {
@@ -236,6 +249,7 @@ impl GpuDevice {
                 Memory::Emulated(memory)
             }
         };
+        self.counters.allocation(bytes, true);
         Ok(GpuBuffer { dtype, len, memory })
     }
 
@@ -272,6 +286,7 @@ impl GpuDevice {
                 Memory::Emulated(words)
             }
         };
+        self.counters.upload(bytes.len());
         Ok(GpuBuffer { dtype, len, memory })
     }
 
@@ -291,6 +306,7 @@ impl GpuDevice {
             (Backend::Emulator, Memory::Emulated(words)) => bytes_of(words)[..bytes].to_vec(),
             _ => panic!("a buffer of another device"),
         };
+        self.counters.download(bytes);
         Ok(match buffer.dtype {
             DType::F32 => CpuStorage::F32(
                 host.chunks_exact(4)
@@ -363,7 +379,9 @@ impl GpuDevice {
                 let what = || format!("kernel {kernel} (grid {:?}, block {:?})", shape.grid, shape.block);
                 // SAFETY: forwarded to the caller.
                 unsafe { builder.launch(config) }.map_err(|e| self.error(&format!("launching {}", what()), e))?;
+                self.counters.launch();
                 if sync_each_launch() {
+                    self.counters.host_sync();
                     stream.synchronize().map_err(|e| self.error(&what(), e))?;
                 }
                 Ok(())
@@ -371,9 +389,17 @@ impl GpuDevice {
             Backend::Emulator => {
                 let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
                 #[cfg(feature = "emulator")]
-                // SAFETY: forwarded to the caller.
-                return unsafe { super::emulator::launch(kernel, shape, &mut params) }
-                    .map_err(|e| self.error(&format!("kernel {kernel}"), e));
+                {
+                    // SAFETY: forwarded to the caller.
+                    unsafe { super::emulator::launch(kernel, shape, &mut params) }
+                        .map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
+                    // Counted as on a GPU, where the launch is queued and the wait follows.
+                    self.counters.launch();
+                    if sync_each_launch() {
+                        self.counters.host_sync();
+                    }
+                    Ok(())
+                }
                 #[cfg(not(feature = "emulator"))]
                 {
                     let _ = (&mut params, shape);
@@ -386,6 +412,7 @@ impl GpuDevice {
     /// Wait for everything queued on the device; an error may be any queued kernel's.
     pub fn synchronize(&self) -> Result<(), String> {
         self.check_not_failed()?;
+        self.counters.host_sync();
         if let Backend::Cuda { stream, .. } = &self.backend {
             stream.synchronize().map_err(|e| self.error("a synchronisation", e))?;
         }
