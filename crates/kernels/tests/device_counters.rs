@@ -4,14 +4,23 @@
 //!
 //! Its own test binary: the counters are the device's, for the whole process, and the tests
 //! of other files would add to them while these run. On the emulator (`--features emulator`)
-//! and on GPU 0 when there is one, which must count alike.
+//! and on GPU 0 when there is one, which must count alike. Its tests take turns (`lock_devices`).
 
 mod common;
 
 use common::cuda_devices;
 use earthmover_kernels::cuda::counters::DeviceCounters;
-use earthmover_kernels::cuda::device::GpuDevice;
-use earthmover_kernels::{BinaryOp, ConvGeometry, DType, Device, MatmulProblem, Storage, UnaryOp};
+use earthmover_kernels::cuda::device::{GpuDevice, InitialContents};
+use earthmover_kernels::{BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, Storage, UnaryOp};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by each test while it uses a device: the tests of this file run in parallel threads,
+/// and one test's work would show in another's counts.
+static DEVICES: Mutex<()> = Mutex::new(());
+
+fn lock_devices() -> MutexGuard<'static, ()> {
+    DEVICES.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// What `work` returns, and what the device counted while it ran.
 fn counted<T>(device: Device, work: impl FnOnce() -> T) -> (T, DeviceCounters) {
@@ -21,21 +30,20 @@ fn counted<T>(device: Device, work: impl FnOnce() -> T) -> (T, DeviceCounters) {
     (value, gpu.counters().since(&before))
 }
 
-/// `n` launches and `n` allocations of `bytes` in all, each zero-filled: what `n` operations
-/// that each make one output cost.
+/// `n` launches and `n` allocations of `bytes` in all, none zero-filled (the kernels write
+/// their outputs whole): what `n` operations that each make one output cost.
 fn launches_with_outputs(n: u64, bytes: u64) -> DeviceCounters {
     DeviceCounters {
         launches: n,
         allocations: n,
         allocation_bytes: bytes,
-        zero_fills: n,
-        zero_fill_bytes: bytes,
         ..DeviceCounters::default()
     }
 }
 
 #[test]
 fn each_operation_counts_its_launches_copies_allocations_and_waits() {
+    let _devices = lock_devices();
     for device in cuda_devices() {
         // An upload: one copy and the buffer it fills, not zero-filled first; no wait.
         let (x, upload) = counted(device, || {
@@ -112,5 +120,54 @@ fn each_operation_counts_its_launches_copies_allocations_and_waits() {
         // A filled buffer: its allocation and the fill kernel.
         let (_, full) = counted(device, || Storage::full(1.0, 10, DType::F64, device).unwrap());
         assert_eq!(full, launches_with_outputs(1, 80), "{device}: full");
+
+        // The weight gradient of an empty batch is zeros that no kernel writes: zero-filled.
+        let empty = ConvGeometry::conv2d([0, 2, 5, 5], [4, 2, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        let (no_input, no_grad) = (
+            Storage::full(0.0, 0, DType::F64, device).unwrap(),
+            Storage::full(0.0, 0, DType::F64, device).unwrap(),
+        );
+        let (Storage::Cuda(no_input), Storage::Cuda(no_grad)) = (&no_input, &no_grad) else {
+            panic!("{device}: storage on the CPU")
+        };
+        let (zeros, empty_grad) = counted(device, || no_input.conv2d_weight_grad(no_grad, &empty));
+        assert_eq!(
+            empty_grad,
+            DeviceCounters {
+                allocations: 1,
+                allocation_bytes: 8 * 4 * 18,
+                zero_fills: 1,
+                zero_fill_bytes: 8 * 4 * 18,
+                ..DeviceCounters::default()
+            },
+            "{device}: the weight gradient of an empty batch"
+        );
+        assert_eq!(zeros.download().unwrap(), CpuStorage::F64(vec![0.0; 4 * 18]));
+    }
+}
+
+/// On the emulator, a buffer allocated for a kernel to write whole holds NaNs until it does,
+/// so that an element a kernel leaves unwritten fails the comparisons with the CPU (a GPU
+/// gives no zeros there either).
+#[test]
+fn unwritten_buffers_read_as_nan_on_the_emulator() {
+    let _devices = lock_devices();
+    let Ok(emulator) = GpuDevice::get(Device::CudaEmulator) else {
+        eprintln!("skipped: the emulator is not built in (--features emulator)");
+        return;
+    };
+    for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
+        let buffer = emulator.alloc(dtype, 5, InitialContents::Unwritten).unwrap();
+        let values = emulator.download(&buffer).unwrap();
+        let values = Storage::Cpu(values).to_f64_vec();
+        assert!(
+            values.len() == 5 && values.iter().all(|v| v.is_nan()),
+            "{dtype}: {values:?}"
+        );
+        let zeros = emulator.alloc(dtype, 5, InitialContents::Zeros).unwrap();
+        assert_eq!(
+            Storage::Cpu(emulator.download(&zeros).unwrap()).to_f64_vec(),
+            vec![0.0; 5]
+        );
     }
 }

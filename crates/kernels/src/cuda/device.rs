@@ -98,6 +98,21 @@ enum Backend {
     Emulator,
 }
 
+/// What a new buffer holds before a kernel writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialContents {
+    /// Zeros (a memset on a GPU): for outputs that a kernel accumulates into or writes in part.
+    Zeros,
+    /// Whatever the memory held: for outputs that a kernel writes whole, where zeros would be
+    /// overwritten unread. The emulator fills such buffers with all-one bytes, a NaN in every
+    /// dtype (f32, f64, bf16, f16), so that an element a kernel leaves unwritten shows as NaN in
+    /// the tests against the CPU instead of passing as a zero that a GPU would not promise.
+    Unwritten,
+}
+
+/// The emulator's content of an [`InitialContents::Unwritten`] buffer: all-one bytes, NaN.
+const UNWRITTEN_WORD: u64 = u64::MAX;
+
 /// A GPU, or the emulator.
 pub struct GpuDevice {
     pub device: Device,
@@ -226,37 +241,43 @@ impl GpuDevice {
         self.failure().map_or(Ok(()), Err)
     }
 
-    /// `len` zeroed elements of `dtype`, or the driver's refusal (out of memory, or an
-    /// earlier kernel's fault, which CUDA reports at every call after it).
-    pub fn alloc(&self, dtype: DType, len: usize) -> Result<GpuBuffer, String> {
+    /// `len` elements of `dtype` holding `contents`, or the driver's refusal (out of memory, or
+    /// an earlier kernel's fault, which CUDA reports at every call after it).
+    pub fn alloc(&self, dtype: DType, len: usize, contents: InitialContents) -> Result<GpuBuffer, String> {
         self.check_not_failed()?;
         let bytes = len
             .checked_mul(dtype.size_in_bytes())
             .ok_or_else(|| self.error("an allocation", format!("{len} elements of {dtype} overflow")))?;
         let what = || format!("an allocation of {bytes} bytes");
+        let zeroed = contents == InitialContents::Zeros;
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => Memory::Cuda(
-                stream
-                    .alloc_zeros::<u8>(bytes.max(1))
-                    .map_err(|e| self.error(&what(), e))?,
+                if zeroed {
+                    stream.alloc_zeros::<u8>(bytes.max(1))
+                } else {
+                    // SAFETY: device bytes, any pattern of which is a valid u8; the host never
+                    // reads them but through a download, which copies whatever they hold.
+                    unsafe { stream.alloc::<u8>(bytes.max(1)) }
+                }
+                .map_err(|e| self.error(&what(), e))?,
             ),
             Backend::Emulator => {
                 // Refused rather than aborting the process, as a GPU refuses what it cannot hold.
                 let words = bytes.div_ceil(8).max(1);
                 let mut memory = Vec::new();
                 memory.try_reserve_exact(words).map_err(|e| self.error(&what(), e))?;
-                memory.resize(words, 0);
+                memory.resize(words, if zeroed { 0 } else { UNWRITTEN_WORD });
                 Memory::Emulated(memory)
             }
         };
-        self.counters.allocation(bytes, true);
+        self.counters.allocation(bytes, zeroed);
         Ok(GpuBuffer { dtype, len, memory })
     }
 
     /// [`Self::alloc`] for an operation without an error path: on an error, the device keeps
     /// it as its failure and the buffer has no memory.
-    pub fn alloc_or_fail(&self, dtype: DType, len: usize) -> GpuBuffer {
-        self.alloc(dtype, len).unwrap_or_else(|e| {
+    pub fn alloc_or_fail(&self, dtype: DType, len: usize, contents: InitialContents) -> GpuBuffer {
+        self.alloc(dtype, len, contents).unwrap_or_else(|e| {
             self.record_failure(e);
             GpuBuffer {
                 dtype,
