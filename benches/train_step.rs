@@ -7,6 +7,14 @@
 //! to time mixed precision (`--precision bf16`; the twin's `bf16` uses torch.autocast). Every step
 //! reads its losses back to the host, so GPU timings include the wait for the GPU.
 //!
+//! `emulator` instead of `cuda` runs the GPU path on the CUDA emulator (build with `--features
+//! emulator`): `cargo bench --features emulator --bench train_step -- emulator 32`. Its times
+//! say nothing about a GPU; what it is for is the device's counters (launches, host
+//! synchronisations, copies, allocations and zero-fills; `DeviceCounters`), which count the
+//! same there as on a GPU. On a GPU device (either) every iteration's counters are printed
+//! under its row, the first iteration's included; the emulator times 2 iterations after the
+//! first instead of 5.
+//!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
 //! another) and that path's measured FMA peak. Beside the time it prints, per configuration:
 //! - the dense work of one iteration (the FLOPs of every CPU matmul and convolution, counted by
@@ -19,6 +27,7 @@
 //! `benches/reference/train_step.py` prints the same table for PyTorch.
 
 use earthmover::kernels::cpu::matmul::gemm_flops;
+use earthmover::tensor::device_counters;
 use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, Precision, TrainConfig, Trainer};
 use earthmover::Device;
@@ -54,6 +63,8 @@ fn main() {
     let dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let device = if std::env::args().any(|a| a == "cuda") {
         Device::Cuda(0)
+    } else if std::env::args().any(|a| a == "emulator") {
+        Device::CudaEmulator
     } else {
         Device::Cpu
     };
@@ -139,19 +150,28 @@ fn time_configurations(
                 eprintln!("skipped: {e}");
                 return;
             }
-            trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
-            const RUNS: usize = 5;
+            // Each step's device counters (a GPU or the emulator), the first's included.
+            let mut counters = Vec::new();
+            let mut step = |trainer: &mut Trainer| {
+                let before = device_counters(device).ok();
+                trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
+                if let (Some(before), Ok(after)) = (before, device_counters(device)) {
+                    counters.push(after.since(&before));
+                }
+            };
+            step(&mut trainer);
+            let runs = if device == Device::CudaEmulator { 2 } else { 5 };
             let flops_before = gemm_flops();
-            let mut times: Vec<f64> = (0..RUNS)
+            let mut times: Vec<f64> = (0..runs)
                 .map(|_| {
                     let start = Instant::now();
-                    trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
+                    step(&mut trainer);
                     start.elapsed().as_secs_f64()
                 })
                 .collect();
-            let gflop = (gemm_flops() - flops_before) as f64 / RUNS as f64 / 1e9;
+            let gflop = (gemm_flops() - flops_before) as f64 / runs as f64 / 1e9;
             times.sort_by(f64::total_cmp);
-            let median = times[RUNS / 2];
+            let median = times[runs / 2];
             let (gflop, rate, share) = if device == Device::Cpu {
                 let rate = gflop / median;
                 (
@@ -171,6 +191,10 @@ fn time_configurations(
                 median,
                 times[0],
             );
+            for (i, c) in counters.iter().enumerate() {
+                let first = if i == 0 { " (the first)" } else { "" };
+                println!("  iteration {}{first}: {c}", i + 1);
+            }
         }
     }
 }

@@ -15,7 +15,7 @@
 mod common;
 
 use common::cuda_devices;
-use earthmover_kernels::cuda::device::{Arg, GpuDevice};
+use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
 use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
@@ -554,7 +554,7 @@ fn random_streams_match_the_cpu_generator() {
 fn a_refused_launch_is_an_error_naming_the_kernel() {
     for device in cuda_devices() {
         let gpu = GpuDevice::get(device).unwrap();
-        let buffer = gpu.alloc(DType::F32, 4).unwrap();
+        let buffer = gpu.alloc(DType::F32, 4, InitialContents::Zeros).unwrap();
         let mut args = [Arg::Ptr(gpu.address(&buffer)), Arg::F64(2.5), Arg::I64(4)];
         let too_wide = LaunchShape {
             grid: (1, 1, 1),

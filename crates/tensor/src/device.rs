@@ -3,6 +3,7 @@
 
 use crate::{Device, Error, Result};
 use earthmover_kernels::cpu::simd::SimdPath;
+use earthmover_kernels::cuda::counters::DeviceCounters;
 use earthmover_kernels::cuda::device::GpuDevice;
 
 /// How many CUDA GPUs the driver reports: 0 where there is no driver or no GPU.
@@ -17,6 +18,22 @@ pub fn device_name(device: Device) -> Result<String> {
     match device {
         Device::Cpu => Ok("CPU".to_string()),
         Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.name.clone()).map_err(Error),
+    }
+}
+
+/// What a CUDA device (a GPU or the emulator) has done since it was opened: kernel launches,
+/// host synchronisations, copies each way, allocations and zero-fills, counted the same on
+/// both, so that a program's round trips to the GPU can be measured without one. Take a
+/// snapshot before and after a piece of work and subtract ([`DeviceCounters::since`]). The
+/// device is opened if it was not (its counters then start at zero); the CPU has no such
+/// layer, so asking for its counters is an error, as is a device that cannot be opened.
+pub fn device_counters(device: Device) -> Result<DeviceCounters> {
+    match device {
+        Device::Cpu => Err(Error(
+            "the CPU has no device counters: they count the launches, copies and allocations of a CUDA device"
+                .to_string(),
+        )),
+        Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.counters()).map_err(Error),
     }
 }
 
@@ -50,6 +67,15 @@ mod tests {
     fn a_gpu_past_the_last_one_is_refused_by_name() {
         let missing = Device::Cuda(cuda_device_count());
         let error = device_name(missing).unwrap_err();
+        assert!(error.0.contains(&missing.to_string()), "{error}");
+    }
+
+    #[test]
+    fn the_cpu_has_no_counters_and_a_missing_gpu_says_why() {
+        let cpu = device_counters(Device::Cpu).unwrap_err();
+        assert!(cpu.0.contains("CPU has no device counters"), "{cpu}");
+        let missing = Device::Cuda(cuda_device_count());
+        let error = device_counters(missing).unwrap_err();
         assert!(error.0.contains(&missing.to_string()), "{error}");
     }
 

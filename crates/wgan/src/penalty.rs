@@ -42,8 +42,10 @@ pub fn interpolate(real: &Tensor, fake: &Tensor, eps: &Tensor) -> Tensor {
 pub struct GradientPenalty {
     /// `lambda * mean((||grad||_2 - 1)^2)`, differentiable in the critic's parameters.
     pub penalty: Tensor,
-    /// The mean over the batch of the per-sample gradient norms (detached).
-    pub mean_grad_norm: f64,
+    /// The mean over the batch of the per-sample gradient norms: a detached scalar on the
+    /// critic's device, left there so that a training step reads it with its other logged
+    /// values in one download (each read is a wait for a GPU).
+    pub mean_grad_norm: Tensor,
 }
 
 /// The gradient penalty of `critic` at the interpolates `x_hat` (which must require grad:
@@ -58,9 +60,7 @@ pub fn gradient_penalty(critic: impl Fn(&Tensor) -> Tensor, x_hat: &Tensor, lamb
     // critic (no batch-norm: that is why WGAN-GP forbids it).
     let gradients = grad(&[&scores.sum()], &[x_hat], None, true).remove(0);
     let norms = gradients.per_sample_norm();
-    // A device that failed (see `GpuDevice::failure`) gives no value here; the step reports
-    // its error when it reads the loss, so this is only logged as NaN.
-    let mean_grad_norm = norms.detach().mean().try_item().unwrap_or(f64::NAN);
+    let mean_grad_norm = norms.detach().mean();
     let penalty = norms.sub_scalar(1.0).square().mean().mul_scalar(lambda);
     GradientPenalty {
         penalty,

@@ -9,6 +9,7 @@
 //! every launch and copy, so cudarc's per-buffer event tracking is switched off.
 
 use super::compile::{compile, compile_cubin, nvrtc_available};
+use super::counters::{CounterCells, DeviceCounters};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
@@ -97,6 +98,21 @@ enum Backend {
     Emulator,
 }
 
+/// What a new buffer holds before a kernel writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialContents {
+    /// Zeros (a memset on a GPU): for outputs that a kernel accumulates into or writes in part.
+    Zeros,
+    /// Whatever the memory held: for outputs that a kernel writes whole, where zeros would be
+    /// overwritten unread. The emulator fills such buffers with all-one bytes, a NaN in every
+    /// dtype (f32, f64, bf16, f16), so that an element a kernel leaves unwritten shows as NaN in
+    /// the tests against the CPU instead of passing as a zero that a GPU would not promise.
+    Unwritten,
+}
+
+/// The emulator's content of an [`InitialContents::Unwritten`] buffer: all-one bytes, NaN.
+const UNWRITTEN_WORD: u64 = u64::MAX;
+
 /// A GPU, or the emulator.
 pub struct GpuDevice {
     pub device: Device,
@@ -105,6 +121,8 @@ pub struct GpuDevice {
     backend: Backend,
     /// The first error of an operation that had no way to return it (see [`Self::failure`]).
     failure: Mutex<Option<String>>,
+    /// What this device has been asked to do (see [`Self::counters`]).
+    counters: CounterCells,
 }
 
 /// The process's devices, created at first use and kept.
@@ -171,6 +189,7 @@ impl GpuDevice {
             device: Device::Cuda(ordinal),
             name,
             failure: Mutex::new(None),
+            counters: CounterCells::default(),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -188,6 +207,7 @@ impl GpuDevice {
                 name: "CUDA emulator".to_string(),
                 backend: Backend::Emulator,
                 failure: Mutex::new(None),
+                counters: CounterCells::default(),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
@@ -209,40 +229,55 @@ impl GpuDevice {
         self.failure.lock().expect("device failure").get_or_insert(error);
     }
 
+    /// Launches, host synchronisations, copies and allocations since the device was opened,
+    /// counted the same way on a GPU and on the emulator: what a step costs in round trips,
+    /// measurable without a GPU. Subtract an earlier snapshot ([`DeviceCounters::since`]) to
+    /// count a stretch of work.
+    pub fn counters(&self) -> DeviceCounters {
+        self.counters.snapshot()
+    }
+
     fn check_not_failed(&self) -> Result<(), String> {
         self.failure().map_or(Ok(()), Err)
     }
 
-    /// `len` zeroed elements of `dtype`, or the driver's refusal (out of memory, or an
-    /// earlier kernel's fault, which CUDA reports at every call after it).
-    pub fn alloc(&self, dtype: DType, len: usize) -> Result<GpuBuffer, String> {
+    /// `len` elements of `dtype` holding `contents`, or the driver's refusal (out of memory, or
+    /// an earlier kernel's fault, which CUDA reports at every call after it).
+    pub fn alloc(&self, dtype: DType, len: usize, contents: InitialContents) -> Result<GpuBuffer, String> {
         self.check_not_failed()?;
         let bytes = len
             .checked_mul(dtype.size_in_bytes())
             .ok_or_else(|| self.error("an allocation", format!("{len} elements of {dtype} overflow")))?;
         let what = || format!("an allocation of {bytes} bytes");
+        let zeroed = contents == InitialContents::Zeros;
         let memory = match &self.backend {
             Backend::Cuda { stream, .. } => Memory::Cuda(
-                stream
-                    .alloc_zeros::<u8>(bytes.max(1))
-                    .map_err(|e| self.error(&what(), e))?,
+                if zeroed {
+                    stream.alloc_zeros::<u8>(bytes.max(1))
+                } else {
+                    // SAFETY: device bytes, any pattern of which is a valid u8; the host never
+                    // reads them but through a download, which copies whatever they hold.
+                    unsafe { stream.alloc::<u8>(bytes.max(1)) }
+                }
+                .map_err(|e| self.error(&what(), e))?,
             ),
             Backend::Emulator => {
                 // Refused rather than aborting the process, as a GPU refuses what it cannot hold.
                 let words = bytes.div_ceil(8).max(1);
                 let mut memory = Vec::new();
                 memory.try_reserve_exact(words).map_err(|e| self.error(&what(), e))?;
-                memory.resize(words, 0);
+                memory.resize(words, if zeroed { 0 } else { UNWRITTEN_WORD });
                 Memory::Emulated(memory)
             }
         };
+        self.counters.allocation(bytes, zeroed);
         Ok(GpuBuffer { dtype, len, memory })
     }
 
     /// [`Self::alloc`] for an operation without an error path: on an error, the device keeps
     /// it as its failure and the buffer has no memory.
-    pub fn alloc_or_fail(&self, dtype: DType, len: usize) -> GpuBuffer {
-        self.alloc(dtype, len).unwrap_or_else(|e| {
+    pub fn alloc_or_fail(&self, dtype: DType, len: usize, contents: InitialContents) -> GpuBuffer {
+        self.alloc(dtype, len, contents).unwrap_or_else(|e| {
             self.record_failure(e);
             GpuBuffer {
                 dtype,
@@ -272,6 +307,7 @@ impl GpuDevice {
                 Memory::Emulated(words)
             }
         };
+        self.counters.upload(bytes.len());
         Ok(GpuBuffer { dtype, len, memory })
     }
 
@@ -291,6 +327,7 @@ impl GpuDevice {
             (Backend::Emulator, Memory::Emulated(words)) => bytes_of(words)[..bytes].to_vec(),
             _ => panic!("a buffer of another device"),
         };
+        self.counters.download(bytes);
         Ok(match buffer.dtype {
             DType::F32 => CpuStorage::F32(
                 host.chunks_exact(4)
@@ -363,7 +400,9 @@ impl GpuDevice {
                 let what = || format!("kernel {kernel} (grid {:?}, block {:?})", shape.grid, shape.block);
                 // SAFETY: forwarded to the caller.
                 unsafe { builder.launch(config) }.map_err(|e| self.error(&format!("launching {}", what()), e))?;
+                self.counters.launch();
                 if sync_each_launch() {
+                    self.counters.host_sync();
                     stream.synchronize().map_err(|e| self.error(&what(), e))?;
                 }
                 Ok(())
@@ -371,9 +410,17 @@ impl GpuDevice {
             Backend::Emulator => {
                 let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
                 #[cfg(feature = "emulator")]
-                // SAFETY: forwarded to the caller.
-                return unsafe { super::emulator::launch(kernel, shape, &mut params) }
-                    .map_err(|e| self.error(&format!("kernel {kernel}"), e));
+                {
+                    // SAFETY: forwarded to the caller.
+                    unsafe { super::emulator::launch(kernel, shape, &mut params) }
+                        .map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
+                    // Counted as on a GPU, where the launch is queued and the wait follows.
+                    self.counters.launch();
+                    if sync_each_launch() {
+                        self.counters.host_sync();
+                    }
+                    Ok(())
+                }
                 #[cfg(not(feature = "emulator"))]
                 {
                     let _ = (&mut params, shape);
@@ -386,6 +433,7 @@ impl GpuDevice {
     /// Wait for everything queued on the device; an error may be any queued kernel's.
     pub fn synchronize(&self) -> Result<(), String> {
         self.check_not_failed()?;
+        self.counters.host_sync();
         if let Backend::Cuda { stream, .. } = &self.backend {
             stream.synchronize().map_err(|e| self.error("a synchronisation", e))?;
         }

@@ -6,6 +6,7 @@
 //! [`crate::cpu`]. Kernels are found by name: `<family>_<f32|f64>`.
 
 pub mod compile;
+pub mod counters;
 pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;

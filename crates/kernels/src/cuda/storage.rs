@@ -2,7 +2,7 @@
 //! of the kernels in `kernels/*.cu`. Convolutions are lowered as on the CPU: im2col over a
 //! chunk of samples, one matmul, and a strided write into NCHW (see `cpu::conv::reference`).
 
-use super::device::{Arg, GpuBuffer, GpuDevice};
+use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::LaunchShape;
 use crate::op::{BinaryOp, Distribution, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
@@ -56,10 +56,20 @@ impl GpuStorage {
         self.device.download(&self.buffer)
     }
 
-    fn new_like(&self, dtype: DType, len: usize) -> GpuStorage {
+    /// A new buffer on this storage's device for an output that its kernels write whole
+    /// (every kernel here writes each element of its output, once): no zero-fill.
+    fn new_output(&self, dtype: DType, len: usize) -> GpuStorage {
         GpuStorage {
             device: self.device.clone(),
-            buffer: self.device.alloc_or_fail(dtype, len),
+            buffer: self.device.alloc_or_fail(dtype, len, InitialContents::Unwritten),
+        }
+    }
+
+    /// A new zero-filled buffer on this storage's device: zeros that no kernel writes.
+    fn new_zeros(&self, dtype: DType, len: usize) -> GpuStorage {
+        GpuStorage {
+            device: self.device.clone(),
+            buffer: self.device.alloc_or_fail(dtype, len, InitialContents::Zeros),
         }
     }
 
@@ -100,7 +110,7 @@ impl GpuStorage {
 
     pub fn full(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> Result<GpuStorage, String> {
         let out = GpuStorage {
-            buffer: device.alloc(dtype, len)?,
+            buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
             device,
         };
         let kernel = out.kernel("fill");
@@ -122,7 +132,7 @@ impl GpuStorage {
         dtype: DType,
     ) -> Result<GpuStorage, String> {
         let out = GpuStorage {
-            buffer: device.alloc(dtype, len)?,
+            buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
             device,
         };
         let (family, a, b) = match distribution {
@@ -157,7 +167,7 @@ impl GpuStorage {
         if self.dtype() != DType::F32 && dtype != DType::F32 {
             return self.cast(DType::F32).cast(dtype);
         }
-        let out = self.new_like(dtype, self.len());
+        let out = self.new_output(dtype, self.len());
         let kernel = format!("cast_{}_{}", suffix(self.dtype()), suffix(dtype));
         self.launch(
             &kernel,
@@ -168,7 +178,7 @@ impl GpuStorage {
     }
 
     pub fn unary(&self, op: UnaryOp) -> GpuStorage {
-        let out = self.new_like(self.dtype(), self.len());
+        let out = self.new_output(self.dtype(), self.len());
         let (code, (p, q)) = (op.code(), op.parameters());
         self.launch(
             &self.kernel("unary"),
@@ -195,7 +205,7 @@ impl GpuStorage {
     ) -> GpuStorage {
         self.check_same(other, "binary op");
         let n: usize = out_shape.iter().product();
-        let out = self.new_like(self.dtype(), n);
+        let out = self.new_output(self.dtype(), n);
         let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
         let (code, parameter) = (op.code(), op.parameter());
         self.launch(
@@ -217,7 +227,7 @@ impl GpuStorage {
     pub fn where_cond(&self, a: &GpuStorage, b: &GpuStorage) -> GpuStorage {
         self.check_same(a, "where");
         self.check_same(b, "where");
-        let out = self.new_like(self.dtype(), self.len());
+        let out = self.new_output(self.dtype(), self.len());
         self.launch(
             &self.kernel("where_cond"),
             LaunchShape::elementwise(self.len()),
@@ -228,7 +238,7 @@ impl GpuStorage {
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> GpuStorage {
         let s = ReduceShape::new(shape, out_shape).expect("a reduction of at most 8 dims");
-        let out = self.new_like(self.dtype(), out_shape.iter().product());
+        let out = self.new_output(self.dtype(), out_shape.iter().product());
         let family = match op {
             ReduceOp::Sum => "reduce_sum",
             ReduceOp::Max => "reduce_max",
@@ -246,7 +256,7 @@ impl GpuStorage {
 
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> GpuStorage {
         let n: usize = shape.iter().product();
-        let out = self.new_like(self.dtype(), n);
+        let out = self.new_output(self.dtype(), n);
         let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
         self.launch(
             &self.kernel("strided_copy"),
@@ -269,7 +279,7 @@ impl GpuStorage {
 
     pub fn matmul(&self, other: &GpuStorage, p: &MatmulProblem) -> GpuStorage {
         self.check_same(other, "matmul");
-        let out = self.new_like(self.dtype(), p.batch * p.m * p.n);
+        let out = self.new_output(self.dtype(), p.batch * p.m * p.n);
         if out.is_empty() {
             return out;
         }
@@ -289,7 +299,7 @@ impl GpuStorage {
 
     fn im2col(&self, g: &ConvGeometry, first: usize, samples: usize) -> GpuStorage {
         let n = g.patch_len() * samples * g.out_h * g.out_w;
-        let cols = self.new_like(self.dtype(), n);
+        let cols = self.new_output(self.dtype(), n);
         self.launch(
             &self.kernel("im2col"),
             LaunchShape::elementwise(n),
@@ -308,7 +318,7 @@ impl GpuStorage {
     pub fn conv2d_forward_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
         self.check_same(weight, "conv2d");
         let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let mut y = self.new_like(self.dtype(), g.batch * o * p);
+        let mut y = self.new_output(self.dtype(), g.batch * o * p);
         let chunk = chunk.max(1);
         for first in (0..g.batch).step_by(chunk) {
             let s = chunk.min(g.batch - first);
@@ -329,7 +339,7 @@ impl GpuStorage {
     pub fn conv2d_input_adjoint_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
         self.check_same(weight, "conv_transpose2d");
         let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let x = self.new_like(self.dtype(), g.batch * g.in_channels * g.in_h * g.in_w);
+        let x = self.new_output(self.dtype(), g.batch * g.in_channels * g.in_h * g.in_w);
         let chunk = chunk.max(1);
         for first in (0..g.batch).step_by(chunk) {
             let s = chunk.min(g.batch - first);
@@ -376,7 +386,8 @@ impl GpuStorage {
                 Some(t) => t.binary(BinaryOp::Add, &[o * k], &part, &[o * k], &[o * k]),
             });
         }
-        total.unwrap_or_else(|| self.new_like(self.dtype(), o * k))
+        // An empty batch has no chunk: its gradient is zeros.
+        total.unwrap_or_else(|| self.new_zeros(self.dtype(), o * k))
     }
 
     /// One fused optimiser step in place (a one-tensor list of optim.cu's kernels).

@@ -159,14 +159,20 @@ impl From<StepError> for Error {
     }
 }
 
-/// A logged value of the step, read back from its device.
-fn read(value: &Tensor) -> Result<f64, StepError> {
-    value.try_item().map_err(|e| StepError::Device(e.0))
+/// The logged scalars of a step, read back from their device in one download: on a GPU every
+/// read waits for the work queued before it (a host synchronisation), so a step reads once,
+/// not once per value.
+fn read_all(values: &[&Tensor]) -> Result<Vec<f64>, StepError> {
+    let scalars: Vec<Tensor> = values.iter().map(|v| v.detach().reshape(&[1])).collect();
+    let gathered = match scalars.as_slice() {
+        [one] => one.clone(),
+        many => Tensor::concat(&many.iter().collect::<Vec<_>>(), 0),
+    };
+    gathered.try_to_vec_f64().map_err(|e| StepError::Device(e.0))
 }
 
-/// The loss's value, or why training cannot go on with it.
-fn finite(loss: &'static str, tensor: &Tensor) -> Result<f64, StepError> {
-    let value = read(tensor)?;
+/// A loss's value, or why training cannot go on with it.
+fn finite(loss: &'static str, value: f64) -> Result<f64, StepError> {
     if value.is_finite() {
         Ok(value)
     } else {
@@ -205,16 +211,24 @@ pub fn critic_step<R: Rng + ?Sized>(
             .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
     };
     let mut log = CriticLog::default();
-    if objective.algo == Algo::WganGp {
+    let penalty = (objective.algo == Algo::WganGp).then(|| {
         let eps = interpolation_weights(real, rng);
         let x_hat = interpolate(real, fake, &eps);
-        let gp = gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda);
+        gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda)
+    });
+    if let Some(gp) = &penalty {
         loss = loss.add(&gp.penalty);
-        log.penalty = read(&gp.penalty)?;
-        log.grad_norm = gp.mean_grad_norm;
     }
-    log.loss = finite("critic_loss", &loss)?;
-    log.wasserstein = read(&wasserstein)?;
+    let mut logged = vec![&loss, &wasserstein];
+    if let Some(gp) = &penalty {
+        logged.extend([&gp.penalty, &gp.mean_grad_norm]);
+    }
+    let values = read_all(&logged)?;
+    log.wasserstein = values[1];
+    if penalty.is_some() {
+        (log.penalty, log.grad_norm) = (values[2], values[3]);
+    }
+    log.loss = finite("critic_loss", values[0])?;
     critic_optim.zero_grad();
     loss.backward();
     critic_optim.step();
@@ -242,7 +256,7 @@ pub fn generator_step(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let value = finite("generator_loss", &loss);
+    let value = read_all(&[&loss]).and_then(|values| finite("generator_loss", values[0]));
     if value.is_ok() {
         generator_optim.zero_grad();
         loss.backward();
@@ -414,6 +428,47 @@ mod tests {
             };
             assert!((last.loss - expected_loss).abs() < 1e-5, "{algo}: {last:?}");
         }
+    }
+
+    /// The logged values, read back together in one download, are each the one they name:
+    /// computed again here from the same critic, batches and interpolation weights.
+    #[test]
+    fn a_critic_step_logs_each_value_under_its_own_name() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let critic = critic(false, &mut rng);
+        let (real, fake) = (batch(6, &mut rng), batch(6, &mut rng));
+        let objective = objective(Algo::WganGp);
+        let wasserstein = critic.forward(&real).mean().sub(&critic.forward(&fake).mean()).item();
+        // The step draws its interpolation weights first, from a generator seeded alike.
+        let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(4));
+        let gp = gradient_penalty(
+            |x| critic.forward(x),
+            &interpolate(&real, &fake, &eps),
+            objective.lambda,
+        );
+        let (penalty, grad_norm) = (gp.penalty.item(), gp.mean_grad_norm.item());
+        let mut optim = Sgd::new(critic.parameters(), 0.1, 0.0);
+        let log = critic_step(
+            &objective,
+            &critic,
+            &mut optim,
+            &real,
+            &fake,
+            &mut StdRng::seed_from_u64(4),
+        )
+        .unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+        assert!(
+            near(log.wasserstein, wasserstein)
+                && near(log.penalty, penalty)
+                && near(log.grad_norm, grad_norm)
+                && near(log.loss, penalty - wasserstein),
+            "{log:?}: expected W {wasserstein}, penalty {penalty}, grad norm {grad_norm}"
+        );
+        assert!(
+            penalty != grad_norm && penalty != wasserstein,
+            "distinct values, so a swap shows"
+        );
     }
 
     #[test]

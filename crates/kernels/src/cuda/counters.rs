@@ -1,0 +1,255 @@
+//! What a CUDA device (a GPU or the emulator) has been asked to do: kernel launches, host
+//! synchronisations, copies each way, allocations and zero-fills. A training step's cost on a
+//! GPU is dominated by these round trips and per-launch overheads long before the kernels'
+//! arithmetic, and they can be counted on a machine without a GPU: the counts are taken in
+//! [`super::device::GpuDevice`], above the point where the emulator and a GPU part ways, so the
+//! same program counts the same on both.
+//!
+//! Each device keeps relaxed atomic counters (a handful of uncontended increments per call,
+//! nothing next to a launch). [`DeviceCounters`] is a snapshot of them; the difference of two
+//! snapshots ([`DeviceCounters::since`]) is what the code between them did.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of one device's counters, from when the device was opened (in this process).
+/// Bytes are the buffers' sizes as requested (elements times element size), the same on a GPU
+/// and on the emulator whatever either pads them to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Kernels launched (a failed launch is not counted).
+    pub launches: u64,
+    /// Times the host waited for the device: every download (a device-to-host copy waits for
+    /// every kernel queued before it), every explicit synchronisation, and, with
+    /// `EARTHMOVER_CUDA_SYNC=1`, the wait after every launch.
+    pub host_syncs: u64,
+    /// Host-to-device copies.
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    /// Device-to-host copies.
+    pub downloads: u64,
+    pub download_bytes: u64,
+    /// Device buffers allocated, those that uploads fill included.
+    pub allocations: u64,
+    pub allocation_bytes: u64,
+    /// Allocations zero-filled before use (a memset on a GPU).
+    pub zero_fills: u64,
+    pub zero_fill_bytes: u64,
+}
+
+impl DeviceCounters {
+    /// What was counted between `earlier` (a snapshot of the same device) and this snapshot.
+    /// Counters only grow, so a count that would go below zero (an `earlier` taken after this
+    /// one) is 0 rather than a wrapped number or a panic.
+    pub fn since(&self, earlier: &DeviceCounters) -> DeviceCounters {
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        DeviceCounters {
+            launches: d(self.launches, earlier.launches),
+            host_syncs: d(self.host_syncs, earlier.host_syncs),
+            uploads: d(self.uploads, earlier.uploads),
+            upload_bytes: d(self.upload_bytes, earlier.upload_bytes),
+            downloads: d(self.downloads, earlier.downloads),
+            download_bytes: d(self.download_bytes, earlier.download_bytes),
+            allocations: d(self.allocations, earlier.allocations),
+            allocation_bytes: d(self.allocation_bytes, earlier.allocation_bytes),
+            zero_fills: d(self.zero_fills, earlier.zero_fills),
+            zero_fill_bytes: d(self.zero_fill_bytes, earlier.zero_fill_bytes),
+        }
+    }
+}
+
+/// One line: `1,234 launches, 21 host syncs, 16 uploads (1.2 MiB), ...`.
+impl fmt::Display for DeviceCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} launches, {} host syncs, {} uploads ({}), {} downloads ({}), {} allocations ({}), {} zero-filled ({})",
+            thousands(self.launches),
+            thousands(self.host_syncs),
+            thousands(self.uploads),
+            bytes(self.upload_bytes),
+            thousands(self.downloads),
+            bytes(self.download_bytes),
+            thousands(self.allocations),
+            bytes(self.allocation_bytes),
+            thousands(self.zero_fills),
+            bytes(self.zero_fill_bytes),
+        )
+    }
+}
+
+/// `n` with thousands separators: launch counts run to thousands per training step.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A byte count in B, KiB, MiB or GiB, one decimal past bytes.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The live counters of one device, incremented by its calls. Relaxed ordering: each counter
+/// is a tally on its own, and a snapshot read while another thread works on the device may
+/// see some of that work and not the rest.
+#[derive(Debug, Default)]
+pub(crate) struct CounterCells {
+    launches: AtomicU64,
+    host_syncs: AtomicU64,
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    downloads: AtomicU64,
+    download_bytes: AtomicU64,
+    allocations: AtomicU64,
+    allocation_bytes: AtomicU64,
+    zero_fills: AtomicU64,
+    zero_fill_bytes: AtomicU64,
+}
+
+fn add(cell: &AtomicU64, n: usize) {
+    cell.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+impl CounterCells {
+    pub(crate) fn launch(&self) {
+        add(&self.launches, 1);
+    }
+
+    pub(crate) fn host_sync(&self) {
+        add(&self.host_syncs, 1);
+    }
+
+    /// An upload of `bytes` into a buffer of its own (counted as an allocation as well).
+    pub(crate) fn upload(&self, bytes: usize) {
+        add(&self.uploads, 1);
+        add(&self.upload_bytes, bytes);
+        self.allocation(bytes, false);
+    }
+
+    /// A blocking download of `bytes` (counted as a host synchronisation as well).
+    pub(crate) fn download(&self, bytes: usize) {
+        add(&self.downloads, 1);
+        add(&self.download_bytes, bytes);
+        self.host_sync();
+    }
+
+    pub(crate) fn allocation(&self, bytes: usize, zero_filled: bool) {
+        add(&self.allocations, 1);
+        add(&self.allocation_bytes, bytes);
+        if zero_filled {
+            add(&self.zero_fills, 1);
+            add(&self.zero_fill_bytes, bytes);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> DeviceCounters {
+        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        DeviceCounters {
+            launches: get(&self.launches),
+            host_syncs: get(&self.host_syncs),
+            uploads: get(&self.uploads),
+            upload_bytes: get(&self.upload_bytes),
+            downloads: get(&self.downloads),
+            download_bytes: get(&self.download_bytes),
+            allocations: get(&self.allocations),
+            allocation_bytes: get(&self.allocation_bytes),
+            zero_fills: get(&self.zero_fills),
+            zero_fill_bytes: get(&self.zero_fill_bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_counts_what_it_does_and_only_that() {
+        let cells = CounterCells::default();
+        cells.launch();
+        cells.launch();
+        cells.upload(40);
+        cells.download(8);
+        cells.allocation(100, true);
+        cells.allocation(12, false);
+        cells.host_sync();
+        let expected = DeviceCounters {
+            launches: 2,
+            host_syncs: 2,
+            uploads: 1,
+            upload_bytes: 40,
+            downloads: 1,
+            download_bytes: 8,
+            allocations: 3,
+            allocation_bytes: 152,
+            zero_fills: 1,
+            zero_fill_bytes: 100,
+        };
+        assert_eq!(cells.snapshot(), expected);
+    }
+
+    #[test]
+    fn since_is_the_difference_and_never_wraps() {
+        let cells = CounterCells::default();
+        cells.allocation(64, true);
+        let earlier = cells.snapshot();
+        cells.launch();
+        cells.download(4);
+        let later = cells.snapshot();
+        let between = later.since(&earlier);
+        assert_eq!(
+            between,
+            DeviceCounters {
+                launches: 1,
+                host_syncs: 1,
+                downloads: 1,
+                download_bytes: 4,
+                ..DeviceCounters::default()
+            }
+        );
+        assert_eq!(earlier.since(&later), DeviceCounters::default());
+        assert_eq!(later.since(&DeviceCounters::default()), later);
+    }
+
+    #[test]
+    fn display_reads_as_one_line_with_units() {
+        let counters = DeviceCounters {
+            launches: 1234,
+            host_syncs: 21,
+            uploads: 16,
+            upload_bytes: 3 << 20,
+            downloads: 21,
+            download_bytes: 84,
+            allocations: 1_000_000,
+            allocation_bytes: 1536,
+            zero_fills: 0,
+            zero_fill_bytes: 0,
+        };
+        assert_eq!(
+            counters.to_string(),
+            "1,234 launches, 21 host syncs, 16 uploads (3.0 MiB), 21 downloads (84 B), \
+             1,000,000 allocations (1.5 KiB), 0 zero-filled (0 B)"
+        );
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
+        assert_eq!(bytes(5000 << 30), "5000.0 GiB");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+    }
+}
