@@ -337,7 +337,13 @@ impl Storage {
 
     /// Host values converted to `dtype`, on `device`.
     pub fn from_f64_slice(values: &[f64], dtype: DType, device: Device) -> Result<Self, String> {
-        Storage::Cpu(CpuStorage::F64(values.to_vec()).cast(dtype)).to_device(device)
+        let cpu = match dtype {
+            DType::F64 => CpuStorage::F64(values.to_vec()),
+            DType::F32 => CpuStorage::F32(values.iter().map(|&v| v as f32).collect()),
+            // Through f32, as every cast from f64 to 16 bits goes.
+            half => CpuStorage::F32(values.iter().map(|&v| v as f32).collect()).cast(half),
+        };
+        Storage::Cpu(cpu).to_device(device)
     }
 
     pub fn dtype(&self) -> DType {

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::cuda_devices;
+use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
 use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::cuda::LaunchShape;
@@ -22,19 +22,6 @@ use earthmover_kernels::{
     broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
     OptimizerUpdate, ReduceOp, Storage, UnaryOp,
 };
-
-/// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
-fn random(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
-        })
-        .collect()
-}
 
 /// `values` in `dtype` on the CPU.
 fn on_cpu(values: &[f64], dtype: DType) -> Storage {

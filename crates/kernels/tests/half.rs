@@ -6,25 +6,12 @@
 
 mod common;
 
-use common::cuda_devices;
+use common::{cuda_devices, random};
 use earthmover_kernels::{
     bf16, f16, BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, ReduceOp, Storage, UnaryOp,
 };
 
 const HALVES: [DType; 2] = [DType::BF16, DType::F16];
-
-/// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
-fn random(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
-        })
-        .collect()
-}
 
 /// f32 values that exercise a conversion to 16 bits: signed zeros, infinities, NaN, the
 /// edges of f16's range (its largest finite 65,504 and the halfway point 65,520 above it, its

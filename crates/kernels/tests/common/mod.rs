@@ -17,3 +17,17 @@ pub fn cuda_devices() -> Vec<Device> {
     }
     devices
 }
+
+/// Deterministic values in [-2, 2) (xorshift), so failures reproduce.
+#[allow(dead_code)] // not every test file that shares this module draws values
+pub fn random(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+        })
+        .collect()
+}
