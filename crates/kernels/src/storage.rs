@@ -435,6 +435,26 @@ impl Storage {
         (dtype.is_half() && operands.iter().all(|s| s.dtype() == dtype)).then_some(dtype)
     }
 
+    /// The operands of a convolution as bf16 slices when all are bf16 on the CPU: the cue for
+    /// the bf16 convolution kernels (`cpu::conv::bf16`), which replace the half rule's
+    /// widening there.
+    #[allow(clippy::type_complexity)]
+    fn cpu_bf16<'a>(
+        a: &'a Storage,
+        b: &'a Storage,
+        bias: Option<&'a Storage>,
+    ) -> Option<(&'a [half::bf16], &'a [half::bf16], Option<&'a [half::bf16]>)> {
+        let bf16 = |s: &'a Storage| match s {
+            Storage::Cpu(CpuStorage::BF16(v)) => Some(&v[..]),
+            _ => None,
+        };
+        let bias = match bias {
+            None => None,
+            Some(b) => Some(bf16(b)?),
+        };
+        Some((bf16(a)?, bf16(b)?, bias))
+    }
+
     fn widened(&self) -> Storage {
         self.cast(DType::F32)
     }
@@ -556,6 +576,11 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_forward");
+        if let Some((x, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+            crate::cpu::denormals::sync_this_thread();
+            let y = conv::bf16::conv2d_forward_bf16(g, x, w, b, activation);
+            return Storage::Cpu(CpuStorage::BF16(y));
+        }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
@@ -585,6 +610,11 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_input_adjoint");
+        if let Some((y, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+            crate::cpu::denormals::sync_this_thread();
+            let x = conv::bf16::conv2d_input_adjoint_bf16(g, y, w, b, activation);
+            return Storage::Cpu(CpuStorage::BF16(x));
+        }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
