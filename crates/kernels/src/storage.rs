@@ -108,7 +108,7 @@ impl CpuStorage {
         match self {
             CpuStorage::F32(v) => v.clone(),
             CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            CpuStorage::BF16(v) => v.to_f32_vec(),
+            CpuStorage::BF16(v) => crate::cpu::convert::f32_from_bf16(v),
             CpuStorage::F16(v) => v.to_f32_vec(),
         }
     }
@@ -133,10 +133,12 @@ impl CpuStorage {
             DType::F64 => CpuStorage::F64(self.to_f64()),
             DType::BF16 => match self {
                 CpuStorage::BF16(v) => CpuStorage::BF16(v.clone()),
-                other => CpuStorage::BF16(Vec::from_f32_slice(&other.to_f32())),
+                CpuStorage::F32(v) => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(v)),
+                other => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(&other.to_f32())),
             },
             DType::F16 => match self {
                 CpuStorage::F16(v) => CpuStorage::F16(v.clone()),
+                CpuStorage::F32(v) => CpuStorage::F16(Vec::from_f32_slice(v)),
                 other => CpuStorage::F16(Vec::from_f32_slice(&other.to_f32())),
             },
         }
@@ -654,6 +656,10 @@ impl Storage {
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
         check_geometry(g, "conv2d_weight_grad");
+        if let (Storage::Cpu(CpuStorage::BF16(x)), Storage::Cpu(CpuStorage::BF16(gy))) = (self, grad_out) {
+            crate::cpu::denormals::sync_this_thread();
+            return Storage::Cpu(CpuStorage::BF16(conv::bf16::conv2d_weight_grad_bf16(g, x, gy)));
+        }
         if let Some(half) = Storage::all_half(&[self, grad_out]) {
             return self.widened().conv2d_weight_grad(&grad_out.widened(), g).cast(half);
         }

@@ -10,12 +10,14 @@
 //! channels in its rows), and for now the weight gradient, widen to f32 and take the f32
 //! kernels.
 
+use super::bf16_weight_grad::{amx_takes, weight_grad_on_amx};
 use super::scratch::Scratch;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_frame::{from_tile_layout, to_tile_layout, AdjointRuns, ForwardRuns, TileKernels};
 use super::tile_pairs::{accumulate_pairs_unchecked, bf16_pair, Bf16Pair, PairKernel, PairWeights};
 use super::{conv2d_forward, conv2d_input_adjoint, conv2d_weight_grad, taps_inside_image};
+use crate::cpu::convert::bf16_bits_from_f32;
 use crate::cpu::matmul::count_flops;
 use crate::cpu::simd::{active_path, SimdPath};
 use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
@@ -183,18 +185,22 @@ pub fn conv2d_input_adjoint_bf16_on(
     unsafe { assume_init_vec(x) }
 }
 
-/// conv2d's weight gradient of bf16 operands, summed in f32 and rounded once (for now by the
-/// f32 kernels on the widened operands).
+/// conv2d's weight gradient of bf16 operands, summed in f32 and rounded once: on the AMX
+/// tiles where it takes the geometry (`bf16_weight_grad`), else by the f32 kernels on the
+/// widened operands.
 pub fn conv2d_weight_grad_bf16(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
+    if amx_takes(g) {
+        return weight_grad_on_amx(g, x, gy);
+    }
     narrow(&conv2d_weight_grad(g, &widen(x), &widen(gy)))
 }
 
 fn widen(v: &[bf16]) -> Vec<f32> {
-    v.iter().map(|x| x.to_f32()).collect()
+    crate::cpu::convert::f32_from_bf16(v)
 }
 
 fn narrow(v: &[f32]) -> Vec<bf16> {
-    v.iter().map(|&x| bf16::from_f32(x)).collect()
+    crate::cpu::convert::bf16_from_f32(v)
 }
 
 /// Weights `[O, C, taps]` packed in pairs by tiles of [`TILE_ROWS`] rows: `[tiles, taps,
@@ -219,10 +225,11 @@ fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Sc
         .par_chunks_mut((taps * pairs * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
-            for tap in 0..taps {
+            // The taps innermost: each (row, reduced channel) is a run of `taps` weights in `w`.
+            for k in 0..TILE_ROWS {
+                let row = tile * TILE_ROWS + k;
                 for j in 0..pairs {
-                    for k in 0..TILE_ROWS {
-                        let row = tile * TILE_ROWS + k;
+                    for tap in 0..taps {
                         packed[(tap * pairs + j) * TILE_ROWS + k] =
                             bf16_pair(weight(row, 2 * j, tap), weight(row, 2 * j + 1, tap));
                     }
@@ -254,8 +261,9 @@ fn pack_weight_rows(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> (Sc
         .par_chunks_mut(steps.max(1))
         .enumerate()
         .for_each(|(row, packed)| {
-            for tap in 0..taps {
-                for j in 0..pairs {
+            // The taps innermost, as in `pack_weight_pairs`.
+            for j in 0..pairs {
+                for tap in 0..taps {
                     packed[tap * pairs + j] = bf16_pair(weight(row, 2 * j, tap), weight(row, 2 * j + 1, tap));
                 }
             }
@@ -264,12 +272,12 @@ fn pack_weight_rows(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> (Sc
 }
 
 /// `u32`s as the f32 of the same bits, for the block transposes, which only move them.
-fn bits_as_f32(v: &[u32]) -> &[f32] {
+pub(super) fn bits_as_f32(v: &[u32]) -> &[f32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is an f32.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
 }
 
-fn bits_as_f32_mut(v: &mut [u32]) -> &mut [f32] {
+pub(super) fn bits_as_f32_mut(v: &mut [u32]) -> &mut [f32] {
     // SAFETY: as `bits_as_f32`, and what is written through it is read back as u32 bits.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
 }
@@ -406,7 +414,7 @@ impl TileKernels for Bf16Tiles {
             as_slots(&mut wide)
         });
         for (o, &v) in out.iter_mut().zip(wide.iter()) {
-            o.write(bf16::from_f32(v));
+            o.write(bf16::from_bits(bf16_bits_from_f32(v)));
         }
     }
 }

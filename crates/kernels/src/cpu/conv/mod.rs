@@ -72,6 +72,7 @@
 //! results are reproducible bit for bit.
 
 pub mod bf16;
+mod bf16_weight_grad;
 mod rectangles;
 pub mod reference;
 pub mod scratch;

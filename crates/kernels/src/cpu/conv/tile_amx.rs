@@ -270,6 +270,131 @@ unsafe fn one_block(
     }
 }
 
+/// For `blocks` blocks of 16 columns: `out[b][r][col] += sum over runs and their pair steps k
+/// of pair(a[r][run.weights + k]) . pair(b[b][run.inputs + k * 16 + col])`, where `a` is 16 rows
+/// of `a_steps` pairs and `b` holds `blocks` blocks of `b_block` pairs, each `[.., pair step,
+/// 16]`, and `out` is `[blocks, 16, 16]` f32: the weight gradient's product (rows output
+/// channels, columns input channels, the reduction over pixels and pairs of samples). Four
+/// blocks at a time share each `A`.
+///
+/// Panics if a run is not a whole number of [`AMX_BLOCK`] steps or reaches past its operands.
+///
+/// # Safety
+/// [`amx_available`] is true.
+pub unsafe fn accumulate_products(
+    a: &[Bf16Pair],
+    a_steps: usize,
+    b: &[Bf16Pair],
+    b_block: usize,
+    runs: &[Run],
+    out: &mut [f32],
+) {
+    let tile = AMX_BLOCK * TILE_SAMPLES;
+    let blocks = out.len() / tile;
+    assert!(
+        a.len() >= AMX_BLOCK * a_steps && out.len() == blocks * tile,
+        "amx: operands of the products"
+    );
+    assert!(
+        b.len() >= blocks * b_block,
+        "amx: {blocks} blocks of {b_block} past the operand"
+    );
+    for run in runs {
+        let fits = run.len.is_multiple_of(AMX_BLOCK)
+            && run.weights.checked_add(run.len).is_some_and(|end| end <= a_steps)
+            && run
+                .len
+                .checked_mul(TILE_SAMPLES)
+                .and_then(|n| n.checked_add(run.inputs))
+                .is_some_and(|end| end <= b_block);
+        assert!(fits, "amx: run {run:?} outside its operands or not whole tiles");
+    }
+    let (a_stride, b_stride) = (a_steps * 4, TILE_SAMPLES * 4);
+    // SAFETY: the caller vouches for AMX; every A lies in `a`'s 16 rows inside a checked run,
+    // every B in its block inside a checked run, every C in `out`.
+    unsafe {
+        std::arch::asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
+        let mut block = 0;
+        while block < blocks {
+            let c = out.as_mut_ptr().add(block * tile);
+            if block + 4 <= blocks {
+                std::arch::asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c1} + {s}*1]",
+                    "tileloadd tmm2, [{c2} + {s}*1]",
+                    "tileloadd tmm3, [{c3} + {s}*1]",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(tile),
+                    c2 = in(reg) c.add(2 * tile),
+                    c3 = in(reg) c.add(3 * tile),
+                    s = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
+                for run in runs {
+                    let a = a.as_ptr().add(run.weights);
+                    let b = b.as_ptr().add(block * b_block + run.inputs);
+                    for k in (0..run.len).step_by(AMX_BLOCK) {
+                        let b = b.add(k * TILE_SAMPLES);
+                        std::arch::asm!(
+                            "tileloadd tmm4, [{a} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tileloadd tmm6, [{b2} + {sb}*1]",
+                            "tdpbf16ps tmm2, tmm4, tmm6",
+                            "tileloadd tmm7, [{b3} + {sb}*1]",
+                            "tdpbf16ps tmm3, tmm4, tmm7",
+                            a = in(reg) a.add(k),
+                            b0 = in(reg) b,
+                            b1 = in(reg) b.add(b_block),
+                            b2 = in(reg) b.add(2 * b_block),
+                            b3 = in(reg) b.add(3 * b_block),
+                            sa = in(reg) a_stride,
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly),
+                        );
+                    }
+                }
+                std::arch::asm!(
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c1} + {s}*1], tmm1",
+                    "tilestored [{c2} + {s}*1], tmm2",
+                    "tilestored [{c3} + {s}*1], tmm3",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(tile),
+                    c2 = in(reg) c.add(2 * tile),
+                    c3 = in(reg) c.add(3 * tile),
+                    s = in(reg) b_stride,
+                    options(nostack),
+                );
+                block += 4;
+            } else {
+                std::arch::asm!("tileloadd tmm0, [{c} + {s}*1]", c = in(reg) c, s = in(reg) b_stride, options(nostack, readonly));
+                for run in runs {
+                    let a = a.as_ptr().add(run.weights);
+                    let b = b.as_ptr().add(block * b_block + run.inputs);
+                    for k in (0..run.len).step_by(AMX_BLOCK) {
+                        std::arch::asm!(
+                            "tileloadd tmm4, [{a} + {sa}*1]",
+                            "tileloadd tmm6, [{b} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            a = in(reg) a.add(k),
+                            b = in(reg) b.add(k * TILE_SAMPLES),
+                            sa = in(reg) a_stride,
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly),
+                        );
+                    }
+                }
+                std::arch::asm!("tilestored [{c} + {s}*1], tmm0", c = in(reg) c, s = in(reg) b_stride, options(nostack));
+                block += 1;
+            }
+        }
+        std::arch::asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
