@@ -590,11 +590,25 @@ mod tests {
         let path = scratch("arch");
         save_checkpoint(&tiny_trainer(4), &path).unwrap();
         // Rewrite the metadata to claim dim 8: the tensors no longer fit.
-        let bytes = std::fs::read(&path).unwrap();
+        rewrite_metadata(&path, |metadata| {
+            let config = metadata["config"].replace("\"dim\":4", "\"dim\":8");
+            metadata.insert("config".into(), config);
+        });
+        let err = load_checkpoint(&path, 100)
+            .err()
+            .expect("a dim-4 checkpoint cannot fill a dim-8 model")
+            .0;
+        assert!(err.contains("different architecture") && err.contains("shape"), "{err}");
+        let err = load_generator(&path).err().expect("nor its generator").0;
+        assert!(err.contains("different architecture"), "{err}");
+    }
+
+    /// Rewrite the metadata of the checkpoint at `path` with `edit`, keeping its tensors.
+    fn rewrite_metadata(path: &Path, edit: impl FnOnce(&mut HashMap<String, String>)) {
+        let bytes = std::fs::read(path).unwrap();
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
         let mut metadata = header.metadata().clone().unwrap();
-        let config = metadata["config"].replace("\"dim\":4", "\"dim\":8");
-        metadata.insert("config".into(), config);
+        edit(&mut metadata);
         let file = SafeTensors::deserialize(&bytes).unwrap();
         let raws: Vec<(String, Raw)> = file
             .tensors()
@@ -610,13 +624,44 @@ mod tests {
                 )
             })
             .collect();
-        std::fs::write(&path, serialize(raws, metadata).unwrap()).unwrap();
-        let err = load_checkpoint(&path, 100)
-            .err()
-            .expect("a dim-4 checkpoint cannot fill a dim-8 model")
-            .0;
-        assert!(err.contains("different architecture") && err.contains("shape"), "{err}");
-        let err = load_generator(&path).err().expect("nor its generator").0;
-        assert!(err.contains("different architecture"), "{err}");
+        std::fs::write(path, serialize(raws, metadata).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_f16_checkpoint_keeps_its_loss_scales_and_one_without_them_still_loads() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.precision) = (4, crate::train::Precision::F16);
+        let mut trainer = Trainer::new(config, 100).unwrap();
+        let critic = GradScaler::with_options(512.0, 4.0, 0.25, 9).unwrap();
+        trainer.critic_scaler = Some(critic.clone());
+        let path = scratch("scalers");
+        save_checkpoint(&trainer, &path).unwrap();
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.critic_scaler, Some(critic));
+        assert_eq!(loaded.generator_scaler, Some(GradScaler::new()));
+        // Written before the scalers were saved: the run goes on from the initial scale.
+        rewrite_metadata(&path, |m| {
+            m.remove(SCALERS_KEY);
+        });
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.critic_scaler.map(|s| s.get_scale()), Some(65536.0));
+        // A state that cannot scale, and scalers in a run without them, are refused.
+        save_checkpoint(&trainer, &path).unwrap();
+        rewrite_metadata(&path, |m| {
+            let bad = m[SCALERS_KEY].replace("\"scale\":512.0", "\"scale\":-1.0");
+            m.insert(SCALERS_KEY.into(), bad);
+        });
+        let err = load_checkpoint(&path, 100).err().expect("a negative scale").0;
+        assert!(err.contains("the critic's loss scaler: loss scale must be"), "{err}");
+        save_checkpoint(&trainer, &path).unwrap();
+        rewrite_metadata(&path, |m| {
+            let f32_config = m["config"].replace("\"precision\":\"f16\"", "\"precision\":\"f32\"");
+            m.insert("config".into(), f32_config);
+        });
+        let err = load_checkpoint(&path, 100).err().expect("scalers in an f32 run").0;
+        assert!(
+            err.contains("holds loss scalers") && err.contains("trains in f32"),
+            "{err}"
+        );
     }
 }

@@ -636,6 +636,27 @@ mod tests {
         assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
     }
 
+    /// Gradients that are inf or NaN at every scale (here the square root's at 0, under a
+    /// finite loss) halve the scale down to f32's smallest normal, and then stop the run.
+    #[test]
+    fn gradients_non_finite_at_every_scale_end_in_divergence() {
+        let x = Tensor::zeros(&[2], DType::F32).requires_grad_(true);
+        let mut optim = Sgd::new(vec![x.clone()], 0.1, 0.0);
+        let mut scaler = GradScaler::with_options(4.0 * MIN_SCALE, 2.0, 0.5, 2000).unwrap();
+        let mut step = || backward_and_step(&x.sqrt().sum(), &mut optim, Some(&mut scaler), "critic_loss_scale");
+        step().unwrap();
+        step().unwrap();
+        let err = step().unwrap_err();
+        let expected = Diverged {
+            loss: "critic_loss_scale",
+            value: MIN_SCALE / 2.0,
+        };
+        assert_eq!(err, StepError::Diverged(expected));
+        let message = err.at_iteration(3).0;
+        assert!(message.contains("at every loss scale"), "{message}");
+        assert_eq!(x.to_vec_f32(), [0.0, 0.0], "no step was taken");
+    }
+
     /// A device's failure reaches the training loop as a message naming the iteration.
     #[test]
     fn a_device_error_is_reported_with_its_iteration() {
