@@ -123,7 +123,8 @@ pub struct StepLog {
 /// skipped step, and only the rest of the critic's loss is checked.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Diverged {
-    /// Which loss: `critic_loss` or `generator_loss`.
+    /// Which loss: `critic_loss` or `generator_loss`; or which loss scale:
+    /// `critic_loss_scale` or `generator_loss_scale`.
     pub loss: &'static str,
     pub value: f64,
 }
