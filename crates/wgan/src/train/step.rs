@@ -10,9 +10,10 @@
 //! | GAN | `BCE(C(real), 1) + BCE(C(fake), 0)` | `BCE(C(G(z)), 1)` (non-saturating) | |
 
 use super::{Algo, Precision};
+use crate::amp::{GradScaler, MIN_SCALE};
 use crate::nn::Module;
 use crate::optim::{clip_weights, Optimizer};
-use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
+use crate::penalty::{interpolate, interpolation_weights, scaled_gradient_penalty};
 use crate::Error;
 use earthmover_tensor::{autocast, no_grad, DType, Tensor};
 use rand::Rng;
@@ -31,9 +32,10 @@ pub struct Objective {
     /// same maths, rounded differently; with batch-norm it is not (the batch statistics would
     /// mix real and fake), so such a critic needs `false`.
     pub joint_critic_pass: bool,
-    /// What the networks' products compute in: under [`Precision::Bf16`] the forward passes
-    /// run inside [`autocast`] and their outputs (scores, images) come back as f32, so every
-    /// loss, norm and estimate is accumulated in f32.
+    /// What the networks' products compute in: under [`Precision::Bf16`] and
+    /// [`Precision::F16`] the forward passes run inside [`autocast`] and their outputs
+    /// (scores, images) come back as f32, so every loss, norm and estimate is accumulated in
+    /// f32. (f16 also wants a [`GradScaler`] per network: see [`Gan`].)
     pub precision: Precision,
 }
 
@@ -67,13 +69,20 @@ impl CriticSchedule {
     }
 }
 
-/// A generator and a critic with their optimisers (each over its network's parameters),
-/// borrowed for one generator iteration.
+/// A generator and a critic with their optimisers (each over its network's parameters) and,
+/// for f16, their loss scalers, borrowed for one generator iteration.
 pub struct Gan<'a> {
     pub generator: &'a dyn Module,
     pub critic: &'a dyn Module,
     pub generator_optim: &'a mut dyn Optimizer,
     pub critic_optim: &'a mut dyn Optimizer,
+    /// The critic's dynamic loss scaler ([`GradScaler`]); `None`: its loss is not scaled
+    /// (f32, bf16). One per network, not one shared: an overflow in the critic's backward
+    /// pass (whose penalty adds second-order terms) must not skip the generator's step or
+    /// halve its scale, and the critic takes several steps per generator step.
+    pub critic_scaler: Option<&'a mut GradScaler>,
+    /// The generator's dynamic loss scaler; `None`: not scaled.
+    pub generator_scaler: Option<&'a mut GradScaler>,
 }
 
 /// What one critic step measured.
@@ -95,13 +104,27 @@ pub struct StepLog {
     /// The last critic step's measurements.
     pub critic: CriticLog,
     pub generator_loss: f64,
+    /// Critic steps of this iteration that its loss scaler skipped (a non-finite scaled
+    /// gradient); 0 without a scaler.
+    pub critic_skipped: u64,
+    /// Generator steps skipped (0 or 1).
+    pub generator_skipped: u64,
 }
 
-/// A loss that came out non-finite. The step stopped before its backward pass, so no weight
-/// was changed by it.
+/// A loss that came out non-finite (the step stopped before its backward pass, so no weight
+/// was changed by it), or a loss scale (`critic_loss_scale`, `generator_loss_scale`) that
+/// backed off below [`MIN_SCALE`] because the gradients were inf or NaN at every scale.
+///
+/// Under dynamic loss scaling a non-finite *gradient* is not divergence: the scaler skips the
+/// step and lowers the scale. A non-finite *loss* is, with or without scaling: the loss is
+/// computed in the forward pass, which the scale does not touch, so no lower scale could
+/// make it finite. The gradient penalty is the exception: its inner gradient is taken of
+/// scaled scores, so under a scaler an inf or NaN penalty is an overflow of the scale and a
+/// skipped step, and only the rest of the critic's loss is checked.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Diverged {
-    /// Which loss: `critic_loss` or `generator_loss`.
+    /// Which loss: `critic_loss` or `generator_loss`; or which loss scale:
+    /// `critic_loss_scale` or `generator_loss_scale`.
     pub loss: &'static str,
     pub value: f64,
 }
@@ -115,7 +138,14 @@ impl Diverged {
 
 impl fmt::Display for Diverged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is {}", self.loss, self.value)
+        write!(f, "{} is {}", self.loss, self.value)?;
+        if self.loss.ends_with("_scale") {
+            write!(
+                f,
+                " (its gradients were inf or NaN at every loss scale down to f32's smallest normal)"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -191,13 +221,44 @@ fn critic_scores(objective: &Objective, critic: &dyn Module, real: &Tensor, fake
     (scores.narrow(0, 0, n), scores.narrow(0, n, fake.shape()[0]))
 }
 
+/// `loss.backward()` and the optimiser's step, through `scaler` when there is one: the scaled
+/// loss's backward, the gradients unscaled, the step skipped when one is inf or NaN, and the
+/// scale updated. `which` names the network in a [`Diverged`] scale.
+fn backward_and_step(
+    loss: &Tensor,
+    optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
+    which: &'static str,
+) -> Result<(), StepError> {
+    optim.zero_grad();
+    let Some(scaler) = scaler else {
+        loss.backward();
+        optim.step();
+        return Ok(());
+    };
+    let device = |e: crate::Error| StepError::Device(e.0);
+    scaler.scale(loss).backward();
+    scaler.step(optim).map_err(device)?;
+    scaler.update().map_err(device)?;
+    if scaler.get_scale() < MIN_SCALE {
+        return Err(StepError::Diverged(Diverged {
+            loss: which,
+            value: scaler.get_scale(),
+        }));
+    }
+    Ok(())
+}
+
 /// One update of the critic on a real batch and a fake one (generator output; no graph back
 /// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
-/// the critic's weights after the update.
+/// the critic's weights after the update. With a `scaler` (f16) the loss is scaled for the
+/// backward pass, and so are the scores whose gradient the penalty takes
+/// ([`scaled_gradient_penalty`]); a step whose gradients overflow is skipped.
 pub fn critic_step<R: Rng + ?Sized>(
     objective: &Objective,
     critic: &dyn Module,
     critic_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
     real: &Tensor,
     fake: &Tensor,
     rng: &mut R,
@@ -214,7 +275,8 @@ pub fn critic_step<R: Rng + ?Sized>(
     let penalty = (objective.algo == Algo::WganGp).then(|| {
         let eps = interpolation_weights(real, rng);
         let x_hat = interpolate(real, fake, &eps);
-        gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda)
+        let loss_scale = scaler.as_ref().map_or(1.0, |s| s.get_scale());
+        scaled_gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda, loss_scale)
     });
     if let Some(gp) = &penalty {
         loss = loss.add(&gp.penalty);
@@ -228,10 +290,14 @@ pub fn critic_step<R: Rng + ?Sized>(
     if penalty.is_some() {
         (log.penalty, log.grad_norm) = (values[2], values[3]);
     }
-    log.loss = finite("critic_loss", values[0])?;
-    critic_optim.zero_grad();
-    loss.backward();
-    critic_optim.step();
+    // The loss without the penalty comes from the forward pass alone (see [`Diverged`]).
+    let forward_loss = if penalty.is_some() { -values[1] } else { values[0] };
+    log.loss = if scaler.is_some() && forward_loss.is_finite() {
+        values[0]
+    } else {
+        finite("critic_loss", values[0])?
+    };
+    backward_and_step(&loss, critic_optim, scaler, "critic_loss_scale")?;
     if objective.algo == Algo::Wgan {
         clip_weights(&critic.parameters(), objective.clip);
     }
@@ -240,11 +306,13 @@ pub fn critic_step<R: Rng + ?Sized>(
 
 /// One update of the generator on the critic's scores of `G(noise)`; returns its loss. The
 /// critic's weights are constants here: they are frozen (no gradient is computed for them)
-/// for the step, and unfrozen after it, also when the loss diverges.
+/// for the step, and unfrozen after it, also when the loss diverges. With a `scaler` (f16) the
+/// loss is scaled for the backward pass and a step whose gradients overflow is skipped.
 pub fn generator_step(
     objective: &Objective,
     generator: &dyn Module,
     generator_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
     critic: &dyn Module,
     noise: &Tensor,
 ) -> Result<f64, StepError> {
@@ -256,12 +324,12 @@ pub fn generator_step(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let value = read_all(&[&loss]).and_then(|values| finite("generator_loss", values[0]));
-    if value.is_ok() {
-        generator_optim.zero_grad();
-        loss.backward();
-        generator_optim.step();
-    }
+    let value = read_all(&[&loss])
+        .and_then(|values| finite("generator_loss", values[0]))
+        .and_then(|value| {
+            backward_and_step(&loss, generator_optim, scaler, "generator_loss_scale")?;
+            Ok(value)
+        });
     trainable.iter().for_each(|p| p.set_requires_grad(true));
     value
 }
@@ -280,14 +348,28 @@ pub fn generator_iteration<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<StepLog, StepError> {
     let mut log = StepLog::default();
+    let Gan {
+        generator,
+        critic,
+        generator_optim,
+        critic_optim,
+        mut critic_scaler,
+        mut generator_scaler,
+    } = gan;
+    let skipped = |scaler: &Option<&mut GradScaler>| scaler.as_ref().map_or(0, |s| s.skipped_steps());
+    let (critic_skipped, generator_skipped) = (skipped(&critic_scaler), skipped(&generator_scaler));
     for _ in 0..critic_steps {
         let real = draw_real(rng);
         let noise = draw_noise(rng);
-        let fake = no_grad(|| objective.forward(gan.generator, &noise));
-        log.critic = critic_step(objective, gan.critic, gan.critic_optim, &real, &fake, rng)?;
+        let fake = no_grad(|| objective.forward(generator, &noise));
+        let scaler = critic_scaler.as_deref_mut();
+        log.critic = critic_step(objective, critic, critic_optim, scaler, &real, &fake, rng)?;
     }
     let noise = draw_noise(rng);
-    log.generator_loss = generator_step(objective, gan.generator, gan.generator_optim, gan.critic, &noise)?;
+    let scaler = generator_scaler.as_deref_mut();
+    log.generator_loss = generator_step(objective, generator, generator_optim, scaler, critic, &noise)?;
+    log.critic_skipped = skipped(&critic_scaler) - critic_skipped;
+    log.generator_skipped = skipped(&generator_scaler) - generator_skipped;
     Ok(log)
 }
 
@@ -408,10 +490,10 @@ mod tests {
                 clip: 1.0,
                 ..objective(algo)
             };
-            let first = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            let first = critic_step(&objective, &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             let mut last = first;
             for _ in 0..30 {
-                last = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+                last = critic_step(&objective, &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             }
             assert!(last.loss < first.loss - 0.1, "{algo}: {first:?} -> {last:?}");
             assert!(last.wasserstein > first.wasserstein, "{algo}: {first:?} -> {last:?}");
@@ -441,7 +523,7 @@ mod tests {
         let wasserstein = critic.forward(&real).mean().sub(&critic.forward(&fake).mean()).item();
         // The step draws its interpolation weights first, from a generator seeded alike.
         let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(4));
-        let gp = gradient_penalty(
+        let gp = crate::penalty::gradient_penalty(
             |x| critic.forward(x),
             &interpolate(&real, &fake, &eps),
             objective.lambda,
@@ -452,6 +534,7 @@ mod tests {
             &objective,
             &critic,
             &mut optim,
+            None,
             &real,
             &fake,
             &mut StdRng::seed_from_u64(4),
@@ -478,7 +561,7 @@ mod tests {
             let critic = critic(false, &mut rng);
             let mut optim = RmsProp::new(critic.parameters(), 5e-2);
             let (real, fake) = (batch(8, &mut rng), batch(8, &mut rng));
-            critic_step(&objective(algo), &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            critic_step(&objective(algo), &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             let largest = values(&critic.parameters()).iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert_eq!(largest <= 0.01, algo == Algo::Wgan, "{algo}: |w| reaches {largest}");
         }
@@ -491,7 +574,15 @@ mod tests {
             let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
             let mut optim = Sgd::new(generator.parameters(), 0.1, 0.0);
             let (generator_before, critic_before) = (values(&generator.parameters()), values(&critic.parameters()));
-            let loss = generator_step(&objective(algo), &generator, &mut optim, &critic, &batch(16, &mut rng)).unwrap();
+            let loss = generator_step(
+                &objective(algo),
+                &generator,
+                &mut optim,
+                None,
+                &critic,
+                &batch(16, &mut rng),
+            )
+            .unwrap();
             assert!(loss.is_finite(), "{algo}");
             assert_ne!(values(&generator.parameters()), generator_before, "{algo}");
             assert_eq!(values(&critic.parameters()), critic_before, "{algo}");
@@ -518,6 +609,7 @@ mod tests {
             &objective,
             &critic,
             &mut critic_optim,
+            None,
             &poisoned,
             &batch(4, &mut rng),
             &mut rng,
@@ -532,7 +624,7 @@ mod tests {
             ),
             "{diverged:?}"
         );
-        let diverged = match generator_step(&objective, &generator, &mut generator_optim, &critic, &poisoned) {
+        let diverged = match generator_step(&objective, &generator, &mut generator_optim, None, &critic, &poisoned) {
             Err(StepError::Diverged(diverged)) => diverged,
             other => panic!("{other:?}"),
         };
@@ -543,6 +635,27 @@ mod tests {
         let message = diverged.at_iteration(7).0;
         assert_eq!(message, "training diverged at iteration 7: generator_loss is NaN");
         assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
+    }
+
+    /// Gradients that are inf or NaN at every scale (here the square root's at 0, under a
+    /// finite loss) halve the scale down to f32's smallest normal, and then stop the run.
+    #[test]
+    fn gradients_non_finite_at_every_scale_end_in_divergence() {
+        let x = Tensor::zeros(&[2], DType::F32).requires_grad_(true);
+        let mut optim = Sgd::new(vec![x.clone()], 0.1, 0.0);
+        let mut scaler = GradScaler::with_options(4.0 * MIN_SCALE, 2.0, 0.5, 2000).unwrap();
+        let mut step = || backward_and_step(&x.sqrt().sum(), &mut optim, Some(&mut scaler), "critic_loss_scale");
+        step().unwrap();
+        step().unwrap();
+        let err = step().unwrap_err();
+        let expected = Diverged {
+            loss: "critic_loss_scale",
+            value: MIN_SCALE / 2.0,
+        };
+        assert_eq!(err, StepError::Diverged(expected));
+        let message = err.at_iteration(3).0;
+        assert!(message.contains("at every loss scale"), "{message}");
+        assert_eq!(x.to_vec_f32(), [0.0, 0.0], "no step was taken");
     }
 
     /// A device's failure reaches the training loop as a message naming the iteration.
@@ -569,6 +682,8 @@ mod tests {
                 critic: &critic,
                 generator_optim: &mut generator_optim,
                 critic_optim: &mut critic_optim,
+                critic_scaler: None,
+                generator_scaler: None,
             };
             let log = generator_iteration(
                 &objective(Algo::WganGp),

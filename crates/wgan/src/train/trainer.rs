@@ -1,7 +1,8 @@
 //! An MNIST training run: the networks, their optimisers and the data order, advanced one
 //! generator iteration at a time through the shared step ([`generator_iteration`]).
 
-use super::{generator_iteration, Gan, TrainConfig};
+use super::{generator_iteration, Gan, Precision, TrainConfig};
+use crate::amp::GradScaler;
 use crate::classifier::Quality;
 use crate::data::{Batcher, Mnist};
 use crate::ema::{copy_weights, ExponentialMovingAverage};
@@ -35,6 +36,21 @@ pub struct IterationLog {
     /// Sample quality as the digit classifier sees it, where the caller measured it
     /// (`wgan-mnist --eval-every`); [`Trainer::step`] leaves it empty.
     pub quality: Option<Quality>,
+    /// Dynamic loss scaling (f16 runs); `None` when the run does not scale its losses.
+    pub loss_scaling: Option<LossScaleLog>,
+}
+
+/// What dynamic loss scaling did in one generator iteration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleLog {
+    /// The critic's loss scale after the iteration: the one its next step uses.
+    pub critic_scale: f64,
+    /// The generator's loss scale after the iteration.
+    pub generator_scale: f64,
+    /// Critic steps of the iteration skipped for an inf or NaN gradient.
+    pub critic_skipped: u64,
+    /// Generator steps skipped (0 or 1).
+    pub generator_skipped: u64,
 }
 
 /// The state of a run: networks, optimisers, data order, and the iteration count.
@@ -48,6 +64,11 @@ pub struct Trainer {
     pub critic: Critic,
     pub generator_optim: Box<dyn Optimizer>,
     pub critic_optim: Box<dyn Optimizer>,
+    /// The critic's dynamic loss scaler, in f16 runs ([`Precision::F16`]); `None` otherwise.
+    /// Saved in checkpoints, so a resumed run continues at the same scale.
+    pub critic_scaler: Option<GradScaler>,
+    /// The generator's dynamic loss scaler, in f16 runs.
+    pub generator_scaler: Option<GradScaler>,
     pub batcher: Batcher,
     /// Generator iterations done.
     pub iteration: usize,
@@ -93,6 +114,9 @@ impl Trainer {
             copy_weights(&copy, &generator);
             copy
         });
+        // f16 needs its losses scaled; f32 and bf16 have f32's exponent range and do not.
+        let scaler = || (config.precision == Precision::F16).then(GradScaler::new);
+        let (critic_scaler, generator_scaler) = (scaler(), scaler());
         Ok(Trainer {
             config,
             generator,
@@ -100,6 +124,8 @@ impl Trainer {
             critic,
             generator_optim,
             critic_optim,
+            critic_scaler,
+            generator_scaler,
             batcher: Batcher::new(train_len),
             iteration: 0,
             seconds_before: 0.0,
@@ -186,6 +212,8 @@ impl Trainer {
             critic: &self.critic,
             generator_optim: &mut *self.generator_optim,
             critic_optim: &mut *self.critic_optim,
+            critic_scaler: self.critic_scaler.as_mut(),
+            generator_scaler: self.generator_scaler.as_mut(),
         };
         let step = generator_iteration(
             &self.config.objective(),
@@ -215,12 +243,26 @@ impl Trainer {
             grad_norm: step.critic.grad_norm,
             test_wasserstein: None,
             quality: None,
+            loss_scaling: self.loss_scale_log(step.critic_skipped, step.generator_skipped),
         };
         if self.iteration.is_multiple_of(self.config.test_every) {
             log.test_wasserstein = Some(self.test_wasserstein(data, &mut rng));
         }
         log.seconds = self.seconds();
         Ok(log)
+    }
+
+    /// The scalers' state after an iteration that skipped these steps; `None` without scalers.
+    fn loss_scale_log(&self, critic_skipped: u64, generator_skipped: u64) -> Option<LossScaleLog> {
+        match (&self.critic_scaler, &self.generator_scaler) {
+            (Some(critic), Some(generator)) => Some(LossScaleLog {
+                critic_scale: critic.get_scale(),
+                generator_scale: generator.get_scale(),
+                critic_skipped,
+                generator_skipped,
+            }),
+            _ => None,
+        }
     }
 
     /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples,
