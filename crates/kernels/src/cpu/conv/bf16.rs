@@ -38,11 +38,13 @@ pub enum Bf16Kernel {
 }
 
 impl Bf16Kernel {
-    /// The fastest this process has: AMX where Linux grants it, else the widening kernel of
+    /// The fastest this process has: AMX on the AVX-512 path where Linux grants it (every
+    /// processor with AMX has AVX-512, so forcing a narrower path with `EARTHMOVER_SIMD` also
+    /// leaves AMX out, and reproduces that path's bits elsewhere), else the widening kernel of
     /// the active SIMD path. (`vdpbf16ps` is not chosen: on this project's Xeon it retires one
     /// every two cycles, half the multiply-adds of two f32 FMAs a cycle; docs/benchmarks.md.)
     pub fn active() -> Bf16Kernel {
-        if amx_available() {
+        if active_path() == SimdPath::Avx512 && amx_available() {
             Bf16Kernel::Amx
         } else {
             Bf16Kernel::Vector(PairKernel::Widening(active_path()))
