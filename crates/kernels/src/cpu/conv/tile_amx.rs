@@ -24,6 +24,9 @@
 //! [`amx_available`]); each call configures the tiles (`ldtilecfg`) and releases them at the end
 //! (`tilerelease`), so that a thread carries no tile state between calls.
 
+// Outside x86-64 `amx_available` is false and the kernels are never entered.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unreachable_code))]
+
 use super::tile::{Run, TILE_SAMPLES};
 use super::tile_pairs::Bf16Pair;
 
@@ -73,6 +76,56 @@ fn request_tile_data() -> bool {
         );
     }
     result == 0
+}
+
+/// The rate of bf16 multiply-adds the AMX tiles reach with `threads` threads (each running
+/// four independent `tdpbf16ps` chains on tiles in registers for about a quarter of a
+/// second), in GFLOP/s (two per multiply-add), or `None` without AMX.
+pub fn amx_peak_gflops(threads: usize) -> Option<f64> {
+    if !amx_available() {
+        return None;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("AMX outside x86-64: `amx_available` is false there");
+    #[cfg(target_arch = "x86_64")]
+    let iterations: u64 = 200_000;
+    #[cfg(target_arch = "x86_64")]
+    let start = std::time::Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(move || {
+                // SAFETY: AMX is available; the tiles are configured, only register tiles are
+                // used (zeroed, never loaded from memory) and released at the end.
+                unsafe {
+                    std::arch::asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
+                    std::arch::asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        "tilezero tmm4",
+                        "tilezero tmm6",
+                        options(nostack, nomem)
+                    );
+                    for _ in 0..iterations {
+                        std::arch::asm!(
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm6",
+                            "tdpbf16ps tmm2, tmm4, tmm6",
+                            "tdpbf16ps tmm3, tmm4, tmm6",
+                            options(nostack, nomem)
+                        );
+                    }
+                    std::arch::asm!("tilerelease", options(nostack, nomem));
+                }
+            });
+        }
+    });
+    #[cfg(target_arch = "x86_64")]
+    let flops = threads.max(1) as f64 * iterations as f64 * 4.0 * (16 * 16 * 32 * 2) as f64;
+    #[cfg(target_arch = "x86_64")]
+    Some(flops / start.elapsed().as_secs_f64() / 1e9)
 }
 
 /// Whether every run of `runs` is a whole number of `tdpbf16ps` steps: the AMX kernel's
@@ -133,11 +186,15 @@ pub unsafe fn accumulate_row(
                 .is_some_and(|end| end <= operand.len());
         assert!(fits, "amx: run {run:?} outside its operands or not whole tiles");
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("AMX outside x86-64: `amx_available` is false there");
+    #[cfg(target_arch = "x86_64")]
     let (a_stride, b_stride) = (steps * 4, TILE_SAMPLES * 4);
     // SAFETY: the caller vouches for AMX; every tile loaded or stored below lies inside the
     // runs checked above (A: 16 rows of 16 pairs at a stride of `steps` pairs, in a block of
     // the weights; B: 16 steps of 16 pairs of a run) or inside one pixel's sums (16 channels
     // of 16 f32 per block).
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
         for (i, sums) in row.chunks_exact_mut(pixel_len).enumerate() {
@@ -160,6 +217,7 @@ pub unsafe fn accumulate_row(
 ///
 /// # Safety
 /// As [`accumulate_row`], inside its checks, with the tiles configured.
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn four_blocks(
@@ -234,6 +292,7 @@ unsafe fn four_blocks(
 ///
 /// # Safety
 /// As [`four_blocks`].
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn one_block(
@@ -309,9 +368,13 @@ pub unsafe fn accumulate_products(
                 .is_some_and(|end| end <= b_block);
         assert!(fits, "amx: run {run:?} outside its operands or not whole tiles");
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("AMX outside x86-64: `amx_available` is false there");
+    #[cfg(target_arch = "x86_64")]
     let (a_stride, b_stride) = (a_steps * 4, TILE_SAMPLES * 4);
     // SAFETY: the caller vouches for AMX; every A lies in `a`'s 16 rows inside a checked run,
     // every B in its block inside a checked run, every C in `out`.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
         let mut block = 0;

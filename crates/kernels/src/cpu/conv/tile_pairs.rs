@@ -139,12 +139,15 @@ impl PairWeights {
 }
 
 #[derive(Clone, Copy)]
+// Outside x86-64 there is no dot kernel to read the pairs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum WeightsRef<'a> {
     Pairs(&'a [Bf16Pair]),
     Widened(&'a [f32]),
 }
 
 impl WeightsRef<'_> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn pairs_ptr(self) -> *const u32 {
         match self {
             WeightsRef::Pairs(w) => w.as_ptr(),
@@ -372,6 +375,34 @@ mod kernels {
         unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W>(weights, inputs, runs, out) }
     }
 
+    /// `iterations` rounds of twelve independent `vdpbf16ps` chains ([`super::dot_peak_gflops`]).
+    ///
+    /// # Safety
+    /// The processor has AVX512_BF16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn dot_chains(iterations: u64) -> f32 {
+        use std::arch::x86_64::*;
+        let as_bf16 = |v: __m512i| unsafe { std::mem::transmute::<__m512i, __m512bh>(v) };
+        // 1.0 and 2^-20 in both halves: the sums grow slowly and stay finite.
+        let (x, w) = (
+            as_bf16(_mm512_set1_epi32(0x3f80_3f80)),
+            as_bf16(_mm512_set1_epi32(0x3580_3580)),
+        );
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iterations {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbf16_ps(*a, w, x);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn dot_chains(_: u64) -> f32 {
+        unreachable!("vdpbf16ps outside x86-64")
+    }
+
     /// The dot kernel: `W` tiles of bf16 weight pairs over bf16 pairs of inputs, one
     /// `vdpbf16ps` per row, tile and pair step into one 16-lane vector of sums.
     ///
@@ -421,6 +452,27 @@ mod kernels {
             }
         }
     }
+}
+
+/// The rate of bf16 multiply-adds `vdpbf16ps` reaches with `threads` threads (each running
+/// twelve independent chains of 512-bit `vdpbf16ps` for about a quarter of a second), in
+/// GFLOP/s (two per multiply-add), or `None` without AVX512_BF16: beside
+/// [`crate::cpu::simd::fma_peak_gflops`], what says whether the dot kernel pays on a processor.
+pub fn dot_peak_gflops(threads: usize) -> Option<f64> {
+    if !has_avx512_bf16() {
+        return None;
+    }
+    const CHAINS: usize = 12;
+    let iterations: u64 = 1_000_000_000 / (CHAINS as u64 * 32);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            // SAFETY: AVX512_BF16 was checked above.
+            scope.spawn(move || std::hint::black_box(unsafe { kernels::dot_chains(iterations) }));
+        }
+    });
+    let flops = threads.max(1) as f64 * iterations as f64 * (CHAINS * 32 * 2) as f64;
+    Some(flops / start.elapsed().as_secs_f64() / 1e9)
 }
 
 #[cfg(test)]
