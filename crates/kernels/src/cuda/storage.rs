@@ -277,15 +277,31 @@ impl GpuStorage {
         );
     }
 
+    /// `C = A B` in the operands' dtype: f32 and f64 on matmul.cu's kernels; bf16 on the tensor
+    /// cores (matmul_tc.cu: f32 sums, C rounded to bf16 once, as the half rule gives up to the
+    /// order of the sums); f16 through f32 (no f16 mma kernel yet).
     pub fn matmul(&self, other: &GpuStorage, p: &MatmulProblem) -> GpuStorage {
         self.check_same(other, "matmul");
+        if self.dtype() == DType::F16 {
+            return self
+                .cast(DType::F32)
+                .matmul(&other.cast(DType::F32), p)
+                .cast(DType::F16);
+        }
         let out = self.new_output(self.dtype(), p.batch * p.m * p.n);
         if out.is_empty() {
             return out;
         }
+        let (kernel, shape) = match self.dtype() {
+            DType::BF16 => (
+                "matmul_tc_bf16".to_string(),
+                LaunchShape::matmul_tensor_cores(p.m, p.n, p.batch),
+            ),
+            _ => (self.kernel("matmul"), LaunchShape::matmul(p.m, p.n, p.batch)),
+        };
         self.launch(
-            &self.kernel("matmul"),
-            LaunchShape::matmul(p.m, p.n, p.batch),
+            &kernel,
+            shape,
             &mut [self.ptr(), other.ptr(), out.ptr(), Arg::Matmul(MatmulShape::from(p))],
         );
         out
