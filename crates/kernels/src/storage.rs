@@ -537,10 +537,8 @@ impl Storage {
     }
 
     pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
-        // bf16 on a CUDA device: the tensor cores' kernel, f32 sums rounded once (the half rule).
-        if let (Storage::Cuda(a), Storage::Cuda(b), Some(DType::BF16)) =
-            (self, other, Storage::all_half(&[self, other]))
-        {
+        // 16-bit on a CUDA device: the tensor cores' kernels, f32 sums rounded once (the half rule).
+        if let (Storage::Cuda(a), Storage::Cuda(b), Some(_)) = (self, other, Storage::all_half(&[self, other])) {
             return Storage::Cuda(a.matmul(b, problem));
         }
         if let Some(half) = Storage::all_half(&[self, other]) {

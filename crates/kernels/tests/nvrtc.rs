@@ -43,10 +43,11 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
     }
 }
 
-/// The tensor-core kernels (matmul_tc.cu) issue the bf16 mma instruction itself (mma.cuh's
-/// inline PTX), each of them, for both architectures: not a fallback, and not optimised away.
+/// The tensor-core kernels (matmul_tc.cu) issue the mma instruction of their input type
+/// (mma.cuh's inline PTX), each of them, for both architectures: not a fallback, and not
+/// optimised away.
 #[test]
-fn the_tensor_core_kernels_issue_mma_sync_bf16() {
+fn the_tensor_core_kernels_issue_mma_sync() {
     if !nvrtc_or_skip() {
         return;
     }
@@ -56,10 +57,9 @@ fn the_tensor_core_kernels_issue_mma_sync_bf16() {
         for kernel in source.kernel_names() {
             let entry = &ptx[ptx.find(&format!(".entry {kernel}(")).unwrap()..];
             let body = &entry[..entry[1..].find(".entry ").map_or(entry.len(), |end| end + 1)];
-            assert!(
-                body.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
-                "sm_{arch}: {kernel} has no bf16 mma.sync"
-            );
+            let input = if kernel.contains("bf16") { "bf16" } else { "f16" };
+            let instruction = format!("mma.sync.aligned.m16n8k16.row.col.f32.{input}.{input}.f32");
+            assert!(body.contains(&instruction), "sm_{arch}: {kernel} has no {instruction}");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The tensor cores' bf16 matmul (`kernels/matmul_tc.cu`) and the mma instruction under it
-//! (`kernels/mma.cuh`), against the CPU, on every CUDA device here: the emulator (where the
+//! The tensor cores' bf16 and f16 matmuls (`kernels/matmul_tc.cu`) and the mma instructions
+//! under them (`kernels/mma.cuh`), against the CPU, on every CUDA device here: the emulator (where the
 //! mma is a modelled warp-wide operation) when built with `--features emulator`, and GPU 0 when
 //! there is one.
 //!
@@ -11,10 +11,10 @@
 //!   that differs from the table fails it;
 //! - the matmul kernel with f32 output against the CPU's f32 matmul of the widened inputs, on
 //!   sizes that are no multiple of a tile, transposed operands and a batch;
-//! - `Storage::matmul` on bf16 operands on a CUDA device: one launch of the tensor-core kernel
-//!   (no widening), and the CPU's half-rule result within one rounding.
+//! - `Storage::matmul` on 16-bit operands on a CUDA device: one launch of the tensor-core
+//!   kernel (no widening), and the CPU's half-rule result within one rounding.
 //!
-//! Tolerances: products of bf16 values are exact in f32, so the only differences are the f32
+//! Each for bf16 and f16. Tolerances: products of two bf16 or two f16 values are exact in f32, so the only differences are the f32
 //! sums' order and rounding (the hardware's accumulation order is unspecified): `k + 2` f32
 //! roundings of the sum of the products' magnitudes, for each side.
 
@@ -24,7 +24,7 @@ use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
 use earthmover_kernels::cuda::shapes::MatmulShape;
 use earthmover_kernels::cuda::LaunchShape;
-use earthmover_kernels::{bf16, CpuStorage, DType, Device, MatmulProblem, MatrixLayout, Storage};
+use earthmover_kernels::{CpuStorage, DType, Device, MatmulProblem, MatrixLayout, Storage};
 use std::sync::{Mutex, MutexGuard};
 
 /// Held by every test: one counts a device's launches, which the others' would disturb.
@@ -36,12 +36,23 @@ fn lock_device() -> MutexGuard<'static, ()> {
 
 const F32_EPS: f64 = f32::EPSILON as f64;
 
-/// `values` rounded to bf16.
-fn to_bf16(values: &[f64]) -> Vec<bf16> {
-    values.iter().map(|&v| bf16::from_f64(v)).collect()
+/// The 16-bit types, each with its tensor-core kernels.
+const HALVES: [DType; 2] = [DType::BF16, DType::F16];
+
+/// `values` in `dtype` on the host (rounded to nearest-even).
+fn host(values: &[f64], dtype: DType) -> CpuStorage {
+    let Storage::Cpu(host) = Storage::from_f64_slice(values, dtype, Device::Cpu).unwrap() else {
+        unreachable!("a CPU storage")
+    };
+    host
 }
 
-// The m16n8k16 fragments of .bf16 A and B and .f32 C and D, as the PTX ISA states them
+/// `values` rounded to `dtype`, as f64.
+fn rounded(values: &[f64], dtype: DType) -> Vec<f64> {
+    Storage::Cpu(host(values, dtype)).to_f64_vec()
+}
+
+// The m16n8k16 fragments of .bf16 (and .f16) A and B and .f32 C and D, as the PTX ISA states them
 // ("Matrix Fragments for mma.m16n8k16 with floating point type"): groupID = lane >> 2,
 // threadID_in_group = lane % 4; element i of a lane's fragment is in register i / 2, in its
 // low 16 bits when i is even (A and B); C and D hold one f32 per register.
@@ -79,18 +90,18 @@ fn c_element(lane: usize, i: usize) -> (usize, usize) {
 /// The mma alone: one warp, one m16n8k16 product with C, every lane's registers laid out by the
 /// table above.
 #[test]
-fn mma_m16n8k16_bf16_matches_the_product_lane_by_lane() {
+fn mma_m16n8k16_matches_the_product_lane_by_lane() {
     let _device = lock_device();
     for device in cuda_devices() {
         let gpu = GpuDevice::get(device).unwrap();
-        for seed in 0..3u64 {
-            let a = to_bf16(&random(16 * 16, 10 + seed)); // row-major 16 x 16
-            let b = to_bf16(&random(16 * 8, 20 + seed)); // row-major 16 x 8
-            let c: Vec<f32> = random(16 * 8, 30 + seed).iter().map(|&v| v as f32).collect();
-            // Lane-major registers: A 4 words (8 bf16) a lane, B 2 words (4 bf16), C 4 floats.
-            let mut a_frags = vec![bf16::ZERO; 32 * 8];
-            let mut b_frags = vec![bf16::ZERO; 32 * 4];
-            let mut c_frags = vec![0f32; 32 * 4];
+        for (dtype, seed) in HALVES.into_iter().flat_map(|d| (0..3u64).map(move |s| (d, s))) {
+            let a = rounded(&random(16 * 16, 10 + seed), dtype); // row-major 16 x 16
+            let b = rounded(&random(16 * 8, 20 + seed), dtype); // row-major 16 x 8
+            let c = rounded(&random(16 * 8, 30 + seed), DType::F32);
+            // Lane-major registers: A 4 words (8 halves) a lane, B 2 words (4 halves), C 4 floats.
+            let mut a_frags = vec![0.0; 32 * 8];
+            let mut b_frags = vec![0.0; 32 * 4];
+            let mut c_frags = vec![0.0; 32 * 4];
             for lane in 0..32 {
                 for i in 0..8 {
                     let (r, k) = a_element(lane, i);
@@ -103,9 +114,9 @@ fn mma_m16n8k16_bf16_matches_the_product_lane_by_lane() {
                     c_frags[lane * 4 + i] = c[r * 8 + col];
                 }
             }
-            let a_buf = gpu.upload(&CpuStorage::BF16(a_frags)).unwrap();
-            let b_buf = gpu.upload(&CpuStorage::BF16(b_frags)).unwrap();
-            let c_buf = gpu.upload(&CpuStorage::F32(c_frags)).unwrap();
+            let a_buf = gpu.upload(&host(&a_frags, dtype)).unwrap();
+            let b_buf = gpu.upload(&host(&b_frags, dtype)).unwrap();
+            let c_buf = gpu.upload(&host(&c_frags, DType::F32)).unwrap();
             let d_buf = gpu.alloc(DType::F32, 32 * 4, InitialContents::Unwritten).unwrap();
             let mut args = [&a_buf, &b_buf, &c_buf, &d_buf].map(|buffer| Arg::Ptr(gpu.address(buffer)));
             let one_warp = LaunchShape {
@@ -114,16 +125,17 @@ fn mma_m16n8k16_bf16_matches_the_product_lane_by_lane() {
             };
             // SAFETY: the kernel reads 32 x 4 words of A, 32 x 2 of B, 32 x 4 floats of C and
             // writes 32 x 4 floats of D: the buffers' sizes.
-            unsafe { gpu.launch("mma_m16n8k16_bf16_fragments", one_warp, &mut args) }.unwrap();
+            let kernel = format!("mma_m16n8k16_{dtype}_fragments");
+            unsafe { gpu.launch(&kernel, one_warp, &mut args) }.unwrap();
             let CpuStorage::F32(d_frags) = gpu.download(&d_buf).unwrap() else {
                 unreachable!("an f32 buffer")
             };
             for lane in 0..32 {
                 for i in 0..4 {
                     let (r, col) = c_element(lane, i);
-                    let (mut exact, mut magnitude) = (c[r * 8 + col] as f64, (c[r * 8 + col] as f64).abs());
+                    let (mut exact, mut magnitude) = (c[r * 8 + col], c[r * 8 + col].abs());
                     for k in 0..16 {
-                        let product = a[r * 16 + k].to_f64() * b[k * 8 + col].to_f64();
+                        let product = a[r * 16 + k] * b[k * 8 + col];
                         exact += product;
                         magnitude += product.abs();
                     }
@@ -131,7 +143,7 @@ fn mma_m16n8k16_bf16_matches_the_product_lane_by_lane() {
                     let tolerance = 18.0 * F32_EPS * magnitude;
                     assert!(
                         (got - exact).abs() <= tolerance,
-                        "{device} seed {seed}: lane {lane} d[{i}] = D[{r}][{col}]: {got}, exact {exact}"
+                        "{device} {dtype} seed {seed}: lane {lane} d[{i}] = D[{r}][{col}]: {got}, exact {exact}"
                     );
                 }
             }
@@ -139,8 +151,9 @@ fn mma_m16n8k16_bf16_matches_the_product_lane_by_lane() {
     }
 }
 
-/// A batch of `m x k` by `k x n` products, bf16 values (as f64) laid out per `problem`.
+/// A batch of `m x k` by `k x n` products, 16-bit values (as f64) laid out per `problem`.
 struct Case {
+    dtype: DType,
     problem: MatmulProblem,
     a: Vec<f64>,
     b: Vec<f64>,
@@ -148,7 +161,7 @@ struct Case {
 
 impl Case {
     /// Plain row-major operands, or stored transposed, `batch` of each.
-    fn new(batch: usize, m: usize, n: usize, k: usize, a_transposed: bool, b_transposed: bool) -> Case {
+    fn new(dtype: DType, batch: usize, m: usize, n: usize, k: usize, a_transposed: bool, b_transposed: bool) -> Case {
         let problem = MatmulProblem {
             batch,
             a_layout: if a_transposed {
@@ -166,11 +179,11 @@ impl Case {
             ..MatmulProblem::plain(m, n, k)
         };
         let seed = (m * 1_000_000 + n * 1000 + k) as u64;
-        let round = |v: Vec<f64>| to_bf16(&v).iter().map(|h| h.to_f64()).collect();
         Case {
+            dtype,
             problem,
-            a: round(random(batch * m * k, seed)),
-            b: round(random(batch * k * n, seed + 1)),
+            a: rounded(&random(batch * m * k, seed), dtype),
+            b: rounded(&random(batch * k * n, seed + 1), dtype),
         }
     }
 
@@ -197,7 +210,7 @@ impl Case {
         out
     }
 
-    /// The CPU's f32 matmul of the (exactly widened) bf16 inputs.
+    /// The CPU's f32 matmul of the (exactly widened) 16-bit inputs.
     fn cpu_f32(&self) -> Vec<f64> {
         let a = Storage::from_f64_slice(&self.a, DType::F32, Device::Cpu).unwrap();
         let b = Storage::from_f64_slice(&self.b, DType::F32, Device::Cpu).unwrap();
@@ -214,7 +227,8 @@ impl Case {
             }
         };
         format!(
-            "{} x [{} x {}]{} @ [{} x {}]{}",
+            "{}: {} x [{} x {}]{} @ [{} x {}]{}",
+            self.dtype,
             p.batch,
             p.m,
             p.k,
@@ -227,28 +241,33 @@ impl Case {
 }
 
 fn cases() -> Vec<Case> {
-    vec![
-        Case::new(1, 1, 1, 1, false, false),
-        Case::new(1, 17, 33, 65, false, false),
-        Case::new(1, 64, 64, 64, false, false),
-        Case::new(1, 100, 7, 129, false, false),
-        Case::new(1, 70, 65, 31, true, false), // conv's input adjoint: A transposed
-        Case::new(1, 9, 80, 47, false, true),  // conv's weight gradient: B transposed
-        Case::new(3, 33, 17, 40, true, true),  // a batch, both transposed
-        Case::new(1, 130, 129, 16, false, false), // several blocks each way, k one mma step
-    ]
+    HALVES
+        .into_iter()
+        .flat_map(|d| {
+            [
+                Case::new(d, 1, 1, 1, 1, false, false),
+                Case::new(d, 1, 17, 33, 65, false, false),
+                Case::new(d, 1, 64, 64, 64, false, false),
+                Case::new(d, 1, 100, 7, 129, false, false),
+                Case::new(d, 1, 70, 65, 31, true, false), // conv's input adjoint: A transposed
+                Case::new(d, 1, 9, 80, 47, false, true),  // conv's weight gradient: B transposed
+                Case::new(d, 3, 33, 17, 40, true, true),  // a batch, both transposed
+                Case::new(d, 1, 130, 129, 16, false, false), // blocks each way, one mma step of k
+            ]
+        })
+        .collect()
 }
 
-/// The kernel with f32 output against the CPU's f32 matmul, element by element.
+/// The kernels with f32 output against the CPU's f32 matmul, element by element.
 #[test]
-fn matmul_tc_bf16_f32_matches_the_cpus_f32_matmul() {
+fn matmul_tc_with_f32_output_matches_the_cpus_f32_matmul() {
     let _device = lock_device();
     for device in cuda_devices() {
         let gpu = GpuDevice::get(device).unwrap();
         for case in cases() {
             let p = &case.problem;
-            let a = gpu.upload(&CpuStorage::BF16(to_bf16(&case.a))).unwrap();
-            let b = gpu.upload(&CpuStorage::BF16(to_bf16(&case.b))).unwrap();
+            let a = gpu.upload(&host(&case.a, case.dtype)).unwrap();
+            let b = gpu.upload(&host(&case.b, case.dtype)).unwrap();
             // Unwritten: NaN on the emulator, so an element the kernel skips fails below.
             let c = gpu
                 .alloc(DType::F32, p.batch * p.m * p.n, InitialContents::Unwritten)
@@ -261,7 +280,8 @@ fn matmul_tc_bf16_f32_matches_the_cpus_f32_matmul() {
             ];
             let shape = LaunchShape::matmul_tensor_cores(p.m, p.n, p.batch);
             // SAFETY: the operands hold `batch` matrices at their batch strides, C `batch * m * n`.
-            unsafe { gpu.launch("matmul_tc_bf16_f32", shape, &mut args) }.unwrap();
+            let kernel = format!("matmul_tc_{}_f32", case.dtype);
+            unsafe { gpu.launch(&kernel, shape, &mut args) }.unwrap();
             let got = Storage::Cpu(gpu.download(&c).unwrap()).to_f64_vec();
             let want = case.cpu_f32();
             let tolerance = 2.0 * (p.k as f64 + 2.0) * F32_EPS;
@@ -276,32 +296,37 @@ fn matmul_tc_bf16_f32_matches_the_cpus_f32_matmul() {
     }
 }
 
-/// `Storage::matmul` of bf16 operands on a CUDA device runs the tensor-core kernel, once, with
-/// no casts, and gives the CPU's half-rule result (f32 sums, rounded once to bf16) up to the
-/// sums' order: within one bf16 rounding of the f32 sums' difference.
+/// `Storage::matmul` of 16-bit operands on a CUDA device runs the tensor-core kernel, once,
+/// with no casts, and gives the CPU's half-rule result (f32 sums, rounded once to 16 bits) up
+/// to the sums' order: within one 16-bit rounding of the f32 sums' difference.
 #[test]
-fn bf16_storage_matmul_on_a_cuda_device_is_one_tensor_core_launch() {
+fn half_storage_matmul_on_a_cuda_device_is_one_tensor_core_launch() {
     let _device = lock_device();
     for device in cuda_devices() {
         let gpu = GpuDevice::get(device).unwrap();
         for case in cases() {
             let p = &case.problem;
-            let on = |values: &[f64], device| Storage::from_f64_slice(values, DType::BF16, device).unwrap();
+            let on = |values: &[f64], device| Storage::from_f64_slice(values, case.dtype, device).unwrap();
             let (a, b) = (on(&case.a, device), on(&case.b, device));
             let before = gpu.counters();
             let got = a.matmul(&b, p);
             let counted = gpu.counters().since(&before);
             assert_eq!(counted.launches, 1, "{device} {}: {counted}", case.name());
-            assert_eq!(got.dtype(), DType::BF16);
+            assert_eq!(got.dtype(), case.dtype);
             assert_eq!(got.device(), device);
             let want = on(&case.a, Device::Cpu).matmul(&on(&case.b, Device::Cpu), p);
-            assert_eq!(want.dtype(), DType::BF16);
+            assert_eq!(want.dtype(), case.dtype);
+            // The relative size of one rounding step: 2^-7 in bf16, 2^-10 in f16.
+            let step = match case.dtype {
+                DType::BF16 => 1.0 / 128.0,
+                _ => 1.0 / 1024.0,
+            };
             let f32_error = 2.0 * (p.k as f64 + 2.0) * F32_EPS;
             let (got, want) = (got.to_f64_vec(), want.to_f64_vec());
             for (i, ((&g, &w), &scale)) in got.iter().zip(&want).zip(&case.magnitudes()).enumerate() {
-                // Two f32 sums within f32_error * scale of each other round to bf16 values at
-                // most one bf16 step (2^-7 relative) plus that apart.
-                let tolerance = w.abs().max(g.abs()) * (1.0 / 128.0) + f32_error * scale + 1e-30;
+                // Two f32 sums within f32_error * scale of each other round to 16-bit values
+                // at most one step plus that apart.
+                let tolerance = w.abs().max(g.abs()) * step + f32_error * scale + 1e-30;
                 assert!(
                     (g - w).abs() <= tolerance,
                     "{device} {}: C[{i}] {g}, cpu {w}",

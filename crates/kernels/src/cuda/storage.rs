@@ -277,27 +277,21 @@ impl GpuStorage {
         );
     }
 
-    /// `C = A B` in the operands' dtype: f32 and f64 on matmul.cu's kernels; bf16 on the tensor
-    /// cores (matmul_tc.cu: f32 sums, C rounded to bf16 once, as the half rule gives up to the
-    /// order of the sums); f16 through f32 (no f16 mma kernel yet).
+    /// `C = A B` in the operands' dtype: f32 and f64 on matmul.cu's kernels; bf16 and f16 on the
+    /// tensor cores (matmul_tc.cu: f32 sums, C rounded to 16 bits once, as the half rule gives
+    /// up to the order of the sums).
     pub fn matmul(&self, other: &GpuStorage, p: &MatmulProblem) -> GpuStorage {
         self.check_same(other, "matmul");
-        if self.dtype() == DType::F16 {
-            return self
-                .cast(DType::F32)
-                .matmul(&other.cast(DType::F32), p)
-                .cast(DType::F16);
-        }
         let out = self.new_output(self.dtype(), p.batch * p.m * p.n);
         if out.is_empty() {
             return out;
         }
         let (kernel, shape) = match self.dtype() {
-            DType::BF16 => (
-                "matmul_tc_bf16".to_string(),
+            DType::BF16 | DType::F16 => (
+                self.kernel("matmul_tc"),
                 LaunchShape::matmul_tensor_cores(p.m, p.n, p.batch),
             ),
-            _ => (self.kernel("matmul"), LaunchShape::matmul(p.m, p.n, p.batch)),
+            DType::F32 | DType::F64 => (self.kernel("matmul"), LaunchShape::matmul(p.m, p.n, p.batch)),
         };
         self.launch(
             &kernel,
