@@ -1,6 +1,7 @@
-// The 16-bit float conversions (bf16 and f16 to and from f32), shared by the cast kernels
-// (elementwise.cu) and the bf16 tensor-core matmul's output (matmul_tc.cu). Include after
-// common.cuh.
+// The 16-bit floats: conversions (bf16 and f16 to and from f32), shared by the cast kernels
+// (elementwise.cu) and the tensor-core matmul's output (matmul_tc.cu), and the types and
+// load/store helpers through which the elementwise, reduction and layout kernels handle them.
+// Include after common.cuh.
 #pragma once
 
 // 16-bit floats are stored as their bits (`unsigned short`): the conversions below are integer
@@ -71,3 +72,35 @@ __device__ __forceinline__ float f16_to_f32(unsigned short h) {
     }
     return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
 }
+
+// A 16-bit float in a kernel's buffers, by its bits; the type says which format. The kernels
+// of elementwise.cu, reduce.cu and layout.cu instantiate their templates for these as for
+// float and double, computing in `MathOf<T>::Type`: f32 for both 16-bit formats (the half
+// rule: widened exactly on load, rounded once to nearest-even on store, so a kernel's result
+// is bit for bit the f32 kernel's between two casts).
+struct Bf16 {
+    unsigned short bits;
+};
+struct F16 {
+    unsigned short bits;
+};
+
+template <typename T> struct MathOf {
+    using Type = T;
+};
+template <> struct MathOf<Bf16> {
+    using Type = float;
+};
+template <> struct MathOf<F16> {
+    using Type = float;
+};
+
+__device__ __forceinline__ float widen(float x) { return x; }
+__device__ __forceinline__ double widen(double x) { return x; }
+__device__ __forceinline__ float widen(Bf16 x) { return bf16_to_f32(x.bits); }
+__device__ __forceinline__ float widen(F16 x) { return f16_to_f32(x.bits); }
+
+__device__ __forceinline__ void store(float *at, float value) { *at = value; }
+__device__ __forceinline__ void store(double *at, double value) { *at = value; }
+__device__ __forceinline__ void store(Bf16 *at, float value) { at->bits = f32_to_bf16(value); }
+__device__ __forceinline__ void store(F16 *at, float value) { at->bits = f32_to_f16(value); }

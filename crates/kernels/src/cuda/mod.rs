@@ -158,7 +158,8 @@ mod tests {
     use super::*;
 
     /// Every kernel in f32 and f64, except the casts and the tensor cores' kernels
-    /// (matmul_tc.cu), which exist for the 16-bit types only.
+    /// (matmul_tc.cu), which exist for the 16-bit types only; and in bf16 and f16 exactly the
+    /// families that `Storage` sends to a CUDA device in 16 bits (`half_to_widen`).
     #[test]
     fn every_source_names_its_kernels_in_both_precisions() {
         let mut names: Vec<&str> = SOURCES.iter().flat_map(|s| s.kernel_names()).collect();
@@ -175,13 +176,38 @@ mod tests {
                 "mma_m16n8k16_f16_fragments"
             ]
         );
-        for name in &names {
-            let family = name.trim_end_matches("_f32").trim_end_matches("_f64");
-            if !name.starts_with("cast_") && !tensor_cores.kernel_names().contains(name) {
-                assert!(names.contains(&format!("{family}_f32").as_str()), "{name}");
-                assert!(names.contains(&format!("{family}_f64").as_str()), "{name}");
+        let family = |name: &'static str| -> &'static str {
+            ["_f32", "_f64", "_bf16", "_f16"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+        };
+        let mut in_16_bits = Vec::new();
+        for &name in &names {
+            if name.starts_with("cast_") || tensor_cores.kernel_names().contains(&name) {
+                continue;
+            }
+            let family = family(name);
+            assert!(names.contains(&format!("{family}_f32").as_str()), "{name}");
+            assert!(names.contains(&format!("{family}_f64").as_str()), "{name}");
+            if name.ends_with("_bf16") {
+                assert!(names.contains(&format!("{family}_f16").as_str()), "{name}");
+                in_16_bits.push(family);
             }
         }
+        in_16_bits.sort();
+        assert_eq!(
+            in_16_bits,
+            [
+                "binary",
+                "reduce_max",
+                "reduce_sum",
+                "strided_copy",
+                "strided_write",
+                "unary",
+                "where_cond"
+            ]
+        );
         names.sort();
         let before = names.len();
         names.dedup();
