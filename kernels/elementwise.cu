@@ -14,7 +14,8 @@
 // position of its variant in `UnaryOp` / `BinaryOp` (crates/kernels/src/op.rs). Generated from
 // those enums by crates/kernels/build.rs; the Rust side passes `op.code()`.
 #include "op_codes.cuh"
-// f32_to_bf16, bf16_to_f32, f32_to_f16, f16_to_f32: the cast kernels below.
+// f32_to_bf16, bf16_to_f32, f32_to_f16, f16_to_f32: the cast kernels below; Bf16, F16, widen and
+// store: the 16-bit instantiations of the templates.
 #include "half.cuh"
 
 template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p, T q) {
