@@ -12,7 +12,8 @@
 //! - the matmul kernel with f32 output against the CPU's f32 matmul of the widened inputs, on
 //!   sizes that are no multiple of a tile, transposed operands and a batch;
 //! - `Storage::matmul` on 16-bit operands on a CUDA device: one launch of the tensor-core
-//!   kernel (no widening), and the CPU's half-rule result within one rounding.
+//!   kernel (no widening), and the CPU's half-rule result within one rounding;
+//! - on the emulator, an mma reached by fewer than 32 lanes stops it with a message.
 //!
 //! Each for bf16 and f16. Tolerances: products of two bf16 or two f16 values are exact in f32, so the only differences are the f32
 //! sums' order and rounding (the hardware's accumulation order is unspecified): `k + 2` f32
@@ -335,4 +336,45 @@ fn half_storage_matmul_on_a_cuda_device_is_one_tensor_core_launch() {
             }
         }
     }
+}
+
+/// mma.sync needs all 32 lanes of the warp (on a GPU, anything else is undefined); the emulator
+/// stops with a message naming it rather than computing from stale fragments. A block of 16
+/// threads runs the one-warp kernel in a child process (an abort cannot be caught in this one).
+#[cfg(feature = "emulator")]
+#[test]
+fn an_mma_without_the_whole_warp_stops_the_emulator_with_a_message() {
+    const CHILD: &str = "EARTHMOVER_TEST_MMA_HALF_WARP";
+    let test = "an_mma_without_the_whole_warp_stops_the_emulator_with_a_message";
+    if std::env::var(CHILD).is_ok() {
+        let gpu = GpuDevice::get(Device::CudaEmulator).unwrap();
+        let buffers: Vec<_> = [
+            (DType::BF16, 32 * 8),
+            (DType::BF16, 32 * 4),
+            (DType::F32, 32 * 4),
+            (DType::F32, 32 * 4),
+        ]
+        .map(|(dtype, len)| gpu.alloc(dtype, len, InitialContents::Zeros).unwrap())
+        .into_iter()
+        .collect();
+        let mut args: Vec<Arg> = buffers.iter().map(|b| Arg::Ptr(gpu.address(b))).collect();
+        let half_warp = LaunchShape {
+            grid: (1, 1, 1),
+            block: (16, 1, 1),
+        };
+        // SAFETY: the buffers are the sizes the kernel indexes for 32 lanes.
+        let _ = unsafe { gpu.launch("mma_m16n8k16_bf16_fragments", half_warp, &mut args) };
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(!child.status.success(), "the child ran to the end: {stderr}");
+    assert!(
+        stderr.contains("warp 0: mma.sync without all 32 lanes of the warp"),
+        "{stderr}"
+    );
 }
