@@ -437,15 +437,15 @@ impl Storage {
         (dtype.is_half() && operands.iter().all(|s| s.dtype() == dtype)).then_some(dtype)
     }
 
+    fn widened(&self) -> Storage {
+        self.cast(DType::F32)
+    }
+
     /// [`Self::all_half`] for the ops that a CUDA device runs in 16 bits itself (elementwise,
     /// reductions, layout, matmul: f32 math in the kernel, one rounding, so the same rule): only
     /// CPU operands are widened here.
     fn half_to_widen(operands: &[&Storage]) -> Option<DType> {
         Storage::all_half(operands).filter(|_| operands.iter().all(|s| matches!(s, Storage::Cpu(_))))
-    }
-
-    fn widened(&self) -> Storage {
-        self.cast(DType::F32)
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
