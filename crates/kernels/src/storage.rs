@@ -429,7 +429,9 @@ impl Storage {
     // out. Each op below widens its 16-bit operands to f32 here, on their device, runs the f32
     // kernel and narrows the result, so every device has every op in every dtype: reductions
     // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
-    // kernels (AVX512_BF16, tensor cores) will replace the widening where they pay.
+    // kernels replace the widening where they pay: on a CUDA device, the elementwise ops,
+    // reductions, layout copies and matmuls (tensor cores) run in 16 bits with f32 math
+    // (`half_to_widen`); AVX512_BF16 on the CPU is to come.
 
     /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
     fn all_half(operands: &[&Storage]) -> Option<DType> {
@@ -461,8 +463,15 @@ impl Storage {
         self.cast(DType::F32)
     }
 
+    /// [`Self::all_half`] for the ops that a CUDA device runs in 16 bits itself (elementwise,
+    /// reductions, layout, matmul: f32 math in the kernel, one rounding, so the same rule): only
+    /// CPU operands are widened here.
+    fn half_to_widen(operands: &[&Storage]) -> Option<DType> {
+        Storage::all_half(operands).filter(|_| operands.iter().all(|s| matches!(s, Storage::Cpu(_))))
+    }
+
     pub fn unary(&self, op: UnaryOp) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().unary(op).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -479,7 +488,7 @@ impl Storage {
         other_shape: &[usize],
         out_shape: &[usize],
     ) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, other]) {
+        if let Some(half) = Storage::half_to_widen(&[self, other]) {
             return self
                 .widened()
                 .binary(op, shape, &other.widened(), other_shape, out_shape)
@@ -500,7 +509,7 @@ impl Storage {
 
     /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, a, b]) {
+        if let Some(half) = Storage::half_to_widen(&[self, a, b]) {
             return self.widened().where_cond(&a.widened(), &b.widened()).cast(half);
         }
         crate::cpu::denormals::sync_this_thread();
@@ -517,7 +526,7 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().reduce(op, shape, out_shape).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -528,7 +537,7 @@ impl Storage {
 
     /// A contiguous copy of the strided view `(offset, strides, shape)` of this buffer.
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().strided_copy(offset, strides, shape).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -539,7 +548,7 @@ impl Storage {
 
     /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
-        if let Some(half) = Storage::all_half(&[self, src]) {
+        if let Some(half) = Storage::half_to_widen(&[self, src]) {
             let mut wide = self.widened();
             wide.strided_write(offset, strides, &src.widened(), shape);
             *self = wide.cast(half);
@@ -559,7 +568,8 @@ impl Storage {
     }
 
     pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, other]) {
+        // On a CUDA device, 16-bit operands run on the tensor cores (f32 sums, rounded once).
+        if let Some(half) = Storage::half_to_widen(&[self, other]) {
             return self.widened().matmul(&other.widened(), problem).cast(half);
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
