@@ -431,7 +431,7 @@ impl Storage {
     // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
     // kernels replace the widening where they pay: on a CUDA device, the elementwise ops,
     // reductions, layout copies and matmuls (tensor cores) run in 16 bits with f32 math
-    // (`half_to_widen`); AVX512_BF16 on the CPU is to come.
+    // (`half_to_widen`); on the CPU, the bf16 convolutions (`cpu_bf16`: AMX or the bf16 tile).
 
     /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
     fn all_half(operands: &[&Storage]) -> Option<DType> {
