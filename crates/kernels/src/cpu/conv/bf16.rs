@@ -205,35 +205,68 @@ fn narrow(v: &[f32]) -> Vec<bf16> {
     crate::cpu::convert::bf16_from_f32(v)
 }
 
-/// Weights `[O, C, taps]` packed in pairs by tiles of [`TILE_ROWS`] rows: `[tiles, taps,
-/// pairs, TILE_ROWS]`, each element the pair of reduced channels `2j` and `2j + 1` (zero past
-/// the last channel and the last row). With `rows_are_outputs` the rows are the output
-/// channels and the pairs the input channels (the forward pass); without, the other way round
-/// (the adjoint).
-fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Scratch<Bf16Pair> {
-    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
-    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
-    assert!(w.len() >= o * c * taps, "conv2d: weights too short");
-    let (tiles, pairs) = (rows.div_ceil(TILE_ROWS), reduced.div_ceil(2));
-    let mut packed = Scratch::take(tiles * taps * pairs * TILE_ROWS);
-    let weight = |row: usize, red: usize, tap: usize| -> u16 {
-        if row >= rows || red >= reduced {
+/// The weights `[O, C, taps]` seen as tile rows by pairs of reduced channels: with
+/// `rows_are_outputs` the rows are the output channels and the pairs the input channels (the
+/// forward pass); without, the other way round (the adjoint).
+struct WeightPairs<'a> {
+    w: &'a [bf16],
+    in_channels: usize,
+    taps: usize,
+    rows: usize,
+    reduced: usize,
+    rows_are_outputs: bool,
+}
+
+impl<'a> WeightPairs<'a> {
+    fn new(g: &ConvGeometry, w: &'a [bf16], rows_are_outputs: bool) -> WeightPairs<'a> {
+        let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
+        assert!(w.len() >= o * c * taps, "conv2d: weights too short");
+        let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
+        WeightPairs {
+            w,
+            in_channels: c,
+            taps,
+            rows,
+            reduced,
+            rows_are_outputs,
+        }
+    }
+
+    /// Pairs of reduced channels (an odd count padded with a zero channel).
+    fn pairs(&self) -> usize {
+        self.reduced.div_ceil(2)
+    }
+
+    /// The weight of `row` and reduced channel `red` at `tap`, zero past the last of either.
+    fn weight(&self, row: usize, red: usize, tap: usize) -> u16 {
+        if row >= self.rows || red >= self.reduced {
             return 0;
         }
-        let (oc, ic) = if rows_are_outputs { (row, red) } else { (red, row) };
-        w[(oc * c + ic) * taps + tap].to_bits()
-    };
+        let (oc, ic) = if self.rows_are_outputs { (row, red) } else { (red, row) };
+        self.w[(oc * self.in_channels + ic) * self.taps + tap].to_bits()
+    }
+
+    /// The pair of reduced channels `2j` and `2j + 1` of `row` at `tap`.
+    fn pair(&self, row: usize, j: usize, tap: usize) -> Bf16Pair {
+        bf16_pair(self.weight(row, 2 * j, tap), self.weight(row, 2 * j + 1, tap))
+    }
+}
+
+/// Weights packed in pairs by tiles of [`TILE_ROWS`] rows for the vector kernels: `[tiles,
+/// taps, pairs, TILE_ROWS]`.
+fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Scratch<Bf16Pair> {
+    let weights = WeightPairs::new(g, w, rows_are_outputs);
+    let (taps, pairs) = (weights.taps, weights.pairs());
+    let mut packed = Scratch::take(weights.rows.div_ceil(TILE_ROWS) * taps * pairs * TILE_ROWS);
     packed
         .par_chunks_mut((taps * pairs * TILE_ROWS).max(1))
         .enumerate()
         .for_each(|(tile, packed)| {
             // The taps innermost: each (row, reduced channel) is a run of `taps` weights in `w`.
             for k in 0..TILE_ROWS {
-                let row = tile * TILE_ROWS + k;
                 for j in 0..pairs {
                     for tap in 0..taps {
-                        packed[(tap * pairs + j) * TILE_ROWS + k] =
-                            bf16_pair(weight(row, 2 * j, tap), weight(row, 2 * j + 1, tap));
+                        packed[(tap * pairs + j) * TILE_ROWS + k] = weights.pair(tile * TILE_ROWS + k, j, tap);
                     }
                 }
             }
@@ -241,24 +274,14 @@ fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Sc
     packed
 }
 
-/// Weights `[O, C, taps]` packed in pairs for the AMX tile: `[rows padded to 16, steps]`,
-/// `steps` = `taps * ceil(reduced / 2)`, step `tap * pairs + j` of a row the pair of reduced
-/// channels `2j` and `2j + 1` at `tap` (zero past the last channel and row); rows and reduced
-/// channels as in [`pack_weight_pairs`]. Returns the weights and `steps`.
+/// Weights packed in pairs row by row for the AMX tile: `[rows padded to 16, steps]`, `steps`
+/// = `taps * pairs`, step `tap * pairs + j` of a row its pair `j` at `tap`. Returns the weights
+/// and `steps`.
 fn pack_weight_rows(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> (Scratch<Bf16Pair>, usize) {
-    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
-    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
-    assert!(w.len() >= o * c * taps, "conv2d: weights too short");
-    let pairs = reduced.div_ceil(2);
+    let weights = WeightPairs::new(g, w, rows_are_outputs);
+    let (taps, pairs) = (weights.taps, weights.pairs());
     let steps = taps * pairs;
-    let mut packed = Scratch::take(rows.div_ceil(AMX_BLOCK) * AMX_BLOCK * steps);
-    let weight = |row: usize, red: usize, tap: usize| -> u16 {
-        if row >= rows || red >= reduced {
-            return 0;
-        }
-        let (oc, ic) = if rows_are_outputs { (row, red) } else { (red, row) };
-        w[(oc * c + ic) * taps + tap].to_bits()
-    };
+    let mut packed = Scratch::take(weights.rows.div_ceil(AMX_BLOCK) * AMX_BLOCK * steps);
     packed
         .par_chunks_mut(steps.max(1))
         .enumerate()
@@ -266,7 +289,7 @@ fn pack_weight_rows(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> (Sc
             // The taps innermost, as in `pack_weight_pairs`.
             for j in 0..pairs {
                 for tap in 0..taps {
-                    packed[tap * pairs + j] = bf16_pair(weight(row, 2 * j, tap), weight(row, 2 * j + 1, tap));
+                    packed[tap * pairs + j] = weights.pair(row, j, tap);
                 }
             }
         });
