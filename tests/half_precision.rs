@@ -113,3 +113,54 @@ fn a_16_bit_tensor_converts_and_prints_like_pytorchs() {
     let g = w.grad().unwrap();
     assert_eq!((g.dtype(), g.to_vec_f64()), (DType::F32, vec![0.5, 4.0]));
 }
+
+/// Layers the size of the DCGAN networks' (batch 32, 32 and 64 channels, 5x5, stride 2), in
+/// bf16 through the tensor API: a convolution and a transposed one, forward and both
+/// gradients. Their channels and batch are what the CPU's AMX kernels take (multiples of 32),
+/// so on a processor with AMX every product here runs on the AMX tiles, elsewhere on the bf16
+/// vector tile. Each result against f64 on the same bf16 values: one rounding to bf16 (2^-8
+/// relative) plus the f32 sums' error.
+#[test]
+fn bf16_convolutions_of_dcgan_layers_track_f64() {
+    let bf16 = |shape: &[usize], seed: u64| Tensor::randn(shape, DType::F32, seed).to_dtype(DType::BF16);
+    let opts = ConvOptions::new().stride(2).padding(2);
+    let cases = [
+        // (input, weight, transposed)
+        (bf16(&[32, 32, 14, 14], 1), bf16(&[64, 32, 5, 5], 2), false),
+        (bf16(&[32, 64, 7, 7], 3), bf16(&[64, 32, 5, 5], 4), true),
+    ];
+    for (x, w, transposed) in cases {
+        let run = |dtype: DType| -> Vec<Vec<f64>> {
+            let x = x.to_dtype(dtype).detach().requires_grad_(true);
+            let w = w.to_dtype(dtype).detach().requires_grad_(true);
+            let b = bf16(&[if transposed { 32 } else { 64 }], 5)
+                .to_dtype(dtype)
+                .detach()
+                .requires_grad_(true);
+            let y = if transposed {
+                x.conv_transpose2d(&w, Some(&b), opts.output_padding(1))
+            } else {
+                x.conv2d(&w, Some(&b), opts)
+            };
+            // A bf16 weighting of the outputs: the gradient of y is exactly these values.
+            let weighting = bf16(y.shape(), 6).to_dtype(dtype);
+            let loss = y.mul(&weighting).sum();
+            let grads = grad(&[&loss], &[&x, &w], None, false);
+            assert_eq!(y.dtype(), dtype);
+            [y.to_vec_f64(), grads[0].to_vec_f64(), grads[1].to_vec_f64()].to_vec()
+        };
+        let (half, exact) = (run(DType::BF16), run(DType::F64));
+        for (what, (got, want)) in ["output", "input gradient", "weight gradient"]
+            .iter()
+            .zip(half.iter().zip(&exact))
+        {
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 2f64.powi(-8) * w.abs() + 1e-4 * scale,
+                    "transposed {transposed}, {what}, element {i}: {g} against {w}"
+                );
+            }
+        }
+    }
+}
