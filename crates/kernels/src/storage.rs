@@ -102,6 +102,20 @@ pub enum CpuStorage {
 }
 
 impl CpuStorage {
+    fn as_bf16(&self) -> Option<&[half::bf16]> {
+        match self {
+            CpuStorage::BF16(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn as_f16(&self) -> Option<&[half::f16]> {
+        match self {
+            CpuStorage::F16(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The values widened to f32 (exact from bf16 and f16; rounded from f64).
     fn to_f32(&self) -> Vec<f32> {
         use half::slice::HalfFloatSliceExt;
@@ -431,7 +445,8 @@ impl Storage {
     // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
     // kernels replace the widening where they pay: on a CUDA device, the elementwise ops,
     // reductions, layout copies and matmuls (tensor cores) run in 16 bits with f32 math
-    // (`half_to_widen`); on the CPU, the bf16 convolutions (`cpu_bf16`: AMX or the bf16 tile).
+    // (`half_to_widen`); on the CPU, the 16-bit convolutions (`cpu_slices`: AMX or the bf16
+    // tile, the f16 tile).
 
     /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
     fn all_half(operands: &[&Storage]) -> Option<DType> {
@@ -439,24 +454,26 @@ impl Storage {
         (dtype.is_half() && operands.iter().all(|s| s.dtype() == dtype)).then_some(dtype)
     }
 
-    /// The operands of a convolution as bf16 slices when all are bf16 on the CPU: the cue for
-    /// the bf16 convolution kernels (`cpu::conv::bf16`), which replace the half rule's
+    /// The operands of a convolution as slices of one 16-bit type when all are of it on the
+    /// CPU (`as_half` picks the type: [`CpuStorage::as_bf16`], [`CpuStorage::as_f16`]): the cue
+    /// for the 16-bit convolution kernels (`cpu::conv::bf16`), which replace the half rule's
     /// widening there.
     #[allow(clippy::type_complexity)]
-    fn cpu_bf16<'a>(
+    fn cpu_slices<'a, T>(
         a: &'a Storage,
         b: &'a Storage,
         bias: Option<&'a Storage>,
-    ) -> Option<(&'a [half::bf16], &'a [half::bf16], Option<&'a [half::bf16]>)> {
-        let bf16 = |s: &'a Storage| match s {
-            Storage::Cpu(CpuStorage::BF16(v)) => Some(&v[..]),
-            _ => None,
+        as_half: impl Fn(&'a CpuStorage) -> Option<&'a [T]>,
+    ) -> Option<(&'a [T], &'a [T], Option<&'a [T]>)> {
+        let half = |s: &'a Storage| match s {
+            Storage::Cpu(c) => as_half(c),
+            Storage::Cuda(_) => None,
         };
         let bias = match bias {
             None => None,
-            Some(b) => Some(bf16(b)?),
+            Some(b) => Some(half(b)?),
         };
-        Some((bf16(a)?, bf16(b)?, bias))
+        Some((half(a)?, half(b)?, bias))
     }
 
     fn widened(&self) -> Storage {
@@ -588,10 +605,15 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_forward");
-        if let Some((x, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+        if let Some((x, w, b)) = Storage::cpu_slices(self, weight, bias, CpuStorage::as_bf16) {
             crate::cpu::denormals::sync_this_thread();
-            let y = conv::bf16::conv2d_forward_bf16(g, x, w, b, activation);
+            let y = conv::bf16::conv2d_forward_half(g, x, w, b, activation);
             return Storage::Cpu(CpuStorage::BF16(y));
+        }
+        if let Some((x, w, b)) = Storage::cpu_slices(self, weight, bias, CpuStorage::as_f16) {
+            crate::cpu::denormals::sync_this_thread();
+            let y = conv::bf16::conv2d_forward_half(g, x, w, b, activation);
+            return Storage::Cpu(CpuStorage::F16(y));
         }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
@@ -622,10 +644,15 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_input_adjoint");
-        if let Some((y, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+        if let Some((y, w, b)) = Storage::cpu_slices(self, weight, bias, CpuStorage::as_bf16) {
             crate::cpu::denormals::sync_this_thread();
-            let x = conv::bf16::conv2d_input_adjoint_bf16(g, y, w, b, activation);
+            let x = conv::bf16::conv2d_input_adjoint_half(g, y, w, b, activation);
             return Storage::Cpu(CpuStorage::BF16(x));
+        }
+        if let Some((y, w, b)) = Storage::cpu_slices(self, weight, bias, CpuStorage::as_f16) {
+            crate::cpu::denormals::sync_this_thread();
+            let x = conv::bf16::conv2d_input_adjoint_half(g, y, w, b, activation);
+            return Storage::Cpu(CpuStorage::F16(x));
         }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);

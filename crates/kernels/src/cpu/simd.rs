@@ -2,9 +2,9 @@
 //! the f32 vector type they are written over.
 //!
 //! The paths ([`SimdPath`]), widest first:
-//! - `avx512`: x86-64 with AVX-512F (and AVX2 and FMA, which every such processor has):
+//! - `avx512`: x86-64 with AVX-512F (and AVX2, FMA and F16C, which every such processor has):
 //!   16-lane vectors, 32 registers;
-//! - `avx2`: x86-64 with AVX2 and FMA: 8 lanes, 16 registers;
+//! - `avx2`: x86-64 with AVX2, FMA and F16C (every AVX2 processor has all three): 8 lanes, 16 registers;
 //! - `neon`: aarch64 (Apple silicon, Graviton): 4 lanes, 32 registers;
 //! - `portable`: plain Rust on any processor (what the compiler makes of 8-lane arrays, without
 //!   fused multiply-adds).
@@ -64,12 +64,15 @@ impl SimdPath {
         match self {
             SimdPath::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            SimdPath::Avx2 => {
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+            }
             #[cfg(target_arch = "x86_64")]
             SimdPath::Avx512 => {
                 is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx2")
                     && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
             }
             #[cfg(target_arch = "aarch64")]
             SimdPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -278,6 +281,9 @@ pub(crate) trait F32Simd {
     /// of the f32 it stands for, so widening is a shift (the low half) or a mask (the high
     /// half), exact.
     unsafe fn widen_bf16_pairs(p: *const u32) -> (Self::V, Self::V);
+    /// As [`F32Simd::widen_bf16_pairs`], for pairs of IEEE f16 (exact too; F16C's
+    /// `vcvtph2ps` on x86-64, which the x86 paths' callers must enable).
+    unsafe fn widen_f16_pairs(p: *const u32) -> (Self::V, Self::V);
 }
 
 /// Plain Rust: 8-lane arrays, which the compiler maps onto whatever vectors the target has.
@@ -332,6 +338,13 @@ impl F32Simd for Portable {
             v.map(|pair| f32::from_bits(pair << 16)),
             v.map(|pair| f32::from_bits(pair & 0xffff_0000)),
         )
+    }
+    #[inline(always)]
+    unsafe fn widen_f16_pairs(p: *const u32) -> ([f32; 8], [f32; 8]) {
+        // SAFETY: the caller vouches for eight u32 at `p`.
+        let v = unsafe { (p as *const [u32; 8]).read_unaligned() };
+        let f16 = |bits: u32| half::f16::from_bits(bits as u16).to_f32();
+        (v.map(|pair| f16(pair & 0xffff)), v.map(|pair| f16(pair >> 16)))
     }
 }
 
@@ -394,6 +407,20 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        unsafe fn widen_f16_pairs(p: *const u32) -> (__m256, __m256) {
+            unsafe {
+                let v = _mm256_loadu_si256(p as *const __m256i);
+                // The eight halves of each kind packed into 128 bits (the pack works within
+                // 128-bit lanes, then one permute gathers the two lanes' results), widened.
+                let halves = |x: __m256i| {
+                    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(x, x));
+                    _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+                };
+                let low = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
+                (halves(low), halves(_mm256_srli_epi32::<16>(v)))
+            }
+        }
     }
 
     impl F32Simd for Avx512 {
@@ -436,6 +463,17 @@ mod x86 {
                 (
                     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
                     _mm512_castsi512_ps(_mm512_and_si512(v, high)),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn widen_f16_pairs(p: *const u32) -> (__m512, __m512) {
+            unsafe {
+                let v = _mm512_loadu_si512(p as *const __m512i);
+                // Each 32-bit lane narrowed to its low 16 bits (`vpmovdw`), then widened.
+                (
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)),
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(v))),
                 )
             }
         }
@@ -549,6 +587,17 @@ mod arm {
                     vreinterpretq_f32_u32(vshlq_n_u32::<16>(v)),
                     vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xffff_0000))),
                 )
+            }
+        }
+        #[inline(always)]
+        unsafe fn widen_f16_pairs(p: *const u32) -> (float32x4_t, float32x4_t) {
+            // NEON's f16 conversions are not on stable Rust yet: four lanes at a time through
+            // `half`.
+            unsafe {
+                let v = (p as *const [u32; 4]).read_unaligned();
+                let f16 = |bits: u32| half::f16::from_bits(bits as u16).to_f32();
+                let (low, high) = (v.map(|pair| f16(pair & 0xffff)), v.map(|pair| f16(pair >> 16)));
+                (vld1q_f32(low.as_ptr()), vld1q_f32(high.as_ptr()))
             }
         }
     }

@@ -15,7 +15,7 @@ use super::scratch::Scratch;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_frame::{from_tile_layout, to_tile_layout, AdjointRuns, ForwardRuns, TileKernels};
-use super::tile_pairs::{accumulate_pairs_unchecked, bf16_pair, Bf16Pair, PairKernel, PairWeights};
+use super::tile_pairs::{accumulate_pairs_unchecked, bf16_pair, Bf16Pair, HalfFormat, PairKernel, PairWeights};
 use super::{conv2d_forward, conv2d_input_adjoint, conv2d_weight_grad, taps_inside_image};
 use crate::cpu::convert::bf16_bits_from_f32;
 use crate::cpu::matmul::count_flops;
@@ -23,9 +23,54 @@ use crate::cpu::simd::{active_path, SimdPath};
 use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
 use crate::op::{Epilogue, UnaryOp};
 use crate::ConvGeometry;
-use half::bf16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+/// The 16-bit floats the convolutions here take: bf16 on every kernel, f16 on the widening
+/// kernel (AMX and `vdpbf16ps` multiply bf16 only).
+pub trait HalfFloat: Copy + Send + Sync + 'static {
+    const FORMAT: HalfFormat;
+    fn bits(self) -> u16;
+    /// `v` rounded to this format, to nearest-even.
+    fn from_f32_rounded(v: f32) -> Self;
+    fn widen_all(v: &[Self]) -> Vec<f32>;
+    fn narrow_all(v: &[f32]) -> Vec<Self>;
+}
+
+impl HalfFloat for bf16 {
+    const FORMAT: HalfFormat = HalfFormat::Bf16;
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+    fn from_f32_rounded(v: f32) -> bf16 {
+        bf16::from_bits(bf16_bits_from_f32(v))
+    }
+    fn widen_all(v: &[bf16]) -> Vec<f32> {
+        crate::cpu::convert::f32_from_bf16(v)
+    }
+    fn narrow_all(v: &[f32]) -> Vec<bf16> {
+        crate::cpu::convert::bf16_from_f32(v)
+    }
+}
+
+impl HalfFloat for f16 {
+    const FORMAT: HalfFormat = HalfFormat::F16;
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+    fn from_f32_rounded(v: f32) -> f16 {
+        f16::from_f32(v)
+    }
+    fn widen_all(v: &[f16]) -> Vec<f32> {
+        use half::slice::HalfFloatSliceExt;
+        v.to_f32_vec()
+    }
+    fn narrow_all(v: &[f32]) -> Vec<f16> {
+        use half::vec::HalfFloatVecExt;
+        Vec::from_f32_slice(v)
+    }
+}
 
 /// What sums a bf16 convolution on the tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,24 +104,29 @@ impl Bf16Kernel {
             .collect()
     }
 
-    /// The kernel for a layer of `reduced` channels per tap, with `channels` tile rows, and
-    /// its packed weights.
-    fn engine(self, g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Bf16Engine {
+    /// The kernel for the layer `g` (its tile rows the output channels with
+    /// `rows_are_outputs`, else the input channels), with its weights packed for it: AMX only
+    /// for bf16 layers whose runs fit its tiles, `vdpbf16ps` only for bf16; otherwise the
+    /// widening kernel of the active path.
+    fn engine<T: HalfFloat>(self, g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Bf16Engine {
         let reduced = if rows_are_outputs {
             g.in_channels
         } else {
             g.out_channels
         };
-        match self {
-            Bf16Kernel::Amx if runs_fit(reduced.div_ceil(2)) => {
+        let bf16 = T::FORMAT == HalfFormat::Bf16;
+        let kernel = match self {
+            Bf16Kernel::Amx if bf16 && runs_fit(reduced.div_ceil(2)) => {
                 let (weights, steps) = pack_weight_rows(g, w, rows_are_outputs);
-                Bf16Engine::Amx { weights, steps }
+                return Bf16Engine::Amx { weights, steps };
             }
-            Bf16Kernel::Amx => Bf16Kernel::Vector(PairKernel::Widening(active_path())).engine(g, w, rows_are_outputs),
-            Bf16Kernel::Vector(kernel) => Bf16Engine::Vector {
-                kernel,
-                packed: PairWeights::new(kernel, pack_weight_pairs(g, w, rows_are_outputs)),
-            },
+            Bf16Kernel::Vector(PairKernel::Dot) if bf16 => PairKernel::Dot,
+            Bf16Kernel::Vector(PairKernel::Widening(path)) => PairKernel::Widening(path),
+            _ => PairKernel::Widening(active_path()),
+        };
+        Bf16Engine::Vector {
+            kernel,
+            packed: PairWeights::new(kernel, T::FORMAT, pack_weight_pairs(g, w, rows_are_outputs)),
         }
     }
 }
@@ -103,40 +153,41 @@ enum Bf16Engine {
     },
 }
 
-/// `y = activation(conv2d(x, w) + bias)` of bf16 operands: [`super::conv2d_forward`]'s sums in
-/// f32 from the bf16 products, rounded once.
-pub fn conv2d_forward_bf16(
+/// `y = activation(conv2d(x, w) + bias)` of 16-bit operands: [`super::conv2d_forward`]'s sums
+/// in f32 from the 16-bit products, rounded once.
+pub fn conv2d_forward_half<T: HalfFloat>(
     g: &ConvGeometry,
-    x: &[bf16],
-    w: &[bf16],
-    bias: Option<&[bf16]>,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
     activation: Option<UnaryOp>,
-) -> Vec<bf16> {
-    conv2d_forward_bf16_on(Bf16Kernel::active(), g, x, w, bias, activation)
+) -> Vec<T> {
+    conv2d_forward_half_on(Bf16Kernel::active(), g, x, w, bias, activation)
 }
 
-/// [`conv2d_forward_bf16`] with the tile summed by `kernel` (which this processor runs).
-pub fn conv2d_forward_bf16_on(
+/// [`conv2d_forward_half`] with the tile summed by `kernel` (which this processor runs; for
+/// f16, AMX and `vdpbf16ps` stand for the widening kernel).
+pub fn conv2d_forward_half_on<T: HalfFloat>(
     kernel: Bf16Kernel,
     g: &ConvGeometry,
-    x: &[bf16],
-    w: &[bf16],
-    bias: Option<&[bf16]>,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
     activation: Option<UnaryOp>,
-) -> Vec<bf16> {
+) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
-    let bias = bias.map(widen);
+    let bias = bias.map(T::widen_all);
     let epilogue = Epilogue {
         bias: bias.as_deref(),
         activation,
     };
     if o < TILE_ROWS || g.batch * o * pix == 0 || c * g.in_h * g.in_w == 0 {
-        return narrow(&conv2d_forward(g, &widen(x), &widen(w), epilogue));
+        return T::narrow_all(&conv2d_forward(g, &T::widen_all(x), &T::widen_all(w), epilogue));
     }
     let mut y = uninit_vec(g.batch * o * pix);
     let pairs = c.div_ceil(2);
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    let kernels = Bf16Tiles::new(kernel.engine(g, w, true), o);
+    let kernels = HalfTiles::<T>::new(kernel.engine(g, w, true), o);
     let runs = ForwardRuns::new(g, pairs, kernels.weights_step());
     runs.frame()
         .run(x, &kernels, epilogue, &mut y, |ki, oh, r, b| runs.runs_of(ki, oh, r, b));
@@ -144,41 +195,42 @@ pub fn conv2d_forward_bf16_on(
     unsafe { assume_init_vec(y) }
 }
 
-/// `x = activation(conv2d^T(y, w) + bias)` of bf16 operands: [`super::conv2d_input_adjoint`]'s
-/// sums in f32 from the bf16 products, rounded once.
-pub fn conv2d_input_adjoint_bf16(
+/// `x = activation(conv2d^T(y, w) + bias)` of 16-bit operands:
+/// [`super::conv2d_input_adjoint`]'s sums in f32 from the 16-bit products, rounded once.
+pub fn conv2d_input_adjoint_half<T: HalfFloat>(
     g: &ConvGeometry,
-    gy: &[bf16],
-    w: &[bf16],
-    bias: Option<&[bf16]>,
+    gy: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
     activation: Option<UnaryOp>,
-) -> Vec<bf16> {
-    conv2d_input_adjoint_bf16_on(Bf16Kernel::active(), g, gy, w, bias, activation)
+) -> Vec<T> {
+    conv2d_input_adjoint_half_on(Bf16Kernel::active(), g, gy, w, bias, activation)
 }
 
-/// [`conv2d_input_adjoint_bf16`] with the tile summed by `kernel` (which this processor runs).
-pub fn conv2d_input_adjoint_bf16_on(
+/// [`conv2d_input_adjoint_half`] with the tile summed by `kernel`, as
+/// [`conv2d_forward_half_on`].
+pub fn conv2d_input_adjoint_half_on<T: HalfFloat>(
     kernel: Bf16Kernel,
     g: &ConvGeometry,
-    gy: &[bf16],
-    w: &[bf16],
-    bias: Option<&[bf16]>,
+    gy: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
     activation: Option<UnaryOp>,
-) -> Vec<bf16> {
+) -> Vec<T> {
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
-    let bias = bias.map(widen);
+    let bias = bias.map(T::widen_all);
     let epilogue = Epilogue {
         bias: bias.as_deref(),
         activation,
     };
     let image_len = c * g.in_h * g.in_w;
     if c < TILE_ROWS || g.batch * image_len == 0 || pix == 0 || o == 0 {
-        return narrow(&conv2d_input_adjoint(g, &widen(gy), &widen(w), epilogue));
+        return T::narrow_all(&conv2d_input_adjoint(g, &T::widen_all(gy), &T::widen_all(w), epilogue));
     }
     let mut x = uninit_vec(g.batch * image_len);
     let pairs = o.div_ceil(2);
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    let kernels = Bf16Tiles::new(kernel.engine(g, w, false), c);
+    let kernels = HalfTiles::<T>::new(kernel.engine(g, w, false), c);
     let runs = AdjointRuns::new(g, pairs, kernels.weights_step());
     runs.frame().run(gy, &kernels, epilogue, &mut x, |ki, ih, r, b| {
         runs.runs_of(ki, ih, r, b)
@@ -194,22 +246,14 @@ pub fn conv2d_weight_grad_bf16(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec
     if amx_takes(g) {
         return weight_grad_on_amx(g, x, gy);
     }
-    narrow(&conv2d_weight_grad(g, &widen(x), &widen(gy)))
-}
-
-fn widen(v: &[bf16]) -> Vec<f32> {
-    crate::cpu::convert::f32_from_bf16(v)
-}
-
-fn narrow(v: &[f32]) -> Vec<bf16> {
-    crate::cpu::convert::bf16_from_f32(v)
+    bf16::narrow_all(&conv2d_weight_grad(g, &bf16::widen_all(x), &bf16::widen_all(gy)))
 }
 
 /// The weights `[O, C, taps]` seen as tile rows by pairs of reduced channels: with
 /// `rows_are_outputs` the rows are the output channels and the pairs the input channels (the
 /// forward pass); without, the other way round (the adjoint).
-struct WeightPairs<'a> {
-    w: &'a [bf16],
+struct WeightPairs<'a, T> {
+    w: &'a [T],
     in_channels: usize,
     taps: usize,
     rows: usize,
@@ -217,8 +261,8 @@ struct WeightPairs<'a> {
     rows_are_outputs: bool,
 }
 
-impl<'a> WeightPairs<'a> {
-    fn new(g: &ConvGeometry, w: &'a [bf16], rows_are_outputs: bool) -> WeightPairs<'a> {
+impl<'a, T: HalfFloat> WeightPairs<'a, T> {
+    fn new(g: &ConvGeometry, w: &'a [T], rows_are_outputs: bool) -> WeightPairs<'a, T> {
         let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
         assert!(w.len() >= o * c * taps, "conv2d: weights too short");
         let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
@@ -243,7 +287,7 @@ impl<'a> WeightPairs<'a> {
             return 0;
         }
         let (oc, ic) = if self.rows_are_outputs { (row, red) } else { (red, row) };
-        self.w[(oc * self.in_channels + ic) * self.taps + tap].to_bits()
+        self.w[(oc * self.in_channels + ic) * self.taps + tap].bits()
     }
 
     /// The pair of reduced channels `2j` and `2j + 1` of `row` at `tap`.
@@ -254,7 +298,7 @@ impl<'a> WeightPairs<'a> {
 
 /// Weights packed in pairs by tiles of [`TILE_ROWS`] rows for the vector kernels: `[tiles,
 /// taps, pairs, TILE_ROWS]`.
-fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Scratch<Bf16Pair> {
+fn pack_weight_pairs<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<Bf16Pair> {
     let weights = WeightPairs::new(g, w, rows_are_outputs);
     let (taps, pairs) = (weights.taps, weights.pairs());
     let mut packed = Scratch::take(weights.rows.div_ceil(TILE_ROWS) * taps * pairs * TILE_ROWS);
@@ -277,7 +321,7 @@ fn pack_weight_pairs(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> Sc
 /// Weights packed in pairs row by row for the AMX tile: `[rows padded to 16, steps]`, `steps`
 /// = `taps * pairs`, step `tap * pairs + j` of a row its pair `j` at `tap`. Returns the weights
 /// and `steps`.
-fn pack_weight_rows(g: &ConvGeometry, w: &[bf16], rows_are_outputs: bool) -> (Scratch<Bf16Pair>, usize) {
+fn pack_weight_rows<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> (Scratch<Bf16Pair>, usize) {
     let weights = WeightPairs::new(g, w, rows_are_outputs);
     let (taps, pairs) = (weights.taps, weights.pairs());
     let steps = taps * pairs;
@@ -311,7 +355,7 @@ pub(super) fn bits_as_f32_mut(v: &mut [u32]) -> &mut [f32] {
 /// TILE_SAMPLES]` of pairs of channels, the missing samples and the channel past an odd `C`
 /// zero: the channels paired within each sample (`[S, ceil(C / 2), P]`), then the f32 tile's
 /// layout change on the pairs' bits.
-fn to_pair_layout(path: SimdPath, x: &[bf16], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
+fn to_pair_layout<T: HalfFloat>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
     let samples = x.len() / (channels * pixels).max(1);
     let pairs = channels.div_ceil(2);
     let mut paired = Scratch::<Bf16Pair>::take(samples * pairs * pixels);
@@ -324,12 +368,12 @@ fn to_pair_layout(path: SimdPath, x: &[bf16], channels: usize, pixels: usize, ou
             match sample.get((2 * j + 1) * pixels..(2 * j + 2) * pixels) {
                 Some(second) => {
                     for ((p, a), b) in paired.iter_mut().zip(first).zip(second) {
-                        *p = bf16_pair(a.to_bits(), b.to_bits());
+                        *p = bf16_pair(a.bits(), b.bits());
                     }
                 }
                 None => {
                     for (p, a) in paired.iter_mut().zip(first) {
-                        *p = bf16_pair(a.to_bits(), 0);
+                        *p = bf16_pair(a.bits(), 0);
                     }
                 }
             }
@@ -338,17 +382,18 @@ fn to_pair_layout(path: SimdPath, x: &[bf16], channels: usize, pixels: usize, ou
     to_tile_layout(path, bits_as_f32(&paired), pairs, pixels, bits_as_f32_mut(out));
 }
 
-/// The bf16 tile for the frame: pairs laid out and packed, sums in f32, output in bf16.
-struct Bf16Tiles {
+/// The 16-bit tile for the frame: pairs laid out and packed, sums in f32, output in `T`.
+struct HalfTiles<T> {
     engine: Bf16Engine,
     /// The SIMD path of the layout changes.
     path: SimdPath,
     /// The channels of the output (the tile rows that are not padding).
     channels: usize,
+    format: std::marker::PhantomData<T>,
 }
 
-impl Bf16Tiles {
-    fn new(engine: Bf16Engine, channels: usize) -> Bf16Tiles {
+impl<T: HalfFloat> HalfTiles<T> {
+    fn new(engine: Bf16Engine, channels: usize) -> HalfTiles<T> {
         let path = match engine {
             Bf16Engine::Vector {
                 kernel: PairKernel::Widening(path),
@@ -356,7 +401,12 @@ impl Bf16Tiles {
             } => path,
             _ => active_path(),
         };
-        Bf16Tiles { engine, path, channels }
+        HalfTiles {
+            engine,
+            path,
+            channels,
+            format: std::marker::PhantomData,
+        }
     }
 
     /// Packed weights per reduced pair step in a run (the runs' `weights_step`).
@@ -368,11 +418,11 @@ impl Bf16Tiles {
     }
 }
 
-impl TileKernels for Bf16Tiles {
-    type Source = bf16;
+impl<T: HalfFloat> TileKernels for HalfTiles<T> {
+    type Source = T;
     type LaidOut = Bf16Pair;
     type Sum = f32;
-    type Out = bf16;
+    type Out = T;
 
     fn padded_channels(&self) -> usize {
         let block = match self.engine {
@@ -386,7 +436,7 @@ impl TileKernels for Bf16Tiles {
         channels.div_ceil(2) * pixels * TILE_SAMPLES
     }
 
-    fn lay_out(&self, source: &[bf16], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
+    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
         to_pair_layout(self.path, source, channels, pixels, out)
     }
 
@@ -431,15 +481,15 @@ impl TileKernels for Bf16Tiles {
         }
     }
 
-    /// The f32 tile's layout change back, then each value rounded to bf16.
-    fn write_back(&self, sums: &[f32], channels: usize, pixels: usize, out: &mut [MaybeUninit<bf16>]) {
+    /// The f32 tile's layout change back, then each value rounded to `T`.
+    fn write_back(&self, sums: &[f32], channels: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
         let mut wide = Scratch::<f32>::take(out.len());
         // SAFETY: `from_tile_layout` writes every element of `wide` (initialised f32 already).
         from_tile_layout(self.path, sums, channels, self.padded_channels(), pixels, unsafe {
             as_slots(&mut wide)
         });
         for (o, &v) in out.iter_mut().zip(wide.iter()) {
-            o.write(bf16::from_bits(bf16_bits_from_f32(v)));
+            o.write(T::from_f32_rounded(v));
         }
     }
 }
@@ -449,24 +499,23 @@ mod tests {
     use super::*;
     use crate::cpu::conv::reference;
 
-    fn values(n: usize, seed: u64) -> Vec<bf16> {
+    fn values<T: HalfFloat>(n: usize, seed: u64) -> Vec<T> {
         let mut state = seed;
         (0..n)
             .map(|_| {
                 state = state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                bf16::from_f32((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                T::from_f32_rounded((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
             })
             .collect()
     }
 
     /// The forward pass and the adjoint on every kernel this processor runs, over geometries
     /// with odd channel counts, strides, padding, dilation and partial chunks of samples,
-    /// against the f64 reference on the same bf16 values: within the rounding of the output to
-    /// bf16 (2^-8 relative) and of the f32 sums.
-    #[test]
-    fn bf16_convolutions_match_the_reference_on_every_kernel() {
+    /// against the f64 reference on the same 16-bit values: within the rounding of the output
+    /// to `T` (`ulp`, relative: 2^-8 for bf16, 2^-11 for f16) and of the f32 sums.
+    fn check_every_kernel<T: HalfFloat>(ulp: f64) {
         let geometries = [
             // (batch, in, out, h, w, kernel, stride, padding, dilation)
             (3, 1, 7, 9, 8, 5, 2, 2, 1),
@@ -481,11 +530,11 @@ mod tests {
         ];
         for (n, c, o, h, w, k, s, p, d) in geometries {
             let g = ConvGeometry::conv2d([n, c, h, w], [o, c, k, k], (s, s), (p, p), (d, d)).unwrap();
-            let x = values(n * c * h * w, 1 + n as u64);
-            let wt = values(o * c * k * k, 2 + o as u64);
-            let bias = values(o.max(c), 3);
-            let gy = values(n * o * g.out_h * g.out_w, 4);
-            let f64s = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+            let x = values::<T>(n * c * h * w, 1 + n as u64);
+            let wt = values::<T>(o * c * k * k, 2 + o as u64);
+            let bias = values::<T>(o.max(c), 3);
+            let gy = values::<T>(n * o * g.out_h * g.out_w, 4);
+            let f64s = |v: &[T]| T::widen_all(v).iter().map(|&x| x as f64).collect::<Vec<f64>>();
             let bias64 = f64s(&bias);
             let epilogue = |channels: usize| Epilogue {
                 bias: Some(&bias64[..channels]),
@@ -493,24 +542,32 @@ mod tests {
             };
             let want_y = reference::conv2d_forward(&g, &f64s(&x), &f64s(&wt), epilogue(o));
             let want_x = reference::conv2d_input_adjoint(&g, &f64s(&gy), &f64s(&wt), epilogue(c));
-            let check = |got: &[bf16], want: &[f64], what: &str| {
+            let check = |got: &[T], want: &[f64], what: &str| {
                 assert_eq!(got.len(), want.len(), "{what}");
-                for (i, (g, &w)) in got.iter().zip(want).enumerate() {
-                    // The output's rounding to bf16, and the f32 sums' (far smaller).
-                    let tolerance = 2f64.powi(-8) * w.abs() + 1e-5;
-                    assert!(
-                        (g.to_f64() - w).abs() <= tolerance,
-                        "{what}: element {i}: {g} against {w}"
-                    );
+                for (i, (g, &w)) in f64s(got).iter().zip(want).enumerate() {
+                    // The output's rounding to T, and the f32 sums' (far smaller).
+                    let tolerance = ulp * w.abs() + 1e-5;
+                    assert!((g - w).abs() <= tolerance, "{what}: element {i}: {g} against {w}");
                 }
             };
             for kernel in Bf16Kernel::supported() {
-                let what = format!("{kernel}, {g:?}");
-                let y = conv2d_forward_bf16_on(kernel, &g, &x, &wt, Some(&bias[..o]), Some(UnaryOp::Relu));
+                let what = format!("{:?} on {kernel}, {g:?}", T::FORMAT);
+                let y = conv2d_forward_half_on(kernel, &g, &x, &wt, Some(&bias[..o]), Some(UnaryOp::Relu));
                 check(&y, &want_y, &format!("forward, {what}"));
-                let xs = conv2d_input_adjoint_bf16_on(kernel, &g, &gy, &wt, Some(&bias[..c]), Some(UnaryOp::Relu));
+                let xs = conv2d_input_adjoint_half_on(kernel, &g, &gy, &wt, Some(&bias[..c]), Some(UnaryOp::Relu));
                 check(&xs, &want_x, &format!("adjoint, {what}"));
             }
         }
+    }
+
+    #[test]
+    fn bf16_convolutions_match_the_reference_on_every_kernel() {
+        check_every_kernel::<bf16>(2f64.powi(-8));
+    }
+
+    /// f16 on the widening kernel of every path (F16C on x86-64).
+    #[test]
+    fn f16_convolutions_match_the_reference_on_every_kernel() {
+        check_every_kernel::<f16>(2f64.powi(-11));
     }
 }

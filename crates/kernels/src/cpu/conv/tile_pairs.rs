@@ -26,8 +26,27 @@ use super::tile::{Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use crate::cpu::simd::SimdPath;
 use rayon::prelude::*;
 
-/// Two bf16 of consecutive reduction steps: the first in the low 16 bits.
+/// Two 16-bit floats (bf16, or f16 for [`HalfFormat::F16`]) of consecutive reduction steps:
+/// the first in the low 16 bits.
 pub type Bf16Pair = u32;
+
+/// Which 16-bit float the pairs hold. The dot kernel and AMX take bf16 only; the widening
+/// kernel either (f16 through F16C's `vcvtph2ps` on x86-64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfFormat {
+    Bf16,
+    F16,
+}
+
+impl HalfFormat {
+    /// The f32 value of 16 bits in this format (exact).
+    pub fn widen(self, bits: u16) -> f32 {
+        match self {
+            HalfFormat::Bf16 => f32::from_bits((bits as u32) << 16),
+            HalfFormat::F16 => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+}
 
 /// The pair of `first` and `second` (bf16 bit patterns).
 #[inline(always)]
@@ -97,11 +116,18 @@ pub fn has_avx512_bf16() -> bool {
 pub struct PairWeights {
     pairs: Scratch<Bf16Pair>,
     widened: Option<Scratch<f32>>,
+    format: HalfFormat,
 }
 
 impl PairWeights {
-    /// `pairs` for `kernel`, widened if it wants them so.
-    pub fn new(kernel: PairKernel, pairs: Scratch<Bf16Pair>) -> PairWeights {
+    /// `pairs` of `format` for `kernel`, widened if it wants them so.
+    ///
+    /// Panics if `kernel` does not take `format` (the dot kernel takes bf16 only).
+    pub fn new(kernel: PairKernel, format: HalfFormat, pairs: Scratch<Bf16Pair>) -> PairWeights {
+        assert!(
+            kernel.widens_weights() || format == HalfFormat::Bf16,
+            "tile_pairs: {kernel} takes bf16 only"
+        );
         let widened = kernel.widens_weights().then(|| {
             let mut widened = Scratch::take(2 * pairs.len());
             widened
@@ -109,13 +135,13 @@ impl PairWeights {
                 .zip(pairs.par_chunks(4096))
                 .for_each(|(out, pairs)| {
                     for (out, &pair) in out.chunks_exact_mut(2).zip(pairs) {
-                        out[0] = f32::from_bits(pair << 16);
-                        out[1] = f32::from_bits(pair & 0xffff_0000);
+                        out[0] = format.widen(pair as u16);
+                        out[1] = format.widen((pair >> 16) as u16);
                     }
                 });
             widened
         });
-        PairWeights { pairs, widened }
+        PairWeights { pairs, widened, format }
     }
 
     /// Pair steps times rows: the length the runs are checked against.
@@ -192,7 +218,7 @@ pub unsafe fn accumulate_pairs_unchecked(
     let x = inputs.as_ptr();
     let Some((second_start, second_rows)) = second else {
         // SAFETY: the caller's contract, and `out0` holds a tile.
-        unsafe { kernels::grid(kernel, rows, [w0], x, runs, [out0.as_mut_ptr()]) };
+        unsafe { kernels::grid(kernel, packed.format, rows, [w0], x, runs, [out0.as_mut_ptr()]) };
         return;
     };
     assert!(out1.len() >= TILE_LEN, "tile_pairs: output too small");
@@ -200,23 +226,17 @@ pub unsafe fn accumulate_pairs_unchecked(
     // SAFETY (both branches): as above, for both tiles.
     unsafe {
         if matches!(kernel, PairKernel::Dot | PairKernel::Widening(SimdPath::Avx512)) {
-            kernels::grid(
-                kernel,
-                TILE_ROWS,
-                [w0, w1],
-                x,
-                runs,
-                [out0.as_mut_ptr(), out1.as_mut_ptr()],
-            );
+            let out = [out0.as_mut_ptr(), out1.as_mut_ptr()];
+            kernels::grid(kernel, packed.format, TILE_ROWS, [w0, w1], x, runs, out);
         } else {
-            kernels::grid(kernel, rows, [w0], x, runs, [out0.as_mut_ptr()]);
-            kernels::grid(kernel, second_rows, [w1], x, runs, [out1.as_mut_ptr()]);
+            kernels::grid(kernel, packed.format, rows, [w0], x, runs, [out0.as_mut_ptr()]);
+            kernels::grid(kernel, packed.format, second_rows, [w1], x, runs, [out1.as_mut_ptr()]);
         }
     }
 }
 
 mod kernels {
-    use super::{PairKernel, Run, WeightsRef, TILE_ROWS, TILE_SAMPLES};
+    use super::{HalfFormat, PairKernel, Run, WeightsRef, TILE_ROWS, TILE_SAMPLES};
     use crate::cpu::simd::{F32Simd, Portable, SimdPath};
 
     /// How many pair steps ahead the inputs are prefetched.
@@ -230,7 +250,7 @@ mod kernels {
     /// `S`'s instructions (the caller is compiled for them).
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn widening<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize>(
+    unsafe fn widening<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize, const F16: bool>(
         weights: [*const f32; W],
         inputs: *const u32,
         runs: &[Run],
@@ -256,7 +276,12 @@ mod kernels {
                     let mut first = [zero; VECTORS];
                     let mut second = [zero; VECTORS];
                     for v in 0..VECTORS {
-                        (first[v], second[v]) = S::widen_bf16_pairs(xp.add(v * S::LANES));
+                        let x = xp.add(v * S::LANES);
+                        (first[v], second[v]) = if F16 {
+                            S::widen_f16_pairs(x)
+                        } else {
+                            S::widen_bf16_pairs(x)
+                        };
                     }
                     for w in 0..W {
                         for r in 0..ROWS {
@@ -290,8 +315,10 @@ mod kernels {
     ///
     /// # Safety
     /// As the kernels, and `kernel` runs on this processor.
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn grid<const W: usize>(
         kernel: PairKernel,
+        format: HalfFormat,
         rows: usize,
         weights: [WeightsRef<'_>; W],
         inputs: *const u32,
@@ -309,7 +336,29 @@ mod kernels {
                     _ => $entry::<1, W>($w, inputs, runs, out),
                 }
             };
+            ($entry:ident, $w:expr, $f16:expr) => {
+                if $f16 {
+                    match rows {
+                        6 => $entry::<6, W, true>($w, inputs, runs, out),
+                        5 => $entry::<5, W, true>($w, inputs, runs, out),
+                        4 => $entry::<4, W, true>($w, inputs, runs, out),
+                        3 => $entry::<3, W, true>($w, inputs, runs, out),
+                        2 => $entry::<2, W, true>($w, inputs, runs, out),
+                        _ => $entry::<1, W, true>($w, inputs, runs, out),
+                    }
+                } else {
+                    match rows {
+                        6 => $entry::<6, W, false>($w, inputs, runs, out),
+                        5 => $entry::<5, W, false>($w, inputs, runs, out),
+                        4 => $entry::<4, W, false>($w, inputs, runs, out),
+                        3 => $entry::<3, W, false>($w, inputs, runs, out),
+                        2 => $entry::<2, W, false>($w, inputs, runs, out),
+                        _ => $entry::<1, W, false>($w, inputs, runs, out),
+                    }
+                }
+            };
         }
+        let f16 = format == HalfFormat::F16;
         let widened = || weights.map(WeightsRef::widened_ptr);
         // SAFETY: forwarded to the caller, who vouches that the kernel runs here.
         unsafe {
@@ -317,62 +366,62 @@ mod kernels {
                 #[cfg(target_arch = "x86_64")]
                 PairKernel::Dot => by_rows!(dot, weights.map(WeightsRef::pairs_ptr)),
                 #[cfg(target_arch = "x86_64")]
-                PairKernel::Widening(SimdPath::Avx512) => by_rows!(avx512, widened()),
+                PairKernel::Widening(SimdPath::Avx512) => by_rows!(avx512, widened(), f16),
                 #[cfg(target_arch = "x86_64")]
-                PairKernel::Widening(SimdPath::Avx2) => by_rows!(avx2, widened()),
+                PairKernel::Widening(SimdPath::Avx2) => by_rows!(avx2, widened(), f16),
                 #[cfg(target_arch = "aarch64")]
-                PairKernel::Widening(SimdPath::Neon) => by_rows!(neon, widened()),
-                PairKernel::Widening(_) => by_rows!(portable, widened()),
+                PairKernel::Widening(SimdPath::Neon) => by_rows!(neon, widened(), f16),
+                PairKernel::Widening(_) => by_rows!(portable, widened(), f16),
                 #[allow(unreachable_patterns)]
                 PairKernel::Dot => unreachable!("vdpbf16ps outside x86-64"),
             }
         }
     }
 
-    unsafe fn portable<const ROWS: usize, const W: usize>(
+    unsafe fn portable<const ROWS: usize, const W: usize, const F16: bool>(
         weights: [*const f32; W],
         inputs: *const u32,
         runs: &[Run],
         out: [*mut f32; W],
     ) {
         // SAFETY: forwarded.
-        unsafe { widening::<Portable, ROWS, 2, W>(weights, inputs, runs, out) }
+        unsafe { widening::<Portable, ROWS, 2, W, F16>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<const ROWS: usize, const W: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn avx2<const ROWS: usize, const W: usize, const F16: bool>(
         weights: [*const f32; W],
         inputs: *const u32,
         runs: &[Run],
         out: [*mut f32; W],
     ) {
         // SAFETY: forwarded; compiled for AVX2 and FMA.
-        unsafe { widening::<crate::cpu::simd::Avx2, ROWS, 2, W>(weights, inputs, runs, out) }
+        unsafe { widening::<crate::cpu::simd::Avx2, ROWS, 2, W, F16>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn avx512<const ROWS: usize, const W: usize>(
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn avx512<const ROWS: usize, const W: usize, const F16: bool>(
         weights: [*const f32; W],
         inputs: *const u32,
         runs: &[Run],
         out: [*mut f32; W],
     ) {
         // SAFETY: forwarded; compiled for AVX-512F.
-        unsafe { widening::<crate::cpu::simd::Avx512, ROWS, 1, W>(weights, inputs, runs, out) }
+        unsafe { widening::<crate::cpu::simd::Avx512, ROWS, 1, W, F16>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
-    unsafe fn neon<const ROWS: usize, const W: usize>(
+    unsafe fn neon<const ROWS: usize, const W: usize, const F16: bool>(
         weights: [*const f32; W],
         inputs: *const u32,
         runs: &[Run],
         out: [*mut f32; W],
     ) {
         // SAFETY: forwarded; compiled for NEON.
-        unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W>(weights, inputs, runs, out) }
+        unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W, F16>(weights, inputs, runs, out) }
     }
 
     /// `iterations` rounds of twelve independent `vdpbf16ps` chains ([`super::dot_peak_gflops`]).
@@ -561,7 +610,7 @@ mod tests {
                 s.copy_from_slice(&w_pairs);
                 s
             };
-            let packed = PairWeights::new(kernel, pairs);
+            let packed = PairWeights::new(kernel, HalfFormat::Bf16, pairs);
             for rows in 1..=TILE_ROWS {
                 let (mut a, mut b): (Vec<f32>, Vec<f32>) =
                     ((0..TILE_LEN).map(start).collect(), (0..TILE_LEN).map(start).collect());
