@@ -4,7 +4,8 @@
 //! algorithms to time, e.g. `cargo bench --bench train_step -- 32`, `cargo bench --bench
 //! train_step -- 64 wgan` or `cargo bench --bench train_step -- cuda 64`, and `threads=1,2`
 //! to time the CPU step on pools of those many threads (default: all of rayon's), and `bf16`
-//! to time mixed precision (`--precision bf16`; the twin's `bf16` uses torch.autocast). Every step
+//! to time mixed precision (`--precision bf16`; the twin's `bf16` uses torch.autocast), `f16`
+//! its f16 form with dynamic loss scaling (`--precision f16`, no twin). Every step
 //! reads its losses back to the host, so GPU timings include the wait for the GPU.
 //!
 //! `emulator` instead of `cuda` runs the GPU path on the CUDA emulator (build with `--features
@@ -95,9 +96,13 @@ fn main() {
     }
     let dims = if dims.is_empty() { vec![32, 64] } else { dims };
     let algos: Vec<Algo> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    // `bf16`: mixed precision (`--precision bf16`), beside PyTorch's autocast twin.
-    let precision = if std::env::args().skip(1).any(|a| a == "bf16") {
+    // `bf16`: mixed precision (`--precision bf16`), beside PyTorch's autocast twin; `f16` the
+    // same in f16 with dynamic loss scaling (`--precision f16`; ours only).
+    let has = |word: &str| std::env::args().skip(1).any(|a| a == word);
+    let precision = if has("bf16") {
         Precision::Bf16
+    } else if has("f16") {
+        Precision::F16
     } else {
         Precision::F32
     };
