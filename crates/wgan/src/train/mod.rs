@@ -14,8 +14,8 @@ mod trainer;
 
 pub use config::{Precision, TrainConfig};
 pub use step::{
-    critic_step, generator_iteration, generator_step, CriticLog, CriticSchedule, Diverged, Gan, Objective, StepError,
-    StepLog,
+    critic_step, generator_iteration, generator_iteration_with, generator_step, CriticLog, CriticSchedule, Diverged,
+    Gan, IterationInputs, Objective, StepError, StepLog,
 };
 pub use trainer::{IterationLog, Trainer};
 

@@ -97,8 +97,13 @@ pub struct StepLog {
     pub generator_loss: f64,
 }
 
-/// A loss that came out non-finite. The step stopped before its backward pass, so no weight
-/// was changed by it.
+/// A loss that came out non-finite. A single [`critic_step`] or [`generator_step`] reads its
+/// loss before its backward pass, so no weight was changed by it. A [`generator_iteration`]
+/// reads its losses once, at its end (one wait for a GPU per iteration, not one per step): the
+/// updates of the iteration in which a loss diverged have been applied, so the networks may hold
+/// non-finite weights, and a training loop must not keep them (the MNIST
+/// [`Trainer`](super::Trainer) does not count the iteration, and
+/// [`save_checkpoint`](crate::checkpoint::save_checkpoint) refuses non-finite weights).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Diverged {
     /// Which loss: `critic_loss` or `generator_loss`.
@@ -159,9 +164,9 @@ impl From<StepError> for Error {
     }
 }
 
-/// The logged scalars of a step, read back from their device in one download: on a GPU every
-/// read waits for the work queued before it (a host synchronisation), so a step reads once,
-/// not once per value.
+/// The logged scalars, read back from their device in one download: on a GPU every read waits
+/// for the work queued before it (a host synchronisation), so values are read together, not
+/// one at a time.
 fn read_all(values: &[&Tensor]) -> Result<Vec<f64>, StepError> {
     let scalars: Vec<Tensor> = values.iter().map(|v| v.detach().reshape(&[1])).collect();
     let gathered = match scalars.as_slice() {
@@ -191,17 +196,38 @@ fn critic_scores(objective: &Objective, critic: &dyn Module, real: &Tensor, fake
     (scores.narrow(0, 0, n), scores.narrow(0, n, fake.shape()[0]))
 }
 
-/// One update of the critic on a real batch and a fake one (generator output; no graph back
-/// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
-/// the critic's weights after the update.
-pub fn critic_step<R: Rng + ?Sized>(
+/// A critic step's loss (in the graph) and its logged values, not yet read.
+struct CriticLosses {
+    loss: Tensor,
+    /// Detached scalars in the order of [`CriticLosses::log`]: the loss, the Wasserstein
+    /// estimate, and for WGAN-GP the penalty and the mean gradient norm.
+    logged: Vec<Tensor>,
+}
+
+impl CriticLosses {
+    /// The log of `values`, read back from [`CriticLosses::logged`] in its order.
+    fn log(values: &[f64]) -> CriticLog {
+        let mut log = CriticLog {
+            loss: values[0],
+            wasserstein: values[1],
+            ..CriticLog::default()
+        };
+        if let [_, _, penalty, grad_norm] = values {
+            (log.penalty, log.grad_norm) = (*penalty, *grad_norm);
+        }
+        log
+    }
+}
+
+/// The critic's loss on a real and a fake batch; WGAN-GP's penalty at the interpolates of
+/// weights `eps` (which its callers always draw for WGAN-GP; ignored otherwise).
+fn critic_losses(
     objective: &Objective,
     critic: &dyn Module,
-    critic_optim: &mut dyn Optimizer,
     real: &Tensor,
     fake: &Tensor,
-    rng: &mut R,
-) -> Result<CriticLog, StepError> {
+    eps: Option<&Tensor>,
+) -> CriticLosses {
     let (real_scores, fake_scores) = critic_scores(objective, critic, real, fake);
     let wasserstein = real_scores.mean().sub(&fake_scores.mean());
     let mut loss = match objective.algo {
@@ -210,44 +236,62 @@ pub fn critic_step<R: Rng + ?Sized>(
             .binary_cross_entropy_with_logits(&real_scores.ones_like())
             .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
     };
-    let mut log = CriticLog::default();
-    let penalty = (objective.algo == Algo::WganGp).then(|| {
-        let eps = interpolation_weights(real, rng);
-        let x_hat = interpolate(real, fake, &eps);
+    let penalty = eps.filter(|_| objective.algo == Algo::WganGp).map(|eps| {
+        let x_hat = interpolate(real, fake, eps);
         gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda)
     });
     if let Some(gp) = &penalty {
         loss = loss.add(&gp.penalty);
     }
-    let mut logged = vec![&loss, &wasserstein];
-    if let Some(gp) = &penalty {
-        logged.extend([&gp.penalty, &gp.mean_grad_norm]);
+    let mut logged = vec![loss.detach(), wasserstein.detach()];
+    if let Some(gp) = penalty {
+        logged.extend([gp.penalty.detach(), gp.mean_grad_norm]);
     }
-    let values = read_all(&logged)?;
-    log.wasserstein = values[1];
-    if penalty.is_some() {
-        (log.penalty, log.grad_norm) = (values[2], values[3]);
-    }
-    log.loss = finite("critic_loss", values[0])?;
+    CriticLosses { loss, logged }
+}
+
+/// The critic's update from `loss`; WGAN clips the weights after it.
+fn critic_update(objective: &Objective, critic: &dyn Module, critic_optim: &mut dyn Optimizer, loss: &Tensor) {
     critic_optim.zero_grad();
     loss.backward();
     critic_optim.step();
     if objective.algo == Algo::Wgan {
         clip_weights(&critic.parameters(), objective.clip);
     }
+}
+
+/// One update of the critic on a real batch and a fake one (generator output; no graph back
+/// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
+/// the critic's weights after the update. The logged values are read before the backward pass
+/// (one read), so a non-finite loss stops the step before it changes a weight.
+pub fn critic_step<R: Rng + ?Sized>(
+    objective: &Objective,
+    critic: &dyn Module,
+    critic_optim: &mut dyn Optimizer,
+    real: &Tensor,
+    fake: &Tensor,
+    rng: &mut R,
+) -> Result<CriticLog, StepError> {
+    let eps = (objective.algo == Algo::WganGp).then(|| interpolation_weights(real, rng));
+    let losses = critic_losses(objective, critic, real, fake, eps.as_ref());
+    let log = CriticLosses::log(&read_all(&losses.logged.iter().collect::<Vec<_>>())?);
+    finite("critic_loss", log.loss)?;
+    critic_update(objective, critic, critic_optim, &losses.loss);
     Ok(log)
 }
 
-/// One update of the generator on the critic's scores of `G(noise)`; returns its loss. The
-/// critic's weights are constants here: they are frozen (no gradient is computed for them)
-/// for the step, and unfrozen after it, also when the loss diverges.
-pub fn generator_step(
+/// The generator's loss on the critic's scores of `G(noise)`, handed to `check` before the
+/// backward pass, then its update unless `check` failed. The critic's weights are constants
+/// here: they are frozen (no gradient is computed for them) for the step, and unfrozen after
+/// it, also when `check` fails.
+fn generator_update<T>(
     objective: &Objective,
     generator: &dyn Module,
     generator_optim: &mut dyn Optimizer,
     critic: &dyn Module,
     noise: &Tensor,
-) -> Result<f64, StepError> {
+    check: impl FnOnce(&Tensor) -> Result<T, StepError>,
+) -> Result<(Tensor, T), StepError> {
     let trainable: Vec<Tensor> = critic.parameters().into_iter().filter(|p| p.requires_grad()).collect();
     trainable.iter().for_each(|p| p.set_requires_grad(false));
     let scores = objective.forward(critic, &objective.forward(generator, noise));
@@ -256,38 +300,152 @@ pub fn generator_step(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let value = read_all(&[&loss]).and_then(|values| finite("generator_loss", values[0]));
-    if value.is_ok() {
+    let checked = check(&loss);
+    if checked.is_ok() {
         generator_optim.zero_grad();
         loss.backward();
         generator_optim.step();
     }
     trainable.iter().for_each(|p| p.set_requires_grad(true));
-    value
+    Ok((loss.detach(), checked?))
+}
+
+/// One update of the generator on the critic's scores of `G(noise)`; returns its loss, read
+/// before the backward pass, so a non-finite loss changes no weight. The critic's weights are
+/// frozen for the step and unfrozen after it, also when the loss diverges.
+pub fn generator_step(
+    objective: &Objective,
+    generator: &dyn Module,
+    generator_optim: &mut dyn Optimizer,
+    critic: &dyn Module,
+    noise: &Tensor,
+) -> Result<f64, StepError> {
+    let read = |loss: &Tensor| read_all(&[loss]).and_then(|values| finite("generator_loss", values[0]));
+    generator_update(objective, generator, generator_optim, critic, noise, read).map(|(_, value)| value)
+}
+
+/// Where a generator iteration's random inputs come from, in the order it asks for them: for
+/// each critic step a real batch, the noise of its fake batch and (WGAN-GP) the interpolation
+/// weights; then the generator step's noise. [`generator_iteration`] draws them on the host
+/// from a `rand` generator; the MNIST [`Trainer`](super::Trainer) draws them on the networks'
+/// device (Philox numbers, batches gathered from a dataset kept there), so that an iteration
+/// on a GPU uploads nothing.
+pub trait IterationInputs {
+    fn real_batch(&mut self) -> Result<Tensor, StepError>;
+    fn noise(&mut self) -> Result<Tensor, StepError>;
+    /// One weight per sample of `real`, uniform on [0, 1), shaped to broadcast over it.
+    fn interpolation_weights(&mut self, real: &Tensor) -> Result<Tensor, StepError>;
+}
+
+/// [`IterationInputs`] from two closures and a `rand` generator (the interpolation weights from
+/// [`interpolation_weights`]).
+struct HostInputs<'r, R: ?Sized, DrawReal, DrawNoise> {
+    rng: &'r mut R,
+    draw_real: DrawReal,
+    draw_noise: DrawNoise,
+}
+
+impl<R, DrawReal, DrawNoise> IterationInputs for HostInputs<'_, R, DrawReal, DrawNoise>
+where
+    R: Rng + ?Sized,
+    DrawReal: FnMut(&mut R) -> Tensor,
+    DrawNoise: FnMut(&mut R) -> Tensor,
+{
+    fn real_batch(&mut self) -> Result<Tensor, StepError> {
+        Ok((self.draw_real)(self.rng))
+    }
+    fn noise(&mut self) -> Result<Tensor, StepError> {
+        Ok((self.draw_noise)(self.rng))
+    }
+    fn interpolation_weights(&mut self, real: &Tensor) -> Result<Tensor, StepError> {
+        Ok(interpolation_weights(real, self.rng))
+    }
 }
 
 /// One generator iteration: `critic_steps` critic steps, each on a fresh real batch and a fake
 /// batch made from fresh noise, then one generator step on fresh noise. Everything random comes
 /// from `rng`, in this order: for each critic step the real batch (`draw_real`), its noise
 /// (`draw_noise`) and, for WGAN-GP, the interpolation weights; then the generator's noise. A
-/// caller that seeds `rng` the same way gets the same iteration.
+/// caller that seeds `rng` the same way gets the same iteration. See
+/// [`generator_iteration_with`] for what is read back and when.
 pub fn generator_iteration<R: Rng + ?Sized>(
     objective: &Objective,
     critic_steps: usize,
     gan: Gan<'_>,
-    mut draw_real: impl FnMut(&mut R) -> Tensor,
-    mut draw_noise: impl FnMut(&mut R) -> Tensor,
+    draw_real: impl FnMut(&mut R) -> Tensor,
+    draw_noise: impl FnMut(&mut R) -> Tensor,
     rng: &mut R,
 ) -> Result<StepLog, StepError> {
-    let mut log = StepLog::default();
+    let mut inputs = HostInputs {
+        rng,
+        draw_real,
+        draw_noise,
+    };
+    generator_iteration_with(objective, critic_steps, gan, &mut inputs)
+}
+
+/// One generator iteration on the inputs of `inputs` (see [`IterationInputs`]), with a single
+/// read of the device: every step's update is queued without waiting, and at the end the
+/// logged values of the last critic step, the sum of every critic step's loss and the
+/// generator's loss are read in one download. A non-finite sum means a critic loss diverged
+/// (a NaN or an infinity stays one in a sum); it is reported with the last critic loss when
+/// that is non-finite, else with the sum. A diverged iteration has applied its updates (see
+/// [`Diverged`]).
+pub fn generator_iteration_with(
+    objective: &Objective,
+    critic_steps: usize,
+    gan: Gan<'_>,
+    inputs: &mut dyn IterationInputs,
+) -> Result<StepLog, StepError> {
+    let mut last_logged: Vec<Tensor> = Vec::new();
+    let mut critic_loss_sum: Option<Tensor> = None;
     for _ in 0..critic_steps {
-        let real = draw_real(rng);
-        let noise = draw_noise(rng);
+        let real = inputs.real_batch()?;
+        let noise = inputs.noise()?;
         let fake = no_grad(|| objective.forward(gan.generator, &noise));
-        log.critic = critic_step(objective, gan.critic, gan.critic_optim, &real, &fake, rng)?;
+        let eps = match objective.algo {
+            Algo::WganGp => Some(inputs.interpolation_weights(&real)?),
+            _ => None,
+        };
+        let losses = critic_losses(objective, gan.critic, &real, &fake, eps.as_ref());
+        critic_update(objective, gan.critic, gan.critic_optim, &losses.loss);
+        let loss = &losses.logged[0];
+        critic_loss_sum = Some(critic_loss_sum.map_or_else(|| loss.clone(), |sum| sum.add(loss)));
+        last_logged = losses.logged;
     }
-    let noise = draw_noise(rng);
-    log.generator_loss = generator_step(objective, gan.generator, gan.generator_optim, gan.critic, &noise)?;
+    let noise = inputs.noise()?;
+    let (generator_loss, ()) = generator_update(
+        objective,
+        gan.generator,
+        gan.generator_optim,
+        gan.critic,
+        &noise,
+        |_| Ok(()),
+    )?;
+    let mut scalars: Vec<&Tensor> = last_logged.iter().chain(&critic_loss_sum).collect();
+    scalars.push(&generator_loss);
+    let values = read_all(&scalars)?;
+    let mut log = StepLog {
+        generator_loss: values[values.len() - 1],
+        ..StepLog::default()
+    };
+    if critic_steps > 0 {
+        let n = last_logged.len();
+        log.critic = CriticLosses::log(&values[..n]);
+        let sum = values[n];
+        if !sum.is_finite() {
+            let value = if log.critic.loss.is_finite() {
+                sum
+            } else {
+                log.critic.loss
+            };
+            return Err(StepError::Diverged(Diverged {
+                loss: "critic_loss",
+                value,
+            }));
+        }
+    }
+    finite("generator_loss", log.generator_loss)?;
     Ok(log)
 }
 
