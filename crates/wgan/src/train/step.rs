@@ -703,6 +703,62 @@ mod tests {
         assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
     }
 
+    /// An iteration reads its losses once, at its end: a critic loss that was non-finite at any
+    /// of its steps is reported then (through the sum of the steps' losses when the last one is
+    /// finite again), and so is the generator's.
+    #[test]
+    fn an_iteration_reports_a_loss_that_diverged_at_any_of_its_steps() {
+        let run = |poisoned_real: Option<usize>, poisoned_noise: Option<usize>| {
+            let mut rng = StdRng::seed_from_u64(6);
+            let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
+            let mut generator_optim = Adam::new(generator.parameters(), 1e-3, (0.5, 0.9));
+            // No parameters: the critic keeps its finite weights, so a later step's loss is
+            // finite again and only the sum shows the poisoned one.
+            let mut critic_optim = Sgd::new(Vec::new(), 0.1, 0.0);
+            let gan = Gan {
+                generator: &generator,
+                critic: &critic,
+                generator_optim: &mut generator_optim,
+                critic_optim: &mut critic_optim,
+            };
+            let (mut reals, mut noises) = (0, 0);
+            let poison = |t: Tensor, at: Option<usize>, count: &mut usize| {
+                *count += 1;
+                if at == Some(*count - 1) {
+                    t.mul_scalar(f64::NAN)
+                } else {
+                    t
+                }
+            };
+            generator_iteration(
+                &objective(Algo::Wgan),
+                3,
+                gan,
+                |rng| poison(batch(4, rng), poisoned_real, &mut reals),
+                |rng| poison(batch(4, rng), poisoned_noise, &mut noises),
+                &mut rng,
+            )
+        };
+        run(None, None).unwrap();
+        for step in [0, 2] {
+            match run(Some(step), None) {
+                Err(StepError::Diverged(Diverged {
+                    loss: "critic_loss",
+                    value,
+                })) => assert!(value.is_nan(), "step {step}: {value}"),
+                other => panic!("step {step}: {other:?}"),
+            }
+        }
+        // The fourth noise is the generator step's.
+        match run(None, Some(3)) {
+            Err(StepError::Diverged(Diverged {
+                loss: "generator_loss",
+                value,
+            })) => assert!(value.is_nan(), "{value}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A device's failure reaches the training loop as a message naming the iteration.
     #[test]
     fn a_device_error_is_reported_with_its_iteration() {

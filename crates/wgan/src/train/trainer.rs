@@ -228,12 +228,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// One generator iteration: the critic's steps, then the generator's. An error, naming the
-    /// quantity, when a loss turns non-finite; the losses are read once, at the end of the
-    /// iteration, so the networks then hold that iteration's updates, possibly non-finite
-    /// weights: the iteration is not counted, and the trainer is not to be saved or trained on
-    /// (restart from the last checkpoint).
-    pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
+    /// Check that `data` is the run's, and keep its training images on the training device.
+    fn prepare(&mut self, data: &Mnist) -> Result<()> {
         if data.train.len() != self.order.len {
             return Err(Error(format!(
                 "this run trains on {} images, but the data given holds {}",
@@ -241,29 +237,47 @@ impl Trainer {
                 data.train.len()
             )));
         }
+        self.load_resident_images(&data.train)
+    }
+
+    /// The random inputs of the next iteration (see the module's description), drawn as its
+    /// step would draw them, without advancing the trainer: for comparing what two devices
+    /// draw from one seed.
+    pub fn next_inputs<'a>(&'a mut self, data: &'a Mnist) -> Result<impl IterationInputs + 'a> {
+        self.prepare(data)?;
+        Ok(DrawnInputs {
+            split: &data.train,
+            resident: self.resident.as_ref().map(|r| &r.images),
+            order: self.order.clone(),
+            range: self.generator.output_range,
+            batch_size: self.config.batch_size,
+            dtype: self.dtype(),
+            device: self.device,
+            key: self.iteration_key(),
+            stream: 0,
+        })
+    }
+
+    /// One generator iteration: the critic's steps, then the generator's. An error, naming the
+    /// quantity, when a loss turns non-finite; the losses are read once, at the end of the
+    /// iteration, so the networks then hold that iteration's updates, possibly non-finite
+    /// weights: the iteration is not counted, and the trainer is not to be saved or trained on
+    /// (restart from the last checkpoint).
+    pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
+        self.prepare(data)?;
         let key = self.iteration_key();
-        let (batch_size, range, device, dtype) = (
-            self.config.batch_size,
-            self.generator.output_range,
-            self.device,
-            self.dtype(),
-        );
         let (objective, critic_steps) = (
             self.config.objective(),
             self.config.critic_schedule().critic_steps(self.iteration),
         );
-        // Taken out of `self` for the iteration, so that the inputs can borrow the order while
-        // the networks are borrowed too.
-        self.load_resident_images(&data.train)?;
-        let resident = self.resident.take();
         let mut inputs = DrawnInputs {
             split: &data.train,
-            resident: resident.as_ref().map(|r| &r.images),
-            order: &mut self.order,
-            range,
-            batch_size,
-            dtype,
-            device,
+            resident: self.resident.as_ref().map(|r| &r.images),
+            order: self.order.clone(),
+            range: self.generator.output_range,
+            batch_size: self.config.batch_size,
+            dtype: self.dtype(),
+            device: self.device,
             key,
             stream: 0,
         };
@@ -273,9 +287,9 @@ impl Trainer {
             generator_optim: &mut *self.generator_optim,
             critic_optim: &mut *self.critic_optim,
         };
-        let step = generator_iteration_with(&objective, critic_steps, gan, &mut inputs);
-        self.resident = resident;
-        let step = step.map_err(|e| e.at_iteration(self.iteration + 1))?;
+        let step = generator_iteration_with(&objective, critic_steps, gan, &mut inputs)
+            .map_err(|e| e.at_iteration(self.iteration + 1))?;
+        self.order = inputs.order;
         if let (Some(average), Some(decay)) = (&self.generator_ema, self.config.ema) {
             // One average update per generator step, numbered by the iteration, so that a
             // resumed run continues the same schedule.
@@ -351,7 +365,8 @@ struct DrawnInputs<'a> {
     /// The split's images on `device`; `None` on the CPU, where a batch is assembled from the
     /// split's bytes (the same values: both map a byte through the same f32 arithmetic).
     resident: Option<&'a Tensor>,
-    order: &'a mut ShuffledOrder,
+    /// A copy of the trainer's, kept by it when the iteration succeeds.
+    order: ShuffledOrder,
     range: (f64, f64),
     batch_size: usize,
     dtype: DType,
