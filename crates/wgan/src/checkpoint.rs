@@ -535,6 +535,38 @@ mod tests {
         );
     }
 
+    /// A diverged iteration may leave non-finite weights (its losses are read at its end):
+    /// they are refused, and the last good file stays as it was.
+    #[test]
+    fn non_finite_weights_are_never_saved() {
+        let trainer = tiny_trainer(4);
+        let path = scratch("non-finite");
+        save_checkpoint(&trainer, &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let (name, weight) = trainer.critic.named_parameters().remove(0);
+        weight.set_data(&weight.mul_scalar(f64::NAN));
+        let err = save_checkpoint(&trainer, &path).unwrap_err().0;
+        assert!(
+            err.contains(&format!("critic.{name}")) && err.contains("non-finite"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+    }
+
+    /// The data order is its position: a checkpoint taken mid-epoch resumes at that position
+    /// of the same epoch's order.
+    #[test]
+    fn a_checkpoint_keeps_the_position_in_the_data_order() {
+        let mut trainer = tiny_trainer(4);
+        trainer.order.position = 3 * 100 + 42;
+        let path = scratch("order");
+        save_checkpoint(&trainer, &path).unwrap();
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.order, trainer.order);
+        let err = load_checkpoint(&path, 40).err().expect("another split").0;
+        assert!(err.contains("past the 40 images"), "{err}");
+    }
+
     #[test]
     fn a_generator_exported_in_16_bits_is_half_the_size_and_loads_back_rounded() {
         let trainer = tiny_trainer(4);
