@@ -9,6 +9,7 @@
 //! | WGAN-GP | the same `+ lambda * penalty` | `-mean C(G(z))` | |
 //! | GAN | `BCE(C(real), 1) + BCE(C(fake), 0)` | `BCE(C(G(z)), 1)` (non-saturating) | |
 
+use super::inputs::{HostInputs, IterationInputs};
 use super::{Algo, Precision};
 use crate::nn::Module;
 use crate::optim::{clip_weights, Optimizer};
@@ -324,44 +325,6 @@ pub fn generator_step(
     generator_update(objective, generator, generator_optim, critic, noise, read).map(|(_, value)| value)
 }
 
-/// Where a generator iteration's random inputs come from, in the order it asks for them: for
-/// each critic step a real batch, the noise of its fake batch and (WGAN-GP) the interpolation
-/// weights; then the generator step's noise. [`generator_iteration`] draws them on the host
-/// from a `rand` generator; the MNIST [`Trainer`](super::Trainer) draws them on the networks'
-/// device (Philox numbers, batches gathered from a dataset kept there), so that an iteration
-/// on a GPU uploads nothing.
-pub trait IterationInputs {
-    fn real_batch(&mut self) -> Result<Tensor, StepError>;
-    fn noise(&mut self) -> Result<Tensor, StepError>;
-    /// One weight per sample of `real`, uniform on [0, 1), shaped to broadcast over it.
-    fn interpolation_weights(&mut self, real: &Tensor) -> Result<Tensor, StepError>;
-}
-
-/// [`IterationInputs`] from two closures and a `rand` generator (the interpolation weights from
-/// [`interpolation_weights`]).
-struct HostInputs<'r, R: ?Sized, DrawReal, DrawNoise> {
-    rng: &'r mut R,
-    draw_real: DrawReal,
-    draw_noise: DrawNoise,
-}
-
-impl<R, DrawReal, DrawNoise> IterationInputs for HostInputs<'_, R, DrawReal, DrawNoise>
-where
-    R: Rng + ?Sized,
-    DrawReal: FnMut(&mut R) -> Tensor,
-    DrawNoise: FnMut(&mut R) -> Tensor,
-{
-    fn real_batch(&mut self) -> Result<Tensor, StepError> {
-        Ok((self.draw_real)(self.rng))
-    }
-    fn noise(&mut self) -> Result<Tensor, StepError> {
-        Ok((self.draw_noise)(self.rng))
-    }
-    fn interpolation_weights(&mut self, real: &Tensor) -> Result<Tensor, StepError> {
-        Ok(interpolation_weights(real, self.rng))
-    }
-}
-
 /// One generator iteration: `critic_steps` critic steps, each on a fresh real batch and a fake
 /// batch made from fresh noise, then one generator step on fresh noise. Everything random comes
 /// from `rng`, in this order: for each critic step the real batch (`draw_real`), its noise
@@ -376,11 +339,7 @@ pub fn generator_iteration<R: Rng + ?Sized>(
     draw_noise: impl FnMut(&mut R) -> Tensor,
     rng: &mut R,
 ) -> Result<StepLog, StepError> {
-    let mut inputs = HostInputs {
-        rng,
-        draw_real,
-        draw_noise,
-    };
+    let mut inputs = HostInputs::new(rng, draw_real, draw_noise);
     generator_iteration_with(objective, critic_steps, gan, &mut inputs)
 }
 
