@@ -72,9 +72,10 @@ pub struct Trainer {
 /// every real batch drawn there.
 struct ResidentImages {
     images: Tensor,
-    /// Which split they are (its pixels' address and length) and how they were mapped, so
-    /// that a step given other data uploads that instead.
-    source: (usize, usize),
+    /// Which split they are (its pixels' address, length, and every 4,099th byte: other data
+    /// loaded where dropped data was is told apart) and how they were mapped, so that a step
+    /// given other data uploads that instead.
+    source: (usize, usize, Vec<u8>),
     range: (f64, f64),
 }
 
@@ -211,8 +212,9 @@ impl Trainer {
         if self.device == Device::Cpu {
             return Ok(());
         }
+        let sampled = train.pixels.iter().step_by(4099).copied().collect();
         let (source, range) = (
-            (train.pixels.as_ptr() as usize, train.pixels.len()),
+            (train.pixels.as_ptr() as usize, train.pixels.len(), sampled),
             self.generator.output_range,
         );
         if !self
@@ -462,6 +464,25 @@ mod tests {
         );
         assert!(log.test_wasserstein.is_some());
         assert_eq!(trainer.iteration, 1);
+    }
+
+    /// A loss that diverges is reported at the end of its iteration, which is not counted, and
+    /// the order of the data is not advanced by it.
+    #[test]
+    fn a_diverged_iteration_is_reported_and_not_counted() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.batch_size) = (4, 8);
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let (_, weight) = trainer.critic.named_parameters().remove(0);
+        weight.set_data(&weight.mul_scalar(f64::NAN));
+        let err = trainer.step(&tiny_data()).unwrap_err().0;
+        assert_eq!(err, "training diverged at iteration 1: critic_loss is NaN");
+        assert_eq!((trainer.iteration, trainer.order.position), (0, 0));
+        let err = trainer.step(&Mnist::synthetic(15)).unwrap_err().0;
+        assert!(
+            err.contains("trains on 16 images, but the data given holds 15"),
+            "{err}"
+        );
     }
 
     #[test]
