@@ -102,6 +102,18 @@ fn main() {
         Precision::F32
     };
     println!("precision: {precision}");
+    if precision == Precision::Bf16 && device == Device::Cpu {
+        // The bf16 convolutions run on AMX or the bf16 tile, past the f32 FMA peak of the
+        // "of peak" column: print their own ceilings beside it.
+        use earthmover::kernels::cpu::conv::{bf16::Bf16Kernel, tile_amx, tile_pairs};
+        let rate = |r: Option<f64>| r.map_or("not here".to_string(), |g| format!("{g:.0} GFLOP/s"));
+        println!(
+            "bf16 convolutions on {}; bf16 peaks on {all_threads} threads: AMX {}, vdpbf16ps {} (\"of peak\" is the f32 FMA peak)",
+            Bf16Kernel::active(),
+            rate(tile_amx::amx_peak_gflops(all_threads)),
+            rate(tile_pairs::dot_peak_gflops(all_threads)),
+        );
+    }
     let algos = if algos.is_empty() {
         vec![Algo::WganGp, Algo::Wgan]
     } else {

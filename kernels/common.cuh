@@ -21,6 +21,15 @@ struct BroadcastShape {
     long long b_strides[EARTHMOVER_MAX_RANK];
 };
 
+// A batch of products C = A B, `m x k` by `k x n` (matmul.cu, matmul_tc.cu): element (r, c)
+// of an operand is at `batch * batch_stride + r * row_stride + c * col_stride`, so either can
+// be read transposed; C is contiguous, `m x n` per batch.
+struct MatmulShape {
+    long long m, n, k;
+    long long a_row_stride, a_col_stride, a_batch_stride;
+    long long b_row_stride, b_col_stride, b_batch_stride;
+};
+
 __device__ __forceinline__ long long grid_index() {
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;
 }

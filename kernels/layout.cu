@@ -1,7 +1,10 @@
 // Layout kernels: strided gathers (permute, narrow, broadcast) and strided writes (pad,
 // concat). CPU twins: crates/kernels/src/cpu/layout.rs (`strided_copy`, `strided_write`).
+// For f32, f64, bf16 and f16 (the 16-bit ones move bits: exact).
 
 #include "common.cuh"
+// Bf16 and F16: the 16-bit kernels move bits, no arithmetic.
+#include "half.cuh"
 
 // A contiguous shape and, for each of its dims, the stride of the strided side.
 struct StridedShape {
@@ -35,4 +38,8 @@ __global__ void strided_copy_f32(const float *src, float *out, long long n, Stri
 __global__ void strided_copy_f64(const double *src, double *out, long long n, StridedShape s) { strided_copy(src, out, n, s); }
 __global__ void strided_write_f32(float *dst, const float *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
 __global__ void strided_write_f64(double *dst, const double *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
+__global__ void strided_copy_bf16(const Bf16 *src, Bf16 *out, long long n, StridedShape s) { strided_copy(src, out, n, s); }
+__global__ void strided_copy_f16(const F16 *src, F16 *out, long long n, StridedShape s) { strided_copy(src, out, n, s); }
+__global__ void strided_write_bf16(Bf16 *dst, const Bf16 *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
+__global__ void strided_write_f16(F16 *dst, const F16 *src, long long n, StridedShape s) { strided_write(dst, src, n, s); }
 }

@@ -15,13 +15,6 @@
 #define THREADS_PER_SIDE 16
 #define PER_THREAD 4  // TILE / THREADS_PER_SIDE
 
-// Element (r, c) of an operand is at `batch * batch_stride + r * row_stride + c * col_stride`.
-struct MatmulShape {
-    long long m, n, k;
-    long long a_row_stride, a_col_stride, a_batch_stride;
-    long long b_row_stride, b_col_stride, b_batch_stride;
-};
-
 template <typename T> __device__ void matmul(const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ c, MatmulShape s) {
     // +1 column of padding: the transposed stores of A below then hit different banks.
     __shared__ T a_tile[SLICE][TILE + 1];

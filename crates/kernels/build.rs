@@ -54,7 +54,7 @@ mod emulator {
             let text = std::fs::read_to_string(source).expect("a readable .cu file");
             let names = kernel_names(&text);
             // Files whose kernels never synchronise run without fibers (much faster).
-            let synchronises = ["__syncthreads", "__shfl", "block_reduce"]
+            let synchronises = ["__syncthreads", "__shfl", "block_reduce", "mma_m16n8k16"]
                 .iter()
                 .any(|s| text.contains(s));
             let stem = source.file_stem().unwrap().to_string_lossy().into_owned();

@@ -16,7 +16,10 @@
 //   diverge (a deadlock on a GPU too): the emulator stops with a message;
 // - __shared__ variables are `static`: one copy, for the running block (blocks never overlap,
 //   and launches are serialised by a lock);
-// - atomics are plain read-modify-writes, since one fiber runs at a time.
+// - atomics are plain read-modify-writes, since one fiber runs at a time;
+// - the tensor cores' mma.sync (m16n8k16, bf16 or f16 inputs, f32 sums) is a warp-collective
+//   operation like a shuffle: the lanes deposit their fragments, wait for the whole warp, and
+//   each computes its share of the product from all 32 lanes' fragments (mma_m16n8k16).
 //
 // Code that only a GPU can run sits behind `#ifndef EARTHMOVER_EMULATOR`.
 #pragma once
@@ -83,6 +86,14 @@ struct Fiber {
     bool started = false;
 };
 
+// One lane's operands of a warp-wide mma (see mma_m16n8k16 below), left for its warp to
+// gather: A's and B's fragment registers (two bf16 each) and C's four floats.
+struct MmaOperands {
+    uint32_t a[4] = {}, b[2] = {};
+    float c[4] = {};
+    bool deposited = false;
+};
+
 // Bytes of stack per CUDA thread: kernels keep a few small arrays in registers, nothing more.
 constexpr std::size_t STACK_BYTES = 64 * 1024;
 
@@ -94,6 +105,7 @@ struct Scheduler {
     dim3 block;
     unsigned threads = 0;  // of the running launch's blocks
     std::vector<uint64_t> exchange;  // one slot per thread, for warp shuffles
+    std::vector<MmaOperands> mma_operands;  // one per thread, for warp-wide mma
     void (*body)(void *) = nullptr;
     void *body_arg = nullptr;
 };
@@ -224,6 +236,85 @@ template <typename T> T shuffle(T value, int source_lane) {
     return result;
 }
 
+// A bf16 value (its 16 bits) widened to f32, exactly: bf16 is f32's top half.
+inline float bf16_bits_to_f32(uint32_t bits) {
+    const uint32_t wide = (bits & 0xffffu) << 16;
+    float value;
+    std::memcpy(&value, &wide, sizeof value);
+    return value;
+}
+
+// An f16 value (its 16 bits) widened to f32, exactly: 5 exponent bits (bias 15), 10 mantissa
+// bits, subnormal below 2^-14.
+inline float f16_bits_to_f32(uint32_t bits) {
+    const uint32_t exponent = (bits >> 10) & 0x1fu, mantissa = bits & 0x3ffu;
+    float magnitude;
+    if (exponent == 0x1fu) magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+    else if (exponent == 0u) magnitude = std::ldexp(float(mantissa), -24);
+    else magnitude = std::ldexp(float(mantissa | 0x400u), int(exponent) - 25);
+    return (bits & 0x8000u) ? -magnitude : magnitude;
+}
+
+// The calling lane's part of `mma.sync.aligned.m16n8k16.row.col.f32.<bf16|f16>.<bf16|f16>.f32`
+// (mma.cuh has the fragment layout), its 16-bit inputs widened by `widen`: every lane deposits
+// its fragments, all 32 lanes of the warp wait for each other as at a shuffle, then each lane
+// assembles A (16 x 16) and B (16 x 8) from the 32 lanes' registers and computes its four
+// elements of D = A B + C: exact products (both 16-bit formats' products fit f32), summed in f32
+// from C's element in the order k = 0..15. Then all wait again, so that no lane deposits the
+// operands of its next mma before every lane has read this one's. A warp whose 32 lanes do not
+// all take part (a lane exited, or the block is not whole warps) stops the emulator with a
+// message: mma.sync needs every lane, on a GPU too.
+template <float (*widen)(uint32_t)>
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    Scheduler &s = *scheduler;
+    const unsigned index = s.current, lane = index % warpSize, first = index - lane;
+    MmaOperands &mine = s.mma_operands[index];
+    for (int i = 0; i < 4; ++i) mine.a[i] = a[i], mine.c[i] = c[i];
+    for (int i = 0; i < 2; ++i) mine.b[i] = b[i];
+    mine.deposited = true;
+    park(State::AtWarpBarrier);
+
+    bool whole_warp = first + warpSize <= s.threads;
+    for (unsigned l = 0; whole_warp && l < unsigned(warpSize); ++l) whole_warp = s.mma_operands[first + l].deposited;
+    if (!whole_warp) {
+        std::fprintf(stderr,
+                     "cuda emulator: block (%u, %u, %u), warp %u: mma.sync without all 32 lanes of the warp "
+                     "(every lane must execute it together)\n",
+                     blockIdx.x, blockIdx.y, blockIdx.z, first / warpSize);
+        std::abort();
+    }
+    float matrix_a[16][16], matrix_b[16][8];
+    for (unsigned l = 0; l < unsigned(warpSize); ++l) {
+        const MmaOperands &from = s.mma_operands[first + l];
+        const unsigned g = l / 4, t = l % 4;
+        for (unsigned r = 0; r < 4; ++r)
+            for (unsigned h = 0; h < 2; ++h)  // a[r]: rows g (r even) or g + 8; columns 2t (r < 2) or 2t + 8
+                matrix_a[g + 8 * (r % 2)][2 * t + h + 8 * (r / 2)] = widen(from.a[r] >> (16 * h));
+        for (unsigned r = 0; r < 2; ++r)
+            for (unsigned h = 0; h < 2; ++h)  // b[r]: rows 2t (r = 0) or 2t + 8, column g
+                matrix_b[2 * t + h + 8 * r][g] = widen(from.b[r] >> (16 * h));
+    }
+    const unsigned g = lane / 4, t = lane % 4;
+    float result[4];
+    for (unsigned i = 0; i < 4; ++i) {  // c[i]: row g (i < 2) or g + 8, column 2t + i % 2
+        const unsigned row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float sum = mine.c[i];
+        for (unsigned k = 0; k < 16; ++k) sum += matrix_a[row][k] * matrix_b[k][col];
+        result[i] = sum;
+    }
+    park(State::AtWarpBarrier);
+    mine.deposited = false;
+    for (int i = 0; i < 4; ++i) d[i] = result[i];
+}
+
+inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    mma_m16n8k16<bf16_bits_to_f32>(d, a, b, c);
+}
+inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    mma_m16n8k16<f16_bits_to_f32>(d, a, b, c);
+}
+
 // Call `kernel` with the arguments that `params[i]` points to, as cuLaunchKernel does.
 template <typename... Args, std::size_t... I>
 void call_with_params(void (*kernel)(Args...), void **params, std::index_sequence<I...>) {
@@ -278,6 +369,7 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, void **params, bool 
             if (!f.stack) f.stack.reset(new char[STACK_BYTES]);
     }
     s.exchange.assign(threads, 0);
+    s.mma_operands.assign(threads, MmaOperands{});
     s.block = block;
     Call<Args...> call{kernel, params};
     s.body = &Call<Args...>::run;

@@ -108,7 +108,7 @@ impl CpuStorage {
         match self {
             CpuStorage::F32(v) => v.clone(),
             CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            CpuStorage::BF16(v) => v.to_f32_vec(),
+            CpuStorage::BF16(v) => crate::cpu::convert::f32_from_bf16(v),
             CpuStorage::F16(v) => v.to_f32_vec(),
         }
     }
@@ -133,10 +133,12 @@ impl CpuStorage {
             DType::F64 => CpuStorage::F64(self.to_f64()),
             DType::BF16 => match self {
                 CpuStorage::BF16(v) => CpuStorage::BF16(v.clone()),
-                other => CpuStorage::BF16(Vec::from_f32_slice(&other.to_f32())),
+                CpuStorage::F32(v) => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(v)),
+                other => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(&other.to_f32())),
             },
             DType::F16 => match self {
                 CpuStorage::F16(v) => CpuStorage::F16(v.clone()),
+                CpuStorage::F32(v) => CpuStorage::F16(Vec::from_f32_slice(v)),
                 other => CpuStorage::F16(Vec::from_f32_slice(&other.to_f32())),
             },
         }
@@ -458,7 +460,9 @@ impl Storage {
     // out. Each op below widens its 16-bit operands to f32 here, on their device, runs the f32
     // kernel and narrows the result, so every device has every op in every dtype: reductions
     // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
-    // kernels (AVX512_BF16, tensor cores) will replace the widening where they pay.
+    // kernels replace the widening where they pay: on a CUDA device, the elementwise ops,
+    // reductions, layout copies and matmuls (tensor cores) run in 16 bits with f32 math
+    // (`half_to_widen`); on the CPU, the bf16 convolutions (`cpu_bf16`: AMX or the bf16 tile).
 
     /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
     fn all_half(operands: &[&Storage]) -> Option<DType> {
@@ -466,12 +470,39 @@ impl Storage {
         (dtype.is_half() && operands.iter().all(|s| s.dtype() == dtype)).then_some(dtype)
     }
 
+    /// The operands of a convolution as bf16 slices when all are bf16 on the CPU: the cue for
+    /// the bf16 convolution kernels (`cpu::conv::bf16`), which replace the half rule's
+    /// widening there.
+    #[allow(clippy::type_complexity)]
+    fn cpu_bf16<'a>(
+        a: &'a Storage,
+        b: &'a Storage,
+        bias: Option<&'a Storage>,
+    ) -> Option<(&'a [half::bf16], &'a [half::bf16], Option<&'a [half::bf16]>)> {
+        let bf16 = |s: &'a Storage| match s {
+            Storage::Cpu(CpuStorage::BF16(v)) => Some(&v[..]),
+            _ => None,
+        };
+        let bias = match bias {
+            None => None,
+            Some(b) => Some(bf16(b)?),
+        };
+        Some((bf16(a)?, bf16(b)?, bias))
+    }
+
     fn widened(&self) -> Storage {
         self.cast(DType::F32)
     }
 
+    /// [`Self::all_half`] for the ops that a CUDA device runs in 16 bits itself (elementwise,
+    /// reductions, layout, matmul: f32 math in the kernel, one rounding, so the same rule): only
+    /// CPU operands are widened here.
+    fn half_to_widen(operands: &[&Storage]) -> Option<DType> {
+        Storage::all_half(operands).filter(|_| operands.iter().all(|s| matches!(s, Storage::Cpu(_))))
+    }
+
     pub fn unary(&self, op: UnaryOp) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().unary(op).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -488,7 +519,7 @@ impl Storage {
         other_shape: &[usize],
         out_shape: &[usize],
     ) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, other]) {
+        if let Some(half) = Storage::half_to_widen(&[self, other]) {
             return self
                 .widened()
                 .binary(op, shape, &other.widened(), other_shape, out_shape)
@@ -509,7 +540,7 @@ impl Storage {
 
     /// `if self != 0 { a } else { b }`, elementwise, all of one shape.
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, a, b]) {
+        if let Some(half) = Storage::half_to_widen(&[self, a, b]) {
             return self.widened().where_cond(&a.widened(), &b.widened()).cast(half);
         }
         crate::cpu::denormals::sync_this_thread();
@@ -526,7 +557,7 @@ impl Storage {
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().reduce(op, shape, out_shape).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -537,7 +568,7 @@ impl Storage {
 
     /// A contiguous copy of the strided view `(offset, strides, shape)` of this buffer.
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
-        if let Some(half) = Storage::all_half(&[self]) {
+        if let Some(half) = Storage::half_to_widen(&[self]) {
             return self.widened().strided_copy(offset, strides, shape).cast(half);
         }
         if let Storage::Cuda(g) = self {
@@ -548,7 +579,7 @@ impl Storage {
 
     /// Write `src` (contiguous, of `shape`) into this buffer at the strided positions.
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &Storage, shape: &[usize]) {
-        if let Some(half) = Storage::all_half(&[self, src]) {
+        if let Some(half) = Storage::half_to_widen(&[self, src]) {
             let mut wide = self.widened();
             wide.strided_write(offset, strides, &src.widened(), shape);
             *self = wide.cast(half);
@@ -568,7 +599,8 @@ impl Storage {
     }
 
     pub fn matmul(&self, other: &Storage, problem: &MatmulProblem) -> Storage {
-        if let Some(half) = Storage::all_half(&[self, other]) {
+        // On a CUDA device, 16-bit operands run on the tensor cores (f32 sums, rounded once).
+        if let Some(half) = Storage::half_to_widen(&[self, other]) {
             return self.widened().matmul(&other.widened(), problem).cast(half);
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, other) {
@@ -587,6 +619,11 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_forward");
+        if let Some((x, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+            crate::cpu::denormals::sync_this_thread();
+            let y = conv::bf16::conv2d_forward_bf16(g, x, w, b, activation);
+            return Storage::Cpu(CpuStorage::BF16(y));
+        }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
@@ -616,6 +653,11 @@ impl Storage {
         g: &ConvGeometry,
     ) -> Storage {
         check_geometry(g, "conv2d_input_adjoint");
+        if let Some((y, w, b)) = Storage::cpu_bf16(self, weight, bias) {
+            crate::cpu::denormals::sync_this_thread();
+            let x = conv::bf16::conv2d_input_adjoint_bf16(g, y, w, b, activation);
+            return Storage::Cpu(CpuStorage::BF16(x));
+        }
         if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
@@ -655,6 +697,10 @@ impl Storage {
     /// conv2d's weight gradient; `self` is the input `[N, C, H, W]`, `grad_out` `[N, O, Ho, Wo]`.
     pub fn conv2d_weight_grad(&self, grad_out: &Storage, g: &ConvGeometry) -> Storage {
         check_geometry(g, "conv2d_weight_grad");
+        if let (Storage::Cpu(CpuStorage::BF16(x)), Storage::Cpu(CpuStorage::BF16(gy))) = (self, grad_out) {
+            crate::cpu::denormals::sync_this_thread();
+            return Storage::Cpu(CpuStorage::BF16(conv::bf16::conv2d_weight_grad_bf16(g, x, gy)));
+        }
         if let Some(half) = Storage::all_half(&[self, grad_out]) {
             return self.widened().conv2d_weight_grad(&grad_out.widened(), g).cast(half);
         }

@@ -43,6 +43,27 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
     }
 }
 
+/// The tensor-core kernels (matmul_tc.cu) issue the mma instruction of their input type
+/// (mma.cuh's inline PTX), each of them, for both architectures: not a fallback, and not
+/// optimised away.
+#[test]
+fn the_tensor_core_kernels_issue_mma_sync() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let source = SOURCES.iter().find(|s| s.file == "matmul_tc.cu").unwrap();
+    for arch in [80, 90] {
+        let ptx = compile(source, arch).unwrap_or_else(|e| panic!("{e}"));
+        for kernel in source.kernel_names() {
+            let entry = &ptx[ptx.find(&format!(".entry {kernel}(")).unwrap()..];
+            let body = &entry[..entry[1..].find(".entry ").map_or(entry.len(), |end| end + 1)];
+            let input = if kernel.contains("bf16") { "bf16" } else { "f16" };
+            let instruction = format!("mma.sync.aligned.m16n8k16.row.col.f32.{input}.{input}.f32");
+            assert!(body.contains(&instruction), "sm_{arch}: {kernel} has no {instruction}");
+        }
+    }
+}
+
 /// What the GPU loads: every source as CUBIN for sm_90 (the H100 and H200), made by NVRTC
 /// without a GPU. It must be an ELF image for the CUDA machine (`e_machine` 190, EM_CUDA) whose
 /// symbols name every kernel of the file.

@@ -5,14 +5,17 @@
 //! generator's weights when the run keeps one (`generator_ema.`), both optimisers'
 //! state (`critic_optim.state.0.exp_avg`, ...), and in the header's metadata the run's
 //! configuration, the iteration, the position in the data order (`batcher_epoch`,
-//! `batcher_position`: the order itself is a function of the seed, `data::ShuffledOrder`), and
-//! the training time so far. Checkpoints of earlier versions also hold the order of their epoch
-//! (`batcher.order`, a permutation drawn on the host); it is checked against the data and
-//! otherwise not used, so such a run resumes at its position in the new order. Non-finite
-//! weights are never saved: a diverged run keeps its last good checkpoint. A generator file holds the state dict of the generator that draws
-//! the run's samples (the average when there is one), without prefix, so that `torch` loads it into the same architecture with
-//! `model.load_state_dict(safetensors.torch.load_file(path))`.
+//! `batcher_position`: the order itself is a function of the seed, `data::ShuffledOrder`), the
+//! training time so far and, in f16 runs, the two loss scalers' state (`grad_scalers`, JSON),
+//! so that a resumed run continues at the same scale. Checkpoints of earlier versions also hold
+//! the order of their epoch (`batcher.order`, a permutation drawn on the host); it is checked
+//! against the data and otherwise not used, so such a run resumes at its position in the new
+//! order. Non-finite weights are never saved: a diverged run keeps its last good checkpoint. A
+//! generator file holds the state dict of the generator that draws the run's samples (the
+//! average when there is one), without prefix, so that `torch` loads it into the same
+//! architecture with `model.load_state_dict(safetensors.torch.load_file(path))`.
 
+use crate::amp::{GradScaler, GradScalerState};
 use crate::data::ShuffledOrder;
 use crate::io::write_atomic;
 use crate::models::{Generator, ModelKind};
@@ -31,6 +34,15 @@ const FORMAT: &str = "earthmover-wgan-checkpoint-1";
 const GENERATOR_FORMAT: &str = "earthmover-wgan-generator-1";
 /// The prefix of the generator's averaged weights in a training checkpoint.
 const EMA_PREFIX: &str = "generator_ema";
+/// The metadata key of the loss scalers' state (f16 runs).
+const SCALERS_KEY: &str = "grad_scalers";
+
+/// The loss scalers of a trainer, as saved: `{"critic": {...}, "generator": {...}}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedScalers {
+    critic: GradScalerState,
+    generator: GradScalerState,
+}
 
 /// Little-endian bytes of one tensor, ready for safetensors.
 struct Raw {
@@ -143,7 +155,7 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
     let order = &trainer.order;
     let (position, epoch) = (order.position % order.len.max(1) as u64, order.epoch());
     let config = serde_json::to_string(&trainer.config).expect("the configuration serialises");
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("earthmover_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("config".to_string(), config),
@@ -152,7 +164,40 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         ("batcher_position".to_string(), position.to_string()),
         ("batcher_epoch".to_string(), epoch.to_string()),
     ]);
+    if let (Some(critic), Some(generator)) = (&trainer.critic_scaler, &trainer.generator_scaler) {
+        let saved = SavedScalers {
+            critic: critic.state_dict(),
+            generator: generator.state_dict(),
+        };
+        let json = serde_json::to_string(&saved).expect("the scalers' state serialises");
+        metadata.insert(SCALERS_KEY.to_string(), json);
+    }
     write_atomic(path, &serialize(tensors, metadata)?)
+}
+
+/// Restore the loss scalers of an f16 run from `loaded`'s metadata. A checkpoint without them
+/// (written before they were saved) leaves the new trainer's: the run goes on from the
+/// initial scale, which finds its level again within a few skipped steps.
+fn load_scalers(trainer: &mut Trainer, loaded: &Loaded, name: &str) -> Result<()> {
+    let Some(json) = loaded.metadata.get(SCALERS_KEY) else {
+        return Ok(());
+    };
+    let (Some(critic), Some(generator)) = (&mut trainer.critic_scaler, &mut trainer.generator_scaler) else {
+        bail!(
+            "{name}: the checkpoint holds loss scalers, but its configuration trains in {}, which has none",
+            trainer.config.precision
+        );
+    };
+    let saved: SavedScalers =
+        serde_json::from_str(json).map_err(|e| Error(format!("{name}: unreadable `{SCALERS_KEY}`: {e}")))?;
+    for (which, scaler, state) in [
+        ("critic", critic, saved.critic),
+        ("generator", generator, saved.generator),
+    ] {
+        let restore = |s: &mut GradScaler| s.load_state_dict(state);
+        restore(scaler).map_err(|e| Error(format!("{name}: the {which}'s loss scaler: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Save the weights of the generator that draws the run's samples ([`Trainer::sampler`]: the
@@ -377,6 +422,7 @@ pub fn load_checkpoint_bytes(bytes: &[u8], name: &str, train_len: usize) -> Resu
             .load_state_dict(&state)
             .map_err(|e| Error(format!("{name}: {e}")))?;
     }
+    load_scalers(&mut trainer, &loaded, name)?;
     let order = loaded.orders.get("batcher.order").cloned().unwrap_or_default();
     if !order.is_empty() && order.len() != train_len {
         bail!(
@@ -609,11 +655,25 @@ mod tests {
         let path = scratch("arch");
         save_checkpoint(&tiny_trainer(4), &path).unwrap();
         // Rewrite the metadata to claim dim 8: the tensors no longer fit.
-        let bytes = std::fs::read(&path).unwrap();
+        rewrite_metadata(&path, |metadata| {
+            let config = metadata["config"].replace("\"dim\":4", "\"dim\":8");
+            metadata.insert("config".into(), config);
+        });
+        let err = load_checkpoint(&path, 100)
+            .err()
+            .expect("a dim-4 checkpoint cannot fill a dim-8 model")
+            .0;
+        assert!(err.contains("different architecture") && err.contains("shape"), "{err}");
+        let err = load_generator(&path).err().expect("nor its generator").0;
+        assert!(err.contains("different architecture"), "{err}");
+    }
+
+    /// Rewrite the metadata of the checkpoint at `path` with `edit`, keeping its tensors.
+    fn rewrite_metadata(path: &Path, edit: impl FnOnce(&mut HashMap<String, String>)) {
+        let bytes = std::fs::read(path).unwrap();
         let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
         let mut metadata = header.metadata().clone().unwrap();
-        let config = metadata["config"].replace("\"dim\":4", "\"dim\":8");
-        metadata.insert("config".into(), config);
+        edit(&mut metadata);
         let file = SafeTensors::deserialize(&bytes).unwrap();
         let raws: Vec<(String, Raw)> = file
             .tensors()
@@ -629,13 +689,44 @@ mod tests {
                 )
             })
             .collect();
-        std::fs::write(&path, serialize(raws, metadata).unwrap()).unwrap();
-        let err = load_checkpoint(&path, 100)
-            .err()
-            .expect("a dim-4 checkpoint cannot fill a dim-8 model")
-            .0;
-        assert!(err.contains("different architecture") && err.contains("shape"), "{err}");
-        let err = load_generator(&path).err().expect("nor its generator").0;
-        assert!(err.contains("different architecture"), "{err}");
+        std::fs::write(path, serialize(raws, metadata).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_f16_checkpoint_keeps_its_loss_scales_and_one_without_them_still_loads() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.precision) = (4, crate::train::Precision::F16);
+        let mut trainer = Trainer::new(config, 100).unwrap();
+        let critic = GradScaler::with_options(512.0, 4.0, 0.25, 9).unwrap();
+        trainer.critic_scaler = Some(critic.clone());
+        let path = scratch("scalers");
+        save_checkpoint(&trainer, &path).unwrap();
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.critic_scaler, Some(critic));
+        assert_eq!(loaded.generator_scaler, Some(GradScaler::new()));
+        // Written before the scalers were saved: the run goes on from the initial scale.
+        rewrite_metadata(&path, |m| {
+            m.remove(SCALERS_KEY);
+        });
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.critic_scaler.map(|s| s.get_scale()), Some(65536.0));
+        // A state that cannot scale, and scalers in a run without them, are refused.
+        save_checkpoint(&trainer, &path).unwrap();
+        rewrite_metadata(&path, |m| {
+            let bad = m[SCALERS_KEY].replace("\"scale\":512.0", "\"scale\":-1.0");
+            m.insert(SCALERS_KEY.into(), bad);
+        });
+        let err = load_checkpoint(&path, 100).err().expect("a negative scale").0;
+        assert!(err.contains("the critic's loss scaler: loss scale must be"), "{err}");
+        save_checkpoint(&trainer, &path).unwrap();
+        rewrite_metadata(&path, |m| {
+            let f32_config = m["config"].replace("\"precision\":\"f16\"", "\"precision\":\"f32\"");
+            m.insert("config".into(), f32_config);
+        });
+        let err = load_checkpoint(&path, 100).err().expect("scalers in an f32 run").0;
+        assert!(
+            err.contains("holds loss scalers") && err.contains("trains in f32"),
+            "{err}"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! A run's `metrics.csv`: one row per generator iteration, with the held-out Wasserstein
 //! estimate and the sample-quality metrics in the rows where they were measured (empty cells
-//! elsewhere). Values are written as the shortest decimals that read back to the same `f64`, so
+//! elsewhere), and last the loss scales and skipped steps of an f16 run (empty in f32 and
+//! bf16 runs; appended after the class columns so that files and tools that read the earlier
+//! columns by position still do). Values are written as the shortest decimals that read back to the same `f64`, so
 //! a resumed run and the experiment tools see exactly what was logged.
 
 use crate::classifier::{ClassScores, Quality};
 use crate::metrics::ModeCoverage;
-use crate::train::IterationLog;
+use crate::train::{IterationLog, LossScaleLog};
 use crate::{Error, Result};
 
 /// Classes of the class-histogram columns (the digits).
@@ -30,6 +32,21 @@ const QUALITY_COLUMNS: [&str; 5] = [
     "confident_share",
 ];
 
+/// Dynamic loss scaling's columns (f16): each network's scale after the iteration and the
+/// steps it skipped in it.
+const LOSS_SCALE_COLUMNS: [&str; 4] = [
+    "critic_loss_scale",
+    "generator_loss_scale",
+    "critic_skipped",
+    "generator_skipped",
+];
+
+/// The widths of the files this module reads: before the quality columns, before the loss
+/// scale columns, and today's.
+const OLD_WIDTH: usize = TRAINING_COLUMNS.len();
+const QUALITY_WIDTH: usize = OLD_WIDTH + QUALITY_COLUMNS.len() + CLASSES;
+const FULL_WIDTH: usize = QUALITY_WIDTH + LOSS_SCALE_COLUMNS.len();
+
 /// The header line of `metrics.csv`.
 pub fn header() -> String {
     let classes = (0..CLASSES).map(|c| format!("class_{c}"));
@@ -38,6 +55,7 @@ pub fn header() -> String {
         .map(|s| s.to_string())
         .chain(QUALITY_COLUMNS.iter().map(|s| s.to_string()))
         .chain(classes)
+        .chain(LOSS_SCALE_COLUMNS.iter().map(|s| s.to_string()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -79,19 +97,26 @@ pub fn to_csv(rows: &[IterationLog]) -> String {
             }
             None => out.push_str(&",".repeat(QUALITY_COLUMNS.len() + CLASSES)),
         }
+        match &r.loss_scaling {
+            Some(l) => out.push_str(&format!(
+                ",{:?},{:?},{},{}",
+                l.critic_scale, l.generator_scale, l.critic_skipped, l.generator_skipped
+            )),
+            None => out.push_str(&",".repeat(LOSS_SCALE_COLUMNS.len())),
+        }
         out.push('\n');
     }
     out
 }
 
 /// Parse a `metrics.csv` written by [`to_csv`]; files from before the quality columns (8
-/// columns) are read too. `source` names the file in errors.
+/// columns) and from before the loss-scale columns (23) are read too. `source` names the file
+/// in errors.
 pub fn parse_csv(text: &str, source: &str) -> Result<Vec<IterationLog>> {
     let mut lines = text.lines();
     let header_line = lines.next().unwrap_or_default();
-    let full = QUALITY_COLUMNS.len() + CLASSES + TRAINING_COLUMNS.len();
     let width = header_line.split(',').count();
-    if !header_line.starts_with("iteration,seconds,") || (width != TRAINING_COLUMNS.len() && width != full) {
+    if !header_line.starts_with("iteration,seconds,") || ![OLD_WIDTH, QUALITY_WIDTH, FULL_WIDTH].contains(&width) {
         return Err(Error(format!("{source}: not a metrics file (unexpected header)")));
     }
     let mut rows = Vec::new();
@@ -117,10 +142,22 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<IterationLog>> {
                 },
             })
         };
-        let quality = if width == full && !f[9].is_empty() {
+        let quality = if width >= QUALITY_WIDTH && !f[9].is_empty() {
             Some(Quality {
                 frechet_distance: num(9)?,
                 classes: if f[8].is_empty() { None } else { Some(classes(&f)?) },
+            })
+        } else {
+            None
+        };
+        let count = |i: usize| f[i].parse::<u64>().map_err(|_| bad());
+        let at = QUALITY_WIDTH;
+        let loss_scaling = if width == FULL_WIDTH && !f[at].is_empty() {
+            Some(LossScaleLog {
+                critic_scale: num(at)?,
+                generator_scale: num(at + 1)?,
+                critic_skipped: count(at + 2)?,
+                generator_skipped: count(at + 3)?,
             })
         } else {
             None
@@ -135,6 +172,7 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Vec<IterationLog>> {
             grad_norm: num(6)?,
             test_wasserstein: optional(7)?,
             quality,
+            loss_scaling,
         });
     }
     Ok(rows)
@@ -155,6 +193,7 @@ mod tests {
             grad_norm: 0.9,
             test_wasserstein: iteration.is_multiple_of(2).then_some(1.0 / 7.0),
             quality,
+            loss_scaling: None,
         }
     }
 
@@ -172,15 +211,38 @@ mod tests {
                 },
             }),
         };
+        let scaled = LossScaleLog {
+            critic_scale: 32768.0,
+            generator_scale: 0.5f64.powi(130),
+            critic_skipped: 2,
+            generator_skipped: 1,
+        };
         let rows = vec![
             row(1, None),
             row(2, Some(quality.clone())),
-            row(3, Some(quality.features_only())),
+            row(3, Some(quality.clone().features_only())),
+            IterationLog {
+                loss_scaling: Some(scaled),
+                ..row(4, Some(quality.clone()))
+            },
+            IterationLog {
+                loss_scaling: Some(scaled),
+                ..row(5, None)
+            },
         ];
         let text = to_csv(&rows);
-        assert_eq!(text.lines().next().unwrap().split(',').count(), 23);
-        assert!(text.lines().all(|l| l.split(',').count() == 23));
+        assert_eq!(text.lines().next().unwrap().split(',').count(), 27);
+        assert!(text.lines().all(|l| l.split(',').count() == 27));
         assert_eq!(parse_csv(&text, "m.csv").unwrap(), rows);
+        // A file from before the loss-scale columns reads as rows without them.
+        let before: String = text
+            .lines()
+            .take(4)
+            .map(|l| l.split(',').take(23).collect::<Vec<_>>().join(",") + "\n")
+            .collect();
+        assert_eq!(parse_csv(&before, "m.csv").unwrap(), rows[..3]);
+        let bad = text.replace(",32768.0,", ",x,");
+        assert!(parse_csv(&bad, "m.csv").unwrap_err().0.contains("line 5"));
     }
 
     #[test]

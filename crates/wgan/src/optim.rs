@@ -11,6 +11,9 @@ pub trait Optimizer {
     fn step(&mut self);
     /// Forget the parameters' gradients.
     fn zero_grad(&self);
+    /// The parameters it updates (PyTorch's `param_groups[0]["params"]`): a loss scaler
+    /// unscales their gradients before the step.
+    fn params(&self) -> &[Tensor];
     fn learning_rate(&self) -> f64;
     fn set_learning_rate(&mut self, lr: f64);
     /// The optimiser's state as named tensors (PyTorch's names: `state.{i}.exp_avg`, ...),
@@ -169,6 +172,9 @@ macro_rules! impl_optimizer {
             }
             fn zero_grad(&self) {
                 self.state.zero_grad()
+            }
+            fn params(&self) -> &[Tensor] {
+                &self.state.params
             }
             fn learning_rate(&self) -> f64 {
                 self.lr

@@ -51,6 +51,27 @@ pub struct GradientPenalty {
 /// The gradient penalty of `critic` at the interpolates `x_hat` (which must require grad:
 /// build them with [`interpolate`]).
 pub fn gradient_penalty(critic: impl Fn(&Tensor) -> Tensor, x_hat: &Tensor, lambda: f64) -> GradientPenalty {
+    scaled_gradient_penalty(critic, x_hat, lambda, 1.0)
+}
+
+/// [`gradient_penalty`] with its inner gradient taken of the critic's scores multiplied by
+/// `loss_scale` and divided by it again before the norms: the pattern of PyTorch's AMP
+/// examples ("gradient penalty") for f16.
+///
+/// Why: in f16 mixed precision the inner backward pass (the gradient of the scores with
+/// respect to the interpolates) runs through the critic's layers in f16, where a gradient
+/// below 6e-5 loses bits and one below 6e-8 is 0. The scores' gradient is what sets its
+/// size, so it is scaled up there (the same [`GradScaler`](crate::amp::GradScaler) scale as
+/// the outer loss's) and the f32 gradient that leaves the critic is divided by the scale
+/// before `||grad||` is taken, in f32. With a power-of-two scale both steps are exact; an
+/// overflow of f16 makes the penalty inf or NaN, which the outer scaler then sees as a
+/// non-finite gradient and skips.
+pub fn scaled_gradient_penalty(
+    critic: impl Fn(&Tensor) -> Tensor,
+    x_hat: &Tensor,
+    lambda: f64,
+    loss_scale: f64,
+) -> GradientPenalty {
     assert!(
         x_hat.requires_grad(),
         "gradient_penalty: x_hat must require grad (use interpolate)"
@@ -58,7 +79,13 @@ pub fn gradient_penalty(critic: impl Fn(&Tensor) -> Tensor, x_hat: &Tensor, lamb
     let scores = critic(x_hat);
     // The sum's gradient is each sample's own gradient, since samples do not interact in the
     // critic (no batch-norm: that is why WGAN-GP forbids it).
-    let gradients = grad(&[&scores.sum()], &[x_hat], None, true).remove(0);
+    let total = scores.sum();
+    let gradients = if loss_scale == 1.0 {
+        grad(&[&total], &[x_hat], None, true).remove(0)
+    } else {
+        let scaled = grad(&[&total.mul_scalar(loss_scale)], &[x_hat], None, true).remove(0);
+        scaled.mul_scalar(1.0 / loss_scale)
+    };
     let norms = gradients.per_sample_norm();
     let mean_grad_norm = norms.detach().mean();
     let penalty = norms.sub_scalar(1.0).square().mean().mul_scalar(lambda);

@@ -332,6 +332,7 @@ mod tests {
                             },
                         }),
                     }),
+                    loss_scaling: None,
                 }
             })
             .collect();

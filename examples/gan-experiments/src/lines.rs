@@ -86,7 +86,7 @@ fn train_to_separate(algo: Algo, theta: f64, steps: usize, seed: u64) -> Result<
     };
     for _ in 0..steps {
         let (real, fake) = (line(0.0, 256, &mut rng), line(theta, 256, &mut rng));
-        critic_step(&objective, &network, &mut optim, &real, &fake, &mut rng)?;
+        critic_step(&objective, &network, &mut optim, None, &real, &fake, &mut rng)?;
     }
     Ok((network, rng))
 }

@@ -316,6 +316,9 @@ impl ToyGan {
             critic: &self.critic,
             generator_optim: &mut *self.generator_optim,
             critic_optim: &mut *self.critic_optim,
+            // The toy runs are f32: nothing to scale.
+            critic_scaler: None,
+            generator_scaler: None,
         };
         let log = generator_iteration(
             &self.config.objective(),

@@ -163,9 +163,11 @@ pub struct TrainArgs {
         by_algo(|c| c.ema.map_or("off".to_string(), |d| d.to_string())),
     ))]
     pub ema: Option<EmaFlag>,
-    #[arg(long, value_name = "f32|bf16", help = with_default(
-        "What the networks' convolutions and matrix products compute in: `bf16` is mixed precision \
-         (the weights, their gradients, the optimisers, the losses and the penalty's norms stay f32; \
+    #[arg(long, value_name = "f32|bf16|f16", help = with_default(
+        "What the networks' convolutions and matrix products compute in: `bf16` and `f16` are mixed \
+         precision (the weights, their gradients, the optimisers, the losses and the penalty's norms \
+         stay f32); `f16` also scales each network's loss dynamically (a step with an inf or NaN \
+         gradient is skipped and its scale halved; the scales and skipped steps go to metrics.csv; \
          docs/training.md)",
         by_algo(|c| c.precision.to_string()),
     ))]

@@ -64,6 +64,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None => Vec::new(),
     };
     let interrupted = interrupt_flag();
+    let precision = describe_precision(&trainer);
     let config = &trainer.config;
     // The header first, then the bar, which redraws itself below it.
     eprintln!(
@@ -71,10 +72,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         config.algo,
         config.model,
         config.dim,
-        match config.precision {
-            Precision::F32 => "f32".to_string(),
-            p => format!("mixed precision {p}"),
-        },
+        precision,
         config.batch_size,
         config.iters,
         describe_device(device)?
@@ -338,6 +336,34 @@ fn set_up_outputs(
     })
 }
 
+/// The run's precision for its header: f32, or mixed precision with, in f16, the loss scalers'
+/// settings and where they stand (a resumed run goes on from its checkpoint's scales).
+fn describe_precision(trainer: &Trainer) -> String {
+    match (
+        trainer.config.precision,
+        &trainer.critic_scaler,
+        &trainer.generator_scaler,
+    ) {
+        (Precision::F32, ..) => "f32".to_string(),
+        (p, Some(critic), Some(generator)) => {
+            let settings = critic.state_dict();
+            format!(
+                "mixed precision {p} with dynamic loss scaling: scale {} (critic) and {} (generator), x{} after \
+                 {} good steps, x{} after an inf or NaN gradient, which skips the step; {} critic and {} \
+                 generator steps skipped so far",
+                critic.get_scale(),
+                generator.get_scale(),
+                settings.growth_factor,
+                settings.growth_interval,
+                settings.backoff_factor,
+                critic.skipped_steps(),
+                generator.skipped_steps()
+            )
+        }
+        (p, ..) => format!("mixed precision {p}"),
+    }
+}
+
 /// The device for the run's header: a GPU by name, or the CPU with its threads and SIMD path.
 fn describe_device(device: Device) -> Result<String> {
     Ok(match device {
@@ -540,6 +566,15 @@ impl Run<'_> {
             estimate.push_str(&format!(", {w:.4} on test images at iteration {it}"));
         }
         lines.push(estimate);
+        if let (Some(critic), Some(generator)) = (&self.trainer.critic_scaler, &self.trainer.generator_scaler) {
+            lines.push(format!(
+                "loss scaling: {} critic and {} generator steps skipped in all; scales at the end {} and {}",
+                critic.skipped_steps(),
+                generator.skipped_steps(),
+                critic.get_scale(),
+                generator.get_scale()
+            ));
+        }
         if let (Some(probe), Some((it, q))) = (
             &self.outputs.quality_probe,
             self.rows
@@ -583,10 +618,11 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// The progress bar's message: the losses of the last iteration.
+/// The progress bar's message: the losses of the last iteration, and the loss scales of an
+/// f16 run.
 fn progress_message(log: &IterationLog, algo: Algo) -> String {
     format!(
-        "W {:.4}  critic {:.4}  gen {:.4}{}",
+        "W {:.4}  critic {:.4}  gen {:.4}{}{}",
         log.wasserstein,
         log.critic_loss,
         log.generator_loss,
@@ -594,7 +630,10 @@ fn progress_message(log: &IterationLog, algo: Algo) -> String {
             format!("  gp {:.4}", log.penalty)
         } else {
             String::new()
-        }
+        },
+        log.loss_scaling
+            .map(|l| format!("  scale {}/{}", l.critic_scale, l.generator_scale))
+            .unwrap_or_default()
     )
 }
 

@@ -3,6 +3,7 @@
 //! the fast paths here against the plain references (`conv::reference`, `matmul::gemm_reference`).
 
 pub mod conv;
+pub mod convert;
 pub mod denormals;
 pub mod elementwise;
 pub mod gather;

@@ -273,6 +273,11 @@ pub(crate) trait F32Simd {
     /// The 8x8 block of f32 at `src` (rows `src_stride` apart) written transposed at `dst`
     /// (rows `dst_stride` apart).
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize);
+    /// `LANES` pairs of bf16 at `p` (each a `u32`, the first of the pair in its low half)
+    /// widened to f32: `(first of each pair, second of each pair)`. A bf16 is the upper half
+    /// of the f32 it stands for, so widening is a shift (the low half) or a mask (the high
+    /// half), exact.
+    unsafe fn widen_bf16_pairs(p: *const u32) -> (Self::V, Self::V);
 }
 
 /// Plain Rust: 8-lane arrays, which the compiler maps onto whatever vectors the target has.
@@ -318,6 +323,15 @@ impl F32Simd for Portable {
                 unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
             }
         }
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const u32) -> ([f32; 8], [f32; 8]) {
+        // SAFETY: the caller vouches for eight u32 at `p`.
+        let v = unsafe { (p as *const [u32; 8]).read_unaligned() };
+        (
+            v.map(|pair| f32::from_bits(pair << 16)),
+            v.map(|pair| f32::from_bits(pair & 0xffff_0000)),
+        )
     }
 }
 
@@ -369,6 +383,17 @@ mod x86 {
         unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
             unsafe { transpose_8x8_avx(src, src_stride, dst, dst_stride) }
         }
+        #[inline(always)]
+        unsafe fn widen_bf16_pairs(p: *const u32) -> (__m256, __m256) {
+            unsafe {
+                let v = _mm256_loadu_si256(p as *const __m256i);
+                let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
+                (
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v)),
+                    _mm256_castsi256_ps(_mm256_and_si256(v, high)),
+                )
+            }
+        }
     }
 
     impl F32Simd for Avx512 {
@@ -402,6 +427,17 @@ mod x86 {
         #[inline(always)]
         unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
             unsafe { transpose_8x8_avx(src, src_stride, dst, dst_stride) }
+        }
+        #[inline(always)]
+        unsafe fn widen_bf16_pairs(p: *const u32) -> (__m512, __m512) {
+            unsafe {
+                let v = _mm512_loadu_si512(p as *const __m512i);
+                let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+                (
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                    _mm512_castsi512_ps(_mm512_and_si512(v, high)),
+                )
+            }
         }
     }
 
@@ -503,6 +539,16 @@ mod arm {
                         vst1q_f32(dst.add((bj + k) * dst_stride + bi), column);
                     }
                 }
+            }
+        }
+        #[inline(always)]
+        unsafe fn widen_bf16_pairs(p: *const u32) -> (float32x4_t, float32x4_t) {
+            unsafe {
+                let v = vld1q_u32(p);
+                (
+                    vreinterpretq_f32_u32(vshlq_n_u32::<16>(v)),
+                    vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xffff_0000))),
+                )
             }
         }
     }

@@ -214,6 +214,15 @@ impl GpuDevice {
         }
     }
 
+    /// Whether this device has the tensor cores' bf16 and f16 `mma.sync` m16n8k16 (matmul_tc.cu):
+    /// compute capability 8.0 or later; the emulator models them.
+    pub fn has_tensor_cores(&self) -> bool {
+        match &self.backend {
+            Backend::Cuda { arch, .. } => *arch >= 80,
+            Backend::Emulator => true,
+        }
+    }
+
     /// The first error of an operation that could not return it: the tensor ops have no
     /// error path (an op returns a tensor), so a failed allocation or launch inside one is
     /// kept here, the device does no more work (CUDA's errors are sticky: after a kernel's

@@ -122,7 +122,7 @@ impl StridedShape {
     }
 }
 
-/// `MatmulShape` (matmul.cu).
+/// `MatmulShape` (common.cuh; matmul.cu and matmul_tc.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulShape {

@@ -310,15 +310,29 @@ impl GpuStorage {
         );
     }
 
+    /// `C = A B` in the operands' dtype: f32 and f64 on matmul.cu's kernels; bf16 and f16 on the
+    /// tensor cores (matmul_tc.cu: f32 sums, C rounded to 16 bits once, as the half rule gives
+    /// up to the order of the sums), or on a GPU older than them through f32.
     pub fn matmul(&self, other: &GpuStorage, p: &MatmulProblem) -> GpuStorage {
         self.check_same(other, "matmul");
+        let half = self.dtype();
+        if half.is_half() && !self.device.has_tensor_cores() {
+            return self.cast(DType::F32).matmul(&other.cast(DType::F32), p).cast(half);
+        }
         let out = self.new_output(self.dtype(), p.batch * p.m * p.n);
         if out.is_empty() {
             return out;
         }
+        let (kernel, shape) = match self.dtype() {
+            DType::BF16 | DType::F16 => (
+                self.kernel("matmul_tc"),
+                LaunchShape::matmul_tensor_cores(p.m, p.n, p.batch),
+            ),
+            DType::F32 | DType::F64 => (self.kernel("matmul"), LaunchShape::matmul(p.m, p.n, p.batch)),
+        };
         self.launch(
-            &self.kernel("matmul"),
-            LaunchShape::matmul(p.m, p.n, p.batch),
+            &kernel,
+            shape,
             &mut [self.ptr(), other.ptr(), out.ptr(), Arg::Matmul(MatmulShape::from(p))],
         );
         out

@@ -64,6 +64,10 @@ pub enum Precision {
     /// Mixed precision with bfloat16 ([`earthmover_tensor::autocast`]): f32's range, so no
     /// loss scaling is needed.
     Bf16,
+    /// Mixed precision with IEEE half (f16): 3 more bits than bf16 but 5 exponent bits, so
+    /// each network's loss is scaled dynamically ([`crate::amp::GradScaler`]) for its
+    /// backward pass, the gradient penalty's inner gradient included.
+    F16,
 }
 
 impl Precision {
@@ -72,6 +76,7 @@ impl Precision {
         match self {
             Precision::F32 => DType::F32,
             Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
         }
     }
 }
@@ -81,6 +86,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         })
     }
 }
@@ -92,12 +98,8 @@ impl std::str::FromStr for Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            "f16" | "float16" | "half" => Err(
-                "f16 training needs dynamic loss scaling, which is not built yet; use bf16 (f32's range) \
-                 or f32 (`export --dtype f16` writes an f16 generator)"
-                    .to_string(),
-            ),
-            _ => Err(format!("unknown precision `{s}`: expected f32 or bf16")),
+            "f16" | "float16" | "half" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision `{s}`: expected f32, bf16 or f16")),
         }
     }
 }
@@ -241,6 +243,23 @@ mod tests {
             config.critic_norm = norm;
             assert_eq!(config.objective().joint_critic_pass, joint, "{norm}");
         }
+    }
+
+    #[test]
+    fn precisions_parse_by_their_names_and_print_back() {
+        for (name, precision) in [
+            ("f32", Precision::F32),
+            ("bf16", Precision::Bf16),
+            ("f16", Precision::F16),
+            ("Float16", Precision::F16),
+        ] {
+            let parsed: Precision = name.parse().unwrap();
+            assert_eq!(parsed, precision);
+            assert_eq!(parsed.to_string().parse::<Precision>().unwrap(), precision);
+        }
+        assert_eq!(Precision::F16.dtype(), DType::F16);
+        let err = "f8".parse::<Precision>().unwrap_err();
+        assert!(err.contains("expected f32, bf16 or f16"), "{err}");
     }
 
     #[test]

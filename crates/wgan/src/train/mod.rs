@@ -21,7 +21,7 @@ pub use step::{
     critic_step, generator_iteration, generator_iteration_with, generator_step, CriticLog, CriticSchedule, Diverged,
     Gan, Objective, StepError, StepLog,
 };
-pub use trainer::{IterationLog, Trainer};
+pub use trainer::{IterationLog, LossScaleLog, Trainer};
 
 use crate::optim::{Adam, Optimizer, RmsProp};
 use earthmover_tensor::Tensor;

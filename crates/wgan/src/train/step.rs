@@ -11,9 +11,10 @@
 
 use super::inputs::{HostInputs, IterationInputs};
 use super::{Algo, Precision};
+use crate::amp::{GradScaler, MIN_SCALE};
 use crate::nn::Module;
 use crate::optim::{clip_weights, Optimizer};
-use crate::penalty::{gradient_penalty, interpolate, interpolation_weights};
+use crate::penalty::{interpolate, interpolation_weights, scaled_gradient_penalty};
 use crate::Error;
 use earthmover_tensor::{autocast, no_grad, DType, Tensor};
 use rand::Rng;
@@ -32,9 +33,10 @@ pub struct Objective {
     /// same maths, rounded differently; with batch-norm it is not (the batch statistics would
     /// mix real and fake), so such a critic needs `false`.
     pub joint_critic_pass: bool,
-    /// What the networks' products compute in: under [`Precision::Bf16`] the forward passes
-    /// run inside [`autocast`] and their outputs (scores, images) come back as f32, so every
-    /// loss, norm and estimate is accumulated in f32.
+    /// What the networks' products compute in: under [`Precision::Bf16`] and
+    /// [`Precision::F16`] the forward passes run inside [`autocast`] and their outputs
+    /// (scores, images) come back as f32, so every loss, norm and estimate is accumulated in
+    /// f32. (f16 also wants a [`GradScaler`] per network: see [`Gan`].)
     pub precision: Precision,
 }
 
@@ -68,13 +70,20 @@ impl CriticSchedule {
     }
 }
 
-/// A generator and a critic with their optimisers (each over its network's parameters),
-/// borrowed for one generator iteration.
+/// A generator and a critic with their optimisers (each over its network's parameters) and,
+/// for f16, their loss scalers, borrowed for one generator iteration.
 pub struct Gan<'a> {
     pub generator: &'a dyn Module,
     pub critic: &'a dyn Module,
     pub generator_optim: &'a mut dyn Optimizer,
     pub critic_optim: &'a mut dyn Optimizer,
+    /// The critic's dynamic loss scaler ([`GradScaler`]); `None`: its loss is not scaled
+    /// (f32, bf16). One per network, not one shared: an overflow in the critic's backward
+    /// pass (whose penalty adds second-order terms) must not skip the generator's step or
+    /// halve its scale, and the critic takes several steps per generator step.
+    pub critic_scaler: Option<&'a mut GradScaler>,
+    /// The generator's dynamic loss scaler; `None`: not scaled.
+    pub generator_scaler: Option<&'a mut GradScaler>,
 }
 
 /// What one critic step measured.
@@ -96,6 +105,11 @@ pub struct StepLog {
     /// The last critic step's measurements.
     pub critic: CriticLog,
     pub generator_loss: f64,
+    /// Critic steps of this iteration that its loss scaler skipped (a non-finite scaled
+    /// gradient); 0 without a scaler.
+    pub critic_skipped: u64,
+    /// Generator steps skipped (0 or 1).
+    pub generator_skipped: u64,
 }
 
 /// A loss that came out non-finite. A single [`critic_step`] or [`generator_step`] reads its
@@ -105,9 +119,19 @@ pub struct StepLog {
 /// non-finite weights, and a training loop must not keep them (the MNIST
 /// [`Trainer`](super::Trainer) does not count the iteration, and
 /// [`save_checkpoint`](crate::checkpoint::save_checkpoint) refuses non-finite weights).
+///
+/// A loss scale (`critic_loss_scale`, `generator_loss_scale`) that backed off below
+/// [`MIN_SCALE`] because the gradients were inf or NaN at every scale is reported as one too.
+/// Under dynamic loss scaling a non-finite *gradient* is not divergence: the scaler skips the
+/// step and lowers the scale. A non-finite *loss* is, with or without scaling: the loss is
+/// computed in the forward pass, which the scale does not touch, so no lower scale could
+/// make it finite. The gradient penalty is the exception: its inner gradient is taken of
+/// scaled scores, so under a scaler an inf or NaN penalty is an overflow of the scale and a
+/// skipped step, and only the rest of the critic's loss is checked.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Diverged {
-    /// Which loss: `critic_loss` or `generator_loss`.
+    /// Which loss: `critic_loss` or `generator_loss`; or which loss scale:
+    /// `critic_loss_scale` or `generator_loss_scale`.
     pub loss: &'static str,
     pub value: f64,
 }
@@ -121,7 +145,14 @@ impl Diverged {
 
 impl fmt::Display for Diverged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is {}", self.loss, self.value)
+        write!(f, "{} is {}", self.loss, self.value)?;
+        if self.loss.ends_with("_scale") {
+            write!(
+                f,
+                " (its gradients were inf or NaN at every loss scale down to f32's smallest normal)"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -203,6 +234,9 @@ struct CriticLosses {
     /// Detached scalars in the order of [`CriticLosses::log`]: the loss, the Wasserstein
     /// estimate, and for WGAN-GP the penalty and the mean gradient norm.
     logged: Vec<Tensor>,
+    /// The detached value whose being non-finite is divergence (see [`Diverged`]): the loss,
+    /// or under a loss scaler with a penalty the loss without it.
+    checked: Tensor,
 }
 
 impl CriticLosses {
@@ -221,13 +255,16 @@ impl CriticLosses {
 }
 
 /// The critic's loss on a real and a fake batch; WGAN-GP's penalty at the interpolates of
-/// weights `eps` (which its callers always draw for WGAN-GP; ignored otherwise).
+/// weights `eps` (which its callers always draw for WGAN-GP; ignored otherwise), the scores
+/// it differentiates scaled by `loss_scale` (1 without a loss scaler;
+/// [`scaled_gradient_penalty`]).
 fn critic_losses(
     objective: &Objective,
     critic: &dyn Module,
     real: &Tensor,
     fake: &Tensor,
     eps: Option<&Tensor>,
+    loss_scale: Option<f64>,
 ) -> CriticLosses {
     let (real_scores, fake_scores) = critic_scores(objective, critic, real, fake);
     let wasserstein = real_scores.mean().sub(&fake_scores.mean());
@@ -239,45 +276,93 @@ fn critic_losses(
     };
     let penalty = eps.filter(|_| objective.algo == Algo::WganGp).map(|eps| {
         let x_hat = interpolate(real, fake, eps);
-        gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda)
+        let scale = loss_scale.unwrap_or(1.0);
+        scaled_gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda, scale)
     });
     if let Some(gp) = &penalty {
         loss = loss.add(&gp.penalty);
     }
+    let checked = match (&penalty, loss_scale) {
+        (Some(_), Some(_)) => wasserstein.neg().detach(),
+        _ => loss.detach(),
+    };
     let mut logged = vec![loss.detach(), wasserstein.detach()];
     if let Some(gp) = penalty {
         logged.extend([gp.penalty.detach(), gp.mean_grad_norm]);
     }
-    CriticLosses { loss, logged }
+    CriticLosses { loss, logged, checked }
 }
 
-/// The critic's update from `loss`; WGAN clips the weights after it.
-fn critic_update(objective: &Objective, critic: &dyn Module, critic_optim: &mut dyn Optimizer, loss: &Tensor) {
-    critic_optim.zero_grad();
-    loss.backward();
-    critic_optim.step();
+/// `loss.backward()` and the optimiser's step, through `scaler` when there is one: the scaled
+/// loss's backward, the gradients unscaled, the step skipped when one is inf or NaN, and the
+/// scale updated. `which` names the network in a [`Diverged`] scale.
+fn backward_and_step(
+    loss: &Tensor,
+    optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
+    which: &'static str,
+) -> Result<(), StepError> {
+    optim.zero_grad();
+    let Some(scaler) = scaler else {
+        loss.backward();
+        optim.step();
+        return Ok(());
+    };
+    let device = |e: crate::Error| StepError::Device(e.0);
+    scaler.scale(loss).backward();
+    scaler.step(optim).map_err(device)?;
+    scaler.update().map_err(device)?;
+    if scaler.get_scale() < MIN_SCALE {
+        return Err(StepError::Diverged(Diverged {
+            loss: which,
+            value: scaler.get_scale(),
+        }));
+    }
+    Ok(())
+}
+
+/// The critic's update from `loss` (through `scaler` when there is one); WGAN clips the
+/// weights after it.
+fn critic_update(
+    objective: &Objective,
+    critic: &dyn Module,
+    critic_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
+    loss: &Tensor,
+) -> Result<(), StepError> {
+    backward_and_step(loss, critic_optim, scaler, "critic_loss_scale")?;
     if objective.algo == Algo::Wgan {
         clip_weights(&critic.parameters(), objective.clip);
     }
+    Ok(())
 }
 
 /// One update of the critic on a real batch and a fake one (generator output; no graph back
 /// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
 /// the critic's weights after the update. The logged values are read before the backward pass
-/// (one read), so a non-finite loss stops the step before it changes a weight.
+/// (one read), so a non-finite loss stops the step before it changes a weight. With a `scaler`
+/// (f16) the loss is scaled for the backward pass, and so are the scores whose gradient the
+/// penalty takes ([`scaled_gradient_penalty`]); a step whose gradients overflow is skipped.
 pub fn critic_step<R: Rng + ?Sized>(
     objective: &Objective,
     critic: &dyn Module,
     critic_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
     real: &Tensor,
     fake: &Tensor,
     rng: &mut R,
 ) -> Result<CriticLog, StepError> {
     let eps = (objective.algo == Algo::WganGp).then(|| interpolation_weights(real, rng));
-    let losses = critic_losses(objective, critic, real, fake, eps.as_ref());
-    let log = CriticLosses::log(&read_all(&losses.logged.iter().collect::<Vec<_>>())?);
-    finite("critic_loss", log.loss)?;
-    critic_update(objective, critic, critic_optim, &losses.loss);
+    let loss_scale = scaler.as_ref().map(|s| s.get_scale());
+    let losses = critic_losses(objective, critic, real, fake, eps.as_ref(), loss_scale);
+    let mut logged: Vec<&Tensor> = losses.logged.iter().collect();
+    logged.push(&losses.checked);
+    let values = read_all(&logged)?;
+    let log = CriticLosses::log(&values[..values.len() - 1]);
+    if !values[values.len() - 1].is_finite() {
+        finite("critic_loss", log.loss)?;
+    }
+    critic_update(objective, critic, critic_optim, scaler, &losses.loss)?;
     Ok(log)
 }
 
@@ -289,6 +374,7 @@ fn generator_update<T>(
     objective: &Objective,
     generator: &dyn Module,
     generator_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
     critic: &dyn Module,
     noise: &Tensor,
     check: impl FnOnce(&Tensor) -> Result<T, StepError>,
@@ -301,28 +387,29 @@ fn generator_update<T>(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let checked = check(&loss);
-    if checked.is_ok() {
-        generator_optim.zero_grad();
-        loss.backward();
-        generator_optim.step();
-    }
+    let stepped = check(&loss).and_then(|value| {
+        backward_and_step(&loss, generator_optim, scaler, "generator_loss_scale")?;
+        Ok(value)
+    });
     trainable.iter().for_each(|p| p.set_requires_grad(true));
-    Ok((loss.detach(), checked?))
+    Ok((loss.detach(), stepped?))
 }
 
 /// One update of the generator on the critic's scores of `G(noise)`; returns its loss, read
 /// before the backward pass, so a non-finite loss changes no weight. The critic's weights are
-/// frozen for the step and unfrozen after it, also when the loss diverges.
+/// frozen for the step and unfrozen after it, also when the loss diverges. With a `scaler`
+/// (f16) the loss is scaled for the backward pass and a step whose gradients overflow is
+/// skipped.
 pub fn generator_step(
     objective: &Objective,
     generator: &dyn Module,
     generator_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
     critic: &dyn Module,
     noise: &Tensor,
 ) -> Result<f64, StepError> {
     let read = |loss: &Tensor| read_all(&[loss]).and_then(|values| finite("generator_loss", values[0]));
-    generator_update(objective, generator, generator_optim, critic, noise, read).map(|(_, value)| value)
+    generator_update(objective, generator, generator_optim, scaler, critic, noise, read).map(|(_, value)| value)
 }
 
 /// One generator iteration: `critic_steps` critic steps, each on a fresh real batch and a fake
@@ -345,8 +432,9 @@ pub fn generator_iteration<R: Rng + ?Sized>(
 
 /// One generator iteration on the inputs of `inputs` (see [`IterationInputs`]), with a single
 /// read of the device: every step's update is queued without waiting, and at the end the
-/// logged values of the last critic step, the sum of every critic step's loss and the
-/// generator's loss are read in one download. A non-finite sum means a critic loss diverged
+/// logged values of the last critic step, the sum of every critic step's loss (under a loss
+/// scaler with a penalty, of the loss without it: see [`Diverged`]) and the generator's loss
+/// are read in one download. (A loss scaler reads its own flag at each step.) A non-finite sum means a critic loss diverged
 /// (a NaN or an infinity stays one in a sum); it is reported with the last critic loss when
 /// that is non-finite, else with the sum. A diverged iteration has applied its updates (see
 /// [`Diverged`]).
@@ -356,36 +444,53 @@ pub fn generator_iteration_with(
     gan: Gan<'_>,
     inputs: &mut dyn IterationInputs,
 ) -> Result<StepLog, StepError> {
+    let Gan {
+        generator,
+        critic,
+        generator_optim,
+        critic_optim,
+        mut critic_scaler,
+        mut generator_scaler,
+    } = gan;
+    let skipped = |scaler: &Option<&mut GradScaler>| scaler.as_ref().map_or(0, |s| s.skipped_steps());
+    let (critic_skipped, generator_skipped) = (skipped(&critic_scaler), skipped(&generator_scaler));
     let mut last_logged: Vec<Tensor> = Vec::new();
     let mut critic_loss_sum: Option<Tensor> = None;
     for _ in 0..critic_steps {
         let real = inputs.real_batch()?;
         let noise = inputs.noise()?;
-        let fake = no_grad(|| objective.forward(gan.generator, &noise));
+        let fake = no_grad(|| objective.forward(generator, &noise));
         let eps = match objective.algo {
             Algo::WganGp => Some(inputs.interpolation_weights(&real)?),
             _ => None,
         };
-        let losses = critic_losses(objective, gan.critic, &real, &fake, eps.as_ref());
-        critic_update(objective, gan.critic, gan.critic_optim, &losses.loss);
-        let loss = &losses.logged[0];
-        critic_loss_sum = Some(critic_loss_sum.map_or_else(|| loss.clone(), |sum| sum.add(loss)));
+        let scaler = critic_scaler.as_deref_mut();
+        let loss_scale = scaler.as_ref().map(|s| s.get_scale());
+        let losses = critic_losses(objective, critic, &real, &fake, eps.as_ref(), loss_scale);
+        critic_update(objective, critic, critic_optim, scaler, &losses.loss)?;
+        let checked = &losses.checked;
+        critic_loss_sum = Some(critic_loss_sum.map_or_else(|| checked.clone(), |sum| sum.add(checked)));
         last_logged = losses.logged;
     }
     let noise = inputs.noise()?;
-    let (generator_loss, ()) = generator_update(
-        objective,
-        gan.generator,
-        gan.generator_optim,
-        gan.critic,
-        &noise,
-        |_| Ok(()),
-    )?;
+    let scaler = generator_scaler.as_deref_mut();
+    let (generator_loss, ()) =
+        generator_update(
+            objective,
+            generator,
+            generator_optim,
+            scaler,
+            critic,
+            &noise,
+            |_| Ok(()),
+        )?;
     let mut scalars: Vec<&Tensor> = last_logged.iter().chain(&critic_loss_sum).collect();
     scalars.push(&generator_loss);
     let values = read_all(&scalars)?;
     let mut log = StepLog {
         generator_loss: values[values.len() - 1],
+        critic_skipped: skipped(&critic_scaler) - critic_skipped,
+        generator_skipped: skipped(&generator_scaler) - generator_skipped,
         ..StepLog::default()
     };
     if critic_steps > 0 {
@@ -525,10 +630,10 @@ mod tests {
                 clip: 1.0,
                 ..objective(algo)
             };
-            let first = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            let first = critic_step(&objective, &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             let mut last = first;
             for _ in 0..30 {
-                last = critic_step(&objective, &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+                last = critic_step(&objective, &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             }
             assert!(last.loss < first.loss - 0.1, "{algo}: {first:?} -> {last:?}");
             assert!(last.wasserstein > first.wasserstein, "{algo}: {first:?} -> {last:?}");
@@ -558,7 +663,7 @@ mod tests {
         let wasserstein = critic.forward(&real).mean().sub(&critic.forward(&fake).mean()).item();
         // The step draws its interpolation weights first, from a generator seeded alike.
         let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(4));
-        let gp = gradient_penalty(
+        let gp = crate::penalty::gradient_penalty(
             |x| critic.forward(x),
             &interpolate(&real, &fake, &eps),
             objective.lambda,
@@ -569,6 +674,7 @@ mod tests {
             &objective,
             &critic,
             &mut optim,
+            None,
             &real,
             &fake,
             &mut StdRng::seed_from_u64(4),
@@ -595,7 +701,7 @@ mod tests {
             let critic = critic(false, &mut rng);
             let mut optim = RmsProp::new(critic.parameters(), 5e-2);
             let (real, fake) = (batch(8, &mut rng), batch(8, &mut rng));
-            critic_step(&objective(algo), &critic, &mut optim, &real, &fake, &mut rng).unwrap();
+            critic_step(&objective(algo), &critic, &mut optim, None, &real, &fake, &mut rng).unwrap();
             let largest = values(&critic.parameters()).iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert_eq!(largest <= 0.01, algo == Algo::Wgan, "{algo}: |w| reaches {largest}");
         }
@@ -608,7 +714,15 @@ mod tests {
             let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
             let mut optim = Sgd::new(generator.parameters(), 0.1, 0.0);
             let (generator_before, critic_before) = (values(&generator.parameters()), values(&critic.parameters()));
-            let loss = generator_step(&objective(algo), &generator, &mut optim, &critic, &batch(16, &mut rng)).unwrap();
+            let loss = generator_step(
+                &objective(algo),
+                &generator,
+                &mut optim,
+                None,
+                &critic,
+                &batch(16, &mut rng),
+            )
+            .unwrap();
             assert!(loss.is_finite(), "{algo}");
             assert_ne!(values(&generator.parameters()), generator_before, "{algo}");
             assert_eq!(values(&critic.parameters()), critic_before, "{algo}");
@@ -635,6 +749,7 @@ mod tests {
             &objective,
             &critic,
             &mut critic_optim,
+            None,
             &poisoned,
             &batch(4, &mut rng),
             &mut rng,
@@ -649,7 +764,7 @@ mod tests {
             ),
             "{diverged:?}"
         );
-        let diverged = match generator_step(&objective, &generator, &mut generator_optim, &critic, &poisoned) {
+        let diverged = match generator_step(&objective, &generator, &mut generator_optim, None, &critic, &poisoned) {
             Err(StepError::Diverged(diverged)) => diverged,
             other => panic!("{other:?}"),
         };
@@ -679,6 +794,8 @@ mod tests {
                 critic: &critic,
                 generator_optim: &mut generator_optim,
                 critic_optim: &mut critic_optim,
+                critic_scaler: None,
+                generator_scaler: None,
             };
             let (mut reals, mut noises) = (0, 0);
             let poison = |t: Tensor, at: Option<usize>, count: &mut usize| {
@@ -718,6 +835,27 @@ mod tests {
         }
     }
 
+    /// Gradients that are inf or NaN at every scale (here the square root's at 0, under a
+    /// finite loss) halve the scale down to f32's smallest normal, and then stop the run.
+    #[test]
+    fn gradients_non_finite_at_every_scale_end_in_divergence() {
+        let x = Tensor::zeros(&[2], DType::F32).requires_grad_(true);
+        let mut optim = Sgd::new(vec![x.clone()], 0.1, 0.0);
+        let mut scaler = GradScaler::with_options(4.0 * MIN_SCALE, 2.0, 0.5, 2000).unwrap();
+        let mut step = || backward_and_step(&x.sqrt().sum(), &mut optim, Some(&mut scaler), "critic_loss_scale");
+        step().unwrap();
+        step().unwrap();
+        let err = step().unwrap_err();
+        let expected = Diverged {
+            loss: "critic_loss_scale",
+            value: MIN_SCALE / 2.0,
+        };
+        assert_eq!(err, StepError::Diverged(expected));
+        let message = err.at_iteration(3).0;
+        assert!(message.contains("at every loss scale"), "{message}");
+        assert_eq!(x.to_vec_f32(), [0.0, 0.0], "no step was taken");
+    }
+
     /// A device's failure reaches the training loop as a message naming the iteration.
     #[test]
     fn a_device_error_is_reported_with_its_iteration() {
@@ -742,6 +880,8 @@ mod tests {
                 critic: &critic,
                 generator_optim: &mut generator_optim,
                 critic_optim: &mut critic_optim,
+                critic_scaler: None,
+                generator_scaler: None,
             };
             let log = generator_iteration(
                 &objective(Algo::WganGp),

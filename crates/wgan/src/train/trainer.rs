@@ -8,7 +8,8 @@
 //! follow the [`ShuffledOrder`], assembled from the split's bytes on the CPU and gathered on a
 //! GPU from the training images, uploaded once ([`Tensor::gather_shuffled_rows`]).
 
-use super::{generator_iteration_with, Gan, IterationInputs, StepError, TrainConfig};
+use super::{generator_iteration_with, Gan, IterationInputs, Precision, StepError, TrainConfig};
+use crate::amp::GradScaler;
 use crate::classifier::Quality;
 use crate::data::{Mnist, ShuffledOrder, Split};
 use crate::ema::{copy_weights, ExponentialMovingAverage};
@@ -42,6 +43,21 @@ pub struct IterationLog {
     /// Sample quality as the digit classifier sees it, where the caller measured it
     /// (`wgan-mnist --eval-every`); [`Trainer::step`] leaves it empty.
     pub quality: Option<Quality>,
+    /// Dynamic loss scaling (f16 runs); `None` when the run does not scale its losses.
+    pub loss_scaling: Option<LossScaleLog>,
+}
+
+/// What dynamic loss scaling did in one generator iteration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleLog {
+    /// The critic's loss scale after the iteration: the one its next step uses.
+    pub critic_scale: f64,
+    /// The generator's loss scale after the iteration.
+    pub generator_scale: f64,
+    /// Critic steps of the iteration skipped for an inf or NaN gradient.
+    pub critic_skipped: u64,
+    /// Generator steps skipped (0 or 1).
+    pub generator_skipped: u64,
 }
 
 /// The state of a run: networks, optimisers, data order, and the iteration count.
@@ -55,6 +71,11 @@ pub struct Trainer {
     pub critic: Critic,
     pub generator_optim: Box<dyn Optimizer>,
     pub critic_optim: Box<dyn Optimizer>,
+    /// The critic's dynamic loss scaler, in f16 runs ([`Precision::F16`]); `None` otherwise.
+    /// Saved in checkpoints, so a resumed run continues at the same scale.
+    pub critic_scaler: Option<GradScaler>,
+    /// The generator's dynamic loss scaler, in f16 runs.
+    pub generator_scaler: Option<GradScaler>,
     /// The order of the training images: the run's whole data-order state.
     pub order: ShuffledOrder,
     /// Generator iterations done.
@@ -127,6 +148,9 @@ impl Trainer {
             copy_weights(&copy, &generator);
             copy
         });
+        // f16 needs its losses scaled; f32 and bf16 have f32's exponent range and do not.
+        let scaler = || (config.precision == Precision::F16).then(GradScaler::new);
+        let (critic_scaler, generator_scaler) = (scaler(), scaler());
         Ok(Trainer {
             config,
             generator,
@@ -134,6 +158,8 @@ impl Trainer {
             critic,
             generator_optim,
             critic_optim,
+            critic_scaler,
+            generator_scaler,
             order: ShuffledOrder::new(train_len, order_seed(seed)),
             iteration: 0,
             seconds_before: 0.0,
@@ -288,6 +314,8 @@ impl Trainer {
             critic: &self.critic,
             generator_optim: &mut *self.generator_optim,
             critic_optim: &mut *self.critic_optim,
+            critic_scaler: self.critic_scaler.as_mut(),
+            generator_scaler: self.generator_scaler.as_mut(),
         };
         let step = generator_iteration_with(&objective, critic_steps, gan, &mut inputs)
             .map_err(|e| e.at_iteration(self.iteration + 1))?;
@@ -308,6 +336,7 @@ impl Trainer {
             grad_norm: step.critic.grad_norm,
             test_wasserstein: None,
             quality: None,
+            loss_scaling: self.loss_scale_log(step.critic_skipped, step.generator_skipped),
         };
         if self.iteration.is_multiple_of(self.config.test_every) {
             // Host draws, from a generator of the iteration's key: every `test_every`
@@ -317,6 +346,19 @@ impl Trainer {
         }
         log.seconds = self.seconds();
         Ok(log)
+    }
+
+    /// The scalers' state after an iteration that skipped these steps; `None` without scalers.
+    fn loss_scale_log(&self, critic_skipped: u64, generator_skipped: u64) -> Option<LossScaleLog> {
+        match (&self.critic_scaler, &self.generator_scaler) {
+            (Some(critic), Some(generator)) => Some(LossScaleLog {
+                critic_scale: critic.get_scale(),
+                generator_scale: generator.get_scale(),
+                critic_skipped,
+                generator_skipped,
+            }),
+            _ => None,
+        }
     }
 
     /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples,

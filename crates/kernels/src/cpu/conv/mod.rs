@@ -71,13 +71,17 @@
 //! count or on scheduling, and every output element is summed by one thread in a fixed order:
 //! results are reproducible bit for bit.
 
+pub mod bf16;
+mod bf16_weight_grad;
 mod rectangles;
 pub mod reference;
 pub mod scratch;
 #[cfg(test)]
 mod tests;
 pub mod tile;
+pub mod tile_amx;
 mod tile_frame;
+pub mod tile_pairs;
 mod tile_weight_grad;
 
 use super::elementwise::unary_in_place;

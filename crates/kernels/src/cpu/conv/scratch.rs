@@ -18,8 +18,14 @@ use std::sync::Mutex;
 /// Buffers the pool keeps; beyond that, returned buffers are freed (the smallest first).
 const POOL_BUFFERS: usize = 8;
 
-/// Pooled buffers of any element type (`Vec<T>` behind `Any`).
-type Pool = Mutex<Vec<Box<dyn Any + Send>>>;
+/// What a work array can hold: the kernels' elements, and the bf16 pairs of the bf16 tile
+/// (`u32`, [`super::tile_pairs`]). New buffers start at `Default::default()`: zeros.
+pub trait Pooled: Copy + Default + Send + Sync + 'static {}
+impl<T: Element> Pooled for T {}
+impl Pooled for u32 {}
+
+/// Pooled buffers of any element type (`Vec<T>` behind `Any`), each with its size in bytes.
+type Pool = Mutex<Vec<(Box<dyn Any + Send>, usize)>>;
 
 static POOL: Pool = Mutex::new(Vec::new());
 
@@ -27,7 +33,7 @@ static POOL: Pool = Mutex::new(Vec::new());
 pub const ALIGN: usize = 64;
 
 /// A work array from the pool; back to the pool on drop.
-pub struct Scratch<T: Element> {
+pub struct Scratch<T: Pooled> {
     /// The pooled vector, at the longest length it has been initialised to.
     buffer: Vec<T>,
     /// Where the array handed out starts in `buffer`: its first element on an [`ALIGN`]-byte
@@ -37,7 +43,7 @@ pub struct Scratch<T: Element> {
     len: usize,
 }
 
-impl<T: Element> Scratch<T> {
+impl<T: Pooled> Scratch<T> {
     /// A buffer of `len` elements starting on an [`ALIGN`]-byte boundary, with unspecified
     /// contents (left from an earlier use, or zeros): the caller writes every element it reads.
     pub fn take(len: usize) -> Scratch<T> {
@@ -49,7 +55,7 @@ impl<T: Element> Scratch<T> {
     }
 }
 
-impl<T: Element> Drop for Scratch<T> {
+impl<T: Pooled> Drop for Scratch<T> {
     fn drop(&mut self) {
         return_to(&POOL, std::mem::take(&mut self.buffer));
     }
@@ -58,10 +64,10 @@ impl<T: Element> Drop for Scratch<T> {
 /// A buffer of at least `len` elements from `pool`: the smallest pooled `Vec<T>` that holds
 /// `len` without growing, else the largest pooled `Vec<T>` (grown), else a new one. Its length is
 /// never cut, so that what was once initialised is not zeroed again when it is reused.
-fn take_from<T: Element>(pool: &Pool, len: usize) -> Vec<T> {
+fn take_from<T: Pooled>(pool: &Pool, len: usize) -> Vec<T> {
     let mut buffer = {
         let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let capacity = |b: &Box<dyn Any + Send>| b.downcast_ref::<Vec<T>>().map(|v| v.len());
+        let capacity = |b: &(Box<dyn Any + Send>, usize)| b.0.downcast_ref::<Vec<T>>().map(|v| v.len());
         let fitting = (0..pool.len())
             .filter(|&i| capacity(&pool[i]).is_some_and(|c| c >= len))
             .min_by_key(|&i| capacity(&pool[i]));
@@ -74,46 +80,43 @@ fn take_from<T: Element>(pool: &Pool, len: usize) -> Vec<T> {
         match fitting.or_else(any_of_type) {
             Some(i) => *pool
                 .swap_remove(i)
+                .0
                 .downcast::<Vec<T>>()
                 .expect("the index was checked for Vec<T>"),
             None => Vec::new(),
         }
     };
     if buffer.len() < len {
-        buffer.resize(len, T::ZERO);
+        buffer.resize(len, T::default());
     }
     buffer
 }
 
 /// Put `buffer` back into `pool`; beyond [`POOL_BUFFERS`], the smallest pooled buffer is
 /// freed (the large ones are the page faults worth saving).
-fn return_to<T: Element>(pool: &Pool, buffer: Vec<T>) {
+fn return_to<T: Pooled>(pool: &Pool, buffer: Vec<T>) {
     if buffer.is_empty() {
         return;
     }
     let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    pool.push(Box::new(buffer));
+    let bytes = buffer.len() * std::mem::size_of::<T>();
+    pool.push((Box::new(buffer), bytes));
     if pool.len() > POOL_BUFFERS {
-        let bytes = |b: &Box<dyn Any + Send>| {
-            (b.downcast_ref::<Vec<f32>>().map(|v| v.len() * 4))
-                .or_else(|| b.downcast_ref::<Vec<f64>>().map(|v| v.len() * 8))
-                .unwrap_or(0)
-        };
         let smallest = (0..pool.len())
-            .min_by_key(|&i| bytes(&pool[i]))
+            .min_by_key(|&i| pool[i].1)
             .expect("the pool is not empty");
         pool.swap_remove(smallest);
     }
 }
 
-impl<T: Element> Deref for Scratch<T> {
+impl<T: Pooled> Deref for Scratch<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         &self.buffer[self.offset..self.offset + self.len]
     }
 }
 
-impl<T: Element> DerefMut for Scratch<T> {
+impl<T: Pooled> DerefMut for Scratch<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.buffer[self.offset..self.offset + self.len]
     }
@@ -163,7 +166,7 @@ mod tests {
             let pool = pool.lock().unwrap();
             let mut kept: Vec<usize> = pool
                 .iter()
-                .map(|b| b.downcast_ref::<Vec<f32>>().unwrap().len() / 100)
+                .map(|b| b.0.downcast_ref::<Vec<f32>>().unwrap().len() / 100)
                 .collect();
             kept.sort();
             kept

@@ -2,7 +2,7 @@
 //! operands laid out `[pixel, channel, sample]`, the weights packed by tiles of channels, and
 //! [`TileFrame`], the three parallel phases both passes share.
 
-use super::scratch::Scratch;
+use super::scratch::{Pooled, Scratch};
 use super::tile::{
     accumulate_rows_unchecked, accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
@@ -20,7 +20,7 @@ use std::ops::Range;
 
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
 /// samples zero.
-fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
+pub(super) fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
     let samples = x.len() / (channels * pixels).max(1);
     if samples < TILE_SAMPLES {
         out.fill(T::ZERO);
@@ -52,7 +52,7 @@ fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: 
 
 /// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
 /// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
-fn from_tile_layout<T: Element>(
+pub(super) fn from_tile_layout<T: Element>(
     path: SimdPath,
     t: &[T],
     channels: usize,
@@ -296,6 +296,71 @@ fn accumulate_row<T: Element>(
     }
 }
 
+/// What the frame's phases run on: the tile of [`Element`]s ([`ElementTiles`]), or the bf16
+/// tile in pairs (`super::bf16::Bf16Tiles`).
+pub(super) trait TileKernels: Sync {
+    /// The elements of the source (the image or the map).
+    type Source: Copy + Sync;
+    /// The elements of the source laid out for the tile.
+    type LaidOut: Pooled;
+    /// The elements of the sums.
+    type Sum: Element;
+    /// The elements of the output.
+    type Out: Copy + Send;
+    /// The output channels padded to whole tiles: the channels of the sums.
+    fn padded_channels(&self) -> usize;
+    /// Laid-out elements of one chunk of [`TILE_SAMPLES`] samples of `channels x pixels`.
+    fn laid_out_len(&self, channels: usize, pixels: usize) -> usize;
+    /// One chunk of the source `[S, channels, pixels]` laid out for the tile into `out`
+    /// ([`TileKernels::laid_out_len`] long), the missing samples zero.
+    fn lay_out(&self, source: &[Self::Source], channels: usize, pixels: usize, out: &mut [Self::LaidOut]);
+    /// [`accumulate_row`]'s pass, over this kind of operand.
+    fn accumulate_row(&self, operand: &[Self::LaidOut], runs: &[Run], bounds: &[usize], row: &mut [Self::Sum]);
+    /// One chunk's sums `[pixels, tiles * TILE_ROWS, TILE_SAMPLES]` into `out` `[S, channels,
+    /// pixels]`, every element of which it writes.
+    fn write_back(&self, sums: &[Self::Sum], channels: usize, pixels: usize, out: &mut [MaybeUninit<Self::Out>]);
+}
+
+/// The tile of [`Element`]s: f32 on the SIMD paths, f64 in plain loops.
+pub(super) struct ElementTiles<'a, T: Element> {
+    pub path: SimdPath,
+    pub packed: &'a [T],
+    pub tiles: usize,
+    /// The channels of the output (the rows of the tiles that are not padding).
+    pub channels: usize,
+}
+
+impl<T: Element> TileKernels for ElementTiles<'_, T> {
+    type Source = T;
+    type LaidOut = T;
+    type Sum = T;
+    type Out = T;
+    fn padded_channels(&self) -> usize {
+        self.tiles * TILE_ROWS
+    }
+    fn laid_out_len(&self, channels: usize, pixels: usize) -> usize {
+        channels * pixels * TILE_SAMPLES
+    }
+    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, out: &mut [T]) {
+        to_tile_layout(self.path, source, channels, pixels, out)
+    }
+    fn accumulate_row(&self, operand: &[T], runs: &[Run], bounds: &[usize], row: &mut [T]) {
+        accumulate_row(
+            self.path,
+            self.packed,
+            self.tiles,
+            self.channels,
+            operand,
+            runs,
+            bounds,
+            row,
+        )
+    }
+    fn write_back(&self, sums: &[T], channels: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
+        from_tile_layout(self.path, sums, channels, self.tiles * TILE_ROWS, pixels, out)
+    }
+}
+
 /// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
 /// that a thread held up (preempted by another process) delays the call by a small share.
 const ROW_BANDS: usize = 4;
@@ -303,9 +368,7 @@ const ROW_BANDS: usize = 4;
 /// The frame shared by the forward pass and the input adjoint on the tile: the kernel's source
 /// `[N, source_channels, source_pixels]` (the image, or the map), and its output `[N,
 /// channels, rows * row_len]` summed over `kernel_rows` kernel rows.
-struct TileFrame {
-    /// The SIMD path of the layout changes and the tile.
-    path: SimdPath,
+pub(super) struct TileFrame {
     source_channels: usize,
     source_pixels: usize,
     channels: usize,
@@ -326,15 +389,15 @@ const SHORT_RUN: usize = 32;
 impl TileFrame {
     /// In three parallel phases:
     /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
-    ///    sample]` ([`to_tile_layout`]);
+    ///    sample]` (`kernels.lay_out`: [`to_tile_layout`], or in pairs of channels);
     /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
     ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
     ///    pushes the runs of every pixel of output row `row` for kernel row `ki`, or returns
-    ///    false where the kernel row reads only padding, and [`accumulate_row`] sums them (with
+    ///    false where the kernel row reads only padding, and `kernels.accumulate_row` sums them (with
     ///    short runs, every kernel row of an output row in one call instead); then the task's
     ///    sums go through the activation, while they are in cache;
-    /// 3. the sums back to `out`, by chunks ([`from_tile_layout`]), which writes every element.
+    /// 3. the sums back to `out`, by chunks (`write_back`), which writes every element.
     ///
     /// `runs_of`'s contract: it is called with `bounds` holding one entry, the offset into
     /// `runs` where its runs start (not always 0: `runs` may hold other kernel rows' runs
@@ -342,27 +405,25 @@ impl TileFrame {
     /// in order, that pixel's runs to `runs` and then `runs.len()` to `bounds`, so that pixel
     /// `i`'s runs are `runs[bounds[i]..bounds[i + 1]]` (the forward pass takes the pixel's index
     /// from `bounds.len() - 1`). When it returns false it has pushed nothing.
-    fn run<T: Element>(
+    pub(super) fn run<K: TileKernels>(
         &self,
-        source: &[T],
-        packed: &[T],
-        tiles: usize,
-        epilogue: Epilogue<T>,
-        out: &mut [MaybeUninit<T>],
+        source: &[K::Source],
+        kernels: &K,
+        epilogue: Epilogue<K::Sum>,
+        out: &mut [MaybeUninit<K::Out>],
         runs_of: impl Fn(usize, usize, &mut Vec<Run>, &mut Vec<usize>) -> bool + Sync,
     ) {
         let source_len = self.source_channels * self.source_pixels;
-        let (pixels, padded) = (self.rows * self.row_len, tiles * TILE_ROWS);
+        let (pixels, padded) = (self.rows * self.row_len, kernels.padded_channels());
         let chunks = (source.len() / source_len).div_ceil(TILE_SAMPLES);
         let chunk_source = source_len * TILE_SAMPLES;
+        let chunk_laid_out = kernels.laid_out_len(self.source_channels, self.source_pixels);
         let chunk_sums = pixels * padded * TILE_SAMPLES;
-        let mut laid_out = Scratch::take(chunks * chunk_source);
+        let mut laid_out = Scratch::take(chunks * chunk_laid_out);
         laid_out
-            .par_chunks_mut(chunk_source)
+            .par_chunks_mut(chunk_laid_out)
             .zip(source.par_chunks(chunk_source))
-            .for_each(|(laid_out, source)| {
-                to_tile_layout(self.path, source, self.source_channels, self.source_pixels, laid_out)
-            });
+            .for_each(|(laid_out, source)| kernels.lay_out(source, self.source_channels, self.source_pixels, laid_out));
         let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
         let mut sums = Scratch::take(chunks * chunk_sums);
@@ -379,19 +440,19 @@ impl TileFrame {
                 |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
                  (chunk, band, sums)| {
                     start_sums(sums, padded, epilogue.bias);
-                    let operand = &laid_out[chunk * chunk_source..][..chunk_source];
+                    let operand = &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];
                     let first_row = band * band_rows;
                     if self.longest_run < SHORT_RUN {
                         for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                             self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                            accumulate_row(self.path, packed, tiles, self.channels, operand, runs, bounds, row);
+                            kernels.accumulate_row(operand, runs, bounds, row);
                         }
                     } else {
                         for ki in 0..self.kernel_rows {
                             for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
                                 runs.clear();
                                 if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
-                                    accumulate_row(self.path, packed, tiles, self.channels, operand, runs, bounds, row);
+                                    kernels.accumulate_row(operand, runs, bounds, row);
                                 }
                             }
                         }
@@ -405,7 +466,7 @@ impl TileFrame {
             );
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
-            .for_each(|(out, sums)| from_tile_layout(self.path, sums, self.channels, padded, pixels, out));
+            .for_each(|(out, sums)| kernels.write_back(sums, self.channels, pixels, out));
     }
 
     /// `runs_of(ki, row, runs, bounds)` after it, with `bounds` set to the one entry its
@@ -457,48 +518,71 @@ impl TileFrame {
     }
 }
 
-/// `y = activation(conv2d(x, w) + bias)` on the register tile: per chunk of [`TILE_SAMPLES`] samples, per
-/// output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over a run per
-/// kernel row inside the image (a run covers the row's kernel columns inside the image and
-/// all input channels, contiguous in both the input `[H, W, C, S]` and the packed weights).
-pub(super) fn forward_by_tiles<T: Element>(
-    path: SimdPath,
-    g: &ConvGeometry,
-    x: &[T],
-    w: &[T],
-    epilogue: Epilogue<T>,
-) -> Vec<T> {
-    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
-    let image_len = c * g.in_h * g.in_w;
-    if g.batch * o * pix == 0 || image_len == 0 {
-        let mut y = vec![T::ZERO; g.batch * o * pix];
-        finish_maps(&mut y, o, pix, epilogue);
-        return y;
+/// The runs of conv2d's forward pass on the tile, over `reduced` steps per input pixel (its
+/// channels, or for the bf16 tile its pairs of channels): per output pixel and kernel row
+/// inside the image, one run over the row's kernel columns inside the image (each a run of its
+/// own with dilation) and every reduced step, contiguous in the laid-out input `[H, W,
+/// reduced, S]` and in the packed weights `[kh, kw, reduced, TILE_ROWS]`.
+pub(super) struct ForwardRuns<'a> {
+    g: &'a ConvGeometry,
+    reduced: usize,
+    /// Weights per reduced step in the packed weights: [`TILE_ROWS`], or 1 for weights
+    /// packed row by row (the AMX tile's).
+    weights_step: usize,
+    row_taps: Vec<Range<usize>>,
+    column_taps: Vec<Range<usize>>,
+}
+
+impl<'a> ForwardRuns<'a> {
+    pub(super) fn new(g: &'a ConvGeometry, reduced: usize, weights_step: usize) -> ForwardRuns<'a> {
+        let (kh, kw) = (g.kernel_h, g.kernel_w);
+        ForwardRuns {
+            g,
+            reduced,
+            weights_step,
+            row_taps: (0..g.out_h)
+                .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0))
+                .collect(),
+            column_taps: (0..g.out_w)
+                .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
+                .collect(),
+        }
     }
-    let mut y = uninit_vec(g.batch * o * pix);
-    let packed = pack_weights(g, w, true);
-    let tiles = o.div_ceil(TILE_ROWS);
-    let (kh, kw) = (g.kernel_h, g.kernel_w);
-    let row_taps: Vec<Range<usize>> = (0..g.out_h)
-        .map(|oh| taps_inside(oh, g.in_h, kh, g.stride.0, g.dilation.0, g.padding.0))
-        .collect();
-    let column_taps: Vec<Range<usize>> = (0..g.out_w)
-        .map(|ow| taps_inside(ow, g.in_w, kw, g.stride.1, g.dilation.1, g.padding.1))
-        .collect();
-    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    let runs_of = |ki: usize, oh: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
-        if !row_taps[oh].contains(&ki) {
+
+    /// The frame of the forward pass.
+    pub(super) fn frame(&self) -> TileFrame {
+        let g = self.g;
+        TileFrame {
+            source_channels: g.in_channels,
+            source_pixels: g.in_h * g.in_w,
+            channels: g.out_channels,
+            rows: g.out_h,
+            row_len: g.out_w,
+            kernel_rows: g.kernel_h,
+            // With dilation each kernel column is a run of its own.
+            longest_run: if g.dilation.1 > 1 {
+                self.reduced
+            } else {
+                g.kernel_w * self.reduced
+            },
+        }
+    }
+
+    /// [`TileFrame::run`]'s `runs_of` for the forward pass.
+    pub(super) fn runs_of(&self, ki: usize, oh: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>) -> bool {
+        let (g, reduced) = (self.g, self.reduced);
+        if !self.row_taps[oh].contains(&ki) {
             return false;
         }
         let ih = oh * g.stride.0 + ki * g.dilation.0 - g.padding.0;
-        for kjs in &column_taps {
+        for kjs in &self.column_taps {
             let ow = bounds.len() - 1;
             let mut push = |kj: Range<usize>| {
                 let iw = ow * g.stride.1 + kj.start * g.dilation.1 - g.padding.1;
                 runs.push(Run {
-                    weights: (ki * kw + kj.start) * c * TILE_ROWS,
-                    inputs: (ih * g.in_w + iw) * c * TILE_SAMPLES,
-                    len: kj.len() * c,
+                    weights: (ki * g.kernel_w + kj.start) * reduced * self.weights_step,
+                    inputs: (ih * g.in_w + iw) * reduced * TILE_SAMPLES,
+                    len: kj.len() * reduced,
                 });
             };
             if g.dilation.1 > 1 {
@@ -511,27 +595,109 @@ pub(super) fn forward_by_tiles<T: Element>(
             bounds.push(runs.len());
         }
         true
-    };
-    let frame = TileFrame {
+    }
+}
+
+/// The runs of conv2d's input adjoint on the tile, over `reduced` steps per output pixel (the
+/// output channels, or their pairs): per input pixel, one run per kernel tap that reaches an
+/// output pixel, over every reduced step, contiguous in the laid-out maps `[Ho, Wo, reduced,
+/// S]` and in the packed weights. Each input pixel gathers what it receives, so nothing is
+/// scattered.
+pub(super) struct AdjointRuns<'a> {
+    g: &'a ConvGeometry,
+    reduced: usize,
+    /// As [`ForwardRuns`]'s.
+    weights_step: usize,
+}
+
+impl<'a> AdjointRuns<'a> {
+    pub(super) fn new(g: &'a ConvGeometry, reduced: usize, weights_step: usize) -> AdjointRuns<'a> {
+        AdjointRuns {
+            g,
+            reduced,
+            weights_step,
+        }
+    }
+
+    /// The frame of the input adjoint.
+    pub(super) fn frame(&self) -> TileFrame {
+        let g = self.g;
+        TileFrame {
+            source_channels: g.out_channels,
+            source_pixels: g.out_h * g.out_w,
+            channels: g.in_channels,
+            rows: g.in_h,
+            row_len: g.in_w,
+            kernel_rows: g.kernel_h,
+            longest_run: self.reduced,
+        }
+    }
+
+    /// [`TileFrame::run`]'s `runs_of` for the input adjoint.
+    pub(super) fn runs_of(&self, ki: usize, ih: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>) -> bool {
+        let (g, reduced) = (self.g, self.reduced);
+        let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
+            return false;
+        };
+        let oh = t / g.stride.0;
+        if t % g.stride.0 != 0 || oh >= g.out_h {
+            return false;
+        }
+        for iw in 0..g.in_w {
+            // The (kernel column, output column) pairs that read input column iw.
+            for kj in 0..g.kernel_w {
+                let Some(t) = (iw + g.padding.1).checked_sub(kj * g.dilation.1) else {
+                    continue;
+                };
+                let ow = t / g.stride.1;
+                if t % g.stride.1 == 0 && ow < g.out_w {
+                    runs.push(Run {
+                        weights: (ki * g.kernel_w + kj) * reduced * self.weights_step,
+                        inputs: (oh * g.out_w + ow) * reduced * TILE_SAMPLES,
+                        len: reduced,
+                    });
+                }
+            }
+            bounds.push(runs.len());
+        }
+        true
+    }
+}
+
+/// `y = activation(conv2d(x, w) + bias)` on the register tile: per chunk of [`TILE_SAMPLES`]
+/// samples, per output pixel and tile of [`TILE_ROWS`] output channels, one tile summed over
+/// the [`ForwardRuns`].
+pub(super) fn forward_by_tiles<T: Element>(
+    path: SimdPath,
+    g: &ConvGeometry,
+    x: &[T],
+    w: &[T],
+    epilogue: Epilogue<T>,
+) -> Vec<T> {
+    let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
+    if g.batch * o * pix == 0 || c * g.in_h * g.in_w == 0 {
+        let mut y = vec![T::ZERO; g.batch * o * pix];
+        finish_maps(&mut y, o, pix, epilogue);
+        return y;
+    }
+    let mut y = uninit_vec(g.batch * o * pix);
+    let packed = pack_weights(g, w, true);
+    count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
+    let runs = ForwardRuns::new(g, c, TILE_ROWS);
+    let kernels = ElementTiles {
         path,
-        source_channels: c,
-        source_pixels: g.in_h * g.in_w,
+        packed: &packed,
+        tiles: o.div_ceil(TILE_ROWS),
         channels: o,
-        rows: g.out_h,
-        row_len: g.out_w,
-        kernel_rows: kh,
-        // With dilation each kernel column is a run of its own.
-        longest_run: if g.dilation.1 > 1 { c } else { kw * c },
     };
-    frame.run(x, &packed, tiles, epilogue, &mut y, runs_of);
-    // SAFETY: every chunk of `y` went through `from_tile_layout`, which writes all of it.
+    runs.frame()
+        .run(x, &kernels, epilogue, &mut y, |ki, oh, r, b| runs.runs_of(ki, oh, r, b));
+    // SAFETY: every chunk of `y` went through `write_back`, which writes all of it.
     unsafe { assume_init_vec(y) }
 }
 
-/// `x = activation(conv2d^T(y, w) + bias)` on the register tile: per chunk of samples, per input pixel and tile
-/// of input channels, one tile summed over a run per kernel tap that reaches an output
-/// pixel (a run covers all output channels, contiguous in the maps `[Ho, Wo, O, S]` and in
-/// the packed weights). Each input pixel gathers what it receives, so nothing is scattered.
+/// `x = activation(conv2d^T(y, w) + bias)` on the register tile: per chunk of samples, per
+/// input pixel and tile of input channels, one tile summed over the [`AdjointRuns`].
 pub(super) fn input_adjoint_by_tiles<T: Element>(
     path: SimdPath,
     g: &ConvGeometry,
@@ -548,47 +714,17 @@ pub(super) fn input_adjoint_by_tiles<T: Element>(
     }
     let mut x = uninit_vec(g.batch * image_len);
     let packed = pack_weights(g, w, false);
-    let tiles = c.div_ceil(TILE_ROWS);
-    let (kh, kw) = (g.kernel_h, g.kernel_w);
-    // Along one axis: the (tap, output position) pairs that read input position i.
-    let sources = |i: usize, kernel: usize, stride: usize, dilation: usize, padding: usize, out: usize| {
-        (0..kernel).filter_map(move |k| {
-            let t = (i + padding).checked_sub(k * dilation)?;
-            (t % stride == 0 && t / stride < out).then_some((k, t / stride))
-        })
-    };
     count_flops(2 * (taps_inside_image(g) * c * o * g.batch) as u64);
-    let runs_of = |ki: usize, ih: usize, runs: &mut Vec<Run>, bounds: &mut Vec<usize>| {
-        let Some(t) = (ih + g.padding.0).checked_sub(ki * g.dilation.0) else {
-            return false;
-        };
-        let oh = t / g.stride.0;
-        if t % g.stride.0 != 0 || oh >= g.out_h {
-            return false;
-        }
-        for iw in 0..g.in_w {
-            for (kj, ow) in sources(iw, kw, g.stride.1, g.dilation.1, g.padding.1, g.out_w) {
-                runs.push(Run {
-                    weights: (ki * kw + kj) * o * TILE_ROWS,
-                    inputs: (oh * g.out_w + ow) * o * TILE_SAMPLES,
-                    len: o,
-                });
-            }
-            bounds.push(runs.len());
-        }
-        true
-    };
-    let frame = TileFrame {
+    let runs = AdjointRuns::new(g, o, TILE_ROWS);
+    let kernels = ElementTiles {
         path,
-        source_channels: o,
-        source_pixels: pix,
+        packed: &packed,
+        tiles: c.div_ceil(TILE_ROWS),
         channels: c,
-        rows: g.in_h,
-        row_len: g.in_w,
-        kernel_rows: kh,
-        longest_run: o,
     };
-    frame.run(gy, &packed, tiles, epilogue, &mut x, runs_of);
-    // SAFETY: every chunk of `x` went through `from_tile_layout`, which writes all of it.
+    runs.frame().run(gy, &kernels, epilogue, &mut x, |ki, ih, r, b| {
+        runs.runs_of(ki, ih, r, b)
+    });
+    // SAFETY: every chunk of `x` went through `write_back`, which writes all of it.
     unsafe { assume_init_vec(x) }
 }

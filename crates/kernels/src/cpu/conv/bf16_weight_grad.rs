@@ -1,0 +1,220 @@
+//! conv2d's weight gradient of bf16 operands on the AMX tiles ([`super::tile_amx`]).
+//!
+//! For one kernel tap, the gradient is a product `gw[o, c] = sum over (output pixel p, sample
+//! n) of gy[n, o, p] * x[n, c, p']`, `p'` the input pixel that `p` reads through the tap: rows
+//! output channels, columns input channels, the reduction over pixels and samples. The
+//! samples are paired for `tdpbf16ps`: the maps are laid out as `A` rows, `[O padded to 16,
+//! pixel, pair of samples]`, and the input as `B` blocks, `[C / 16, pixel, pair of samples,
+//! 16 channels]`; one output pixel's samples are then one run in both, of `N / 2` pair steps,
+//! and a tap on the padding is in no run. A task is a tap and a block of 16 output channels,
+//! tasks in parallel, each summing every block of input channels in its own tiles in an order
+//! fixed by the geometry: reproducible bit for bit.
+//!
+//! The AMX tiles take whole 16-step chunks, so this path takes batches that are multiples of
+//! 32; other batches, and processors without AMX, widen to the f32 kernels.
+
+use super::bf16::{bits_as_f32, bits_as_f32_mut};
+use super::scratch::Scratch;
+use super::taps_inside_image;
+use super::tile::{Run, TILE_SAMPLES};
+use super::tile_amx::{accumulate_products, amx_available, runs_fit, AMX_BLOCK};
+use super::tile_pairs::{bf16_pair, Bf16Pair};
+use crate::cpu::as_slots;
+use crate::cpu::convert::bf16_bits_from_f32;
+use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
+use crate::cpu::matmul::count_flops;
+use crate::cpu::simd::active_path;
+use crate::ConvGeometry;
+use half::bf16;
+use rayon::prelude::*;
+
+/// Whether [`weight_grad_on_amx`] takes this geometry: AMX here, and a batch of whole
+/// `tdpbf16ps` chunks of sample pairs.
+pub(super) fn amx_takes(g: &ConvGeometry) -> bool {
+    amx_available() && g.batch.is_multiple_of(2) && runs_fit(g.batch / 2)
+}
+
+/// `gw = conv2d_weight_grad(x, gy)` on the AMX tiles, summed in f32 and rounded once to bf16.
+///
+/// Panics unless [`amx_takes`] the geometry.
+pub(super) fn weight_grad_on_amx(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
+    assert!(amx_takes(g), "conv2d_weight_grad: not an AMX geometry");
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    assert!(
+        x.len() >= n * c * image_pix && gy.len() >= n * o * pix,
+        "conv2d_weight_grad: operands too short"
+    );
+    if pix == 0 || o * c * taps == 0 {
+        return vec![bf16::ZERO; o * c * taps];
+    }
+    let pairs = n / 2;
+    let (oblocks, cblocks) = (o.div_ceil(AMX_BLOCK), c.div_ceil(AMX_BLOCK));
+    let maps = maps_as_rows(gy, n, o, pix);
+    let inputs = inputs_as_blocks(x, n, c, image_pix);
+    let (a_steps, b_block) = (pix * pairs, image_pix * pairs * TILE_SAMPLES);
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    let tile = AMX_BLOCK * TILE_SAMPLES;
+    // Tile `(tap * oblocks + ob) * cblocks + cb` sums gw[ob's 16 rows, cb's 16 columns, tap].
+    let mut tiles = Scratch::<f32>::take(taps * oblocks * cblocks * tile);
+    tiles
+        .par_chunks_mut(cblocks * tile)
+        .enumerate()
+        .for_each_init(Vec::new, |runs: &mut Vec<Run>, (task, out)| {
+            let (tap, ob) = (task / oblocks, task % oblocks);
+            let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
+            out.fill(0.0);
+            runs.clear();
+            for oh in 0..g.out_h {
+                let ih = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0);
+                let Some(ih) = ih.filter(|&ih| ih < g.in_h) else {
+                    continue;
+                };
+                for ow in 0..g.out_w {
+                    let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
+                    if let Some(iw) = iw.filter(|&iw| iw < g.in_w) {
+                        runs.push(Run {
+                            weights: (oh * g.out_w + ow) * pairs,
+                            inputs: (ih * g.in_w + iw) * pairs * TILE_SAMPLES,
+                            len: pairs,
+                        });
+                    }
+                }
+            }
+            let a = &maps[ob * AMX_BLOCK * a_steps..][..AMX_BLOCK * a_steps];
+            // SAFETY: `amx_takes` checked AMX (asserted above).
+            unsafe { accumulate_products(a, a_steps, &inputs, b_block, runs, out) };
+        });
+    // gw[oc, ic, tap] is element (oc % 16, ic % 16) of tile ((tap * oblocks + oc / 16) *
+    // cblocks + ic / 16), rounded to bf16.
+    let mut gw = vec![bf16::ZERO; o * c * taps];
+    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
+        let (ob, r) = (oc / AMX_BLOCK, oc % AMX_BLOCK);
+        for (i, v) in row.iter_mut().enumerate() {
+            let (ic, tap) = (i / taps, i % taps);
+            let at = ((tap * oblocks + ob) * cblocks + ic / AMX_BLOCK) * tile + r * TILE_SAMPLES + ic % AMX_BLOCK;
+            *v = bf16::from_bits(bf16_bits_from_f32(tiles[at]));
+        }
+    });
+    gw
+}
+
+/// The maps `gy` `[N, O, P]` as `A` rows: `[O padded to 16, P, N / 2]` pairs of samples (the
+/// padding rows zero).
+fn maps_as_rows(gy: &[bf16], n: usize, o: usize, pix: usize) -> Scratch<Bf16Pair> {
+    let pairs = n / 2;
+    let mut rows = Scratch::take(o.div_ceil(AMX_BLOCK) * AMX_BLOCK * pix * pairs);
+    rows.par_chunks_mut(pix * pairs).enumerate().for_each(|(oc, row)| {
+        if oc >= o {
+            row.fill(0);
+            return;
+        }
+        for j in 0..pairs {
+            let first = &gy[((2 * j) * o + oc) * pix..][..pix];
+            let second = &gy[((2 * j + 1) * o + oc) * pix..][..pix];
+            for (p, (a, b)) in first.iter().zip(second).enumerate() {
+                row[p * pairs + j] = bf16_pair(a.to_bits(), b.to_bits());
+            }
+        }
+    });
+    rows
+}
+
+/// The input `x` `[N, C, P]` as `B` blocks: `[C / 16, P, N / 2, 16]` pairs of samples (the
+/// channels past `C` zero). Per block and pair of samples, the 16 channels are paired along
+/// whole rows of pixels (`[16, P]`, contiguous reads), then turned to `[P, 16]` by the 8x8
+/// block transposes of f32 (on the pairs' bits, which they only move).
+fn inputs_as_blocks(x: &[bf16], n: usize, c: usize, image_pix: usize) -> Scratch<Bf16Pair> {
+    let pairs = n / 2;
+    let block_len = image_pix * pairs * TILE_SAMPLES;
+    let mut blocks = Scratch::take(c.div_ceil(AMX_BLOCK) * block_len);
+    let path = active_path();
+    blocks
+        .par_chunks_mut(block_len)
+        .enumerate()
+        .for_each_init(Vec::new, |rows: &mut Vec<Bf16Pair>, (cb, block)| {
+            rows.resize(AMX_BLOCK * image_pix, 0);
+            // SAFETY: the transposes below write values of `rows`, nothing uninitialised.
+            let block = unsafe { as_slots(bits_as_f32_mut(block)) };
+            for j in 0..pairs {
+                for (lane, row) in rows.chunks_exact_mut(image_pix).enumerate() {
+                    let ic = cb * AMX_BLOCK + lane;
+                    if ic >= c {
+                        row.fill(0);
+                        continue;
+                    }
+                    let first = &x[((2 * j) * c + ic) * image_pix..][..image_pix];
+                    let second = &x[((2 * j + 1) * c + ic) * image_pix..][..image_pix];
+                    for ((r, a), b) in row.iter_mut().zip(first).zip(second) {
+                        *r = bf16_pair(a.to_bits(), b.to_bits());
+                    }
+                }
+                let rows = bits_as_f32(rows);
+                for p0 in (0..image_pix).step_by(TRANSPOSE_BLOCK) {
+                    let cols = TRANSPOSE_BLOCK.min(image_pix - p0);
+                    for l0 in (0..AMX_BLOCK).step_by(TRANSPOSE_BLOCK) {
+                        let dst = &mut block[(p0 * pairs + j) * TILE_SAMPLES + l0..];
+                        transpose_block(
+                            path,
+                            &rows[l0 * image_pix + p0..],
+                            image_pix,
+                            TRANSPOSE_BLOCK,
+                            cols,
+                            dst,
+                            pairs * TILE_SAMPLES,
+                        );
+                    }
+                }
+            }
+        });
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::conv::reference;
+
+    /// Against the f64 reference on the same bf16 values, over geometries with odd channel
+    /// counts, stride, padding and dilation: within the output's rounding to bf16.
+    #[test]
+    fn amx_weight_grad_matches_the_reference() {
+        let probe = ConvGeometry::conv2d([32, 1, 4, 4], [1, 1, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        if !amx_takes(&probe) {
+            eprintln!("skipped: this processor (or its kernel) has no AMX-BF16");
+            return;
+        }
+        let mut state = 11u64;
+        let mut values = |len: usize| -> Vec<bf16> {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    bf16::from_f32((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                })
+                .collect()
+        };
+        // (batch, in, out, h, w, kernel, stride, padding, dilation)
+        for (n, c, o, h, w, k, s, p, d) in [
+            (32, 1, 7, 9, 8, 5, 2, 2, 1),
+            (64, 17, 33, 7, 7, 5, 2, 2, 1),
+            (32, 64, 70, 5, 6, 3, 1, 1, 2),
+        ] {
+            let g = ConvGeometry::conv2d([n, c, h, w], [o, c, k, k], (s, s), (p, p), (d, d)).unwrap();
+            let x = values(n * c * h * w);
+            let gy = values(n * o * g.out_h * g.out_w);
+            let f64s = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+            let want = reference::conv2d_weight_grad(&g, &f64s(&x), &f64s(&gy));
+            let got = weight_grad_on_amx(&g, &x, &gy);
+            assert_eq!(got.len(), want.len());
+            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                let tolerance = 2f64.powi(-8) * want.abs() + 1e-4;
+                assert!(
+                    (got.to_f64() - want).abs() <= tolerance,
+                    "{g:?}: element {i}: {got} against {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The register tile ([`super::tile`]) on bf16 operands: the reduction taken two steps at a
+//! time, the sums in f32.
+//!
+//! AVX512_BF16's `vdpbf16ps` multiplies, in each of its sixteen f32 lanes, two pairs of bf16
+//! and adds both products to the lane's sum: twice the multiply-adds of an f32 FMA, for the
+//! same cost. To feed it, the bf16 operands are laid out with two consecutive steps of the
+//! reduction side by side: a [`Bf16Pair`] holds step `2k` in its low half and step `2k + 1`
+//! in its high half, the operands are `[.., pair step, TILE_SAMPLES]` and `[.., pair step,
+//! TILE_ROWS]` in pairs, and the layouts pad the reduced axis to an even length with zeros.
+//! A [`Run`] then counts pair steps: it is the f32 tile's run over half as many steps.
+//!
+//! Two kernels sum the same tile ([`PairKernel`]):
+//! - `dot` (AVX512_BF16): per pair step, one load of the inputs and one `vdpbf16ps` per row,
+//!   the row's weight pair broadcast from memory;
+//! - `widening` (every SIMD path): the inputs widened to f32 in registers (a bf16 is the upper
+//!   half of its f32: a shift or a mask, [`F32Simd::widen_bf16_pairs`]), the weights packed
+//!   already widened, and two multiply-adds per row, the second step of the pair first, as
+//!   `vdpbf16ps` is defined (Intel's SDM: the odd element, then the even, each added with
+//!   one rounding). A product of two bf16 (8-bit significands) is exact in f32, so fused or
+//!   not, every path rounds the same sums the same way: the two kernels give the same bits on
+//!   every path, except that `vdpbf16ps` always treats subnormal inputs and results as zero
+//!   (the widening kernel does too when denormals are flushed: `cpu::denormals`).
+
+use super::scratch::Scratch;
+use super::tile::{Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+use crate::cpu::simd::SimdPath;
+use rayon::prelude::*;
+
+/// Two bf16 of consecutive reduction steps: the first in the low 16 bits.
+pub type Bf16Pair = u32;
+
+/// The pair of `first` and `second` (bf16 bit patterns).
+#[inline(always)]
+pub fn bf16_pair(first: u16, second: u16) -> Bf16Pair {
+    first as u32 | (second as u32) << 16
+}
+
+/// How the bf16 tile is summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairKernel {
+    /// `vdpbf16ps` (x86-64 AVX512_BF16).
+    Dot,
+    /// Widened to f32 in registers, on a SIMD path.
+    Widening(SimdPath),
+}
+
+impl PairKernel {
+    /// The kernel for `path`: `vdpbf16ps` on the AVX-512 path of a processor that has
+    /// AVX512_BF16, the widening kernel on `path` otherwise.
+    pub fn for_path(path: SimdPath) -> PairKernel {
+        if path == SimdPath::Avx512 && has_avx512_bf16() {
+            PairKernel::Dot
+        } else {
+            PairKernel::Widening(path)
+        }
+    }
+
+    /// Every kernel this processor can run: `vdpbf16ps` where it has it, and the widening
+    /// kernel on every supported path.
+    pub fn supported() -> Vec<PairKernel> {
+        let dot = has_avx512_bf16().then_some(PairKernel::Dot);
+        dot.into_iter()
+            .chain(SimdPath::supported().into_iter().map(PairKernel::Widening))
+            .collect()
+    }
+
+    /// Whether the kernel wants its weights widened to f32 ([`PairWeights::widened`]).
+    pub fn widens_weights(self) -> bool {
+        matches!(self, PairKernel::Widening(_))
+    }
+}
+
+impl std::fmt::Display for PairKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PairKernel::Dot => f.write_str("avx512bf16 dot"),
+            PairKernel::Widening(path) => write!(f, "{path} widening"),
+        }
+    }
+}
+
+/// Whether this processor has AVX512_BF16 (with AVX-512F).
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        SimdPath::Avx512.is_supported() && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Packed weights in pairs, as the kernel that reads them wants them: bf16 pairs for `dot`,
+/// each pair widened to two f32 (`[.., TILE_ROWS, 2]`) for `widening`, which then broadcasts
+/// them straight from memory instead of widening one per row and step.
+pub struct PairWeights {
+    pairs: Scratch<Bf16Pair>,
+    widened: Option<Scratch<f32>>,
+}
+
+impl PairWeights {
+    /// `pairs` for `kernel`, widened if it wants them so.
+    pub fn new(kernel: PairKernel, pairs: Scratch<Bf16Pair>) -> PairWeights {
+        let widened = kernel.widens_weights().then(|| {
+            let mut widened = Scratch::take(2 * pairs.len());
+            widened
+                .par_chunks_mut(2 * 4096)
+                .zip(pairs.par_chunks(4096))
+                .for_each(|(out, pairs)| {
+                    for (out, &pair) in out.chunks_exact_mut(2).zip(pairs) {
+                        out[0] = f32::from_bits(pair << 16);
+                        out[1] = f32::from_bits(pair & 0xffff_0000);
+                    }
+                });
+            widened
+        });
+        PairWeights { pairs, widened }
+    }
+
+    /// Pair steps times rows: the length the runs are checked against.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether there are no weights.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The weights of `range` (in pairs) for `kernel`.
+    fn slice(&self, kernel: PairKernel, start: usize, len: usize) -> WeightsRef<'_> {
+        match (&self.widened, kernel.widens_weights()) {
+            (Some(w), true) => WeightsRef::Widened(&w[2 * start..][..2 * len]),
+            (None, false) => WeightsRef::Pairs(&self.pairs[start..][..len]),
+            _ => panic!("tile_pairs: weights packed for another kernel than {kernel}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+// Outside x86-64 there is no dot kernel to read the pairs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum WeightsRef<'a> {
+    Pairs(&'a [Bf16Pair]),
+    Widened(&'a [f32]),
+}
+
+impl WeightsRef<'_> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn pairs_ptr(self) -> *const u32 {
+        match self {
+            WeightsRef::Pairs(w) => w.as_ptr(),
+            WeightsRef::Widened(_) => unreachable!("the dot kernel reads pairs"),
+        }
+    }
+    fn widened_ptr(self) -> *const f32 {
+        match self {
+            WeightsRef::Widened(w) => w.as_ptr(),
+            WeightsRef::Pairs(_) => unreachable!("the widening kernel reads widened weights"),
+        }
+    }
+}
+
+/// `out[r * TILE_SAMPLES + s] += sum over runs, pair steps k and j in 0..2 of w[k][r][j] *
+/// x[k][s][j]` for the first `rows` rows, where the tile's weights are the `weights.1` pairs
+/// at `weights.0` of `packed` and pair step `k` of a run reads the pairs at `run.weights +
+/// k * TILE_ROWS` and at `run.inputs + k * TILE_SAMPLES`. With `second`, a second tile of weights
+/// (at `second.0`, its first `second.1` rows) over the same runs into `out[1]`, in one pass
+/// where the kernel has registers for both (the dot kernel and AVX-512: its padding rows,
+/// whose weights are zero, are summed too and left as garbage). The real rows get the same
+/// sums in the same order either way.
+///
+/// # Safety
+/// [`super::tile::check_runs`] passes (in pairs) for `runs` with `weights_len` and `inputs.len()`, both tiles' weights
+/// lie inside `packed`, and `kernel` runs on this processor.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn accumulate_pairs_unchecked(
+    kernel: PairKernel,
+    rows: usize,
+    packed: &PairWeights,
+    weights: (usize, usize),
+    second: Option<(usize, usize)>,
+    inputs: &[Bf16Pair],
+    runs: &[Run],
+    out: [&mut [f32]; 2],
+) {
+    let [out0, out1] = out;
+    assert!((1..=TILE_ROWS).contains(&rows), "tile_pairs: {rows} rows");
+    assert!(out0.len() >= TILE_LEN, "tile_pairs: output too small");
+    let w0 = packed.slice(kernel, weights.0, weights.1);
+    let x = inputs.as_ptr();
+    let Some((second_start, second_rows)) = second else {
+        // SAFETY: the caller's contract, and `out0` holds a tile.
+        unsafe { kernels::grid(kernel, rows, [w0], x, runs, [out0.as_mut_ptr()]) };
+        return;
+    };
+    assert!(out1.len() >= TILE_LEN, "tile_pairs: output too small");
+    let w1 = packed.slice(kernel, second_start, weights.1);
+    // SAFETY (both branches): as above, for both tiles.
+    unsafe {
+        if matches!(kernel, PairKernel::Dot | PairKernel::Widening(SimdPath::Avx512)) {
+            kernels::grid(
+                kernel,
+                TILE_ROWS,
+                [w0, w1],
+                x,
+                runs,
+                [out0.as_mut_ptr(), out1.as_mut_ptr()],
+            );
+        } else {
+            kernels::grid(kernel, rows, [w0], x, runs, [out0.as_mut_ptr()]);
+            kernels::grid(kernel, second_rows, [w1], x, runs, [out1.as_mut_ptr()]);
+        }
+    }
+}
+
+mod kernels {
+    use super::{PairKernel, Run, WeightsRef, TILE_ROWS, TILE_SAMPLES};
+    use crate::cpu::simd::{F32Simd, Portable, SimdPath};
+
+    /// How many pair steps ahead the inputs are prefetched.
+    const PREFETCH_STEPS: usize = 8;
+
+    /// The widening kernel: `W` tiles of widened weights (`[pair step, TILE_ROWS, 2]`) over
+    /// bf16 pairs of inputs, `ROWS * VECTORS` vectors of sums per tile.
+    ///
+    /// # Safety
+    /// The runs lie inside every operand, each output holds a tile, and the processor has
+    /// `S`'s instructions (the caller is compiled for them).
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn widening<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize>(
+        weights: [*const f32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        debug_assert_eq!(VECTORS * S::LANES, TILE_SAMPLES);
+        // SAFETY: inside the runs and tiles the caller vouches for.
+        unsafe {
+            let zero = S::zero();
+            let mut acc = [[[zero; VECTORS]; ROWS]; W];
+            for w in 0..W {
+                for r in 0..ROWS {
+                    for v in 0..VECTORS {
+                        acc[w][r][v] = S::load(out[w].add(r * TILE_SAMPLES + v * S::LANES));
+                    }
+                }
+            }
+            for run in runs {
+                let mut wp = weights.map(|w| w.add(2 * run.weights));
+                let mut xp = inputs.add(run.inputs);
+                for _ in 0..run.len {
+                    S::prefetch(xp.wrapping_add(PREFETCH_STEPS * TILE_SAMPLES) as *const f32);
+                    let mut first = [zero; VECTORS];
+                    let mut second = [zero; VECTORS];
+                    for v in 0..VECTORS {
+                        (first[v], second[v]) = S::widen_bf16_pairs(xp.add(v * S::LANES));
+                    }
+                    for w in 0..W {
+                        for r in 0..ROWS {
+                            // The pair's second step first, as `vdpbf16ps` adds them.
+                            let w_second = S::broadcast(wp[w].add(2 * r + 1));
+                            let w_first = S::broadcast(wp[w].add(2 * r));
+                            for v in 0..VECTORS {
+                                acc[w][r][v] = S::mul_add(w_second, second[v], acc[w][r][v]);
+                                acc[w][r][v] = S::mul_add(w_first, first[v], acc[w][r][v]);
+                            }
+                        }
+                    }
+                    for w in 0..W {
+                        wp[w] = wp[w].add(2 * TILE_ROWS);
+                    }
+                    xp = xp.add(TILE_SAMPLES);
+                }
+            }
+            for w in 0..W {
+                for r in 0..ROWS {
+                    for v in 0..VECTORS {
+                        S::store(out[w].add(r * TILE_SAMPLES + v * S::LANES), acc[w][r][v]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `kernel` for `rows` rows and `W` tiles: the dispatch from run-time values to the
+    /// compiled instances.
+    ///
+    /// # Safety
+    /// As the kernels, and `kernel` runs on this processor.
+    pub(super) unsafe fn grid<const W: usize>(
+        kernel: PairKernel,
+        rows: usize,
+        weights: [WeightsRef<'_>; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        macro_rules! by_rows {
+            ($entry:ident, $w:expr) => {
+                match rows {
+                    6 => $entry::<6, W>($w, inputs, runs, out),
+                    5 => $entry::<5, W>($w, inputs, runs, out),
+                    4 => $entry::<4, W>($w, inputs, runs, out),
+                    3 => $entry::<3, W>($w, inputs, runs, out),
+                    2 => $entry::<2, W>($w, inputs, runs, out),
+                    _ => $entry::<1, W>($w, inputs, runs, out),
+                }
+            };
+        }
+        let widened = || weights.map(WeightsRef::widened_ptr);
+        // SAFETY: forwarded to the caller, who vouches that the kernel runs here.
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                PairKernel::Dot => by_rows!(dot, weights.map(WeightsRef::pairs_ptr)),
+                #[cfg(target_arch = "x86_64")]
+                PairKernel::Widening(SimdPath::Avx512) => by_rows!(avx512, widened()),
+                #[cfg(target_arch = "x86_64")]
+                PairKernel::Widening(SimdPath::Avx2) => by_rows!(avx2, widened()),
+                #[cfg(target_arch = "aarch64")]
+                PairKernel::Widening(SimdPath::Neon) => by_rows!(neon, widened()),
+                PairKernel::Widening(_) => by_rows!(portable, widened()),
+                #[allow(unreachable_patterns)]
+                PairKernel::Dot => unreachable!("vdpbf16ps outside x86-64"),
+            }
+        }
+    }
+
+    unsafe fn portable<const ROWS: usize, const W: usize>(
+        weights: [*const f32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { widening::<Portable, ROWS, 2, W>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<const ROWS: usize, const W: usize>(
+        weights: [*const f32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        // SAFETY: forwarded; compiled for AVX2 and FMA.
+        unsafe { widening::<crate::cpu::simd::Avx2, ROWS, 2, W>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<const ROWS: usize, const W: usize>(
+        weights: [*const f32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        // SAFETY: forwarded; compiled for AVX-512F.
+        unsafe { widening::<crate::cpu::simd::Avx512, ROWS, 1, W>(weights, inputs, runs, out) }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon<const ROWS: usize, const W: usize>(
+        weights: [*const f32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        // SAFETY: forwarded; compiled for NEON.
+        unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W>(weights, inputs, runs, out) }
+    }
+
+    /// `iterations` rounds of twelve independent `vdpbf16ps` chains ([`super::dot_peak_gflops`]).
+    ///
+    /// # Safety
+    /// The processor has AVX512_BF16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn dot_chains(iterations: u64) -> f32 {
+        use std::arch::x86_64::*;
+        let as_bf16 = |v: __m512i| unsafe { std::mem::transmute::<__m512i, __m512bh>(v) };
+        // 1.0 and 2^-20 in both halves: the sums grow slowly and stay finite.
+        let (x, w) = (
+            as_bf16(_mm512_set1_epi32(0x3f80_3f80)),
+            as_bf16(_mm512_set1_epi32(0x3580_3580)),
+        );
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iterations {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbf16_ps(*a, w, x);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn dot_chains(_: u64) -> f32 {
+        unreachable!("vdpbf16ps outside x86-64")
+    }
+
+    /// The dot kernel: `W` tiles of bf16 weight pairs over bf16 pairs of inputs, one
+    /// `vdpbf16ps` per row, tile and pair step into one 16-lane vector of sums.
+    ///
+    /// # Safety
+    /// As `widening`, on a processor with AVX512_BF16.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot<const ROWS: usize, const W: usize>(
+        weights: [*const u32; W],
+        inputs: *const u32,
+        runs: &[Run],
+        out: [*mut f32; W],
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: inside the runs and tiles the caller vouches for; compiled for AVX512_BF16.
+        unsafe {
+            let as_bf16 = |v: __m512i| std::mem::transmute::<__m512i, __m512bh>(v);
+            let mut acc = [[_mm512_setzero_ps(); ROWS]; W];
+            for w in 0..W {
+                for r in 0..ROWS {
+                    acc[w][r] = _mm512_loadu_ps(out[w].add(r * TILE_SAMPLES));
+                }
+            }
+            for run in runs {
+                let mut wp = weights.map(|w| w.add(run.weights));
+                let mut xp = inputs.add(run.inputs);
+                for _ in 0..run.len {
+                    _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(PREFETCH_STEPS * TILE_SAMPLES) as *const i8);
+                    let x = as_bf16(_mm512_loadu_si512(xp as *const __m512i));
+                    for w in 0..W {
+                        for r in 0..ROWS {
+                            let pair = as_bf16(_mm512_set1_epi32(*wp[w].add(r) as i32));
+                            acc[w][r] = _mm512_dpbf16_ps(acc[w][r], pair, x);
+                        }
+                    }
+                    for w in 0..W {
+                        wp[w] = wp[w].add(TILE_ROWS);
+                    }
+                    xp = xp.add(TILE_SAMPLES);
+                }
+            }
+            for w in 0..W {
+                for r in 0..ROWS {
+                    _mm512_storeu_ps(out[w].add(r * TILE_SAMPLES), acc[w][r]);
+                }
+            }
+        }
+    }
+}
+
+/// The rate of bf16 multiply-adds `vdpbf16ps` reaches with `threads` threads (each running
+/// twelve independent chains of 512-bit `vdpbf16ps` for about a quarter of a second), in
+/// GFLOP/s (two per multiply-add), or `None` without AVX512_BF16: beside
+/// [`crate::cpu::simd::fma_peak_gflops`], what says whether the dot kernel pays on a processor.
+pub fn dot_peak_gflops(threads: usize) -> Option<f64> {
+    if !has_avx512_bf16() {
+        return None;
+    }
+    const CHAINS: usize = 12;
+    let iterations: u64 = 1_000_000_000 / (CHAINS as u64 * 32);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            // SAFETY: AVX512_BF16 was checked above.
+            scope.spawn(move || std::hint::black_box(unsafe { kernels::dot_chains(iterations) }));
+        }
+    });
+    let flops = threads.max(1) as f64 * iterations as f64 * (CHAINS * 32 * 2) as f64;
+    Some(flops / start.elapsed().as_secs_f64() / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::conv::tile::check_runs;
+    use half::bf16;
+
+    fn bits(v: f32) -> u16 {
+        bf16::from_f32(v).to_bits()
+    }
+
+    /// Every kernel and row count, one tile and two, against plain f64 sums of the same bf16
+    /// values (exact products, so only the f32 rounding of the sums differs), and every kernel
+    /// against the first one bit for bit.
+    #[test]
+    fn every_kernel_gives_the_plain_sums_and_the_same_bits() {
+        let steps = 2 * 40; // pair steps * 2 of weights per row, over two tiles' worth
+                            // Full 8-bit significands over a few binades, so that the sums round (a mutation
+                            // that swaps the order of a pair's two multiply-adds changes bits).
+        let mut state = 0x2545_f491_u64;
+        let mut value = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            bf16::from_f32(unit * [1.0, 0.37, 5.5, 0.021][(state >> 20) as usize % 4]).to_f32()
+        };
+        let w_values: Vec<f32> = (0..2 * steps * TILE_ROWS).map(|_| value()).collect();
+        let x_values: Vec<f32> = (0..steps * TILE_SAMPLES).map(|_| value()).collect();
+        // Pairs: weights [tile][pair step][row], inputs [pair step][sample].
+        let pairs_of = |values: &[f32], width: usize| -> Vec<u32> {
+            let pair_steps = values.len() / width / 2;
+            (0..pair_steps * width)
+                .map(|i| {
+                    let (k, j) = (i / width, i % width);
+                    bf16_pair(bits(values[2 * k * width + j]), bits(values[(2 * k + 1) * width + j]))
+                })
+                .collect()
+        };
+        let w_pairs = pairs_of(&w_values, TILE_ROWS);
+        let x_pairs = pairs_of(&x_values, TILE_SAMPLES);
+        let tile_pairs = w_pairs.len() / 2;
+        let runs = [
+            Run {
+                weights: 0,
+                inputs: 0,
+                len: 7,
+            },
+            Run {
+                weights: 13 * TILE_ROWS,
+                inputs: 2 * TILE_SAMPLES,
+                len: 20,
+            },
+            Run {
+                weights: 5 * TILE_ROWS,
+                inputs: 30 * TILE_SAMPLES,
+                len: 1,
+            },
+        ];
+        check_runs(&runs, tile_pairs, x_pairs.len());
+        let start = |i: usize| (i % 7) as f32 - 3.0;
+        let want = |tile: usize, rows: usize| -> Vec<f64> {
+            let mut out: Vec<f64> = (0..TILE_LEN).map(|i| start(i) as f64).collect();
+            for run in &runs {
+                for k in 0..run.len {
+                    for r in 0..rows {
+                        for s in 0..TILE_SAMPLES {
+                            let pair_w = w_pairs[tile * tile_pairs + run.weights + k * TILE_ROWS + r];
+                            let pair_x = x_pairs[run.inputs + k * TILE_SAMPLES + s];
+                            let f = |p: u32, high: bool| {
+                                f32::from_bits(if high { p & 0xffff_0000 } else { p << 16 }) as f64
+                            };
+                            out[r * TILE_SAMPLES + s] +=
+                                f(pair_w, false) * f(pair_x, false) + f(pair_w, true) * f(pair_x, true);
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let mut first_bits: Option<Vec<u32>> = None;
+        for kernel in PairKernel::supported() {
+            let pairs = {
+                let mut s = Scratch::take(w_pairs.len());
+                s.copy_from_slice(&w_pairs);
+                s
+            };
+            let packed = PairWeights::new(kernel, pairs);
+            for rows in 1..=TILE_ROWS {
+                let (mut a, mut b): (Vec<f32>, Vec<f32>) =
+                    ((0..TILE_LEN).map(start).collect(), (0..TILE_LEN).map(start).collect());
+                // SAFETY: the runs were checked, both tiles lie inside the weights, and the
+                // kernel is supported.
+                unsafe {
+                    accumulate_pairs_unchecked(
+                        kernel,
+                        TILE_ROWS,
+                        &packed,
+                        (0, tile_pairs),
+                        Some((tile_pairs, rows)),
+                        &x_pairs,
+                        &runs,
+                        [&mut a, &mut b],
+                    )
+                };
+                for (tile, got, rows) in [(0, &a, TILE_ROWS), (1, &b, rows)] {
+                    let want = want(tile, rows);
+                    for i in 0..rows * TILE_SAMPLES {
+                        assert!(
+                            (got[i] as f64 - want[i]).abs() <= 1e-5 * want[i].abs().max(1.0),
+                            "{kernel}: tile {tile}, {rows} rows, element {i}: {} against {}",
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+                let mut single: Vec<f32> = (0..TILE_LEN).map(start).collect();
+                // SAFETY: as above.
+                unsafe {
+                    accumulate_pairs_unchecked(
+                        kernel,
+                        rows,
+                        &packed,
+                        (tile_pairs, tile_pairs),
+                        None,
+                        &x_pairs,
+                        &runs,
+                        [&mut single, &mut []],
+                    )
+                };
+                let real = rows * TILE_SAMPLES;
+                assert_eq!(
+                    single[..real].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b[..real].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{kernel}: one tile at a time gives the bits of two, {rows} rows"
+                );
+                assert_eq!(&single[real..], &(real..TILE_LEN).map(start).collect::<Vec<_>>()[..]);
+                if rows == TILE_ROWS {
+                    let got: Vec<u32> = a.iter().chain(&b).map(|v| v.to_bits()).collect();
+                    match &first_bits {
+                        None => first_bits = Some(got),
+                        Some(first) => assert_eq!(first, &got, "{kernel}: other bits than the first kernel's"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_dot_kernel_is_taken_where_the_processor_has_it() {
+        assert_eq!(
+            PairKernel::for_path(SimdPath::Avx512) == PairKernel::Dot,
+            has_avx512_bf16() && SimdPath::Avx512.is_supported()
+        );
+        assert_eq!(
+            PairKernel::for_path(SimdPath::Portable),
+            PairKernel::Widening(SimdPath::Portable)
+        );
+    }
+}
