@@ -7,6 +7,14 @@
 // Counter (i / 4, stream offset, 0, 0) with key (seed low, seed high) gives four 32-bit words;
 // element i takes word i % 4. Uniforms are (word + 0.5) / 2^32 in (0, 1); normals pair
 // elements 2j and 2j + 1 through Box-Muller.
+//
+// `gather_shuffled_rows` copies a batch of rows of a resident dataset in a shuffled order that
+// is a pure function too: position p of the endless sequence of epochs over n rows is row
+// perm_e(p % n) of epoch e = p / n, where perm_e is a bijection of [0, n) keyed by (seed, e):
+// a 4-round Feistel network over the smallest even number of bits that holds n, whose rounds
+// are Philox words, walked again until it lands inside [0, n) ("cycle walking"). Every row
+// once per epoch, a new order each epoch, no permutation stored anywhere. CPU twin:
+// crates/kernels/src/cpu/gather.rs.
 
 #include "common.cuh"
 
@@ -60,7 +68,45 @@ template <typename T> __device__ void normal(T *out, long long n, unsigned long 
     }
 }
 
+// The row at `position` of the shuffled sequence of epochs over `source_rows` rows (see the
+// top of the file). Integer arithmetic only, so the CPU twin gives the same rows.
+__device__ unsigned long long shuffled_row(unsigned long long position, unsigned long long source_rows, unsigned long long seed) {
+    unsigned long long epoch = position / source_rows, x = position % source_rows;
+    int bits = 2;
+    while (bits < 64 && (1ull << bits) < source_rows) bits += 2;
+    int half = bits / 2;
+    unsigned long long mask = (1ull << half) - 1;
+    do {
+        unsigned long long left = x >> half, right = x & mask;
+        for (unsigned long long round = 0; round < 4; ++round) {
+            unsigned long long f = philox(right | (round << 32), epoch, seed).v[0] & mask;
+            unsigned long long next = left ^ f;
+            left = right;
+            right = next;
+        }
+        x = (left << half) | right;
+    } while (x >= source_rows);
+    return x;
+}
+
+// out[r, j] = src[shuffled_row(position + r), j] for r < rows, j < row_len.
+template <typename T>
+__device__ void gather_shuffled_rows(const T *__restrict__ src, T *__restrict__ out, long long rows, long long row_len, long long source_rows, unsigned long long position, unsigned long long seed) {
+    long long n = rows * row_len;
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long r = i / row_len;
+        unsigned long long row = shuffled_row(position + (unsigned long long)r, (unsigned long long)source_rows, seed);
+        out[i] = src[(long long)row * row_len + i % row_len];
+    }
+}
+
 extern "C" {
+__global__ void gather_shuffled_rows_f32(const float *src, float *out, long long rows, long long row_len, long long source_rows, unsigned long long position, unsigned long long seed) {
+    gather_shuffled_rows(src, out, rows, row_len, source_rows, position, seed);
+}
+__global__ void gather_shuffled_rows_f64(const double *src, double *out, long long rows, long long row_len, long long source_rows, unsigned long long position, unsigned long long seed) {
+    gather_shuffled_rows(src, out, rows, row_len, source_rows, position, seed);
+}
 __global__ void uniform_f32(float *out, long long n, unsigned long long seed, unsigned long long stream, double low, double high) {
     uniform(out, n, seed, stream, low, high);
 }

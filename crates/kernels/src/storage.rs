@@ -336,6 +336,37 @@ impl Storage {
         })
     }
 
+    /// `rows` rows of this buffer, seen as rows of `row_len` values, in the shuffled order of
+    /// `cpu::gather` (`gather_shuffled_rows` of `random.cu` on a GPU): row `r` of the result is
+    /// row `shuffled_row(position + r)` of the epochs keyed by `seed`. A batch of a dataset
+    /// that stays on its device.
+    pub fn gather_shuffled_rows(
+        &self,
+        row_len: usize,
+        rows: usize,
+        position: u64,
+        seed: u64,
+    ) -> Result<Storage, String> {
+        if row_len == 0 || self.is_empty() || !self.len().is_multiple_of(row_len) {
+            return Err(format!(
+                "gather_shuffled_rows: {} values are no whole number of rows of {row_len}",
+                self.len()
+            ));
+        }
+        if let Some(half) = Storage::all_half(&[self]) {
+            return Ok(self
+                .widened()
+                .gather_shuffled_rows(row_len, rows, position, seed)?
+                .cast(half));
+        }
+        if let Storage::Cuda(g) = self {
+            return g.gather_shuffled_rows(row_len, rows, position, seed).map(Storage::Cuda);
+        }
+        Ok(map_storage!(self, |v| crate::cpu::gather::gather_shuffled_rows(
+            v, row_len, rows, position, seed
+        )))
+    }
+
     /// The host buffer: this storage's own, or a download of a GPU buffer, or the device's
     /// error (a download waits for every kernel queued before it, so it is where a kernel's
     /// fault shows).

@@ -534,6 +534,40 @@ fn random_streams_match_the_cpu_generator() {
     }
 }
 
+/// Batches of a dataset kept on the device, in the shuffled order: the same rows as the CPU
+/// twin (`cpu::gather`), exactly, for odd row counts and lengths, batches that cross an epoch
+/// boundary or are longer than an epoch, and positions past 2^32.
+#[test]
+fn shuffled_row_gathers_match_the_cpu_twin() {
+    for device in cuda_devices() {
+        for dtype in DTYPES {
+            for (source_rows, row_len, rows, position) in [
+                (1, 3, 4, 0),
+                (7, 1, 23, 5),
+                (29, 13, 37, 20),
+                (1000, 29, 9, (1 << 33) + 995),
+            ] {
+                let (cpu, gpu) = pair(&random(source_rows * row_len, 13), dtype, device);
+                let seed = 0x5EED ^ position;
+                let want = cpu.gather_shuffled_rows(row_len, rows, position, seed).unwrap();
+                let got = gpu.gather_shuffled_rows(row_len, rows, position, seed).unwrap();
+                let what = format!("{dtype}: {rows} of {source_rows} rows of {row_len} from {position}");
+                assert_close(&what, &got, &want, 0.0, 0.0);
+                // The rows are the source's: the first value of each names which.
+                let source = cpu.to_f64_vec();
+                let first_of_each: Vec<f64> = want.to_f64_vec().chunks(row_len).map(|r| r[0]).collect();
+                assert!(
+                    first_of_each.iter().all(|v| source.chunks(row_len).any(|r| r[0] == *v)),
+                    "{what}"
+                );
+            }
+            let (_, gpu) = pair(&random(10, 14), dtype, device);
+            let err = gpu.gather_shuffled_rows(3, 2, 0, 0).unwrap_err();
+            assert!(err.contains("no whole number of rows of 3"), "{err}");
+        }
+    }
+}
+
 /// A launch the device refuses is an error that names the kernel and the device, returned to
 /// the caller rather than a panic, and leaves the device usable: a block over CUDA's 1,024
 /// threads (which a GPU refuses too) and a kernel that does not exist.

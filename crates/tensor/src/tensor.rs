@@ -177,6 +177,45 @@ impl Tensor {
         Tensor::from_f64_slice(&values, shape, dtype)
     }
 
+    /// Numbers of `distribution` drawn where they are used, on `device`, by the counter-based
+    /// Philox generator (`cpu::random`, `random.cu`): element `i` is a function of (`seed`,
+    /// `stream`, `i`) alone, so every device draws the same values (to the last bit in f64; in
+    /// f32 the rounding of the same f64). A constant: no graph.
+    pub fn random(
+        distribution: earthmover_kernels::Distribution,
+        shape: &[usize],
+        seed: u64,
+        stream: u64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        let len = checked_numel(shape).ok_or_else(|| Error(format!("random: shape {shape:?} overflows")))?;
+        let storage = Storage::random(distribution, len, seed, stream, dtype, device).map_err(Error)?;
+        Ok(Tensor::constant(storage, shape.to_vec()))
+    }
+
+    /// `rows` rows (slices along dim 0) of this tensor in a shuffled order, gathered on its own
+    /// device: row `r` is row `shuffled_row(position + r, len, seed)`
+    /// (`earthmover_kernels::cpu::gather`), a permutation of the rows for each epoch of
+    /// positions, keyed by `seed`. For batches of a dataset that stays on its device. A
+    /// constant: no graph.
+    pub fn gather_shuffled_rows(&self, rows: usize, position: u64, seed: u64) -> Result<Tensor> {
+        let Some(&source_rows) = self.shape().first() else {
+            return Err(Error("gather_shuffled_rows: a scalar has no rows".into()));
+        };
+        if source_rows == 0 {
+            return Err(Error("gather_shuffled_rows: no rows to draw from".into()));
+        }
+        let row_len = self.numel() / source_rows;
+        let storage = self
+            .storage()
+            .gather_shuffled_rows(row_len, rows, position, seed)
+            .map_err(Error)?;
+        let mut shape = self.shape().to_vec();
+        shape[0] = rows;
+        Ok(Tensor::constant(storage, shape))
+    }
+
     pub(crate) fn from_f64_slice(values: &[f64], shape: &[usize], dtype: DType) -> Tensor {
         let storage = Storage::from_f64_slice(values, dtype, Device::Cpu).expect("the CPU is always available");
         Tensor::constant(storage, shape.to_vec())

@@ -3,15 +3,20 @@
 //! A training checkpoint holds the generator and critic (`generator.fc.weight`, ... : PyTorch's
 //! state-dict names and layouts under a `generator.` / `critic.` prefix), the average of the
 //! generator's weights when the run keeps one (`generator_ema.`), both optimisers'
-//! state (`critic_optim.state.0.exp_avg`, ...), the data order of the current epoch
-//! (`batcher.order`), and in the header's metadata the run's configuration, the iteration, the
+//! state (`critic_optim.state.0.exp_avg`, ...), and in the header's metadata the run's
+//! configuration, the iteration, the position in the data order (`batcher_epoch`,
+//! `batcher_position`: the order itself is a function of the seed, `data::ShuffledOrder`), the
 //! training time so far and, in f16 runs, the two loss scalers' state (`grad_scalers`, JSON),
-//! so that a resumed run continues at the same scale. A generator file holds the state dict of the generator that draws
-//! the run's samples (the average when there is one), without prefix, so that `torch` loads it into the same architecture with
-//! `model.load_state_dict(safetensors.torch.load_file(path))`.
+//! so that a resumed run continues at the same scale. Checkpoints of earlier versions also hold
+//! the order of their epoch (`batcher.order`, a permutation drawn on the host); it is checked
+//! against the data and otherwise not used, so such a run resumes at its position in the new
+//! order. Non-finite weights are never saved: a diverged run keeps its last good checkpoint. A
+//! generator file holds the state dict of the generator that draws the run's samples (the
+//! average when there is one), without prefix, so that `torch` loads it into the same
+//! architecture with `model.load_state_dict(safetensors.torch.load_file(path))`.
 
 use crate::amp::{GradScaler, GradScalerState};
-use crate::data::Batcher;
+use crate::data::ShuffledOrder;
 use crate::io::write_atomic;
 use crate::models::{Generator, ModelKind};
 use crate::nn::init::Init;
@@ -96,6 +101,31 @@ impl safetensors::View for &Raw {
     }
 }
 
+impl Raw {
+    /// Whether every value is finite (the float dtypes; integers always are).
+    fn all_finite(&self) -> bool {
+        match self.dtype {
+            Dtype::F32 => self
+                .bytes
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            Dtype::F64 => self
+                .bytes
+                .chunks_exact(8)
+                .all(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()),
+            Dtype::BF16 => self
+                .bytes
+                .chunks_exact(2)
+                .all(|b| bf16::from_le_bytes([b[0], b[1]]).is_finite()),
+            Dtype::F16 => self
+                .bytes
+                .chunks_exact(2)
+                .all(|b| f16::from_le_bytes([b[0], b[1]]).is_finite()),
+            _ => true,
+        }
+    }
+}
+
 fn serialize(tensors: Vec<(String, Raw)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let views: Vec<(String, &Raw)> = tensors.iter().map(|(n, r)| (n.clone(), r)).collect();
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error(format!("cannot encode checkpoint: {e}")))
@@ -117,16 +147,13 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
     }
     tensors.extend(prefixed("generator_optim", trainer.generator_optim.state_dict()));
     tensors.extend(prefixed("critic_optim", trainer.critic_optim.state_dict()));
-    let (order, position, epoch) = trainer.batcher.state();
-    let order_bytes = order.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
-    tensors.push((
-        "batcher.order".into(),
-        Raw {
-            dtype: Dtype::I64,
-            shape: vec![order.len()],
-            bytes: order_bytes,
-        },
-    ));
+    // A training step reads its losses once, at the end of its iteration: when one diverged,
+    // that iteration's updates were applied, and its weights must not replace a good file.
+    if let Some((name, _)) = tensors.iter().find(|(_, raw)| !raw.all_finite()) {
+        bail!("refusing to save a checkpoint: {name} holds non-finite values (the training diverged)");
+    }
+    let order = &trainer.order;
+    let (position, epoch) = (order.position % order.len.max(1) as u64, order.epoch());
     let config = serde_json::to_string(&trainer.config).expect("the configuration serialises");
     let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -403,13 +430,19 @@ pub fn load_checkpoint_bytes(bytes: &[u8], name: &str, train_len: usize) -> Resu
             order.len()
         );
     }
-    trainer.batcher = Batcher::restore(
-        train_len,
-        order,
-        metadata_value(&loaded, "batcher_position", name)?,
-        metadata_value(&loaded, "batcher_epoch", name)?,
-    )
-    .map_err(|e| Error(format!("{name}: {e}")))?;
+    let position: u64 = metadata_value(&loaded, "batcher_position", name)?;
+    let epoch: u64 = metadata_value(&loaded, "batcher_epoch", name)?;
+    if position > train_len as u64 {
+        bail!("{name}: data position {position} is past the {train_len} images of this training split");
+    }
+    let position = epoch
+        .checked_mul(train_len as u64)
+        .and_then(|p| p.checked_add(position))
+        .ok_or_else(|| Error(format!("{name}: data epoch {epoch} is out of range")))?;
+    trainer.order = ShuffledOrder {
+        position,
+        ..trainer.order.clone()
+    };
     trainer.iteration = metadata_value(&loaded, "iteration", name)?;
     trainer.seconds_before = metadata_value(&loaded, "seconds", name)?;
     if !(trainer.seconds_before >= 0.0 && trainer.seconds_before.is_finite()) {
@@ -546,6 +579,38 @@ mod tests {
             generator.parameters()[0].to_vec_f32(),
             trainer.generator.parameters()[0].to_vec_f32()
         );
+    }
+
+    /// A diverged iteration may leave non-finite weights (its losses are read at its end):
+    /// they are refused, and the last good file stays as it was.
+    #[test]
+    fn non_finite_weights_are_never_saved() {
+        let trainer = tiny_trainer(4);
+        let path = scratch("non-finite");
+        save_checkpoint(&trainer, &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let (name, weight) = trainer.critic.named_parameters().remove(0);
+        weight.set_data(&weight.mul_scalar(f64::NAN));
+        let err = save_checkpoint(&trainer, &path).unwrap_err().0;
+        assert!(
+            err.contains(&format!("critic.{name}")) && err.contains("non-finite"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+    }
+
+    /// The data order is its position: a checkpoint taken mid-epoch resumes at that position
+    /// of the same epoch's order.
+    #[test]
+    fn a_checkpoint_keeps_the_position_in_the_data_order() {
+        let mut trainer = tiny_trainer(4);
+        trainer.order.position = 3 * 100 + 42;
+        let path = scratch("order");
+        save_checkpoint(&trainer, &path).unwrap();
+        let loaded = load_checkpoint(&path, 100).unwrap();
+        assert_eq!(loaded.order, trainer.order);
+        let err = load_checkpoint(&path, 40).err().expect("another split").0;
+        assert!(err.contains("past the 40 images"), "{err}");
     }
 
     #[test]

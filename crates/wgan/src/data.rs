@@ -1,4 +1,7 @@
-//! MNIST-format data: the IDX file reader (raw or gzip-compressed) and shuffled minibatches.
+//! MNIST-format data: the IDX file reader (raw or gzip-compressed) and shuffled minibatches:
+//! [`Batcher`] (a permutation per epoch drawn from a `rand` generator, for the digit
+//! classifier) and [`ShuffledOrder`] (a permutation per epoch that is a pure function of a seed
+//! and a position, computed alike on the CPU and on a GPU, for the GAN trainer).
 //!
 //! An IDX file is a big-endian header, `0x00 0x00 <type> <rank>` then one u32 per dim, then
 //! the data. MNIST uses type 0x08 (unsigned bytes): images are rank 3 (`[N, 28, 28]`, magic
@@ -6,7 +9,7 @@
 
 use crate::{bail, Error, Result};
 use byteorder::{BigEndian, ReadBytesExt};
-use earthmover_tensor::Tensor;
+use earthmover_tensor::{shuffled_row, Tensor};
 use flate2::read::GzDecoder;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -190,6 +193,45 @@ impl Split {
             );
         }
         Tensor::from_vec(values, &[indices.len(), 1, self.rows, self.cols]).expect("sizes agree")
+    }
+}
+
+/// The training order of [`Trainer`](crate::train::Trainer): position `p` of the endless
+/// sequence of epochs over `len` images is image `shuffled_row(p, len, seed)`
+/// (`earthmover_kernels::cpu::gather`), a new permutation of the images each epoch. A batch is
+/// the `n` positions after the last, so the whole state is one number, and a GPU gathers the
+/// same images from a dataset it holds (`Tensor::gather_shuffled_rows`) without a permutation
+/// to upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShuffledOrder {
+    pub len: usize,
+    pub seed: u64,
+    /// Images drawn so far, over every epoch.
+    pub position: u64,
+}
+
+impl ShuffledOrder {
+    pub fn new(len: usize, seed: u64) -> ShuffledOrder {
+        ShuffledOrder { len, seed, position: 0 }
+    }
+
+    /// Completed epochs.
+    pub fn epoch(&self) -> u64 {
+        self.position / self.len.max(1) as u64
+    }
+
+    /// The position of the next `n` images, which it moves past.
+    pub fn take(&mut self, n: usize) -> u64 {
+        let start = self.position;
+        self.position += n as u64;
+        start
+    }
+
+    /// The images at positions `start .. start + n`.
+    pub fn indices(&self, start: u64, n: usize) -> Vec<usize> {
+        (0..n as u64)
+            .map(|i| shuffled_row(start + i, self.len as u64, self.seed) as usize)
+            .collect()
     }
 }
 
@@ -511,6 +553,31 @@ mod tests {
         second.sort();
         assert_eq!(first, (0..10).collect::<Vec<_>>());
         assert_eq!(second, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_shuffled_order_shows_every_image_once_per_epoch_and_resumes_from_its_position() {
+        let mut order = ShuffledOrder::new(10, 3);
+        let batches: Vec<Vec<usize>> = (0..5)
+            .map(|_| {
+                let start = order.take(4);
+                order.indices(start, 4)
+            })
+            .collect();
+        assert_eq!(order.epoch(), 2);
+        let seen: Vec<usize> = batches.concat();
+        for epoch in seen[..20].chunks(10) {
+            let mut sorted = epoch.to_vec();
+            sorted.sort();
+            assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        }
+        assert_ne!(seen[..10], seen[10..20], "each epoch in its own order");
+        // The position is the whole state: a copy from position 8 draws what followed.
+        let resumed = ShuffledOrder {
+            position: 8,
+            ..order.clone()
+        };
+        assert_eq!(resumed.indices(8, 4), batches[2]);
     }
 
     /// A fresh folder under the system's temp dir, removed by the caller.

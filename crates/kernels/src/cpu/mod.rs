@@ -6,6 +6,7 @@ pub mod conv;
 pub mod convert;
 pub mod denormals;
 pub mod elementwise;
+pub mod gather;
 pub mod layout;
 pub mod matmul;
 pub mod optim;

@@ -154,6 +154,39 @@ impl GpuStorage {
         Ok(out)
     }
 
+    /// `rows` rows of `row_len` values in the shuffled order of `cpu::gather` (the kernel
+    /// `gather_shuffled_rows` of random.cu): a batch gathered where the dataset lives.
+    pub fn gather_shuffled_rows(
+        &self,
+        row_len: usize,
+        rows: usize,
+        position: u64,
+        seed: u64,
+    ) -> Result<GpuStorage, String> {
+        let n = rows * row_len;
+        let out = GpuStorage {
+            buffer: self.device.alloc(self.dtype(), n, InitialContents::Unwritten)?,
+            device: self.device.clone(),
+        };
+        if n == 0 {
+            return Ok(out);
+        }
+        out.try_launch(
+            &self.kernel("gather_shuffled_rows"),
+            LaunchShape::elementwise(n),
+            &mut [
+                self.ptr(),
+                out.ptr(),
+                Arg::I64(rows as i64),
+                Arg::I64(row_len as i64),
+                Arg::I64((self.len() / row_len) as i64),
+                Arg::U64(position),
+                Arg::U64(seed),
+            ],
+        )?;
+        Ok(out)
+    }
+
     pub fn duplicate(&self) -> GpuStorage {
         self.strided_copy(0, &[1], &[self.len()])
     }

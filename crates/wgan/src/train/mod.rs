@@ -1,6 +1,8 @@
 //! Training: WGAN (weight clipping, RMSProp), WGAN-GP (gradient penalty, Adam) and the standard
 //! GAN (non-saturating loss, Adam).
 //!
+//! - `inputs`: [`IterationInputs`], where an iteration's batches, noise and interpolation
+//!   weights come from;
 //! - `step`: one generator iteration ([`generator_iteration`]: [`critic_step`]s, then a
 //!   [`generator_step`]) of any [`Objective`] over any pair of networks; every training loop
 //!   goes through it;
@@ -9,13 +11,15 @@
 //!   time.
 
 mod config;
+mod inputs;
 mod step;
 mod trainer;
 
 pub use config::{Precision, TrainConfig};
+pub use inputs::IterationInputs;
 pub use step::{
-    critic_step, generator_iteration, generator_step, CriticLog, CriticSchedule, Diverged, Gan, Objective, StepError,
-    StepLog,
+    critic_step, generator_iteration, generator_iteration_with, generator_step, CriticLog, CriticSchedule, Diverged,
+    Gan, Objective, StepError, StepLog,
 };
 pub use trainer::{IterationLog, LossScaleLog, Trainer};
 

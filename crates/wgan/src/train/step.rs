@@ -9,6 +9,7 @@
 //! | WGAN-GP | the same `+ lambda * penalty` | `-mean C(G(z))` | |
 //! | GAN | `BCE(C(real), 1) + BCE(C(fake), 0)` | `BCE(C(G(z)), 1)` (non-saturating) | |
 
+use super::inputs::{HostInputs, IterationInputs};
 use super::{Algo, Precision};
 use crate::amp::{GradScaler, MIN_SCALE};
 use crate::nn::Module;
@@ -111,10 +112,16 @@ pub struct StepLog {
     pub generator_skipped: u64,
 }
 
-/// A loss that came out non-finite (the step stopped before its backward pass, so no weight
-/// was changed by it), or a loss scale (`critic_loss_scale`, `generator_loss_scale`) that
-/// backed off below [`MIN_SCALE`] because the gradients were inf or NaN at every scale.
+/// A loss that came out non-finite. A single [`critic_step`] or [`generator_step`] reads its
+/// loss before its backward pass, so no weight was changed by it. A [`generator_iteration`]
+/// reads its losses once, at its end (one wait for a GPU per iteration, not one per step): the
+/// updates of the iteration in which a loss diverged have been applied, so the networks may hold
+/// non-finite weights, and a training loop must not keep them (the MNIST
+/// [`Trainer`](super::Trainer) does not count the iteration, and
+/// [`save_checkpoint`](crate::checkpoint::save_checkpoint) refuses non-finite weights).
 ///
+/// A loss scale (`critic_loss_scale`, `generator_loss_scale`) that backed off below
+/// [`MIN_SCALE`] because the gradients were inf or NaN at every scale is reported as one too.
 /// Under dynamic loss scaling a non-finite *gradient* is not divergence: the scaler skips the
 /// step and lowers the scale. A non-finite *loss* is, with or without scaling: the loss is
 /// computed in the forward pass, which the scale does not touch, so no lower scale could
@@ -189,9 +196,9 @@ impl From<StepError> for Error {
     }
 }
 
-/// The logged scalars of a step, read back from their device in one download: on a GPU every
-/// read waits for the work queued before it (a host synchronisation), so a step reads once,
-/// not once per value.
+/// The logged scalars, read back from their device in one download: on a GPU every read waits
+/// for the work queued before it (a host synchronisation), so values are read together, not
+/// one at a time.
 fn read_all(values: &[&Tensor]) -> Result<Vec<f64>, StepError> {
     let scalars: Vec<Tensor> = values.iter().map(|v| v.detach().reshape(&[1])).collect();
     let gathered = match scalars.as_slice() {
@@ -219,6 +226,71 @@ fn critic_scores(objective: &Objective, critic: &dyn Module, real: &Tensor, fake
     let n = real.shape()[0];
     let scores = objective.forward(critic, &Tensor::concat(&[real, fake], 0));
     (scores.narrow(0, 0, n), scores.narrow(0, n, fake.shape()[0]))
+}
+
+/// A critic step's loss (in the graph) and its logged values, not yet read.
+struct CriticLosses {
+    loss: Tensor,
+    /// Detached scalars in the order of [`CriticLosses::log`]: the loss, the Wasserstein
+    /// estimate, and for WGAN-GP the penalty and the mean gradient norm.
+    logged: Vec<Tensor>,
+    /// The detached value whose being non-finite is divergence (see [`Diverged`]): the loss,
+    /// or under a loss scaler with a penalty the loss without it.
+    checked: Tensor,
+}
+
+impl CriticLosses {
+    /// The log of `values`, read back from [`CriticLosses::logged`] in its order.
+    fn log(values: &[f64]) -> CriticLog {
+        let mut log = CriticLog {
+            loss: values[0],
+            wasserstein: values[1],
+            ..CriticLog::default()
+        };
+        if let [_, _, penalty, grad_norm] = values {
+            (log.penalty, log.grad_norm) = (*penalty, *grad_norm);
+        }
+        log
+    }
+}
+
+/// The critic's loss on a real and a fake batch; WGAN-GP's penalty at the interpolates of
+/// weights `eps` (which its callers always draw for WGAN-GP; ignored otherwise), the scores
+/// it differentiates scaled by `loss_scale` (1 without a loss scaler;
+/// [`scaled_gradient_penalty`]).
+fn critic_losses(
+    objective: &Objective,
+    critic: &dyn Module,
+    real: &Tensor,
+    fake: &Tensor,
+    eps: Option<&Tensor>,
+    loss_scale: Option<f64>,
+) -> CriticLosses {
+    let (real_scores, fake_scores) = critic_scores(objective, critic, real, fake);
+    let wasserstein = real_scores.mean().sub(&fake_scores.mean());
+    let mut loss = match objective.algo {
+        Algo::Wgan | Algo::WganGp => wasserstein.neg(),
+        Algo::Gan => real_scores
+            .binary_cross_entropy_with_logits(&real_scores.ones_like())
+            .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
+    };
+    let penalty = eps.filter(|_| objective.algo == Algo::WganGp).map(|eps| {
+        let x_hat = interpolate(real, fake, eps);
+        let scale = loss_scale.unwrap_or(1.0);
+        scaled_gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda, scale)
+    });
+    if let Some(gp) = &penalty {
+        loss = loss.add(&gp.penalty);
+    }
+    let checked = match (&penalty, loss_scale) {
+        (Some(_), Some(_)) => wasserstein.neg().detach(),
+        _ => loss.detach(),
+    };
+    let mut logged = vec![loss.detach(), wasserstein.detach()];
+    if let Some(gp) = penalty {
+        logged.extend([gp.penalty.detach(), gp.mean_grad_norm]);
+    }
+    CriticLosses { loss, logged, checked }
 }
 
 /// `loss.backward()` and the optimiser's step, through `scaler` when there is one: the scaled
@@ -249,11 +321,28 @@ fn backward_and_step(
     Ok(())
 }
 
+/// The critic's update from `loss` (through `scaler` when there is one); WGAN clips the
+/// weights after it.
+fn critic_update(
+    objective: &Objective,
+    critic: &dyn Module,
+    critic_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
+    loss: &Tensor,
+) -> Result<(), StepError> {
+    backward_and_step(loss, critic_optim, scaler, "critic_loss_scale")?;
+    if objective.algo == Algo::Wgan {
+        clip_weights(&critic.parameters(), objective.clip);
+    }
+    Ok(())
+}
+
 /// One update of the critic on a real batch and a fake one (generator output; no graph back
 /// to the generator is needed). WGAN-GP draws its interpolation weights from `rng`; WGAN clips
-/// the critic's weights after the update. With a `scaler` (f16) the loss is scaled for the
-/// backward pass, and so are the scores whose gradient the penalty takes
-/// ([`scaled_gradient_penalty`]); a step whose gradients overflow is skipped.
+/// the critic's weights after the update. The logged values are read before the backward pass
+/// (one read), so a non-finite loss stops the step before it changes a weight. With a `scaler`
+/// (f16) the loss is scaled for the backward pass, and so are the scores whose gradient the
+/// penalty takes ([`scaled_gradient_penalty`]); a step whose gradients overflow is skipped.
 pub fn critic_step<R: Rng + ?Sized>(
     objective: &Objective,
     critic: &dyn Module,
@@ -263,59 +352,33 @@ pub fn critic_step<R: Rng + ?Sized>(
     fake: &Tensor,
     rng: &mut R,
 ) -> Result<CriticLog, StepError> {
-    let (real_scores, fake_scores) = critic_scores(objective, critic, real, fake);
-    let wasserstein = real_scores.mean().sub(&fake_scores.mean());
-    let mut loss = match objective.algo {
-        Algo::Wgan | Algo::WganGp => wasserstein.neg(),
-        Algo::Gan => real_scores
-            .binary_cross_entropy_with_logits(&real_scores.ones_like())
-            .add(&fake_scores.binary_cross_entropy_with_logits(&fake_scores.zeros_like())),
-    };
-    let mut log = CriticLog::default();
-    let penalty = (objective.algo == Algo::WganGp).then(|| {
-        let eps = interpolation_weights(real, rng);
-        let x_hat = interpolate(real, fake, &eps);
-        let loss_scale = scaler.as_ref().map_or(1.0, |s| s.get_scale());
-        scaled_gradient_penalty(|x| objective.forward(critic, x), &x_hat, objective.lambda, loss_scale)
-    });
-    if let Some(gp) = &penalty {
-        loss = loss.add(&gp.penalty);
-    }
-    let mut logged = vec![&loss, &wasserstein];
-    if let Some(gp) = &penalty {
-        logged.extend([&gp.penalty, &gp.mean_grad_norm]);
-    }
+    let eps = (objective.algo == Algo::WganGp).then(|| interpolation_weights(real, rng));
+    let loss_scale = scaler.as_ref().map(|s| s.get_scale());
+    let losses = critic_losses(objective, critic, real, fake, eps.as_ref(), loss_scale);
+    let mut logged: Vec<&Tensor> = losses.logged.iter().collect();
+    logged.push(&losses.checked);
     let values = read_all(&logged)?;
-    log.wasserstein = values[1];
-    if penalty.is_some() {
-        (log.penalty, log.grad_norm) = (values[2], values[3]);
+    let log = CriticLosses::log(&values[..values.len() - 1]);
+    if !values[values.len() - 1].is_finite() {
+        finite("critic_loss", log.loss)?;
     }
-    // The loss without the penalty comes from the forward pass alone (see [`Diverged`]).
-    let forward_loss = if penalty.is_some() { -values[1] } else { values[0] };
-    log.loss = if scaler.is_some() && forward_loss.is_finite() {
-        values[0]
-    } else {
-        finite("critic_loss", values[0])?
-    };
-    backward_and_step(&loss, critic_optim, scaler, "critic_loss_scale")?;
-    if objective.algo == Algo::Wgan {
-        clip_weights(&critic.parameters(), objective.clip);
-    }
+    critic_update(objective, critic, critic_optim, scaler, &losses.loss)?;
     Ok(log)
 }
 
-/// One update of the generator on the critic's scores of `G(noise)`; returns its loss. The
-/// critic's weights are constants here: they are frozen (no gradient is computed for them)
-/// for the step, and unfrozen after it, also when the loss diverges. With a `scaler` (f16) the
-/// loss is scaled for the backward pass and a step whose gradients overflow is skipped.
-pub fn generator_step(
+/// The generator's loss on the critic's scores of `G(noise)`, handed to `check` before the
+/// backward pass, then its update unless `check` failed. The critic's weights are constants
+/// here: they are frozen (no gradient is computed for them) for the step, and unfrozen after
+/// it, also when `check` fails.
+fn generator_update<T>(
     objective: &Objective,
     generator: &dyn Module,
     generator_optim: &mut dyn Optimizer,
     scaler: Option<&mut GradScaler>,
     critic: &dyn Module,
     noise: &Tensor,
-) -> Result<f64, StepError> {
+    check: impl FnOnce(&Tensor) -> Result<T, StepError>,
+) -> Result<(Tensor, T), StepError> {
     let trainable: Vec<Tensor> = critic.parameters().into_iter().filter(|p| p.requires_grad()).collect();
     trainable.iter().for_each(|p| p.set_requires_grad(false));
     let scores = objective.forward(critic, &objective.forward(generator, noise));
@@ -324,30 +387,63 @@ pub fn generator_step(
         // Non-saturating: maximise log D(G(z)).
         Algo::Gan => scores.binary_cross_entropy_with_logits(&scores.ones_like()),
     };
-    let value = read_all(&[&loss])
-        .and_then(|values| finite("generator_loss", values[0]))
-        .and_then(|value| {
-            backward_and_step(&loss, generator_optim, scaler, "generator_loss_scale")?;
-            Ok(value)
-        });
+    let stepped = check(&loss).and_then(|value| {
+        backward_and_step(&loss, generator_optim, scaler, "generator_loss_scale")?;
+        Ok(value)
+    });
     trainable.iter().for_each(|p| p.set_requires_grad(true));
-    value
+    Ok((loss.detach(), stepped?))
+}
+
+/// One update of the generator on the critic's scores of `G(noise)`; returns its loss, read
+/// before the backward pass, so a non-finite loss changes no weight. The critic's weights are
+/// frozen for the step and unfrozen after it, also when the loss diverges. With a `scaler`
+/// (f16) the loss is scaled for the backward pass and a step whose gradients overflow is
+/// skipped.
+pub fn generator_step(
+    objective: &Objective,
+    generator: &dyn Module,
+    generator_optim: &mut dyn Optimizer,
+    scaler: Option<&mut GradScaler>,
+    critic: &dyn Module,
+    noise: &Tensor,
+) -> Result<f64, StepError> {
+    let read = |loss: &Tensor| read_all(&[loss]).and_then(|values| finite("generator_loss", values[0]));
+    generator_update(objective, generator, generator_optim, scaler, critic, noise, read).map(|(_, value)| value)
 }
 
 /// One generator iteration: `critic_steps` critic steps, each on a fresh real batch and a fake
 /// batch made from fresh noise, then one generator step on fresh noise. Everything random comes
 /// from `rng`, in this order: for each critic step the real batch (`draw_real`), its noise
 /// (`draw_noise`) and, for WGAN-GP, the interpolation weights; then the generator's noise. A
-/// caller that seeds `rng` the same way gets the same iteration.
+/// caller that seeds `rng` the same way gets the same iteration. See
+/// [`generator_iteration_with`] for what is read back and when.
 pub fn generator_iteration<R: Rng + ?Sized>(
     objective: &Objective,
     critic_steps: usize,
     gan: Gan<'_>,
-    mut draw_real: impl FnMut(&mut R) -> Tensor,
-    mut draw_noise: impl FnMut(&mut R) -> Tensor,
+    draw_real: impl FnMut(&mut R) -> Tensor,
+    draw_noise: impl FnMut(&mut R) -> Tensor,
     rng: &mut R,
 ) -> Result<StepLog, StepError> {
-    let mut log = StepLog::default();
+    let mut inputs = HostInputs::new(rng, draw_real, draw_noise);
+    generator_iteration_with(objective, critic_steps, gan, &mut inputs)
+}
+
+/// One generator iteration on the inputs of `inputs` (see [`IterationInputs`]), with a single
+/// read of the device: every step's update is queued without waiting, and at the end the
+/// logged values of the last critic step, the sum of every critic step's loss (under a loss
+/// scaler with a penalty, of the loss without it: see [`Diverged`]) and the generator's loss
+/// are read in one download. (A loss scaler reads its own flag at each step.) A non-finite sum means a critic loss diverged
+/// (a NaN or an infinity stays one in a sum); it is reported with the last critic loss when
+/// that is non-finite, else with the sum. A diverged iteration has applied its updates (see
+/// [`Diverged`]).
+pub fn generator_iteration_with(
+    objective: &Objective,
+    critic_steps: usize,
+    gan: Gan<'_>,
+    inputs: &mut dyn IterationInputs,
+) -> Result<StepLog, StepError> {
     let Gan {
         generator,
         critic,
@@ -358,18 +454,62 @@ pub fn generator_iteration<R: Rng + ?Sized>(
     } = gan;
     let skipped = |scaler: &Option<&mut GradScaler>| scaler.as_ref().map_or(0, |s| s.skipped_steps());
     let (critic_skipped, generator_skipped) = (skipped(&critic_scaler), skipped(&generator_scaler));
+    let mut last_logged: Vec<Tensor> = Vec::new();
+    let mut critic_loss_sum: Option<Tensor> = None;
     for _ in 0..critic_steps {
-        let real = draw_real(rng);
-        let noise = draw_noise(rng);
+        let real = inputs.real_batch()?;
+        let noise = inputs.noise()?;
         let fake = no_grad(|| objective.forward(generator, &noise));
+        let eps = match objective.algo {
+            Algo::WganGp => Some(inputs.interpolation_weights(&real)?),
+            _ => None,
+        };
         let scaler = critic_scaler.as_deref_mut();
-        log.critic = critic_step(objective, critic, critic_optim, scaler, &real, &fake, rng)?;
+        let loss_scale = scaler.as_ref().map(|s| s.get_scale());
+        let losses = critic_losses(objective, critic, &real, &fake, eps.as_ref(), loss_scale);
+        critic_update(objective, critic, critic_optim, scaler, &losses.loss)?;
+        let checked = &losses.checked;
+        critic_loss_sum = Some(critic_loss_sum.map_or_else(|| checked.clone(), |sum| sum.add(checked)));
+        last_logged = losses.logged;
     }
-    let noise = draw_noise(rng);
+    let noise = inputs.noise()?;
     let scaler = generator_scaler.as_deref_mut();
-    log.generator_loss = generator_step(objective, generator, generator_optim, scaler, critic, &noise)?;
-    log.critic_skipped = skipped(&critic_scaler) - critic_skipped;
-    log.generator_skipped = skipped(&generator_scaler) - generator_skipped;
+    let (generator_loss, ()) =
+        generator_update(
+            objective,
+            generator,
+            generator_optim,
+            scaler,
+            critic,
+            &noise,
+            |_| Ok(()),
+        )?;
+    let mut scalars: Vec<&Tensor> = last_logged.iter().chain(&critic_loss_sum).collect();
+    scalars.push(&generator_loss);
+    let values = read_all(&scalars)?;
+    let mut log = StepLog {
+        generator_loss: values[values.len() - 1],
+        critic_skipped: skipped(&critic_scaler) - critic_skipped,
+        generator_skipped: skipped(&generator_scaler) - generator_skipped,
+        ..StepLog::default()
+    };
+    if critic_steps > 0 {
+        let n = last_logged.len();
+        log.critic = CriticLosses::log(&values[..n]);
+        let sum = values[n];
+        if !sum.is_finite() {
+            let value = if log.critic.loss.is_finite() {
+                sum
+            } else {
+                log.critic.loss
+            };
+            return Err(StepError::Diverged(Diverged {
+                loss: "critic_loss",
+                value,
+            }));
+        }
+    }
+    finite("generator_loss", log.generator_loss)?;
     Ok(log)
 }
 
@@ -635,6 +775,64 @@ mod tests {
         let message = diverged.at_iteration(7).0;
         assert_eq!(message, "training diverged at iteration 7: generator_loss is NaN");
         assert_eq!(Error::from(diverged).0, "training diverged: generator_loss is NaN");
+    }
+
+    /// An iteration reads its losses once, at its end: a critic loss that was non-finite at any
+    /// of its steps is reported then (through the sum of the steps' losses when the last one is
+    /// finite again), and so is the generator's.
+    #[test]
+    fn an_iteration_reports_a_loss_that_diverged_at_any_of_its_steps() {
+        let run = |poisoned_real: Option<usize>, poisoned_noise: Option<usize>| {
+            let mut rng = StdRng::seed_from_u64(6);
+            let (generator, critic) = (generator(&mut rng), critic(false, &mut rng));
+            let mut generator_optim = Adam::new(generator.parameters(), 1e-3, (0.5, 0.9));
+            // No parameters: the critic keeps its finite weights, so a later step's loss is
+            // finite again and only the sum shows the poisoned one.
+            let mut critic_optim = Sgd::new(Vec::new(), 0.1, 0.0);
+            let gan = Gan {
+                generator: &generator,
+                critic: &critic,
+                generator_optim: &mut generator_optim,
+                critic_optim: &mut critic_optim,
+                critic_scaler: None,
+                generator_scaler: None,
+            };
+            let (mut reals, mut noises) = (0, 0);
+            let poison = |t: Tensor, at: Option<usize>, count: &mut usize| {
+                *count += 1;
+                if at == Some(*count - 1) {
+                    t.mul_scalar(f64::NAN)
+                } else {
+                    t
+                }
+            };
+            generator_iteration(
+                &objective(Algo::Wgan),
+                3,
+                gan,
+                |rng| poison(batch(4, rng), poisoned_real, &mut reals),
+                |rng| poison(batch(4, rng), poisoned_noise, &mut noises),
+                &mut rng,
+            )
+        };
+        run(None, None).unwrap();
+        for step in [0, 2] {
+            match run(Some(step), None) {
+                Err(StepError::Diverged(Diverged {
+                    loss: "critic_loss",
+                    value,
+                })) => assert!(value.is_nan(), "step {step}: {value}"),
+                other => panic!("step {step}: {other:?}"),
+            }
+        }
+        // The fourth noise is the generator step's.
+        match run(None, Some(3)) {
+            Err(StepError::Diverged(Diverged {
+                loss: "generator_loss",
+                value,
+            })) => assert!(value.is_nan(), "{value}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Gradients that are inf or NaN at every scale (here the square root's at 0, under a

@@ -1,16 +1,23 @@
 //! An MNIST training run: the networks, their optimisers and the data order, advanced one
-//! generator iteration at a time through the shared step ([`generator_iteration`]).
+//! generator iteration at a time through the shared step ([`generator_iteration_with`]).
+//!
+//! An iteration's random inputs are drawn where the networks are, by functions of the seed
+//! alone, so that the CPU and a GPU draw the same numbers and a GPU iteration uploads nothing
+//! (docs/training.md, "Randomness"): the noise and WGAN-GP's interpolation weights are Philox
+//! numbers ([`Tensor::random`]) keyed by the iteration, one stream per draw; the real batches
+//! follow the [`ShuffledOrder`], assembled from the split's bytes on the CPU and gathered on a
+//! GPU from the training images, uploaded once ([`Tensor::gather_shuffled_rows`]).
 
-use super::{generator_iteration, Gan, Precision, TrainConfig};
+use super::{generator_iteration_with, Gan, IterationInputs, Precision, StepError, TrainConfig};
 use crate::amp::GradScaler;
 use crate::classifier::Quality;
-use crate::data::{Batcher, Mnist};
+use crate::data::{Mnist, ShuffledOrder, Split};
 use crate::ema::{copy_weights, ExponentialMovingAverage};
-use crate::models::{Critic, Generator};
+use crate::models::{Critic, Generator, LATENT_DIM};
 use crate::nn::Module;
 use crate::optim::Optimizer;
-use crate::Result;
-use earthmover_tensor::{no_grad, DType, Device, Tensor};
+use crate::{Error, Result};
+use earthmover_tensor::{no_grad, DType, Device, Distribution, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -69,14 +76,40 @@ pub struct Trainer {
     pub critic_scaler: Option<GradScaler>,
     /// The generator's dynamic loss scaler, in f16 runs.
     pub generator_scaler: Option<GradScaler>,
-    pub batcher: Batcher,
+    /// The order of the training images: the run's whole data-order state.
+    pub order: ShuffledOrder,
     /// Generator iterations done.
     pub iteration: usize,
     /// Training seconds of earlier runs of this training, when resumed.
     pub seconds_before: f64,
     /// Where the networks, their optimiser states and each batch live.
     pub device: Device,
+    /// The training images on `device` (not the CPU), uploaded at the first step there.
+    resident: Option<ResidentImages>,
     started: Instant,
+}
+
+/// A split's images, mapped onto the generator's output range, kept on a device: the source of
+/// every real batch drawn there.
+struct ResidentImages {
+    images: Tensor,
+    /// Which split they are (its pixels' address, length, and every 4,099th byte: other data
+    /// loaded where dropped data was is told apart) and how they were mapped, so that a step
+    /// given other data uploads that instead.
+    source: (usize, usize, Vec<u8>),
+    range: (f64, f64),
+}
+
+/// splitmix64's finaliser: neighbouring inputs get unrelated outputs.
+fn splitmix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The key of a run's data order, derived from its seed apart from every iteration's key.
+fn order_seed(seed: u64) -> u64 {
+    splitmix64(seed ^ 0x6F72_6465_725F_6B65)
 }
 
 /// The algorithm's optimisers over the two networks' parameters (their state is created on the
@@ -101,6 +134,7 @@ impl Trainer {
     /// policy, so its `main` sets it (`earthmover_tensor::retain_freed_memory`), not the library.
     pub fn new(config: TrainConfig, train_len: usize) -> Result<Trainer> {
         config.validate()?;
+        let seed = config.seed;
         let mut rng = StdRng::seed_from_u64(config.seed);
         let init = config.init;
         let generator = Generator::new(config.model, config.dim, init, &mut rng);
@@ -126,10 +160,11 @@ impl Trainer {
             critic_optim,
             critic_scaler,
             generator_scaler,
-            batcher: Batcher::new(train_len),
+            order: ShuffledOrder::new(train_len, order_seed(seed)),
             iteration: 0,
             seconds_before: 0.0,
             device: Device::Cpu,
+            resident: None,
             started: Instant::now(),
         })
     }
@@ -146,6 +181,7 @@ impl Trainer {
             Ok(())
         })?;
         self.device = device;
+        self.resident = None;
         Ok(())
     }
 
@@ -190,23 +226,89 @@ impl Trainer {
         Ok(())
     }
 
-    /// The random stream of one iteration, derived from the seed and the iteration number, so
-    /// that a run resumed from a checkpoint draws exactly what an unbroken run would.
-    fn iteration_rng(&self) -> StdRng {
-        let mut x = self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        // splitmix64's finaliser, so that neighbouring iterations get unrelated seeds.
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        StdRng::seed_from_u64(x ^ (x >> 31))
+    /// The key of one iteration's random numbers, derived from the seed and the iteration
+    /// number, so that a run resumed from a checkpoint draws exactly what an unbroken run would.
+    fn iteration_key(&self) -> u64 {
+        splitmix64(self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// Keep the training images on the training device: uploaded at the first step there, and
+    /// again only for other data.
+    fn load_resident_images(&mut self, train: &Split) -> Result<()> {
+        if self.device == Device::Cpu {
+            return Ok(());
+        }
+        let sampled = train.pixels.iter().step_by(4099).copied().collect();
+        let (source, range) = (
+            (train.pixels.as_ptr() as usize, train.pixels.len(), sampled),
+            self.generator.output_range,
+        );
+        if !self
+            .resident
+            .as_ref()
+            .is_some_and(|r| r.source == source && r.range == range)
+        {
+            self.resident = None;
+            let all: Vec<usize> = (0..train.len()).collect();
+            let images = train.images(&all, range).to_device(self.device)?;
+            self.resident = Some(ResidentImages { images, source, range });
+        }
+        Ok(())
+    }
+
+    /// Check that `data` is the run's, and keep its training images on the training device.
+    fn prepare(&mut self, data: &Mnist) -> Result<()> {
+        if data.train.len() != self.order.len {
+            return Err(Error(format!(
+                "this run trains on {} images, but the data given holds {}",
+                self.order.len,
+                data.train.len()
+            )));
+        }
+        self.load_resident_images(&data.train)
+    }
+
+    /// The random inputs of the next iteration (see the module's description), drawn as its
+    /// step would draw them, without advancing the trainer: for comparing what two devices
+    /// draw from one seed.
+    pub fn next_inputs<'a>(&'a mut self, data: &'a Mnist) -> Result<impl IterationInputs + 'a> {
+        self.prepare(data)?;
+        Ok(DrawnInputs {
+            split: &data.train,
+            resident: self.resident.as_ref().map(|r| &r.images),
+            order: self.order.clone(),
+            range: self.generator.output_range,
+            batch_size: self.config.batch_size,
+            dtype: self.dtype(),
+            device: self.device,
+            key: self.iteration_key(),
+            stream: 0,
+        })
     }
 
     /// One generator iteration: the critic's steps, then the generator's. An error, naming the
-    /// quantity, when a loss turns non-finite (the networks are then not updated further).
+    /// quantity, when a loss turns non-finite; the losses are read once, at the end of the
+    /// iteration, so the networks then hold that iteration's updates, possibly non-finite
+    /// weights: the iteration is not counted, and the trainer is not to be saved or trained on
+    /// (restart from the last checkpoint).
     pub fn step(&mut self, data: &Mnist) -> Result<IterationLog> {
-        let mut rng = self.iteration_rng();
-        let (batch_size, range, device) = (self.config.batch_size, self.generator.output_range, self.device);
-        let dtype = self.dtype();
-        let batcher = &mut self.batcher;
+        self.prepare(data)?;
+        let key = self.iteration_key();
+        let (objective, critic_steps) = (
+            self.config.objective(),
+            self.config.critic_schedule().critic_steps(self.iteration),
+        );
+        let mut inputs = DrawnInputs {
+            split: &data.train,
+            resident: self.resident.as_ref().map(|r| &r.images),
+            order: self.order.clone(),
+            range: self.generator.output_range,
+            batch_size: self.config.batch_size,
+            dtype: self.dtype(),
+            device: self.device,
+            key,
+            stream: 0,
+        };
         let gan = Gan {
             generator: &self.generator,
             critic: &self.critic,
@@ -215,18 +317,9 @@ impl Trainer {
             critic_scaler: self.critic_scaler.as_mut(),
             generator_scaler: self.generator_scaler.as_mut(),
         };
-        let step = generator_iteration(
-            &self.config.objective(),
-            self.config.critic_schedule().critic_steps(self.iteration),
-            gan,
-            |rng| {
-                let images = data.train.images(&batcher.next_batch(batch_size, rng), range);
-                on_device(images.to_dtype(dtype), device)
-            },
-            |rng| on_device(Generator::noise_of(batch_size, dtype, rng), device),
-            &mut rng,
-        )
-        .map_err(|diverged| diverged.at_iteration(self.iteration + 1))?;
+        let step = generator_iteration_with(&objective, critic_steps, gan, &mut inputs)
+            .map_err(|e| e.at_iteration(self.iteration + 1))?;
+        self.order = inputs.order;
         if let (Some(average), Some(decay)) = (&self.generator_ema, self.config.ema) {
             // One average update per generator step, numbered by the iteration, so that a
             // resumed run continues the same schedule.
@@ -246,6 +339,9 @@ impl Trainer {
             loss_scaling: self.loss_scale_log(step.critic_skipped, step.generator_skipped),
         };
         if self.iteration.is_multiple_of(self.config.test_every) {
+            // Host draws, from a generator of the iteration's key: every `test_every`
+            // iterations, outside the step.
+            let mut rng = StdRng::seed_from_u64(key);
             log.test_wasserstein = Some(self.test_wasserstein(data, &mut rng));
         }
         log.seconds = self.seconds();
@@ -306,6 +402,65 @@ impl Trainer {
     }
 }
 
+/// An iteration's random inputs, drawn where the networks are (see the module's description):
+/// a stream of the iteration's key per draw, in the order the iteration asks.
+struct DrawnInputs<'a> {
+    split: &'a Split,
+    /// The split's images on `device`; `None` on the CPU, where a batch is assembled from the
+    /// split's bytes (the same values: both map a byte through the same f32 arithmetic).
+    resident: Option<&'a Tensor>,
+    /// A copy of the trainer's, kept by it when the iteration succeeds.
+    order: ShuffledOrder,
+    range: (f64, f64),
+    batch_size: usize,
+    dtype: DType,
+    device: Device,
+    key: u64,
+    stream: u64,
+}
+
+impl DrawnInputs<'_> {
+    /// `shape` numbers of `distribution` in `dtype` on `device`, from the next stream.
+    fn draw(
+        &mut self,
+        distribution: Distribution,
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+    ) -> std::result::Result<Tensor, StepError> {
+        let stream = self.stream;
+        self.stream += 1;
+        Tensor::random(distribution, shape, self.key, stream, dtype, device).map_err(|e| StepError::Device(e.0))
+    }
+}
+
+impl IterationInputs for DrawnInputs<'_> {
+    fn real_batch(&mut self) -> std::result::Result<Tensor, StepError> {
+        let start = self.order.take(self.batch_size);
+        let images = match self.resident {
+            Some(images) => images
+                .gather_shuffled_rows(self.batch_size, start, self.order.seed)
+                .map_err(|e| StepError::Device(e.0))?,
+            None => self
+                .split
+                .images(&self.order.indices(start, self.batch_size), self.range),
+        };
+        Ok(images.to_dtype(self.dtype))
+    }
+
+    fn noise(&mut self) -> std::result::Result<Tensor, StepError> {
+        let standard = Distribution::Normal { mean: 0.0, std: 1.0 };
+        self.draw(standard, &[self.batch_size, LATENT_DIM], self.dtype, self.device)
+    }
+
+    fn interpolation_weights(&mut self, real: &Tensor) -> std::result::Result<Tensor, StepError> {
+        let mut shape = vec![1; real.rank()];
+        shape[0] = real.shape()[0];
+        let unit = Distribution::Uniform { low: 0.0, high: 1.0 };
+        self.draw(unit, &shape, real.dtype(), real.device())
+    }
+}
+
 /// `t` on the training `device`, which [`Trainer::to_device`] has opened.
 fn on_device(t: Tensor, device: Device) -> Tensor {
     // The device was opened by `to_device`; what can fail now is the device itself, whose
@@ -351,6 +506,25 @@ mod tests {
         );
         assert!(log.test_wasserstein.is_some());
         assert_eq!(trainer.iteration, 1);
+    }
+
+    /// A loss that diverges is reported at the end of its iteration, which is not counted, and
+    /// the order of the data is not advanced by it.
+    #[test]
+    fn a_diverged_iteration_is_reported_and_not_counted() {
+        let mut config = TrainConfig::new(Algo::WganGp);
+        (config.dim, config.batch_size) = (4, 8);
+        let mut trainer = Trainer::new(config, 16).unwrap();
+        let (_, weight) = trainer.critic.named_parameters().remove(0);
+        weight.set_data(&weight.mul_scalar(f64::NAN));
+        let err = trainer.step(&tiny_data()).unwrap_err().0;
+        assert_eq!(err, "training diverged at iteration 1: critic_loss is NaN");
+        assert_eq!((trainer.iteration, trainer.order.position), (0, 0));
+        let err = trainer.step(&Mnist::synthetic(15)).unwrap_err().0;
+        assert!(
+            err.contains("trains on 16 images, but the data given holds 15"),
+            "{err}"
+        );
     }
 
     #[test]
