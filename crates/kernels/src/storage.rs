@@ -3,6 +3,7 @@
 //! adding a variant here and its arms below.
 
 use crate::cpu::random;
+pub use crate::cpu::storage::CpuStorage;
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::cuda::device::GpuDevice;
 use crate::cuda::storage::GpuStorage;
@@ -88,73 +89,6 @@ impl std::str::FromStr for DType {
             "bf16" | "bfloat16" => Ok(DType::BF16),
             "f16" | "float16" | "half" => Ok(DType::F16),
             _ => Err(format!("unknown dtype `{name}`: expected f32, f64, bf16 or f16")),
-        }
-    }
-}
-
-/// A host buffer of one dtype.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CpuStorage {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    BF16(Vec<half::bf16>),
-    F16(Vec<half::f16>),
-}
-
-impl CpuStorage {
-    fn as_bf16(&self) -> Option<&[half::bf16]> {
-        match self {
-            CpuStorage::BF16(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    fn as_f16(&self) -> Option<&[half::f16]> {
-        match self {
-            CpuStorage::F16(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// The values widened to f32 (exact from bf16 and f16; rounded from f64).
-    fn to_f32(&self) -> Vec<f32> {
-        use half::slice::HalfFloatSliceExt;
-        match self {
-            CpuStorage::F32(v) => v.clone(),
-            CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            CpuStorage::BF16(v) => crate::cpu::convert::f32_from_bf16(v),
-            CpuStorage::F16(v) => v.to_f32_vec(),
-        }
-    }
-
-    /// The values widened to f64 (exact from every other dtype).
-    fn to_f64(&self) -> Vec<f64> {
-        use half::slice::HalfFloatSliceExt;
-        match self {
-            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            CpuStorage::F64(v) => v.clone(),
-            CpuStorage::BF16(v) => v.to_f64_vec(),
-            CpuStorage::F16(v) => v.to_f64_vec(),
-        }
-    }
-
-    /// These values in `dtype`, each rounded once to nearest-even where `dtype` is narrower.
-    /// f64 to a 16-bit float goes through f32 (rounded twice, as PyTorch's conversion does).
-    fn cast(&self, dtype: DType) -> CpuStorage {
-        use half::vec::HalfFloatVecExt;
-        match dtype {
-            DType::F32 => CpuStorage::F32(self.to_f32()),
-            DType::F64 => CpuStorage::F64(self.to_f64()),
-            DType::BF16 => match self {
-                CpuStorage::BF16(v) => CpuStorage::BF16(v.clone()),
-                CpuStorage::F32(v) => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(v)),
-                other => CpuStorage::BF16(crate::cpu::convert::bf16_from_f32(&other.to_f32())),
-            },
-            DType::F16 => match self {
-                CpuStorage::F16(v) => CpuStorage::F16(v.clone()),
-                CpuStorage::F32(v) => CpuStorage::F16(Vec::from_f32_slice(v)),
-                other => CpuStorage::F16(Vec::from_f32_slice(&other.to_f32())),
-            },
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod optim;
 pub mod random;
 pub mod reduce;
 pub mod simd;
+pub mod storage;
 
 /// Below this many elements a kernel runs on the calling thread: splitting small work across
 /// threads costs more than it saves.
