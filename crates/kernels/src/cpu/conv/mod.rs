@@ -9,7 +9,11 @@
 //! - `tile_frame.rs`: the forward pass and the input adjoint on the tile;
 //! - `tile_weight_grad.rs`: the weight gradient on the tile;
 //! - `scratch.rs`: work arrays reused from call to call;
-//! - `tests.rs`: every path against the reference, over odd geometries.
+//! - `tests.rs`: every path against the reference, over odd geometries;
+//! - [`bf16`]: the convolutions of bf16 and f16 operands (the half rule without widening): the
+//!   operands in pairs of the reduction, summed in f32 on [`tile_amx`] (Intel AMX) or on
+//!   [`tile_pairs`] (the register tile on pairs: `vdpbf16ps`, or widened in registers), and
+//!   `bf16_weight_grad.rs`, the weight gradient on AMX.
 //!
 //! Three kernels cover conv2d, conv_transpose2d and all their derivatives:
 //! - [`conv2d_forward`]: `y = activation(conv(x, w) + bias)`;
