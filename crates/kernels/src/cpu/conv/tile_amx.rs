@@ -213,6 +213,57 @@ pub unsafe fn accumulate_row(
     }
 }
 
+/// Tiles 0-3 loaded with four blocks of sums from `c` (each 16 rows of 16 f32, one after the
+/// other), and stored back: the sums a group of four blocks keeps in registers.
+///
+/// # Safety
+/// `c` holds four blocks of sums, and the tiles are configured.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_four_sums(c: *mut f32) {
+    let (block, stride) = (AMX_BLOCK * TILE_SAMPLES, TILE_SAMPLES * 4);
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        std::arch::asm!(
+            "tileloadd tmm0, [{c0} + {s}*1]",
+            "tileloadd tmm1, [{c1} + {s}*1]",
+            "tileloadd tmm2, [{c2} + {s}*1]",
+            "tileloadd tmm3, [{c3} + {s}*1]",
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(block),
+            c2 = in(reg) c.add(2 * block),
+            c3 = in(reg) c.add(3 * block),
+            s = in(reg) stride,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// See [`load_four_sums`].
+///
+/// # Safety
+/// As [`load_four_sums`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_four_sums(c: *mut f32) {
+    let (block, stride) = (AMX_BLOCK * TILE_SAMPLES, TILE_SAMPLES * 4);
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        std::arch::asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(block),
+            c2 = in(reg) c.add(2 * block),
+            c3 = in(reg) c.add(3 * block),
+            s = in(reg) stride,
+            options(nostack),
+        );
+    }
+}
+
 /// Four blocks of sums, from `first`, in tiles 0-3 (A in tiles 4 and 5, B in tile 6).
 ///
 /// # Safety
@@ -235,18 +286,7 @@ unsafe fn four_blocks(
     // SAFETY: forwarded to the caller.
     unsafe {
         let c = sums.as_mut_ptr().add(first * block_sums);
-        std::arch::asm!(
-            "tileloadd tmm0, [{c0} + {s}*1]",
-            "tileloadd tmm1, [{c1} + {s}*1]",
-            "tileloadd tmm2, [{c2} + {s}*1]",
-            "tileloadd tmm3, [{c3} + {s}*1]",
-            c0 = in(reg) c,
-            c1 = in(reg) c.add(block_sums),
-            c2 = in(reg) c.add(2 * block_sums),
-            c3 = in(reg) c.add(3 * block_sums),
-            s = in(reg) b_stride,
-            options(nostack, readonly),
-        );
+        load_four_sums(c);
         for run in runs {
             let a = weights.as_ptr().add(first * block_weights + run.weights);
             let b = operand.as_ptr().add(run.inputs);
@@ -273,18 +313,7 @@ unsafe fn four_blocks(
                 );
             }
         }
-        std::arch::asm!(
-            "tilestored [{c0} + {s}*1], tmm0",
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c2} + {s}*1], tmm2",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c0 = in(reg) c,
-            c1 = in(reg) c.add(block_sums),
-            c2 = in(reg) c.add(2 * block_sums),
-            c3 = in(reg) c.add(3 * block_sums),
-            s = in(reg) b_stride,
-            options(nostack),
-        );
+        store_four_sums(c);
     }
 }
 
@@ -381,18 +410,7 @@ pub unsafe fn accumulate_products(
         while block < blocks {
             let c = out.as_mut_ptr().add(block * tile);
             if block + 4 <= blocks {
-                std::arch::asm!(
-                    "tileloadd tmm0, [{c0} + {s}*1]",
-                    "tileloadd tmm1, [{c1} + {s}*1]",
-                    "tileloadd tmm2, [{c2} + {s}*1]",
-                    "tileloadd tmm3, [{c3} + {s}*1]",
-                    c0 = in(reg) c,
-                    c1 = in(reg) c.add(tile),
-                    c2 = in(reg) c.add(2 * tile),
-                    c3 = in(reg) c.add(3 * tile),
-                    s = in(reg) b_stride,
-                    options(nostack, readonly),
-                );
+                load_four_sums(c);
                 for run in runs {
                     let a = a.as_ptr().add(run.weights);
                     let b = b.as_ptr().add(block * b_block + run.inputs);
@@ -419,18 +437,7 @@ pub unsafe fn accumulate_products(
                         );
                     }
                 }
-                std::arch::asm!(
-                    "tilestored [{c0} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c,
-                    c1 = in(reg) c.add(tile),
-                    c2 = in(reg) c.add(2 * tile),
-                    c3 = in(reg) c.add(3 * tile),
-                    s = in(reg) b_stride,
-                    options(nostack),
-                );
+                store_four_sums(c);
                 block += 4;
             } else {
                 std::arch::asm!("tileloadd tmm0, [{c} + {s}*1]", c = in(reg) c, s = in(reg) b_stride, options(nostack, readonly));
