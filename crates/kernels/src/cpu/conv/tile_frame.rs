@@ -289,7 +289,8 @@ impl TileFrame {
     /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
     ///    sample]` (`kernels.lay_out`: [`to_tile_layout`], or in pairs of channels);
     /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
-    ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
+    ///    output rows (or, where `kernels.pairs_chunks()`, of two chunks and one of twice as
+    ///    many bands, summed together: `accumulate_two_rows`): kernel row by kernel row (the source rows a pass reads stay in L2 while
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
     ///    pushes the runs of every pixel of output row `row` for kernel row `ki`, or returns
     ///    false where the kernel row reads only padding, and `kernels.accumulate_row` sums them (with
@@ -322,14 +323,15 @@ impl TileFrame {
             .par_chunks_mut(chunk_laid_out)
             .zip(source.par_chunks(chunk_source))
             .for_each(|(laid_out, source)| kernels.lay_out(source, self.source_channels, self.source_pixels, laid_out));
-        let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
+        // The tasks: a band of rows of one chunk, or of two chunks where the kernels sum two at
+        // once (the same band of both, `(first chunk, band, its sums, the second's)`), then in
+        // twice as many bands, so that there are as many tasks either way.
+        let chunks_per_task = if kernels.pairs_chunks() { 2 } else { 1 };
+        let band_rows = self.rows.div_ceil(ROW_BANDS * chunks_per_task).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
         let mut sums = Scratch::take(chunks * chunk_sums);
         let laid_out = &laid_out[..];
         let operand = |chunk: usize| &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];
-        // The tasks: a band of rows of one chunk, or of two chunks where the kernels sum two at
-        // once (the same band of both, `(first chunk, band, its sums, the second's)`).
-        let chunks_per_task = if kernels.pairs_chunks() { 2 } else { 1 };
         let band_len = band_rows * row_sums;
         let mut tasks = Vec::new();
         for (group, group_sums) in sums.chunks_mut(chunks_per_task * chunk_sums).enumerate() {
