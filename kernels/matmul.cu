@@ -11,8 +11,8 @@
 //   bound and would leave 127 of a tile's 128 rows idle: one warp per output, reading rows
 //   contiguous along k, with a shuffle sum in a fixed order; or one thread per output, when
 //   the outputs are the contiguous direction.
-// - `matmul_plain`: the first version, kept for problems whose strides are too large for the
-//   tiled kernel's 32-bit offsets: 64 x 64 tiles, 4 x 4 per thread, 64-bit indices.
+// - `matmul_plain`: the first version, kept for problems whose sizes or strides are too large
+//   for the tiled kernel's 32-bit offsets: 64 x 64 tiles, 4 x 4 per thread, 64-bit indices.
 //
 // Every version reads zeros past the edges of A and B, so any M, N, K works; blockIdx.z is the
 // batch. Tests: `cargo test -p earthmover-kernels --features emulator --test cuda_kernels
@@ -86,7 +86,7 @@ __device__ __forceinline__ void stage_slice(T (*tile)[TILED_ROW], const T *origi
     }
 }
 
-// The caller (cuda/matmul.rs) guarantees m, n, k < 2^31 and every stride times 256 < 2^31, so
+// The caller (cuda/matmul.rs) guarantees m, n, k < 2^30 and every stride times 256 < 2^31, so
 // that offsets within a tile and the step from one slice to the next are 32-bit; the block's
 // origin and C's rows are 64-bit.
 template <typename T>

@@ -12,8 +12,8 @@
 //!   32-bit offsets within a tile), small problems too: its blocks then have fewer k slices
 //!   but it needs no other kernel. (Small M x N with a long K, such as the convolutions'
 //!   weight gradients, is where split-K would help: not done yet.)
-//! - Strides too large for 32-bit offsets (past 2^31 / 256 elements) fall back to
-//!   `matmul_plain`, the first version, whose indices are 64-bit.
+//! - Strides too large for 32-bit offsets (past 2^31 / 256 elements), or sizes of 2^30 or more,
+//!   fall back to `matmul_plain`, the first version, whose indices are 64-bit.
 
 use super::shapes::MatmulShape;
 use super::LaunchShape;
@@ -108,7 +108,8 @@ impl MatmulKernel {
 
 /// Whether every size and stride of `p` fits `matmul_tiled`'s 32-bit offsets.
 fn tiled_fits(p: &MatmulProblem) -> bool {
-    let sizes_fit = [p.m, p.n, p.k].iter().all(|&size| size <= i32::MAX as usize);
+    // Half of i32's range: the last slice's end (k rounded up to a slice) must fit too.
+    let sizes_fit = [p.m, p.n, p.k].iter().all(|&size| size <= i32::MAX as usize / 2);
     let strides = [
         p.a_layout.row_stride,
         p.a_layout.col_stride,
@@ -189,6 +190,14 @@ mod tests {
             ..MatmulProblem::plain(3, 3, 3)
         };
         assert_eq!(MatmulKernel::choose(&huge_stride), MatmulKernel::Plain);
+        assert_eq!(
+            MatmulKernel::choose(&MatmulProblem::plain(1 << 30, 2, 2)),
+            MatmulKernel::Plain
+        );
+        assert_eq!(
+            MatmulKernel::choose(&MatmulProblem::plain((1 << 30) - 1, 2, 2)),
+            MatmulKernel::Tiled
+        );
         assert!(MatmulKernel::Tiled.launch(&huge_stride).is_err());
         assert!(MatmulKernel::GemvRows.launch(&MatmulProblem::plain(2, 2, 2)).is_err());
     }
