@@ -5,8 +5,10 @@
 // - `matmul_tiled`: the fast one, for every problem whose offsets within a tile fit 32 bits.
 //   128 x 128 outputs per block of 256 threads, 8 x 8 per thread held in registers; k in
 //   slices (16 in f32, 8 in f64) staged in shared memory by `cp.async` into two buffers, so
-//   that the copies of slice t + 1 run while slice t is multiplied; 16-byte copies where a
-//   tile's rows are contiguous and aligned, 4- or 8-byte ones elsewhere; 128-bit shared reads.
+//   that the copies of slice t + 1 run while slice t is multiplied; 16-byte copies where the
+//   staged rows are contiguous and aligned, 4- or 8-byte ones elsewhere; 128-bit shared reads.
+//   `matmul_tiled_a_rows` is the same for A as is (k contiguous, the common case): A staged as
+//   rows along k, so that its copies are 16 bytes too (`matmul_tiled` stages both k-major).
 // - `gemv_rows`, `gemv_columns`: N = 1 or M = 1 (a matrix times a vector), which is memory
 //   bound and would leave 127 of a tile's 128 rows idle: one warp per output, reading rows
 //   contiguous along k, with a shuffle sum in a fixed order; or one thread per output, when
@@ -33,11 +35,13 @@
 #define TILED_ROW (TILED_TILE + 4)
 
 template <typename T> struct TiledSlice;
-// f32: two buffers of A and B, 16 x 132 floats each: 33 KiB of shared memory.
+// f32: two buffers of A and B, 16 x 132 floats each: 33 KiB of shared memory (37 KiB with A
+// as 128 rows of 20 floats, matmul_tiled_a_rows).
 template <> struct TiledSlice<float> {
     static constexpr int K = 16;
 };
-// f64: 8 x 132 doubles, the same 33 KiB (under the 48 KiB a block has without opting in).
+// f64: 8 x 132 doubles, the same 33 KiB (41 KiB with A as rows of 12 doubles; under the 48 KiB
+// a block has without opting in).
 template <> struct TiledSlice<double> {
     static constexpr int K = 8;
 };
@@ -86,16 +90,55 @@ __device__ __forceinline__ void stage_slice(T (*tile)[TILED_ROW], const T *origi
     }
 }
 
+// Stage one slice of A as rows along k: rows[x][kk] = the element at origin + x * x_stride + kk
+// (A as is: k contiguous), zero past x_left and k_left. With `vectors` (x_stride and every
+// 16-byte group aligned) 16 bytes of a row at once; otherwise element by element, consecutive
+// threads on consecutive k.
+template <typename T, int SLICE>
+__device__ __forceinline__ void stage_rows(T (*rows)[SLICE + 4], const T *origin, int x_stride, int x_left, int k_left,
+                                           bool vectors) {
+    constexpr int PER_VECTOR = 16 / sizeof(T);
+    if (vectors) {
+        constexpr int VECTORS_PER_ROW = SLICE / PER_VECTOR;
+#pragma unroll 1  // as in stage_slice
+        for (int i = 0; i < TILED_TILE * VECTORS_PER_ROW / TILED_THREADS; ++i) {
+            const int v = threadIdx.x + i * TILED_THREADS;
+            const int x = v / VECTORS_PER_ROW, kk = (v % VECTORS_PER_ROW) * PER_VECTOR;
+            T *dst = &rows[x][kk];
+            const T *src = origin + x * x_stride + kk;
+            if (x < x_left && kk + PER_VECTOR <= k_left) {
+                async_copy<16>(dst, src);
+            } else {
+                for (int e = 0; e < PER_VECTOR; ++e) {
+                    if (x < x_left && kk + e < k_left) async_copy<sizeof(T)>(dst + e, src + e);
+                    else dst[e] = T(0);
+                }
+            }
+        }
+    } else {
+#pragma unroll 1
+        for (int i = 0; i < SLICE * TILED_TILE / TILED_THREADS; ++i) {
+            const int e = threadIdx.x + i * TILED_THREADS;
+            const int kk = e % SLICE, x = e / SLICE;
+            if (kk < k_left && x < x_left) async_copy<sizeof(T)>(&rows[x][kk], origin + x * x_stride + kk);
+            else rows[x][kk] = T(0);
+        }
+    }
+}
+
 // The caller (cuda/matmul.rs) guarantees m, n, k < 2^30 and every stride times 256 < 2^31, so
 // that offsets within a tile and the step from one slice to the next are 32-bit; the block's
 // origin and C's rows are 64-bit.
-template <typename T>
+template <typename T, bool A_ROWS>
 __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ c, MatmulShape s) {
     constexpr int SLICE = TiledSlice<T>::K;
     constexpr int PER_VECTOR = 16 / sizeof(T);
     // Slice t lives in buffer t % 2. k-major in both: a thread's 4 + 4 rows of A (columns of
     // B) at one k are two 16-byte groups.
-    __shared__ __align__(16) T a_tiles[2][SLICE][TILED_ROW];
+    // A_ROWS (A as is, rows contiguous along k): A staged as rows along k instead, so that
+    // its copies are 16 bytes too; a thread then reads 4 k of each of its rows at once.
+    constexpr int A_ELEMENTS = A_ROWS ? TILED_TILE * (SLICE + 4) : SLICE * TILED_ROW;
+    __shared__ __align__(16) T a_store[2][A_ELEMENTS];
     __shared__ __align__(16) T b_tiles[2][SLICE][TILED_ROW];
 
     const int m = int(s.m), n = int(s.n), k = int(s.k);
@@ -105,10 +148,21 @@ __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T
     const long long batch = blockIdx.z;
     const T *a_slice = a + batch * s.a_batch_stride + (long long)row0 * s.a_row_stride;
     const T *b_slice = b + batch * s.b_batch_stride + (long long)col0 * s.b_col_stride;
-    // 16-byte copies: the tile's rows contiguous (A read transposed, B as is) and every group
-    // of the operand aligned, in every batch and slice.
-    const bool a_vectors = a_row_stride == 1 && a_col_stride % PER_VECTOR == 0 && s.a_batch_stride % PER_VECTOR == 0 &&
-                           aligned_16(a);
+    // 16-byte copies: the staged rows contiguous in memory (A as is with A_ROWS, else A read
+    // transposed; B as is) and every 16-byte group of the operand aligned, in every batch and
+    // slice.
+    const bool a_vectors = (A_ROWS ? a_col_stride == 1 && a_row_stride % PER_VECTOR == 0
+                                   : a_row_stride == 1 && a_col_stride % PER_VECTOR == 0) &&
+                           s.a_batch_stride % PER_VECTOR == 0 && aligned_16(a);
+    auto stage_a = [&](int buffer, const T *origin, int k_left) {
+        if (A_ROWS) {
+            T(*rows)[SLICE + 4] = reinterpret_cast<T(*)[SLICE + 4]>(a_store[buffer]);
+            stage_rows<T, SLICE>(rows, origin, a_row_stride, m - row0, k_left, a_vectors);
+        } else {
+            T(*tile)[TILED_ROW] = reinterpret_cast<T(*)[TILED_ROW]>(a_store[buffer]);
+            stage_slice<T, SLICE>(tile, origin, a_row_stride, a_col_stride, m - row0, k_left, a_vectors);
+        }
+    };
     const bool b_vectors = b_col_stride == 1 && b_row_stride % PER_VECTOR == 0 && s.b_batch_stride % PER_VECTOR == 0 &&
                            aligned_16(b);
 
@@ -119,7 +173,7 @@ __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T
         for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
 
     const int slices = (k + SLICE - 1) / SLICE;
-    stage_slice<T, SLICE>(a_tiles[0], a_slice, a_row_stride, a_col_stride, m - row0, k, a_vectors);
+    stage_a(0, a_slice, k);
     stage_slice<T, SLICE>(b_tiles[0], b_slice, b_col_stride, b_row_stride, n - col0, k, b_vectors);
     async_copy_commit();
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -130,7 +184,7 @@ __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T
             a_slice += SLICE * a_col_stride;
             b_slice += SLICE * b_row_stride;
             const int k_left = k - (t + 1) * SLICE;
-            stage_slice<T, SLICE>(a_tiles[buffer ^ 1], a_slice, a_row_stride, a_col_stride, m - row0, k_left, a_vectors);
+            stage_a(buffer ^ 1, a_slice, k_left);
             stage_slice<T, SLICE>(b_tiles[buffer ^ 1], b_slice, b_col_stride, b_row_stride, n - col0, k_left, b_vectors);
         }
         // Always a group (empty after the last slice), so that waiting for all but the newest
@@ -138,6 +192,32 @@ __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T
         async_copy_commit();
         async_copy_wait<1>();
         __syncthreads();  // every thread's copies of slice t have arrived
+        if (A_ROWS) {
+            const T(*a_rows)[SLICE + 4] = reinterpret_cast<const T(*)[SLICE + 4]>(a_store[buffer]);
+#pragma unroll
+            for (int k4 = 0; k4 < SLICE; k4 += 4) {
+                T a_part[8][4];
+#pragma unroll
+                for (int i = 0; i < 8; ++i)
+#pragma unroll
+                    for (int v = 0; v < 4; v += PER_VECTOR)
+                        load_16_bytes(&a_part[i][v], &a_rows[(i / 4) * TILED_HALF + ty * 4 + i % 4][k4 + v]);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    T b_part[8];
+#pragma unroll
+                    for (int half = 0; half < 2; ++half)
+#pragma unroll
+                        for (int v = 0; v < 4; v += PER_VECTOR)
+                            load_16_bytes(&b_part[half * 4 + v], &b_tiles[buffer][k4 + q][half * TILED_HALF + tx * 4 + v]);
+#pragma unroll
+                    for (int i = 0; i < 8; ++i)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[i][j] += a_part[i][q] * b_part[j];
+                }
+            }
+        } else {
+            const T(*a_tiles)[TILED_ROW] = reinterpret_cast<const T(*)[TILED_ROW]>(a_store[buffer]);
 #pragma unroll
         for (int kk = 0; kk < SLICE; ++kk) {
             T a_part[8], b_part[8];
@@ -145,13 +225,14 @@ __device__ void matmul_tiled(const T *__restrict__ a, const T *__restrict__ b, T
             for (int half = 0; half < 2; ++half)
 #pragma unroll
                 for (int v = 0; v < 4; v += PER_VECTOR) {
-                    load_16_bytes(&a_part[half * 4 + v], &a_tiles[buffer][kk][half * TILED_HALF + ty * 4 + v]);
+                    load_16_bytes(&a_part[half * 4 + v], &a_tiles[kk][half * TILED_HALF + ty * 4 + v]);
                     load_16_bytes(&b_part[half * 4 + v], &b_tiles[buffer][kk][half * TILED_HALF + tx * 4 + v]);
                 }
 #pragma unroll
             for (int i = 0; i < 8; ++i)
 #pragma unroll
                 for (int j = 0; j < 8; ++j) acc[i][j] += a_part[i] * b_part[j];
+        }
         }
         __syncthreads();  // every thread is done with `buffer` before slice t + 2 is staged in it
     }
@@ -274,10 +355,16 @@ template <typename T> __device__ void matmul_plain(const T *__restrict__ a, cons
 
 extern "C" {
 __global__ void matmul_tiled_f32(const float *a, const float *b, float *c, MatmulShape s) {
-    matmul_tiled(a, b, c, s);
+    matmul_tiled<float, false>(a, b, c, s);
 }
 __global__ void matmul_tiled_f64(const double *a, const double *b, double *c, MatmulShape s) {
-    matmul_tiled(a, b, c, s);
+    matmul_tiled<double, false>(a, b, c, s);
+}
+__global__ void matmul_tiled_a_rows_f32(const float *a, const float *b, float *c, MatmulShape s) {
+    matmul_tiled<float, true>(a, b, c, s);
+}
+__global__ void matmul_tiled_a_rows_f64(const double *a, const double *b, double *c, MatmulShape s) {
+    matmul_tiled<double, true>(a, b, c, s);
 }
 __global__ void gemv_rows_f32(const float *x, const float *v, float *out, MatmulShape s) { gemv_rows(x, v, out, s); }
 __global__ void gemv_rows_f64(const double *x, const double *v, double *out, MatmulShape s) { gemv_rows(x, v, out, s); }

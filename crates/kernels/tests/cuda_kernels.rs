@@ -319,9 +319,12 @@ fn matmul_tolerance(dtype: DType, k: usize) -> (f64, f64) {
 }
 
 /// The versions of matmul.cu that can run `p`: the tiled and the plain kernel always, the
-/// GEMVs for N = 1 or M = 1.
+/// tiled one with A as rows along k when A's column stride is 1, the GEMVs for N = 1 or M = 1.
 fn matmul_versions(p: &MatmulProblem) -> Vec<MatmulKernel> {
     let mut versions = vec![MatmulKernel::Tiled, MatmulKernel::Plain];
+    if p.a_layout.col_stride == 1 {
+        versions.push(MatmulKernel::TiledARows);
+    }
     if p.n == 1 || p.m == 1 {
         versions.extend([MatmulKernel::GemvRows, MatmulKernel::GemvColumns]);
     }

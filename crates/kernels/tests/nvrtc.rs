@@ -85,7 +85,12 @@ fn the_tiled_matmul_copies_with_cp_async() {
             let entry = &ptx[ptx.find(&format!(".entry {kernel}(")).unwrap()..];
             entry[..entry[1..].find(".entry ").map_or(entry.len(), |end| end + 1)].to_string()
         };
-        for (kernel, element_bytes) in [("matmul_tiled_f32", 4), ("matmul_tiled_f64", 8)] {
+        for (kernel, element_bytes) in [
+            ("matmul_tiled_f32", 4),
+            ("matmul_tiled_f64", 8),
+            ("matmul_tiled_a_rows_f32", 4),
+            ("matmul_tiled_a_rows_f64", 8),
+        ] {
             let body = body_of(kernel);
             let element_copy = format!(", {element_bytes};");
             assert!(

@@ -9,8 +9,9 @@
 //!   weight gradient (`dy^T [1, batch] x [batch, 4096]`), where a warp per output would read
 //!   32 rows apart.
 //! - Everything else runs `matmul_tiled` (128 x 128 tiles, `cp.async` double buffering,
-//!   32-bit offsets within a tile), small problems too: its blocks then have fewer k slices
-//!   but it needs no other kernel. (Small M x N with a long K, such as the convolutions'
+//!   32-bit offsets within a tile), or `matmul_tiled_a_rows` when A is read as is (k
+//!   contiguous: A staged as rows along k, so its copies are 16 bytes), small problems too:
+//!   their blocks then have fewer k slices but they need no other kernel. (Small M x N with a long K, such as the convolutions'
 //!   weight gradients, is where split-K would help: not done yet.)
 //! - Strides too large for 32-bit offsets (past 2^31 / 256 elements), or sizes of 2^30 or more,
 //!   fall back to `matmul_plain`, the first version, whose indices are 64-bit.
@@ -24,6 +25,9 @@ use crate::MatmulProblem;
 pub enum MatmulKernel {
     /// `matmul_tiled`: any problem whose sizes and strides fit its 32-bit offsets.
     Tiled,
+    /// `matmul_tiled_a_rows`: the same, for A read as is (its column stride 1): A staged as
+    /// rows along k, copied 16 bytes at a time.
+    TiledARows,
     /// `gemv_rows`: N = 1 or M = 1, one warp per output.
     GemvRows,
     /// `gemv_columns`: N = 1 or M = 1, one thread per output.
@@ -56,6 +60,8 @@ impl MatmulKernel {
             } else {
                 MatmulKernel::GemvRows
             }
+        } else if tiled_fits(p) && p.a_layout.col_stride == 1 {
+            MatmulKernel::TiledARows
         } else if tiled_fits(p) {
             MatmulKernel::Tiled
         } else {
@@ -74,11 +80,18 @@ impl MatmulKernel {
             swap_operands,
         };
         match self {
-            MatmulKernel::Tiled if !tiled_fits(p) => Err(format!(
+            MatmulKernel::Tiled | MatmulKernel::TiledARows if !tiled_fits(p) => Err(format!(
                 "matmul_tiled: {p:?} has a size or stride past its 32-bit offsets"
             )),
-            MatmulKernel::Tiled => Ok(launch(
-                "matmul_tiled",
+            MatmulKernel::TiledARows if p.a_layout.col_stride != 1 => Err(format!(
+                "matmul_tiled_a_rows: A's column stride must be 1, not in {p:?}"
+            )),
+            MatmulKernel::Tiled | MatmulKernel::TiledARows => Ok(launch(
+                if self == MatmulKernel::Tiled {
+                    "matmul_tiled"
+                } else {
+                    "matmul_tiled_a_rows"
+                },
                 LaunchShape::matmul_tiled(p.m, p.n, p.batch),
                 plain_args,
                 false,
@@ -183,8 +196,14 @@ mod tests {
         );
         assert_eq!(
             MatmulKernel::choose(&MatmulProblem::plain(batch, features, 1)),
-            MatmulKernel::Tiled
+            MatmulKernel::TiledARows
         );
+        let a_transposed = MatmulProblem {
+            a_layout: MatrixLayout::transposed(batch),
+            ..MatmulProblem::plain(batch, features, 3)
+        };
+        assert_eq!(MatmulKernel::choose(&a_transposed), MatmulKernel::Tiled);
+        assert!(MatmulKernel::TiledARows.launch(&a_transposed).is_err());
         let huge_stride = MatmulProblem {
             a_layout: MatrixLayout::row_major(TILED_MAX_STRIDE + 1),
             ..MatmulProblem::plain(3, 3, 3)
@@ -196,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             MatmulKernel::choose(&MatmulProblem::plain((1 << 30) - 1, 2, 2)),
-            MatmulKernel::Tiled
+            MatmulKernel::TiledARows
         );
         assert!(MatmulKernel::Tiled.launch(&huge_stride).is_err());
         assert!(MatmulKernel::GemvRows.launch(&MatmulProblem::plain(2, 2, 2)).is_err());
