@@ -178,7 +178,9 @@ stage() {
   (cd "$here" && timeout -k 10 "$limit" "$@") >"$log" 2>&1
   rc=$?
   local took=$((SECONDS - t0))
-  note="$(grep -m1 -E '^skipped' "$log" | cut -c1-100)"
+  # A skip is said at the start of a line, or right after the harness's "test NAME ... " (the
+  # kernels crate's tests, run with --nocapture, say it per test).
+  note="$(grep -m1 -oE '(^|\.\.\. )skipped: .*' "$log" | sed 's/^\.\.\. //' | cut -c1-100)"
   if ((rc == 124 || rc == 137)); then
     result=FAIL note="timed out after ${limit}s"
   elif ((rc != 0)); then
