@@ -6,7 +6,7 @@ use crate::cpu::random;
 pub use crate::cpu::storage::CpuStorage;
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::cuda::device::GpuDevice;
-use crate::cuda::storage::GpuStorage;
+use crate::cuda::storage::{GpuParamStep, GpuStorage};
 use crate::op::{BinaryOp, Distribution, Epilogue, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
 use crate::ConvGeometry;
 use std::fmt;
@@ -675,6 +675,47 @@ impl Storage {
 
     // ---------------------------------------------------------------- in-place updates
 
+    /// One fused optimiser step of each tensor of `steps`, in place. On a CUDA device, where
+    /// every tensor is f32 (or every one f64), the whole list is one launch per 24 tensors
+    /// (optim.cu's `ParamList`); elsewhere each tensor is stepped on its own, as
+    /// [`Storage::optimizer_step`] (the CPU loops over them: a launch costs it nothing).
+    pub fn optimizer_step_list(steps: &mut [ParamStep<'_>], update: OptimizerUpdate) {
+        let dtype = steps.first().map(|s| s.param.dtype());
+        let one_list = steps.iter().all(|s| {
+            let operands = std::iter::once(&*s.param)
+                .chain([s.grad])
+                .chain(s.state.iter().map(|t| &**t));
+            matches!(dtype, Some(DType::F32 | DType::F64))
+                && operands
+                    .into_iter()
+                    .all(|t| matches!(t, Storage::Cuda(_)) && Some(t.dtype()) == dtype)
+        });
+        if !one_list {
+            for step in steps.iter_mut() {
+                step.param.optimizer_step(step.grad, &mut step.state, update);
+            }
+            return;
+        }
+        fn gpu(s: &mut Storage) -> &mut GpuStorage {
+            let Storage::Cuda(g) = s else {
+                unreachable!("checked above")
+            };
+            g
+        }
+        let mut gpu_steps: Vec<GpuParamStep<'_>> = steps
+            .iter_mut()
+            .map(|step| GpuParamStep {
+                param: gpu(step.param),
+                grad: match step.grad {
+                    Storage::Cuda(g) => g,
+                    _ => unreachable!("checked above"),
+                },
+                state: step.state.iter_mut().map(|s| gpu(s)).collect(),
+            })
+            .collect();
+        GpuStorage::optimizer_step_list(&mut gpu_steps, update);
+    }
+
     /// One fused optimiser step on this parameter buffer, in place.
     pub fn optimizer_step(&mut self, grad: &Storage, state: &mut [&mut Storage], update: OptimizerUpdate) {
         let operands: Vec<&Storage> = [&*self, grad].into_iter().chain(state.iter().map(|s| &**s)).collect();
@@ -741,6 +782,14 @@ impl Storage {
             half => panic!("optimizer step: a {half} parameter needs a gradient and state of {half} too"),
         }
     }
+}
+
+/// One tensor of a list stepped by [`Storage::optimizer_step_list`]: the parameter, its
+/// gradient and its optimiser state, as [`Storage::optimizer_step`] takes them.
+pub struct ParamStep<'a> {
+    pub param: &'a mut Storage,
+    pub grad: &'a Storage,
+    pub state: Vec<&'a mut Storage>,
 }
 
 /// A convolution's geometry is checked once, here at the kernels' entry, so that a geometry
