@@ -233,6 +233,14 @@ impl Storage {
         }
     }
 
+    /// `len` elements for the caller to overwrite whole: zeros on the CPU, unfilled elsewhere.
+    pub fn for_overwrite(len: usize, dtype: DType, device: Device) -> Result<Self, String> {
+        match device {
+            Device::Cpu => Storage::full(0.0, len, dtype, device),
+            gpu => Ok(Storage::Cuda(GpuStorage::unwritten(GpuDevice::get(gpu)?, dtype, len)?)),
+        }
+    }
+
     /// `len` numbers from `distribution`, drawn on `device` by the counter-based generator keyed
     /// by `seed` and `stream`: the same numbers (to the last bit in f64) on every device.
     pub fn random(
@@ -675,21 +683,14 @@ impl Storage {
 
     // ---------------------------------------------------------------- in-place updates
 
-    /// One fused optimiser step of each tensor of `steps`, in place. On a CUDA device, where
-    /// every tensor is f32 (or every one f64), the whole list is one launch per 24 tensors
-    /// (optim.cu's `ParamList`); elsewhere each tensor is stepped on its own, as
-    /// [`Storage::optimizer_step`] (the CPU loops over them: a launch costs it nothing).
+    /// One fused optimiser step of each tensor of `steps`, in place: on a CUDA device, all f32
+    /// (or all f64), one launch per 24 tensors; elsewhere each stepped on its own.
     pub fn optimizer_step_list(steps: &mut [ParamStep<'_>], update: OptimizerUpdate) {
-        let dtype = steps.first().map(|s| s.param.dtype());
-        let one_list = steps.iter().all(|s| {
-            let operands = std::iter::once(&*s.param)
-                .chain([s.grad])
-                .chain(s.state.iter().map(|t| &**t));
-            matches!(dtype, Some(DType::F32 | DType::F64))
-                && operands
-                    .into_iter()
-                    .all(|t| matches!(t, Storage::Cuda(_)) && Some(t.dtype()) == dtype)
-        });
+        let dtype = steps.first().map(|s| s.param.dtype()).filter(|d| !d.is_half());
+        let on_gpu = |t: &Storage| matches!(t, Storage::Cuda(_)) && Some(t.dtype()) == dtype;
+        let one_list = steps
+            .iter()
+            .all(|s| on_gpu(s.param) && on_gpu(s.grad) && s.state.iter().all(|t| on_gpu(t)));
         if !one_list {
             for step in steps.iter_mut() {
                 step.param.optimizer_step(step.grad, &mut step.state, update);
@@ -784,8 +785,7 @@ impl Storage {
     }
 }
 
-/// One tensor of a list stepped by [`Storage::optimizer_step_list`]: the parameter, its
-/// gradient and its optimiser state, as [`Storage::optimizer_step`] takes them.
+/// A parameter, its gradient and its state, stepped by [`Storage::optimizer_step_list`].
 pub struct ParamStep<'a> {
     pub param: &'a mut Storage,
     pub grad: &'a Storage,

@@ -149,7 +149,8 @@ fn each_operation_counts_its_launches_copies_allocations_and_waits() {
 }
 
 /// An optimiser step of a list of tensors is one launch per 24 of them (and the histogram
-/// names the kernel); an empty buffer costs no launch, as weight clipping's empty gradient.
+/// names the kernel); an empty buffer costs no launch, as weight clipping's empty gradient, and
+/// neither does a buffer that concat overwrites whole.
 #[test]
 fn a_list_of_parameters_is_stepped_in_one_launch_per_24() {
     let _devices = lock_devices();
@@ -200,6 +201,17 @@ fn a_list_of_parameters_is_stepped_in_one_launch_per_24() {
                 ..DeviceCounters::default()
             },
             "{device}: an empty full"
+        );
+        // A buffer for concat to overwrite: allocated, not filled.
+        let (_, overwrite) = counted(device, || Storage::for_overwrite(10, DType::F32, device).unwrap());
+        assert_eq!(
+            overwrite,
+            DeviceCounters {
+                allocations: 1,
+                allocation_bytes: 40,
+                ..DeviceCounters::default()
+            },
+            "{device}: for_overwrite"
         );
     }
 }

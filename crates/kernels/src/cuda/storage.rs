@@ -135,6 +135,12 @@ impl GpuStorage {
         Ok(out)
     }
 
+    /// A buffer of `len` elements that the caller's kernels will write whole: no fill.
+    pub fn unwritten(device: Arc<GpuDevice>, dtype: DType, len: usize) -> Result<GpuStorage, String> {
+        let buffer = device.alloc(dtype, len, InitialContents::Unwritten)?;
+        Ok(GpuStorage { device, buffer })
+    }
+
     /// `len` numbers from `distribution` (the Philox kernels of random.cu).
     pub fn random(
         device: Arc<GpuDevice>,
