@@ -13,7 +13,8 @@
 //! say nothing about a GPU; what it is for is the device's counters (launches, host
 //! synchronisations, copies, allocations and zero-fills; `DeviceCounters`), which count the
 //! same there as on a GPU. On a GPU device (either) every iteration's counters are printed
-//! under its row, the first iteration's included; the emulator times 2 iterations after the
+//! under its row, the first iteration's included, then the last iteration's launches per kernel
+//! name (`LaunchHistogram`), the most launched first; the emulator times 2 iterations after the
 //! first instead of 5.
 //!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
@@ -28,7 +29,7 @@
 //! `benches/reference/train_step.py` prints the same table for PyTorch.
 
 use earthmover::kernels::cpu::matmul::gemm_flops;
-use earthmover::tensor::device_counters;
+use earthmover::tensor::{device_counters, device_launch_histogram, LaunchHistogram};
 use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, Precision, TrainConfig, Trainer};
 use earthmover::Device;
@@ -169,11 +170,16 @@ fn time_configurations(
             }
             // Each step's device counters (a GPU or the emulator), the first's included.
             let mut counters = Vec::new();
+            let mut last_histogram = LaunchHistogram::default();
             let mut step = |trainer: &mut Trainer| {
                 let before = device_counters(device).ok();
+                let histogram_before = device_launch_histogram(device).ok();
                 trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
                 if let (Some(before), Ok(after)) = (before, device_counters(device)) {
                     counters.push(after.since(&before));
+                }
+                if let (Some(before), Ok(after)) = (histogram_before, device_launch_histogram(device)) {
+                    last_histogram = after.since(&before);
                 }
             };
             step(&mut trainer);
@@ -211,6 +217,12 @@ fn time_configurations(
             for (i, c) in counters.iter().enumerate() {
                 let first = if i == 0 { " (the first)" } else { "" };
                 println!("  iteration {}{first}: {c}", i + 1);
+            }
+            if last_histogram.total() > 0 {
+                println!("  launches of the last iteration, per kernel:");
+                for line in last_histogram.to_string().lines() {
+                    println!("  {line}");
+                }
             }
         }
     }

@@ -28,4 +28,4 @@ pub use element::Element;
 pub use half::{bf16, f16};
 pub use op::{BinaryOp, Distribution, Epilogue, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
 pub use shape::{broadcast_shapes, broadcast_strides, checked_numel, contiguous_strides, numel, ConvGeometry};
-pub use storage::{CpuStorage, DType, Device, Storage};
+pub use storage::{CpuStorage, DType, Device, ParamStep, Storage};

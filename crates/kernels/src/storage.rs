@@ -6,7 +6,7 @@ use crate::cpu::random;
 pub use crate::cpu::storage::CpuStorage;
 use crate::cpu::{conv, elementwise, layout, matmul, optim, reduce};
 use crate::cuda::device::GpuDevice;
-use crate::cuda::storage::GpuStorage;
+use crate::cuda::storage::{GpuParamStep, GpuStorage};
 use crate::op::{BinaryOp, Distribution, Epilogue, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
 use crate::ConvGeometry;
 use std::fmt;
@@ -230,6 +230,14 @@ impl Storage {
                 len,
                 dtype,
             )?)),
+        }
+    }
+
+    /// `len` elements for the caller to overwrite whole: zeros on the CPU, unfilled elsewhere.
+    pub fn for_overwrite(len: usize, dtype: DType, device: Device) -> Result<Self, String> {
+        match device {
+            Device::Cpu => Storage::full(0.0, len, dtype, device),
+            gpu => Ok(Storage::Cuda(GpuStorage::unwritten(GpuDevice::get(gpu)?, dtype, len)?)),
         }
     }
 
@@ -675,6 +683,40 @@ impl Storage {
 
     // ---------------------------------------------------------------- in-place updates
 
+    /// One fused optimiser step of each tensor of `steps`, in place: on a CUDA device, all f32
+    /// (or all f64), one launch per 24 tensors; elsewhere each stepped on its own.
+    pub fn optimizer_step_list(steps: &mut [ParamStep<'_>], update: OptimizerUpdate) {
+        let dtype = steps.first().map(|s| s.param.dtype()).filter(|d| !d.is_half());
+        let on_gpu = |t: &Storage| matches!(t, Storage::Cuda(_)) && Some(t.dtype()) == dtype;
+        let one_list = steps
+            .iter()
+            .all(|s| on_gpu(s.param) && on_gpu(s.grad) && s.state.iter().all(|t| on_gpu(t)));
+        if !one_list {
+            for step in steps.iter_mut() {
+                step.param.optimizer_step(step.grad, &mut step.state, update);
+            }
+            return;
+        }
+        fn gpu(s: &mut Storage) -> &mut GpuStorage {
+            let Storage::Cuda(g) = s else {
+                unreachable!("checked above")
+            };
+            g
+        }
+        let mut gpu_steps: Vec<GpuParamStep<'_>> = steps
+            .iter_mut()
+            .map(|step| GpuParamStep {
+                param: gpu(step.param),
+                grad: match step.grad {
+                    Storage::Cuda(g) => g,
+                    _ => unreachable!("checked above"),
+                },
+                state: step.state.iter_mut().map(|s| gpu(s)).collect(),
+            })
+            .collect();
+        GpuStorage::optimizer_step_list(&mut gpu_steps, update);
+    }
+
     /// One fused optimiser step on this parameter buffer, in place.
     pub fn optimizer_step(&mut self, grad: &Storage, state: &mut [&mut Storage], update: OptimizerUpdate) {
         let operands: Vec<&Storage> = [&*self, grad].into_iter().chain(state.iter().map(|s| &**s)).collect();
@@ -741,6 +783,13 @@ impl Storage {
             half => panic!("optimizer step: a {half} parameter needs a gradient and state of {half} too"),
         }
     }
+}
+
+/// A parameter, its gradient and its state, stepped by [`Storage::optimizer_step_list`].
+pub struct ParamStep<'a> {
+    pub param: &'a mut Storage,
+    pub grad: &'a Storage,
+    pub state: Vec<&'a mut Storage>,
 }
 
 /// A convolution's geometry is checked once, here at the kernels' entry, so that a geometry

@@ -21,7 +21,7 @@ use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
     broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
-    OptimizerUpdate, ReduceOp, Storage, UnaryOp,
+    OptimizerUpdate, ParamStep, ReduceOp, Storage, UnaryOp,
 };
 
 /// `values` in `dtype` on the CPU.
@@ -602,6 +602,87 @@ fn optimiser_updates_match_in_place() {
                 assert_close(&format!("{what}: param"), &p_gpu, &p_cpu, 1e-14, 1e-15);
                 assert_close(&format!("{what}: state"), &m_gpu, &m_cpu, 1e-14, 1e-15);
                 assert_close(&format!("{what}: state 2"), &v_gpu, &v_cpu, 1e-14, 1e-15);
+            }
+        }
+    }
+}
+
+/// A list of 30 tensors of odd sizes (two launches of 24 and 6 on a GPU) stepped at once
+/// against each stepped on its own on the CPU, for every update; one of f32 besides.
+#[test]
+fn optimiser_updates_of_a_list_match_each_tensor_stepped_alone() {
+    let updates = [
+        OptimizerUpdate::Sgd { lr: 0.1, momentum: 0.9 },
+        OptimizerUpdate::RmsProp {
+            lr: 5e-5,
+            alpha: 0.99,
+            eps: 1e-8,
+        },
+        OptimizerUpdate::Adam {
+            lr: 1e-4,
+            betas: (0.5, 0.9),
+            eps: 1e-8,
+            step: 2,
+        },
+        OptimizerUpdate::Clamp { min: -0.3, max: 0.2 },
+    ];
+    for device in cuda_devices() {
+        for (update, dtype) in updates
+            .into_iter()
+            .map(|u| (u, DType::F64))
+            .chain([(updates[2], DType::F32)])
+        {
+            let states = match update {
+                OptimizerUpdate::Clamp { .. } => 0,
+                OptimizerUpdate::Adam { .. } => 2,
+                _ => 1,
+            };
+            let sizes: Vec<usize> = (0..30).map(|i| [1, 7, 65, 300, 0, 33][i % 6] + i).collect();
+            let positive = |n, seed| random(n, seed).iter().map(|v: &f64| v.abs()).collect::<Vec<_>>();
+            let (mut cpu, mut gpu): (Vec<[Storage; 4]>, Vec<[Storage; 4]>) = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let seed = 10 * i as u64;
+                    let values = [
+                        random(n, seed),
+                        random(n, seed + 1),
+                        positive(n, seed + 2),
+                        positive(n, seed + 3),
+                    ];
+                    let cpu = values.clone().map(|v| on_cpu(&v, dtype));
+                    let gpu = values.map(|v| on_cpu(&v, dtype).to_device(device).unwrap());
+                    (cpu, gpu)
+                })
+                .unzip();
+            for [p, g, m, v] in &mut cpu {
+                let mut state: Vec<&mut Storage> = vec![m, v];
+                state.truncate(states);
+                p.optimizer_step(g, &mut state, update);
+            }
+            let mut steps: Vec<ParamStep<'_>> = gpu
+                .iter_mut()
+                .map(|[p, g, m, v]| {
+                    let mut state: Vec<&mut Storage> = vec![m, v];
+                    state.truncate(states);
+                    ParamStep {
+                        param: p,
+                        grad: g,
+                        state,
+                    }
+                })
+                .collect();
+            Storage::optimizer_step_list(&mut steps, update);
+            let (rel, abs) = if dtype == DType::F32 {
+                (1e-6, 1e-7)
+            } else {
+                (1e-14, 1e-15)
+            };
+            for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+                for (k, what) in [(0, "param"), (2, "state"), (3, "state 2")] {
+                    let what = format!("{update:?} in {dtype}, tensor {i} of {} elements: {what}", sizes[i]);
+                    assert_close(&what, &g[k], &c[k], rel, abs);
+                }
             }
         }
     }

@@ -11,7 +11,9 @@ mod common;
 use common::cuda_devices;
 use earthmover_kernels::cuda::counters::DeviceCounters;
 use earthmover_kernels::cuda::device::{GpuDevice, InitialContents};
-use earthmover_kernels::{BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, Storage, UnaryOp};
+use earthmover_kernels::{
+    BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, OptimizerUpdate, ParamStep, Storage, UnaryOp,
+};
 use std::sync::{Mutex, MutexGuard};
 
 /// Held by each test while it uses a device: the tests of this file run in parallel threads,
@@ -143,6 +145,74 @@ fn each_operation_counts_its_launches_copies_allocations_and_waits() {
             "{device}: the weight gradient of an empty batch"
         );
         assert_eq!(zeros.download().unwrap(), CpuStorage::F64(vec![0.0; 4 * 18]));
+    }
+}
+
+/// An optimiser step of a list of tensors is one launch per 24 of them (and the histogram
+/// names the kernel); an empty buffer costs no launch, as weight clipping's empty gradient, and
+/// neither does a buffer that concat overwrites whole.
+#[test]
+fn a_list_of_parameters_is_stepped_in_one_launch_per_24() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        let tensors = |n: usize| -> Vec<Storage> {
+            (0..n)
+                .map(|i| Storage::full(0.5, 3 + i, DType::F32, device).unwrap())
+                .collect()
+        };
+        let (mut params, grads, mut avg, mut avg_sq) = (tensors(30), tensors(30), tensors(30), tensors(30));
+        let mut steps: Vec<ParamStep<'_>> = params
+            .iter_mut()
+            .zip(&grads)
+            .zip(avg.iter_mut().zip(&mut avg_sq))
+            .map(|((param, grad), (m, v))| ParamStep {
+                param,
+                grad,
+                state: vec![m, v],
+            })
+            .collect();
+        let adam = OptimizerUpdate::Adam {
+            lr: 1e-3,
+            betas: (0.5, 0.9),
+            eps: 1e-8,
+            step: 1,
+        };
+        let histogram = gpu.launch_histogram();
+        let ((), counters) = counted(device, || Storage::optimizer_step_list(&mut steps, adam));
+        assert_eq!(
+            counters,
+            DeviceCounters {
+                launches: 2,
+                ..DeviceCounters::default()
+            },
+            "{device}: Adam on 30 tensors"
+        );
+        assert_eq!(
+            gpu.launch_histogram().since(&histogram).by_count(),
+            vec![("adam_f32", 2)]
+        );
+
+        let (_, empty) = counted(device, || Storage::full(0.0, 0, DType::F32, device).unwrap());
+        assert_eq!(
+            empty,
+            DeviceCounters {
+                allocations: 1,
+                ..DeviceCounters::default()
+            },
+            "{device}: an empty full"
+        );
+        // A buffer for concat to overwrite: allocated, not filled.
+        let (_, overwrite) = counted(device, || Storage::for_overwrite(10, DType::F32, device).unwrap());
+        assert_eq!(
+            overwrite,
+            DeviceCounters {
+                allocations: 1,
+                allocation_bytes: 40,
+                ..DeviceCounters::default()
+            },
+            "{device}: for_overwrite"
+        );
     }
 }
 

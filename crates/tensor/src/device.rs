@@ -3,7 +3,7 @@
 
 use crate::{Device, Error, Result};
 use earthmover_kernels::cpu::simd::SimdPath;
-use earthmover_kernels::cuda::counters::DeviceCounters;
+use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram};
 use earthmover_kernels::cuda::device::GpuDevice;
 
 /// How many CUDA GPUs the driver reports: 0 where there is no driver or no GPU.
@@ -34,6 +34,20 @@ pub fn device_counters(device: Device) -> Result<DeviceCounters> {
                 .to_string(),
         )),
         Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.counters()).map_err(Error),
+    }
+}
+
+/// A CUDA device's launches per kernel name since it was opened: where
+/// [`DeviceCounters::launches`] go. Subtract an earlier snapshot ([`LaunchHistogram::since`])
+/// to see a stretch of work's. The CPU has none, as for [`device_counters`].
+pub fn device_launch_histogram(device: Device) -> Result<LaunchHistogram> {
+    match device {
+        Device::Cpu => Err(Error(
+            "the CPU has no launch histogram: it counts the kernel launches of a CUDA device".to_string(),
+        )),
+        Device::Cuda(_) | Device::CudaEmulator => {
+            GpuDevice::get(device).map(|gpu| gpu.launch_histogram()).map_err(Error)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::autograd::{is_grad_enabled, BackwardArgs, Node};
 use crate::error::{Error, Result};
-use earthmover_kernels::{checked_numel, numel, DType, Device, OptimizerUpdate, Storage};
+use earthmover_kernels::{checked_numel, numel, DType, Device, OptimizerUpdate, ParamStep, Storage};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal, StandardUniform};
@@ -428,39 +428,88 @@ impl Tensor {
     /// A fused optimiser update of this parameter, in place, with its gradient and state
     /// tensors (see [`OptimizerUpdate`] for which state each rule needs). Not recorded.
     pub fn apply_update(&self, grad: Option<&Tensor>, state: &[&Tensor], update: OptimizerUpdate) {
-        let grad = match grad {
-            Some(g) => {
+        Tensor::apply_updates(&[self], &[grad], &[state], update);
+    }
+
+    /// [`Tensor::apply_update`] of each of `params`, with its gradient `grads[i]` and state
+    /// `states[i]`, all at once (PyTorch's multi-tensor "foreach" optimisers): on a CUDA device
+    /// a network's parameters are then one kernel launch instead of one each. Every tensor may
+    /// appear once only.
+    pub fn apply_updates(
+        params: &[&Tensor],
+        grads: &[Option<&Tensor>],
+        states: &[&[&Tensor]],
+        update: OptimizerUpdate,
+    ) {
+        assert!(
+            grads.len() == params.len() && states.len() == params.len(),
+            "apply_updates: {} parameters, {} gradients and {} state lists",
+            params.len(),
+            grads.len(),
+            states.len()
+        );
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in params.iter().enumerate() {
+            if let Some(g) = grads[i] {
                 assert_eq!(
                     g.shape(),
-                    self.shape(),
+                    p.shape(),
                     "apply_update: gradient {:?} for parameter {:?}",
                     g.shape(),
-                    self.shape()
+                    p.shape()
                 );
-                g.storage()
             }
-            None => Arc::new(Storage::full(0.0, 0, self.dtype(), self.device()).expect("device of an existing tensor")),
-        };
-        for s in state {
-            assert_eq!(
-                s.shape(),
-                self.shape(),
-                "apply_update: state {:?} for parameter {:?}",
-                s.shape(),
-                self.shape()
-            );
-            assert!(
-                !Arc::ptr_eq(&s.0, &self.0),
-                "apply_update: a parameter cannot be its own state"
-            );
+            for s in states[i] {
+                assert_eq!(
+                    s.shape(),
+                    p.shape(),
+                    "apply_update: state {:?} for parameter {:?}",
+                    s.shape(),
+                    p.shape()
+                );
+                assert!(
+                    !Arc::ptr_eq(&s.0, &p.0),
+                    "apply_update: a parameter cannot be its own state"
+                );
+            }
+            // Each tensor's storage is locked for writing below: one named twice would wait
+            // for itself.
+            for t in std::iter::once(*p).chain(states[i].iter().copied()) {
+                assert!(seen.insert(t.0.id), "apply_updates: a tensor appears twice in the list");
+            }
         }
-        let mut guards: Vec<_> = state
+        let grads: Vec<Arc<Storage>> = params
             .iter()
-            .map(|t| t.0.data.write().expect("tensor storage lock"))
+            .zip(grads)
+            .map(|(p, g)| match g {
+                Some(g) => g.storage(),
+                None => Arc::new(Storage::full(0.0, 0, p.dtype(), p.device()).expect("device of an existing tensor")),
+            })
             .collect();
-        let mut buffers: Vec<&mut Storage> = guards.iter_mut().map(|g| Arc::make_mut(g)).collect();
-        let mut param = self.0.data.write().expect("tensor storage lock");
-        Arc::make_mut(&mut param).optimizer_step(&grad, &mut buffers, update);
+        let mut state_guards: Vec<Vec<_>> = states
+            .iter()
+            .map(|state| {
+                state
+                    .iter()
+                    .map(|t| t.0.data.write().expect("tensor storage lock"))
+                    .collect()
+            })
+            .collect();
+        let mut param_guards: Vec<_> = params
+            .iter()
+            .map(|p| p.0.data.write().expect("tensor storage lock"))
+            .collect();
+        let mut steps: Vec<ParamStep<'_>> = param_guards
+            .iter_mut()
+            .zip(&mut state_guards)
+            .zip(&grads)
+            .map(|((param, state), grad)| ParamStep {
+                param: Arc::make_mut(param),
+                grad,
+                state: state.iter_mut().map(|g| Arc::make_mut(g)).collect(),
+            })
+            .collect();
+        Storage::optimizer_step_list(&mut steps, update);
     }
 
     /// Copy to another device. An error when that device is not available.

@@ -1,5 +1,6 @@
 //! Optimisers, shaped like `torch.optim`: SGD, RMSProp and Adam with PyTorch's formulas and
-//! defaults, each updating its parameters with one fused in-place kernel per tensor; and
+//! defaults, each updating its parameters with one fused in-place kernel (on a GPU one launch for a
+//! list of up to 24 tensors); and
 //! WGAN's weight clipping.
 
 use earthmover_tensor::{OptimizerUpdate, Tensor};
@@ -46,13 +47,21 @@ impl ParamState {
         }
     }
 
+    /// Every parameter that has a gradient, in one call: on a GPU one launch for the list.
     fn update_all(&mut self, update: impl Fn(u64) -> OptimizerUpdate) {
         self.step += 1;
+        let mut params = Vec::new();
+        let mut grads = Vec::new();
+        let mut states: Vec<Vec<&Tensor>> = Vec::new();
         for (i, p) in self.params.iter().enumerate() {
             let Some(g) = p.grad() else { continue };
-            let state: Vec<&Tensor> = self.buffers.iter().map(|b| &b[i]).collect();
-            p.apply_update(Some(&g), &state, update(self.step));
+            params.push(p);
+            grads.push(g);
+            states.push(self.buffers.iter().map(|b| &b[i]).collect());
         }
+        let grads: Vec<Option<&Tensor>> = grads.iter().map(Some).collect();
+        let states: Vec<&[&Tensor]> = states.iter().map(Vec::as_slice).collect();
+        Tensor::apply_updates(&params, &grads, &states, update(self.step));
     }
 
     fn zero_grad(&self) {
@@ -208,9 +217,9 @@ impl_optimizer!(Adam, |s| {
 /// Clamp every parameter into `[-c, c]`, in place: WGAN's weight clipping, applied to every
 /// critic parameter (batch-norm's affine parameters included) after each critic step.
 pub fn clip_weights(params: &[Tensor], c: f64) {
-    for p in params {
-        p.apply_update(None, &[], OptimizerUpdate::Clamp { min: -c, max: c });
-    }
+    let params: Vec<&Tensor> = params.iter().collect();
+    let (grads, states) = (vec![None; params.len()], vec![&[][..]; params.len()]);
+    Tensor::apply_updates(&params, &grads, &states, OptimizerUpdate::Clamp { min: -c, max: c });
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! nothing next to a launch). [`DeviceCounters`] is a snapshot of them; the difference of two
 //! snapshots ([`DeviceCounters::since`]) is what the code between them did.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// A snapshot of one device's counters, from when the device was opened (in this process).
 /// Bytes are the buffers' sizes as requested (elements times element size), the same on a GPU
@@ -106,6 +108,60 @@ fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A snapshot of one device's launches per kernel name (`binary_f32`, `reduce_sum_f64`, ...),
+/// from when the device was opened: where the [`DeviceCounters::launches`] go. Like the
+/// counters, the difference of two snapshots ([`LaunchHistogram::since`]) is what ran between
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaunchHistogram {
+    counts: BTreeMap<String, u64>,
+}
+
+impl LaunchHistogram {
+    /// The launches counted between `earlier` (a snapshot of the same device) and this one;
+    /// kernels launched no time in between are left out.
+    pub fn since(&self, earlier: &LaunchHistogram) -> LaunchHistogram {
+        let counts = self
+            .counts
+            .iter()
+            .map(|(name, &count)| (name.clone(), count.saturating_sub(earlier.get(name))))
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        LaunchHistogram { counts }
+    }
+
+    /// Launches of the kernel named `kernel` (0 if it never ran).
+    pub fn get(&self, kernel: &str) -> u64 {
+        self.counts.get(kernel).copied().unwrap_or(0)
+    }
+
+    /// Launches of every kernel together.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// `(kernel, launches)`, the most launched first (ties by name).
+    pub fn by_count(&self) -> Vec<(&str, u64)> {
+        let mut rows: Vec<(&str, u64)> = self
+            .counts
+            .iter()
+            .map(|(name, &count)| (name.as_str(), count))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        rows
+    }
+}
+
+/// One kernel a line, the most launched first: `  312  binary_f32`.
+impl fmt::Display for LaunchHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, count) in self.by_count() {
+            writeln!(f, "{:>7}  {name}", thousands(count))?;
+        }
+        Ok(())
+    }
+}
+
 /// The live counters of one device, incremented by its calls. Relaxed ordering: each counter
 /// is a tally on its own, and a snapshot read while another thread works on the device may
 /// see some of that work and not the rest.
@@ -121,6 +177,10 @@ pub(crate) struct CounterCells {
     allocation_bytes: AtomicU64,
     zero_fills: AtomicU64,
     zero_fill_bytes: AtomicU64,
+    /// Launches per kernel name. A lock per launch is nothing next to a launch (microseconds
+    /// on a GPU, far more on the emulator), and the names are few, so after the first launch
+    /// of a kernel its entry is found without allocating.
+    launches_by_kernel: Mutex<HashMap<String, u64>>,
 }
 
 fn add(cell: &AtomicU64, n: usize) {
@@ -128,8 +188,23 @@ fn add(cell: &AtomicU64, n: usize) {
 }
 
 impl CounterCells {
-    pub(crate) fn launch(&self) {
+    /// A launch of the kernel named `kernel`.
+    pub(crate) fn launch(&self, kernel: &str) {
         add(&self.launches, 1);
+        let mut by_kernel = self.launches_by_kernel.lock().unwrap_or_else(|e| e.into_inner());
+        match by_kernel.get_mut(kernel) {
+            Some(count) => *count += 1,
+            None => {
+                by_kernel.insert(kernel.to_string(), 1);
+            }
+        }
+    }
+
+    pub(crate) fn launch_histogram(&self) -> LaunchHistogram {
+        let by_kernel = self.launches_by_kernel.lock().unwrap_or_else(|e| e.into_inner());
+        LaunchHistogram {
+            counts: by_kernel.iter().map(|(name, &count)| (name.clone(), count)).collect(),
+        }
     }
 
     pub(crate) fn host_sync(&self) {
@@ -183,8 +258,8 @@ mod tests {
     #[test]
     fn each_call_counts_what_it_does_and_only_that() {
         let cells = CounterCells::default();
-        cells.launch();
-        cells.launch();
+        cells.launch("binary_f32");
+        cells.launch("binary_f32");
         cells.upload(40);
         cells.download(8);
         cells.allocation(100, true);
@@ -210,7 +285,7 @@ mod tests {
         let cells = CounterCells::default();
         cells.allocation(64, true);
         let earlier = cells.snapshot();
-        cells.launch();
+        cells.launch("fill_f32");
         cells.download(4);
         let later = cells.snapshot();
         let between = later.since(&earlier);
@@ -226,6 +301,30 @@ mod tests {
         );
         assert_eq!(earlier.since(&later), DeviceCounters::default());
         assert_eq!(later.since(&DeviceCounters::default()), later);
+    }
+
+    #[test]
+    fn the_histogram_counts_launches_per_kernel_and_subtracts() {
+        let cells = CounterCells::default();
+        cells.launch("fill_f32");
+        let earlier = cells.launch_histogram();
+        for kernel in ["binary_f32", "unary_f32", "binary_f32", "fill_f32"] {
+            cells.launch(kernel);
+        }
+        let now = cells.launch_histogram();
+        assert_eq!(now.get("fill_f32"), 2);
+        assert_eq!(now.total(), cells.snapshot().launches);
+        let between = now.since(&earlier);
+        assert_eq!(
+            between.by_count(),
+            vec![("binary_f32", 2), ("fill_f32", 1), ("unary_f32", 1)]
+        );
+        assert_eq!(between.get("matmul_f32"), 0);
+        assert_eq!(
+            between.to_string(),
+            "      2  binary_f32\n      1  fill_f32\n      1  unary_f32\n"
+        );
+        assert_eq!(earlier.since(&now), LaunchHistogram::default());
     }
 
     #[test]

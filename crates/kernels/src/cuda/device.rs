@@ -9,7 +9,7 @@
 //! every launch and copy, so cudarc's per-buffer event tracking is switched off.
 
 use super::compile::{compile, compile_cubin, nvrtc_available};
-use super::counters::{CounterCells, DeviceCounters};
+use super::counters::{CounterCells, DeviceCounters, LaunchHistogram};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
@@ -246,6 +246,11 @@ impl GpuDevice {
         self.counters.snapshot()
     }
 
+    /// This device's launches per kernel name since it was opened (see [`LaunchHistogram`]).
+    pub fn launch_histogram(&self) -> LaunchHistogram {
+        self.counters.launch_histogram()
+    }
+
     fn check_not_failed(&self) -> Result<(), String> {
         self.failure().map_or(Ok(()), Err)
     }
@@ -409,7 +414,7 @@ impl GpuDevice {
                 let what = || format!("kernel {kernel} (grid {:?}, block {:?})", shape.grid, shape.block);
                 // SAFETY: forwarded to the caller.
                 unsafe { builder.launch(config) }.map_err(|e| self.error(&format!("launching {}", what()), e))?;
-                self.counters.launch();
+                self.counters.launch(kernel);
                 if sync_each_launch() {
                     self.counters.host_sync();
                     stream.synchronize().map_err(|e| self.error(&what(), e))?;
@@ -424,7 +429,7 @@ impl GpuDevice {
                     unsafe { super::emulator::launch(kernel, shape, &mut params) }
                         .map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
                     // Counted as on a GPU, where the launch is queued and the wait follows.
-                    self.counters.launch();
+                    self.counters.launch(kernel);
                     if sync_each_launch() {
                         self.counters.host_sync();
                     }

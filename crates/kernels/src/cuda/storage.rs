@@ -4,7 +4,7 @@
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::matmul::MatmulKernel;
-use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS};
 use super::LaunchShape;
 use crate::op::{BinaryOp, Distribution, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
 use crate::storage::{CpuStorage, DType};
@@ -13,6 +13,14 @@ use std::sync::Arc;
 
 /// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
 const CHUNK_ELEMENTS: usize = 64 << 20;
+
+/// One tensor of a list stepped by [`GpuStorage::optimizer_step_list`]: the parameter, its
+/// gradient and its optimiser state (none, one or two buffers, as the update needs).
+pub struct GpuParamStep<'a> {
+    pub param: &'a mut GpuStorage,
+    pub grad: &'a GpuStorage,
+    pub state: Vec<&'a mut GpuStorage>,
+}
 
 /// A buffer and the device it lives on.
 pub struct GpuStorage {
@@ -114,6 +122,11 @@ impl GpuStorage {
             buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
             device,
         };
+        if len == 0 {
+            // Nothing to write: an empty buffer costs no launch (weight clipping passes an
+            // empty gradient).
+            return Ok(out);
+        }
         let kernel = out.kernel("fill");
         out.try_launch(
             &kernel,
@@ -121,6 +134,12 @@ impl GpuStorage {
             &mut [out.ptr(), Arg::F64(value), Arg::I64(len as i64)],
         )?;
         Ok(out)
+    }
+
+    /// A buffer of `len` elements that the caller's kernels will write whole: no fill.
+    pub fn unwritten(device: Arc<GpuDevice>, dtype: DType, len: usize) -> Result<GpuStorage, String> {
+        let buffer = device.alloc(dtype, len, InitialContents::Unwritten)?;
+        Ok(GpuStorage { device, buffer })
     }
 
     /// `len` numbers from `distribution` (the Philox kernels of random.cu).
@@ -465,41 +484,63 @@ impl GpuStorage {
 
     /// One fused optimiser step in place (a one-tensor list of optim.cu's kernels).
     pub fn optimizer_step(&mut self, grad: &GpuStorage, state: &mut [&mut GpuStorage], update: OptimizerUpdate) {
-        self.check_same(grad, "optimizer step");
-        state.iter().for_each(|s| self.check_same(s, "optimizer step"));
-        let address = |s: &GpuStorage| s.device.address(&s.buffer);
-        let (s1, s2) = match state {
-            [] => (0, 0),
-            [a] => (address(a), 0),
-            [a, b, ..] => (address(a), address(b)),
-        };
-        let (param, g) = (address(self), address(grad));
-        let list = match self.dtype() {
-            DType::F32 => {
-                let mut l = ParamList::<f32>::new();
-                l.push(
-                    self.len(),
-                    param as *mut f32,
-                    g as *const f32,
-                    s1 as *mut f32,
-                    s2 as *mut f32,
-                );
-                Arg::ParamsF32(l)
+        let state = state.iter_mut().map(|s| &mut **s).collect();
+        GpuStorage::optimizer_step_list(
+            &mut [GpuParamStep {
+                param: self,
+                grad,
+                state,
+            }],
+            update,
+        );
+    }
+
+    /// One fused optimiser step of every tensor of `steps`, in place, with one launch per
+    /// [`MAX_PARAMS`] tensors (optim.cu's kernels take a list): a network's parameters in one
+    /// launch instead of one each. Every tensor must be on one device, in one dtype (f32 or
+    /// f64).
+    pub fn optimizer_step_list(steps: &mut [GpuParamStep<'_>], update: OptimizerUpdate) {
+        for chunk in steps.chunks_mut(MAX_PARAMS) {
+            let first = &chunk[0].param;
+            for step in chunk.iter() {
+                first.check_same(step.param, "optimizer step");
+                first.check_same(step.grad, "optimizer step");
+                step.state.iter().for_each(|s| first.check_same(s, "optimizer step"));
             }
-            DType::F64 => {
-                let mut l = ParamList::<f64>::new();
-                l.push(
-                    self.len(),
-                    param as *mut f64,
-                    g as *const f64,
-                    s1 as *mut f64,
-                    s2 as *mut f64,
-                );
-                Arg::ParamsF64(l)
-            }
-            half => unreachable!("{half} parameters are stepped in f32 (Storage::optimizer_step)"),
-        };
-        let shape = LaunchShape::elementwise(self.len());
+            let address = |s: &GpuStorage| s.device.address(&s.buffer);
+            let pointers = chunk.iter().map(|step| {
+                let (s1, s2) = match &step.state[..] {
+                    [] => (0, 0),
+                    [a] => (address(a), 0),
+                    [a, b, ..] => (address(a), address(b)),
+                };
+                (step.param.len(), address(step.param), address(step.grad), s1, s2)
+            });
+            let list = match first.dtype() {
+                DType::F32 => {
+                    let mut l = ParamList::<f32>::new();
+                    for (len, p, g, s1, s2) in pointers {
+                        l.push(len, p as *mut f32, g as *const f32, s1 as *mut f32, s2 as *mut f32);
+                    }
+                    Arg::ParamsF32(l)
+                }
+                DType::F64 => {
+                    let mut l = ParamList::<f64>::new();
+                    for (len, p, g, s1, s2) in pointers {
+                        l.push(len, p as *mut f64, g as *const f64, s1 as *mut f64, s2 as *mut f64);
+                    }
+                    Arg::ParamsF64(l)
+                }
+                half => unreachable!("{half} parameters are stepped in f32 (Storage::optimizer_step)"),
+            };
+            let total = chunk.iter().map(|step| step.param.len()).sum();
+            chunk[0].param.launch_update(list, total, update);
+        }
+    }
+
+    /// Launch `update`'s kernel on a list of `total` elements in all.
+    fn launch_update(&self, list: Arg, total: usize, update: OptimizerUpdate) {
+        let shape = LaunchShape::elementwise(total);
         match update {
             OptimizerUpdate::Sgd { lr, momentum } => self.launch(
                 &self.kernel("sgd"),

@@ -207,8 +207,9 @@ impl Tensor {
         let mut out_shape = first.shape().to_vec();
         out_shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
         let strides = contiguous_strides(&out_shape);
-        let mut storage =
-            Storage::full(0.0, numel(&out_shape), first.dtype(), first.device()).expect("device of an existing tensor");
+        // The writes below cover the output whole: no fill first.
+        let mut storage = Storage::for_overwrite(numel(&out_shape), first.dtype(), first.device())
+            .expect("device of an existing tensor");
         let mut starts = Vec::with_capacity(tensors.len());
         let mut start = 0;
         for t in tensors {
