@@ -28,7 +28,7 @@
 //! `benches/reference/train_step.py` prints the same table for PyTorch.
 
 use earthmover::kernels::cpu::matmul::gemm_flops;
-use earthmover::tensor::device_counters;
+use earthmover::tensor::{device_counters, device_pool_counters};
 use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, Precision, TrainConfig, Trainer};
 use earthmover::Device;
@@ -170,10 +170,12 @@ fn time_configurations(
             // Each step's device counters (a GPU or the emulator), the first's included.
             let mut counters = Vec::new();
             let mut step = |trainer: &mut Trainer| {
-                let before = device_counters(device).ok();
+                let before = device_counters(device).ok().zip(device_pool_counters(device).ok());
                 trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
-                if let (Some(before), Ok(after)) = (before, device_counters(device)) {
-                    counters.push(after.since(&before));
+                if let (Some((before, pool_before)), Ok(after), Ok(pool_after)) =
+                    (before, device_counters(device), device_pool_counters(device))
+                {
+                    counters.push((after.since(&before), pool_after.since(&pool_before)));
                 }
             };
             step(&mut trainer);
@@ -208,9 +210,10 @@ fn time_configurations(
                 median,
                 times[0],
             );
-            for (i, c) in counters.iter().enumerate() {
+            for (i, (c, pool)) in counters.iter().enumerate() {
                 let first = if i == 0 { " (the first)" } else { "" };
                 println!("  iteration {}{first}: {c}", i + 1);
+                println!("    memory pool: {pool}");
             }
         }
     }

@@ -29,8 +29,8 @@ mod tensor;
 pub use autocast::{autocast, autocast_dtype, promote};
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
 pub use device::{
-    configure_flush_denormal, cpu_simd_path, cuda_device_count, device_counters, device_name, flush_denormal,
-    set_flush_denormal,
+    configure_flush_denormal, cpu_simd_path, cuda_device_count, device_counters, device_name, device_pool_counters,
+    flush_denormal, set_flush_denormal,
 };
 pub use earthmover_kernels::cpu::gather::shuffled_row;
 pub use earthmover_kernels::cpu::retain_freed_memory;

@@ -11,6 +11,8 @@ pub mod counters;
 pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod graph;
+pub mod pool;
 pub mod shapes;
 pub mod storage;
 
