@@ -13,8 +13,9 @@
 //! say nothing about a GPU; what it is for is the device's counters (launches, host
 //! synchronisations, copies, allocations and zero-fills; `DeviceCounters`), which count the
 //! same there as on a GPU. On a GPU device (either) every iteration's counters are printed
-//! under its row, the first iteration's included; the emulator times 2 iterations after the
-//! first instead of 5.
+//! under its row, the first iteration's included, each with a line of the memory pool's
+//! (`PoolCounters`: buffers reused against buffers got from the driver); the emulator times 2
+//! iterations after the first instead of 5.
 //!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
 //! another) and that path's measured FMA peak. Beside the time it prints, per configuration:
