@@ -291,7 +291,7 @@ impl GpuDevice {
     }
 
     /// Keep at most `bytes` idle in the pool from now on (0: none; every freed buffer goes back
-    /// to the driver), releasing what is idle beyond it now.
+    /// to the driver), releasing everything idle now if more is.
     pub fn set_pool_limit(&self, bytes: usize) {
         self.pool.set_limit(bytes);
     }

@@ -15,7 +15,10 @@
 //!   to allocations outside the graph, so that a replay writing it cannot clobber another
 //!   tensor. Dropping the graph hands its private buffers back to the device's pool.
 //! - a value that changes between replays must live in device memory that the graph reads (a
-//!   buffer written before each replay), not in a kernel argument.
+//!   buffer written before each replay), not in a kernel argument;
+//! - a capture takes the whole device: the device has one stream, so work queued on it by
+//!   another thread during the capture would be captured too (on a GPU it would break the
+//!   capture). The caller keeps other threads off the device meanwhile.
 
 use super::device::{sync_each_launch, Arg, Backend, GpuDevice};
 use super::pool::BufferPool;

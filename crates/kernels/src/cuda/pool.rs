@@ -196,7 +196,7 @@ impl BufferPool {
         bytes
     }
 
-    /// Keep at most `bytes` idle from now on, releasing what is idle beyond it now.
+    /// Keep at most `bytes` idle from now on, releasing everything idle now if more is.
     pub(super) fn set_limit(&self, bytes: usize) {
         self.limit.store(bytes as u64, Ordering::Relaxed);
         if self.idle().bytes > bytes {
