@@ -13,9 +13,10 @@
 //! say nothing about a GPU; what it is for is the device's counters (launches, host
 //! synchronisations, copies, allocations and zero-fills; `DeviceCounters`), which count the
 //! same there as on a GPU. On a GPU device (either) every iteration's counters are printed
-//! under its row, the first iteration's included, then the last iteration's launches per kernel
-//! name (`LaunchHistogram`), the most launched first; the emulator times 2 iterations after the
-//! first instead of 5.
+//! under its row, the first iteration's included, each with a line of the memory pool's
+//! (`PoolCounters`: buffers reused against buffers got from the driver), then the last
+//! iteration's launches per kernel name (`LaunchHistogram`), the most launched first; the
+//! emulator times 2 iterations after the first instead of 5.
 //!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
 //! another) and that path's measured FMA peak. Beside the time it prints, per configuration:
@@ -29,7 +30,7 @@
 //! `benches/reference/train_step.py` prints the same table for PyTorch.
 
 use earthmover::kernels::cpu::matmul::gemm_flops;
-use earthmover::tensor::{device_counters, device_launch_histogram, LaunchHistogram};
+use earthmover::tensor::{device_counters, device_launch_histogram, device_pool_counters, LaunchHistogram};
 use earthmover::wgan::data::Mnist;
 use earthmover::wgan::train::{Algo, Precision, TrainConfig, Trainer};
 use earthmover::Device;
@@ -172,11 +173,13 @@ fn time_configurations(
             let mut counters = Vec::new();
             let mut last_histogram = LaunchHistogram::default();
             let mut step = |trainer: &mut Trainer| {
-                let before = device_counters(device).ok();
                 let histogram_before = device_launch_histogram(device).ok();
+                let before = device_counters(device).ok().zip(device_pool_counters(device).ok());
                 trainer.step(data).unwrap_or_else(|e| panic!("{e}"));
-                if let (Some(before), Ok(after)) = (before, device_counters(device)) {
-                    counters.push(after.since(&before));
+                if let (Some((before, pool_before)), Ok(after), Ok(pool_after)) =
+                    (before, device_counters(device), device_pool_counters(device))
+                {
+                    counters.push((after.since(&before), pool_after.since(&pool_before)));
                 }
                 if let (Some(before), Ok(after)) = (histogram_before, device_launch_histogram(device)) {
                     last_histogram = after.since(&before);
@@ -214,9 +217,10 @@ fn time_configurations(
                 median,
                 times[0],
             );
-            for (i, c) in counters.iter().enumerate() {
+            for (i, (c, pool)) in counters.iter().enumerate() {
                 let first = if i == 0 { " (the first)" } else { "" };
                 println!("  iteration {}{first}: {c}", i + 1);
+                println!("    memory pool: {pool}");
             }
             if last_histogram.total() > 0 {
                 println!("  launches of the last iteration, per kernel:");

@@ -9,7 +9,7 @@
 mod common;
 
 use common::cuda_devices;
-use earthmover_kernels::cuda::counters::DeviceCounters;
+use earthmover_kernels::cuda::counters::{DeviceCounters, PoolCounters};
 use earthmover_kernels::cuda::device::{GpuDevice, InitialContents};
 use earthmover_kernels::{
     BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, OptimizerUpdate, ParamStep, Storage, UnaryOp,
@@ -239,5 +239,268 @@ fn unwritten_buffers_read_as_nan_on_the_emulator() {
             Storage::Cpu(emulator.download(&zeros).unwrap()).to_f64_vec(),
             vec![0.0; 5]
         );
+    }
+}
+
+/// What `work` returns, and what the device's pool did while it ran.
+fn pooled<T>(device: Device, work: impl FnOnce() -> T) -> (T, PoolCounters) {
+    let gpu = GpuDevice::get(device).unwrap();
+    let before = gpu.pool_counters();
+    let value = work();
+    (value, gpu.pool_counters().since(&before))
+}
+
+/// A freed buffer goes back to the pool and serves the next allocation of its size class:
+/// counted as an allocation (what was asked) and a reuse (how it was served), not a device
+/// allocation; a size of another class gets new memory. Sizes here are odd enough that no
+/// other test of this file leaves buffers of their classes idle.
+#[test]
+fn a_freed_buffer_serves_the_next_allocation_of_its_size_class() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        gpu.empty_pool();
+        // 40,001 f32: 160,004 bytes, class 163,840 (steps of 16 KiB from 128 KiB).
+        let (first, fresh) = pooled(device, || {
+            gpu.alloc(DType::F32, 40_001, InitialContents::Unwritten).unwrap()
+        });
+        assert_eq!(
+            (fresh.device_allocations, fresh.device_allocation_bytes, fresh.reuses),
+            (1, 163_840, 0),
+            "{device}: a first buffer is new: {fresh}"
+        );
+        let address = gpu.address(&first);
+        drop(first);
+        assert_eq!(gpu.pool_counters().idle_bytes, 163_840, "{device}: freed, it is idle");
+        // The same class (a smaller f64 buffer of it), from the pool: the same memory.
+        let ((second, counted), reused) = pooled(device, || {
+            counted(device, || {
+                gpu.alloc(DType::F64, 20_000, InitialContents::Unwritten).unwrap()
+            })
+        });
+        assert_eq!(gpu.address(&second), address, "{device}: the freed memory is reused");
+        assert_eq!(
+            counted,
+            DeviceCounters {
+                allocations: 1,
+                allocation_bytes: 160_000,
+                ..DeviceCounters::default()
+            },
+            "{device}: a reuse is still an allocation"
+        );
+        assert_eq!(
+            reused,
+            PoolCounters {
+                reuses: 1,
+                reused_bytes: 163_840,
+                ..PoolCounters::default()
+            },
+            "{device}: {reused}"
+        );
+        // Another class while the first is in use: new memory.
+        let (third, other) = pooled(device, || {
+            gpu.alloc(DType::F32, 70_001, InitialContents::Unwritten).unwrap()
+        });
+        assert_eq!((other.device_allocations, other.reuses), (1, 0), "{device}: {other}");
+        drop((second, third));
+        // Released to the driver: idle memory is gone, and the next buffer is new again.
+        let released = gpu.empty_pool();
+        assert!(released >= 163_840 + 294_912, "{device}: {released} bytes released");
+        assert_eq!(gpu.pool_counters().idle_bytes, 0, "{device}");
+        let (_, after_release) = pooled(device, || {
+            gpu.alloc(DType::F32, 40_001, InitialContents::Unwritten).unwrap()
+        });
+        assert_eq!(
+            (after_release.device_allocations, after_release.reuses),
+            (1, 0),
+            "{device}"
+        );
+    }
+}
+
+/// The same operations run twice: the second time every buffer comes from the pool, as a
+/// training iteration after the first does. Uploads too: their buffers are pooled.
+#[test]
+fn repeated_work_allocates_no_new_device_memory() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let work = || {
+            let x = Storage::from_f64_slice(&[0.5; 777], DType::F32, device).unwrap();
+            let y = x.unary(UnaryOp::Exp).binary(BinaryOp::Mul, &[777], &x, &[777], &[777]);
+            let product = y.matmul(&y, &MatmulProblem::plain(21, 37, 21));
+            product.try_to_f64_vec().unwrap()
+        };
+        let (first_values, _) = pooled(device, work);
+        let ((second_values, counted), pool) = pooled(device, || counted(device, work));
+        assert_eq!(first_values, second_values, "{device}: the same work, the same values");
+        assert_eq!((counted.allocations, counted.uploads), (4, 1), "{device}: {counted}");
+        assert_eq!(
+            (pool.device_allocations, pool.reuses),
+            (0, 4),
+            "{device}: every buffer of the second run is reused: {pool}"
+        );
+    }
+}
+
+/// A reused buffer is no shortcut past the emulator's NaN fill: a buffer that held values
+/// (here ones) and is handed out again for a kernel to write whole holds NaN until it does, so
+/// a kernel that skips an element still fails; one handed out as zeros holds zeros.
+#[test]
+fn a_reused_buffer_reads_as_nan_again_on_the_emulator() {
+    let _devices = lock_devices();
+    let Ok(emulator) = GpuDevice::get(Device::CudaEmulator) else {
+        eprintln!("skipped: the emulator is not built in (--features emulator)");
+        return;
+    };
+    for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
+        // 333 values: a class of its own in every dtype here (at most 2,664 bytes).
+        let Storage::Cuda(ones) = Storage::full(1.0, 333, dtype, Device::CudaEmulator).unwrap() else {
+            panic!("storage on the CPU")
+        };
+        let address = emulator.address(&ones.buffer);
+        drop(ones);
+        let reused = emulator.alloc(dtype, 333, InitialContents::Unwritten).unwrap();
+        assert_eq!(
+            emulator.address(&reused),
+            address,
+            "{dtype}: the ones' memory is reused"
+        );
+        let values = Storage::Cpu(emulator.download(&reused).unwrap()).to_f64_vec();
+        assert!(values.iter().all(|v| v.is_nan()), "{dtype}: {values:?}");
+        drop(reused);
+        let zeros = emulator.alloc(dtype, 333, InitialContents::Zeros).unwrap();
+        assert_eq!(emulator.address(&zeros), address, "{dtype}");
+        assert_eq!(
+            Storage::Cpu(emulator.download(&zeros).unwrap()).to_f64_vec(),
+            vec![0.0; 333]
+        );
+    }
+}
+
+/// With an idle limit of 0 the pool keeps nothing: every freed buffer is given back at once.
+#[test]
+fn a_pool_limited_to_nothing_keeps_nothing() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        gpu.set_pool_limit(0);
+        let (_, pool) = pooled(device, || {
+            drop(gpu.alloc(DType::F32, 12_345, InitialContents::Unwritten).unwrap());
+            drop(gpu.alloc(DType::F32, 12_345, InitialContents::Unwritten).unwrap());
+        });
+        gpu.set_pool_limit(earthmover_kernels::cuda::pool::DEFAULT_IDLE_LIMIT);
+        assert_eq!(
+            (pool.device_allocations, pool.reuses, pool.releases, pool.idle_bytes),
+            (2, 0, 2, 0),
+            "{device}: {pool}"
+        );
+    }
+}
+
+/// A CUDA graph: work captured once and replayed gives, bit for bit, what the same work run
+/// uncaptured gives, step after step (an SGD step with momentum, in place, on a gradient of
+/// elementwise ops and a matmul); each replay is one graph launch and nothing else: no kernel
+/// launch, allocation, copy or wait. On the emulator the capture records the launches and a
+/// replay runs them; on a GPU it is CUDA's stream capture.
+#[test]
+fn a_captured_graph_replays_the_work_bit_for_bit_as_one_launch() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        let start: Vec<f64> = (0..20 * 20).map(|i| (i as f64 * 0.37).sin()).collect();
+        let step = |param: &mut Storage, momentum: &mut Storage| {
+            let square = param.matmul(param, &MatmulProblem::plain(20, 20, 20));
+            let grad = square
+                .unary(UnaryOp::Tanh)
+                .binary(BinaryOp::Mul, &[400], param, &[400], &[400]);
+            let sgd = OptimizerUpdate::Sgd {
+                lr: 0.05,
+                momentum: 0.9,
+            };
+            param.optimizer_step(&grad, &mut [momentum], sgd);
+        };
+        let fresh = || {
+            (
+                Storage::from_f64_slice(&start, DType::F32, device).unwrap(),
+                Storage::full(0.0, 400, DType::F32, device).unwrap(),
+            )
+        };
+        let (mut plain, mut plain_momentum) = fresh();
+        for _ in 0..4 {
+            step(&mut plain, &mut plain_momentum);
+        }
+
+        let (mut param, mut momentum) = fresh();
+        // Once uncaptured: the pool then holds every buffer the capture needs.
+        step(&mut param, &mut momentum);
+        gpu.begin_capture().unwrap();
+        let (_, capture) = counted(device, || step(&mut param, &mut momentum));
+        let graph = gpu.end_capture().unwrap();
+        assert_eq!(graph.kernels(), 4, "{device}: matmul, tanh, mul, sgd");
+        // Made after the capture, of the size class of the graph's intermediates: it must get
+        // memory the replays do not write.
+        let bystander = Storage::full(7.0, 400, DType::F32, device).unwrap();
+        assert_eq!(
+            (capture.launches, capture.graph_launches, capture.host_syncs),
+            (0, 0, 0),
+            "{device}: captured, not run: {capture}"
+        );
+        for replay in 1..=3 {
+            // SAFETY: the parameter and its momentum, made before the capture, are alive.
+            let (_, counters) = counted(device, || unsafe { gpu.replay(&graph) }.unwrap());
+            assert_eq!(
+                counters,
+                DeviceCounters {
+                    graph_launches: 1,
+                    ..DeviceCounters::default()
+                },
+                "{device}: replay {replay}"
+            );
+        }
+        assert_eq!(
+            param.to_f64_vec(),
+            plain.to_f64_vec(),
+            "{device}: the parameter after 4 steps"
+        );
+        assert_eq!(
+            momentum.to_f64_vec(),
+            plain_momentum.to_f64_vec(),
+            "{device}: the momentum"
+        );
+        assert_eq!(
+            bystander.to_f64_vec(),
+            vec![7.0; 400],
+            "{device}: the graph's memory is its own"
+        );
+        drop(graph);
+    }
+}
+
+/// Inside a capture a graph can hold no host wait, no upload and no new device memory: each is
+/// an error naming it, and the device is not failed by it.
+#[test]
+fn a_capture_refuses_waits_uploads_and_new_memory() {
+    let _devices = lock_devices();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        let x = Storage::from_f64_slice(&[1.0, 2.0], DType::F32, device).unwrap();
+        gpu.begin_capture().unwrap();
+        let download = x.try_to_f64_vec().unwrap_err();
+        assert!(
+            download.contains("a download") && download.contains("captured"),
+            "{download}"
+        );
+        let sync = gpu.synchronize().unwrap_err();
+        assert!(sync.contains("a synchronisation"), "{sync}");
+        let upload = Storage::from_f64_slice(&[3.0], DType::F32, device).unwrap_err();
+        assert!(upload.contains("an upload"), "{upload}");
+        // 54,321 f64: a size class nothing of this file leaves idle.
+        let new_memory = gpu.alloc(DType::F64, 54_321, InitialContents::Unwritten).unwrap_err();
+        assert!(new_memory.contains("no idle buffer"), "{new_memory}");
+        assert!(gpu.begin_capture().is_err(), "{device}: one capture at a time");
+        drop(gpu.end_capture().unwrap());
+        assert!(gpu.end_capture().is_err(), "{device}: no capture under way");
+        assert_eq!(gpu.failure(), None, "{device}");
+        assert_eq!(x.try_to_f64_vec().unwrap(), vec![1.0, 2.0]);
     }
 }

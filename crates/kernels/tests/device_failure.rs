@@ -4,7 +4,8 @@
 //!
 //! Its own test binary: the failure is the device's for the rest of the process, and other
 //! tests share the process's devices. On the emulator (`--features emulator`) and on GPU 0
-//! when there is one, each made to fail by an allocation no device can hold.
+//! when there is one, each made to fail by an allocation no device can hold (which the memory
+//! pool first tries to make room for by releasing what it holds idle).
 
 mod common;
 
@@ -18,8 +19,19 @@ fn a_failure_inside_an_op_is_returned_by_the_next_read() {
         let one = Storage::from_f64_slice(&[1.5], DType::F32, device).unwrap();
         let earlier = one.unary(UnaryOp::Neg);
         assert_eq!(earlier.try_to_f64_vec().unwrap(), vec![-1.5]);
+        // A freed buffer idle in the memory pool, which a refused allocation releases before
+        // asking the driver again.
+        drop(one.unary(UnaryOp::Exp));
+        let gpu = GpuDevice::get(device).unwrap();
+        let pool_before = gpu.pool_counters();
+        assert!(pool_before.idle_bytes > 0, "{device}: {pool_before}");
         // A broadcast of one value to 2^58 elements (2^60 bytes): its allocation fails.
         let huge = one.strided_copy(0, &[0], &[1 << 58]);
+        let pool = gpu.pool_counters().since(&pool_before);
+        assert!(
+            pool.releases > 0 && pool.idle_bytes == 0,
+            "{device}: the pool gave its idle memory back before the retry: {pool}"
+        );
         let after = huge.unary(UnaryOp::Exp).unary(UnaryOp::Neg);
         let first = GpuDevice::get(device).unwrap().failure().expect("the device failed");
         assert!(

@@ -3,7 +3,7 @@
 
 use crate::{Device, Error, Result};
 use earthmover_kernels::cpu::simd::SimdPath;
-use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram};
+use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram, PoolCounters};
 use earthmover_kernels::cuda::device::GpuDevice;
 
 /// How many CUDA GPUs the driver reports: 0 where there is no driver or no GPU.
@@ -48,6 +48,18 @@ pub fn device_launch_histogram(device: Device) -> Result<LaunchHistogram> {
         Device::Cuda(_) | Device::CudaEmulator => {
             GpuDevice::get(device).map(|gpu| gpu.launch_histogram()).map_err(Error)
         }
+    }
+}
+
+/// How a CUDA device's memory pool served its allocations (reuses of freed buffers against
+/// new memory from the driver, and the bytes it holds idle), the same on a GPU and on the
+/// emulator; an error for the CPU or a device that cannot be opened, as [`device_counters`].
+pub fn device_pool_counters(device: Device) -> Result<PoolCounters> {
+    match device {
+        Device::Cpu => Err(Error(
+            "the CPU has no device memory pool: it pools the buffers of a CUDA device".to_string(),
+        )),
+        Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map(|gpu| gpu.pool_counters()).map_err(Error),
     }
 }
 

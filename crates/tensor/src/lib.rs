@@ -30,12 +30,12 @@ pub use autocast::{autocast, autocast_dtype, promote};
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
 pub use device::{
     configure_flush_denormal, cpu_simd_path, cuda_device_count, device_counters, device_launch_histogram, device_name,
-    flush_denormal, set_flush_denormal,
+    device_pool_counters, flush_denormal, set_flush_denormal,
 };
 pub use earthmover_kernels::cpu::gather::shuffled_row;
 pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::cpu::simd::SimdPath;
-pub use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram};
+pub use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram, PoolCounters};
 pub use earthmover_kernels::{bf16, f16, DType, Device, Distribution, OptimizerUpdate};
 pub use error::{Error, Result};
 pub use ops::conv::ConvOptions;

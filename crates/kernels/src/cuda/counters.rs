@@ -19,8 +19,11 @@ use std::sync::Mutex;
 /// and on the emulator whatever either pads them to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
-    /// Kernels launched (a failed launch is not counted).
+    /// Kernels launched (a failed launch is not counted; nor are the kernels of a CUDA graph
+    /// while captured or replayed: see `graph_launches`).
     pub launches: u64,
+    /// CUDA graphs replayed, each one launch however many kernels it holds.
+    pub graph_launches: u64,
     /// Times the host waited for the device: every download (a device-to-host copy waits for
     /// every kernel queued before it), every explicit synchronisation, and, with
     /// `EARTHMOVER_CUDA_SYNC=1`, the wait after every launch.
@@ -47,6 +50,7 @@ impl DeviceCounters {
         let d = |now: u64, before: u64| now.saturating_sub(before);
         DeviceCounters {
             launches: d(self.launches, earlier.launches),
+            graph_launches: d(self.graph_launches, earlier.graph_launches),
             host_syncs: d(self.host_syncs, earlier.host_syncs),
             uploads: d(self.uploads, earlier.uploads),
             upload_bytes: d(self.upload_bytes, earlier.upload_bytes),
@@ -65,8 +69,9 @@ impl fmt::Display for DeviceCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} launches, {} host syncs, {} uploads ({}), {} downloads ({}), {} allocations ({}), {} zero-filled ({})",
+            "{} launches, {} graph launches, {} host syncs, {} uploads ({}), {} downloads ({}), {} allocations ({}), {} zero-filled ({})",
             thousands(self.launches),
+            thousands(self.graph_launches),
             thousands(self.host_syncs),
             thousands(self.uploads),
             bytes(self.upload_bytes),
@@ -76,6 +81,61 @@ impl fmt::Display for DeviceCounters {
             bytes(self.allocation_bytes),
             thousands(self.zero_fills),
             bytes(self.zero_fill_bytes),
+        )
+    }
+}
+
+/// A snapshot of one device's memory pool (`cuda::pool`): how the allocations that
+/// [`DeviceCounters::allocations`] counts were served. Each is either a reuse of an idle buffer
+/// of its size class or a new buffer from the driver (on the emulator, from the host), so after
+/// a warm-up a training iteration's allocations are (almost) all reuses. Bytes are size classes
+/// (a request rounded up), not the requests' sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    /// Buffers the pool had to get from the driver (`cuMemAlloc`), uploads' included.
+    pub device_allocations: u64,
+    pub device_allocation_bytes: u64,
+    /// Allocations served by an idle buffer of the pool.
+    pub reuses: u64,
+    pub reused_bytes: u64,
+    /// Idle buffers given back to the driver: past the pool's idle limit, by
+    /// `GpuDevice::empty_pool`, or before retrying an allocation the driver refused.
+    pub releases: u64,
+    pub released_bytes: u64,
+    /// Bytes idle in the pool at the snapshot (a level, not a count: [`PoolCounters::since`]
+    /// keeps the later snapshot's).
+    pub idle_bytes: u64,
+}
+
+impl PoolCounters {
+    /// What the pool did between `earlier` and this snapshot; `idle_bytes` is this one's.
+    pub fn since(&self, earlier: &PoolCounters) -> PoolCounters {
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        PoolCounters {
+            device_allocations: d(self.device_allocations, earlier.device_allocations),
+            device_allocation_bytes: d(self.device_allocation_bytes, earlier.device_allocation_bytes),
+            reuses: d(self.reuses, earlier.reuses),
+            reused_bytes: d(self.reused_bytes, earlier.reused_bytes),
+            releases: d(self.releases, earlier.releases),
+            released_bytes: d(self.released_bytes, earlier.released_bytes),
+            idle_bytes: self.idle_bytes,
+        }
+    }
+}
+
+/// One line: `3 device allocations (1.5 KiB), 927 reuses (1.5 GiB), 0 released (0 B), 12.0 MiB idle`.
+impl fmt::Display for PoolCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} device allocations ({}), {} reuses ({}), {} released ({}), {} idle",
+            thousands(self.device_allocations),
+            bytes(self.device_allocation_bytes),
+            thousands(self.reuses),
+            bytes(self.reused_bytes),
+            thousands(self.releases),
+            bytes(self.released_bytes),
+            bytes(self.idle_bytes),
         )
     }
 }
@@ -168,6 +228,7 @@ impl fmt::Display for LaunchHistogram {
 #[derive(Debug, Default)]
 pub(crate) struct CounterCells {
     launches: AtomicU64,
+    graph_launches: AtomicU64,
     host_syncs: AtomicU64,
     uploads: AtomicU64,
     upload_bytes: AtomicU64,
@@ -207,6 +268,10 @@ impl CounterCells {
         }
     }
 
+    pub(crate) fn graph_launch(&self) {
+        add(&self.graph_launches, 1);
+    }
+
     pub(crate) fn host_sync(&self) {
         add(&self.host_syncs, 1);
     }
@@ -238,6 +303,7 @@ impl CounterCells {
         let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
         DeviceCounters {
             launches: get(&self.launches),
+            graph_launches: get(&self.graph_launches),
             host_syncs: get(&self.host_syncs),
             uploads: get(&self.uploads),
             upload_bytes: get(&self.upload_bytes),
@@ -260,6 +326,7 @@ mod tests {
         let cells = CounterCells::default();
         cells.launch("binary_f32");
         cells.launch("binary_f32");
+        cells.graph_launch();
         cells.upload(40);
         cells.download(8);
         cells.allocation(100, true);
@@ -267,6 +334,7 @@ mod tests {
         cells.host_sync();
         let expected = DeviceCounters {
             launches: 2,
+            graph_launches: 1,
             host_syncs: 2,
             uploads: 1,
             upload_bytes: 40,
@@ -331,6 +399,7 @@ mod tests {
     fn display_reads_as_one_line_with_units() {
         let counters = DeviceCounters {
             launches: 1234,
+            graph_launches: 0,
             host_syncs: 21,
             uploads: 16,
             upload_bytes: 3 << 20,
@@ -343,12 +412,45 @@ mod tests {
         };
         assert_eq!(
             counters.to_string(),
-            "1,234 launches, 21 host syncs, 16 uploads (3.0 MiB), 21 downloads (84 B), \
+            "1,234 launches, 0 graph launches, 21 host syncs, 16 uploads (3.0 MiB), 21 downloads (84 B), \
              1,000,000 allocations (1.5 KiB), 0 zero-filled (0 B)"
         );
         assert_eq!(bytes(5 << 30), "5.0 GiB");
         assert_eq!(bytes(5000 << 30), "5000.0 GiB");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
+    }
+
+    #[test]
+    fn pool_counters_subtract_counts_but_keep_the_idle_level() {
+        let earlier = PoolCounters {
+            device_allocations: 3,
+            device_allocation_bytes: 3 << 20,
+            reuses: 10,
+            reused_bytes: 5120,
+            releases: 0,
+            released_bytes: 0,
+            idle_bytes: 4096,
+        };
+        let later = PoolCounters {
+            reuses: 15,
+            reused_bytes: 7680,
+            idle_bytes: 1024,
+            ..earlier
+        };
+        let between = later.since(&earlier);
+        assert_eq!(
+            between,
+            PoolCounters {
+                reuses: 5,
+                reused_bytes: 2560,
+                idle_bytes: 1024,
+                ..PoolCounters::default()
+            }
+        );
+        assert_eq!(
+            earlier.to_string(),
+            "3 device allocations (3.0 MiB), 10 reuses (5.0 KiB), 0 released (0 B), 4.0 KiB idle"
+        );
     }
 }

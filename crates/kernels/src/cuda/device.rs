@@ -5,17 +5,19 @@
 //! shared and can be tested without a GPU.
 //!
 //! Buffers are untyped bytes here (device memory, or 8-byte aligned host memory in the
-//! emulator); kernels get their addresses as pointer arguments. One stream per device orders
-//! every launch and copy, so cudarc's per-buffer event tracking is switched off.
+//! emulator); kernels get their addresses as pointer arguments. One stream per device, of its
+//! own (not the legacy default stream), orders every launch and copy, so cudarc's per-buffer
+//! event tracking is switched off, and a freed buffer goes back to the device's memory pool
+//! ([`super::pool`]) for the next allocation of its size class.
 
 use super::compile::{compile, compile_cubin, nvrtc_available};
-use super::counters::{CounterCells, DeviceCounters, LaunchHistogram};
+use super::counters::{CounterCells, DeviceCounters, LaunchHistogram, PoolCounters};
+use super::graph::{Capture, RecordedLaunch};
+use super::pool::{size_class, BufferPool, Memory};
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,19 +68,36 @@ impl Arg {
     }
 }
 
-/// Device memory of `len` elements of `dtype`.
+/// Device memory of `len` elements of `dtype`: a buffer of the device's pool, to which it
+/// returns when dropped.
 pub struct GpuBuffer {
     pub dtype: DType,
     pub len: usize,
     memory: Memory,
+    /// The size class of `memory` (at least `len` elements) and the pool it goes back to.
+    class: usize,
+    pool: Option<Arc<BufferPool>>,
 }
 
-enum Memory {
-    Cuda(CudaSlice<u8>),
-    /// Host memory, 8-byte aligned for f64.
-    Emulated(Vec<u64>),
-    /// None: the output of an operation after its device failed (see [`GpuDevice::failure`]).
-    Lost,
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(self.class, std::mem::replace(&mut self.memory, Memory::Lost));
+        }
+    }
+}
+
+impl GpuBuffer {
+    /// A buffer without memory, for an operation after its device failed.
+    fn lost(dtype: DType, len: usize) -> GpuBuffer {
+        GpuBuffer {
+            dtype,
+            len,
+            memory: Memory::Lost,
+            class: 0,
+            pool: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuBuffer {
@@ -87,7 +106,7 @@ impl std::fmt::Debug for GpuBuffer {
     }
 }
 
-enum Backend {
+pub(super) enum Backend {
     Cuda {
         context: Arc<CudaContext>,
         stream: Arc<CudaStream>,
@@ -118,11 +137,15 @@ pub struct GpuDevice {
     pub device: Device,
     /// The GPU's name ("NVIDIA H100 80GB HBM3"), or "CUDA emulator".
     pub name: String,
-    backend: Backend,
+    pub(super) backend: Backend,
     /// The first error of an operation that had no way to return it (see [`Self::failure`]).
     failure: Mutex<Option<String>>,
     /// What this device has been asked to do (see [`Self::counters`]).
-    counters: CounterCells,
+    pub(super) counters: CounterCells,
+    /// Freed buffers, kept for later allocations (see [`super::pool`]).
+    pub(super) pool: Arc<BufferPool>,
+    /// The CUDA graph being captured, if one is (see [`super::graph`]).
+    pub(super) capture: Mutex<Option<Capture>>,
 }
 
 /// The process's devices, created at first use and kept.
@@ -184,12 +207,19 @@ impl GpuDevice {
         let name = context.name().unwrap_or_else(|_| "CUDA GPU".to_string());
         // SAFETY: every launch and copy of this device goes to one stream, which orders them.
         unsafe { context.disable_event_tracking() };
-        let stream = context.default_stream();
+        // A stream of our own: the legacy default stream synchronises with every other
+        // blocking stream of the context (a library's, a profiler's), and CUDA graphs cannot
+        // be captured on it.
+        let stream = context
+            .new_stream()
+            .map_err(|e| format!("cuda:{ordinal}: creating a stream: {e}"))?;
         Ok(GpuDevice {
             device: Device::Cuda(ordinal),
             name,
             failure: Mutex::new(None),
             counters: CounterCells::default(),
+            pool: Arc::new(BufferPool::new()),
+            capture: Mutex::new(None),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -208,6 +238,8 @@ impl GpuDevice {
                 backend: Backend::Emulator,
                 failure: Mutex::new(None),
                 counters: CounterCells::default(),
+                pool: Arc::new(BufferPool::new()),
+                capture: Mutex::new(None),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
@@ -251,41 +283,117 @@ impl GpuDevice {
         self.counters.launch_histogram()
     }
 
-    fn check_not_failed(&self) -> Result<(), String> {
+    /// How the memory pool served this device's allocations: buffers reused against buffers
+    /// got from the driver, and what it holds idle now.
+    pub fn pool_counters(&self) -> PoolCounters {
+        self.pool.counters()
+    }
+
+    /// Give every idle buffer of the pool back to the driver (PyTorch's `empty_cache`): the
+    /// bytes released. Buffers in use are not touched, and go back to the pool when dropped.
+    pub fn empty_pool(&self) -> usize {
+        self.pool.release_all()
+    }
+
+    /// Keep at most `bytes` idle in the pool from now on (0: none; every freed buffer goes back
+    /// to the driver), releasing everything idle now if more is.
+    pub fn set_pool_limit(&self, bytes: usize) {
+        self.pool.set_limit(bytes);
+    }
+
+    pub(super) fn check_not_failed(&self) -> Result<(), String> {
         self.failure().map_or(Ok(()), Err)
     }
 
     /// `len` elements of `dtype` holding `contents`, or the driver's refusal (out of memory, or
-    /// an earlier kernel's fault, which CUDA reports at every call after it).
+    /// an earlier kernel's fault, which CUDA reports at every call after it). From the pool
+    /// when it holds a buffer of the size class; from the driver otherwise.
     pub fn alloc(&self, dtype: DType, len: usize, contents: InitialContents) -> Result<GpuBuffer, String> {
         self.check_not_failed()?;
         let bytes = len
             .checked_mul(dtype.size_in_bytes())
             .ok_or_else(|| self.error("an allocation", format!("{len} elements of {dtype} overflow")))?;
-        let what = || format!("an allocation of {bytes} bytes");
         let zeroed = contents == InitialContents::Zeros;
-        let memory = match &self.backend {
-            Backend::Cuda { stream, .. } => Memory::Cuda(
+        let (class, mut memory, reused, pool) = self.pooled_or_new(bytes)?;
+        match &mut memory {
+            Memory::Cuda(slice) => {
                 if zeroed {
-                    stream.alloc_zeros::<u8>(bytes.max(1))
-                } else {
-                    // SAFETY: device bytes, any pattern of which is a valid u8; the host never
-                    // reads them but through a download, which copies whatever they hold.
-                    unsafe { stream.alloc::<u8>(bytes.max(1)) }
+                    let Backend::Cuda { stream, .. } = &self.backend else {
+                        unreachable!("CUDA memory on the emulator")
+                    };
+                    stream
+                        .memset_zeros(slice)
+                        .map_err(|e| self.error(&format!("zero-filling {bytes} bytes"), e))?;
                 }
-                .map_err(|e| self.error(&what(), e))?,
-            ),
+            }
+            // A reused buffer is filled again: zeros, or NaN in every dtype where the contents
+            // are not to be read, so that it shows a kernel's unwritten element as NaN just as
+            // a new one (made all NaN) does, never a value of its last use.
+            Memory::Emulated(words) if zeroed || reused => words.fill(if zeroed { 0 } else { UNWRITTEN_WORD }),
+            Memory::Emulated(_) => {}
+            Memory::Lost => unreachable!("the pool holds no lost buffers"),
+        }
+        self.counters.allocation(bytes, zeroed);
+        Ok(GpuBuffer {
+            dtype,
+            len,
+            memory,
+            class,
+            pool: Some(pool),
+        })
+    }
+
+    /// Memory for `bytes`: an idle buffer of its size class from the pool, else a new one
+    /// from the driver; when the driver refuses, the pool releases what it holds and the
+    /// driver is asked once more. Also whether it was reused, and the pool it goes back to:
+    /// during a capture, the graph's private pool, and only idle memory will do.
+    fn pooled_or_new(&self, bytes: usize) -> Result<(usize, Memory, bool, Arc<BufferPool>), String> {
+        let class = size_class(bytes);
+        if let Some(capture) = self.capture().as_ref() {
+            let memory = capture
+                .private
+                .take(class)
+                .or_else(|| self.pool.take(class))
+                .ok_or_else(|| {
+                    self.error(
+                        &format!("an allocation of {bytes} bytes during a CUDA graph capture"),
+                        "the memory pool holds no idle buffer of its size class (run the work once \
+                     uncaptured first, so that the pool holds what it needs)",
+                    )
+                })?;
+            return Ok((class, memory, true, capture.private.clone()));
+        }
+        if let Some(memory) = self.pool.take(class) {
+            return Ok((class, memory, true, self.pool.clone()));
+        }
+        let memory = match self.new_memory(class) {
+            Ok(memory) => memory,
+            Err(_) if self.pool.release_all() > 0 => self.new_memory(class)?,
+            Err(e) => return Err(e),
+        };
+        self.pool.count_device_allocation(class);
+        Ok((class, memory, false, self.pool.clone()))
+    }
+
+    /// `bytes` of new memory from the driver, contents unset (on the emulator, from the host,
+    /// all NaN).
+    fn new_memory(&self, bytes: usize) -> Result<Memory, String> {
+        let what = || format!("an allocation of {bytes} bytes");
+        Ok(match &self.backend {
+            // SAFETY: device bytes, any pattern of which is a valid u8; the host never reads
+            // them but through a download, which copies whatever they hold.
+            Backend::Cuda { stream, .. } => {
+                Memory::Cuda(unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| self.error(&what(), e))?)
+            }
             Backend::Emulator => {
                 // Refused rather than aborting the process, as a GPU refuses what it cannot hold.
-                let words = bytes.div_ceil(8).max(1);
+                let words = bytes.div_ceil(8);
                 let mut memory = Vec::new();
                 memory.try_reserve_exact(words).map_err(|e| self.error(&what(), e))?;
-                memory.resize(words, if zeroed { 0 } else { UNWRITTEN_WORD });
+                memory.resize(words, UNWRITTEN_WORD);
                 Memory::Emulated(memory)
             }
-        };
-        self.counters.allocation(bytes, zeroed);
-        Ok(GpuBuffer { dtype, len, memory })
+        })
     }
 
     /// [`Self::alloc`] for an operation without an error path: on an error, the device keeps
@@ -293,50 +401,68 @@ impl GpuDevice {
     pub fn alloc_or_fail(&self, dtype: DType, len: usize, contents: InitialContents) -> GpuBuffer {
         self.alloc(dtype, len, contents).unwrap_or_else(|e| {
             self.record_failure(e);
-            GpuBuffer {
-                dtype,
-                len,
-                memory: Memory::Lost,
-            }
+            GpuBuffer::lost(dtype, len)
         })
     }
 
     /// A copy of host data on the device.
     pub fn upload(&self, data: &CpuStorage) -> Result<GpuBuffer, String> {
         self.check_not_failed()?;
+        self.refuse_during_capture("an upload")?;
         let (dtype, len, bytes): (DType, usize, &[u8]) = match data {
             CpuStorage::F32(v) => (DType::F32, v.len(), bytes_of(v)),
             CpuStorage::F64(v) => (DType::F64, v.len(), bytes_of(v)),
             CpuStorage::BF16(v) => (DType::BF16, v.len(), bytes_of(v)),
             CpuStorage::F16(v) => (DType::F16, v.len(), bytes_of(v)),
         };
-        let memory = match &self.backend {
-            Backend::Cuda { stream, .. } => {
-                let padded = if bytes.is_empty() { &[0u8][..] } else { bytes };
-                Memory::Cuda(stream.clone_htod(padded).map_err(|e| self.error("an upload", e))?)
+        let (class, mut memory, _, pool) = self.pooled_or_new(bytes.len())?;
+        match &mut memory {
+            // Nothing to copy (CUDA takes no empty copies).
+            Memory::Cuda(_) if bytes.is_empty() => {}
+            Memory::Cuda(slice) => {
+                let Backend::Cuda { stream, .. } = &self.backend else {
+                    unreachable!("CUDA memory on the emulator")
+                };
+                stream
+                    .memcpy_htod(bytes, &mut slice.slice_mut(0..bytes.len()))
+                    .map_err(|e| self.error("an upload", e))?;
             }
-            Backend::Emulator => {
-                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
-                bytes_of_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
-                Memory::Emulated(words)
+            Memory::Emulated(words) => {
+                // The padding past the data zeroed, as a new buffer's was before the pool.
+                words.fill(0);
+                bytes_of_mut(words)[..bytes.len()].copy_from_slice(bytes);
             }
-        };
+            Memory::Lost => unreachable!("the pool holds no lost buffers"),
+        }
         self.counters.upload(bytes.len());
-        Ok(GpuBuffer { dtype, len, memory })
+        Ok(GpuBuffer {
+            dtype,
+            len,
+            memory,
+            class,
+            pool: Some(pool),
+        })
     }
 
     /// The buffer's values on the host (waits for the work queued before, so an error here
     /// may be an earlier kernel's: `EARTHMOVER_CUDA_SYNC=1` names it).
     pub fn download(&self, buffer: &GpuBuffer) -> Result<CpuStorage, String> {
         self.check_not_failed()?;
+        self.refuse_during_capture("a download")?;
         let bytes = buffer.len * buffer.dtype.size_in_bytes();
         let what = "a download";
         let host: Vec<u8> = match (&self.backend, &buffer.memory) {
-            (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => {
-                let mut all = stream.clone_dtoh(slice).map_err(|e| self.error(what, e))?;
+            (Backend::Cuda { stream, .. }, Memory::Cuda(_)) if bytes == 0 => {
                 stream.synchronize().map_err(|e| self.error(what, e))?;
-                all.truncate(bytes);
-                all
+                Vec::new()
+            }
+            (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => {
+                // The buffer's own bytes, not the rest of its size class.
+                let host = stream
+                    .clone_dtoh(&slice.slice(0..bytes))
+                    .map_err(|e| self.error(what, e))?;
+                stream.synchronize().map_err(|e| self.error(what, e))?;
+                host
             }
             (Backend::Emulator, Memory::Emulated(words)) => bytes_of(words)[..bytes].to_vec(),
             _ => panic!("a buffer of another device"),
@@ -387,6 +513,23 @@ impl GpuDevice {
     pub unsafe fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) -> Result<(), String> {
         self.check_not_failed()?;
         shape.check().map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
+        // While capturing: the emulator records the launch; a GPU's stream captures it below.
+        // Either way it is not run now, so neither counted as a launch nor waited for.
+        let capturing = match self.capture().as_mut() {
+            Some(capture) => {
+                capture.kernels += 1;
+                if let Backend::Emulator = self.backend {
+                    capture.launches.push(RecordedLaunch {
+                        kernel: kernel.to_string(),
+                        shape,
+                        args: args.to_vec(),
+                    });
+                    return Ok(());
+                }
+                true
+            }
+            None => false,
+        };
         match &self.backend {
             Backend::Cuda { stream, .. } => {
                 let function = self.function(kernel)?;
@@ -414,6 +557,9 @@ impl GpuDevice {
                 let what = || format!("kernel {kernel} (grid {:?}, block {:?})", shape.grid, shape.block);
                 // SAFETY: forwarded to the caller.
                 unsafe { builder.launch(config) }.map_err(|e| self.error(&format!("launching {}", what()), e))?;
+                if capturing {
+                    return Ok(());
+                }
                 self.counters.launch(kernel);
                 if sync_each_launch() {
                     self.counters.host_sync();
@@ -422,31 +568,41 @@ impl GpuDevice {
                 Ok(())
             }
             Backend::Emulator => {
-                let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
-                #[cfg(feature = "emulator")]
-                {
-                    // SAFETY: forwarded to the caller.
-                    unsafe { super::emulator::launch(kernel, shape, &mut params) }
-                        .map_err(|e| self.error(&format!("kernel {kernel}"), e))?;
-                    // Counted as on a GPU, where the launch is queued and the wait follows.
-                    self.counters.launch(kernel);
-                    if sync_each_launch() {
-                        self.counters.host_sync();
-                    }
-                    Ok(())
+                // SAFETY: forwarded to the caller.
+                unsafe { self.run_emulated(kernel, shape, args) }?;
+                // Counted as on a GPU, where the launch is queued and the wait follows.
+                self.counters.launch(kernel);
+                if sync_each_launch() {
+                    self.counters.host_sync();
                 }
-                #[cfg(not(feature = "emulator"))]
-                {
-                    let _ = (&mut params, shape);
-                    unreachable!("the emulator device cannot be created without the feature");
-                }
+                Ok(())
             }
+        }
+    }
+
+    /// Run `kernel` on the emulator now.
+    ///
+    /// # Safety
+    /// As [`Self::launch`].
+    pub(super) unsafe fn run_emulated(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) -> Result<(), String> {
+        let mut params: Vec<*mut c_void> = args.iter_mut().map(Arg::as_param).collect();
+        #[cfg(feature = "emulator")]
+        {
+            // SAFETY: forwarded to the caller.
+            unsafe { super::emulator::launch(kernel, shape, &mut params) }
+                .map_err(|e| self.error(&format!("kernel {kernel}"), e))
+        }
+        #[cfg(not(feature = "emulator"))]
+        {
+            let _ = (&mut params, shape);
+            unreachable!("the emulator device cannot be created without the feature: {kernel}");
         }
     }
 
     /// Wait for everything queued on the device; an error may be any queued kernel's.
     pub fn synchronize(&self) -> Result<(), String> {
         self.check_not_failed()?;
+        self.refuse_during_capture("a synchronisation")?;
         self.counters.host_sync();
         if let Backend::Cuda { stream, .. } = &self.backend {
             stream.synchronize().map_err(|e| self.error("a synchronisation", e))?;
@@ -496,7 +652,7 @@ impl GpuDevice {
 
     /// A driver error as a message naming the device and what failed; on a GPU without
     /// `EARTHMOVER_CUDA_SYNC=1`, with the reminder that it may be an earlier kernel's.
-    fn error(&self, what: &str, error: impl std::fmt::Display) -> String {
+    pub(super) fn error(&self, what: &str, error: impl std::fmt::Display) -> String {
         let hint = match self.backend {
             Backend::Cuda { .. } if !sync_each_launch() => {
                 " (launches are asynchronous: this may be an earlier kernel's fault; EARTHMOVER_CUDA_SYNC=1 names it)"

@@ -11,7 +11,9 @@ pub mod counters;
 pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod graph;
 pub mod matmul;
+pub mod pool;
 pub mod shapes;
 pub mod storage;
 

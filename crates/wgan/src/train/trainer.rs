@@ -86,6 +86,8 @@ pub struct Trainer {
     pub device: Device,
     /// The training images on `device` (not the CPU), uploaded at the first step there.
     resident: Option<ResidentImages>,
+    /// The test images on `device` (not the CPU), uploaded at the first test-set estimate there.
+    resident_test: Option<ResidentImages>,
     started: Instant,
 }
 
@@ -110,6 +112,38 @@ fn splitmix64(mut x: u64) -> u64 {
 /// The key of a run's data order, derived from its seed apart from every iteration's key.
 fn order_seed(seed: u64) -> u64 {
     splitmix64(seed ^ 0x6F72_6465_725F_6B65)
+}
+
+/// Test images (and as many samples) per test-set estimate, at most.
+const TEST_SAMPLES: usize = 256;
+
+/// The order of the test images for the estimate of iteration `key`: a permutation of its own,
+/// whose first images are a uniform draw without repeats.
+fn test_order_seed(key: u64) -> u64 {
+    splitmix64(key ^ 0x7465_7374_5F6F_7264)
+}
+
+/// The Philox key of the estimate's noise, apart from the iteration's own draws.
+fn test_noise_key(key: u64) -> u64 {
+    splitmix64(key ^ 0x7465_7374_5F6E_6F69)
+}
+
+/// `split`'s images, mapped onto `range`, kept in `slot` on `device` (not the CPU): uploaded
+/// when the slot is empty or holds other data (another split, or other data loaded where
+/// dropped data was), and only then.
+fn keep_resident(slot: &mut Option<ResidentImages>, split: &Split, range: (f64, f64), device: Device) -> Result<()> {
+    if device == Device::Cpu {
+        return Ok(());
+    }
+    let sampled = split.pixels.iter().step_by(4099).copied().collect();
+    let source = (split.pixels.as_ptr() as usize, split.pixels.len(), sampled);
+    if !slot.as_ref().is_some_and(|r| r.source == source && r.range == range) {
+        *slot = None;
+        let all: Vec<usize> = (0..split.len()).collect();
+        let images = split.images(&all, range).to_device(device)?;
+        *slot = Some(ResidentImages { images, source, range });
+    }
+    Ok(())
 }
 
 /// The algorithm's optimisers over the two networks' parameters (their state is created on the
@@ -165,6 +199,7 @@ impl Trainer {
             seconds_before: 0.0,
             device: Device::Cpu,
             resident: None,
+            resident_test: None,
             started: Instant::now(),
         })
     }
@@ -181,7 +216,7 @@ impl Trainer {
             Ok(())
         })?;
         self.device = device;
-        self.resident = None;
+        (self.resident, self.resident_test) = (None, None);
         Ok(())
     }
 
@@ -232,30 +267,6 @@ impl Trainer {
         splitmix64(self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// Keep the training images on the training device: uploaded at the first step there, and
-    /// again only for other data.
-    fn load_resident_images(&mut self, train: &Split) -> Result<()> {
-        if self.device == Device::Cpu {
-            return Ok(());
-        }
-        let sampled = train.pixels.iter().step_by(4099).copied().collect();
-        let (source, range) = (
-            (train.pixels.as_ptr() as usize, train.pixels.len(), sampled),
-            self.generator.output_range,
-        );
-        if !self
-            .resident
-            .as_ref()
-            .is_some_and(|r| r.source == source && r.range == range)
-        {
-            self.resident = None;
-            let all: Vec<usize> = (0..train.len()).collect();
-            let images = train.images(&all, range).to_device(self.device)?;
-            self.resident = Some(ResidentImages { images, source, range });
-        }
-        Ok(())
-    }
-
     /// Check that `data` is the run's, and keep its training images on the training device.
     fn prepare(&mut self, data: &Mnist) -> Result<()> {
         if data.train.len() != self.order.len {
@@ -265,7 +276,12 @@ impl Trainer {
                 data.train.len()
             )));
         }
-        self.load_resident_images(&data.train)
+        keep_resident(
+            &mut self.resident,
+            &data.train,
+            self.generator.output_range,
+            self.device,
+        )
     }
 
     /// The random inputs of the next iteration (see the module's description), drawn as its
@@ -339,10 +355,8 @@ impl Trainer {
             loss_scaling: self.loss_scale_log(step.critic_skipped, step.generator_skipped),
         };
         if self.iteration.is_multiple_of(self.config.test_every) {
-            // Host draws, from a generator of the iteration's key: every `test_every`
-            // iterations, outside the step.
-            let mut rng = StdRng::seed_from_u64(key);
-            log.test_wasserstein = Some(self.test_wasserstein(data, &mut rng));
+            // Every `test_every` iterations, outside the step, from the iteration's key.
+            log.test_wasserstein = Some(self.test_wasserstein(data, key)?);
         }
         log.seconds = self.seconds();
         Ok(log)
@@ -361,20 +375,42 @@ impl Trainer {
         }
     }
 
-    /// `mean(C(real)) - mean(C(fake))` on up to 256 test images and as many fresh samples,
-    /// with both networks in evaluation mode, so that measuring changes no state.
-    pub fn test_wasserstein(&self, data: &Mnist, rng: &mut StdRng) -> f64 {
+    /// `mean(C(real)) - mean(C(fake))` on up to [`TEST_SAMPLES`] test images and as many fresh
+    /// samples, with both networks in evaluation mode, so that measuring changes no state. Its
+    /// inputs are drawn from `key` where the networks are, as a training iteration's
+    /// ([`DrawnInputs`]): the images are the first of a permutation of the test split of their
+    /// own (gathered on a GPU from the test images, uploaded at the first estimate there), the
+    /// noise Philox numbers; so the CPU and a GPU measure on the same inputs, and an estimate
+    /// on a GPU uploads nothing after the first and reads its two means in one download.
+    pub fn test_wasserstein(&mut self, data: &Mnist, key: u64) -> Result<f64> {
+        let range = self.generator.output_range;
+        keep_resident(&mut self.resident_test, &data.test, range, self.device)?;
+        let n = data.test.len().min(TEST_SAMPLES);
+        let order = ShuffledOrder::new(data.test.len(), test_order_seed(key));
         self.generator.set_training(false);
         self.critic.set_training(false);
-        let estimate = no_grad(|| {
-            let n = data.test.len().min(256);
-            let indices: Vec<usize> = rand::seq::index::sample(rng, data.test.len(), n).into_vec();
-            let real = data.test.images(&indices, self.generator.output_range);
-            let real = on_device(real.to_dtype(self.dtype()), self.device);
-            let fake = self
-                .generator
-                .forward(&on_device(self.generator.noise_like(n, rng), self.device));
-            self.critic.forward(&real).mean().item() - self.critic.forward(&fake).mean().item()
+        let estimate = no_grad(|| -> Result<f64> {
+            let real = match &self.resident_test {
+                Some(resident) => resident.images.gather_shuffled_rows(n, 0, order.seed)?,
+                None => data.test.images(&order.indices(0, n), range),
+            }
+            .to_dtype(self.dtype());
+            let standard = Distribution::Normal { mean: 0.0, std: 1.0 };
+            let noise = Tensor::random(
+                standard,
+                &[n, LATENT_DIM],
+                test_noise_key(key),
+                0,
+                self.dtype(),
+                self.device,
+            )?;
+            let fake = self.generator.forward(&noise);
+            let (real_mean, fake_mean) = (
+                self.critic.forward(&real).mean().reshape(&[1]),
+                self.critic.forward(&fake).mean().reshape(&[1]),
+            );
+            let means = Tensor::concat(&[&real_mean, &fake_mean], 0).try_to_vec_f64()?;
+            Ok(means[0] - means[1])
         });
         self.generator.set_training(true);
         self.critic.set_training(true);
