@@ -270,3 +270,22 @@ impl<T> Default for ParamList<T> {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// conv.cu's indices are 32-bit: a geometry whose tensors reach 2^31 elements is refused
+    /// with a message, not wrapped around.
+    #[test]
+    fn conv_shapes_past_32_bits_are_refused_with_a_message() {
+        let small = ConvGeometry::conv2d([2, 3, 9, 9], [4, 3, 3, 3], (2, 2), (1, 1), (1, 1)).unwrap();
+        let shape = ConvShape::new(&small, 0).unwrap();
+        assert_eq!((shape.out_h, shape.out_w, shape.stride_h), (5, 5, 2));
+        let large = ConvGeometry::conv2d([1, 1, 50_000, 50_000], [1, 1, 1, 1], (1, 1), (0, 0), (1, 1)).unwrap();
+        let e = ConvShape::new(&large, 0).unwrap_err();
+        assert!(e.contains("32-bit"), "{e}");
+        let e = ConvShape::new(&small, 1 << 31).unwrap_err();
+        assert!(e.contains("32-bit"), "{e}");
+    }
+}
