@@ -42,8 +42,8 @@ fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
 
 /// The convolutions' register tile alone, on operands that fit in L1 (runs of 256 steps over
 /// the same 16 KiB of inputs): the ceiling of every tile path, per thread, against the FMA peak
-/// of one thread. One tile (6 rows) and two tiles sharing their inputs (12 rows, what AVX-512
-/// is given).
+/// of one thread. One tile (6 rows), two tiles sharing their inputs (12 rows), two blocks of
+/// inputs sharing their weights, and both (12 x 32, what AVX-512 is given in f32).
 fn register_tile(peak: &common::Peak) {
     use earthmover::kernels::cpu::conv::tile::{
         accumulate_rows_unchecked, accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
@@ -80,16 +80,28 @@ fn register_tile(peak: &common::Peak) {
             [&mut a, &mut b],
         )
     });
-    black_box((&a, &b));
+    let (mut c, mut d) = (vec![0f32; TILE_LEN], vec![0f32; TILE_LEN]);
+    let four = median_seconds(21, || unsafe {
+        earthmover::kernels::cpu::conv::tile::accumulate_two_tiles_two_blocks_unchecked(
+            path,
+            TILE_ROWS,
+            [&weights, &weights],
+            [&inputs, &inputs],
+            &runs,
+            [[&mut a, &mut b], [&mut c, &mut d]],
+        )
+    });
+    black_box((&a, &b, &c, &d));
     println!("\nregister tile ({path}), operands in L1, one thread");
-    println!("{:<28} {:>10} {:>8}", "", "GFLOP/s", "of peak");
+    println!("{:<32} {:>10} {:>8}", "", "GFLOP/s", "of peak");
     for (name, seconds, flops) in [
         ("one tile (6 x 16)", one, flops),
         ("two tiles (12 x 16)", two, 2.0 * flops),
         ("two input blocks (6 x 32)", blocks, 2.0 * flops),
+        ("two tiles, two blocks (12 x 32)", four, 4.0 * flops),
     ] {
         let gflops = flops / seconds / 1e9;
-        println!("{name:<28} {gflops:>10.1} {:>7.0}%", 100.0 * gflops / peak.one);
+        println!("{name:<32} {gflops:>10.1} {:>7.0}%", 100.0 * gflops / peak.one);
     }
 }
 

@@ -219,6 +219,10 @@ export RUST_BACKTRACE=1
 stage nvrtc 60 "$bin/nvrtc" --nocapture
 stage gpu_parity 60 "$bin/gpu_parity" --nocapture
 stage gpu_training 90 "$bin/gpu_training" --nocapture
+# Each kernel against its CPU twin on GPU 0, the tensor cores' fragment layout lane by lane first.
+for t in tensor_cores cuda_kernels half_kernels device_counters device_failure; do
+  stage "$t" 60 "$bin/$t" --nocapture --test-threads=1
+done
 # The figures: our kernels and step, then PyTorch's on the same GPU.
 stage bench_gpu_kernels 60 "$bin/gpu_kernels"
 stage bench_train_step 60 "$bin/train_step" cuda 64

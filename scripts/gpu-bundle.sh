@@ -27,6 +27,9 @@ limit_mib=40
 # build of them is the bench's own main).
 root_tests=(gpu_parity gpu_training grad_checker grad_elementwise grad_reduce grad_layout grad_matmul
   grad_conv grad_norm grad_loss grad_composition)
+# The kernels crate's device tests: every kernel against its CPU twin, the tensor cores lane by
+# lane, the 16-bit kernels, the counters and failures, on GPU 0 (CI runs them in the emulator).
+kernel_tests=(cuda_kernels tensor_cores half_kernels device_counters device_failure)
 benches=(gpu_kernels train_step)
 
 args=(--profile gpu-bundle --no-run --message-format=json)
@@ -37,7 +40,9 @@ echo "== building the bundle's binaries (profile gpu-bundle)"
 json="$(mktemp)"
 trap 'rm -f "$json"' EXIT
 cargo test "${args[@]}" >"$json"
-cargo test -p earthmover-kernels --test nvrtc --profile gpu-bundle --no-run --message-format=json >>"$json"
+kernel_args=(-p earthmover-kernels --test nvrtc --profile gpu-bundle --no-run --message-format=json)
+for t in "${kernel_tests[@]}"; do kernel_args+=(--test "$t"); done
+cargo test "${kernel_args[@]}" >>"$json"
 
 rm -rf "$out/bin" "$out/data" "$out/reference"
 mkdir -p "$out/bin" "$out/data" "$out/reference"
@@ -59,7 +64,7 @@ for line in open(sys.argv[1]):
     copied.add(target["name"])
 print("binaries:", " ".join(sorted(copied)))
 EOF
-for name in "${root_tests[@]}" "${benches[@]}" nvrtc; do
+for name in "${root_tests[@]}" "${kernel_tests[@]}" "${benches[@]}" nvrtc; do
   if [[ ! -x "$out/bin/$name" ]]; then
     echo "error: cargo built no executable for $name" >&2
     exit 1

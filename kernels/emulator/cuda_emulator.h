@@ -19,7 +19,12 @@
 // - atomics are plain read-modify-writes, since one fiber runs at a time;
 // - the tensor cores' mma.sync (m16n8k16, bf16 or f16 inputs, f32 sums) is a warp-collective
 //   operation like a shuffle: the lanes deposit their fragments, wait for the whole warp, and
-//   each computes its share of the product from all 32 lanes' fragments (mma_m16n8k16).
+//   each computes its share of the product from all 32 lanes' fragments (mma_m16n8k16);
+// - cp.async (async_copy.cuh) is a copy that lands late: issuing one reads its source and
+//   fills its destination with 0xff bytes (NaN), and the bytes arrive only at the
+//   cp.async.wait_group that covers its commit group (async_copy below), so a kernel that reads
+//   shared memory before waiting, or before the __syncthreads after another thread's wait,
+//   reads NaN and fails its test.
 //
 // Code that only a GPU can run sits behind `#ifndef EARTHMOVER_EMULATOR`.
 #pragma once
@@ -49,6 +54,7 @@
 #define __restrict__ __restrict
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
@@ -97,6 +103,18 @@ struct MmaOperands {
 // Bytes of stack per CUDA thread: kernels keep a few small arrays in registers, nothing more.
 constexpr std::size_t STACK_BYTES = 64 * 1024;
 
+// One thread's cp.async copies in flight (async_copy below): the open group, then the
+// committed groups, oldest first. Each copy holds its source's bytes, read when it was issued.
+struct PendingCopy {
+    void *destination;
+    unsigned char bytes[16];
+    unsigned size;
+};
+struct AsyncCopies {
+    std::vector<PendingCopy> open;
+    std::vector<std::vector<PendingCopy>> committed;
+};
+
 struct Scheduler {
     std::vector<Fiber> fibers;
     jmp_buf scheduler_context;  // where a fiber that parks returns to
@@ -106,6 +124,7 @@ struct Scheduler {
     unsigned threads = 0;  // of the running launch's blocks
     std::vector<uint64_t> exchange;  // one slot per thread, for warp shuffles
     std::vector<MmaOperands> mma_operands;  // one per thread, for warp-wide mma
+    std::vector<AsyncCopies> async_copies;  // one per thread, for cp.async
     void (*body)(void *) = nullptr;
     void *body_arg = nullptr;
 };
@@ -163,6 +182,18 @@ inline void resume(Scheduler &s, unsigned t) {
     setcontext(&s.start_context);
 }
 
+// A block's copies still in flight when its threads end arrive then (as on a GPU, where the
+// block's shared memory then dies with it).
+inline void finish_async_copies(Scheduler &s) {
+    for (AsyncCopies &copies : s.async_copies) {
+        for (auto &group : copies.committed)
+            for (PendingCopy &c : group) std::memcpy(c.destination, c.bytes, c.size);
+        for (PendingCopy &c : copies.open) std::memcpy(c.destination, c.bytes, c.size);
+        copies.committed.clear();
+        copies.open.clear();
+    }
+}
+
 // Run one block: every fiber from the start of `body` until all are done, releasing barriers
 // as they fill.
 inline void run_block(Scheduler &s, unsigned threads) {
@@ -197,7 +228,7 @@ inline void run_block(Scheduler &s, unsigned threads) {
             if (st != State::Done) all_done = false;
             if (st != State::Done && st != State::AtBlockBarrier) all_at_block = false;
         }
-        if (all_done) return;
+        if (all_done) return finish_async_copies(s);
         if (all_at_block) {
             for (unsigned t = 0; t < threads; ++t)
                 if (s.fibers[t].state == State::AtBlockBarrier) s.fibers[t].state = State::Ready;
@@ -315,6 +346,47 @@ inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2
     mma_m16n8k16<f16_bits_to_f32>(d, a, b, c);
 }
 
+// cp.async.{ca,cg}.shared.global of `size` bytes (4, 8 or 16): the source is read now, the
+// destination is filled with 0xff bytes (a NaN in every float type) and gets the source's
+// bytes only when the calling thread waits for the copy's group (async_copy_wait). Only
+// kernels that synchronise (fibers) may use it: its state is per thread of the block.
+inline void async_copy(void *destination, const void *source, unsigned size) {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    if (size != 4 && size != 8 && size != 16) {
+        std::fprintf(stderr, "cuda emulator: cp.async of %u bytes (PTX allows 4, 8 or 16)\n", size);
+        std::abort();
+    }
+    if (reinterpret_cast<std::uintptr_t>(destination) % size != 0 || reinterpret_cast<std::uintptr_t>(source) % size != 0) {
+        std::fprintf(stderr, "cuda emulator: cp.async of %u bytes from or to an address not aligned to %u\n", size, size);
+        std::abort();
+    }
+    PendingCopy copy{destination, {}, size};
+    std::memcpy(copy.bytes, source, size);
+    std::memset(destination, 0xff, size);
+    scheduler->async_copies[scheduler->current].open.push_back(copy);
+}
+
+// cp.async.commit_group: the calling thread's copies issued since its last commit become a
+// group (possibly empty).
+inline void async_copy_commit() {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    AsyncCopies &copies = scheduler->async_copies[scheduler->current];
+    copies.committed.push_back(std::move(copies.open));
+    copies.open.clear();
+}
+
+// cp.async.wait_group `pending`: every committed group of the calling thread but the newest
+// `pending` has arrived: their bytes are written now, oldest first. Copies not yet committed
+// are not waited for (as in PTX).
+inline void async_copy_wait(unsigned pending) {
+    if (scheduler == nullptr) barrier_in_direct_mode();
+    AsyncCopies &copies = scheduler->async_copies[scheduler->current];
+    while (copies.committed.size() > pending) {
+        for (PendingCopy &c : copies.committed.front()) std::memcpy(c.destination, c.bytes, c.size);
+        copies.committed.erase(copies.committed.begin());
+    }
+}
+
 // Call `kernel` with the arguments that `params[i]` points to, as cuLaunchKernel does.
 template <typename... Args, std::size_t... I>
 void call_with_params(void (*kernel)(Args...), void **params, std::index_sequence<I...>) {
@@ -370,6 +442,7 @@ void launch(void (*kernel)(Args...), dim3 grid, dim3 block, void **params, bool 
     }
     s.exchange.assign(threads, 0);
     s.mma_operands.assign(threads, MmaOperands{});
+    s.async_copies.assign(threads, AsyncCopies{});
     s.block = block;
     Call<Args...> call{kernel, params};
     s.body = &Call<Args...>::run;

@@ -16,6 +16,7 @@ mod common;
 
 use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
+use earthmover_kernels::cuda::matmul::MatmulKernel;
 use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
@@ -285,40 +286,93 @@ fn strided_copies_and_writes_match_exactly() {
     }
 }
 
+/// A contiguous `rows x cols` matrix, read as is or transposed.
+fn layout(transposed: bool, rows: usize, cols: usize) -> MatrixLayout {
+    if transposed {
+        MatrixLayout::transposed(rows)
+    } else {
+        MatrixLayout::row_major(cols)
+    }
+}
+
+/// `batch` products of contiguous `m x k` and `k x n` matrices, either read transposed.
+fn matmul_problem(batch: usize, (m, n, k): (usize, usize, usize), ta: bool, tb: bool) -> MatmulProblem {
+    MatmulProblem {
+        batch,
+        m,
+        n,
+        k,
+        a_layout: layout(ta, m, k),
+        a_batch_stride: m * k,
+        b_layout: layout(tb, k, n),
+        b_batch_stride: k * n,
+    }
+}
+
+/// Tolerances of a matmul over `k` products: the CPU's order of the sums differs.
+fn matmul_tolerance(dtype: DType, k: usize) -> (f64, f64) {
+    match dtype {
+        DType::F32 => (1e-4, 1e-4 + 1e-6 * k as f64),
+        DType::F64 => (1e-12, 1e-12 + 1e-14 * k as f64),
+        other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
+    }
+}
+
+/// The versions of matmul.cu that can run `p`: the tiled and the plain kernel always, the
+/// tiled one with A as rows along k when A's column stride is 1, the GEMVs for N = 1 or M = 1.
+fn matmul_versions(p: &MatmulProblem) -> Vec<MatmulKernel> {
+    let mut versions = vec![MatmulKernel::Tiled, MatmulKernel::Plain];
+    if p.a_layout.col_stride == 1 {
+        versions.push(MatmulKernel::TiledARows);
+    }
+    if p.n == 1 || p.m == 1 {
+        versions.extend([MatmulKernel::GemvRows, MatmulKernel::GemvColumns]);
+    }
+    versions
+}
+
+/// `p` on `a` and `b` (held by a CUDA device), through every version of matmul.cu, and through
+/// `Storage::matmul`'s choice, against the CPU's product.
+fn check_every_matmul_version(what: &str, p: &MatmulProblem, a: (&Storage, &Storage), b: (&Storage, &Storage)) {
+    let (rel, abs) = matmul_tolerance(a.0.dtype(), p.k);
+    let want = a.0.matmul(b.0, p);
+    assert_close(&format!("{what} (chosen)"), &a.1.matmul(b.1, p), &want, rel, abs);
+    let (Storage::Cuda(a_gpu), Storage::Cuda(b_gpu)) = (a.1, b.1) else {
+        unreachable!("on a CUDA device")
+    };
+    for version in matmul_versions(p) {
+        let got = Storage::Cuda(a_gpu.matmul_with(b_gpu, p, version));
+        assert_close(&format!("{what} {version:?}"), &got, &want, rel, abs);
+    }
+}
+
+/// Every version of the f32 and f64 matmul against the CPU's on sizes that are no multiple of
+/// a tile or a slice (1, 7, 33, 129, 257, ...), the four transpose combinations, a batch of 3;
+/// N = 1 and M = 1 on the GEMVs too.
 #[test]
 fn matmul_matches_with_transposes_batches_and_odd_sizes() {
-    let layout = |transposed: bool, rows: usize, cols: usize| {
-        if transposed {
-            MatrixLayout::transposed(rows)
-        } else {
-            MatrixLayout::row_major(cols)
-        }
-    };
-    let shapes = [(1, 1, 1), (37, 29, 23), (65, 3, 129), (70, 67, 1), (5, 130, 17)];
+    let shapes = [
+        (1, 1, 1),
+        (37, 29, 23),
+        (65, 3, 129),
+        (70, 67, 1),
+        (5, 130, 17),
+        (129, 257, 33),
+        (7, 1, 257),
+        (1, 7, 33),
+        (33, 1, 7),
+        (1, 129, 1),
+    ];
     for device in cuda_devices() {
         for &(m, n, k) in &shapes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let batch = 3;
-                let p = MatmulProblem {
-                    batch,
-                    m,
-                    n,
-                    k,
-                    a_layout: layout(ta, m, k),
-                    a_batch_stride: m * k,
-                    b_layout: layout(tb, k, n),
-                    b_batch_stride: k * n,
-                };
+                let p = matmul_problem(batch, (m, n, k), ta, tb);
                 for dtype in DTYPES {
-                    let (rel, abs) = match dtype {
-                        DType::F32 => (1e-4, 1e-4),
-                        DType::F64 => (1e-12, 1e-12),
-                        other => unreachable!("{other}: these tests run DTYPES, f32 and f64"),
-                    };
                     let (a_cpu, a_gpu) = pair(&random(batch * m * k, (m * n + k) as u64), dtype, device);
                     let (b_cpu, b_gpu) = pair(&random(batch * k * n, (m + n * k) as u64), dtype, device);
                     let what = format!("{dtype} {m}x{n}x{k} t{ta}{tb}");
-                    assert_close(&what, &a_gpu.matmul(&b_gpu, &p), &a_cpu.matmul(&b_cpu, &p), rel, abs);
+                    check_every_matmul_version(&what, &p, (&a_cpu, &a_gpu), (&b_cpu, &b_gpu));
                 }
             }
         }
@@ -332,8 +386,52 @@ fn matmul_matches_with_transposes_batches_and_odd_sizes() {
         };
         let (a_cpu, a_gpu) = pair(&random(m * k, 1), DType::F64, device);
         let (b_cpu, b_gpu) = pair(&random(2 * k * n, 2), DType::F64, device);
-        let (got, want) = (a_gpu.matmul(&b_gpu, &p), a_cpu.matmul(&b_cpu, &p));
-        assert_close("broadcast A", &got, &want, 1e-12, 1e-12);
+        check_every_matmul_version("broadcast A", &p, (&a_cpu, &a_gpu), (&b_cpu, &b_gpu));
+    }
+}
+
+/// The tiled kernel's 16-byte copies and their edges: operands that are views with row strides
+/// of 40 (a multiple of every 16-byte group) around 37 x 37 matrices, so that the last group of
+/// a row is partly outside the matrix; then the same with a batch stride that breaks the
+/// alignment (element copies), and K past one slice.
+#[test]
+fn matmul_reads_strided_views_with_and_without_vectors() {
+    let (m, n, k, row) = (37, 37, 37, 40);
+    for device in cuda_devices() {
+        for batch_stride in [row * row + 4, row * row + 1] {
+            for (ta, tb) in [(true, false), (false, true), (true, true), (false, false)] {
+                let view = |transposed: bool| {
+                    if transposed {
+                        MatrixLayout {
+                            row_stride: 1,
+                            col_stride: row,
+                        }
+                    } else {
+                        MatrixLayout {
+                            row_stride: row,
+                            col_stride: 1,
+                        }
+                    }
+                };
+                let p = MatmulProblem {
+                    batch: 2,
+                    m,
+                    n,
+                    k,
+                    a_layout: view(ta),
+                    a_batch_stride: batch_stride,
+                    b_layout: view(tb),
+                    b_batch_stride: batch_stride,
+                };
+                for dtype in DTYPES {
+                    let len = batch_stride + row * row;
+                    let (a_cpu, a_gpu) = pair(&random(len, 3), dtype, device);
+                    let (b_cpu, b_gpu) = pair(&random(len, 4), dtype, device);
+                    let what = format!("{dtype} views, batch stride {batch_stride}, t{ta}{tb}");
+                    check_every_matmul_version(&what, &p, (&a_cpu, &a_gpu), (&b_cpu, &b_gpu));
+                }
+            }
+        }
     }
 }
 

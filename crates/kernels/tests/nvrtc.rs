@@ -1,6 +1,7 @@
 //! Every kernel source compiles with NVRTC for the GPUs we target: sm_80 (A100) and sm_90
 //! (H100). Without libnvrtc the test says so and passes, unless `EARTHMOVER_REQUIRE_NVRTC=1`
-//! (as `.ci/run` sets it after installing NVRTC), where a missing NVRTC is a failure.
+//! (as `.ci/run` sets it after installing NVRTC), where a missing NVRTC is a failure. With
+//! `EARTHMOVER_PTX_DIR=<dir>` it also writes each source's PTX there (scripts/ptxas-report.sh).
 
 use earthmover_kernels::cuda::compile::{compile, compile_cubin, nvrtc_available, nvrtc_version};
 use earthmover_kernels::cuda::{KernelSource, SOURCES};
@@ -27,6 +28,11 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
     for source in SOURCES {
         for arch in [80, 90] {
             let ptx = compile(source, arch).unwrap_or_else(|e| panic!("{e}"));
+            // scripts/ptxas-report.sh reads the PTX from here.
+            if let Ok(dir) = std::env::var("EARTHMOVER_PTX_DIR") {
+                let path = std::path::Path::new(&dir).join(format!("{}.sm_{arch}.ptx", source.file));
+                std::fs::write(&path, &ptx).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             assert!(
                 ptx.contains(&format!(".target sm_{arch}")),
                 "{}: no sm_{arch} target",
@@ -61,6 +67,47 @@ fn the_tensor_core_kernels_issue_mma_sync() {
             let instruction = format!("mma.sync.aligned.m16n8k16.row.col.f32.{input}.{input}.f32");
             assert!(body.contains(&instruction), "sm_{arch}: {kernel} has no {instruction}");
         }
+    }
+}
+
+/// The tiled matmul (matmul.cu) stages its tiles with `cp.async` (async_copy.cuh's inline PTX):
+/// 16-byte copies, element copies, commit and wait groups, in both precisions and for both
+/// architectures; and the plain kernel, which does not, stays without them.
+#[test]
+fn the_tiled_matmul_copies_with_cp_async() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let source = SOURCES.iter().find(|s| s.file == "matmul.cu").unwrap();
+    for arch in [80, 90] {
+        let ptx = compile(source, arch).unwrap_or_else(|e| panic!("{e}"));
+        let body_of = |kernel: &str| {
+            let entry = &ptx[ptx.find(&format!(".entry {kernel}(")).unwrap()..];
+            entry[..entry[1..].find(".entry ").map_or(entry.len(), |end| end + 1)].to_string()
+        };
+        for (kernel, element_bytes) in [
+            ("matmul_tiled_f32", 4),
+            ("matmul_tiled_f64", 8),
+            ("matmul_tiled_a_rows_f32", 4),
+            ("matmul_tiled_a_rows_f64", 8),
+        ] {
+            let body = body_of(kernel);
+            let element_copy = format!(", {element_bytes};");
+            assert!(
+                body.lines()
+                    .any(|l| l.contains("cp.async.ca.shared.global") && l.trim_end().ends_with(&element_copy)),
+                "sm_{arch}: {kernel} has no cp.async.ca of {element_bytes} bytes"
+            );
+            for instruction in [
+                "cp.async.cg.shared.global",
+                "cp.async.commit_group",
+                "cp.async.wait_group 1",
+                "ld.shared.v",
+            ] {
+                assert!(body.contains(instruction), "sm_{arch}: {kernel} has no {instruction}");
+            }
+        }
+        assert!(!body_of("matmul_plain_f32").contains("cp.async"), "sm_{arch}");
     }
 }
 

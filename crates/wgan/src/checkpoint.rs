@@ -551,10 +551,37 @@ mod tests {
         Trainer::new(config, 100).unwrap()
     }
 
-    fn scratch(name: &str) -> std::path::PathBuf {
+    /// A checkpoint file in a folder of its own, removed with the folder when the test ends
+    /// (whether it passes or panics), so that test runs leave nothing in the temporary folder.
+    struct ScratchFile {
+        dir: std::path::PathBuf,
+        file: std::path::PathBuf,
+    }
+
+    impl std::ops::Deref for ScratchFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.file
+        }
+    }
+
+    impl AsRef<Path> for ScratchFile {
+        fn as_ref(&self) -> &Path {
+            &self.file
+        }
+    }
+
+    impl Drop for ScratchFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn scratch(name: &str) -> ScratchFile {
         let dir = std::env::temp_dir().join(format!("em-ckpt-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("c.safetensors")
+        let file = dir.join("c.safetensors");
+        ScratchFile { dir, file }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! slices for the weight gradient; no im2col buffer.
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
+use super::matmul::MatmulKernel;
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
 use super::LaunchShape;
 use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
@@ -328,19 +329,44 @@ impl GpuStorage {
         if out.is_empty() {
             return out;
         }
-        let (kernel, shape) = match self.dtype() {
-            DType::BF16 | DType::F16 => (
-                self.kernel("matmul_tc"),
+        match self.dtype() {
+            DType::BF16 | DType::F16 => self.launch(
+                &self.kernel("matmul_tc"),
                 LaunchShape::matmul_tensor_cores(p.m, p.n, p.batch),
+                &mut [self.ptr(), other.ptr(), out.ptr(), Arg::Matmul(MatmulShape::from(p))],
             ),
-            DType::F32 | DType::F64 => (self.kernel("matmul"), LaunchShape::matmul(p.m, p.n, p.batch)),
+            DType::F32 | DType::F64 => self.matmul_into(other, p, MatmulKernel::choose(p), &out),
+        }
+        out
+    }
+
+    /// `C = A B` in f32 or f64 on one given version of matmul.cu ([`Self::matmul`] chooses;
+    /// the tests run each). Panics if `kernel` cannot run `p` (a GEMV with N and M over 1).
+    pub fn matmul_with(&self, other: &GpuStorage, p: &MatmulProblem, kernel: MatmulKernel) -> GpuStorage {
+        self.check_same(other, "matmul");
+        assert!(
+            matches!(self.dtype(), DType::F32 | DType::F64),
+            "matmul_with: f32 or f64 only"
+        );
+        let out = self.new_output(self.dtype(), p.batch * p.m * p.n);
+        if !out.is_empty() {
+            self.matmul_into(other, p, kernel, &out);
+        }
+        out
+    }
+
+    fn matmul_into(&self, other: &GpuStorage, p: &MatmulProblem, kernel: MatmulKernel, out: &GpuStorage) {
+        let launch = kernel.launch(p).unwrap_or_else(|e| panic!("{e}"));
+        let (x, v) = if launch.swap_operands {
+            (other, self)
+        } else {
+            (self, other)
         };
         self.launch(
-            &kernel,
-            shape,
-            &mut [self.ptr(), other.ptr(), out.ptr(), Arg::Matmul(MatmulShape::from(p))],
+            &self.kernel(launch.family),
+            launch.shape,
+            &mut [x.ptr(), v.ptr(), out.ptr(), Arg::Matmul(launch.args)],
         );
-        out
     }
 
     /// A buffer for a convolution's output, the geometry in conv.cu's 32 bits, and whether

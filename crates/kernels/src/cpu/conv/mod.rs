@@ -7,6 +7,7 @@
 //! - `rectangles.rs`: the paths by rectangles of GEMMs;
 //! - `tile.rs`: the register tile (the inner loop, with its SIMD versions);
 //! - `tile_frame.rs`: the forward pass and the input adjoint on the tile;
+//! - `tile_layout.rs`: a chunk of samples into the tile's layout and back;
 //! - `tile_weight_grad.rs`: the weight gradient on the tile;
 //! - `scratch.rs`: work arrays reused from call to call;
 //! - `tests.rs`: every path against the reference, over odd geometries;
@@ -85,6 +86,7 @@ mod tests;
 pub mod tile;
 pub mod tile_amx;
 mod tile_frame;
+mod tile_layout;
 pub mod tile_pairs;
 mod tile_weight_grad;
 

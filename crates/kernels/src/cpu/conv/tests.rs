@@ -107,6 +107,10 @@ fn chunked_kernels_match_per_sample_reference() {
         (16, 2, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 10),
         // Two chunks of samples for the tile kernels (16 + 4), seven output channels.
         (7, 7, 5, 6, 3, 2, (2, 1), (1, 1), (1, 2), 20),
+        // Three chunks of samples (16 + 16 + 3: on AVX-512 a pair and a single), three tiles
+        // of output channels (a pair and a single); the weight gradient's input channels in
+        // three blocks (16 + 16 + 1: a pair and a single).
+        (33, 13, 4, 5, 3, 3, (1, 1), (1, 1), (1, 1), 35),
         // Two blocks of input channels for the tiled weight gradient (16 + 1), three tiles
         // of output channels (6 + 6 + 1).
         (17, 13, 6, 5, 3, 3, (1, 2), (1, 1), (1, 1), 3),

@@ -180,6 +180,57 @@ pub unsafe fn accumulate_two_blocks_unchecked<T: Element>(
     }
 }
 
+/// Two tiles of weights by two blocks of inputs over the same runs, four outputs (`out[w][x]`
+/// for weights `w` and inputs `x`), the second tile's first `second_rows` rows: what
+/// [`accumulate_two_tiles_unchecked`] does for each block, in one pass where the path has the
+/// registers (AVX-512: 24 sums, each step two input loads and twelve broadcasts for 24
+/// multiply-adds, against one load and twelve broadcasts for twelve with two tiles alone, which
+/// leaves the kernel short of loads). The same sums, in the same order, either way.
+///
+/// # Safety
+/// As [`accumulate_rows_unchecked`], for both weights and both inputs.
+pub unsafe fn accumulate_two_tiles_two_blocks_unchecked<T: Element>(
+    path: SimdPath,
+    second_rows: usize,
+    weights: [&[T]; 2],
+    inputs: [&[T]; 2],
+    runs: &[Run],
+    out: [[&mut [T]; 2]; 2],
+) {
+    let [[out00, out01], [out10, out11]] = out;
+    assert!(
+        [&out00, &out01, &out10, &out11].iter().all(|o| o.len() >= TILE_LEN),
+        "tile: output too small"
+    );
+    if let (SimdPath::Avx512, Some(w0), Some(w1), Some(x0), Some(x1)) = (
+        path,
+        as_f32(weights[0]),
+        as_f32(weights[1]),
+        as_f32(inputs[0]),
+        as_f32(inputs[1]),
+    ) {
+        let f32_out = |o: &mut [T]| o.as_mut_ptr() as *mut f32;
+        let o = [[f32_out(out00), f32_out(out01)], [f32_out(out10), f32_out(out11)]];
+        // SAFETY: as in `accumulate_rows_unchecked`, for both weights, inputs and all outputs.
+        unsafe {
+            f32_kernels::grid(
+                path,
+                TILE_ROWS,
+                [w0.as_ptr(), w1.as_ptr()],
+                [x0.as_ptr(), x1.as_ptr()],
+                runs,
+                o,
+            )
+        };
+        return;
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        accumulate_two_tiles_unchecked(path, second_rows, weights, inputs[0], runs, [out00, out10]);
+        accumulate_two_tiles_unchecked(path, second_rows, weights, inputs[1], runs, [out01, out11]);
+    }
+}
+
 /// The f32 tile kernel, written once over [`F32Simd`], and its entry for each SIMD path.
 mod f32_kernels {
     use super::{Run, TILE_ROWS, TILE_SAMPLES};
@@ -436,7 +487,8 @@ mod tests {
         }
     }
 
-    /// Two tiles (or two blocks) at a time give, in their real rows, the bits of one at a time.
+    /// Two tiles, two blocks, or two tiles by two blocks at a time give, in their real rows, the
+    /// bits of one at a time.
     #[test]
     fn pairs_of_tiles_and_of_blocks_give_the_bits_of_single_tiles() {
         let weights: Vec<f32> = (0..1200).map(|v| ((v * 37 % 23) as f32) / 11.0 - 1.0).collect();
@@ -488,6 +540,27 @@ mod tests {
                     bits(&single(w0, x1, rows)),
                     "{path}: second block, {rows} rows"
                 );
+                let mut four = [start(), start(), start(), start()];
+                let [a, b, c, d] = &mut four;
+                unsafe {
+                    accumulate_two_tiles_two_blocks_unchecked(path, rows, [w0, w1], [x0, x1], &runs, [[a, b], [c, d]])
+                };
+                for (out, w, x, name) in [
+                    (0, w0, x0, "first tile, first block"),
+                    (1, w0, x1, "first tile, second block"),
+                ] {
+                    assert_eq!(bits(&four[out]), bits(&single(w, x, TILE_ROWS)), "{path}: {name}");
+                }
+                for (out, w, x, name) in [
+                    (2, w1, x0, "second tile, first block"),
+                    (3, w1, x1, "second tile, second block"),
+                ] {
+                    assert_eq!(
+                        bits(&four[out][..real]),
+                        bits(&single(w, x, rows)[..real]),
+                        "{path}: {name}, {rows} rows"
+                    );
+                }
             }
         }
     }

@@ -1,206 +1,23 @@
 //! The forward pass and the input adjoint on the register tile ([`super::tile`]): the
-//! operands laid out `[pixel, channel, sample]`, the weights packed by tiles of channels, and
-//! [`TileFrame`], the three parallel phases both passes share.
+//! operands laid out `[pixel, channel, sample]` ([`super::tile_layout`]), the weights packed by
+//! tiles of channels, and [`TileFrame`], the three parallel phases both passes share.
 
 use super::scratch::{Pooled, Scratch};
 use super::tile::{
-    accumulate_rows_unchecked, accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
+    accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_two_blocks_unchecked,
+    accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
+use super::tile_layout::{from_tile_layout, to_tile_layout};
 use super::{finish_maps, taps_inside, taps_inside_image};
 use crate::cpu::elementwise::unary_in_place;
-use crate::cpu::layout::{transpose_block_unchecked, ByElement, InRegisters, Transpose8x8, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
-use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
-use crate::cpu::{as_f32, as_f32_slots, as_slots, assume_init_vec, uninit_vec};
+use crate::cpu::simd::SimdPath;
+use crate::cpu::{as_f32, as_slots, assume_init_vec, uninit_vec};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-
-/// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
-/// samples zero.
-pub(super) fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
-    let samples = x.len() / (channels * pixels).max(1);
-    if samples < TILE_SAMPLES {
-        out.fill(T::ZERO);
-    }
-    assert!(
-        samples <= TILE_SAMPLES && out.len() >= pixels * channels * TILE_SAMPLES,
-        "to_tile_layout: {samples} samples of {channels} x {pixels} into {}",
-        out.len()
-    );
-    let layout = TileLayout {
-        samples,
-        channels,
-        pixels,
-        padded: channels,
-    };
-    // SAFETY: the transposes below write values of `x`, nothing uninitialised; the blocks lie
-    // inside both slices (the bounds asserted above).
-    unsafe {
-        let out = as_slots(out);
-        match as_f32(x) {
-            Some(x) => {
-                let out = as_f32_slots(out).expect("f32 slots when the input is f32");
-                dispatch(path, ToTileLayout { layout, x, out })
-            }
-            None => layout.into_tiles::<T, ByElement>(x, out),
-        }
-    }
-}
-
-/// The inverse of [`to_tile_layout`] for the first `channels` of `padded` channels: `[P,
-/// padded, TILE_SAMPLES]` into `out` `[S, channels, P]`, every element of which it writes.
-pub(super) fn from_tile_layout<T: Element>(
-    path: SimdPath,
-    t: &[T],
-    channels: usize,
-    padded: usize,
-    pixels: usize,
-    out: &mut [MaybeUninit<T>],
-) {
-    let samples = out.len() / (channels * pixels).max(1);
-    assert!(
-        samples <= TILE_SAMPLES && channels <= padded && t.len() >= pixels * padded * TILE_SAMPLES,
-        "from_tile_layout: {samples} samples of {channels} x {pixels} from {}",
-        t.len()
-    );
-    let layout = TileLayout {
-        samples,
-        channels,
-        pixels,
-        padded,
-    };
-    // SAFETY: the blocks lie inside both slices (the bounds asserted above).
-    unsafe {
-        match as_f32(t) {
-            Some(t) => {
-                let out = as_f32_slots(out).expect("f32 slots when the input is f32");
-                dispatch(path, FromTileLayout { layout, t, out })
-            }
-            None => layout.tiles_back::<T, ByElement>(t, out),
-        }
-    }
-}
-
-/// One chunk's layout change between `[S, channels, P]` and the tile layout `[P, padded,
-/// TILE_SAMPLES]`, written once over the block transpose `X`.
-#[derive(Clone, Copy)]
-struct TileLayout {
-    samples: usize,
-    channels: usize,
-    pixels: usize,
-    padded: usize,
-}
-
-impl TileLayout {
-    /// `[S, channels, P]` to `[P, channels, TILE_SAMPLES]` (`padded` is `channels` here).
-    ///
-    /// # Safety
-    /// `x` holds `samples * channels * pixels` values and `out` `pixels * channels *
-    /// TILE_SAMPLES` slots.
-    #[inline(always)]
-    unsafe fn into_tiles<T: Copy, X: Transpose8x8<T>>(self, x: &[T], out: &mut [MaybeUninit<T>]) {
-        let TileLayout {
-            samples,
-            channels,
-            pixels,
-            ..
-        } = self;
-        let (x, out) = (x.as_ptr(), out.as_mut_ptr() as *mut T);
-        // By 8x8 blocks of (sample, pixel), pixels outermost and samples innermost: each
-        // (pixel, channel) line of the output is written whole at once. (With the channels a
-        // power of two, a pixel's lines are a multiple of 4 KiB apart and share cache sets, so
-        // lines left half-written would be evicted before their second half comes.)
-        for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
-            let cols = TRANSPOSE_BLOCK.min(pixels - p0);
-            for c in 0..channels {
-                for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
-                    // SAFETY: inside both buffers, by the caller's contract.
-                    unsafe {
-                        transpose_block_unchecked::<T, X>(
-                            x.add((s0 * channels + c) * pixels + p0),
-                            channels * pixels,
-                            TRANSPOSE_BLOCK.min(samples - s0),
-                            cols,
-                            out.add((p0 * channels + c) * TILE_SAMPLES + s0),
-                            channels * TILE_SAMPLES,
-                        )
-                    };
-                }
-            }
-        }
-    }
-
-    /// `[P, padded, TILE_SAMPLES]` to `[S, channels, P]`.
-    ///
-    /// # Safety
-    /// `t` holds `pixels * padded * TILE_SAMPLES` values and `out` `samples * channels *
-    /// pixels` slots.
-    #[inline(always)]
-    unsafe fn tiles_back<T: Copy, X: Transpose8x8<T>>(self, t: &[T], out: &mut [MaybeUninit<T>]) {
-        let TileLayout {
-            samples,
-            channels,
-            pixels,
-            padded,
-        } = self;
-        let (t, out) = (t.as_ptr(), out.as_mut_ptr() as *mut T);
-        // By 8x8 blocks of (pixel, sample), samples innermost: each (pixel, channel) line of the
-        // tile layout is read whole at once (see `into_tiles`).
-        for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
-            let rows = TRANSPOSE_BLOCK.min(pixels - p0);
-            for c in 0..channels {
-                for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
-                    // SAFETY: inside both buffers, by the caller's contract.
-                    unsafe {
-                        transpose_block_unchecked::<T, X>(
-                            t.add((p0 * padded + c) * TILE_SAMPLES + s0),
-                            padded * TILE_SAMPLES,
-                            rows,
-                            TRANSPOSE_BLOCK.min(samples - s0),
-                            out.add((s0 * channels + c) * pixels + p0),
-                            channels * pixels,
-                        )
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// [`to_tile_layout`] of f32 in registers.
-struct ToTileLayout<'a> {
-    layout: TileLayout,
-    x: &'a [f32],
-    out: &'a mut [MaybeUninit<f32>],
-}
-
-impl SimdKernel for ToTileLayout<'_> {
-    type Output = ();
-    #[inline(always)]
-    unsafe fn run<S: F32Simd>(self) {
-        // SAFETY: `to_tile_layout` checked the bounds; `dispatch` compiled this for S.
-        unsafe { self.layout.into_tiles::<f32, InRegisters<S>>(self.x, self.out) }
-    }
-}
-
-/// [`from_tile_layout`] of f32 in registers.
-struct FromTileLayout<'a> {
-    layout: TileLayout,
-    t: &'a [f32],
-    out: &'a mut [MaybeUninit<f32>],
-}
-
-impl SimdKernel for FromTileLayout<'_> {
-    type Output = ();
-    #[inline(always)]
-    unsafe fn run<S: F32Simd>(self) {
-        // SAFETY: `from_tile_layout` checked the bounds; `dispatch` compiled this for S.
-        unsafe { self.layout.tiles_back::<f32, InRegisters<S>>(self.t, self.out) }
-    }
-}
 
 /// Weights `[O, C, taps]` packed by tiles of [`TILE_ROWS`] rows, `[tiles, taps, reduced,
 /// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
@@ -259,8 +76,10 @@ fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
 /// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
 /// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`), for the first
 /// `channels` rows (the last tile's padding rows are skipped). Tiles go to the kernel in pairs,
-/// which share their runs (AVX-512 sums both in one pass). The runs are checked once for the
-/// whole row ([`check_runs`]), not once per tile.
+/// which share their runs (AVX-512 sums both in one pass); with a `second` chunk of samples
+/// (its operand and its row, laid out alike), each kernel call also sums the same tiles over
+/// it, so that each weight loaded serves both chunks. The runs are checked once for the whole
+/// row ([`check_runs`]), not once per tile.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_row<T: Element>(
     path: SimdPath,
@@ -271,25 +90,65 @@ fn accumulate_row<T: Element>(
     runs: &[Run],
     bounds: &[usize],
     row: &mut [T],
+    mut second: Option<(&[T], &mut [T])>,
 ) {
     let tile_weights = packed.len() / tiles;
     // Every tile of the row reads the same runs, with weights of the same length: check them once.
     check_runs(runs, tile_weights, operand.len());
+    if let Some((second_operand, second_row)) = &second {
+        assert!(
+            second_operand.len() == operand.len() && second_row.len() == row.len(),
+            "tile frame: the second chunk is laid out unlike the first"
+        );
+    }
     let weights = |tile: usize| &packed[tile * tile_weights..][..tile_weights];
     let rows = |tile: usize| (channels - tile * TILE_ROWS).min(TILE_ROWS);
-    for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
-        let pixel_runs = &runs[bounds[i]..bounds[i + 1]];
-        for (pair, out) in pixel.chunks_mut(2 * TILE_LEN).enumerate() {
-            let tile = 2 * pair;
-            // SAFETY: each tile's weights are `tile_weights` long and these runs are among those
-            // checked.
+    let pixel_len = tiles * TILE_LEN;
+    for pixel in 0..row.len() / pixel_len {
+        let pixel_runs = &runs[bounds[pixel]..bounds[pixel + 1]];
+        for tile in (0..tiles).step_by(2) {
+            let at = pixel * pixel_len + tile * TILE_LEN;
+            let both_tiles = tile + 1 < tiles;
+            let span = if both_tiles { 2 * TILE_LEN } else { TILE_LEN };
+            let out = &mut row[at..at + span];
+            // SAFETY: each tile's weights are `tile_weights` long, these runs are among those
+            // checked, and the second chunk's operand is as long as the first's.
             unsafe {
-                if out.len() == 2 * TILE_LEN {
-                    let (out0, out1) = out.split_at_mut(TILE_LEN);
-                    let w = [weights(tile), weights(tile + 1)];
-                    accumulate_two_tiles_unchecked(path, rows(tile + 1), w, operand, pixel_runs, [out0, out1]);
-                } else {
-                    accumulate_rows_unchecked(path, rows(tile), weights(tile), operand, pixel_runs, out);
+                match &mut second {
+                    None if both_tiles => {
+                        let (out0, out1) = out.split_at_mut(TILE_LEN);
+                        let w = [weights(tile), weights(tile + 1)];
+                        accumulate_two_tiles_unchecked(path, rows(tile + 1), w, operand, pixel_runs, [out0, out1]);
+                    }
+                    None => accumulate_rows_unchecked(path, rows(tile), weights(tile), operand, pixel_runs, out),
+                    Some((second_operand, second_row)) => {
+                        let second_out = &mut second_row[at..at + span];
+                        let operands = [operand, *second_operand];
+                        if both_tiles {
+                            let (first0, first1) = out.split_at_mut(TILE_LEN);
+                            let (second0, second1) = second_out.split_at_mut(TILE_LEN);
+                            let w = [weights(tile), weights(tile + 1)];
+                            let outs = [[first0, second0], [first1, second1]];
+                            accumulate_two_tiles_two_blocks_unchecked(
+                                path,
+                                rows(tile + 1),
+                                w,
+                                operands,
+                                pixel_runs,
+                                outs,
+                            );
+                        } else {
+                            let outs = [out, second_out];
+                            accumulate_two_blocks_unchecked(
+                                path,
+                                rows(tile),
+                                weights(tile),
+                                operands,
+                                pixel_runs,
+                                outs,
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -316,6 +175,24 @@ pub(super) trait TileKernels: Sync {
     fn lay_out(&self, source: &[Self::Source], channels: usize, pixels: usize, out: &mut [Self::LaidOut]);
     /// [`accumulate_row`]'s pass, over this kind of operand.
     fn accumulate_row(&self, operand: &[Self::LaidOut], runs: &[Run], bounds: &[usize], row: &mut [Self::Sum]);
+    /// Whether [`TileKernels::accumulate_two_rows`] sums two chunks of samples faster than two
+    /// passes: the frame then gives each of its tasks two chunks.
+    fn pairs_chunks(&self) -> bool {
+        false
+    }
+    /// [`TileKernels::accumulate_row`] for the same row of two chunks (`operands[i]` into
+    /// `rows[i]`), which share their runs.
+    fn accumulate_two_rows(
+        &self,
+        operands: [&[Self::LaidOut]; 2],
+        runs: &[Run],
+        bounds: &[usize],
+        rows: [&mut [Self::Sum]; 2],
+    ) {
+        let [row0, row1] = rows;
+        self.accumulate_row(operands[0], runs, bounds, row0);
+        self.accumulate_row(operands[1], runs, bounds, row1);
+    }
     /// One chunk's sums `[pixels, tiles * TILE_ROWS, TILE_SAMPLES]` into `out` `[S, channels,
     /// pixels]`, every element of which it writes.
     fn write_back(&self, sums: &[Self::Sum], channels: usize, pixels: usize, out: &mut [MaybeUninit<Self::Out>]);
@@ -354,6 +231,27 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
             runs,
             bounds,
             row,
+            None,
+        )
+    }
+    /// On AVX-512, in f32: its 32 registers hold the sums of two tiles over two chunks (see
+    /// [`accumulate_two_tiles_two_blocks_unchecked`]).
+    fn pairs_chunks(&self) -> bool {
+        self.path == SimdPath::Avx512 && as_f32(self.packed).is_some()
+    }
+    fn accumulate_two_rows(&self, operands: [&[T]; 2], runs: &[Run], bounds: &[usize], rows: [&mut [T]; 2]) {
+        let [row0, row1] = rows;
+        let second = Some((operands[1], row1));
+        accumulate_row(
+            self.path,
+            self.packed,
+            self.tiles,
+            self.channels,
+            operands[0],
+            runs,
+            bounds,
+            row0,
+            second,
         )
     }
     fn write_back(&self, sums: &[T], channels: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
@@ -391,7 +289,8 @@ impl TileFrame {
     /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
     ///    sample]` (`kernels.lay_out`: [`to_tile_layout`], or in pairs of channels);
     /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
-    ///    output rows: kernel row by kernel row (the source rows a pass reads stay in L2 while
+    ///    output rows (or, where `kernels.pairs_chunks()`, of two chunks and one of twice as
+    ///    many bands, summed together: `accumulate_two_rows`): kernel row by kernel row (the source rows a pass reads stay in L2 while
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
     ///    pushes the runs of every pixel of output row `row` for kernel row `ki`, or returns
     ///    false where the kernel row reads only padding, and `kernels.accumulate_row` sums them (with
@@ -424,46 +323,71 @@ impl TileFrame {
             .par_chunks_mut(chunk_laid_out)
             .zip(source.par_chunks(chunk_source))
             .for_each(|(laid_out, source)| kernels.lay_out(source, self.source_channels, self.source_pixels, laid_out));
-        let band_rows = self.rows.div_ceil(ROW_BANDS).max(1);
+        // The tasks: a band of rows of one chunk, or of two chunks where the kernels sum two at
+        // once (the same band of both, `(first chunk, band, its sums, the second's)`), then in
+        // twice as many bands, so that there are as many tasks either way.
+        let chunks_per_task = if kernels.pairs_chunks() { 2 } else { 1 };
+        let band_rows = self.rows.div_ceil(ROW_BANDS * chunks_per_task).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
         let mut sums = Scratch::take(chunks * chunk_sums);
         let laid_out = &laid_out[..];
-        sums.par_chunks_mut(chunk_sums)
-            .enumerate()
-            .flat_map(|(chunk, sums)| {
-                sums.par_chunks_mut(band_rows * row_sums)
-                    .enumerate()
-                    .map(move |(band, sums)| (chunk, band, sums))
-            })
-            .for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-                |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
-                 (chunk, band, sums)| {
-                    start_sums(sums, padded, epilogue.bias);
-                    let operand = &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];
-                    let first_row = band * band_rows;
-                    if self.longest_run < SHORT_RUN {
-                        for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
-                            self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                            kernels.accumulate_row(operand, runs, bounds, row);
+        let operand = |chunk: usize| &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];
+        let band_len = band_rows * row_sums;
+        let mut tasks = Vec::new();
+        for (group, group_sums) in sums.chunks_mut(chunks_per_task * chunk_sums).enumerate() {
+            let (first, second) = group_sums.split_at_mut(chunk_sums.min(group_sums.len()));
+            let mut second_bands = second.chunks_mut(band_len);
+            for (band, first_band) in first.chunks_mut(band_len).enumerate() {
+                tasks.push((group * chunks_per_task, band, first_band, second_bands.next()));
+            }
+        }
+        tasks.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+            |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
+             (chunk, band, sums, mut second_sums)| {
+                start_sums(sums, padded, epilogue.bias);
+                if let Some(second) = &mut second_sums {
+                    start_sums(second, padded, epilogue.bias);
+                }
+                let first_row = band * band_rows;
+                let band_rows_here = sums.len() / row_sums;
+                // Row `i` of the band, summed over `runs` (in each chunk of the task).
+                let mut accumulate = |i: usize, runs: &[Run], bounds: &[usize]| {
+                    let row = &mut sums[i * row_sums..][..row_sums];
+                    match &mut second_sums {
+                        None => kernels.accumulate_row(operand(chunk), runs, bounds, row),
+                        Some(second) => {
+                            let operands = [operand(chunk), operand(chunk + 1)];
+                            let second_row = &mut second[i * row_sums..][..row_sums];
+                            kernels.accumulate_two_rows(operands, runs, bounds, [row, second_row])
                         }
-                    } else {
-                        for ki in 0..self.kernel_rows {
-                            for (i, row) in sums.chunks_exact_mut(row_sums).enumerate() {
-                                runs.clear();
-                                if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
-                                    kernels.accumulate_row(operand, runs, bounds, row);
-                                }
+                    }
+                };
+                if self.longest_run < SHORT_RUN {
+                    for i in 0..band_rows_here {
+                        self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
+                        accumulate(i, runs, bounds);
+                    }
+                } else {
+                    for ki in 0..self.kernel_rows {
+                        for i in 0..band_rows_here {
+                            runs.clear();
+                            if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
+                                accumulate(i, runs, bounds);
                             }
                         }
                     }
-                    // The activation is elementwise, so the tile layout does not matter to it
-                    // (the padding channels it also maps are never read).
-                    if let Some(op) = epilogue.activation {
-                        unary_in_place(op, sums);
+                }
+                // The activation is elementwise, so the tile layout does not matter to it
+                // (the padding channels it also maps are never read).
+                if let Some(op) = epilogue.activation {
+                    unary_in_place(op, sums);
+                    if let Some(second) = second_sums {
+                        unary_in_place(op, second);
                     }
-                },
-            );
+                }
+            },
+        );
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
             .for_each(|(out, sums)| kernels.write_back(sums, self.channels, pixels, out));

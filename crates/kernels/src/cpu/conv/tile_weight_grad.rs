@@ -5,8 +5,8 @@
 use super::scratch::Scratch;
 use super::taps_inside_image;
 use super::tile::{
-    accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_unchecked, check_runs, Run,
-    TILE_LEN, TILE_ROWS, TILE_SAMPLES,
+    accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_two_blocks_unchecked,
+    accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
 use crate::cpu::layout::{transpose_block_unchecked, ByElement, InRegisters, Transpose8x8, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
@@ -166,6 +166,13 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
     let inputs = to_channel_blocks(path, x, n, c, image_pix, TILE_SAMPLES);
     let (maps_per_tile, inputs_per_block) = (pix * n * TILE_ROWS, image_pix * n * TILE_SAMPLES);
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    // On AVX-512 in f32, two blocks of input channels at a time under each pair of output
+    // tiles: its 32 registers hold the four tiles' sums, and each map value loaded serves both.
+    let blocks_at_once = if path == SimdPath::Avx512 && as_f32(x).is_some() {
+        2
+    } else {
+        1
+    };
     // Tile `((tap * otiles + otile) * ctiles + block)` sums gw[otile's rows, block's columns, tap].
     let mut tiles = Scratch::take(taps * otiles * ctiles * TILE_LEN);
     let tasks = tiles
@@ -206,25 +213,53 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
         check_runs(runs, maps_per_tile, inputs_per_block);
         let per_group = STEPS_PER_GROUP.div_ceil(n).max(1);
         for group in runs.chunks(per_group) {
-            for block in 0..ctiles {
-                let block_inputs = &inputs[block * inputs_per_block..][..inputs_per_block];
+            for block in (0..ctiles).step_by(blocks_at_once) {
+                let block_inputs = |block: usize| &inputs[block * inputs_per_block..][..inputs_per_block];
                 let tile_maps = |otile: usize| &maps[(first_otile + otile) * maps_per_tile..][..maps_per_tile];
                 let rows = |otile: usize| (o - (first_otile + otile) * TILE_ROWS).min(TILE_ROWS);
-                // Tiles of output channels in pairs, which share the inputs and the runs.
+                let both_blocks = blocks_at_once == 2 && block + 1 < ctiles;
+                // Tiles of output channels in pairs, which share the inputs and the runs (and
+                // with two blocks, each pair goes over both).
                 for (pair, per_pair) in out.chunks_mut(2 * ctiles * TILE_LEN).enumerate() {
                     let otile = 2 * pair;
                     let (first, second) = per_pair.split_at_mut(ctiles * TILE_LEN);
-                    let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
                     // SAFETY: the slices have the checked lengths, and `group` is among the
                     // checked runs.
                     unsafe {
-                        if second.is_empty() {
-                            accumulate_rows_unchecked(path, rows(otile), tile_maps(otile), block_inputs, group, tile0);
-                        } else {
-                            let tile1 = &mut second[block * TILE_LEN..][..TILE_LEN];
-                            let maps = [tile_maps(otile), tile_maps(otile + 1)];
-                            let outs = [tile0, tile1];
-                            accumulate_two_tiles_unchecked(path, rows(otile + 1), maps, block_inputs, group, outs);
+                        match (second.is_empty(), both_blocks) {
+                            (true, false) => {
+                                let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
+                                let x = block_inputs(block);
+                                accumulate_rows_unchecked(path, rows(otile), tile_maps(otile), x, group, tile0);
+                            }
+                            (false, false) => {
+                                let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
+                                let tile1 = &mut second[block * TILE_LEN..][..TILE_LEN];
+                                let maps = [tile_maps(otile), tile_maps(otile + 1)];
+                                let x = block_inputs(block);
+                                accumulate_two_tiles_unchecked(path, rows(otile + 1), maps, x, group, [tile0, tile1]);
+                            }
+                            (true, true) => {
+                                let (tile0, tile1) = first[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
+                                let x = [block_inputs(block), block_inputs(block + 1)];
+                                accumulate_two_blocks_unchecked(
+                                    path,
+                                    rows(otile),
+                                    tile_maps(otile),
+                                    x,
+                                    group,
+                                    [tile0, tile1],
+                                );
+                            }
+                            (false, true) => {
+                                let (tile00, tile01) = first[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
+                                let (tile10, tile11) =
+                                    second[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
+                                let maps = [tile_maps(otile), tile_maps(otile + 1)];
+                                let x = [block_inputs(block), block_inputs(block + 1)];
+                                let outs = [[tile00, tile01], [tile10, tile11]];
+                                accumulate_two_tiles_two_blocks_unchecked(path, rows(otile + 1), maps, x, group, outs);
+                            }
                         }
                     }
                 }
