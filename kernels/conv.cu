@@ -1,66 +1,278 @@
-// Convolution as matrix products: im2col unfolds a chunk of images into columns, so that
-// conv2d's forward pass and weight gradient are one matmul each (matmul.cu); col2im folds
-// columns back onto images for the input gradient (and for conv_transpose2d's forward pass).
-// CPU twins: crates/kernels/src/cpu/conv.rs (`im2col`, `col2im`, applied per sample there;
-// here a chunk of samples side by side, as conv2d_forward lays them out).
+// Convolutions as implicit GEMMs: conv2d's forward pass, its input gradient (which is also
+// conv_transpose2d's forward pass) and its weight gradient, each a matrix product whose
+// operands are gathered from the NCHW tensors as the tiles are staged, so that no im2col
+// buffer is ever written. CPU twins: crates/kernels/src/cpu/conv/ (`reference.rs` is the
+// plain definition); launched by crates/kernels/src/cuda/storage.rs.
+//
+//   conv2d_forward          y[n, o, oh, ow] = bias[o] + sum over (c, ki, kj) of
+//                           x[n, c, oh*sh + ki*dh - ph, ow*sw + kj*dw - pw] w[o, c, ki, kj]
+//                           GEMM: M = N*Ho*Wo output pixels, N = O channels, K = C*kh*kw.
+//   conv2d_input_adjoint    x[n, c, ih, iw] = bias[c] + sum over (o, ki, kj) of gy[n, o, oh, ow]
+//                           w[o, c, ki, kj], over the taps with ih = oh*sh + ki*dh - ph (and
+//                           the same in w) for a whole oh inside the map: a gather, each input
+//                           pixel summing its own taps in a fixed order, so no atomics.
+//                           GEMM: M = N*H*W input pixels, N = C channels, K = O*kh*kw.
+//   conv2d_weight_grad      gw[o, c, ki, kj] = sum over (n, oh, ow) of gy[n, o, oh, ow]
+//                           x[n, c, oh*sh + ki*dh - ph, ow*sw + kj*dw - pw]
+//                           GEMM: M = O, N = C*kh*kw, K = N*Ho*Wo, tall and skinny (DCGAN's first
+//                           conv: M 64, N 25, K 12,544 at batch 64), so split-K: blockIdx.z
+//                           takes one slice of K and writes its partial sums; then
+//   conv2d_weight_grad_sum_slices adds the slices' partial sums in slice order (one thread per
+//                           weight), so the result is the same bits on every run and device.
+//
+// The one tile engine (`implicit_gemm`): a block of 256 threads computes a 64 x 64 tile of C,
+// each thread a 4 x 4 register tile spread with a stride of 16 (neighbouring threads read
+// neighbouring shared-memory words), as matmul.cu. K is walked in slices of 16: each thread
+// gathers 4 elements of A and 4 of B into shared memory (zeros outside the image, past the
+// edges of the matrices, and past the end of the block's K range), then does 4 x 4 x 16
+// multiply-adds. Each problem says which way its loads run along memory (`A_K_FAST`,
+// `B_K_FAST`) so that a warp's loads are mostly consecutive addresses; the per-row part of
+// each gather's address (sample, top-left corner of the window) is computed once per thread,
+// not per slice. The epilogue writes NCHW directly (and adds the bias).
+//
+// Index arithmetic is 32-bit: storage.rs refuses (with a message) tensors of 2^31 elements or
+// more. Every kernel comes in f32 and f64.
+//
+// Tests (the emulator runs this file on the CPU; NVRTC compiles it for sm_80 and sm_90):
+//   cargo test -p earthmover-kernels --features emulator --test cuda_kernels conv
+//   cargo test -p earthmover-kernels --test nvrtc
 
 #include "common.cuh"
 
-// ConvGeometry of crates/kernels/src/shape.rs, with the chunk: samples `first` to
-// `first + samples - 1` of the batch.
+// ConvGeometry of crates/kernels/src/shape.rs, in 32 bits (`ConvShape` in shapes.rs).
 struct ConvShape {
-    long long batch, in_channels, out_channels, in_h, in_w, kernel_h, kernel_w;
-    long long stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, out_h, out_w;
-    long long first, samples;
+    int batch, in_channels, out_channels, in_h, in_w, kernel_h, kernel_w;
+    int stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, out_h, out_w;
 };
 
-// cols[K, samples * P]: row (c, ki, kj), column (s, oh, ow) holds x[first + s, c, ih, iw]
-// with ih = oh * stride + ki * dilation - padding (zero outside the image).
-template <typename T> __device__ void im2col(const T *__restrict__ x, T *__restrict__ cols, ConvShape g) {
-    const long long P = g.out_h * g.out_w, columns = g.samples * P;
-    const long long total = g.in_channels * g.kernel_h * g.kernel_w * columns;
-    for (long long i = grid_index(); i < total; i += grid_stride()) {
-        long long row = i / columns, column = i % columns;
-        long long s = column / P, p = column % P, oh = p / g.out_w, ow = p % g.out_w;
-        long long kj = row % g.kernel_w, ki = (row / g.kernel_w) % g.kernel_h, c = row / (g.kernel_w * g.kernel_h);
-        long long ih = oh * g.stride_h + ki * g.dilation_h - g.padding_h;
-        long long iw = ow * g.stride_w + kj * g.dilation_w - g.padding_w;
-        bool inside = ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w;
-        cols[i] = inside ? x[(((g.first + s) * g.in_channels + c) * g.in_h + ih) * g.in_w + iw] : T(0);
+#define CONV_TILE 64
+#define CONV_SLICE 16
+#define CONV_THREADS 256
+#define CONV_SIDE 16                       // threads along each side of the tile
+#define CONV_PER_THREAD 4                  // CONV_TILE / CONV_SIDE outputs each way per thread
+#define CONV_STAGED 4                      // CONV_TILE * CONV_SLICE / CONV_THREADS loads per operand
+
+// C[m, n] = sum over k in [k_begin, k_end) of A[m, k] B[k, n], for the tile of block
+// (blockIdx.x, blockIdx.y); `P` gathers A and B and stores C (the problems below).
+template <typename T, typename P> __device__ void implicit_gemm(const P &p, int k_begin, int k_end) {
+    // +1 column of padding: the transposed stores of the k-fast loads then hit different banks.
+    __shared__ T a_tile[CONV_SLICE][CONV_TILE + 1];
+    __shared__ T b_tile[CONV_SLICE][CONV_TILE + 1];
+    const int tid = threadIdx.x;
+    const int row0 = blockIdx.x * CONV_TILE, col0 = blockIdx.y * CONV_TILE;
+
+    // Where each of this thread's staged elements sits in the tiles, and its row's (or column's)
+    // part of the gather, fixed for the whole K loop.
+    typename P::Row a_rows[CONV_STAGED];
+    typename P::Column b_columns[CONV_STAGED];
+    int a_r[CONV_STAGED], a_k[CONV_STAGED], b_c[CONV_STAGED], b_k[CONV_STAGED];
+    for (int i = 0; i < CONV_STAGED; ++i) {
+        const int e = tid + i * CONV_THREADS;
+        a_r[i] = P::A_K_FAST ? e / CONV_SLICE : e % CONV_TILE;
+        a_k[i] = P::A_K_FAST ? e % CONV_SLICE : e / CONV_TILE;
+        b_c[i] = P::B_K_FAST ? e / CONV_SLICE : e % CONV_TILE;
+        b_k[i] = P::B_K_FAST ? e % CONV_SLICE : e / CONV_TILE;
+        a_rows[i] = p.row(row0 + a_r[i]);
+        b_columns[i] = p.column(col0 + b_c[i]);
+    }
+
+    T acc[CONV_PER_THREAD][CONV_PER_THREAD];
+    for (int i = 0; i < CONV_PER_THREAD; ++i)
+        for (int j = 0; j < CONV_PER_THREAD; ++j) acc[i][j] = T(0);
+
+    const int tx = tid % CONV_SIDE, ty = tid / CONV_SIDE;
+    for (int k0 = k_begin; k0 < k_end; k0 += CONV_SLICE) {
+        for (int i = 0; i < CONV_STAGED; ++i) {
+            const int ka = k0 + a_k[i], kb = k0 + b_k[i];
+            a_tile[a_k[i]][a_r[i]] = ka < k_end ? p.a(a_rows[i], ka) : T(0);
+            b_tile[b_k[i]][b_c[i]] = kb < k_end ? p.b(b_columns[i], kb) : T(0);
+        }
+        __syncthreads();
+        for (int kk = 0; kk < CONV_SLICE; ++kk) {
+            T a_reg[CONV_PER_THREAD], b_reg[CONV_PER_THREAD];
+            for (int i = 0; i < CONV_PER_THREAD; ++i) a_reg[i] = a_tile[kk][ty + i * CONV_SIDE];
+            for (int j = 0; j < CONV_PER_THREAD; ++j) b_reg[j] = b_tile[kk][tx + j * CONV_SIDE];
+            for (int i = 0; i < CONV_PER_THREAD; ++i)
+                for (int j = 0; j < CONV_PER_THREAD; ++j) acc[i][j] += a_reg[i] * b_reg[j];
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < CONV_PER_THREAD; ++i) {
+        const int m = row0 + ty + i * CONV_SIDE;
+        if (m >= p.rows()) continue;
+        for (int j = 0; j < CONV_PER_THREAD; ++j) {
+            const int n = col0 + tx + j * CONV_SIDE;
+            if (n < p.columns()) p.store(m, n, acc[i][j]);
+        }
     }
 }
 
-// The adjoint: x[first + s, c, ih, iw] = sum of the column entries that im2col copied it to.
-// Written as a gather (each image element sums its own entries) so that it needs no atomics
-// and adds in a fixed order.
-template <typename T> __device__ void col2im(const T *__restrict__ cols, T *__restrict__ x, ConvShape g) {
-    const long long P = g.out_h * g.out_w, columns = g.samples * P;
-    const long long total = g.samples * g.in_channels * g.in_h * g.in_w;
-    for (long long i = grid_index(); i < total; i += grid_stride()) {
-        long long iw = i % g.in_w, ih = (i / g.in_w) % g.in_h;
-        long long c = (i / (g.in_w * g.in_h)) % g.in_channels, s = i / (g.in_w * g.in_h * g.in_channels);
-        T sum = T(0);
-        for (long long ki = 0; ki < g.kernel_h; ++ki) {
-            long long top = ih + g.padding_h - ki * g.dilation_h;  // = oh * stride_h
-            if (top < 0 || top % g.stride_h != 0) continue;
-            long long oh = top / g.stride_h;
-            if (oh >= g.out_h) continue;
-            for (long long kj = 0; kj < g.kernel_w; ++kj) {
-                long long left = iw + g.padding_w - kj * g.dilation_w;
-                if (left < 0 || left % g.stride_w != 0) continue;
-                long long ow = left / g.stride_w;
-                if (ow >= g.out_w) continue;
-                long long row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                sum += cols[row * columns + s * P + oh * g.out_w + ow];
-            }
-        }
-        x[(((g.first + s) * g.in_channels + c) * g.in_h + ih) * g.in_w + iw] = sum;
+// conv2d: A[m, k] = x at output pixel m = (n, oh, ow) and tap k = (c, ki, kj); B[k, o] = w[o, k].
+template <typename T> struct ForwardProblem {
+    const T *x, *w, *bias;  // bias may be null
+    T *y;
+    ConvShape g;
+    static const bool A_K_FAST = false;  // consecutive output pixels: consecutive x
+    static const bool B_K_FAST = true;   // consecutive taps: consecutive w
+    // The sample's offset in x (-1 past the last pixel) and the window's top-left corner.
+    struct Row { int base, top, left; };
+    struct Column { int base; };  // o * K (-1 past the last channel)
+
+    __device__ int rows() const { return g.batch * g.out_h * g.out_w; }
+    __device__ int columns() const { return g.out_channels; }
+    __device__ Row row(int m) const {
+        if (m >= rows()) return Row{-1, 0, 0};
+        const int pixels = g.out_h * g.out_w, n = m / pixels, pixel = m % pixels;
+        const int oh = pixel / g.out_w, ow = pixel % g.out_w;
+        return Row{n * g.in_channels * g.in_h * g.in_w, oh * g.stride_h - g.padding_h, ow * g.stride_w - g.padding_w};
+    }
+    __device__ Column column(int o) const {
+        return Column{o < g.out_channels ? o * g.in_channels * g.kernel_h * g.kernel_w : -1};
+    }
+    __device__ T a(const Row &r, int k) const {
+        if (r.base < 0) return T(0);
+        const int taps = g.kernel_h * g.kernel_w, c = k / taps, tap = k % taps;
+        const int ih = r.top + (tap / g.kernel_w) * g.dilation_h, iw = r.left + (tap % g.kernel_w) * g.dilation_w;
+        if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return T(0);
+        return x[r.base + (c * g.in_h + ih) * g.in_w + iw];
+    }
+    __device__ T b(const Column &col, int k) const { return col.base < 0 ? T(0) : w[col.base + k]; }
+    __device__ void store(int m, int o, T sum) const {
+        const int pixels = g.out_h * g.out_w, n = m / pixels, pixel = m % pixels;
+        y[(n * g.out_channels + o) * pixels + pixel] = bias ? sum + bias[o] : sum;
+    }
+};
+
+// The input adjoint: A[m, k] = gy at input pixel m = (n, ih, iw) and tap k = (o, ki, kj) when
+// that tap reaches a whole output pixel inside the map (zero otherwise); B[k, c] = w[o, c, ki, kj].
+template <typename T> struct InputAdjointProblem {
+    const T *gy, *w, *bias;  // bias may be null
+    T *x;
+    ConvShape g;
+    static const bool A_K_FAST = false;  // consecutive input pixels: mostly consecutive gy
+    static const bool B_K_FAST = true;   // consecutive taps of one o: consecutive w
+    // The sample's offset in gy (-1 past the last pixel) and the pixel shifted by the padding.
+    struct Row { int base, ih, iw; };
+    struct Column { int c; };  // -1 past the last channel
+
+    __device__ int rows() const { return g.batch * g.in_h * g.in_w; }
+    __device__ int columns() const { return g.in_channels; }
+    __device__ Row row(int m) const {
+        if (m >= rows()) return Row{-1, 0, 0};
+        const int pixels = g.in_h * g.in_w, n = m / pixels, pixel = m % pixels;
+        return Row{n * g.out_channels * g.out_h * g.out_w, pixel / g.in_w + g.padding_h, pixel % g.in_w + g.padding_w};
+    }
+    __device__ Column column(int c) const { return Column{c < g.in_channels ? c : -1}; }
+    __device__ T a(const Row &r, int k) const {
+        if (r.base < 0) return T(0);
+        const int taps = g.kernel_h * g.kernel_w, o = k / taps, tap = k % taps;
+        const int top = r.ih - (tap / g.kernel_w) * g.dilation_h;  // = oh * stride_h when a tap
+        const int left = r.iw - (tap % g.kernel_w) * g.dilation_w;
+        if (top < 0 || left < 0 || top % g.stride_h != 0 || left % g.stride_w != 0) return T(0);
+        const int oh = top / g.stride_h, ow = left / g.stride_w;
+        if (oh >= g.out_h || ow >= g.out_w) return T(0);
+        return gy[r.base + (o * g.out_h + oh) * g.out_w + ow];
+    }
+    __device__ T b(const Column &col, int k) const {
+        if (col.c < 0) return T(0);
+        const int taps = g.kernel_h * g.kernel_w, o = k / taps, tap = k % taps;
+        return w[(o * g.in_channels + col.c) * taps + tap];
+    }
+    __device__ void store(int m, int c, T sum) const {
+        const int pixels = g.in_h * g.in_w, n = m / pixels, pixel = m % pixels;
+        x[(n * g.in_channels + c) * pixels + pixel] = bias ? sum + bias[c] : sum;
+    }
+};
+
+// The weight gradient: A[o, r] = gy at (o, r) with r = (n, oh, ow); B[r, q] = x under tap
+// q = (c, ki, kj) of output pixel r. C = [O, C*kh*kw], slice z of K written at z * O * C*kh*kw.
+template <typename T> struct WeightGradProblem {
+    const T *x, *gy;
+    T *partial;
+    ConvShape g;
+    int slice;                          // blockIdx.z
+    static const bool A_K_FAST = true;  // consecutive output pixels: consecutive gy
+    static const bool B_K_FAST = true;  // consecutive output pixels: mostly consecutive x
+    struct Row { int base; };           // o * Ho*Wo (-1 past the last channel)
+    // The channel's offset in a sample of x (-1 past the last tap) and the tap's shift.
+    struct Column { int base, dy, dx; };
+
+    __device__ int rows() const { return g.out_channels; }
+    __device__ int columns() const { return g.in_channels * g.kernel_h * g.kernel_w; }
+    __device__ Row row(int o) const { return Row{o < g.out_channels ? o * g.out_h * g.out_w : -1}; }
+    __device__ Column column(int q) const {
+        if (q >= columns()) return Column{-1, 0, 0};
+        const int taps = g.kernel_h * g.kernel_w, c = q / taps, tap = q % taps;
+        return Column{c * g.in_h * g.in_w, (tap / g.kernel_w) * g.dilation_h - g.padding_h,
+                      (tap % g.kernel_w) * g.dilation_w - g.padding_w};
+    }
+    __device__ T a(const Row &r, int k) const {
+        if (r.base < 0) return T(0);
+        const int pixels = g.out_h * g.out_w, n = k / pixels, pixel = k % pixels;
+        return gy[n * g.out_channels * pixels + r.base + pixel];
+    }
+    __device__ T b(const Column &col, int k) const {
+        if (col.base < 0) return T(0);
+        const int pixels = g.out_h * g.out_w, n = k / pixels, pixel = k % pixels;
+        const int ih = (pixel / g.out_w) * g.stride_h + col.dy, iw = (pixel % g.out_w) * g.stride_w + col.dx;
+        if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return T(0);
+        return x[n * g.in_channels * g.in_h * g.in_w + col.base + ih * g.in_w + iw];
+    }
+    __device__ void store(int o, int q, T sum) const { partial[(slice * g.out_channels + o) * columns() + q] = sum; }
+};
+
+template <typename T>
+__device__ void conv2d_forward(const T *x, const T *w, const T *bias, T *y, ConvShape g) {
+    const ForwardProblem<T> p{x, w, bias, y, g};
+    implicit_gemm<T>(p, 0, g.in_channels * g.kernel_h * g.kernel_w);
+}
+
+template <typename T>
+__device__ void conv2d_input_adjoint(const T *gy, const T *w, const T *bias, T *x, ConvShape g) {
+    const InputAdjointProblem<T> p{gy, w, bias, x, g};
+    implicit_gemm<T>(p, 0, g.out_channels * g.kernel_h * g.kernel_w);
+}
+
+// Slice blockIdx.z of K = N*Ho*Wo: [z * slice_len, (z + 1) * slice_len), slice_len a multiple
+// of CONV_SLICE.
+template <typename T> __device__ void conv2d_weight_grad(const T *x, const T *gy, T *partial, ConvShape g, int slice_len) {
+    const WeightGradProblem<T> p{x, gy, partial, g, (int)blockIdx.z};
+    const int k = g.batch * g.out_h * g.out_w, begin = blockIdx.z * slice_len;
+    implicit_gemm<T>(p, begin, min(k, begin + slice_len));
+}
+
+// out[i] = partial[0][i] + partial[1][i] + ... in slice order: one thread per weight.
+template <typename T> __device__ void conv2d_weight_grad_sum_slices(const T *partial, T *out, int len, int slices) {
+    for (long long i = grid_index(); i < len; i += grid_stride()) {
+        T sum = partial[i];
+        for (int s = 1; s < slices; ++s) sum += partial[(long long)s * len + i];
+        out[i] = sum;
     }
 }
 
 extern "C" {
-__global__ void im2col_f32(const float *x, float *cols, ConvShape g) { im2col(x, cols, g); }
-__global__ void im2col_f64(const double *x, double *cols, ConvShape g) { im2col(x, cols, g); }
-__global__ void col2im_f32(const float *cols, float *x, ConvShape g) { col2im(cols, x, g); }
-__global__ void col2im_f64(const double *cols, double *x, ConvShape g) { col2im(cols, x, g); }
+__global__ void conv2d_forward_f32(const float *x, const float *w, const float *bias, float *y, ConvShape g) {
+    conv2d_forward(x, w, bias, y, g);
+}
+__global__ void conv2d_forward_f64(const double *x, const double *w, const double *bias, double *y, ConvShape g) {
+    conv2d_forward(x, w, bias, y, g);
+}
+__global__ void conv2d_input_adjoint_f32(const float *gy, const float *w, const float *bias, float *x, ConvShape g) {
+    conv2d_input_adjoint(gy, w, bias, x, g);
+}
+__global__ void conv2d_input_adjoint_f64(const double *gy, const double *w, const double *bias, double *x, ConvShape g) {
+    conv2d_input_adjoint(gy, w, bias, x, g);
+}
+__global__ void conv2d_weight_grad_f32(const float *x, const float *gy, float *partial, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, g, slice_len);
+}
+__global__ void conv2d_weight_grad_f64(const double *x, const double *gy, double *partial, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, g, slice_len);
+}
+__global__ void conv2d_weight_grad_sum_slices_f32(const float *partial, float *out, int len, int slices) {
+    conv2d_weight_grad_sum_slices(partial, out, len, slices);
+}
+__global__ void conv2d_weight_grad_sum_slices_f64(const double *partial, double *out, int len, int slices) {
+    conv2d_weight_grad_sum_slices(partial, out, len, slices);
+}
 }

@@ -596,8 +596,8 @@ impl Storage {
                 .cast(half);
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
-            let y = Storage::Cuda(a.conv2d_forward(b, g));
-            return y.finish_channels(bias, activation, g.batch, g.out_channels, g.out_h * g.out_w);
+            let bias = bias.map(|b| b.on_gpu("conv2d's bias"));
+            return Storage::Cuda(a.conv2d_forward(b, bias, g)).activated(activation);
         }
         map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(
             g,
@@ -635,31 +635,28 @@ impl Storage {
                 .cast(half);
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
-            let x = Storage::Cuda(a.conv2d_input_adjoint(b, g));
-            return x.finish_channels(bias, activation, g.batch, g.in_channels, g.in_h * g.in_w);
+            let bias = bias.map(|b| b.on_gpu("conv_transpose2d's bias"));
+            return Storage::Cuda(a.conv2d_input_adjoint(b, bias, g)).activated(activation);
         }
         map_storage2_bias!("conv_transpose2d", self, weight, bias, |y, w, b| {
             conv::conv2d_input_adjoint(g, y, w, Epilogue { bias: b, activation })
         })
     }
 
-    /// `activation(self [N, C, pixels] + bias [C])`: the GPU convolutions' epilogue, as passes
-    /// of their own.
-    fn finish_channels(
-        self,
-        bias: Option<&Storage>,
-        activation: Option<UnaryOp>,
-        n: usize,
-        c: usize,
-        pixels: usize,
-    ) -> Storage {
-        let biased = match bias {
-            None => self,
-            Some(b) => self.binary(BinaryOp::Add, &[n, c, pixels], b, &[1, c, 1], &[n, c, pixels]),
-        };
+    /// `activation(self)`: the GPU convolutions' activation, a pass of its own (their kernels
+    /// add the bias).
+    fn activated(self, activation: Option<UnaryOp>) -> Storage {
         match activation {
-            None => biased,
-            Some(op) => biased.unary(op),
+            None => self,
+            Some(op) => self.unary(op),
+        }
+    }
+
+    /// The GPU storage of an operand that must be on the same GPU as the others.
+    fn on_gpu(&self, what: &str) -> &GpuStorage {
+        match self {
+            Storage::Cuda(s) => s,
+            Storage::Cpu(_) => panic!("{what} is on the CPU, the other operands on a CUDA device"),
         }
     }
 

@@ -448,8 +448,8 @@ fn geometry(
     ConvGeometry::conv2d([batch, c, h, w], [o, c, kernel.0, kernel.1], stride, padding, dilation).unwrap()
 }
 
-/// The GPU convolutions (im2col and col2im over chunks of samples, matmul, layout kernels)
-/// and their fused epilogue, against the CPU's paths, with and without a bias and an
+/// The GPU convolutions (conv.cu's implicit GEMMs, the activation a pass of its own) and
+/// their epilogue, against the CPU's paths, with and without a bias and an
 /// activation. Odd sizes, stride 2 with padding (the critic's), rectangular and dilated
 /// kernels.
 #[test]
@@ -505,54 +505,95 @@ fn convolutions_and_their_gradients_match() {
     }
 }
 
-/// Large batches are cut into chunks of samples for im2col's buffer: the chunks that start
-/// past sample 0, and a last shorter chunk, on small inputs.
+/// The implicit GEMMs on problems of several tiles each way, with edges that cut every kind of
+/// tile: output pixels (batch x Ho x Wo) and channels past 64 and no multiple of it, K (C x kh
+/// x kw) past several slices of 16, stride 2 with padding, dilation, rectangles; each with a
+/// bias. The weight gradient in 1, 2, 3 and 7 split-K slices (the last slice short) and in the
+/// slices the device chooses.
 #[test]
-fn convolutions_over_several_chunks_of_samples_match() {
-    let g = geometry([5, 3, 11, 8], 2, (5, 5), (2, 2), (2, 2), (1, 1));
+fn convolutions_over_several_tiles_and_slices_match() {
+    let geometries = [
+        // DCGAN's critic's first conv, smaller: 1 channel in, 65 out, 5 x 5, stride 2.
+        geometry([3, 1, 13, 15], 65, (5, 5), (2, 2), (2, 2), (1, 1)),
+        // 67 channels in, 3 out: input gradient's N and forward's K past a tile.
+        geometry([2, 67, 5, 7], 3, (3, 3), (1, 1), (1, 1), (1, 1)),
+        // Stride 2, dilation 2 and rectangles, channels over a tile both ways.
+        geometry([5, 66, 9, 8], 70, (3, 2), (2, 1), (2, 0), (2, 3)),
+        // The transposed conv of a generator: stride 2, output pixels not covered by any tap.
+        geometry([7, 3, 12, 11], 2, (4, 4), (3, 2), (1, 1), (1, 1)),
+    ];
     for device in cuda_devices() {
-        let (x_cpu, x_gpu) = pair(
-            &random(g.batch * g.in_channels * g.in_h * g.in_w, 11),
-            DType::F64,
-            device,
-        );
-        let (w_cpu, w_gpu) = pair(&random(g.out_channels * g.patch_len(), 12), DType::F64, device);
-        let (y_cpu, y_gpu) = pair(
-            &random(g.batch * g.out_channels * g.out_h * g.out_w, 13),
-            DType::F64,
-            device,
-        );
-        let gpu = |s: &Storage| -> GpuStorage {
-            match s {
-                Storage::Cuda(g) => g.duplicate(),
-                Storage::Cpu(_) => unreachable!("on the GPU"),
+        for (i, g) in geometries.iter().enumerate() {
+            for dtype in DTYPES {
+                // Up to 1,650 sums of products of numbers in [-2, 2]: f32's rounding of the
+                // sums in another order than the CPU's reaches 1e-5 absolute.
+                let (rel, abs) = match dtype {
+                    DType::F32 => (1e-5, 1e-4),
+                    _ => rounding(dtype),
+                };
+                let seed = 20 + 5 * i as u64;
+                let (x_cpu, x_gpu) = pair(&random(g.batch * g.in_channels * g.in_h * g.in_w, seed), dtype, device);
+                let (w_cpu, w_gpu) = pair(&random(g.out_channels * g.patch_len(), seed + 1), dtype, device);
+                let map_len = g.batch * g.out_channels * g.out_h * g.out_w;
+                let (y_cpu, y_gpu) = pair(&random(map_len, seed + 2), dtype, device);
+                let (bo_cpu, bo_gpu) = pair(&random(g.out_channels, seed + 3), dtype, device);
+                let (bc_cpu, bc_gpu) = pair(&random(g.in_channels, seed + 4), dtype, device);
+                let case = format!("{g:?} {dtype}");
+                assert_close(
+                    &format!("conv2d, {case}"),
+                    &x_gpu.conv2d_forward(&w_gpu, Some(&bo_gpu), None, g),
+                    &x_cpu.conv2d_forward(&w_cpu, Some(&bo_cpu), None, g),
+                    rel,
+                    abs,
+                );
+                assert_close(
+                    &format!("input adjoint, {case}"),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, Some(&bc_gpu), None, g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, Some(&bc_cpu), None, g),
+                    rel,
+                    abs,
+                );
+                let want = x_cpu.conv2d_weight_grad(&y_cpu, g);
+                assert_close(
+                    &format!("weight grad, {case}"),
+                    &x_gpu.conv2d_weight_grad(&y_gpu, g),
+                    &want,
+                    rel,
+                    abs,
+                );
+                let (Storage::Cuda(x), Storage::Cuda(y)) = (&x_gpu, &y_gpu) else {
+                    unreachable!("on the GPU")
+                };
+                for slices in [1, 2, 3, 7] {
+                    assert_close(
+                        &format!("weight grad in {slices} slices, {case}"),
+                        &Storage::Cuda(x.conv2d_weight_grad_in_slices(y, g, slices)),
+                        &want,
+                        rel,
+                        abs,
+                    );
+                }
             }
-        };
-        let (x, w, y) = (gpu(&x_gpu), gpu(&w_gpu), gpu(&y_gpu));
-        for chunk in [1, 2, 4] {
-            let (rel, abs) = rounding(DType::F64);
-            assert_close(
-                &format!("conv2d by chunks of {chunk}"),
-                &Storage::Cuda(x.conv2d_forward_by_chunks(&w, &g, chunk)),
-                &x_cpu.conv2d_forward(&w_cpu, None, None, &g),
-                rel,
-                abs,
-            );
-            assert_close(
-                &format!("input adjoint by chunks of {chunk}"),
-                &Storage::Cuda(y.conv2d_input_adjoint_by_chunks(&w, &g, chunk)),
-                &y_cpu.conv2d_input_adjoint(&w_cpu, None, None, &g),
-                rel,
-                abs,
-            );
-            assert_close(
-                &format!("weight grad by chunks of {chunk}"),
-                &Storage::Cuda(x.conv2d_weight_grad_by_chunks(&y, &g, chunk)),
-                &x_cpu.conv2d_weight_grad(&y_cpu, &g),
-                rel,
-                abs,
-            );
         }
+    }
+}
+
+/// The split-K weight gradient adds its slices in a fixed order: the same bits from run to
+/// run. (Its launches are counted in tests/device_counters.rs.)
+#[test]
+fn split_weight_grads_repeat_bit_for_bit() {
+    let g = geometry([16, 3, 15, 15], 5, (5, 5), (2, 2), (2, 2), (1, 1));
+    assert!(GpuStorage::weight_grad_slices(&g) > 1, "this geometry is split");
+    for device in cuda_devices() {
+        let x = on_cpu(&random(g.batch * g.in_channels * g.in_h * g.in_w, 40), DType::F32)
+            .to_device(device)
+            .unwrap();
+        let y = on_cpu(&random(g.batch * g.out_channels * g.out_h * g.out_w, 41), DType::F32)
+            .to_device(device)
+            .unwrap();
+        let bits = |s: &Storage| s.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let first = bits(&x.conv2d_weight_grad(&y, &g));
+        assert_eq!(first, bits(&x.conv2d_weight_grad(&y, &g)), "{device}");
     }
 }
 

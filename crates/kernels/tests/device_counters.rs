@@ -11,6 +11,7 @@ mod common;
 use common::cuda_devices;
 use earthmover_kernels::cuda::counters::{DeviceCounters, PoolCounters};
 use earthmover_kernels::cuda::device::{GpuDevice, InitialContents};
+use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::{
     BinaryOp, ConvGeometry, CpuStorage, DType, Device, MatmulProblem, OptimizerUpdate, ParamStep, Storage, UnaryOp,
 };
@@ -96,27 +97,35 @@ fn each_operation_counts_its_launches_copies_allocations_and_waits() {
             "{device}: a synchronisation"
         );
 
-        // A convolution over 2 chunks of samples (2, then 1): per chunk im2col's columns and
-        // the matmul's product (a launch and an output each) and the strided write into the
-        // output, which is one more allocation.
-        let g = ConvGeometry::conv2d([3, 2, 5, 5], [4, 2, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
-        let input = Storage::full(0.5, 3 * 2 * 5 * 5, DType::F64, device).unwrap();
-        let weight = Storage::full(0.25, 4 * 2 * 3 * 3, DType::F64, device).unwrap();
-        let (Storage::Cuda(input), Storage::Cuda(weight)) = (&input, &weight) else {
+        // Convolutions are implicit GEMMs: the forward pass and the input adjoint one launch
+        // and their output each; the weight gradient in split-K slices (K = 16 x 64 output
+        // pixels: 4 slices) one launch into the slices' partial sums, one adding them into
+        // the output.
+        let g = ConvGeometry::conv2d([16, 3, 15, 15], [5, 3, 5, 5], (2, 2), (2, 2), (1, 1)).unwrap();
+        let full = |value, len| Storage::full(value, len, DType::F64, device).unwrap();
+        let (input, weight, map) = (
+            full(0.5, 16 * 3 * 15 * 15),
+            full(0.25, 5 * 3 * 5 * 5),
+            full(1.0, 16 * 5 * 8 * 8),
+        );
+        let (Storage::Cuda(input), Storage::Cuda(weight), Storage::Cuda(map)) = (&input, &weight, &map) else {
             panic!("{device}: storage on the CPU")
         };
-        let (_, conv) = counted(device, || input.conv2d_forward_by_chunks(weight, &g, 2));
-        // Columns are [K = 18, S * P] for S samples of P = 25 pixels, products [O = 4, S * P].
-        let column_bytes = 8 * 18 * 25 * (2 + 1);
-        let product_bytes = 8 * 4 * 25 * (2 + 1);
-        let output_bytes = 8 * 3 * 4 * 25;
+        let (_, conv) = counted(device, || input.conv2d_forward(weight, None, &g));
+        assert_eq!(conv, launches_with_outputs(1, 8 * 16 * 5 * 8 * 8), "{device}: conv2d");
+        let (_, adjoint) = counted(device, || map.conv2d_input_adjoint(weight, None, &g));
         assert_eq!(
-            conv,
-            DeviceCounters {
-                launches: 6,
-                ..launches_with_outputs(5, column_bytes + product_bytes + output_bytes)
-            },
-            "{device}: conv2d over 2 chunks"
+            adjoint,
+            launches_with_outputs(1, 8 * 16 * 3 * 15 * 15),
+            "{device}: input adjoint"
+        );
+        assert_eq!(GpuStorage::weight_grad_slices(&g), 4);
+        let (_, weight_grad) = counted(device, || input.conv2d_weight_grad(map, &g));
+        let weight_bytes = 8 * 5 * 3 * 5 * 5;
+        assert_eq!(
+            weight_grad,
+            launches_with_outputs(2, weight_bytes * (1 + 4)),
+            "{device}: weight gradient in 4 slices"
         );
 
         // A filled buffer: its allocation and the fill kernel.

@@ -55,7 +55,7 @@ macro_rules! kernel_source {
 
 /// Every kernel source, in the order of `kernels/`.
 pub const SOURCES: &[KernelSource] = &[
-    kernel_source!("conv.cu", "cpu::conv::reference (im2col, col2im)"),
+    kernel_source!("conv.cu", "cpu::conv (reference.rs)"),
     kernel_source!("elementwise.cu", "cpu::elementwise"),
     kernel_source!("layout.cu", "cpu::layout"),
     kernel_source!("matmul.cu", "cpu::matmul::gemm_reference"),
@@ -148,6 +148,15 @@ impl LaunchShape {
     pub fn matmul_plain(m: usize, n: usize, batch: usize) -> LaunchShape {
         LaunchShape {
             grid: (n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32),
+            block: (BLOCK, 1, 1),
+        }
+    }
+
+    /// conv.cu's 64 x 64 tiles of an `m x n` implicit GEMM, `slices` slices of its K each.
+    pub fn conv(m: usize, n: usize, slices: usize) -> LaunchShape {
+        let blocks = |v: usize| v.div_ceil(64).try_into().unwrap_or(u32::MAX);
+        LaunchShape {
+            grid: (blocks(m), blocks(n), slices.try_into().unwrap_or(u32::MAX)),
             block: (BLOCK, 1, 1),
         }
     }

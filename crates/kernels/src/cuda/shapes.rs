@@ -153,34 +153,52 @@ impl From<&MatmulProblem> for MatmulShape {
     }
 }
 
-/// `ConvShape` (conv.cu): a convolution's geometry and a chunk of its batch.
+/// `ConvShape` (conv.cu): a convolution's geometry, in the 32 bits of the kernels' index
+/// arithmetic.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvShape {
-    pub batch: i64,
-    pub in_channels: i64,
-    pub out_channels: i64,
-    pub in_h: i64,
-    pub in_w: i64,
-    pub kernel_h: i64,
-    pub kernel_w: i64,
-    pub stride_h: i64,
-    pub stride_w: i64,
-    pub padding_h: i64,
-    pub padding_w: i64,
-    pub dilation_h: i64,
-    pub dilation_w: i64,
-    pub out_h: i64,
-    pub out_w: i64,
-    pub first: i64,
-    pub samples: i64,
+    pub batch: i32,
+    pub in_channels: i32,
+    pub out_channels: i32,
+    pub in_h: i32,
+    pub in_w: i32,
+    pub kernel_h: i32,
+    pub kernel_w: i32,
+    pub stride_h: i32,
+    pub stride_w: i32,
+    pub padding_h: i32,
+    pub padding_w: i32,
+    pub dilation_h: i32,
+    pub dilation_w: i32,
+    pub out_h: i32,
+    pub out_w: i32,
 }
 
 impl ConvShape {
-    /// Samples `first..first + samples` of the batch of `g`.
-    pub fn new(g: &ConvGeometry, first: usize, samples: usize) -> ConvShape {
-        let i = |v: usize| v as i64;
-        ConvShape {
+    /// `g` for conv.cu, or an error when an index the kernels compute could pass `i32::MAX`:
+    /// a tensor (input, map, weight, or `extra` more elements such as split-K's partial sums)
+    /// of 2^31 elements or more, or a padded side that large. (A tile's first row plus its
+    /// 64 rows, and a slice's first k plus its 16, must fit too: hence the margin.)
+    pub fn new(g: &ConvGeometry, extra: usize) -> Result<ConvShape, String> {
+        let limit = (i32::MAX - 128) as usize;
+        let sizes = [
+            g.batch.checked_mul(g.in_channels * g.in_h * g.in_w),
+            g.batch.checked_mul(g.out_channels * g.out_h * g.out_w),
+            g.out_channels.checked_mul(g.patch_len()),
+            Some(extra),
+            g.in_h.checked_add(2 * g.padding.0 + g.stride.0 * g.out_h),
+            g.in_w.checked_add(2 * g.padding.1 + g.stride.1 * g.out_w),
+            g.dilation.0.checked_mul(g.kernel_h),
+            g.dilation.1.checked_mul(g.kernel_w),
+        ];
+        if sizes.iter().any(|s| s.is_none_or(|s| s > limit)) {
+            return Err(format!(
+                "a convolution too large for the GPU kernels' 32-bit indices (conv.cu): {g:?}"
+            ));
+        }
+        let i = |v: usize| v as i32;
+        Ok(ConvShape {
             batch: i(g.batch),
             in_channels: i(g.in_channels),
             out_channels: i(g.out_channels),
@@ -196,9 +214,7 @@ impl ConvShape {
             dilation_w: i(g.dilation.1),
             out_h: i(g.out_h),
             out_w: i(g.out_w),
-            first: i(first),
-            samples: i(samples),
-        }
+        })
     }
 }
 
@@ -252,5 +268,24 @@ impl<T> ParamList<T> {
 impl<T> Default for ParamList<T> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// conv.cu's indices are 32-bit: a geometry whose tensors reach 2^31 elements is refused
+    /// with a message, not wrapped around.
+    #[test]
+    fn conv_shapes_past_32_bits_are_refused_with_a_message() {
+        let small = ConvGeometry::conv2d([2, 3, 9, 9], [4, 3, 3, 3], (2, 2), (1, 1), (1, 1)).unwrap();
+        let shape = ConvShape::new(&small, 0).unwrap();
+        assert_eq!((shape.out_h, shape.out_w, shape.stride_h), (5, 5, 2));
+        let large = ConvGeometry::conv2d([1, 1, 50_000, 50_000], [1, 1, 1, 1], (1, 1), (0, 0), (1, 1)).unwrap();
+        let e = ConvShape::new(&large, 0).unwrap_err();
+        assert!(e.contains("32-bit"), "{e}");
+        let e = ConvShape::new(&small, 1 << 31).unwrap_err();
+        assert!(e.contains("32-bit"), "{e}");
     }
 }

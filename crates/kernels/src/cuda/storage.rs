@@ -1,18 +1,23 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
-//! of the kernels in `kernels/*.cu`. Convolutions are lowered as on the CPU: im2col over a
-//! chunk of samples, one matmul, and a strided write into NCHW (see `cpu::conv::reference`).
+//! of the kernels in `kernels/*.cu`. Convolutions are implicit GEMMs (conv.cu): one launch for
+//! the forward pass and for the input gradient, a split-K launch and a fixed-order sum of its
+//! slices for the weight gradient; no im2col buffer.
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::matmul::MatmulKernel;
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS};
 use super::LaunchShape;
-use crate::op::{BinaryOp, Distribution, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
 use crate::storage::{CpuStorage, DType};
 use crate::ConvGeometry;
 use std::sync::Arc;
 
-/// Elements of one im2col chunk at most: 64 Mi (256 MiB in f32).
-const CHUNK_ELEMENTS: usize = 64 << 20;
+/// Thread blocks that conv2d's weight gradient aims for: two per SM of a 132-SM H100.
+const WEIGHT_GRAD_BLOCKS: usize = 264;
+/// The shortest slice of a split-K weight gradient, in sums per output.
+const MIN_SLICE_LEN: usize = 256;
+/// The most slices of a split-K weight gradient.
+const MAX_SLICES: usize = 64;
 
 /// One tensor of a list stepped by [`GpuStorage::optimizer_step_list`]: the parameter, its
 /// gradient and its optimiser state (none, one or two buffers, as the update needs).
@@ -383,103 +388,136 @@ impl GpuStorage {
         );
     }
 
-    /// Samples per im2col chunk: as many as keep the chunk's columns within `CHUNK_ELEMENTS`.
-    pub fn samples_per_chunk(g: &ConvGeometry) -> usize {
-        let per_sample = (g.patch_len() * g.out_h * g.out_w).max(1);
-        (CHUNK_ELEMENTS / per_sample).clamp(1, g.batch.max(1))
+    /// A buffer for a convolution's output, the geometry in conv.cu's 32 bits, and whether
+    /// there is anything to launch; a geometry too large for 32-bit indices becomes the
+    /// device's failure (the op has no error path; the next read returns the message).
+    fn conv_output(&self, g: &ConvGeometry, len: usize, extra: usize) -> (GpuStorage, Option<ConvShape>) {
+        let out = self.new_output(self.dtype(), len);
+        if out.is_empty() {
+            return (out, None);
+        }
+        match ConvShape::new(g, extra) {
+            Ok(shape) => (out, Some(shape)),
+            Err(e) => {
+                self.device.record_failure(e);
+                (out, None)
+            }
+        }
     }
 
-    fn im2col(&self, g: &ConvGeometry, first: usize, samples: usize) -> GpuStorage {
-        let n = g.patch_len() * samples * g.out_h * g.out_w;
-        let cols = self.new_output(self.dtype(), n);
-        self.launch(
-            &self.kernel("im2col"),
-            LaunchShape::elementwise(n),
-            &mut [self.ptr(), cols.ptr(), Arg::Conv(ConvShape::new(g, first, samples))],
-        );
-        cols
+    /// A null pointer for a missing bias, which the kernels skip.
+    fn bias_ptr(&self, bias: Option<&GpuStorage>, op: &str) -> Arg {
+        match bias {
+            Some(b) => {
+                self.check_same(b, op);
+                b.ptr()
+            }
+            None => Arg::Ptr(0),
+        }
     }
 
-    /// conv2d without bias: `self` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_forward(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
-        self.conv2d_forward_by_chunks(weight, g, Self::samples_per_chunk(g))
-    }
-
-    /// [`Self::conv2d_forward`] over chunks of `chunk` samples (tests give small chunks, so
-    /// that small batches take the path of large ones).
-    pub fn conv2d_forward_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
+    /// conv2d with an optional bias `[O]`, one launch (conv.cu's implicit GEMM): `self`
+    /// `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
+    pub fn conv2d_forward(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
         self.check_same(weight, "conv2d");
-        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let mut y = self.new_output(self.dtype(), g.batch * o * p);
-        let chunk = chunk.max(1);
-        for first in (0..g.batch).step_by(chunk) {
-            let s = chunk.min(g.batch - first);
-            let cols = self.im2col(g, first, s);
-            // [O, K] @ [K, S*P] = [O, S*P]: sample-major columns, written to y as [S, O, P].
-            let product = weight.matmul(&cols, &MatmulProblem::plain(o, s * p, k));
-            y.strided_write(first * o * p, &[p, o * p, 1], &product, &[o, s, p]);
+        let pixels = g.batch * g.out_h * g.out_w;
+        let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
+        if let Some(shape) = shape {
+            self.launch(
+                &self.kernel("conv2d_forward"),
+                LaunchShape::conv(pixels, g.out_channels, 1),
+                &mut [
+                    self.ptr(),
+                    weight.ptr(),
+                    self.bias_ptr(bias, "conv2d"),
+                    y.ptr(),
+                    Arg::Conv(shape),
+                ],
+            );
         }
         y
     }
 
-    /// The adjoint of conv2d in its input: `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
-        self.conv2d_input_adjoint_by_chunks(weight, g, Self::samples_per_chunk(g))
-    }
-
-    /// [`Self::conv2d_input_adjoint`] over chunks of `chunk` samples.
-    pub fn conv2d_input_adjoint_by_chunks(&self, weight: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
+    /// The adjoint of conv2d in its input with an optional bias `[C]` (conv_transpose2d's
+    /// forward pass), one launch (conv.cu's gathering implicit GEMM): `self` `[N, O, Ho, Wo]`,
+    /// `weight` `[O, C, kh, kw]`.
+    pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
         self.check_same(weight, "conv_transpose2d");
-        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let x = self.new_output(self.dtype(), g.batch * g.in_channels * g.in_h * g.in_w);
-        let chunk = chunk.max(1);
-        for first in (0..g.batch).step_by(chunk) {
-            let s = chunk.min(g.batch - first);
-            // The chunk of the map as [O, S*P], then W^T [K, O] @ it = columns [K, S*P].
-            let grad = self.strided_copy(first * o * p, &[p, o * p, 1], &[o, s, p]);
-            let transposed = MatmulProblem {
-                a_layout: MatrixLayout::transposed(k),
-                ..MatmulProblem::plain(k, s * p, o)
-            };
-            let cols = weight.matmul(&grad, &transposed);
-            cols.launch(
-                &cols.kernel("col2im"),
-                LaunchShape::elementwise(s * g.in_channels * g.in_h * g.in_w),
-                &mut [cols.ptr(), x.ptr(), Arg::Conv(ConvShape::new(g, first, s))],
+        let pixels = g.batch * g.in_h * g.in_w;
+        let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
+        if let Some(shape) = shape {
+            self.launch(
+                &self.kernel("conv2d_input_adjoint"),
+                LaunchShape::conv(pixels, g.in_channels, 1),
+                &mut [
+                    self.ptr(),
+                    weight.ptr(),
+                    self.bias_ptr(bias, "conv_transpose2d"),
+                    x.ptr(),
+                    Arg::Conv(shape),
+                ],
             );
         }
         x
     }
 
-    /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
-    /// `[N, O, Ho, Wo]`.
-    pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
-        self.conv2d_weight_grad_by_chunks(grad_out, g, Self::samples_per_chunk(g))
+    /// Slices of K that conv2d's weight gradient is split into: enough 64 x 64 tiles times
+    /// slices to fill a large GPU (`WEIGHT_GRAD_BLOCKS`), none shorter than
+    /// `MIN_SLICE_LEN`. A function of the geometry alone, so the sums' order, and with it
+    /// every bit of the result, is the same on every device.
+    pub fn weight_grad_slices(g: &ConvGeometry) -> usize {
+        let tiles = g.out_channels.div_ceil(64).max(1) * g.patch_len().div_ceil(64).max(1);
+        let k = g.batch * g.out_h * g.out_w;
+        WEIGHT_GRAD_BLOCKS
+            .div_ceil(tiles)
+            .min(k.div_ceil(MIN_SLICE_LEN))
+            .clamp(1, MAX_SLICES)
     }
 
-    /// [`Self::conv2d_weight_grad`] over chunks of `chunk` samples.
-    pub fn conv2d_weight_grad_by_chunks(&self, grad_out: &GpuStorage, g: &ConvGeometry, chunk: usize) -> GpuStorage {
+    /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
+    /// `[N, O, Ho, Wo]`; split-K over [`Self::weight_grad_slices`].
+    pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
+        self.conv2d_weight_grad_in_slices(grad_out, g, Self::weight_grad_slices(g))
+    }
+
+    /// [`Self::conv2d_weight_grad`] with K in `slices` slices (at least 1; tests choose them):
+    /// one launch of partial sums per slice, then one that adds them in slice order (none
+    /// when there is one slice: it writes the result).
+    pub fn conv2d_weight_grad_in_slices(&self, grad_out: &GpuStorage, g: &ConvGeometry, slices: usize) -> GpuStorage {
         self.check_same(grad_out, "conv2d_weight_grad");
-        let (k, p, o) = (g.patch_len(), g.out_h * g.out_w, g.out_channels);
-        let chunk = chunk.max(1);
-        let mut total: Option<GpuStorage> = None;
-        for first in (0..g.batch).step_by(chunk) {
-            let s = chunk.min(g.batch - first);
-            let cols = self.im2col(g, first, s);
-            let grad = grad_out.strided_copy(first * o * p, &[p, o * p, 1], &[o, s, p]);
-            // [O, S*P] @ cols^T [S*P, K] = [O, K].
-            let problem = MatmulProblem {
-                b_layout: MatrixLayout::transposed(s * p),
-                ..MatmulProblem::plain(o, k, s * p)
-            };
-            let part = grad.matmul(&cols, &problem);
-            total = Some(match total {
-                None => part,
-                Some(t) => t.binary(BinaryOp::Add, &[o * k], &part, &[o * k], &[o * k]),
-            });
+        let len = g.out_channels * g.patch_len();
+        let k = g.batch * g.out_h * g.out_w;
+        if k == 0 {
+            // An empty batch (or map) has no sums: its gradient is zeros.
+            return self.new_zeros(self.dtype(), len);
         }
-        // An empty batch has no chunk: its gradient is zeros.
-        total.unwrap_or_else(|| self.new_zeros(self.dtype(), o * k))
+        // Slices of a whole number of conv.cu's K steps (16), none of them empty.
+        let slice_len = k.div_ceil(slices.max(1)).next_multiple_of(16);
+        let slices = k.div_ceil(slice_len);
+        let partial_len = if slices > 1 { slices * len } else { 0 };
+        let (out, shape) = self.conv_output(g, len, partial_len);
+        let Some(shape) = shape else { return out };
+        // One slice writes the result itself; the partial sums live until both launches are queued.
+        let partial = (slices > 1).then(|| self.new_output(self.dtype(), partial_len));
+        self.launch(
+            &self.kernel("conv2d_weight_grad"),
+            LaunchShape::conv(g.out_channels, g.patch_len(), slices),
+            &mut [
+                self.ptr(),
+                grad_out.ptr(),
+                partial.as_ref().unwrap_or(&out).ptr(),
+                Arg::Conv(shape),
+                Arg::I32(slice_len as i32),
+            ],
+        );
+        if let Some(partial) = &partial {
+            self.launch(
+                &self.kernel("conv2d_weight_grad_sum_slices"),
+                LaunchShape::elementwise(len),
+                &mut [partial.ptr(), out.ptr(), Arg::I32(len as i32), Arg::I32(slices as i32)],
+            );
+        }
+        out
     }
 
     /// One fused optimiser step in place (a one-tensor list of optim.cu's kernels).
