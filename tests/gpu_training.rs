@@ -198,14 +198,14 @@ fn an_iteration_uploads_nothing_and_waits_once() {
                 "{algo}, iteration {i}: {counted}"
             );
             // The memory pool serves the allocations: the second iteration still asks the driver
-            // for a few small buffers (measured: 7 of 426 for WGAN-GP, live at once in the second
-            // iteration's pattern), the third for none.
+            // for a few small buffers (measured: 7 of 290 for WGAN-GP, live at once in the second
+            // iteration's pattern; without the pool it would be all of them), the third for none.
             assert_eq!(
                 pool.reuses + pool.device_allocations,
                 counted.allocations,
                 "{algo}: {pool}"
             );
-            let most_new = if i == 2 { counted.allocations / 50 } else { 0 };
+            let most_new = if i == 2 { counted.allocations / 20 } else { 0 };
             assert!(
                 pool.device_allocations <= most_new,
                 "{algo}, iteration {i}: {counted}; memory pool: {pool}"
