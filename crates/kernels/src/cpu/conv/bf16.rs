@@ -10,13 +10,15 @@
 //! channels in its rows), and for now the weight gradient, widen to f32 and take the f32
 //! kernels.
 
-use super::bf16_weight_grad::{amx_takes, weight_grad_on_amx};
+use super::bf16_weight_grad::{amx_takes, dot_takes, weight_grad_on_amx, weight_grad_on_dot};
 use super::scratch::Scratch;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_frame::{AdjointRuns, ForwardRuns, TileKernels};
 use super::tile_layout::{from_tile_layout, to_tile_layout};
-use super::tile_pairs::{accumulate_pairs_unchecked, bf16_pair, Bf16Pair, HalfFormat, PairKernel, PairWeights};
+use super::tile_pairs::{
+    accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, Bf16Pair, HalfFormat, PairKernel, PairWeights,
+};
 use super::{conv2d_forward, conv2d_input_adjoint, conv2d_weight_grad, taps_inside_image};
 use crate::cpu::convert::bf16_bits_from_f32;
 use crate::cpu::matmul::count_flops;
@@ -86,12 +88,15 @@ pub enum Bf16Kernel {
 impl Bf16Kernel {
     /// The fastest this process has: AMX on the AVX-512 path where Linux grants it (every
     /// processor with AMX has AVX-512, so forcing a narrower path with `EARTHMOVER_SIMD` also
-    /// leaves AMX out, and reproduces that path's bits elsewhere), else the widening kernel of
-    /// the active SIMD path. (`vdpbf16ps` is not chosen: on this project's Xeon it retires one
-    /// every two cycles, half the multiply-adds of two f32 FMAs a cycle; docs/benchmarks.md.)
+    /// leaves AMX out, and reproduces that path's bits elsewhere); else `vdpbf16ps` on the
+    /// AVX-512 path where it outpaces the f32 FMAs (AMD's Zen 4 and 5, [`dot_outpaces_fma`];
+    /// not this project's Xeon, where it retires one every two cycles); else the widening
+    /// kernel of the active SIMD path. The dot and widening kernels give the same bits.
     pub fn active() -> Bf16Kernel {
         if active_path() == SimdPath::Avx512 && amx_available() {
             Bf16Kernel::Amx
+        } else if active_path() == SimdPath::Avx512 && dot_outpaces_fma() {
+            Bf16Kernel::Vector(PairKernel::Dot)
         } else {
             Bf16Kernel::Vector(PairKernel::Widening(active_path()))
         }
@@ -241,11 +246,14 @@ pub fn conv2d_input_adjoint_half_on<T: HalfFloat>(
 }
 
 /// conv2d's weight gradient of bf16 operands, summed in f32 and rounded once: on the AMX
-/// tiles where it takes the geometry (`bf16_weight_grad`), else by the f32 kernels on the
-/// widened operands.
+/// tiles where it takes the geometry (`bf16_weight_grad`), on `vdpbf16ps` where that is the
+/// active kernel and takes the geometry, else by the f32 kernels on the widened operands.
 pub fn conv2d_weight_grad_bf16(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
     if amx_takes(g) {
         return weight_grad_on_amx(g, x, gy);
+    }
+    if Bf16Kernel::active() == Bf16Kernel::Vector(PairKernel::Dot) && dot_takes(g) {
+        return weight_grad_on_dot(g, x, gy);
     }
     bf16::narrow_all(&conv2d_weight_grad(g, &bf16::widen_all(x), &bf16::widen_all(gy)))
 }
@@ -282,18 +290,31 @@ impl<'a, T: HalfFloat> WeightPairs<'a, T> {
         self.reduced.div_ceil(2)
     }
 
-    /// The weight of `row` and reduced channel `red` at `tap`, zero past the last of either.
-    fn weight(&self, row: usize, red: usize, tap: usize) -> u16 {
+    /// The weights of `row` and reduced channel `red`, one per tap (a run of `w`), or `None`
+    /// past the last of either (zeros in the packing).
+    fn taps_of(&self, row: usize, red: usize) -> Option<&'a [T]> {
         if row >= self.rows || red >= self.reduced {
-            return 0;
+            return None;
         }
         let (oc, ic) = if self.rows_are_outputs { (row, red) } else { (red, row) };
-        self.w[(oc * self.in_channels + ic) * self.taps + tap].bits()
+        Some(&self.w[(oc * self.in_channels + ic) * self.taps..][..self.taps])
     }
 
-    /// The pair of reduced channels `2j` and `2j + 1` of `row` at `tap`.
-    fn pair(&self, row: usize, j: usize, tap: usize) -> Bf16Pair {
-        bf16_pair(self.weight(row, 2 * j, tap), self.weight(row, 2 * j + 1, tap))
+    /// `write(tap, pair)` for every tap, with the pair of reduced channels `2j` and `2j + 1` of
+    /// `row` at `tap`: the two runs found once, then read in order.
+    #[inline(always)]
+    fn pairs_by_tap(&self, row: usize, j: usize, mut write: impl FnMut(usize, Bf16Pair)) {
+        let bits = |run: Option<&[T]>, tap: usize| run.map_or(0, |run| run[tap].bits());
+        match (self.taps_of(row, 2 * j), self.taps_of(row, 2 * j + 1)) {
+            (Some(first), Some(second)) => {
+                for (tap, (a, b)) in first.iter().zip(second).enumerate() {
+                    write(tap, bf16_pair(a.bits(), b.bits()));
+                }
+            }
+            (first, second) => {
+                (0..self.taps).for_each(|tap| write(tap, bf16_pair(bits(first, tap), bits(second, tap))))
+            }
+        }
     }
 }
 
@@ -308,11 +329,13 @@ fn pack_weight_pairs<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: 
         .enumerate()
         .for_each(|(tile, packed)| {
             // The taps innermost: each (row, reduced channel) is a run of `taps` weights in `w`.
-            for k in 0..TILE_ROWS {
-                for j in 0..pairs {
-                    for tap in 0..taps {
-                        packed[(tap * pairs + j) * TILE_ROWS + k] = weights.pair(tile * TILE_ROWS + k, j, tap);
-                    }
+            // The rows inside the pairs: the six rows of a pair step share the cache line they
+            // are written to, which is then filled while it is in L1.
+            for j in 0..pairs {
+                for k in 0..TILE_ROWS {
+                    weights.pairs_by_tap(tile * TILE_ROWS + k, j, |tap, pair| {
+                        packed[(tap * pairs + j) * TILE_ROWS + k] = pair
+                    });
                 }
             }
         });
@@ -333,9 +356,7 @@ fn pack_weight_rows<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: b
         .for_each(|(row, packed)| {
             // The taps innermost, as in `pack_weight_pairs`.
             for j in 0..pairs {
-                for tap in 0..taps {
-                    packed[tap * pairs + j] = weights.pair(row, j, tap);
-                }
+                weights.pairs_by_tap(row, j, |tap, pair| packed[tap * pairs + j] = pair);
             }
         });
     (packed, steps)

@@ -1,26 +1,34 @@
-//! conv2d's weight gradient of bf16 operands on the AMX tiles ([`super::tile_amx`]).
+//! conv2d's weight gradient of bf16 operands on the AMX tiles ([`super::tile_amx`]), or on
+//! the `vdpbf16ps` register tile ([`super::tile_pairs`]) where that is the bf16 kernel.
 //!
 //! For one kernel tap, the gradient is a product `gw[o, c] = sum over (output pixel p, sample
 //! n) of gy[n, o, p] * x[n, c, p']`, `p'` the input pixel that `p` reads through the tap: rows
 //! output channels, columns input channels, the reduction over pixels and samples. The
-//! samples are paired for `tdpbf16ps`: the maps are laid out as `A` rows, `[O padded to 16,
-//! pixel, pair of samples]`, and the input as `B` blocks, `[C / 16, pixel, pair of samples,
-//! 16 channels]`; one output pixel's samples are then one run in both, of `N / 2` pair steps,
-//! and a tap on the padding is in no run. A task is a tap and a block of 16 output channels,
-//! tasks in parallel, each summing every block of input channels in its own tiles in an order
-//! fixed by the geometry: reproducible bit for bit.
+//! samples are paired for `tdpbf16ps` and `vdpbf16ps`: the input is laid out as blocks of 16
+//! channels, `[C / 16, pixel, pair of samples, 16 channels]` (AMX's `B`, and the 16 lanes of
+//! the vector tile), and the maps as rows: for AMX `[O padded to 16, pixel, pair of samples]`
+//! (`A` rows), for the vector tile `[O / 6, pixel, pair of samples, 6 rows]` (its weights).
+//! One output pixel's samples are then one run in both operands, of `N / 2` pair steps, and a
+//! tap on the padding is in no run. A task is a tap and a block of output channels (16 for
+//! AMX, two tiles of 6 for the vector tile), and for the vector tile a block of 16 input
+//! channels; tasks run in parallel, each summing in its own tiles in an order fixed by the
+//! geometry: reproducible bit for bit.
 //!
-//! The AMX tiles take whole 16-step chunks, so this path takes batches that are multiples of
-//! 32; other batches, and processors without AMX, widen to the f32 kernels.
+//! The AMX tiles take whole 16-step chunks, so that path takes batches that are multiples of
+//! 32; the vector tile takes even batches of layers with at least 6 output and 16 input
+//! channels (it would waste most of its lanes on fewer). Other geometries, and processors with
+//! neither, widen to the f32 kernels.
 
 use super::bf16::{bits_as_f32, bits_as_f32_mut};
 use super::scratch::Scratch;
 use super::taps_inside_image;
-use super::tile::{Run, TILE_SAMPLES};
+use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{accumulate_products, amx_available, runs_fit, AMX_BLOCK};
-use super::tile_pairs::{bf16_pair, Bf16Pair};
+use super::tile_pairs::{
+    accumulate_pairs_unchecked, bf16_pair, has_avx512_bf16, Bf16Pair, HalfFormat, PairKernel, PairWeights,
+};
 use crate::cpu::as_slots;
-use crate::cpu::convert::bf16_bits_from_f32;
+use crate::cpu::convert::{bf16_bits_from_f32, bf16_from_f32};
 use crate::cpu::layout::{transpose_block, TRANSPOSE_BLOCK};
 use crate::cpu::matmul::count_flops;
 use crate::cpu::simd::active_path;
@@ -99,6 +107,134 @@ pub(super) fn weight_grad_on_amx(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> V
     gw
 }
 
+// The input blocks serve both kernels: AMX's `B` columns are the vector tile's lanes.
+const _: () = assert!(AMX_BLOCK == TILE_SAMPLES);
+
+/// Whether [`weight_grad_on_dot`] takes this geometry: AVX512_BF16 here, a batch of whole
+/// sample pairs, and at least a tile of output channels and a block of input channels.
+pub(super) fn dot_takes(g: &ConvGeometry) -> bool {
+    has_avx512_bf16()
+        && g.batch > 0
+        && g.batch.is_multiple_of(2)
+        && g.out_channels >= TILE_ROWS
+        && g.in_channels >= TILE_SAMPLES
+}
+
+/// `gw = conv2d_weight_grad(x, gy)` on the `vdpbf16ps` tile, summed in f32 and rounded once
+/// to bf16.
+///
+/// Panics unless [`dot_takes`] the geometry.
+pub(super) fn weight_grad_on_dot(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
+    assert!(dot_takes(g), "conv2d_weight_grad: not a vdpbf16ps geometry");
+    let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
+    let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
+    assert!(
+        x.len() >= n * c * image_pix && gy.len() >= n * o * pix,
+        "conv2d_weight_grad: operands too short"
+    );
+    if pix == 0 || image_pix == 0 || taps == 0 {
+        return vec![bf16::ZERO; o * c * taps];
+    }
+    let pairs = n / 2;
+    let (row_tiles, cblocks) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
+    // Tasks take the row tiles two at a time: 12 sums per input load.
+    let tile_pairs = row_tiles.div_ceil(2);
+    let maps = PairWeights::new(PairKernel::Dot, HalfFormat::Bf16, maps_as_row_tiles(gy, n, o, pix));
+    let inputs = inputs_as_blocks(x, n, c, image_pix);
+    let (tile_steps, block_len) = (pix * pairs * TILE_ROWS, image_pix * pairs * TILE_SAMPLES);
+    count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
+    // Task `(tap * tile_pairs + tp) * cblocks + cb` sums gw[row tiles 2 tp and 2 tp + 1, cb's 16
+    // input channels, tap] into its two tiles.
+    let mut sums = Scratch::<f32>::take(taps * tile_pairs * cblocks * 2 * TILE_LEN);
+    sums.par_chunks_mut(2 * TILE_LEN)
+        .enumerate()
+        .for_each_init(Vec::new, |runs: &mut Vec<Run>, (task, out)| {
+            let (rest, cb) = (task / cblocks, task % cblocks);
+            let (tap, tp) = (rest / tile_pairs, rest % tile_pairs);
+            let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
+            runs.clear();
+            for oh in 0..g.out_h {
+                let ih = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0);
+                let Some(ih) = ih.filter(|&ih| ih < g.in_h) else {
+                    continue;
+                };
+                for ow in 0..g.out_w {
+                    let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
+                    if let Some(iw) = iw.filter(|&iw| iw < g.in_w) {
+                        runs.push(Run {
+                            weights: (oh * g.out_w + ow) * pairs * TILE_ROWS,
+                            inputs: (ih * g.in_w + iw) * pairs * TILE_SAMPLES,
+                            len: pairs,
+                        });
+                    }
+                }
+            }
+            let block = &inputs[cb * block_len..][..block_len];
+            check_runs(runs, tile_steps, block.len());
+            out.fill(0.0);
+            let (first, second) = out.split_at_mut(TILE_LEN);
+            let tile = 2 * tp;
+            let rows = |tile: usize| TILE_ROWS.min(o - tile * TILE_ROWS);
+            let second_tile = (tile + 1 < row_tiles).then(|| ((tile + 1) * tile_steps, rows(tile + 1)));
+            // SAFETY: the runs were checked against one tile of maps and the block; both tiles
+            // lie inside the maps; `dot_takes` checked AVX512_BF16.
+            unsafe {
+                accumulate_pairs_unchecked(
+                    PairKernel::Dot,
+                    rows(tile),
+                    &maps,
+                    (tile * tile_steps, tile_steps),
+                    second_tile,
+                    block,
+                    runs,
+                    [first, second],
+                )
+            };
+        });
+    // gw[oc, ic, tap] is row oc % 12 (of the task's two tiles) and lane ic % 16 of task
+    // ((tap * tile_pairs + oc / 12) * cblocks + ic / 16): gathered in f32 row by row (16
+    // lanes read in order, written `taps` apart), then rounded to bf16 by the vector casts.
+    let mut gw = Scratch::<f32>::take(o * c * taps);
+    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
+        let (tp, r) = (oc / (2 * TILE_ROWS), oc % (2 * TILE_ROWS));
+        for tap in 0..taps {
+            for cb in 0..cblocks {
+                let task = (tap * tile_pairs + tp) * cblocks + cb;
+                let lanes = &sums[task * 2 * TILE_LEN + r * TILE_SAMPLES..][..TILE_SAMPLES];
+                for (lane, &v) in lanes.iter().take(c - cb * TILE_SAMPLES).enumerate() {
+                    row[(cb * TILE_SAMPLES + lane) * taps + tap] = v;
+                }
+            }
+        }
+    });
+    bf16_from_f32(&gw)
+}
+
+/// The maps `gy` `[N, O, P]` as the vector tile's weights: `[O / 6, P, N / 2, 6]` pairs of
+/// samples (the rows past `O` zero).
+fn maps_as_row_tiles(gy: &[bf16], n: usize, o: usize, pix: usize) -> Scratch<Bf16Pair> {
+    let pairs = n / 2;
+    let tile_len = pix * pairs * TILE_ROWS;
+    let mut tiles = Scratch::take(o.div_ceil(TILE_ROWS) * tile_len);
+    tiles.par_chunks_mut(tile_len).enumerate().for_each(|(t, tile)| {
+        for r in 0..TILE_ROWS {
+            let oc = t * TILE_ROWS + r;
+            for j in 0..pairs {
+                for p in 0..pix {
+                    tile[(p * pairs + j) * TILE_ROWS + r] = if oc < o {
+                        let first = gy[((2 * j) * o + oc) * pix + p];
+                        let second = gy[((2 * j + 1) * o + oc) * pix + p];
+                        bf16_pair(first.to_bits(), second.to_bits())
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    });
+    tiles
+}
+
 /// The maps `gy` `[N, O, P]` as `A` rows: `[O padded to 16, P, N / 2]` pairs of samples (the
 /// padding rows zero).
 fn maps_as_rows(gy: &[bf16], n: usize, o: usize, pix: usize) -> Scratch<Bf16Pair> {
@@ -175,15 +311,13 @@ mod tests {
     use super::*;
     use crate::cpu::conv::reference;
 
-    /// Against the f64 reference on the same bf16 values, over geometries with odd channel
-    /// counts, stride, padding and dilation: within the output's rounding to bf16.
-    #[test]
-    fn amx_weight_grad_matches_the_reference() {
-        let probe = ConvGeometry::conv2d([32, 1, 4, 4], [1, 1, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
-        if !amx_takes(&probe) {
-            eprintln!("skipped: this processor (or its kernel) has no AMX-BF16");
-            return;
-        }
+    /// (batch, in, out, h, w, kernel, stride, padding, dilation).
+    type Layer = (usize, usize, usize, usize, usize, usize, usize, usize, usize);
+
+    /// `weight_grad` against the f64 reference on the same bf16 values over `geometries`
+    /// (batch, in, out, h, w, kernel, stride, padding, dilation): within the output's rounding
+    /// to bf16.
+    fn check_against_reference(weight_grad: fn(&ConvGeometry, &[bf16], &[bf16]) -> Vec<bf16>, geometries: &[Layer]) {
         let mut state = 11u64;
         let mut values = |len: usize| -> Vec<bf16> {
             (0..len)
@@ -195,18 +329,13 @@ mod tests {
                 })
                 .collect()
         };
-        // (batch, in, out, h, w, kernel, stride, padding, dilation)
-        for (n, c, o, h, w, k, s, p, d) in [
-            (32, 1, 7, 9, 8, 5, 2, 2, 1),
-            (64, 17, 33, 7, 7, 5, 2, 2, 1),
-            (32, 64, 70, 5, 6, 3, 1, 1, 2),
-        ] {
+        for &(n, c, o, h, w, k, s, p, d) in geometries {
             let g = ConvGeometry::conv2d([n, c, h, w], [o, c, k, k], (s, s), (p, p), (d, d)).unwrap();
             let x = values(n * c * h * w);
             let gy = values(n * o * g.out_h * g.out_w);
             let f64s = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
             let want = reference::conv2d_weight_grad(&g, &f64s(&x), &f64s(&gy));
-            let got = weight_grad_on_amx(&g, &x, &gy);
+            let got = weight_grad(&g, &x, &gy);
             assert_eq!(got.len(), want.len());
             for (i, (got, want)) in got.iter().zip(&want).enumerate() {
                 let tolerance = 2f64.powi(-8) * want.abs() + 1e-4;
@@ -216,5 +345,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn amx_weight_grad_matches_the_reference() {
+        let probe = ConvGeometry::conv2d([32, 1, 4, 4], [1, 1, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        if !amx_takes(&probe) {
+            eprintln!("skipped: this processor (or its kernel) has no AMX-BF16");
+            return;
+        }
+        check_against_reference(
+            weight_grad_on_amx,
+            &[
+                (32, 1, 7, 9, 8, 5, 2, 2, 1),
+                (64, 17, 33, 7, 7, 5, 2, 2, 1),
+                (32, 64, 70, 5, 6, 3, 1, 1, 2),
+            ],
+        );
+    }
+
+    /// The vector tile on odd channel counts (a last row tile of 1 to 5 rows, an odd count of
+    /// row tiles, a last block of input channels part padding), batches of 1 to 35 pairs,
+    /// stride, padding and dilation.
+    #[test]
+    fn dot_weight_grad_matches_the_reference() {
+        if !has_avx512_bf16() {
+            eprintln!("skipped: this processor has no AVX512_BF16");
+            return;
+        }
+        check_against_reference(
+            weight_grad_on_dot,
+            &[
+                (2, 16, 6, 4, 5, 3, 1, 0, 1),
+                (70, 17, 33, 7, 7, 5, 2, 2, 1),
+                (10, 64, 70, 5, 6, 3, 1, 1, 2),
+                (6, 35, 13, 8, 7, 5, 3, 2, 1),
+            ],
+        );
+    }
+
+    #[test]
+    fn dot_takes_even_batches_of_wide_layers_only() {
+        let geometry = |n, c, o| ConvGeometry::conv2d([n, c, 7, 7], [o, c, 5, 5], (2, 2), (2, 2), (1, 1)).unwrap();
+        assert_eq!(dot_takes(&geometry(64, 64, 128)), has_avx512_bf16());
+        assert!(!dot_takes(&geometry(63, 64, 128)));
+        assert!(!dot_takes(&geometry(64, 1, 64)));
+        assert!(!dot_takes(&geometry(64, 64, 5)));
     }
 }

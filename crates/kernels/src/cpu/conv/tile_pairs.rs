@@ -98,6 +98,28 @@ impl std::fmt::Display for PairKernel {
     }
 }
 
+/// Whether `vdpbf16ps` does more multiply-adds a cycle than the f32 FMAs on this processor,
+/// so that the dot kernel beats the f32 tile: true of AMD's processors with AVX512_BF16 (Zen 4
+/// and 5; on this project's Zen 5, 812 GFLOP/s of `vdpbf16ps` against 440 of f32 FMAs on two
+/// cores), not of Intel's (this project's Xeon retires one every two cycles: half the
+/// multiply-adds of its two FMAs a cycle; its bf16 goes to AMX). The two kernels give the same
+/// bits, so the choice changes the speed only. docs/benchmarks.md has both measurements.
+pub fn dot_outpaces_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 0 names the vendor in EBX, EDX, ECX: "Auth" "enti" "cAMD".
+        #[allow(unused_unsafe)]
+        // SAFETY: leaf 0 exists on every x86-64 processor.
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+        amd && has_avx512_bf16()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether this processor has AVX512_BF16 (with AVX-512F).
 pub fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
