@@ -31,20 +31,6 @@
 #define TC_THREADS 128                 // 4 warps
 #define TC_WARP_TILE 32                // rows and columns of C per warp
 
-// The two 16-bit input types: their mma and their rounding from f32 (half.cuh).
-struct Bf16Inputs {
-    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
-        mma_m16n8k16_bf16(d, a, b, c);
-    }
-    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_bf16(x); }
-};
-struct F16Inputs {
-    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
-        mma_m16n8k16_f16(d, a, b, c);
-    }
-    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_f16(x); }
-};
-
 // Stage rows [row0, row0 + TC_TILE) and k [k0, k0 + TC_SLICE) of an operand seen as `rows x k`
 // (element (r, kk) at `src[r * row_stride + kk * k_stride]`) into `tile`: word p of row r holds
 // k0 + 2p in its low 16 bits and k0 + 2p + 1 in its high ones; zeros past any edge.
