@@ -78,6 +78,7 @@ template <typename Gather> struct Stager<Gather, false> {
     int r;
     __device__ Stager(const Gather &gather, int first) : r(threadIdx.x % CM_TILE) { line = gather.line(first + r); }
     __device__ void stage(const Gather &gather, unsigned (*tile)[CM_ROW_WORDS], int k0, int k_end) const {
+#pragma unroll
         for (int i = 0; i < CM_STAGED; ++i) {
             const int pair = threadIdx.x / CM_TILE + i * (CM_THREADS / CM_TILE), k = k0 + 2 * pair;
             const unsigned low = k < k_end ? gather.at(line, gather.step(k)) : 0u;
@@ -92,6 +93,7 @@ template <typename Gather> struct Stager<Gather, false> {
 template <typename Gather> struct Stager<Gather, true> {
     typename Gather::Line lines[CM_STAGED];
     __device__ Stager(const Gather &gather, int first) {
+#pragma unroll
         for (int i = 0; i < CM_STAGED; ++i) lines[i] = gather.line(first + threadIdx.x / CM_PAIRS + i * (CM_THREADS / CM_PAIRS));
     }
     __device__ void stage(const Gather &gather, unsigned (*tile)[CM_ROW_WORDS], int k0, int k_end) const {
@@ -99,6 +101,7 @@ template <typename Gather> struct Stager<Gather, true> {
         const bool has_low = k < k_end, has_high = k + 1 < k_end;
         const typename Gather::Step low_step = has_low ? gather.step(k) : typename Gather::Step{};
         const typename Gather::Step high_step = has_high ? gather.step(k + 1) : typename Gather::Step{};
+#pragma unroll
         for (int i = 0; i < CM_STAGED; ++i) {
             const unsigned low = has_low ? gather.at(lines[i], low_step) : 0u;
             const unsigned high = has_high ? gather.at(lines[i], high_step) : 0u;
@@ -120,16 +123,21 @@ template <typename Inputs, typename P> __device__ void implicit_gemm_mma(const P
     const Stager<typename P::B> b_stager(p.b, col0);
 
     float acc[2][4][4];  // [m16 tile][n8 tile][c fragment]
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 4; ++j)
+#pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     for (int k0 = k_begin; k0 < k_end; k0 += CM_SLICE) {
         a_stager.stage(p.a, a_tile, k0, k_end);
         b_stager.stage(p.b, b_tile, k0, k_end);
         __syncthreads();
+#pragma unroll
         for (int step = 0; step < CM_PAIRS; step += 8) {  // 16 of k: 8 pairs
             unsigned a_frag[2][4], b_frag[4][2];
+#pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const unsigned *upper = a_tile[warp_row + 16 * i + group];
                 const unsigned *lower = a_tile[warp_row + 16 * i + group + 8];
@@ -138,19 +146,25 @@ template <typename Inputs, typename P> __device__ void implicit_gemm_mma(const P
                 a_frag[i][2] = upper[step + in_group + 4];
                 a_frag[i][3] = lower[step + in_group + 4];
             }
+#pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const unsigned *column = b_tile[warp_col + 8 * j + group];
                 b_frag[j][0] = column[step + in_group];
                 b_frag[j][1] = column[step + in_group + 4];
             }
+#pragma unroll
             for (int i = 0; i < 2; ++i)
+#pragma unroll
                 for (int j = 0; j < 4; ++j) Inputs::mma(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
         }
         __syncthreads();
     }
     const int rows = p.rows(), columns = p.columns();
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 4; ++j)
+#pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int m = row0 + warp_row + 16 * i + group + 8 * (e / 2);
                 const int n = col0 + warp_col + 8 * j + 2 * in_group + e % 2;
