@@ -12,7 +12,9 @@
 //! - the same kernels with a 16-bit output: exactly the f32 output rounded once (the half rule);
 //! - `Storage`'s convolutions of 16-bit operands on a CUDA device: conv_mma.cu's kernels alone
 //!   (no casts), the CPU's half-rule results within one 16-bit step, the split weight gradient
-//!   the same bits from run to run.
+//!   the same bits from run to run;
+//! - empty convolutions launch nothing (or give the bias, for K = 0), and an output dtype the
+//!   kernels lack is the device's failure with a message, not a panic.
 //!
 //! Tolerances. Products of two bf16 or two f16 values are exact in f32, so the f32 outputs differ
 //! from the CPU's only by the order and rounding of the f32 sums: at most `2 (K + 2)` f32
@@ -292,4 +294,65 @@ fn split_mma_weight_grads_repeat_bit_for_bit() {
             assert_eq!(first, bits(&x.conv2d_weight_grad(&gy, &g)), "{device} {dtype}");
         }
     }
+}
+
+/// Empty convolutions launch nothing: an empty batch gives an empty map (forward, adjoint)
+/// and a zero weight gradient; no input channels (K = 0) gives the bias alone.
+#[test]
+fn empty_mma_convolutions_launch_nothing_or_give_the_bias() {
+    let _device = lock_device();
+    for device in cuda_devices() {
+        let gpu_device = GpuDevice::get(device).unwrap();
+        for dtype in HALVES {
+            let empty = Case::new(dtype, geometry([0, 3, 5, 5], 4, (3, 3), (1, 1), (1, 1), (1, 1)), 1);
+            let before = gpu_device.launch_histogram();
+            let [forward, adjoint, weight_grad] = empty.run(dtype, device, false);
+            assert_eq!(
+                gpu_device.launch_histogram().since(&before).total(),
+                0,
+                "{device} {dtype}"
+            );
+            assert!(forward.is_empty() && adjoint.is_empty(), "{device} {dtype}");
+            assert_eq!(weight_grad, vec![0.0; 4 * 3 * 9], "{device} {dtype}");
+
+            let no_channels = Case::new(dtype, geometry([2, 0, 5, 4], 3, (3, 3), (1, 1), (1, 1), (1, 1)), 2);
+            let [forward, ..] = no_channels.run(dtype, device, false);
+            let bias_per_pixel: Vec<f64> = (0..2)
+                .flat_map(|_| no_channels.bias_o.iter().flat_map(|&b| [b; 5 * 4]))
+                .collect();
+            assert_eq!(forward, bias_per_pixel, "{device} {dtype}");
+        }
+    }
+}
+
+/// An output dtype the kernels do not have (f64) is the device's failure, with a message,
+/// never a panic; in a child process, since the failure is the device's for the rest of it.
+#[cfg(feature = "emulator")]
+#[test]
+fn an_output_dtype_the_kernels_lack_is_the_devices_failure() {
+    const CHILD: &str = "EARTHMOVER_TEST_CONV_MMA_F64_OUTPUT";
+    let test = "an_output_dtype_the_kernels_lack_is_the_devices_failure";
+    if std::env::var(CHILD).is_ok() {
+        let g = geometry([1, 2, 4, 4], 3, (3, 3), (1, 1), (1, 1), (1, 1));
+        let case = Case::new(DType::BF16, g, 3);
+        let on = |v: &[f64]| case.on(v, DType::BF16, Device::CudaEmulator);
+        let (x, w) = (on(&case.x), on(&case.w));
+        let y = gpu(&x).conv2d_forward_mma(gpu(&w), None, &g, DType::F64);
+        let failure = Storage::Cuda(y).try_to_f64_vec().unwrap_err();
+        eprintln!("the read's error: {failure}");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "the child panicked: {stderr}");
+    assert!(
+        stderr.contains("the read's error:")
+            && stderr.contains("conv2d_forward_mma: needs bf16 or f16 operands and an output in f32")
+            && stderr.contains("got bf16 operands and a f64 output"),
+        "{stderr}"
+    );
 }

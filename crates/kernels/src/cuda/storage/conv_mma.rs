@@ -184,8 +184,8 @@ impl GpuStorage {
         let ok = self.dtype().is_half() && (out == DType::F32 || out == self.dtype());
         if !ok {
             self.device.record_failure(format!(
-                "{kernel}: bf16 or f16 operands and an f32 output or one of theirs, not {} operands \
-                 and a {out} output",
+                "{kernel}: needs bf16 or f16 operands and an output in f32 or in their dtype, got {} \
+                 operands and a {out} output",
                 self.dtype()
             ));
         }
