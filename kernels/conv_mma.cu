@@ -33,7 +33,8 @@
 // the tensors themselves. Each operand (`Gather` below) says whether its memory runs along its
 // rows or along k; its staging thread layout follows (`Stager`), so that a warp's loads are
 // mostly consecutive addresses; the per-row part of an address is computed once per thread, the
-// per-k part once per slice (k-fast) or per element (row-fast). The epilogue writes NCHW.
+// per-k part once per slice: by each thread for its one pair (k-fast), or by the block's first
+// warp into a shared table, a slice ahead (row-fast). The epilogue writes NCHW.
 //
 // A first version: scalar 16-bit loads, no double buffering, no ldmatrix; the activation is a
 // pass of its own, as for conv.cu's kernels.
@@ -72,17 +73,29 @@ template <typename Inputs> __device__ __forceinline__ void write(unsigned short 
 template <typename Gather, bool K_FAST = Gather::K_FAST> struct Stager;
 
 // Memory runs along the lines: each thread keeps one line (consecutive threads, consecutive
-// lines) and stages its pairs tid / 64, + 2, + 4, ...: a k-decomposition per element.
+// lines) and stages its pairs tid / 64, + 2, + 4, ...: 16 k a thread and slice, whose
+// decompositions (divisions by kh*kw and kw) the block's first warp makes once each into a
+// shared table (`prepare`), one slice ahead.
 template <typename Gather> struct Stager<Gather, false> {
     typename Gather::Line line;
     int r;
     __device__ Stager(const Gather &gather, int first) : r(threadIdx.x % CM_TILE) { line = gather.line(first + r); }
+    __device__ static typename Gather::Step *steps() {
+        __shared__ typename Gather::Step table[CM_SLICE];  // the slice's k, decomposed
+        return table;
+    }
+    // The decompositions of [k0, k0 + CM_SLICE) (those below k_end); a barrier must separate
+    // this from the reads of the previous slice's and from `stage`.
+    __device__ void prepare(const Gather &gather, int k0, int k_end) const {
+        if (threadIdx.x < CM_SLICE && k0 + (int)threadIdx.x < k_end) steps()[threadIdx.x] = gather.step(k0 + threadIdx.x);
+    }
     __device__ void stage(const Gather &gather, unsigned (*tile)[CM_ROW_WORDS], int k0, int k_end) const {
+        const typename Gather::Step *table = steps();
 #pragma unroll
         for (int i = 0; i < CM_STAGED; ++i) {
             const int pair = threadIdx.x / CM_TILE + i * (CM_THREADS / CM_TILE), k = k0 + 2 * pair;
-            const unsigned low = k < k_end ? gather.at(line, gather.step(k)) : 0u;
-            const unsigned high = k + 1 < k_end ? gather.at(line, gather.step(k + 1)) : 0u;
+            const unsigned low = k < k_end ? gather.at(line, table[2 * pair]) : 0u;
+            const unsigned high = k + 1 < k_end ? gather.at(line, table[2 * pair + 1]) : 0u;
             tile[r][pair] = low | (high << 16);
         }
     }
@@ -96,6 +109,7 @@ template <typename Gather> struct Stager<Gather, true> {
 #pragma unroll
         for (int i = 0; i < CM_STAGED; ++i) lines[i] = gather.line(first + threadIdx.x / CM_PAIRS + i * (CM_THREADS / CM_PAIRS));
     }
+    __device__ void prepare(const Gather &, int, int) const {}  // each thread decomposes its own k
     __device__ void stage(const Gather &gather, unsigned (*tile)[CM_ROW_WORDS], int k0, int k_end) const {
         const int pair = threadIdx.x % CM_PAIRS, k = k0 + 2 * pair;
         const bool has_low = k < k_end, has_high = k + 1 < k_end;
@@ -130,10 +144,17 @@ template <typename Inputs, typename P> __device__ void implicit_gemm_mma(const P
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
+    a_stager.prepare(p.a, k_begin, k_end);
+    b_stager.prepare(p.b, k_begin, k_end);
+    __syncthreads();
     for (int k0 = k_begin; k0 < k_end; k0 += CM_SLICE) {
         a_stager.stage(p.a, a_tile, k0, k_end);
         b_stager.stage(p.b, b_tile, k0, k_end);
         __syncthreads();
+        // The next slice's k decompositions, while this one is multiplied: every read of the
+        // table for this slice was before the barrier above, the next is after the one below.
+        a_stager.prepare(p.a, k0 + CM_SLICE, k_end);
+        b_stager.prepare(p.b, k0 + CM_SLICE, k_end);
 #pragma unroll
         for (int step = 0; step < CM_PAIRS; step += 8) {  // 16 of k: 8 pairs
             unsigned a_frag[2][4], b_frag[4][2];
