@@ -29,7 +29,7 @@
 // (rows padded to 20 words, so that the 8 rows x 4 words of a fragment fall in 32 banks). The
 // gather stages zeros outside the image, for taps that reach no output pixel, past the edges
 // of the matrices and past the end of the block's K range: so channel counts and K of any
-// size work (MNIST's first conv: C = 1, K = 25, one slice with 7 zero pairs), no padding of
+// size work (MNIST's first conv: C = 1, K = 25, one slice whose last 7 k are zeros), no padding of
 // the tensors themselves. Each operand (`Gather` below) says whether its memory runs along its
 // rows or along k; its staging thread layout follows (`Stager`), so that a warp's loads are
 // mostly consecutive addresses; the per-row part of an address is computed once per thread, the
