@@ -30,6 +30,13 @@ struct MatmulShape {
     long long b_row_stride, b_col_stride, b_batch_stride;
 };
 
+// ConvGeometry of crates/kernels/src/shape.rs, in 32 bits (`ConvShape` in shapes.rs): the
+// convolutions' geometry (conv.cu, conv_mma.cu).
+struct ConvShape {
+    int batch, in_channels, out_channels, in_h, in_w, kernel_h, kernel_w;
+    int stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, out_h, out_w;
+};
+
 __device__ __forceinline__ long long grid_index() {
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;
 }

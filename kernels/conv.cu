@@ -39,12 +39,6 @@
 
 #include "common.cuh"
 
-// ConvGeometry of crates/kernels/src/shape.rs, in 32 bits (`ConvShape` in shapes.rs).
-struct ConvShape {
-    int batch, in_channels, out_channels, in_h, in_w, kernel_h, kernel_w;
-    int stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, out_h, out_w;
-};
-
 #define CONV_TILE 64
 #define CONV_SLICE 16
 #define CONV_THREADS 256

@@ -31,20 +31,6 @@
 #define TC_THREADS 128                 // 4 warps
 #define TC_WARP_TILE 32                // rows and columns of C per warp
 
-// The two 16-bit input types: their mma and their rounding from f32 (half.cuh).
-struct Bf16Inputs {
-    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
-        mma_m16n8k16_bf16(d, a, b, c);
-    }
-    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_bf16(x); }
-};
-struct F16Inputs {
-    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
-        mma_m16n8k16_f16(d, a, b, c);
-    }
-    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_f16(x); }
-};
-
 // Stage rows [row0, row0 + TC_TILE) and k [k0, k0 + TC_SLICE) of an operand seen as `rows x k`
 // (element (r, kk) at `src[r * row_stride + kk * k_stride]`) into `tile`: word p of row r holds
 // k0 + 2p in its low 16 bits and k0 + 2p + 1 in its high ones; zeros past any edge.
@@ -90,8 +76,11 @@ __device__ void matmul_tc(const unsigned short *__restrict__ a, const unsigned s
     const int warp_row = (warp / 2) * TC_WARP_TILE, warp_col = (warp % 2) * TC_WARP_TILE;
 
     float acc[2][4][4];  // [m16 tile][n8 tile][c fragment]
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 4; ++j)
+#pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     for (long long k0 = 0; k0 < s.k; k0 += TC_SLICE) {
@@ -99,8 +88,10 @@ __device__ void matmul_tc(const unsigned short *__restrict__ a, const unsigned s
         // B's column n is a row of the staged tile: rows stride by B's column stride.
         stage_slice(b_tile, b, col0, s.n, s.b_col_stride, k0, s.k, s.b_row_stride);
         __syncthreads();
+#pragma unroll
         for (int step = 0; step < TC_PAIRS; step += 8) {  // 16 of k: 8 pairs
             unsigned a_frag[2][4], b_frag[4][2];
+#pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const unsigned *upper = a_tile[warp_row + 16 * i + group];
                 const unsigned *lower = a_tile[warp_row + 16 * i + group + 8];
@@ -109,18 +100,24 @@ __device__ void matmul_tc(const unsigned short *__restrict__ a, const unsigned s
                 a_frag[i][2] = upper[step + in_group + 4];
                 a_frag[i][3] = lower[step + in_group + 4];
             }
+#pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const unsigned *column = b_tile[warp_col + 8 * j + group];
                 b_frag[j][0] = column[step + in_group];
                 b_frag[j][1] = column[step + in_group + 4];
             }
+#pragma unroll
             for (int i = 0; i < 2; ++i)
+#pragma unroll
                 for (int j = 0; j < 4; ++j) Inputs::mma(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
         }
         __syncthreads();
     }
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 4; ++j)
+#pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const long long r = row0 + warp_row + 16 * i + group + 8 * (e / 2);
                 const long long col = col0 + warp_col + 8 * j + 2 * in_group + e % 2;

@@ -52,3 +52,21 @@ __device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const unsigned a[4]
     EARTHMOVER_MMA_M16N8K16("f16", d, a, b, c);
 #endif
 }
+
+// The two 16-bit input types, for the kernels templated on them (matmul_tc.cu, conv_mma.cu):
+// their mma, their exact widening to f32 and their rounding from f32 (half.cuh, which must be
+// included before this header).
+struct Bf16Inputs {
+    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+        mma_m16n8k16_bf16(d, a, b, c);
+    }
+    static __device__ __forceinline__ float widen(unsigned short h) { return bf16_to_f32(h); }
+    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_bf16(x); }
+};
+struct F16Inputs {
+    static __device__ __forceinline__ void mma(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+        mma_m16n8k16_f16(d, a, b, c);
+    }
+    static __device__ __forceinline__ float widen(unsigned short h) { return f16_to_f32(h); }
+    static __device__ __forceinline__ unsigned short round(float x) { return f32_to_f16(x); }
+};

@@ -1,5 +1,5 @@
 """PyTorch's (cuBLAS, cuDNN) time for the shapes of `cargo bench --bench gpu_kernels`, on GPU 0,
-TF32 off so that both sides compute in FP32:
+TF32 off so that both sides compute in FP32 (the convolutions also in bf16, as ours):
 
     python benches/reference/gpu_kernels.py
 """
@@ -36,18 +36,20 @@ def main():
         s = timed(lambda: a @ b, 10 if n >= 2048 else 50)
         print(f"{n:>6} {s * 1e3:>12.3f} {2 * n ** 3 / s / 1e9:>10.0f}")
 
-    print("\nthe reference critic's convolutions (DIM 64, batch 64, 5x5, stride 2, padding 2), f32 (cuDNN)")
-    print(f"{'layer':<28} {'forward ms':>10} {'input grad ms':>12} {'weight grad ms':>12}")
-    for name, c, o, hw in [("conv1 1->64, 28->14", 1, 64, 28), ("conv2 64->128, 14->7", 64, 128, 14),
-                           ("conv3 128->256, 7->4", 128, 256, 7)]:
-        x = torch.randn(64, c, hw, hw, device=dev)
-        w = torch.randn(o, c, 5, 5, device=dev)
-        y = F.conv2d(x, w, stride=2, padding=2)
-        gy = torch.randn_like(y)
-        fwd = timed(lambda: F.conv2d(x, w, stride=2, padding=2))
-        inp = timed(lambda: torch.nn.grad.conv2d_input(x.shape, w, gy, stride=2, padding=2))
-        wgt = timed(lambda: torch.nn.grad.conv2d_weight(x, w.shape, gy, stride=2, padding=2))
-        print(f"{name:<28} {fwd * 1e3:>10.3f} {inp * 1e3:>12.3f} {wgt * 1e3:>12.3f}")
+    for dtype in [torch.float32, torch.bfloat16]:
+        label = "f32" if dtype == torch.float32 else "bf16 (tensor cores)"
+        print(f"\nthe reference critic's convolutions (DIM 64, batch 64, 5x5, stride 2, padding 2), {label} (cuDNN)")
+        print(f"{'layer':<28} {'forward ms':>10} {'input grad ms':>12} {'weight grad ms':>12}")
+        for name, c, o, hw in [("conv1 1->64, 28->14", 1, 64, 28), ("conv2 64->128, 14->7", 64, 128, 14),
+                               ("conv3 128->256, 7->4", 128, 256, 7)]:
+            x = torch.randn(64, c, hw, hw, device=dev, dtype=dtype)
+            w = torch.randn(o, c, 5, 5, device=dev, dtype=dtype)
+            y = F.conv2d(x, w, stride=2, padding=2)
+            gy = torch.randn_like(y)
+            fwd = timed(lambda: F.conv2d(x, w, stride=2, padding=2))
+            inp = timed(lambda: torch.nn.grad.conv2d_input(x.shape, w, gy, stride=2, padding=2))
+            wgt = timed(lambda: torch.nn.grad.conv2d_weight(x, w.shape, gy, stride=2, padding=2))
+            print(f"{name:<28} {fwd * 1e3:>10.3f} {inp * 1e3:>12.3f} {wgt * 1e3:>12.3f}")
 
     n = 4_300_000
     p = torch.zeros(n, device=dev, requires_grad=True)

@@ -417,8 +417,8 @@ impl Storage {
     // kernel and narrows the result, so every device has every op in every dtype: reductions
     // accumulate in f32, matmuls and convolutions multiply and add in f32. Native 16-bit
     // kernels replace the widening where they pay: on a CUDA device, the elementwise ops,
-    // reductions, layout copies and matmuls (tensor cores) run in 16 bits with f32 math
-    // (`half_to_widen`); on the CPU, the 16-bit convolutions (`cpu_slices`: AMX or the bf16
+    // reductions, layout copies, matmuls and convolutions (tensor cores) run in 16 bits with f32
+    // math (`half_to_widen`); on the CPU, the 16-bit convolutions (`cpu_slices`: AMX or the bf16
     // tile, the f16 tile).
 
     /// Whether every operand is of the same 16-bit dtype: the ops' cue for the half rule.
@@ -454,8 +454,8 @@ impl Storage {
     }
 
     /// [`Self::all_half`] for the ops that a CUDA device runs in 16 bits itself (elementwise,
-    /// reductions, layout, matmul: f32 math in the kernel, one rounding, so the same rule): only
-    /// CPU operands are widened here.
+    /// reductions, layout, matmul, convolutions: f32 math in the kernel, one rounding, so the
+    /// same rule): only CPU operands are widened here.
     fn half_to_widen(operands: &[&Storage]) -> Option<DType> {
         Storage::all_half(operands).filter(|_| operands.iter().all(|s| matches!(s, Storage::Cpu(_))))
     }
@@ -588,7 +588,7 @@ impl Storage {
             let y = conv::bf16::conv2d_forward_half(g, x, w, b, activation);
             return Storage::Cpu(CpuStorage::F16(y));
         }
-        if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
+        if let Some(half) = Storage::half_to_widen(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
                 .widened()
@@ -627,7 +627,7 @@ impl Storage {
             let x = conv::bf16::conv2d_input_adjoint_half(g, y, w, b, activation);
             return Storage::Cpu(CpuStorage::F16(x));
         }
-        if let Some(half) = Storage::all_half(&[&[self, weight][..], bias.as_slice()].concat()) {
+        if let Some(half) = Storage::half_to_widen(&[&[self, weight][..], bias.as_slice()].concat()) {
             let bias = bias.map(Storage::widened);
             return self
                 .widened()
@@ -667,7 +667,7 @@ impl Storage {
             crate::cpu::denormals::sync_this_thread();
             return Storage::Cpu(CpuStorage::BF16(conv::bf16::conv2d_weight_grad_bf16(g, x, gy)));
         }
-        if let Some(half) = Storage::all_half(&[self, grad_out]) {
+        if let Some(half) = Storage::half_to_widen(&[self, grad_out]) {
             return self.widened().conv2d_weight_grad(&grad_out.widened(), g).cast(half);
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, grad_out) {

@@ -49,18 +49,20 @@ fn every_kernel_source_compiles_for_sm80_and_sm90() {
     }
 }
 
-/// The tensor-core kernels (matmul_tc.cu) issue the mma instruction of their input type
-/// (mma.cuh's inline PTX), each of them, for both architectures: not a fallback, and not
-/// optimised away.
+/// The tensor-core kernels (matmul_tc.cu, conv_mma.cu) issue the mma instruction of their
+/// input type (mma.cuh's inline PTX), each of them (but the split-K sums of conv_mma.cu, which
+/// only add), for both architectures: not a fallback, and not optimised away.
 #[test]
 fn the_tensor_core_kernels_issue_mma_sync() {
     if !nvrtc_or_skip() {
         return;
     }
-    let source = SOURCES.iter().find(|s| s.file == "matmul_tc.cu").unwrap();
-    for arch in [80, 90] {
+    let sources = SOURCES
+        .iter()
+        .filter(|s| ["matmul_tc.cu", "conv_mma.cu"].contains(&s.file));
+    for (source, arch) in sources.flat_map(|s| [(s, 80), (s, 90)]) {
         let ptx = compile(source, arch).unwrap_or_else(|e| panic!("{e}"));
-        for kernel in source.kernel_names() {
+        for kernel in source.kernel_names().into_iter().filter(|k| !k.contains("sum_slices")) {
             let entry = &ptx[ptx.find(&format!(".entry {kernel}(")).unwrap()..];
             let body = &entry[..entry[1..].find(".entry ").map_or(entry.len(), |end| end + 1)];
             let input = if kernel.contains("bf16") { "bf16" } else { "f16" };

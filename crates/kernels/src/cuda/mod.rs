@@ -4,7 +4,8 @@
 //! (feature `emulator`), which runs the same sources on the CPU. [`storage`] writes each
 //! launch once, for both; tests run it on the emulator against the CPU twins in
 //! [`crate::cpu`]. Kernels are found by name: `<family>_<f32|f64>`;
-//! the tensor cores' matmuls (16-bit inputs only) are `matmul_tc_<bf16|f16>`.
+//! the tensor cores' matmuls and convolutions (16-bit inputs only) are `matmul_tc_<bf16|f16>`
+//! and `<conv family>_mma_<bf16|f16>`, with `_f32` appended for an f32 output.
 
 pub mod compile;
 pub mod counters;
@@ -31,7 +32,8 @@ pub const COMMON_HEADER: &str = include_str!("../../../../kernels/common.cuh");
 pub const HALF_HEADER: &str = include_str!("../../../../kernels/half.cuh");
 
 /// `kernels/mma.cuh`: the tensor cores' warp-wide mma (bf16 and f16 inputs, f32 sums), inline
-/// PTX under NVRTC and a modelled warp-collective operation in the emulator (matmul_tc.cu).
+/// PTX under NVRTC and a modelled warp-collective operation in the emulator (matmul_tc.cu,
+/// conv_mma.cu).
 pub const MMA_HEADER: &str = include_str!("../../../../kernels/mma.cuh");
 
 /// `kernels/async_copy.cuh`: `cp.async` copies from global to shared memory and 16-byte shared
@@ -56,6 +58,7 @@ macro_rules! kernel_source {
 /// Every kernel source, in the order of `kernels/`.
 pub const SOURCES: &[KernelSource] = &[
     kernel_source!("conv.cu", "cpu::conv (reference.rs)"),
+    kernel_source!("conv_mma.cu", "cpu::conv (f32, on the widened 16-bit inputs)"),
     kernel_source!("elementwise.cu", "cpu::elementwise"),
     kernel_source!("layout.cu", "cpu::layout"),
     kernel_source!("matmul.cu", "cpu::matmul::gemm_reference"),
@@ -183,6 +186,15 @@ impl LaunchShape {
         }
     }
 
+    /// conv_mma.cu's 64 x 64 tiles of an `m x n` implicit GEMM, `slices` slices of its K each,
+    /// 4 warps a block.
+    pub fn conv_tensor_cores(m: usize, n: usize, slices: usize) -> LaunchShape {
+        LaunchShape {
+            block: (128, 1, 1),
+            ..LaunchShape::conv(m, n, slices)
+        }
+    }
+
     /// matmul_tc.cu's 64 x 64 tiles of an `m x n` output, `batch` of them, 4 warps each.
     pub fn matmul_tensor_cores(m: usize, n: usize, batch: usize) -> LaunchShape {
         LaunchShape {
@@ -197,15 +209,15 @@ mod tests {
     use super::*;
 
     /// Every kernel in f32 and f64, except the casts and the tensor cores' kernels
-    /// (matmul_tc.cu), which exist for the 16-bit types only; and in bf16 and f16 exactly the
-    /// families that `Storage` sends to a CUDA device in 16 bits (`half_to_widen`).
+    /// (matmul_tc.cu, conv_mma.cu), which exist for the 16-bit types only; and in bf16 and f16
+    /// exactly the families that `Storage` sends to a CUDA device in 16 bits (`half_to_widen`).
     #[test]
     fn every_source_names_its_kernels_in_both_precisions() {
         let mut names: Vec<&str> = SOURCES.iter().flat_map(|s| s.kernel_names()).collect();
         assert!(names.len() >= 33, "{names:?}");
-        let tensor_cores = SOURCES.iter().find(|s| s.file == "matmul_tc.cu").unwrap();
+        let kernels_of = |file: &str| SOURCES.iter().find(|s| s.file == file).unwrap().kernel_names();
         assert_eq!(
-            tensor_cores.kernel_names(),
+            kernels_of("matmul_tc.cu"),
             [
                 "matmul_tc_bf16",
                 "matmul_tc_bf16_f32",
@@ -215,6 +227,15 @@ mod tests {
                 "mma_m16n8k16_f16_fragments"
             ]
         );
+        let mut conv_mma = Vec::new();
+        for family in ["conv2d_forward", "conv2d_input_adjoint", "conv2d_weight_grad"] {
+            for output in ["bf16", "bf16_f32", "f16", "f16_f32"] {
+                conv_mma.push(format!("{family}_mma_{output}"));
+            }
+        }
+        conv_mma.extend(["bf16", "f16"].map(|half| format!("conv2d_weight_grad_mma_sum_slices_{half}")));
+        assert_eq!(kernels_of("conv_mma.cu"), conv_mma);
+        let tensor_cores = [kernels_of("matmul_tc.cu"), kernels_of("conv_mma.cu")].concat();
         let family = |name: &'static str| -> &'static str {
             ["_f32", "_f64", "_bf16", "_f16"]
                 .iter()
@@ -223,7 +244,7 @@ mod tests {
         };
         let mut in_16_bits = Vec::new();
         for &name in &names {
-            if name.starts_with("cast_") || tensor_cores.kernel_names().contains(&name) {
+            if name.starts_with("cast_") || tensor_cores.contains(&name) {
                 continue;
             }
             let family = family(name);

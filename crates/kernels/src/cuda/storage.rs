@@ -1,7 +1,8 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
 //! of the kernels in `kernels/*.cu`. Convolutions are implicit GEMMs (conv.cu): one launch for
 //! the forward pass and for the input gradient, a split-K launch and a fixed-order sum of its
-//! slices for the weight gradient; no im2col buffer.
+//! slices for the weight gradient; no im2col buffer. Those of 16-bit operands run on the tensor
+//! cores (conv_mma.cu, [`conv_mma`]).
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::matmul::MatmulKernel;
@@ -11,6 +12,8 @@ use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp
 use crate::storage::{CpuStorage, DType};
 use crate::ConvGeometry;
 use std::sync::Arc;
+
+mod conv_mma;
 
 /// Thread blocks that conv2d's weight gradient aims for: two per SM of a 132-SM H100.
 const WEIGHT_GRAD_BLOCKS: usize = 264;
@@ -419,6 +422,9 @@ impl GpuStorage {
     /// conv2d with an optional bias `[O]`, one launch (conv.cu's implicit GEMM): `self`
     /// `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
     pub fn conv2d_forward(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+        if self.dtype().is_half() {
+            return self.conv2d_forward_mma(weight, bias, g, self.dtype());
+        }
         self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
         let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
@@ -442,6 +448,9 @@ impl GpuStorage {
     /// forward pass), one launch (conv.cu's gathering implicit GEMM): `self` `[N, O, Ho, Wo]`,
     /// `weight` `[O, C, kh, kw]`.
     pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+        if self.dtype().is_half() {
+            return self.conv2d_input_adjoint_mma(weight, bias, g, self.dtype());
+        }
         self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;
         let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
@@ -484,6 +493,9 @@ impl GpuStorage {
     /// one launch of partial sums per slice, then one that adds them in slice order (none
     /// when there is one slice: it writes the result).
     pub fn conv2d_weight_grad_in_slices(&self, grad_out: &GpuStorage, g: &ConvGeometry, slices: usize) -> GpuStorage {
+        if self.dtype().is_half() {
+            return self.conv2d_weight_grad_mma(grad_out, g, slices, self.dtype());
+        }
         self.check_same(grad_out, "conv2d_weight_grad");
         let len = g.out_channels * g.patch_len();
         let k = g.batch * g.out_h * g.out_w;
