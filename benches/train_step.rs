@@ -82,13 +82,19 @@ fn main() {
     } else {
         thread_counts
     };
-    // The FMA peak on each thread count, to read the step's GFLOP/s against.
+    // The FMA peak on each thread count, to read the step's GFLOP/s against: the printed
+    // measurements where they cover the count (a second measurement can read another load of
+    // a shared machine than the printed one, and the column would disagree with the header).
     let peaks: Vec<f64> = if device == Device::Cpu {
-        common::print_machine(all_threads);
+        let printed = common::print_machine(all_threads);
         let path = earthmover::kernels::cpu::simd::active_path();
         thread_counts
             .iter()
-            .map(|&t| earthmover::kernels::cpu::simd::fma_peak_gflops(path, t))
+            .map(|&t| match t {
+                t if t == all_threads => printed.all,
+                1 => printed.one,
+                t => earthmover::kernels::cpu::simd::fma_peak_gflops(path, t),
+            })
             .collect()
     } else {
         vec![f64::NAN; thread_counts.len()]

@@ -42,6 +42,13 @@ pub fn bf16_from_f32(src: &[f32]) -> Vec<bf16> {
     unsafe { assume_init_vec(out) }
 }
 
+/// Every value of `src` rounded to bf16 into `out` (of the same length), on this thread: for
+/// callers that are parallel tasks already (a tile's write-back).
+pub fn bf16_from_f32_into(src: &[f32], out: &mut [MaybeUninit<bf16>]) {
+    assert_eq!(src.len(), out.len(), "bf16_from_f32_into: lengths differ");
+    dispatch(active_path(), Narrow { src, out });
+}
+
 /// Every value of `src` widened to f32 (exact).
 pub fn f32_from_bf16(src: &[bf16]) -> Vec<f32> {
     let mut out = uninit_vec(src.len());

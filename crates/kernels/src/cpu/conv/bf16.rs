@@ -39,6 +39,12 @@ pub trait HalfFloat: Copy + Send + Sync + 'static {
     fn from_f32_rounded(v: f32) -> Self;
     fn widen_all(v: &[Self]) -> Vec<f32>;
     fn narrow_all(v: &[f32]) -> Vec<Self>;
+    /// `v` rounded into `out` on this thread (for parallel tasks).
+    fn narrow_into(v: &[f32], out: &mut [MaybeUninit<Self>]) {
+        for (o, &v) in out.iter_mut().zip(v) {
+            o.write(Self::from_f32_rounded(v));
+        }
+    }
 }
 
 impl HalfFloat for bf16 {
@@ -54,6 +60,9 @@ impl HalfFloat for bf16 {
     }
     fn narrow_all(v: &[f32]) -> Vec<bf16> {
         crate::cpu::convert::bf16_from_f32(v)
+    }
+    fn narrow_into(v: &[f32], out: &mut [MaybeUninit<bf16>]) {
+        crate::cpu::convert::bf16_from_f32_into(v, out)
     }
 }
 
@@ -510,9 +519,7 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
         from_tile_layout(self.path, sums, channels, self.padded_channels(), pixels, unsafe {
             as_slots(&mut wide)
         });
-        for (o, &v) in out.iter_mut().zip(wide.iter()) {
-            o.write(T::from_f32_rounded(v));
-        }
+        T::narrow_into(&wide, out);
     }
 }
 
