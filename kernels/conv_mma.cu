@@ -155,29 +155,7 @@ template <typename Inputs, typename P> __device__ void implicit_gemm_mma(const P
         // table for this slice was before the barrier above, the next is after the one below.
         a_stager.prepare(p.a, k0 + CM_SLICE, k_end);
         b_stager.prepare(p.b, k0 + CM_SLICE, k_end);
-#pragma unroll
-        for (int step = 0; step < CM_PAIRS; step += 8) {  // 16 of k: 8 pairs
-            unsigned a_frag[2][4], b_frag[4][2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const unsigned *upper = a_tile[warp_row + 16 * i + group];
-                const unsigned *lower = a_tile[warp_row + 16 * i + group + 8];
-                a_frag[i][0] = upper[step + in_group];
-                a_frag[i][1] = lower[step + in_group];
-                a_frag[i][2] = upper[step + in_group + 4];
-                a_frag[i][3] = lower[step + in_group + 4];
-            }
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const unsigned *column = b_tile[warp_col + 8 * j + group];
-                b_frag[j][0] = column[step + in_group];
-                b_frag[j][1] = column[step + in_group + 4];
-            }
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) Inputs::mma(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
-        }
+        mma_warp_slice<Inputs, CM_PAIRS, CM_ROW_WORDS>(acc, a_tile, b_tile, warp_row, warp_col, group, in_group);
         __syncthreads();
     }
     const int rows = p.rows(), columns = p.columns();

@@ -70,3 +70,38 @@ struct F16Inputs {
     static __device__ __forceinline__ float widen(unsigned short h) { return f16_to_f32(h); }
     static __device__ __forceinline__ unsigned short round(float x) { return f32_to_f16(x); }
 };
+
+// One staged slice of k (`PAIRS` 16-bit pairs, a multiple of 8) multiplied into a warp's 32 x 32
+// block of C, `acc` [m16 tile][n8 tile][c fragment]: the block's 64 rows of A and 64 columns of B
+// in shared memory as pairs along k (`[row][ROW_WORDS]`, padded so that the fragment reads fall
+// on distinct banks), the warp's rows from `warp_row` and columns from `warp_col`, `group` and
+// `in_group` the g and t of the fragment layout above. Shared by matmul_tc.cu and conv_mma.cu,
+// whose tiles differ only in how they are staged.
+template <typename Inputs, int PAIRS, int ROW_WORDS>
+__device__ __forceinline__ void mma_warp_slice(float acc[2][4][4], const unsigned (*a_tile)[ROW_WORDS],
+                                               const unsigned (*b_tile)[ROW_WORDS], int warp_row, int warp_col,
+                                               int group, int in_group) {
+#pragma unroll
+    for (int step = 0; step < PAIRS; step += 8) {  // 16 of k: 8 pairs
+        unsigned a_frag[2][4], b_frag[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const unsigned *upper = a_tile[warp_row + 16 * i + group];
+            const unsigned *lower = a_tile[warp_row + 16 * i + group + 8];
+            a_frag[i][0] = upper[step + in_group];
+            a_frag[i][1] = lower[step + in_group];
+            a_frag[i][2] = upper[step + in_group + 4];
+            a_frag[i][3] = lower[step + in_group + 4];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const unsigned *column = b_tile[warp_col + 8 * j + group];
+            b_frag[j][0] = column[step + in_group];
+            b_frag[j][1] = column[step + in_group + 4];
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) Inputs::mma(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
+    }
+}

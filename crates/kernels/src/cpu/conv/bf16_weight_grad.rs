@@ -70,25 +70,8 @@ pub(super) fn weight_grad_on_amx(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> V
         .enumerate()
         .for_each_init(Vec::new, |runs: &mut Vec<Run>, (task, out)| {
             let (tap, ob) = (task / oblocks, task % oblocks);
-            let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
             out.fill(0.0);
-            runs.clear();
-            for oh in 0..g.out_h {
-                let ih = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0);
-                let Some(ih) = ih.filter(|&ih| ih < g.in_h) else {
-                    continue;
-                };
-                for ow in 0..g.out_w {
-                    let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
-                    if let Some(iw) = iw.filter(|&iw| iw < g.in_w) {
-                        runs.push(Run {
-                            weights: (oh * g.out_w + ow) * pairs,
-                            inputs: (ih * g.in_w + iw) * pairs * TILE_SAMPLES,
-                            len: pairs,
-                        });
-                    }
-                }
-            }
+            tap_runs(g, tap, pairs, 1, runs);
             let a = &maps[ob * AMX_BLOCK * a_steps..][..AMX_BLOCK * a_steps];
             // SAFETY: `amx_takes` checked AMX (asserted above).
             unsafe { accumulate_products(a, a_steps, &inputs, b_block, runs, out) };
@@ -105,6 +88,31 @@ pub(super) fn weight_grad_on_amx(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> V
         }
     });
     gw
+}
+
+/// The runs of one kernel tap into `runs`: per output pixel whose tap falls inside the image,
+/// its `pairs` pair steps, in maps of `rows` pairs a step (`[pixel, pair, rows]`: 1 for AMX's
+/// `A` rows, [`TILE_ROWS`] for the vector tile's weights) and in the input blocks (`[pixel,
+/// pair, 16]`).
+fn tap_runs(g: &ConvGeometry, tap: usize, pairs: usize, rows: usize, runs: &mut Vec<Run>) {
+    let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
+    runs.clear();
+    for oh in 0..g.out_h {
+        let ih = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0);
+        let Some(ih) = ih.filter(|&ih| ih < g.in_h) else {
+            continue;
+        };
+        for ow in 0..g.out_w {
+            let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
+            if let Some(iw) = iw.filter(|&iw| iw < g.in_w) {
+                runs.push(Run {
+                    weights: (oh * g.out_w + ow) * pairs * rows,
+                    inputs: (ih * g.in_w + iw) * pairs * TILE_SAMPLES,
+                    len: pairs,
+                });
+            }
+        }
+    }
 }
 
 // The input blocks serve both kernels: AMX's `B` columns are the vector tile's lanes.
@@ -151,24 +159,7 @@ pub(super) fn weight_grad_on_dot(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> V
         .for_each_init(Vec::new, |runs: &mut Vec<Run>, (task, out)| {
             let (rest, cb) = (task / cblocks, task % cblocks);
             let (tap, tp) = (rest / tile_pairs, rest % tile_pairs);
-            let (ki, kj) = (tap / g.kernel_w, tap % g.kernel_w);
-            runs.clear();
-            for oh in 0..g.out_h {
-                let ih = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0);
-                let Some(ih) = ih.filter(|&ih| ih < g.in_h) else {
-                    continue;
-                };
-                for ow in 0..g.out_w {
-                    let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
-                    if let Some(iw) = iw.filter(|&iw| iw < g.in_w) {
-                        runs.push(Run {
-                            weights: (oh * g.out_w + ow) * pairs * TILE_ROWS,
-                            inputs: (ih * g.in_w + iw) * pairs * TILE_SAMPLES,
-                            len: pairs,
-                        });
-                    }
-                }
-            }
+            tap_runs(g, tap, pairs, TILE_ROWS, runs);
             let block = &inputs[cb * block_len..][..block_len];
             check_runs(runs, tile_steps, block.len());
             out.fill(0.0);

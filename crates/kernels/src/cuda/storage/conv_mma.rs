@@ -27,30 +27,13 @@ impl GpuStorage {
         g: &ConvGeometry,
         out: DType,
     ) -> GpuStorage {
-        self.check_same(weight, "conv2d");
-        let pixels = g.batch * g.out_h * g.out_w;
-        let len = pixels * g.out_channels;
-        if !self.device.has_tensor_cores() {
-            return self.through_f32("conv2d_forward_mma", out, len, |x| {
-                let bias = bias.map(|b| b.cast(DType::F32));
-                x.conv2d_forward(&weight.cast(DType::F32), bias.as_ref(), g)
-            });
-        }
-        let (y, shape) = self.mma_output("conv2d_forward_mma", out, len, g, 0);
-        if let Some(shape) = shape {
-            self.launch(
-                &mma_kernel("conv2d_forward", self.dtype(), out),
-                LaunchShape::conv_tensor_cores(pixels, g.out_channels, 1),
-                &mut [
-                    self.ptr(),
-                    weight.ptr(),
-                    self.bias_ptr(bias, "conv2d"),
-                    y.ptr(),
-                    Arg::Conv(shape),
-                ],
-            );
-        }
-        y
+        let pass = MmaPass {
+            family: "conv2d_forward",
+            op: "conv2d",
+            pixels: g.batch * g.out_h * g.out_w,
+            channels: g.out_channels,
+        };
+        self.conv_pass_mma(pass, weight, bias, g, out, |x, w, b| x.conv2d_forward(w, b, g))
     }
 
     /// The adjoint of conv2d in its input (conv_transpose2d's forward pass) of 16-bit operands
@@ -64,30 +47,50 @@ impl GpuStorage {
         g: &ConvGeometry,
         out: DType,
     ) -> GpuStorage {
-        self.check_same(weight, "conv_transpose2d");
-        let pixels = g.batch * g.in_h * g.in_w;
-        let len = pixels * g.in_channels;
+        let pass = MmaPass {
+            family: "conv2d_input_adjoint",
+            op: "conv_transpose2d",
+            pixels: g.batch * g.in_h * g.in_w,
+            channels: g.in_channels,
+        };
+        self.conv_pass_mma(pass, weight, bias, g, out, |y, w, b| y.conv2d_input_adjoint(w, b, g))
+    }
+
+    /// The forward pass or the adjoint (`pass`), which differ only in their kernel and output
+    /// shape: one launch, or `f32_kernel` between casts on a GPU without tensor cores.
+    fn conv_pass_mma(
+        &self,
+        pass: MmaPass,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        g: &ConvGeometry,
+        out: DType,
+        f32_kernel: impl FnOnce(&GpuStorage, &GpuStorage, Option<&GpuStorage>) -> GpuStorage,
+    ) -> GpuStorage {
+        self.check_same(weight, pass.op);
+        let kernel = format!("{}_mma", pass.family);
+        let len = pass.pixels * pass.channels;
         if !self.device.has_tensor_cores() {
-            return self.through_f32("conv2d_input_adjoint_mma", out, len, |y| {
+            return self.through_f32(&kernel, out, len, |wide| {
                 let bias = bias.map(|b| b.cast(DType::F32));
-                y.conv2d_input_adjoint(&weight.cast(DType::F32), bias.as_ref(), g)
+                f32_kernel(wide, &weight.cast(DType::F32), bias.as_ref())
             });
         }
-        let (x, shape) = self.mma_output("conv2d_input_adjoint_mma", out, len, g, 0);
+        let (result, shape) = self.mma_output(&kernel, out, len, g, 0);
         if let Some(shape) = shape {
             self.launch(
-                &mma_kernel("conv2d_input_adjoint", self.dtype(), out),
-                LaunchShape::conv_tensor_cores(pixels, g.in_channels, 1),
+                &mma_kernel(pass.family, self.dtype(), out),
+                LaunchShape::conv_tensor_cores(pass.pixels, pass.channels, 1),
                 &mut [
                     self.ptr(),
                     weight.ptr(),
-                    self.bias_ptr(bias, "conv_transpose2d"),
-                    x.ptr(),
+                    self.bias_ptr(bias, pass.op),
+                    result.ptr(),
                     Arg::Conv(shape),
                 ],
             );
         }
-        x
+        result
     }
 
     /// conv2d's weight gradient `[O, C, kh, kw]` of 16-bit operands, in `out` (as
@@ -210,6 +213,17 @@ impl GpuStorage {
             wide.cast(out)
         }
     }
+}
+
+/// What tells a forward pass from an adjoint for [`GpuStorage::conv_pass_mma`].
+struct MmaPass {
+    /// The kernel family (conv_mma.cu's names: `<family>_mma_<dtype>`).
+    family: &'static str,
+    /// The op's name in messages.
+    op: &'static str,
+    /// The output's pixels (over the batch) and channels: the GEMM's rows and columns.
+    pixels: usize,
+    channels: usize,
 }
 
 /// `<family>_mma_<bf16|f16>`, with `_f32` for an f32 output.
