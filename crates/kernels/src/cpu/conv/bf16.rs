@@ -17,7 +17,8 @@ use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_frame::{AdjointRuns, ForwardRuns, TileKernels};
 use super::tile_layout::{from_tile_layout, to_tile_layout};
 use super::tile_pairs::{
-    accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, Bf16Pair, HalfFormat, PairKernel, PairWeights,
+    accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, Bf16Pair,
+    HalfFormat, PairKernel, PairWeights,
 };
 use super::{conv2d_forward, conv2d_input_adjoint, conv2d_weight_grad, taps_inside_image};
 use crate::cpu::convert::bf16_bits_from_f32;
@@ -440,6 +441,82 @@ impl<T: HalfFloat> HalfTiles<T> {
         }
     }
 
+    /// [`TileKernels::accumulate_row`] on a vector kernel; with a `second` chunk (its operand
+    /// and its row, laid out alike), the same row of both in one pass per pair of tiles, so
+    /// that each weight loaded serves both chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_vector_row(
+        &self,
+        kernel: PairKernel,
+        packed: &PairWeights,
+        operand: &[Bf16Pair],
+        runs: &[Run],
+        bounds: &[usize],
+        row: &mut [f32],
+        mut second: Option<(&[Bf16Pair], &mut [f32])>,
+    ) {
+        let tiles = self.channels.div_ceil(TILE_ROWS);
+        let tile_weights = packed.len() / tiles;
+        // Every tile of the row reads the same runs, with weights of the same length: check
+        // them once.
+        check_runs(runs, tile_weights, operand.len());
+        if let Some((second_operand, second_row)) = &second {
+            assert!(
+                second_operand.len() == operand.len() && second_row.len() == row.len(),
+                "bf16 tile: the second chunk is laid out unlike the first"
+            );
+        }
+        let rows = |tile: usize| (self.channels - tile * TILE_ROWS).min(TILE_ROWS);
+        // The outputs of a pair of tiles at `at` (`span` long), or of one tile and an empty one.
+        fn split(out: &mut [f32], at: usize, span: usize) -> [&mut [f32]; 2] {
+            let (out0, out1) = out[at..at + span].split_at_mut(TILE_LEN);
+            [out0, out1]
+        }
+        let pixel_len = tiles * TILE_LEN;
+        for i in 0..row.len() / pixel_len {
+            let pixel_runs = &runs[bounds[i]..bounds[i + 1]];
+            for tile in (0..tiles).step_by(2) {
+                let at = i * pixel_len + tile * TILE_LEN;
+                let both_tiles = tile + 1 < tiles;
+                let span = if both_tiles { 2 * TILE_LEN } else { TILE_LEN };
+                let weights = (tile * tile_weights, tile_weights);
+                let (first_rows, second_tile) = if both_tiles {
+                    (TILE_ROWS, Some(((tile + 1) * tile_weights, rows(tile + 1))))
+                } else {
+                    (rows(tile), None)
+                };
+                // SAFETY: every tile's weights are `tile_weights` long and lie inside the
+                // packed weights, these runs are among those checked (the second chunk's
+                // operand is as long as the first's), and the kernel was chosen among those
+                // this processor runs.
+                unsafe {
+                    match &mut second {
+                        None => accumulate_pairs_unchecked(
+                            kernel,
+                            first_rows,
+                            packed,
+                            weights,
+                            second_tile,
+                            operand,
+                            pixel_runs,
+                            split(row, at, span),
+                        ),
+                        Some((second_operand, second_row)) => accumulate_pairs_two_blocks_unchecked(
+                            kernel,
+                            first_rows,
+                            packed,
+                            weights,
+                            second_tile,
+                            [operand, *second_operand],
+                            pixel_runs,
+                            [split(row, at, span), split(second_row, at, span)],
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     /// Packed weights per reduced pair step in a run (the runs' `weights_step`).
     fn weights_step(&self) -> usize {
         match self.engine {
@@ -483,31 +560,31 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
             }
             Bf16Engine::Vector { kernel, packed } => (*kernel, packed),
         };
-        let tiles = self.channels.div_ceil(TILE_ROWS);
-        let tile_weights = packed.len() / tiles;
-        check_runs(runs, tile_weights, operand.len());
-        let rows = |tile: usize| (self.channels - tile * TILE_ROWS).min(TILE_ROWS);
-        for (i, pixel) in row.chunks_exact_mut(tiles * TILE_LEN).enumerate() {
-            let pixel_runs = &runs[bounds[i]..bounds[i + 1]];
-            for (pair, out) in pixel.chunks_mut(2 * TILE_LEN).enumerate() {
-                let tile = 2 * pair;
-                let weights = (tile * tile_weights, tile_weights);
-                // SAFETY: every tile's weights are `tile_weights` long and lie inside the
-                // packed weights, these runs are among those checked, and the kernel was
-                // chosen among those this processor runs.
-                unsafe {
-                    if out.len() == 2 * TILE_LEN {
-                        let (out0, out1) = out.split_at_mut(TILE_LEN);
-                        let second = Some(((tile + 1) * tile_weights, rows(tile + 1)));
-                        let out = [out0, out1];
-                        accumulate_pairs_unchecked(
-                            kernel, TILE_ROWS, packed, weights, second, operand, pixel_runs, out,
-                        );
-                    } else {
-                        let out = [out, &mut []];
-                        accumulate_pairs_unchecked(kernel, rows(tile), packed, weights, None, operand, pixel_runs, out);
-                    }
-                }
+        self.accumulate_vector_row(kernel, packed, operand, runs, bounds, row, None)
+    }
+
+    /// On `vdpbf16ps`, whose 32 registers hold two tiles' sums over two chunks: each weight
+    /// pair broadcast serves both chunks ([`accumulate_pairs_two_blocks_unchecked`]).
+    fn pairs_chunks(&self) -> bool {
+        matches!(
+            self.engine,
+            Bf16Engine::Vector {
+                kernel: PairKernel::Dot,
+                ..
+            }
+        )
+    }
+
+    fn accumulate_two_rows(&self, operands: [&[Bf16Pair]; 2], runs: &[Run], bounds: &[usize], rows: [&mut [f32]; 2]) {
+        let [row0, row1] = rows;
+        match &self.engine {
+            Bf16Engine::Vector { kernel, packed } => {
+                let second = Some((operands[1], row1));
+                self.accumulate_vector_row(*kernel, packed, operands[0], runs, bounds, row0, second)
+            }
+            Bf16Engine::Amx { .. } => {
+                self.accumulate_row(operands[0], runs, bounds, row0);
+                self.accumulate_row(operands[1], runs, bounds, row1);
             }
         }
     }
@@ -585,6 +662,35 @@ mod tests {
                 check(&y, &want_y, &format!("forward, {what}"));
                 let xs = conv2d_input_adjoint_half_on(kernel, &g, &gy, &wt, Some(&bias[..c]), Some(UnaryOp::Relu));
                 check(&xs, &want_x, &format!("adjoint, {what}"));
+            }
+        }
+    }
+
+    /// The vector kernels give the same bits through the frame, where `vdpbf16ps` sums two
+    /// chunks of samples per task and the widening kernels one: three chunks (16 + 16 + 3: a
+    /// pair and a single) and three tiles of output channels (6 + 6 + 1: a pair and a single),
+    /// for the forward pass and the adjoint.
+    #[test]
+    fn vector_kernels_give_the_same_bits_over_pairs_of_chunks() {
+        for (n, c, o, h, w, k, s, p, d) in [(35, 13, 13, 5, 4, 3, 1, 1, 1), (35, 15, 9, 6, 5, 4, 2, 1, 1)] {
+            let g = ConvGeometry::conv2d([n, c, h, w], [o, c, k, k], (s, s), (p, p), (d, d)).unwrap();
+            let x = values::<bf16>(n * c * h * w, 5);
+            let wt = values::<bf16>(o * c * k * k, 6);
+            let bias = values::<bf16>(o.max(c), 7);
+            let gy = values::<bf16>(n * o * g.out_h * g.out_w, 8);
+            let bits = |v: Vec<bf16>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let mut first: Option<(PairKernel, Vec<u16>, Vec<u16>)> = None;
+            for kernel in PairKernel::supported() {
+                let on = Bf16Kernel::Vector(kernel);
+                let y = bits(conv2d_forward_half_on(on, &g, &x, &wt, Some(&bias[..o]), None));
+                let xs = bits(conv2d_input_adjoint_half_on(on, &g, &gy, &wt, Some(&bias[..c]), None));
+                match &first {
+                    None => first = Some((kernel, y, xs)),
+                    Some((first, want_y, want_x)) => {
+                        assert!(y == *want_y, "forward on {kernel}: other bits than on {first}, {g:?}");
+                        assert!(xs == *want_x, "adjoint on {kernel}: other bits than on {first}, {g:?}");
+                    }
+                }
             }
         }
     }

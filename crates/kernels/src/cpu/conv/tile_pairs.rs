@@ -187,15 +187,12 @@ impl PairWeights {
 }
 
 #[derive(Clone, Copy)]
-// Outside x86-64 there is no dot kernel to read the pairs.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum WeightsRef<'a> {
     Pairs(&'a [Bf16Pair]),
     Widened(&'a [f32]),
 }
 
 impl WeightsRef<'_> {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn pairs_ptr(self) -> *const u32 {
         match self {
             WeightsRef::Pairs(w) => w.as_ptr(),
@@ -257,273 +254,63 @@ pub unsafe fn accumulate_pairs_unchecked(
     }
 }
 
-mod kernels {
-    use super::{HalfFormat, PairKernel, Run, WeightsRef, TILE_ROWS, TILE_SAMPLES};
-    use crate::cpu::simd::{F32Simd, Portable, SimdPath};
-
-    /// How many pair steps ahead the inputs are prefetched.
-    const PREFETCH_STEPS: usize = 8;
-
-    /// The widening kernel: `W` tiles of widened weights (`[pair step, TILE_ROWS, 2]`) over
-    /// bf16 pairs of inputs, `ROWS * VECTORS` vectors of sums per tile.
-    ///
-    /// # Safety
-    /// The runs lie inside every operand, each output holds a tile, and the processor has
-    /// `S`'s instructions (the caller is compiled for them).
-    #[allow(clippy::needless_range_loop)]
-    #[inline(always)]
-    unsafe fn widening<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize, const F16: bool>(
-        weights: [*const f32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        debug_assert_eq!(VECTORS * S::LANES, TILE_SAMPLES);
-        // SAFETY: inside the runs and tiles the caller vouches for.
+/// [`accumulate_pairs_unchecked`] over the same runs of two blocks of inputs, `inputs[x]`
+/// into `out[x]` (each as that function's `out`): with the dot kernel in one pass, each weight
+/// pair broadcast once for both blocks (two tiles by two blocks: 24 sums, two loads and twelve
+/// broadcasts per 24 `vdpbf16ps`); with the others, one block after the other. The same sums
+/// in the same order either way.
+///
+/// # Safety
+/// As [`accumulate_pairs_unchecked`], for both inputs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn accumulate_pairs_two_blocks_unchecked(
+    kernel: PairKernel,
+    rows: usize,
+    packed: &PairWeights,
+    weights: (usize, usize),
+    second: Option<(usize, usize)>,
+    inputs: [&[Bf16Pair]; 2],
+    runs: &[Run],
+    out: [[&mut [f32]; 2]; 2],
+) {
+    let [out0, out1] = out;
+    if kernel != PairKernel::Dot {
+        // SAFETY: forwarded to the caller.
         unsafe {
-            let zero = S::zero();
-            let mut acc = [[[zero; VECTORS]; ROWS]; W];
-            for w in 0..W {
-                for r in 0..ROWS {
-                    for v in 0..VECTORS {
-                        acc[w][r][v] = S::load(out[w].add(r * TILE_SAMPLES + v * S::LANES));
-                    }
-                }
-            }
-            for run in runs {
-                let mut wp = weights.map(|w| w.add(2 * run.weights));
-                let mut xp = inputs.add(run.inputs);
-                for _ in 0..run.len {
-                    S::prefetch(xp.wrapping_add(PREFETCH_STEPS * TILE_SAMPLES) as *const f32);
-                    let mut first = [zero; VECTORS];
-                    let mut second = [zero; VECTORS];
-                    for v in 0..VECTORS {
-                        let x = xp.add(v * S::LANES);
-                        (first[v], second[v]) = if F16 {
-                            S::widen_f16_pairs(x)
-                        } else {
-                            S::widen_bf16_pairs(x)
-                        };
-                    }
-                    for w in 0..W {
-                        for r in 0..ROWS {
-                            // The pair's second step first, as `vdpbf16ps` adds them.
-                            let w_second = S::broadcast(wp[w].add(2 * r + 1));
-                            let w_first = S::broadcast(wp[w].add(2 * r));
-                            for v in 0..VECTORS {
-                                acc[w][r][v] = S::mul_add(w_second, second[v], acc[w][r][v]);
-                                acc[w][r][v] = S::mul_add(w_first, first[v], acc[w][r][v]);
-                            }
-                        }
-                    }
-                    for w in 0..W {
-                        wp[w] = wp[w].add(2 * TILE_ROWS);
-                    }
-                    xp = xp.add(TILE_SAMPLES);
-                }
-            }
-            for w in 0..W {
-                for r in 0..ROWS {
-                    for v in 0..VECTORS {
-                        S::store(out[w].add(r * TILE_SAMPLES + v * S::LANES), acc[w][r][v]);
-                    }
-                }
-            }
+            accumulate_pairs_unchecked(kernel, rows, packed, weights, second, inputs[0], runs, out0);
+            accumulate_pairs_unchecked(kernel, rows, packed, weights, second, inputs[1], runs, out1);
         }
+        return;
     }
-
-    /// `kernel` for `rows` rows and `W` tiles: the dispatch from run-time values to the
-    /// compiled instances.
-    ///
-    /// # Safety
-    /// As the kernels, and `kernel` runs on this processor.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grid<const W: usize>(
-        kernel: PairKernel,
-        format: HalfFormat,
-        rows: usize,
-        weights: [WeightsRef<'_>; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        macro_rules! by_rows {
-            ($entry:ident, $w:expr) => {
-                match rows {
-                    6 => $entry::<6, W>($w, inputs, runs, out),
-                    5 => $entry::<5, W>($w, inputs, runs, out),
-                    4 => $entry::<4, W>($w, inputs, runs, out),
-                    3 => $entry::<3, W>($w, inputs, runs, out),
-                    2 => $entry::<2, W>($w, inputs, runs, out),
-                    _ => $entry::<1, W>($w, inputs, runs, out),
-                }
-            };
-            ($entry:ident, $w:expr, $f16:expr) => {
-                if $f16 {
-                    match rows {
-                        6 => $entry::<6, W, true>($w, inputs, runs, out),
-                        5 => $entry::<5, W, true>($w, inputs, runs, out),
-                        4 => $entry::<4, W, true>($w, inputs, runs, out),
-                        3 => $entry::<3, W, true>($w, inputs, runs, out),
-                        2 => $entry::<2, W, true>($w, inputs, runs, out),
-                        _ => $entry::<1, W, true>($w, inputs, runs, out),
-                    }
-                } else {
-                    match rows {
-                        6 => $entry::<6, W, false>($w, inputs, runs, out),
-                        5 => $entry::<5, W, false>($w, inputs, runs, out),
-                        4 => $entry::<4, W, false>($w, inputs, runs, out),
-                        3 => $entry::<3, W, false>($w, inputs, runs, out),
-                        2 => $entry::<2, W, false>($w, inputs, runs, out),
-                        _ => $entry::<1, W, false>($w, inputs, runs, out),
-                    }
-                }
-            };
-        }
-        let f16 = format == HalfFormat::F16;
-        let widened = || weights.map(WeightsRef::widened_ptr);
-        // SAFETY: forwarded to the caller, who vouches that the kernel runs here.
-        unsafe {
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                PairKernel::Dot => by_rows!(dot, weights.map(WeightsRef::pairs_ptr)),
-                #[cfg(target_arch = "x86_64")]
-                PairKernel::Widening(SimdPath::Avx512) => by_rows!(avx512, widened(), f16),
-                #[cfg(target_arch = "x86_64")]
-                PairKernel::Widening(SimdPath::Avx2) => by_rows!(avx2, widened(), f16),
-                #[cfg(target_arch = "aarch64")]
-                PairKernel::Widening(SimdPath::Neon) => by_rows!(neon, widened(), f16),
-                PairKernel::Widening(_) => by_rows!(portable, widened(), f16),
-                #[allow(unreachable_patterns)]
-                PairKernel::Dot => unreachable!("vdpbf16ps outside x86-64"),
-            }
-        }
-    }
-
-    unsafe fn portable<const ROWS: usize, const W: usize, const F16: bool>(
-        weights: [*const f32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        // SAFETY: forwarded.
-        unsafe { widening::<Portable, ROWS, 2, W, F16>(weights, inputs, runs, out) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn avx2<const ROWS: usize, const W: usize, const F16: bool>(
-        weights: [*const f32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        // SAFETY: forwarded; compiled for AVX2 and FMA.
-        unsafe { widening::<crate::cpu::simd::Avx2, ROWS, 2, W, F16>(weights, inputs, runs, out) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn avx512<const ROWS: usize, const W: usize, const F16: bool>(
-        weights: [*const f32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        // SAFETY: forwarded; compiled for AVX-512F.
-        unsafe { widening::<crate::cpu::simd::Avx512, ROWS, 1, W, F16>(weights, inputs, runs, out) }
-    }
-
-    #[cfg(target_arch = "aarch64")]
-    #[target_feature(enable = "neon")]
-    unsafe fn neon<const ROWS: usize, const W: usize, const F16: bool>(
-        weights: [*const f32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        // SAFETY: forwarded; compiled for NEON.
-        unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W, F16>(weights, inputs, runs, out) }
-    }
-
-    /// `iterations` rounds of twelve independent `vdpbf16ps` chains ([`super::dot_peak_gflops`]).
-    ///
-    /// # Safety
-    /// The processor has AVX512_BF16.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn dot_chains(iterations: u64) -> f32 {
-        use std::arch::x86_64::*;
-        let as_bf16 = |v: __m512i| unsafe { std::mem::transmute::<__m512i, __m512bh>(v) };
-        // 1.0 and 2^-20 in both halves: the sums grow slowly and stay finite.
-        let (x, w) = (
-            as_bf16(_mm512_set1_epi32(0x3f80_3f80)),
-            as_bf16(_mm512_set1_epi32(0x3580_3580)),
-        );
-        let mut acc = [_mm512_setzero_ps(); 12];
-        for _ in 0..iterations {
-            for a in acc.iter_mut() {
-                *a = _mm512_dpbf16_ps(*a, w, x);
-            }
-        }
-        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn dot_chains(_: u64) -> f32 {
-        unreachable!("vdpbf16ps outside x86-64")
-    }
-
-    /// The dot kernel: `W` tiles of bf16 weight pairs over bf16 pairs of inputs, one
-    /// `vdpbf16ps` per row, tile and pair step into one 16-lane vector of sums.
-    ///
-    /// # Safety
-    /// As `widening`, on a processor with AVX512_BF16.
-    #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::needless_range_loop)]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn dot<const ROWS: usize, const W: usize>(
-        weights: [*const u32; W],
-        inputs: *const u32,
-        runs: &[Run],
-        out: [*mut f32; W],
-    ) {
-        use std::arch::x86_64::*;
-        // SAFETY: inside the runs and tiles the caller vouches for; compiled for AVX512_BF16.
-        unsafe {
-            let as_bf16 = |v: __m512i| std::mem::transmute::<__m512i, __m512bh>(v);
-            let mut acc = [[_mm512_setzero_ps(); ROWS]; W];
-            for w in 0..W {
-                for r in 0..ROWS {
-                    acc[w][r] = _mm512_loadu_ps(out[w].add(r * TILE_SAMPLES));
-                }
-            }
-            for run in runs {
-                let mut wp = weights.map(|w| w.add(run.weights));
-                let mut xp = inputs.add(run.inputs);
-                for _ in 0..run.len {
-                    _mm_prefetch::<_MM_HINT_T0>(xp.wrapping_add(PREFETCH_STEPS * TILE_SAMPLES) as *const i8);
-                    let x = as_bf16(_mm512_loadu_si512(xp as *const __m512i));
-                    for w in 0..W {
-                        for r in 0..ROWS {
-                            let pair = as_bf16(_mm512_set1_epi32(*wp[w].add(r) as i32));
-                            acc[w][r] = _mm512_dpbf16_ps(acc[w][r], pair, x);
-                        }
-                    }
-                    for w in 0..W {
-                        wp[w] = wp[w].add(TILE_ROWS);
-                    }
-                    xp = xp.add(TILE_SAMPLES);
-                }
-            }
-            for w in 0..W {
-                for r in 0..ROWS {
-                    _mm512_storeu_ps(out[w].add(r * TILE_SAMPLES), acc[w][r]);
-                }
+    let ([a0, a1], [b0, b1]) = (out0, out1);
+    assert!((1..=TILE_ROWS).contains(&rows), "tile_pairs: {rows} rows");
+    assert!(
+        a0.len() >= TILE_LEN && b0.len() >= TILE_LEN,
+        "tile_pairs: output too small"
+    );
+    let w0 = packed.slice(kernel, weights.0, weights.1).pairs_ptr();
+    let x = inputs.map(<[Bf16Pair]>::as_ptr);
+    // SAFETY (both branches): the caller's contract, for both blocks, and every output holds
+    // a tile.
+    unsafe {
+        match second {
+            None => kernels::dot_grid::<1, 2>(rows, [w0], x, runs, [[a0.as_mut_ptr(), b0.as_mut_ptr()]]),
+            Some((second_start, _)) => {
+                assert!(
+                    a1.len() >= TILE_LEN && b1.len() >= TILE_LEN,
+                    "tile_pairs: output too small"
+                );
+                let w1 = packed.slice(kernel, second_start, weights.1).pairs_ptr();
+                // Both tiles' padding rows are summed too, as in `accumulate_pairs_unchecked`.
+                let out = [[a0.as_mut_ptr(), b0.as_mut_ptr()], [a1.as_mut_ptr(), b1.as_mut_ptr()]];
+                kernels::dot_grid::<2, 2>(TILE_ROWS, [w0, w1], x, runs, out)
             }
         }
     }
 }
+
+#[path = "tile_pairs_kernels.rs"]
+mod kernels;
 
 /// The rate of bf16 multiply-adds `vdpbf16ps` reaches with `threads` threads (each running
 /// twelve independent chains of 512-bit `vdpbf16ps` for about a quarter of a second), in
@@ -687,6 +474,107 @@ mod tests {
                     match &first_bits {
                         None => first_bits = Some(got),
                         Some(first) => assert_eq!(first, &got, "{kernel}: other bits than the first kernel's"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two blocks of inputs at a time, with one tile or two, give in their real rows the bits
+    /// of one block at a time, on every kernel (the dot kernel sums both blocks in one pass).
+    #[test]
+    fn two_blocks_give_the_bits_of_one_block_at_a_time() {
+        let pairs_of = |len: usize, seed: u32| -> Vec<u32> {
+            // Full 8-bit significands over a few binades, so that the sums round.
+            (0..len as u32)
+                .map(|i| {
+                    let v = |k: u32| ((k.wrapping_mul(2654435761) >> 8) % 511) as f32 / 97.0 - 2.6;
+                    bf16_pair(bits(v(2 * i + seed)), bits(v(2 * i + 1 + seed) * 0.03))
+                })
+                .collect()
+        };
+        let steps = 40;
+        let w_pairs = pairs_of(2 * steps * TILE_ROWS, 1);
+        let x_pairs = pairs_of(2 * steps * TILE_SAMPLES, 7);
+        let (tile_pairs, block) = (steps * TILE_ROWS, steps * TILE_SAMPLES);
+        let blocks = [&x_pairs[..block], &x_pairs[block..]];
+        let runs = [
+            Run {
+                weights: 3 * TILE_ROWS,
+                inputs: TILE_SAMPLES,
+                len: 33,
+            },
+            Run {
+                weights: 0,
+                inputs: 0,
+                len: 9,
+            },
+        ];
+        check_runs(&runs, tile_pairs, block);
+        let start = || -> Vec<f32> { (0..TILE_LEN).map(|v| v as f32 / 7.0).collect() };
+        let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for kernel in PairKernel::supported() {
+            let mut pairs = Scratch::take(w_pairs.len());
+            pairs.copy_from_slice(&w_pairs);
+            let packed = PairWeights::new(kernel, HalfFormat::Bf16, pairs);
+            for rows in 1..=TILE_ROWS {
+                for two_tiles in [false, true] {
+                    let (first_rows, second) = if two_tiles {
+                        (TILE_ROWS, Some((tile_pairs, rows)))
+                    } else {
+                        (rows, None)
+                    };
+                    let one_block = |x: &[u32]| {
+                        let (mut a, mut b) = (start(), start());
+                        // SAFETY: the runs were checked against a tile of weights and a block
+                        // of inputs, both tiles lie inside the weights, and the kernel is
+                        // supported.
+                        unsafe {
+                            accumulate_pairs_unchecked(
+                                kernel,
+                                first_rows,
+                                &packed,
+                                (0, tile_pairs),
+                                second,
+                                x,
+                                &runs,
+                                [&mut a, &mut b],
+                            )
+                        };
+                        [a, b]
+                    };
+                    let mut four = [start(), start(), start(), start()];
+                    let [a, b, c, d] = &mut four;
+                    // SAFETY: as above, for both blocks.
+                    unsafe {
+                        accumulate_pairs_two_blocks_unchecked(
+                            kernel,
+                            first_rows,
+                            &packed,
+                            (0, tile_pairs),
+                            second,
+                            blocks,
+                            &runs,
+                            [[a, b], [c, d]],
+                        )
+                    };
+                    for (x, input) in blocks.iter().enumerate() {
+                        let want = one_block(input);
+                        let what = format!("{kernel}, block {x}, {rows} rows, two tiles: {two_tiles}");
+                        let real = first_rows * TILE_SAMPLES;
+                        assert_eq!(
+                            bits_of(&four[2 * x][..real]),
+                            bits_of(&want[0][..real]),
+                            "{what}: first tile"
+                        );
+                        if two_tiles {
+                            let real = rows * TILE_SAMPLES;
+                            assert_eq!(
+                                bits_of(&four[2 * x + 1][..real]),
+                                bits_of(&want[1][..real]),
+                                "{what}: second tile"
+                            );
+                        }
                     }
                 }
             }
