@@ -25,7 +25,8 @@ use super::taps_inside_image;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{accumulate_products, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_pairs::{
-    accumulate_pairs_unchecked, bf16_pair, has_avx512_bf16, Bf16Pair, HalfFormat, PairKernel, PairWeights,
+    accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, bf16_pair, has_avx512_bf16, Bf16Pair,
+    HalfFormat, PairKernel, PairWeights,
 };
 use crate::cpu::as_slots;
 use crate::cpu::convert::{bf16_bits_from_f32, bf16_from_f32};
@@ -133,6 +134,16 @@ pub(super) fn dot_takes(g: &ConvGeometry) -> bool {
 ///
 /// Panics unless [`dot_takes`] the geometry.
 pub(super) fn weight_grad_on_dot(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
+    weight_grad_on_dot_by(2, g, x, gy)
+}
+
+/// [`weight_grad_on_dot`] with tasks of `blocks_per_task` blocks of input channels (1 or 2):
+/// the same bits either way (the tests compare them).
+fn weight_grad_on_dot_by(blocks_per_task: usize, g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec<bf16> {
+    assert!(
+        matches!(blocks_per_task, 1 | 2),
+        "conv2d_weight_grad: {blocks_per_task} blocks per task"
+    );
     assert!(dot_takes(g), "conv2d_weight_grad: not a vdpbf16ps geometry");
     let (n, o, c) = (g.batch, g.out_channels, g.in_channels);
     let (pix, image_pix, taps) = (g.out_h * g.out_w, g.in_h * g.in_w, g.kernel_h * g.kernel_w);
@@ -151,38 +162,68 @@ pub(super) fn weight_grad_on_dot(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> V
     let inputs = inputs_as_blocks(x, n, c, image_pix);
     let (tile_steps, block_len) = (pix * pairs * TILE_ROWS, image_pix * pairs * TILE_SAMPLES);
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
-    // Task `(tap * tile_pairs + tp) * cblocks + cb` sums gw[row tiles 2 tp and 2 tp + 1, cb's 16
-    // input channels, tap] into its two tiles.
+    // Tile pair `(tap * tile_pairs + tp) * cblocks + cb` sums gw[row tiles 2 tp and 2 tp + 1,
+    // cb's 16 input channels, tap] into its two tiles. A task takes `blocks_per_task` blocks
+    // of input channels (with two, the last of an odd count alone), neighbours in `sums`, and
+    // sums them in one pass: each map pair broadcast serves both blocks.
     let mut sums = Scratch::<f32>::take(taps * tile_pairs * cblocks * 2 * TILE_LEN);
-    sums.par_chunks_mut(2 * TILE_LEN)
+    let tasks = sums
+        .par_chunks_mut(cblocks * 2 * TILE_LEN)
         .enumerate()
-        .for_each_init(Vec::new, |runs: &mut Vec<Run>, (task, out)| {
-            let (rest, cb) = (task / cblocks, task % cblocks);
-            let (tap, tp) = (rest / tile_pairs, rest % tile_pairs);
-            tap_runs(g, tap, pairs, TILE_ROWS, runs);
-            let block = &inputs[cb * block_len..][..block_len];
-            check_runs(runs, tile_steps, block.len());
-            out.fill(0.0);
+        .flat_map(|(rest, sums)| {
+            sums.par_chunks_mut(blocks_per_task * 2 * TILE_LEN)
+                .enumerate()
+                .map(move |(task, out)| (rest, blocks_per_task * task, out))
+        });
+    tasks.for_each_init(Vec::new, |runs: &mut Vec<Run>, (rest, cb, out)| {
+        let (tap, tp) = (rest / tile_pairs, rest % tile_pairs);
+        tap_runs(g, tap, pairs, TILE_ROWS, runs);
+        let block = |cb: usize| &inputs[cb * block_len..][..block_len];
+        check_runs(runs, tile_steps, block_len);
+        out.fill(0.0);
+        let tile = 2 * tp;
+        let rows = |tile: usize| TILE_ROWS.min(o - tile * TILE_ROWS);
+        let second_tile = (tile + 1 < row_tiles).then(|| ((tile + 1) * tile_steps, rows(tile + 1)));
+        let weights = (tile * tile_steps, tile_steps);
+        // A tile pair's sums as its two tiles.
+        fn tiles_of(out: &mut [f32]) -> [&mut [f32]; 2] {
             let (first, second) = out.split_at_mut(TILE_LEN);
-            let tile = 2 * tp;
-            let rows = |tile: usize| TILE_ROWS.min(o - tile * TILE_ROWS);
-            let second_tile = (tile + 1 < row_tiles).then(|| ((tile + 1) * tile_steps, rows(tile + 1)));
-            // SAFETY: the runs were checked against one tile of maps and the block; both tiles
-            // lie inside the maps; `dot_takes` checked AVX512_BF16.
-            unsafe {
+            [first, second]
+        }
+        // SAFETY (both branches): the runs were checked against one tile of maps and a block
+        // (every block is `block_len` long); both tiles lie inside the maps; `dot_takes`
+        // checked AVX512_BF16.
+        unsafe {
+            if out.len() == 2 * 2 * TILE_LEN {
+                let (first, second) = out.split_at_mut(2 * TILE_LEN);
+                let out = [tiles_of(first), tiles_of(second)];
+                let blocks = [block(cb), block(cb + 1)];
+                accumulate_pairs_two_blocks_unchecked(
+                    PairKernel::Dot,
+                    rows(tile),
+                    &maps,
+                    weights,
+                    second_tile,
+                    blocks,
+                    runs,
+                    out,
+                )
+            } else {
+                let out = tiles_of(out);
                 accumulate_pairs_unchecked(
                     PairKernel::Dot,
                     rows(tile),
                     &maps,
-                    (tile * tile_steps, tile_steps),
+                    weights,
                     second_tile,
-                    block,
+                    block(cb),
                     runs,
-                    [first, second],
+                    out,
                 )
-            };
-        });
-    // gw[oc, ic, tap] is row oc % 12 (of the task's two tiles) and lane ic % 16 of task
+            }
+        };
+    });
+    // gw[oc, ic, tap] is row oc % 12 (of the two tiles) and lane ic % 16 of tile pair
     // ((tap * tile_pairs + oc / 12) * cblocks + ic / 16): gathered in f32 row by row (16
     // lanes read in order, written `taps` apart), then rounded to bf16 by the vector casts.
     let mut gw = Scratch::<f32>::take(o * c * taps);
@@ -372,6 +413,29 @@ mod tests {
                 (10, 64, 70, 5, 6, 3, 1, 1, 2),
                 (6, 35, 13, 8, 7, 5, 3, 2, 1),
             ],
+        );
+    }
+
+    /// Two blocks of input channels per task give the bits of one: input channels in three
+    /// blocks (16 + 16 + 1: a pair and a single), output channels in three row tiles (6 + 6 +
+    /// 1: a pair of tiles and a single).
+    #[test]
+    fn dot_weight_grad_gives_the_same_bits_by_pairs_of_blocks() {
+        if !has_avx512_bf16() {
+            eprintln!("skipped: this processor has no AVX512_BF16");
+            return;
+        }
+        let g = ConvGeometry::conv2d([6, 33, 7, 6], [13, 33, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        let values = |len: usize, seed: usize| -> Vec<bf16> {
+            (0..len)
+                .map(|i| bf16::from_f32((((i + seed) * 2654435761) % 1021) as f32 / 511.0 - 1.0))
+                .collect()
+        };
+        let (x, gy) = (values(6 * 33 * 7 * 6, 3), values(6 * 13 * 7 * 6, 5));
+        let bits = |v: Vec<bf16>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(weight_grad_on_dot_by(2, &g, &x, &gy)),
+            bits(weight_grad_on_dot_by(1, &g, &x, &gy))
         );
     }
 
