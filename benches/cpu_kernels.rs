@@ -105,6 +105,85 @@ fn register_tile(peak: &common::Peak) {
     }
 }
 
+/// The bf16 register tile on `vdpbf16ps` alone (where the processor has AVX512_BF16), on
+/// operands in L1 as [`register_tile`]: two tiles over one block of 16 samples (12 x 16) and
+/// over two blocks (12 x 32, what the bf16 convolutions are given), against the `vdpbf16ps`
+/// peak of one thread.
+fn bf16_register_tile() {
+    use earthmover::kernels::cpu::conv::scratch::Scratch;
+    use earthmover::kernels::cpu::conv::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
+    use earthmover::kernels::cpu::conv::tile_pairs::{
+        accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, dot_peak_gflops, HalfFormat, PairKernel,
+        PairWeights,
+    };
+    let Some(peak) = dot_peak_gflops(1) else {
+        return;
+    };
+    const STEPS: usize = 256;
+    let mut pairs = Scratch::take(2 * STEPS * TILE_ROWS);
+    pairs
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, p)| *p = 0x3c00_3c00 + (i % 7) as u32);
+    let weights = PairWeights::new(PairKernel::Dot, HalfFormat::Bf16, pairs);
+    let inputs: Vec<u32> = (0..STEPS * TILE_SAMPLES)
+        .map(|i| 0x3c00_3c00 + (i % 5) as u32)
+        .collect();
+    let runs = vec![
+        Run {
+            weights: 0,
+            inputs: 0,
+            len: STEPS,
+        };
+        64
+    ];
+    check_runs(&runs, STEPS * TILE_ROWS, inputs.len());
+    let [mut a, mut b, mut c, mut d] = [(); 4].map(|_| vec![0f32; TILE_LEN]);
+    // Per tile and block: two multiply-adds per pair step and sum.
+    let flops = (2 * 2 * runs.len() * STEPS * TILE_LEN) as f64;
+    let (tiles, second) = ((0, STEPS * TILE_ROWS), Some((STEPS * TILE_ROWS, TILE_ROWS)));
+    // SAFETY: the runs were checked against a tile of these weights and these inputs, both
+    // tiles lie inside the weights, and the processor has AVX512_BF16.
+    let one = median_seconds(21, || unsafe {
+        accumulate_pairs_unchecked(
+            PairKernel::Dot,
+            TILE_ROWS,
+            &weights,
+            tiles,
+            second,
+            &inputs,
+            &runs,
+            [&mut a, &mut b],
+        )
+    });
+    let two = median_seconds(21, || unsafe {
+        let out = [[&mut a[..], &mut b[..]], [&mut c[..], &mut d[..]]];
+        accumulate_pairs_two_blocks_unchecked(
+            PairKernel::Dot,
+            TILE_ROWS,
+            &weights,
+            tiles,
+            second,
+            [&inputs, &inputs],
+            &runs,
+            out,
+        )
+    });
+    black_box((&a, &b, &c, &d));
+    println!(
+        "
+bf16 register tile (avx512bf16 dot), operands in L1, one thread"
+    );
+    println!("{:<32} {:>10} {:>8}", "", "GFLOP/s", "of vdpbf16ps peak");
+    for (name, seconds, flops) in [
+        ("two tiles (12 x 16)", one, 2.0 * flops),
+        ("two tiles, two blocks (12 x 32)", two, 4.0 * flops),
+    ] {
+        let gflops = flops / seconds / 1e9;
+        println!("{name:<32} {gflops:>10.1} {:>7.0}%", 100.0 * gflops / peak);
+    }
+}
+
 /// One convolution of the reference networks, in conv2d's terms: `[N, c, h, h]` -> `[N, o, ho,
 /// ho]`, 5x5, stride 2, padding 2. A generator layer is the transpose of such a conv (its
 /// forward pass is this conv's input gradient), so it is listed with its roles swapped.
@@ -182,6 +261,7 @@ fn main() {
     let percent = |gflops: f64| format!("{:.0}%", 100.0 * gflops / peak.all);
 
     register_tile(&peak);
+    bf16_register_tile();
 
     println!("\nmatmul, f32, n x n x n");
     println!("{:>6} {:>10} {:>10} {:>8}", "n", "ms", "GFLOP/s", "of peak");
