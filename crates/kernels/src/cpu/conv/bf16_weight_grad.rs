@@ -10,8 +10,8 @@
 //! (`A` rows), for the vector tile `[O / 6, pixel, pair of samples, 6 rows]` (its weights).
 //! One output pixel's samples are then one run in both operands, of `N / 2` pair steps, and a
 //! tap on the padding is in no run. A task is a tap and a block of output channels (16 for
-//! AMX, two tiles of 6 for the vector tile), and for the vector tile a block of 16 input
-//! channels; tasks run in parallel, each summing in its own tiles in an order fixed by the
+//! AMX, two tiles of 6 for the vector tile), and for the vector tile two blocks of 16 input
+//! channels (summed in one pass, each map pair serving both); tasks run in parallel, each summing in its own tiles in an order fixed by the
 //! geometry: reproducible bit for bit.
 //!
 //! The AMX tiles take whole 16-step chunks, so that path takes batches that are multiples of
@@ -156,7 +156,8 @@ fn weight_grad_on_dot_by(blocks_per_task: usize, g: &ConvGeometry, x: &[bf16], g
     }
     let pairs = n / 2;
     let (row_tiles, cblocks) = (o.div_ceil(TILE_ROWS), c.div_ceil(TILE_SAMPLES));
-    // Tasks take the row tiles two at a time: 12 sums per input load.
+    // Tasks take the row tiles two at a time (12 sums per input load) over two blocks of input
+    // channels (each map pair broadcast serves 2 x 12 sums).
     let tile_pairs = row_tiles.div_ceil(2);
     let maps = PairWeights::new(PairKernel::Dot, HalfFormat::Bf16, maps_as_row_tiles(gy, n, o, pix));
     let inputs = inputs_as_blocks(x, n, c, image_pix);

@@ -11,7 +11,8 @@
 //!
 //! Two kernels sum the same tile ([`PairKernel`]):
 //! - `dot` (AVX512_BF16): per pair step, one load of the inputs and one `vdpbf16ps` per row,
-//!   the row's weight pair broadcast from memory;
+//!   the row's weight pair broadcast from memory; given two blocks of inputs
+//!   ([`accumulate_pairs_two_blocks_unchecked`]), each broadcast serves both blocks;
 //! - `widening` (every SIMD path): the inputs widened to f32 in registers (a bf16 is the upper
 //!   half of its f32: a shift or a mask, [`F32Simd::widen_bf16_pairs`]), the weights packed
 //!   already widened, and two multiply-adds per row, the second step of the pair first, as
