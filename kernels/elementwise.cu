@@ -17,64 +17,14 @@
 // f32_to_bf16, bf16_to_f32, f32_to_f16, f16_to_f32: the cast kernels below; Bf16, F16, widen and
 // store: the 16-bit instantiations of the templates.
 #include "half.cuh"
-
-template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p, T q) {
-    const T zero = T(0), one = T(1);
-    switch (op) {
-    case U_NEG: return -x;
-    case U_EXP: return exp(x);
-    case U_LOG: return log(x);
-    case U_SQRT: return sqrt(x);
-    case U_ABS: return fabs(x);
-    case U_SIGN: return x > zero ? one : (x < zero ? -one : zero);
-    // `x < 0`, not `x <= 0`: NaN and -0 pass through, as in PyTorch.
-    case U_RELU: return x < zero ? zero : x;
-    case U_LEAKY_RELU: return x > zero ? x : x * p;
-    case U_TANH: return tanh(x);
-    // Two branches so that exp never overflows.
-    case U_SIGMOID: return x >= zero ? one / (one + exp(-x)) : exp(x) / (one + exp(x));
-    case U_SOFTPLUS: return fmax(x, zero) + log1p(exp(-fabs(x)));
-    case U_POW: return p == T(2) ? x * x : pow(x, p);
-    // NaN stays NaN (fmax would drop it); with p > q every number becomes q.
-    case U_CLAMP: return isnan(x) ? x : fmin(fmax(x, p), q);
-    case U_IN_RANGE: return (x >= p && x <= q) ? one : zero;
-    case U_ADD_SCALAR: return x + p;
-    case U_MUL_SCALAR: return x * p;
-    case U_GT_SCALAR: return x > p ? one : zero;
-    case U_LT_SCALAR: return x < p ? one : zero;
-    case U_EQ_SCALAR: return x == p ? one : zero;
-    default: return x;
-    }
-}
+// unary_apply and binary_apply: each op's arithmetic (shared with conv.cu's epilogue).
+#include "elementwise_ops.cuh"
 
 // T is the stored type (float, double, Bf16, F16); the op runs in MathOf<T>::Type (half.cuh).
 template <typename T>
 __device__ void unary(int op, double p, double q, const T *__restrict__ x, T *__restrict__ out, long long n) {
     using M = typename MathOf<T>::Type;
     for (long long i = grid_index(); i < n; i += grid_stride()) store(&out[i], unary_apply(op, widen(x[i]), M(p), M(q)));
-}
-
-// `p` is the op's parameter (the slope of B_LEAKY_RELU_GRAD).
-template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b, T p) {
-    switch (op) {
-    case B_ADD: return a + b;
-    case B_SUB: return a - b;
-    case B_MUL: return a * b;
-    case B_DIV: return a / b;
-    // NaN in either operand gives NaN, as in PyTorch (fmax/fmin would drop it).
-    case B_MAXIMUM: return (a > b || isnan(a)) ? a : b;
-    case B_MINIMUM: return (a < b || isnan(a)) ? a : b;
-    case B_GT: return a > b ? T(1) : T(0);
-    case B_GE: return a >= b ? T(1) : T(0);
-    case B_LT: return a < b ? T(1) : T(0);
-    case B_LE: return a <= b ? T(1) : T(0);
-    case B_EQ: return a == b ? T(1) : T(0);
-    // A gradient `a` through relu at `b` (PyTorch's threshold_backward: NaN passes `a`).
-    case B_RELU_GRAD: return b <= T(0) ? T(0) : a;
-    // A gradient `a` through leaky_relu at `b`.
-    case B_LEAKY_RELU_GRAD: return b > T(0) ? a : a * p;
-    default: return a;
-    }
 }
 
 // `out = op(a, b)` over the broadcast shape `s.shape`; `s.a_strides` and `s.b_strides` are

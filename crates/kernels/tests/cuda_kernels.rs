@@ -448,8 +448,7 @@ fn geometry(
     ConvGeometry::conv2d([batch, c, h, w], [o, c, kernel.0, kernel.1], stride, padding, dilation).unwrap()
 }
 
-/// The GPU convolutions (conv.cu's implicit GEMMs, the activation a pass of its own) and
-/// their epilogue, against the CPU's paths, with and without a bias and an
+/// The GPU convolutions (conv.cu's implicit GEMMs) and their epilogue (bias, activation), against the CPU's paths, with and without a bias and an
 /// activation. Odd sizes, stride 2 with padding (the critic's), rectangular and dilated
 /// kernels.
 #[test]
@@ -539,17 +538,22 @@ fn convolutions_over_several_tiles_and_slices_match() {
                 let (bo_cpu, bo_gpu) = pair(&random(g.out_channels, seed + 3), dtype, device);
                 let (bc_cpu, bc_gpu) = pair(&random(g.in_channels, seed + 4), dtype, device);
                 let case = format!("{g:?} {dtype}");
+                // The activations of the networks, in the epilogue of every tile.
+                let (forward_act, adjoint_act) = match i % 2 {
+                    0 => (Some(UnaryOp::LeakyRelu(0.2)), Some(UnaryOp::Relu)),
+                    _ => (None, Some(UnaryOp::Tanh)),
+                };
                 assert_close(
-                    &format!("conv2d, {case}"),
-                    &x_gpu.conv2d_forward(&w_gpu, Some(&bo_gpu), None, g),
-                    &x_cpu.conv2d_forward(&w_cpu, Some(&bo_cpu), None, g),
+                    &format!("conv2d, {forward_act:?}, {case}"),
+                    &x_gpu.conv2d_forward(&w_gpu, Some(&bo_gpu), forward_act, g),
+                    &x_cpu.conv2d_forward(&w_cpu, Some(&bo_cpu), forward_act, g),
                     rel,
                     abs,
                 );
                 assert_close(
-                    &format!("input adjoint, {case}"),
-                    &y_gpu.conv2d_input_adjoint(&w_gpu, Some(&bc_gpu), None, g),
-                    &y_cpu.conv2d_input_adjoint(&w_cpu, Some(&bc_cpu), None, g),
+                    &format!("input adjoint, {adjoint_act:?}, {case}"),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, Some(&bc_gpu), adjoint_act, g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, Some(&bc_cpu), adjoint_act, g),
                     rel,
                     abs,
                 );

@@ -1,7 +1,7 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
 //! of the kernels in `kernels/*.cu`. Convolutions are implicit GEMMs (conv.cu): one launch for
-//! the forward pass and for the input gradient, a split-K launch and a fixed-order sum of its
-//! slices for the weight gradient; no im2col buffer.
+//! the forward pass and for the input gradient (bias and activation included), a split-K launch
+//! and a fixed-order sum of its slices for the weight gradient; no im2col buffer.
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::matmul::MatmulKernel;
@@ -416,13 +416,28 @@ impl GpuStorage {
         }
     }
 
-    /// conv2d with an optional bias `[O]`, one launch (conv.cu's implicit GEMM): `self`
-    /// `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_forward(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+    /// The epilogue's activation as conv.cu's kernels take it: the op's code and its two
+    /// parameters, or `CONV_NO_ACTIVATION` (-1).
+    fn activation_args(activation: Option<UnaryOp>) -> [Arg; 3] {
+        let (code, (p, q)) = activation.map_or((-1, (0.0, 0.0)), |op| (op.code(), op.parameters()));
+        [Arg::I32(code), Arg::F64(p), Arg::F64(q)]
+    }
+
+    /// `activation(conv2d + bias)` with an optional bias `[O]` and activation, one launch
+    /// (conv.cu's implicit GEMM, both in its epilogue): `self` `[N, C, H, W]`, `weight`
+    /// `[O, C, kh, kw]`.
+    pub fn conv2d_forward(
+        &self,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> GpuStorage {
         self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
         let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
         if let Some(shape) = shape {
+            let [code, p, q] = Self::activation_args(activation);
             self.launch(
                 &self.kernel("conv2d_forward"),
                 LaunchShape::conv(pixels, g.out_channels, 1),
@@ -430,6 +445,9 @@ impl GpuStorage {
                     self.ptr(),
                     weight.ptr(),
                     self.bias_ptr(bias, "conv2d"),
+                    code,
+                    p,
+                    q,
                     y.ptr(),
                     Arg::Conv(shape),
                 ],
@@ -438,14 +456,21 @@ impl GpuStorage {
         y
     }
 
-    /// The adjoint of conv2d in its input with an optional bias `[C]` (conv_transpose2d's
-    /// forward pass), one launch (conv.cu's gathering implicit GEMM): `self` `[N, O, Ho, Wo]`,
-    /// `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+    /// `activation(conv2d^T + bias)`: the adjoint of conv2d in its input with an optional bias
+    /// `[C]` and activation (conv_transpose2d's forward pass), one launch (conv.cu's gathering
+    /// implicit GEMM): `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`.
+    pub fn conv2d_input_adjoint(
+        &self,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> GpuStorage {
         self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;
         let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
         if let Some(shape) = shape {
+            let [code, p, q] = Self::activation_args(activation);
             self.launch(
                 &self.kernel("conv2d_input_adjoint"),
                 LaunchShape::conv(pixels, g.in_channels, 1),
@@ -453,6 +478,9 @@ impl GpuStorage {
                     self.ptr(),
                     weight.ptr(),
                     self.bias_ptr(bias, "conv_transpose2d"),
+                    code,
+                    p,
+                    q,
                     x.ptr(),
                     Arg::Conv(shape),
                 ],
