@@ -16,9 +16,11 @@
 //                           x[n, c, oh*sh + ki*dh - ph, ow*sw + kj*dw - pw]
 //                           GEMM: M = O, N = C*kh*kw, K = N*Ho*Wo, tall and skinny (DCGAN's first
 //                           conv: M 64, N 25, K 12,544 at batch 64), so split-K: blockIdx.z
-//                           takes one slice of K and writes its partial sums; then
-//   conv2d_weight_grad_sum_slices adds the slices' partial sums in slice order (one thread per
-//                           weight), so the result is the same bits on every run and device.
+//                           takes one slice of K and writes its partial sums; the last block
+//                           of a tile to finish (counted by an atomic per tile) adds the
+//                           tile's slices in slice order, so the result is the same bits on
+//                           every run and device, in one launch. Without counters,
+//   conv2d_weight_grad_sum_slices adds them in a launch of its own (one thread per weight).
 //
 // The one tile engine (`implicit_gemm`): a block of 256 threads computes a 64 x 64 tile of C,
 // each thread a 4 x 4 register tile spread with a stride of 16 (neighbouring threads read
@@ -257,12 +259,47 @@ __device__ void conv2d_input_adjoint(const T *gy, const T *w, const T *bias, int
     implicit_gemm<T>(p, 0, g.out_channels * g.kernel_h * g.kernel_w);
 }
 
+// The tile's sums of every slice, added in slice order into `out` by the block that finishes
+// the tile last: the same additions as conv2d_weight_grad_sum_slices, so the same bits.
+// `tile_counters[tile]` counts the tile's finished blocks; the last one sets it back to 0 for
+// the next launch (launches on one stream never overlap, so one array serves them all).
+template <typename T>
+__device__ void add_slices_if_last(const T *partial, T *out, unsigned int *tile_counters, int rows, int columns) {
+    __shared__ bool last;
+    // Each thread's partial sums reach global memory before its block is counted as done.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned int *counter = &tile_counters[blockIdx.y * gridDim.x + blockIdx.x];
+        last = atomicAdd(counter, 1u) == gridDim.z - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    const long long len = (long long)rows * columns;
+    for (int e = threadIdx.x; e < CONV_TILE * CONV_TILE; e += blockDim.x) {
+        const int m = blockIdx.x * CONV_TILE + e / CONV_TILE, n = blockIdx.y * CONV_TILE + e % CONV_TILE;
+        if (m >= rows || n >= columns) continue;
+        const long long i = (long long)m * columns + n;
+        // volatile: other SMs wrote these; read them from L2, never from a stale L1 line.
+        const volatile T *sums = partial;
+        T sum = sums[i];
+        for (unsigned int s = 1; s < gridDim.z; ++s) sum += sums[s * len + i];
+        out[i] = sum;
+    }
+}
+
 // Slice blockIdx.z of K = N*Ho*Wo: [z * slice_len, (z + 1) * slice_len), slice_len a multiple
-// of CONV_SLICE.
-template <typename T> __device__ void conv2d_weight_grad(const T *x, const T *gy, T *partial, ConvShape g, int slice_len) {
+// of CONV_SLICE. With one slice `partial` is the output; with more and `tile_counters` (zeros,
+// one per tile of the grid) the slices are added into `out` by the launch itself, without
+// them by conv2d_weight_grad_sum_slices.
+template <typename T>
+__device__ void conv2d_weight_grad(const T *x, const T *gy, T *partial, T *out, unsigned int *tile_counters,
+                                   ConvShape g, int slice_len) {
     const WeightGradProblem<T> p{x, gy, partial, g, (int)blockIdx.z};
     const int k = g.batch * g.out_h * g.out_w, begin = blockIdx.z * slice_len;
     implicit_gemm<T>(p, begin, min(k, begin + slice_len));
+    if (gridDim.z > 1 && tile_counters) add_slices_if_last(partial, out, tile_counters, p.rows(), p.columns());
 }
 
 // out[i] = partial[0][i] + partial[1][i] + ... in slice order: one thread per weight.
@@ -291,11 +328,13 @@ __global__ void conv2d_input_adjoint_f64(const double *gy, const double *w, cons
                                          double *x, ConvShape g) {
     conv2d_input_adjoint(gy, w, bias, op, p, q, x, g);
 }
-__global__ void conv2d_weight_grad_f32(const float *x, const float *gy, float *partial, ConvShape g, int slice_len) {
-    conv2d_weight_grad(x, gy, partial, g, slice_len);
+__global__ void conv2d_weight_grad_f32(const float *x, const float *gy, float *partial, float *out,
+                                       unsigned int *tile_counters, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, out, tile_counters, g, slice_len);
 }
-__global__ void conv2d_weight_grad_f64(const double *x, const double *gy, double *partial, ConvShape g, int slice_len) {
-    conv2d_weight_grad(x, gy, partial, g, slice_len);
+__global__ void conv2d_weight_grad_f64(const double *x, const double *gy, double *partial, double *out,
+                                       unsigned int *tile_counters, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, out, tile_counters, g, slice_len);
 }
 __global__ void conv2d_weight_grad_sum_slices_f32(const float *partial, float *out, int len, int slices) {
     conv2d_weight_grad_sum_slices(partial, out, len, slices);

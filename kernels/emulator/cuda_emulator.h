@@ -479,6 +479,9 @@ template <typename T> T __shfl_sync(unsigned, T value, int source_lane) {
     return emulator::shuffle(value, source_lane % warpSize);
 }
 
+// Blocks run one after another, each to its end: every write is seen by the blocks after it.
+inline void __threadfence() {}
+
 // One fiber runs at a time: a read-modify-write is atomic.
 template <typename T> T atomicAdd(T *address, T value) {
     T old = *address;

@@ -17,7 +17,7 @@ mod common;
 use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
 use earthmover_kernels::cuda::matmul::MatmulKernel;
-use earthmover_kernels::cuda::storage::GpuStorage;
+use earthmover_kernels::cuda::storage::{GpuStorage, SliceSum};
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
     broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
@@ -569,13 +569,15 @@ fn convolutions_over_several_tiles_and_slices_match() {
                     unreachable!("on the GPU")
                 };
                 for slices in [1, 2, 3, 7] {
-                    assert_close(
-                        &format!("weight grad in {slices} slices, {case}"),
-                        &Storage::Cuda(x.conv2d_weight_grad_in_slices(y, g, slices)),
-                        &want,
-                        rel,
-                        abs,
-                    );
+                    for sum in [SliceSum::InLaunch, SliceSum::SecondLaunch] {
+                        assert_close(
+                            &format!("weight grad in {slices} slices, {sum:?}, {case}"),
+                            &Storage::Cuda(x.conv2d_weight_grad_in_slices(y, g, slices, sum)),
+                            &want,
+                            rel,
+                            abs,
+                        );
+                    }
                 }
             }
         }
@@ -583,7 +585,7 @@ fn convolutions_over_several_tiles_and_slices_match() {
 }
 
 /// The split-K weight gradient adds its slices in a fixed order: the same bits from run to
-/// run. (Its launches are counted in tests/device_counters.rs.)
+/// run, and whichever launch adds them. (Its launches are counted in tests/device_counters.rs.)
 #[test]
 fn split_weight_grads_repeat_bit_for_bit() {
     let g = geometry([16, 3, 15, 15], 5, (5, 5), (2, 2), (2, 2), (1, 1));
@@ -597,7 +599,16 @@ fn split_weight_grads_repeat_bit_for_bit() {
             .unwrap();
         let bits = |s: &Storage| s.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let first = bits(&x.conv2d_weight_grad(&y, &g));
+        // Again: the first launch left its tile counters at zero for the second.
         assert_eq!(first, bits(&x.conv2d_weight_grad(&y, &g)), "{device}");
+        // The slices added by the launch's last blocks or by a launch of their own: the same
+        // additions in the same order.
+        let (Storage::Cuda(xg), Storage::Cuda(yg)) = (&x, &y) else {
+            unreachable!("on the GPU")
+        };
+        let slices = GpuStorage::weight_grad_slices(&g);
+        let second_launch = xg.conv2d_weight_grad_in_slices(yg, &g, slices, SliceSum::SecondLaunch);
+        assert_eq!(first, bits(&Storage::Cuda(second_launch)), "{device}");
     }
 }
 

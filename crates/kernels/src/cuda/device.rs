@@ -146,7 +146,15 @@ pub struct GpuDevice {
     pub(super) pool: Arc<BufferPool>,
     /// The CUDA graph being captured, if one is (see [`super::graph`]).
     pub(super) capture: Mutex<Option<Capture>>,
+    /// Zeros, one per output tile of a split-K launch, that its blocks count themselves done
+    /// in, so that the last of a tile adds the slices (conv.cu's weight gradient); each launch
+    /// leaves them zero again. Allocated when the device is opened, so that no operation's
+    /// allocations depend on whether one ran before it (see [`Self::tile_counters`]).
+    tile_counters: OnceLock<GpuBuffer>,
 }
+
+/// Tiles of a split-K launch that [`GpuDevice::tile_counters`] can count: 16 KiB of counters.
+pub const TILE_COUNTERS: usize = 4096;
 
 /// The process's devices, created at first use and kept.
 fn registry() -> &'static Mutex<HashMap<Device, Arc<GpuDevice>>> {
@@ -180,6 +188,8 @@ impl GpuDevice {
             Device::CudaEmulator => GpuDevice::open_emulator()?,
             Device::Cpu => return Err("the CPU is not a GPU device".to_string()),
         });
+        let counters = created.alloc(DType::F32, TILE_COUNTERS, InitialContents::Zeros)?;
+        created.tile_counters.get_or_init(|| counters);
         devices.insert(device, created.clone());
         Ok(created)
     }
@@ -220,6 +230,7 @@ impl GpuDevice {
             counters: CounterCells::default(),
             pool: Arc::new(BufferPool::new()),
             capture: Mutex::new(None),
+            tile_counters: OnceLock::new(),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -240,6 +251,7 @@ impl GpuDevice {
                 counters: CounterCells::default(),
                 pool: Arc::new(BufferPool::new()),
                 capture: Mutex::new(None),
+                tile_counters: OnceLock::new(),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
@@ -493,6 +505,13 @@ impl GpuDevice {
     }
 
     /// The buffer's address, for a kernel's pointer argument.
+    /// The address of [`TILE_COUNTERS`] zeroed `unsigned int`s for a split-K launch of `tiles`
+    /// output tiles, which must leave them zero; `None` for more tiles than that.
+    pub fn tile_counters(&self, tiles: usize) -> Option<u64> {
+        let counters = self.tile_counters.get()?;
+        (tiles <= TILE_COUNTERS).then(|| self.address(counters))
+    }
+
     pub fn address(&self, buffer: &GpuBuffer) -> u64 {
         match (&self.backend, &buffer.memory) {
             (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => slice.device_ptr(stream).0,

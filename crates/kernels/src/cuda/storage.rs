@@ -1,7 +1,7 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
 //! of the kernels in `kernels/*.cu`. Convolutions are implicit GEMMs (conv.cu): one launch for
-//! the forward pass and for the input gradient (bias and activation included), a split-K launch
-//! and a fixed-order sum of its slices for the weight gradient; no im2col buffer.
+//! the forward pass and for the input gradient (bias and activation included), one split-K
+//! launch that also adds its slices in a fixed order for the weight gradient; no im2col buffer.
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::matmul::MatmulKernel;
@@ -18,6 +18,16 @@ const WEIGHT_GRAD_BLOCKS: usize = 264;
 const MIN_SLICE_LEN: usize = 256;
 /// The most slices of a split-K weight gradient.
 const MAX_SLICES: usize = 64;
+
+/// Where a split-K weight gradient adds its slices' partial sums (the same additions, in the
+/// same order, so the same bits either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceSum {
+    /// The last block of each output tile to finish adds them: one launch.
+    InLaunch,
+    /// A launch of its own after the partial sums.
+    SecondLaunch,
+}
 
 /// One tensor of a list stepped by [`GpuStorage::optimizer_step_list`]: the parameter, its
 /// gradient and its optimiser state (none, one or two buffers, as the update needs).
@@ -505,13 +515,20 @@ impl GpuStorage {
     /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
     /// `[N, O, Ho, Wo]`; split-K over [`Self::weight_grad_slices`].
     pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
-        self.conv2d_weight_grad_in_slices(grad_out, g, Self::weight_grad_slices(g))
+        self.conv2d_weight_grad_in_slices(grad_out, g, Self::weight_grad_slices(g), SliceSum::InLaunch)
     }
 
-    /// [`Self::conv2d_weight_grad`] with K in `slices` slices (at least 1; tests choose them):
-    /// one launch of partial sums per slice, then one that adds them in slice order (none
-    /// when there is one slice: it writes the result).
-    pub fn conv2d_weight_grad_in_slices(&self, grad_out: &GpuStorage, g: &ConvGeometry, slices: usize) -> GpuStorage {
+    /// [`Self::conv2d_weight_grad`] with K in `slices` slices (at least 1) added as `sum` says
+    /// (tests choose both): one launch of partial sums per slice, whose last block of each
+    /// tile adds the tile's slices in slice order ([`GpuDevice::tile_counters`]), or a second
+    /// launch that adds them (also for a launch of more tiles than the device counts).
+    pub fn conv2d_weight_grad_in_slices(
+        &self,
+        grad_out: &GpuStorage,
+        g: &ConvGeometry,
+        slices: usize,
+        sum: SliceSum,
+    ) -> GpuStorage {
         self.check_same(grad_out, "conv2d_weight_grad");
         let len = g.out_channels * g.patch_len();
         let k = g.batch * g.out_h * g.out_w;
@@ -525,20 +542,28 @@ impl GpuStorage {
         let partial_len = if slices > 1 { slices * len } else { 0 };
         let (out, shape) = self.conv_output(g, len, partial_len);
         let Some(shape) = shape else { return out };
-        // One slice writes the result itself; the partial sums live until both launches are queued.
+        // One slice writes the result itself; the partial sums live until the launches are queued.
         let partial = (slices > 1).then(|| self.new_output(self.dtype(), partial_len));
+        let launch_shape = LaunchShape::conv(g.out_channels, g.patch_len(), slices);
+        let (tiles_x, tiles_y, _) = launch_shape.grid;
+        let counters = match sum {
+            SliceSum::InLaunch => self.device.tile_counters(tiles_x as usize * tiles_y as usize),
+            SliceSum::SecondLaunch => None,
+        };
         self.launch(
             &self.kernel("conv2d_weight_grad"),
-            LaunchShape::conv(g.out_channels, g.patch_len(), slices),
+            launch_shape,
             &mut [
                 self.ptr(),
                 grad_out.ptr(),
                 partial.as_ref().unwrap_or(&out).ptr(),
+                out.ptr(),
+                Arg::Ptr(counters.unwrap_or(0)),
                 Arg::Conv(shape),
                 Arg::I32(slice_len as i32),
             ],
         );
-        if let Some(partial) = &partial {
+        if let (Some(partial), None) = (&partial, counters) {
             self.launch(
                 &self.kernel("conv2d_weight_grad_sum_slices"),
                 LaunchShape::elementwise(len),
