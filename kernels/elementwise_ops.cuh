@@ -53,6 +53,8 @@ template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b
     case B_RELU_GRAD: return b <= T(0) ? T(0) : a;
     // A gradient `a` through leaky_relu at `b`.
     case B_LEAKY_RELU_GRAD: return b > T(0) ? a : a * p;
+    // `a / 1` where `b == 0`: a gradient through a norm that is 0 at 0.
+    case B_DIV_NONZERO: return b != T(0) ? a / b : a;
     default: return a;
     }
 }

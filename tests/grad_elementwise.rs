@@ -14,7 +14,7 @@ use common::{
     assert_ok, away_from, away_from_zero, check, check2, for_each_device, on, randn, through_f32_tolerance, uniform,
 };
 use earthmover::tensor::gradcheck::gradcheck;
-use earthmover::{DType, Tensor};
+use earthmover::{grad, DType, Tensor};
 
 /// NumPy broadcasting cases for the binary ops: equal shapes, a trailing vector, size-1 dims
 /// on both sides ([3, 1, 5] with [4, 1] gives [3, 4, 5]), and 0-d scalars on either side.
@@ -93,6 +93,46 @@ fn div_with_numpy_broadcasting_passes_gradcheck_and_gradgradcheck() {
                 &[randn(a, seed), away_from_zero(b, seed + 1)],
             );
         }
+    });
+}
+
+#[test]
+fn div_nonzero_passes_gradcheck_and_gradgradcheck() {
+    for_each_device(|device| {
+        // Away from 0 it is div, broadcasting as div does.
+        for (i, &(a, b)) in BROADCAST_PAIRS.iter().enumerate() {
+            let seed = 90 + 2 * i as u64;
+            check2(
+                device,
+                &format!("div_nonzero {a:?} / {b:?}"),
+                |xs| xs[0].div_nonzero(&xs[1]),
+                &[randn(a, seed), away_from_zero(b, seed + 1)],
+            );
+        }
+        // By a divisor with zeros (held fixed: the function jumps there): the numerator
+        // passes unchanged where it is 0, both orders.
+        let divisor = Tensor::from_vec(vec![0.0, 2.0, -0.5, 0.0], &[4, 1]).unwrap();
+        let divisor = on(device, &divisor);
+        check2(
+            device,
+            "div_nonzero by [0, 2, -0.5, 0]",
+            |xs| xs[0].div_nonzero(&divisor),
+            &[randn(&[4, 3], 98)],
+        );
+    });
+}
+
+#[test]
+fn div_nonzero_is_the_numerator_where_the_divisor_is_zero() {
+    for_each_device(|device| {
+        let x = on(device, &Tensor::from_vec(vec![3.0, -4.0, 5.0], &[3]).unwrap()).requires_grad_(true);
+        let y = on(device, &Tensor::from_vec(vec![0.0, 2.0, 0.0], &[3]).unwrap()).requires_grad_(true);
+        let out = x.div_nonzero(&y);
+        assert_eq!(out.to_vec_f64(), vec![3.0, -2.0, 5.0], "{device}");
+        let grads = grad(&[&out.sum()], &[&x, &y], None, false);
+        assert_eq!(grads[0].to_vec_f64(), vec![1.0, 0.5, 1.0], "{device}: d/dx");
+        // -x / y^2 where y != 0, and 0 where the function is x.
+        assert_eq!(grads[1].to_vec_f64(), vec![0.0, 1.0, 0.0], "{device}: d/dy");
     });
 }
 

@@ -173,6 +173,7 @@ fn broadcasting_binary_ops_match_their_cpu_twins_exactly() {
         BinaryOp::Eq,
         BinaryOp::ReluGrad,
         BinaryOp::LeakyReluGrad(0.2),
+        BinaryOp::DivNonzero,
     ];
     assert_eq!(ops.len(), BinaryOp::VARIANT_NAMES.len(), "every op");
     for device in cuda_devices() {

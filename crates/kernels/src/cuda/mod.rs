@@ -11,6 +11,7 @@ pub mod counters;
 pub mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod fused;
 pub mod graph;
 pub mod matmul;
 pub mod pool;

@@ -4,6 +4,7 @@
 //! launch that also adds its slices in a fixed order for the weight gradient; no im2col buffer.
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
+use super::fused::unary_args;
 use super::matmul::MatmulKernel;
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS};
 use super::LaunchShape;
@@ -82,7 +83,7 @@ impl GpuStorage {
 
     /// A new buffer on this storage's device for an output that its kernels write whole
     /// (every kernel here writes each element of its output, once): no zero-fill.
-    fn new_output(&self, dtype: DType, len: usize) -> GpuStorage {
+    pub(super) fn new_output(&self, dtype: DType, len: usize) -> GpuStorage {
         GpuStorage {
             device: self.device.clone(),
             buffer: self.device.alloc_or_fail(dtype, len, InitialContents::Unwritten),
@@ -97,11 +98,11 @@ impl GpuStorage {
         }
     }
 
-    fn ptr(&self) -> Arg {
+    pub(super) fn ptr(&self) -> Arg {
         Arg::Ptr(self.device.address(&self.buffer))
     }
 
-    fn kernel(&self, family: &str) -> String {
+    pub(super) fn kernel(&self, family: &str) -> String {
         format!("{family}_{}", suffix(self.dtype()))
     }
 
@@ -126,7 +127,7 @@ impl GpuStorage {
 
     /// [`Self::try_launch`] for the operations that have no error path: an error becomes the
     /// device's failure, returned by its next read ([`GpuDevice::failure`]).
-    fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+    pub(super) fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
         if let Err(e) = self.try_launch(kernel, shape, args) {
             self.device.record_failure(e);
         }
@@ -426,13 +427,6 @@ impl GpuStorage {
         }
     }
 
-    /// The epilogue's activation as conv.cu's kernels take it: the op's code and its two
-    /// parameters, or `CONV_NO_ACTIVATION` (-1).
-    fn activation_args(activation: Option<UnaryOp>) -> [Arg; 3] {
-        let (code, (p, q)) = activation.map_or((-1, (0.0, 0.0)), |op| (op.code(), op.parameters()));
-        [Arg::I32(code), Arg::F64(p), Arg::F64(q)]
-    }
-
     /// `activation(conv2d + bias)` with an optional bias `[O]` and activation, one launch
     /// (conv.cu's implicit GEMM, both in its epilogue): `self` `[N, C, H, W]`, `weight`
     /// `[O, C, kh, kw]`.
@@ -447,7 +441,7 @@ impl GpuStorage {
         let pixels = g.batch * g.out_h * g.out_w;
         let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
         if let Some(shape) = shape {
-            let [code, p, q] = Self::activation_args(activation);
+            let [code, p, q] = unary_args(activation);
             self.launch(
                 &self.kernel("conv2d_forward"),
                 LaunchShape::conv(pixels, g.out_channels, 1),
@@ -480,7 +474,7 @@ impl GpuStorage {
         let pixels = g.batch * g.in_h * g.in_w;
         let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
         if let Some(shape) = shape {
-            let [code, p, q] = Self::activation_args(activation);
+            let [code, p, q] = unary_args(activation);
             self.launch(
                 &self.kernel("conv2d_input_adjoint"),
                 LaunchShape::conv(pixels, g.in_channels, 1),

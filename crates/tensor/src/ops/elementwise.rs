@@ -238,6 +238,24 @@ impl Tensor {
         })
     }
 
+    /// `self / other`, or `self` where `other` is 0 (dividing by 1 there instead): a gradient
+    /// through a norm that is 0 at 0 ([`Tensor::per_sample_norm`]), in one pass. The gradient
+    /// is 0 with respect to `other` where it is 0 (the function is `self` there).
+    pub fn div_nonzero(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::DivNonzero, "div_nonzero", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            // Where y != 0 as div's: d/dy = -out / y.
+            let grad_y = || {
+                let through_div = a.grad.mul(a.output).div_nonzero(y).neg();
+                Tensor::where_cond(&y.eq_scalar(0.0), &through_div.zeros_like(), &through_div).sum_to(y.shape())
+            };
+            [
+                a.needs[0].then(|| a.grad.div_nonzero(y).sum_to(x.shape())),
+                a.needs[1].then(grad_y),
+            ]
+        })
+    }
+
     /// Elementwise maximum; NaN in either operand gives NaN. At ties the gradient is split
     /// evenly; where either is NaN both operands get all of it (PyTorch's rule).
     pub fn maximum(&self, other: &Tensor) -> Tensor {

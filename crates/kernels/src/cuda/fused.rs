@@ -1,0 +1,69 @@
+//! Fused launches on a GPU (or the emulator): a unary op folded into the reduction or the
+//! strided copy beside it, one launch where the unfused ops take two or three. Each computes
+//! the same arithmetic in the same order as the ops it replaces (conv.cu's epilogue, reduce.cu's
+//! `reduce_sum_mapped`, layout.cu's `strided_unary`), so the same bits; f32 and f64 only
+//! ([`crate::Storage`] runs the 16-bit types unfused, where the fusion would round once
+//! instead of at each op).
+
+use super::device::Arg;
+use super::shapes::{ReduceShape, StridedShape};
+use super::storage::GpuStorage;
+use super::LaunchShape;
+use crate::op::UnaryOp;
+
+/// A `UnaryOp` as the fused kernels take it: its code and two parameters, or -1 (no op).
+pub(super) fn unary_args(op: Option<UnaryOp>) -> [Arg; 3] {
+    let (code, (p, q)) = op.map_or((-1, (0.0, 0.0)), |op| (op.code(), op.parameters()));
+    [Arg::I32(code), Arg::F64(p), Arg::F64(q)]
+}
+
+impl GpuStorage {
+    /// `after(sum of before(self))` from `shape` down to `out_shape` (each dim equal or 1),
+    /// one launch of reduce.cu's `reduce_sum_mapped`. f32 or f64.
+    pub fn sum_mapped(
+        &self,
+        before: Option<UnaryOp>,
+        shape: &[usize],
+        out_shape: &[usize],
+        after: Option<UnaryOp>,
+    ) -> GpuStorage {
+        let s = ReduceShape::new(shape, out_shape).expect("a reduction of at most 8 dims");
+        let out = self.new_output(self.dtype(), out_shape.iter().product());
+        if out.is_empty() {
+            return out;
+        }
+        let [before_op, before_p, before_q] = unary_args(before);
+        let [after_op, after_p, after_q] = unary_args(after);
+        self.launch(
+            &self.kernel("reduce_sum_mapped"),
+            LaunchShape::per_output(out.len()),
+            &mut [
+                self.ptr(),
+                out.ptr(),
+                Arg::Reduce(s),
+                before_op,
+                before_p,
+                before_q,
+                after_op,
+                after_p,
+                after_q,
+            ],
+        );
+        out
+    }
+
+    /// `op` of the strided view `(offset, strides, shape)` of this buffer, contiguous: one
+    /// launch of layout.cu's `strided_unary`. f32 or f64.
+    pub fn strided_unary(&self, offset: usize, strides: &[usize], shape: &[usize], op: UnaryOp) -> GpuStorage {
+        let n: usize = shape.iter().product();
+        let out = self.new_output(self.dtype(), n);
+        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        let [code, p, q] = unary_args(Some(op));
+        self.launch(
+            &self.kernel("strided_unary"),
+            LaunchShape::elementwise(n),
+            &mut [code, p, q, self.ptr(), out.ptr(), Arg::I64(n as i64), Arg::Strided(s)],
+        );
+        out
+    }
+}
