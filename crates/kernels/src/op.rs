@@ -320,6 +320,9 @@ mod tests {
         assert_eq!(screaming_snake_case("Neg"), "NEG");
         let header = op_codes_header();
         assert!(header.contains("enum UnaryCode {\n    U_NEG = 0,\n"), "{header}");
-        assert!(header.contains("    B_LEAKY_RELU_GRAD = 12,\n    B_DIV_NONZERO = 13,\n};"), "{header}");
+        assert!(
+            header.contains("    B_LEAKY_RELU_GRAD = 12,\n    B_DIV_NONZERO = 13,\n};"),
+            "{header}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Fused ops of [`Storage`]: a unary op folded into the reduction or the strided copy beside
-//! it. On a GPU in f32 or f64 one launch ([`crate::cuda::fused`]); everywhere else the ops one
+//! it, and a pad's fill and copy in one pass. On a GPU in f32 or f64 one launch ([`crate::cuda::fused`]); everywhere else the ops one
 //! after another, as they were before they were fused, so the CPU's results (and the 16-bit
 //! types' roundings after each op) stay bit for bit what they were.
 
 use crate::op::{ReduceOp, UnaryOp};
+use crate::shape::{contiguous_strides, numel};
 use crate::storage::{DType, Storage};
 
 /// Whether a fused kernel runs this storage: on a GPU, in f32 or f64.
@@ -43,5 +44,35 @@ impl Storage {
             return Storage::Cuda(g.strided_unary(offset, strides, shape, op));
         }
         self.strided_copy(offset, strides, shape).unary(op)
+    }
+
+    /// This buffer (contiguous, of shape `inner`) at offsets `before` inside a contiguous
+    /// `outer` shape, every other element `value`: a pad (and a narrow's gradient) in one
+    /// pass on a GPU, a fill and a strided write elsewhere.
+    pub fn padded_copy(
+        &self,
+        inner: &[usize],
+        before: &[usize],
+        outer: &[usize],
+        value: f64,
+    ) -> Result<Storage, String> {
+        let rank = inner.len();
+        let inside = before.len() == rank
+            && outer.len() == rank
+            && (0..rank).all(|d| before[d].checked_add(inner[d]).is_some_and(|end| end <= outer[d]));
+        if !inside || numel(inner) != self.len() {
+            return Err(format!(
+                "padded_copy: a box of shape {inner:?} ({} elements given) at {before:?} is not inside {outer:?}",
+                self.len()
+            ));
+        }
+        if let Some(g) = fused_on_gpu(self) {
+            return g.padded_copy(inner, before, outer, value).map(Storage::Cuda);
+        }
+        let strides = contiguous_strides(outer);
+        let offset: usize = before.iter().zip(&strides).map(|(o, s)| o * s).sum();
+        let mut out = Storage::full(value, numel(outer), self.dtype(), self.device())?;
+        out.strided_write(offset, &strides, self, inner);
+        Ok(out)
     }
 }

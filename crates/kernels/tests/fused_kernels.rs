@@ -122,3 +122,46 @@ fn sixteen_bit_sums_with_ops_round_after_each_op_as_before() {
         }
     }
 }
+
+#[test]
+fn padded_copies_match_a_fill_then_a_strided_write() {
+    // (inner, before, outer): a narrow's gradient in each dim, a box touching every edge, a
+    // box that is the whole shape, several blocks.
+    let cases: [(&[usize], &[usize], &[usize]); 5] = [
+        (&[3, 2, 5], &[0, 1, 0], &[3, 4, 5]),
+        (&[2, 1, 7, 7], &[0, 0, 0, 0], &[2, 1, 8, 8]),
+        (&[1, 3], &[2, 0], &[4, 3]),
+        (&[3, 5], &[0, 0], &[3, 5]),
+        (&[5, 300], &[1, 413], &[7, 1031]),
+    ];
+    for device in cuda_devices() {
+        for (i, (inner, before, outer)) in cases.iter().enumerate() {
+            let values = random(inner.iter().product(), 100 + i as u64);
+            for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
+                let (cpu, gpu) = (on(&values, dtype, Device::Cpu), on(&values, dtype, device));
+                for value in [0.0, -1.5] {
+                    let what = format!("{device} {dtype} {inner:?} at {before:?} in {outer:?}, {value}");
+                    let got = gpu.padded_copy(inner, before, outer, value).unwrap();
+                    let want = cpu.padded_copy(inner, before, outer, value).unwrap();
+                    assert_eq!(bits(&got), bits(&want), "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_box_outside_the_padded_shape_is_an_error() {
+    for device in cuda_devices().into_iter().chain([Device::Cpu]) {
+        let s = on(&random(6, 110), DType::F32, device);
+        for (inner, before, outer) in [
+            (&[2, 3][..], &[1, 0][..], &[2, 3][..]),
+            (&[2, 3], &[0, 0], &[2, 3, 1]),
+            (&[3, 3], &[0, 0], &[3, 3]), // 9 elements for 6
+            (&[2, 2], &[0, 0], &[2, 2]),
+        ] {
+            let result = s.padded_copy(inner, before, outer, 0.0);
+            assert!(result.is_err(), "{device}: {inner:?} at {before:?} in {outer:?}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ use super::compile::{compile, compile_cubin, nvrtc_available};
 use super::counters::{CounterCells, DeviceCounters, LaunchHistogram, PoolCounters};
 use super::graph::{Capture, RecordedLaunch};
 use super::pool::{size_class, BufferPool, Memory};
-use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, PadShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
@@ -34,6 +34,7 @@ pub enum Arg {
     Broadcast(BroadcastShape),
     Reduce(ReduceShape),
     Strided(StridedShape),
+    Pad(PadShape),
     Matmul(MatmulShape),
     Conv(ConvShape),
     ParamsF32(ParamList<f32>),
@@ -45,6 +46,7 @@ pub enum Arg {
 unsafe impl cudarc::driver::DeviceRepr for BroadcastShape {}
 unsafe impl cudarc::driver::DeviceRepr for ReduceShape {}
 unsafe impl cudarc::driver::DeviceRepr for StridedShape {}
+unsafe impl cudarc::driver::DeviceRepr for PadShape {}
 unsafe impl cudarc::driver::DeviceRepr for MatmulShape {}
 unsafe impl cudarc::driver::DeviceRepr for ConvShape {}
 unsafe impl<T> cudarc::driver::DeviceRepr for ParamList<T> {}
@@ -60,6 +62,7 @@ impl Arg {
             Arg::Broadcast(v) => v as *mut BroadcastShape as *mut c_void,
             Arg::Reduce(v) => v as *mut ReduceShape as *mut c_void,
             Arg::Strided(v) => v as *mut StridedShape as *mut c_void,
+            Arg::Pad(v) => v as *mut PadShape as *mut c_void,
             Arg::Matmul(v) => v as *mut MatmulShape as *mut c_void,
             Arg::Conv(v) => v as *mut ConvShape as *mut c_void,
             Arg::ParamsF32(v) => v as *mut ParamList<f32> as *mut c_void,
@@ -562,6 +565,7 @@ impl GpuDevice {
                         Arg::Broadcast(v) => builder.arg(v),
                         Arg::Reduce(v) => builder.arg(v),
                         Arg::Strided(v) => builder.arg(v),
+                        Arg::Pad(v) => builder.arg(v),
                         Arg::Matmul(v) => builder.arg(v),
                         Arg::Conv(v) => builder.arg(v),
                         Arg::ParamsF32(v) => builder.arg(v),

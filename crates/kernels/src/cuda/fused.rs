@@ -1,12 +1,13 @@
 //! Fused launches on a GPU (or the emulator): a unary op folded into the reduction or the
-//! strided copy beside it, one launch where the unfused ops take two or three. Each computes
+//! strided copy beside it, and a pad's fill and copy in one pass: one launch where the
+//! unfused ops take two or three. Each computes
 //! the same arithmetic in the same order as the ops it replaces (conv.cu's epilogue, reduce.cu's
 //! `reduce_sum_mapped`, layout.cu's `strided_unary`), so the same bits; f32 and f64 only
 //! ([`crate::Storage`] runs the 16-bit types unfused, where the fusion would round once
 //! instead of at each op).
 
 use super::device::Arg;
-use super::shapes::{ReduceShape, StridedShape};
+use super::shapes::{PadShape, ReduceShape, StridedShape};
 use super::storage::GpuStorage;
 use super::LaunchShape;
 use crate::op::UnaryOp;
@@ -65,5 +66,30 @@ impl GpuStorage {
             &mut [code, p, q, self.ptr(), out.ptr(), Arg::I64(n as i64), Arg::Strided(s)],
         );
         out
+    }
+
+    /// This buffer (contiguous, of shape `inner`) at offsets `before` inside `outer`, every
+    /// other element `value`: one launch of layout.cu's `padded_copy` (a fill and a strided
+    /// write took two). f32 or f64.
+    pub fn padded_copy(
+        &self,
+        inner: &[usize],
+        before: &[usize],
+        outer: &[usize],
+        value: f64,
+    ) -> Result<GpuStorage, String> {
+        let s = PadShape::new(inner, before, outer).ok_or_else(|| {
+            format!("padded_copy: a box of shape {inner:?} at {before:?} inside {outer:?}: at most 8 dims, inside")
+        })?;
+        let n: usize = outer.iter().product();
+        let out = self.new_output(self.dtype(), n);
+        if n > 0 {
+            self.launch(
+                &self.kernel("padded_copy"),
+                LaunchShape::elementwise(n),
+                &mut [self.ptr(), out.ptr(), Arg::I64(n as i64), Arg::F64(value), Arg::Pad(s)],
+            );
+        }
+        Ok(out)
     }
 }

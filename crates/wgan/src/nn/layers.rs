@@ -145,7 +145,12 @@ pub struct Crop2d(pub usize, pub usize);
 
 impl Module for Crop2d {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.narrow(2, 0, self.0).narrow(3, 0, self.1)
+        // One copy of the box, not a narrow per dim (one launch each on a GPU).
+        let [n, c, _, _] = x
+            .shape()
+            .try_into()
+            .unwrap_or_else(|_| panic!("Crop2d: expects [N, C, H, W], got shape {:?}", x.shape()));
+        x.narrow_box(&[0, 0, 0, 0], &[n, c, self.0, self.1])
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, TensorKind)) {}
 }
