@@ -1,5 +1,5 @@
-// Elementwise kernels: unary maps, broadcasting binary ops, select, fill and cast (between f32
-// and f64, bf16 and f16).
+// Elementwise kernels: unary maps, broadcasting binary ops, an interpolation (lerp), select,
+// fill and cast (between f32 and f64, bf16 and f16).
 // CPU twins: crates/kernels/src/cpu/elementwise.rs (`unary`, `binary`, `where_cond`); the
 // 16-bit ones are checked bit for bit against the f32 kernel between casts (the half rule) in
 // crates/kernels/tests/half_kernels.rs, and against the CPU in tests/half.rs.
@@ -45,6 +45,30 @@ __device__ void binary(int op, double p, const T *__restrict__ a, const T *__res
     }
 }
 
+// start + (end - start) * weight, rounded after each op as three binary launches would be
+// (never contracted into an FMA: the CPU twin rounds the product): `start` and `end` share the
+// output's shape (operand a's strides), `weight` broadcasts (operand b's). f32 and f64.
+__device__ __forceinline__ float lerp_rounded(float start, float end, float weight) {
+    return __fadd_rn(start, __fmul_rn(__fsub_rn(end, start), weight));
+}
+__device__ __forceinline__ double lerp_rounded(double start, double end, double weight) {
+    return __dadd_rn(start, __dmul_rn(__dsub_rn(end, start), weight));
+}
+template <typename T>
+__device__ void lerp(const T *__restrict__ start, const T *__restrict__ end, const T *__restrict__ weight,
+                     T *__restrict__ out, long long n, BroadcastShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long rest = i, offset_a = 0, offset_b = 0;
+        for (int d = s.rank - 1; d >= 0; --d) {
+            long long index = rest % s.shape[d];
+            rest /= s.shape[d];
+            offset_a += index * s.a_strides[d];
+            offset_b += index * s.b_strides[d];
+        }
+        out[i] = lerp_rounded(start[offset_a], end[offset_a], weight[offset_b]);
+    }
+}
+
 template <typename T>
 __device__ void where_cond(const T *__restrict__ cond, const T *__restrict__ a, const T *__restrict__ b,
                            T *__restrict__ out, long long n) {
@@ -66,6 +90,14 @@ __global__ void binary_f32(int op, double p, const float *a, const float *b, flo
 __global__ void binary_f64(int op, double p, const double *a, const double *b, double *out, long long n,
                            BroadcastShape s) {
     binary(op, p, a, b, out, n, s);
+}
+__global__ void lerp_f32(const float *start, const float *end, const float *weight, float *out, long long n,
+                         BroadcastShape s) {
+    lerp(start, end, weight, out, n, s);
+}
+__global__ void lerp_f64(const double *start, const double *end, const double *weight, double *out, long long n,
+                         BroadcastShape s) {
+    lerp(start, end, weight, out, n, s);
 }
 __global__ void where_cond_f32(const float *cond, const float *a, const float *b, float *out, long long n) {
     where_cond(cond, a, b, out, n);

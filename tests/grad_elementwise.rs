@@ -123,6 +123,40 @@ fn div_nonzero_passes_gradcheck_and_gradgradcheck() {
 }
 
 #[test]
+fn lerp_passes_gradcheck_and_gradgradcheck() {
+    for_each_device(|device| {
+        // One weight per sample (the penalty's interpolates), one per element, one for all.
+        for (i, weight_shape) in [&[3, 1, 1][..], &[3, 2, 5], &[1]].into_iter().enumerate() {
+            let seed = 120 + 3 * i as u64;
+            check2(
+                device,
+                &format!("lerp with weights {weight_shape:?}"),
+                |xs| xs[0].lerp(&xs[1], &xs[2]),
+                &[
+                    randn(&[3, 2, 5], seed),
+                    randn(&[3, 2, 5], seed + 1),
+                    randn(weight_shape, seed + 2),
+                ],
+            );
+        }
+    });
+}
+
+#[test]
+fn lerp_is_start_plus_the_weighted_difference_bit_for_bit() {
+    for_each_device(|device| {
+        for dtype in [DType::F32, DType::F64] {
+            let start = on(device, &randn(&[4, 3, 7], 130).to_dtype(dtype));
+            let end = on(device, &randn(&[4, 3, 7], 131).to_dtype(dtype));
+            let weight = on(device, &uniform(&[4, 1, 1], 0.0, 1.0, 132).to_dtype(dtype));
+            let unfused = start.add(&end.sub(&start).mul(&weight));
+            let bits = |t: &Tensor| t.to_vec_f64().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&start.lerp(&end, &weight)), bits(&unfused), "{device} {dtype}");
+        }
+    });
+}
+
+#[test]
 fn div_nonzero_is_the_numerator_where_the_divisor_is_zero() {
     for_each_device(|device| {
         let x = on(device, &Tensor::from_vec(vec![3.0, -4.0, 5.0], &[3]).unwrap()).requires_grad_(true);

@@ -494,6 +494,15 @@ template <typename T> T atomicMax(T *address, T value) {
     return old;
 }
 
+// Rounded adds, subtractions and products that NVRTC never contracts into an FMA; the host
+// compiler contracts nothing in ISO C++ mode, so plain operators are the same roundings here.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __fdividef(float a, float b) { return a / b; }

@@ -1,14 +1,15 @@
-//! The fused kernels (reduce.cu's `reduce_sum_mapped`, layout.cu's `strided_unary`, through
-//! `Storage::sum_mapped` and `Storage::strided_unary`) against the CPU's unfused ops, and bit
-//! for bit against the unfused kernels they replace: odd sizes, several blocks of outputs,
-//! reductions over inner, outer and strided dims, broadcasts along every dim.
+//! The fused kernels (reduce.cu's `reduce_sum_mapped`, layout.cu's `strided_unary` and
+//! `padded_copy`, elementwise.cu's `lerp`, through the `Storage` methods of the same names)
+//! against the CPU's unfused ops, and bit for bit against the unfused kernels they replace:
+//! odd sizes, several blocks of outputs, reductions over inner, outer and strided dims,
+//! broadcasts along every dim.
 //!
 //! `cargo test -p earthmover-kernels --features emulator --test fused_kernels`
 
 mod common;
 
 use common::{cuda_devices, random};
-use earthmover_kernels::{broadcast_strides, DType, Device, ReduceOp, Storage, UnaryOp};
+use earthmover_kernels::{broadcast_strides, BinaryOp, DType, Device, ReduceOp, Storage, UnaryOp};
 
 fn bits(s: &Storage) -> Vec<u64> {
     s.to_f64_vec().iter().map(|v| v.to_bits()).collect()
@@ -162,6 +163,36 @@ fn a_box_outside_the_padded_shape_is_an_error() {
         ] {
             let result = s.padded_copy(inner, before, outer, 0.0);
             assert!(result.is_err(), "{device}: {inner:?} at {before:?} in {outer:?}");
+        }
+    }
+}
+
+#[test]
+fn lerp_matches_the_three_binary_ops_bit_for_bit() {
+    // One weight per sample, per element, for everything; odd sizes over several blocks.
+    let cases: [(&[usize], &[usize]); 3] = [(&[7, 1, 5, 3], &[7, 1, 1, 1]), (&[3, 347], &[3, 347]), (&[5, 3], &[1])];
+    for device in cuda_devices() {
+        for (i, (shape, weight_shape)) in cases.iter().enumerate() {
+            let (start, end) = (
+                random(shape.iter().product(), 140 + i as u64),
+                random(shape.iter().product(), 150),
+            );
+            let weight = random(weight_shape.iter().product(), 160);
+            for dtype in [DType::F32, DType::F64, DType::BF16] {
+                let what = format!("{device} {dtype} {shape:?}, weights {weight_shape:?}");
+                let [s, e, w] = [&start, &end, &weight].map(|v| on(v, dtype, device));
+                let [sc, ec, wc] = [&start, &end, &weight].map(|v| on(v, dtype, Device::Cpu));
+                let fused = s.lerp(&e, &w, shape, weight_shape);
+                assert_eq!(
+                    bits(&fused),
+                    bits(&sc.lerp(&ec, &wc, shape, weight_shape)),
+                    "{what}: the CPU"
+                );
+                let difference = e.binary(BinaryOp::Sub, shape, &s, shape, shape);
+                let step = difference.binary(BinaryOp::Mul, shape, &w, weight_shape, shape);
+                let unfused = s.binary(BinaryOp::Add, shape, &step, shape, shape);
+                assert_eq!(bits(&fused), bits(&unfused), "{what}: the unfused kernels");
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! instead of at each op).
 
 use super::device::Arg;
-use super::shapes::{PadShape, ReduceShape, StridedShape};
+use super::shapes::{BroadcastShape, PadShape, ReduceShape, StridedShape};
 use super::storage::GpuStorage;
 use super::LaunchShape;
 use crate::op::UnaryOp;
@@ -91,5 +91,29 @@ impl GpuStorage {
             );
         }
         Ok(out)
+    }
+
+    /// `self + (end - self) * weight`, rounded after each op, in one launch of elementwise.cu's
+    /// `lerp` (three binary launches otherwise): `end` of `shape` as `self`, `weight` of
+    /// `weight_shape` broadcast to it. f32 or f64.
+    pub fn lerp(&self, end: &GpuStorage, weight: &GpuStorage, shape: &[usize], weight_shape: &[usize]) -> GpuStorage {
+        self.check_same(end, "lerp");
+        self.check_same(weight, "lerp");
+        let n: usize = shape.iter().product();
+        let out = self.new_output(self.dtype(), n);
+        let s = BroadcastShape::new(shape, weight_shape, shape).expect("at most 8 dims on a GPU");
+        self.launch(
+            &self.kernel("lerp"),
+            LaunchShape::elementwise(n),
+            &mut [
+                self.ptr(),
+                end.ptr(),
+                weight.ptr(),
+                out.ptr(),
+                Arg::I64(n as i64),
+                Arg::Broadcast(s),
+            ],
+        );
+        out
     }
 }

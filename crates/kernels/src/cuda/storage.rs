@@ -106,7 +106,7 @@ impl GpuStorage {
         format!("{family}_{}", suffix(self.dtype()))
     }
 
-    fn check_same(&self, other: &GpuStorage, op: &str) {
+    pub(super) fn check_same(&self, other: &GpuStorage, op: &str) {
         assert!(
             Arc::ptr_eq(&self.device, &other.device) && self.dtype() == other.dtype(),
             "{op}: operands must share dtype and device, got {} on {} and {} on {}",
