@@ -1,5 +1,5 @@
-// Elementwise kernels: unary maps, broadcasting binary ops, an interpolation (lerp), select,
-// fill and cast (between f32 and f64, bf16 and f16).
+// Elementwise kernels: unary maps, broadcasting binary ops (and one with an activation after
+// it), an interpolation (lerp), select, fill and cast (between f32 and f64, bf16 and f16).
 // CPU twins: crates/kernels/src/cpu/elementwise.rs (`unary`, `binary`, `where_cond`); the
 // 16-bit ones are checked bit for bit against the f32 kernel between casts (the half rule) in
 // crates/kernels/tests/half_kernels.rs, and against the CPU in tests/half.rs.
@@ -42,6 +42,23 @@ __device__ void binary(int op, double p, const T *__restrict__ a, const T *__res
             offset_b += index * s.b_strides[d];
         }
         store(&out[i], binary_apply(op, widen(a[offset_a]), widen(b[offset_b]), M(p)));
+    }
+}
+
+// act(op(a, b)) over the broadcast shape, as `binary` then `unary` compute it (the same bits):
+// a linear layer's bias add and its activation in one pass. f32 and f64.
+template <typename T>
+__device__ void binary_activated(int op, double p, int act, double act_p, double act_q, const T *__restrict__ a,
+                                 const T *__restrict__ b, T *__restrict__ out, long long n, BroadcastShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long rest = i, offset_a = 0, offset_b = 0;
+        for (int d = s.rank - 1; d >= 0; --d) {
+            long long index = rest % s.shape[d];
+            rest /= s.shape[d];
+            offset_a += index * s.a_strides[d];
+            offset_b += index * s.b_strides[d];
+        }
+        out[i] = unary_apply(act, binary_apply(op, a[offset_a], b[offset_b], T(p)), T(act_p), T(act_q));
     }
 }
 
@@ -90,6 +107,14 @@ __global__ void binary_f32(int op, double p, const float *a, const float *b, flo
 __global__ void binary_f64(int op, double p, const double *a, const double *b, double *out, long long n,
                            BroadcastShape s) {
     binary(op, p, a, b, out, n, s);
+}
+__global__ void binary_activated_f32(int op, double p, int act, double act_p, double act_q, const float *a,
+                                     const float *b, float *out, long long n, BroadcastShape s) {
+    binary_activated(op, p, act, act_p, act_q, a, b, out, n, s);
+}
+__global__ void binary_activated_f64(int op, double p, int act, double act_p, double act_q, const double *a,
+                                     const double *b, double *out, long long n, BroadcastShape s) {
+    binary_activated(op, p, act, act_p, act_q, a, b, out, n, s);
 }
 __global__ void lerp_f32(const float *start, const float *end, const float *weight, float *out, long long n,
                          BroadcastShape s) {

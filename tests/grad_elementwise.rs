@@ -14,7 +14,7 @@ use common::{
     assert_ok, away_from, away_from_zero, check, check2, for_each_device, on, randn, through_f32_tolerance, uniform,
 };
 use earthmover::tensor::gradcheck::gradcheck;
-use earthmover::{grad, DType, Tensor};
+use earthmover::{grad, Activation, DType, Tensor};
 
 /// NumPy broadcasting cases for the binary ops: equal shapes, a trailing vector, size-1 dims
 /// on both sides ([3, 1, 5] with [4, 1] gives [3, 4, 5]), and 0-d scalars on either side.
@@ -119,6 +119,43 @@ fn div_nonzero_passes_gradcheck_and_gradgradcheck() {
             |xs| xs[0].div_nonzero(&divisor),
             &[randn(&[4, 3], 98)],
         );
+    });
+}
+
+#[test]
+fn add_activated_passes_gradcheck_and_matches_add_then_the_activation() {
+    let activations = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ];
+    for_each_device(|device| {
+        for (i, act) in activations.into_iter().enumerate() {
+            let seed = 140 + 2 * i as u64;
+            // A bias over the last dim, as a linear layer adds it.
+            let inputs = [away_from_zero(&[4, 5], seed), randn(&[5], seed + 1)];
+            let what = format!("add_activated {act:?}");
+            check2(device, &what, |xs| xs[0].add_activated(&xs[1], act), &inputs);
+            // The same values and gradients as the two ops, bit for bit.
+            let [x, b] = inputs.map(|t| on(device, &t).requires_grad_(true));
+            let direction = on(device, &randn(&[4, 5], seed + 2));
+            let bits =
+                |ts: Vec<Tensor>| -> Vec<u64> { ts.iter().flat_map(|t| t.to_vec_f64()).map(f64::to_bits).collect() };
+            let fused = x.add_activated(&b, act);
+            let unfused = x.add(&b).activation(act);
+            let through = |y: &Tensor| grad(&[&y.mul(&direction).sum()], &[&x, &b], None, false);
+            assert_eq!(
+                bits(vec![fused.clone()]),
+                bits(vec![unfused.clone()]),
+                "{device} {what}"
+            );
+            assert_eq!(
+                bits(through(&fused)),
+                bits(through(&unfused)),
+                "{device} {what}: gradients"
+            );
+        }
     });
 }
 

@@ -89,4 +89,23 @@ impl Storage {
         let step = difference.binary(BinaryOp::Mul, shape, weight, weight_shape, shape);
         self.binary(BinaryOp::Add, shape, &step, shape, shape)
     }
+
+    /// `act(op(self, other))` with broadcasting to `out_shape`: a bias add and the activation
+    /// after it in one pass on a GPU; the binary and the unary op elsewhere.
+    pub fn binary_activated(
+        &self,
+        op: BinaryOp,
+        shape: &[usize],
+        other: &Storage,
+        other_shape: &[usize],
+        out_shape: &[usize],
+        act: UnaryOp,
+    ) -> Storage {
+        if let (Some(a), Some(b)) = (fused_on_gpu(self), fused_on_gpu(other)) {
+            if a.dtype() == b.dtype() {
+                return Storage::Cuda(a.binary_activated(op, shape, b, other_shape, out_shape, act));
+            }
+        }
+        self.binary(op, shape, other, other_shape, out_shape).unary(act)
+    }
 }

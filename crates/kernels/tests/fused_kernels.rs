@@ -196,3 +196,37 @@ fn lerp_matches_the_three_binary_ops_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn binary_activated_matches_the_binary_then_the_unary_kernel_bit_for_bit() {
+    let acts = [UnaryOp::Relu, UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh, UnaryOp::Sigmoid];
+    // A bias over the last dim (a linear layer's) and over a middle one; several blocks.
+    let cases: [(&[usize], &[usize]); 2] = [(&[7, 301], &[301]), (&[3, 5, 9], &[5, 1])];
+    for device in cuda_devices() {
+        for (i, (shape, bias_shape)) in cases.iter().enumerate() {
+            let (x, bias) = (
+                random(shape.iter().product(), 170 + i as u64),
+                random(bias_shape.iter().product(), 180),
+            );
+            for dtype in [DType::F32, DType::F64, DType::F16] {
+                let [a, b] = [&x, &bias].map(|v| on(v, dtype, device));
+                let [ac, bc] = [&x, &bias].map(|v| on(v, dtype, Device::Cpu));
+                for act in acts {
+                    let what = format!("{device} {dtype} {shape:?} + {bias_shape:?}, {act:?}");
+                    let fused = a.binary_activated(BinaryOp::Add, shape, &b, bias_shape, shape, act);
+                    let unfused = a.binary(BinaryOp::Add, shape, &b, bias_shape, shape).unary(act);
+                    assert_eq!(bits(&fused), bits(&unfused), "{what}: the unfused kernels");
+                    let cpu = ac.binary_activated(BinaryOp::Add, shape, &bc, bias_shape, shape, act);
+                    let (g, c) = (fused.to_f64_vec(), cpu.to_f64_vec());
+                    for (j, (g, c)) in g.iter().zip(&c).enumerate() {
+                        // tanh and sigmoid: the GPU's libm against Rust's, a few ulps (of f16
+                        // when one of them rounds the other way).
+                        let tolerance = if dtype == DType::F16 { 2e-3 } else { 1e-6 };
+                        let close = (g - c).abs() <= tolerance * (1.0 + c.abs());
+                        assert!(close, "{what}: element {j}: {g} against the CPU's {c}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use super::device::Arg;
 use super::shapes::{BroadcastShape, PadShape, ReduceShape, StridedShape};
 use super::storage::GpuStorage;
 use super::LaunchShape;
-use crate::op::UnaryOp;
+use crate::op::{BinaryOp, UnaryOp};
 
 /// A `UnaryOp` as the fused kernels take it: its code and two parameters, or -1 (no op).
 pub(super) fn unary_args(op: Option<UnaryOp>) -> [Arg; 3] {
@@ -109,6 +109,41 @@ impl GpuStorage {
                 self.ptr(),
                 end.ptr(),
                 weight.ptr(),
+                out.ptr(),
+                Arg::I64(n as i64),
+                Arg::Broadcast(s),
+            ],
+        );
+        out
+    }
+
+    /// `act(op(self, other))` broadcast to `out_shape`, in one launch of elementwise.cu's
+    /// `binary_activated` (a binary and a unary launch otherwise). f32 or f64.
+    pub fn binary_activated(
+        &self,
+        op: BinaryOp,
+        shape: &[usize],
+        other: &GpuStorage,
+        other_shape: &[usize],
+        out_shape: &[usize],
+        act: UnaryOp,
+    ) -> GpuStorage {
+        self.check_same(other, "binary op");
+        let n: usize = out_shape.iter().product();
+        let out = self.new_output(self.dtype(), n);
+        let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
+        let [code, p, q] = unary_args(Some(act));
+        self.launch(
+            &self.kernel("binary_activated"),
+            LaunchShape::elementwise(n),
+            &mut [
+                Arg::I32(op.code()),
+                Arg::F64(op.parameter()),
+                code,
+                p,
+                q,
+                self.ptr(),
+                other.ptr(),
                 out.ptr(),
                 Arg::I64(n as i64),
                 Arg::Broadcast(s),

@@ -238,6 +238,33 @@ impl Tensor {
         })
     }
 
+    /// `activation(self + other)` in one op, broadcasting as `add`: a linear layer's bias and
+    /// activation in one launch on a GPU (f32, f64). Keeps only the activated output (the
+    /// derivative is read from it, as [`Tensor::conv2d_activated`] does); the same values and
+    /// gradients as `add` then `activation`, bit for bit.
+    pub fn add_activated(&self, other: &Tensor, activation: Activation) -> Tensor {
+        if self.dtype() != other.dtype() || !activation.has_derivative_from_output() {
+            return self.add(other).activation(activation);
+        }
+        let out_shape = self.broadcast_shape_with(other, "add");
+        let storage = self.storage().binary_activated(
+            BinaryOp::Add,
+            self.shape(),
+            &other.storage(),
+            other.shape(),
+            &out_shape,
+            activation.kernel_op(),
+        );
+        Tensor::from_op(storage, out_shape, "add_activated", &[self, other], move |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            let sums = activation.backward_from_output(a.grad, a.output);
+            vec![
+                a.needs[0].then(|| sums.sum_to(x.shape())),
+                a.needs[1].then(|| sums.sum_to(y.shape())),
+            ]
+        })
+    }
+
     /// `self + (end - self) * weight`, rounded after the subtraction, the product and the sum
     /// (not PyTorch's two-branch `lerp` formula): `end` of this shape, `weight` broadcast to
     /// it (one weight per sample: WGAN-GP's interpolates). One launch on a GPU in f32 and

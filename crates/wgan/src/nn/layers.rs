@@ -36,6 +36,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> Option<Tensor> {
+        Some(x.linear_activated(&self.weight, self.bias.as_ref(), activation))
+    }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
