@@ -61,8 +61,11 @@ thread_local! {
     /// The ones that seed `backward` and `grad` of a scalar output, by device, dtype and
     /// shape: made once per thread and shared (storage is copy-on-write, and each use gets a
     /// tensor of its own), not a fill launch per backward pass on a GPU.
-    static SCALAR_SEEDS: RefCell<HashMap<(Device, DType, Vec<usize>), Tensor>> = RefCell::new(HashMap::new());
+    static SCALAR_SEEDS: RefCell<HashMap<SeedKey, Tensor>> = RefCell::new(HashMap::new());
 }
+
+/// Where a seed lives, its dtype and its shape.
+type SeedKey = (Device, DType, Vec<usize>);
 
 /// Ones shaped as the scalar `out`, on its device and in its dtype, recording nothing.
 fn scalar_seed(out: &Tensor) -> Tensor {
