@@ -16,9 +16,11 @@
 //                           x[n, c, oh*sh + ki*dh - ph, ow*sw + kj*dw - pw]
 //                           GEMM: M = O, N = C*kh*kw, K = N*Ho*Wo, tall and skinny (DCGAN's first
 //                           conv: M 64, N 25, K 12,544 at batch 64), so split-K: blockIdx.z
-//                           takes one slice of K and writes its partial sums; then
-//   conv2d_weight_grad_sum_slices adds the slices' partial sums in slice order (one thread per
-//                           weight), so the result is the same bits on every run and device.
+//                           takes one slice of K and writes its partial sums; the last block
+//                           of a tile to finish (counted by an atomic per tile) adds the
+//                           tile's slices in slice order, so the result is the same bits on
+//                           every run and device, in one launch. Without counters,
+//   conv2d_weight_grad_sum_slices adds them in a launch of its own (one thread per weight).
 //
 // The one tile engine (`implicit_gemm`): a block of 256 threads computes a 64 x 64 tile of C,
 // each thread a 4 x 4 register tile spread with a stride of 16 (neighbouring threads read
@@ -28,7 +30,8 @@
 // multiply-adds. Each problem says which way its loads run along memory (`A_K_FAST`,
 // `B_K_FAST`) so that a warp's loads are mostly consecutive addresses; the per-row part of
 // each gather's address (sample, top-left corner of the window) is computed once per thread,
-// not per slice. The epilogue writes NCHW directly (and adds the bias).
+// not per slice. The epilogue writes NCHW directly, adds the bias and applies the activation
+// (`Epilogue`: a `UnaryOp` code, or none), so a layer's `act(conv + b)` is one launch.
 //
 // Index arithmetic is 32-bit: storage.rs refuses (with a message) tensors of 2^31 elements or
 // more. Every kernel comes in f32 and f64.
@@ -38,6 +41,10 @@
 //   cargo test -p earthmover-kernels --test nvrtc
 
 #include "common.cuh"
+// U_ codes (op_codes.cuh) and unary_apply (elementwise_ops.cuh): the epilogue's activation, the
+// same arithmetic as elementwise.cu's `unary` pass that it replaces.
+#include "op_codes.cuh"
+#include "elementwise_ops.cuh"
 
 #define CONV_TILE 64
 #define CONV_SLICE 16
@@ -45,6 +52,21 @@
 #define CONV_SIDE 16                       // threads along each side of the tile
 #define CONV_PER_THREAD 4                  // CONV_TILE / CONV_SIDE outputs each way per thread
 #define CONV_STAGED 4                      // CONV_TILE * CONV_SLICE / CONV_THREADS loads per operand
+// No activation in the epilogue (`Epilogue::op`); the others are `UnaryOp` codes.
+#define CONV_NO_ACTIVATION (-1)
+
+// What the forward pass and the input adjoint do to a sum as they store it: add the bias of
+// its channel (`bias` may be null), then apply the activation `op` with its parameters (the
+// `UnaryOp`'s `parameters()`), as the CPU's `Epilogue` does.
+template <typename T> struct Epilogue {
+    const T *bias;
+    int op;
+    double p, q;
+    __device__ T apply(T sum, int channel) const {
+        const T biased = bias ? sum + bias[channel] : sum;
+        return op == CONV_NO_ACTIVATION ? biased : unary_apply(op, biased, T(p), T(q));
+    }
+};
 
 // C[m, n] = sum over k in [k_begin, k_end) of A[m, k] B[k, n], for the tile of block
 // (blockIdx.x, blockIdx.y); `P` gathers A and B and stores C (the problems below).
@@ -103,8 +125,9 @@ template <typename T, typename P> __device__ void implicit_gemm(const P &p, int 
 
 // conv2d: A[m, k] = x at output pixel m = (n, oh, ow) and tap k = (c, ki, kj); B[k, o] = w[o, k].
 template <typename T> struct ForwardProblem {
-    const T *x, *w, *bias;  // bias may be null
+    const T *x, *w;
     T *y;
+    Epilogue<T> epilogue;
     ConvShape g;
     static const bool A_K_FAST = false;  // consecutive output pixels: consecutive x
     static const bool B_K_FAST = true;   // consecutive taps: consecutive w
@@ -133,15 +156,16 @@ template <typename T> struct ForwardProblem {
     __device__ T b(const Column &col, int k) const { return col.base < 0 ? T(0) : w[col.base + k]; }
     __device__ void store(int m, int o, T sum) const {
         const int pixels = g.out_h * g.out_w, n = m / pixels, pixel = m % pixels;
-        y[(n * g.out_channels + o) * pixels + pixel] = bias ? sum + bias[o] : sum;
+        y[(n * g.out_channels + o) * pixels + pixel] = epilogue.apply(sum, o);
     }
 };
 
 // The input adjoint: A[m, k] = gy at input pixel m = (n, ih, iw) and tap k = (o, ki, kj) when
 // that tap reaches a whole output pixel inside the map (zero otherwise); B[k, c] = w[o, c, ki, kj].
 template <typename T> struct InputAdjointProblem {
-    const T *gy, *w, *bias;  // bias may be null
+    const T *gy, *w;
     T *x;
+    Epilogue<T> epilogue;
     ConvShape g;
     static const bool A_K_FAST = false;  // consecutive input pixels: mostly consecutive gy
     static const bool B_K_FAST = true;   // consecutive taps of one o: consecutive w
@@ -174,7 +198,7 @@ template <typename T> struct InputAdjointProblem {
     }
     __device__ void store(int m, int c, T sum) const {
         const int pixels = g.in_h * g.in_w, n = m / pixels, pixel = m % pixels;
-        x[(n * g.in_channels + c) * pixels + pixel] = bias ? sum + bias[c] : sum;
+        x[(n * g.in_channels + c) * pixels + pixel] = epilogue.apply(sum, c);
     }
 };
 
@@ -216,23 +240,60 @@ template <typename T> struct WeightGradProblem {
 };
 
 template <typename T>
-__device__ void conv2d_forward(const T *x, const T *w, const T *bias, T *y, ConvShape g) {
-    const ForwardProblem<T> p{x, w, bias, y, g};
+__device__ void conv2d_forward(const T *x, const T *w, const T *bias, int op, double p_op, double q_op, T *y,
+                               ConvShape g) {
+    const ForwardProblem<T> p{x, w, y, Epilogue<T>{bias, op, p_op, q_op}, g};
     implicit_gemm<T>(p, 0, g.in_channels * g.kernel_h * g.kernel_w);
 }
 
 template <typename T>
-__device__ void conv2d_input_adjoint(const T *gy, const T *w, const T *bias, T *x, ConvShape g) {
-    const InputAdjointProblem<T> p{gy, w, bias, x, g};
+__device__ void conv2d_input_adjoint(const T *gy, const T *w, const T *bias, int op, double p_op, double q_op, T *x,
+                                     ConvShape g) {
+    const InputAdjointProblem<T> p{gy, w, x, Epilogue<T>{bias, op, p_op, q_op}, g};
     implicit_gemm<T>(p, 0, g.out_channels * g.kernel_h * g.kernel_w);
 }
 
+// The tile's sums of every slice, added in slice order into `out` by the block that finishes
+// the tile last: the same additions as conv2d_weight_grad_sum_slices, so the same bits.
+// `tile_counters[tile]` counts the tile's finished blocks; the last one sets it back to 0 for
+// the next launch (launches on one stream never overlap, so one array serves them all).
+template <typename T>
+__device__ void add_slices_if_last(const T *partial, T *out, unsigned int *tile_counters, int rows, int columns) {
+    __shared__ bool last;
+    // Each thread's partial sums reach global memory before its block is counted as done.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned int *counter = &tile_counters[blockIdx.y * gridDim.x + blockIdx.x];
+        last = atomicAdd(counter, 1u) == gridDim.z - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    const long long len = (long long)rows * columns;
+    for (int e = threadIdx.x; e < CONV_TILE * CONV_TILE; e += blockDim.x) {
+        const int m = blockIdx.x * CONV_TILE + e / CONV_TILE, n = blockIdx.y * CONV_TILE + e % CONV_TILE;
+        if (m >= rows || n >= columns) continue;
+        const long long i = (long long)m * columns + n;
+        // volatile: other SMs wrote these; read them from L2, never from a stale L1 line.
+        const volatile T *sums = partial;
+        T sum = sums[i];
+        for (unsigned int s = 1; s < gridDim.z; ++s) sum += sums[s * len + i];
+        out[i] = sum;
+    }
+}
+
 // Slice blockIdx.z of K = N*Ho*Wo: [z * slice_len, (z + 1) * slice_len), slice_len a multiple
-// of CONV_SLICE.
-template <typename T> __device__ void conv2d_weight_grad(const T *x, const T *gy, T *partial, ConvShape g, int slice_len) {
+// of CONV_SLICE. With one slice `partial` is the output; with more and `tile_counters` (zeros,
+// one per tile of the grid) the slices are added into `out` by the launch itself, without
+// them by conv2d_weight_grad_sum_slices.
+template <typename T>
+__device__ void conv2d_weight_grad(const T *x, const T *gy, T *partial, T *out, unsigned int *tile_counters,
+                                   ConvShape g, int slice_len) {
     const WeightGradProblem<T> p{x, gy, partial, g, (int)blockIdx.z};
     const int k = g.batch * g.out_h * g.out_w, begin = blockIdx.z * slice_len;
     implicit_gemm<T>(p, begin, min(k, begin + slice_len));
+    if (gridDim.z > 1 && tile_counters) add_slices_if_last(partial, out, tile_counters, p.rows(), p.columns());
 }
 
 // out[i] = partial[0][i] + partial[1][i] + ... in slice order: one thread per weight.
@@ -245,23 +306,29 @@ template <typename T> __device__ void conv2d_weight_grad_sum_slices(const T *par
 }
 
 extern "C" {
-__global__ void conv2d_forward_f32(const float *x, const float *w, const float *bias, float *y, ConvShape g) {
-    conv2d_forward(x, w, bias, y, g);
+__global__ void conv2d_forward_f32(const float *x, const float *w, const float *bias, int op, double p, double q, float *y,
+                                   ConvShape g) {
+    conv2d_forward(x, w, bias, op, p, q, y, g);
 }
-__global__ void conv2d_forward_f64(const double *x, const double *w, const double *bias, double *y, ConvShape g) {
-    conv2d_forward(x, w, bias, y, g);
+__global__ void conv2d_forward_f64(const double *x, const double *w, const double *bias, int op, double p, double q, double *y,
+                                   ConvShape g) {
+    conv2d_forward(x, w, bias, op, p, q, y, g);
 }
-__global__ void conv2d_input_adjoint_f32(const float *gy, const float *w, const float *bias, float *x, ConvShape g) {
-    conv2d_input_adjoint(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_f32(const float *gy, const float *w, const float *bias, int op, double p, double q,
+                                         float *x, ConvShape g) {
+    conv2d_input_adjoint(gy, w, bias, op, p, q, x, g);
 }
-__global__ void conv2d_input_adjoint_f64(const double *gy, const double *w, const double *bias, double *x, ConvShape g) {
-    conv2d_input_adjoint(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_f64(const double *gy, const double *w, const double *bias, int op, double p, double q,
+                                         double *x, ConvShape g) {
+    conv2d_input_adjoint(gy, w, bias, op, p, q, x, g);
 }
-__global__ void conv2d_weight_grad_f32(const float *x, const float *gy, float *partial, ConvShape g, int slice_len) {
-    conv2d_weight_grad(x, gy, partial, g, slice_len);
+__global__ void conv2d_weight_grad_f32(const float *x, const float *gy, float *partial, float *out,
+                                       unsigned int *tile_counters, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, out, tile_counters, g, slice_len);
 }
-__global__ void conv2d_weight_grad_f64(const double *x, const double *gy, double *partial, ConvShape g, int slice_len) {
-    conv2d_weight_grad(x, gy, partial, g, slice_len);
+__global__ void conv2d_weight_grad_f64(const double *x, const double *gy, double *partial, double *out,
+                                       unsigned int *tile_counters, ConvShape g, int slice_len) {
+    conv2d_weight_grad(x, gy, partial, out, tile_counters, g, slice_len);
 }
 __global__ void conv2d_weight_grad_sum_slices_f32(const float *partial, float *out, int len, int slices) {
     conv2d_weight_grad_sum_slices(partial, out, len, slices);

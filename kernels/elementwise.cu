@@ -1,5 +1,5 @@
-// Elementwise kernels: unary maps, broadcasting binary ops, select, fill and cast (between f32
-// and f64, bf16 and f16).
+// Elementwise kernels: unary maps, broadcasting binary ops (and one with an activation after
+// it), an interpolation (lerp), select, fill and cast (between f32 and f64, bf16 and f16).
 // CPU twins: crates/kernels/src/cpu/elementwise.rs (`unary`, `binary`, `where_cond`); the
 // 16-bit ones are checked bit for bit against the f32 kernel between casts (the half rule) in
 // crates/kernels/tests/half_kernels.rs, and against the CPU in tests/half.rs.
@@ -17,64 +17,14 @@
 // f32_to_bf16, bf16_to_f32, f32_to_f16, f16_to_f32: the cast kernels below; Bf16, F16, widen and
 // store: the 16-bit instantiations of the templates.
 #include "half.cuh"
-
-template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p, T q) {
-    const T zero = T(0), one = T(1);
-    switch (op) {
-    case U_NEG: return -x;
-    case U_EXP: return exp(x);
-    case U_LOG: return log(x);
-    case U_SQRT: return sqrt(x);
-    case U_ABS: return fabs(x);
-    case U_SIGN: return x > zero ? one : (x < zero ? -one : zero);
-    // `x < 0`, not `x <= 0`: NaN and -0 pass through, as in PyTorch.
-    case U_RELU: return x < zero ? zero : x;
-    case U_LEAKY_RELU: return x > zero ? x : x * p;
-    case U_TANH: return tanh(x);
-    // Two branches so that exp never overflows.
-    case U_SIGMOID: return x >= zero ? one / (one + exp(-x)) : exp(x) / (one + exp(x));
-    case U_SOFTPLUS: return fmax(x, zero) + log1p(exp(-fabs(x)));
-    case U_POW: return p == T(2) ? x * x : pow(x, p);
-    // NaN stays NaN (fmax would drop it); with p > q every number becomes q.
-    case U_CLAMP: return isnan(x) ? x : fmin(fmax(x, p), q);
-    case U_IN_RANGE: return (x >= p && x <= q) ? one : zero;
-    case U_ADD_SCALAR: return x + p;
-    case U_MUL_SCALAR: return x * p;
-    case U_GT_SCALAR: return x > p ? one : zero;
-    case U_LT_SCALAR: return x < p ? one : zero;
-    case U_EQ_SCALAR: return x == p ? one : zero;
-    default: return x;
-    }
-}
+// unary_apply and binary_apply: each op's arithmetic (shared with conv.cu's epilogue).
+#include "elementwise_ops.cuh"
 
 // T is the stored type (float, double, Bf16, F16); the op runs in MathOf<T>::Type (half.cuh).
 template <typename T>
 __device__ void unary(int op, double p, double q, const T *__restrict__ x, T *__restrict__ out, long long n) {
     using M = typename MathOf<T>::Type;
     for (long long i = grid_index(); i < n; i += grid_stride()) store(&out[i], unary_apply(op, widen(x[i]), M(p), M(q)));
-}
-
-// `p` is the op's parameter (the slope of B_LEAKY_RELU_GRAD).
-template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b, T p) {
-    switch (op) {
-    case B_ADD: return a + b;
-    case B_SUB: return a - b;
-    case B_MUL: return a * b;
-    case B_DIV: return a / b;
-    // NaN in either operand gives NaN, as in PyTorch (fmax/fmin would drop it).
-    case B_MAXIMUM: return (a > b || isnan(a)) ? a : b;
-    case B_MINIMUM: return (a < b || isnan(a)) ? a : b;
-    case B_GT: return a > b ? T(1) : T(0);
-    case B_GE: return a >= b ? T(1) : T(0);
-    case B_LT: return a < b ? T(1) : T(0);
-    case B_LE: return a <= b ? T(1) : T(0);
-    case B_EQ: return a == b ? T(1) : T(0);
-    // A gradient `a` through relu at `b` (PyTorch's threshold_backward: NaN passes `a`).
-    case B_RELU_GRAD: return b <= T(0) ? T(0) : a;
-    // A gradient `a` through leaky_relu at `b`.
-    case B_LEAKY_RELU_GRAD: return b > T(0) ? a : a * p;
-    default: return a;
-    }
 }
 
 // `out = op(a, b)` over the broadcast shape `s.shape`; `s.a_strides` and `s.b_strides` are
@@ -92,6 +42,47 @@ __device__ void binary(int op, double p, const T *__restrict__ a, const T *__res
             offset_b += index * s.b_strides[d];
         }
         store(&out[i], binary_apply(op, widen(a[offset_a]), widen(b[offset_b]), M(p)));
+    }
+}
+
+// act(op(a, b)) over the broadcast shape, as `binary` then `unary` compute it (the same bits):
+// a linear layer's bias add and its activation in one pass. f32 and f64.
+template <typename T>
+__device__ void binary_activated(int op, double p, int act, double act_p, double act_q, const T *__restrict__ a,
+                                 const T *__restrict__ b, T *__restrict__ out, long long n, BroadcastShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long rest = i, offset_a = 0, offset_b = 0;
+        for (int d = s.rank - 1; d >= 0; --d) {
+            long long index = rest % s.shape[d];
+            rest /= s.shape[d];
+            offset_a += index * s.a_strides[d];
+            offset_b += index * s.b_strides[d];
+        }
+        out[i] = unary_apply(act, binary_apply(op, a[offset_a], b[offset_b], T(p)), T(act_p), T(act_q));
+    }
+}
+
+// start + (end - start) * weight, rounded after each op as three binary launches would be
+// (never contracted into an FMA: the CPU twin rounds the product): `start` and `end` share the
+// output's shape (operand a's strides), `weight` broadcasts (operand b's). f32 and f64.
+__device__ __forceinline__ float lerp_rounded(float start, float end, float weight) {
+    return __fadd_rn(start, __fmul_rn(__fsub_rn(end, start), weight));
+}
+__device__ __forceinline__ double lerp_rounded(double start, double end, double weight) {
+    return __dadd_rn(start, __dmul_rn(__dsub_rn(end, start), weight));
+}
+template <typename T>
+__device__ void lerp(const T *__restrict__ start, const T *__restrict__ end, const T *__restrict__ weight,
+                     T *__restrict__ out, long long n, BroadcastShape s) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) {
+        long long rest = i, offset_a = 0, offset_b = 0;
+        for (int d = s.rank - 1; d >= 0; --d) {
+            long long index = rest % s.shape[d];
+            rest /= s.shape[d];
+            offset_a += index * s.a_strides[d];
+            offset_b += index * s.b_strides[d];
+        }
+        out[i] = lerp_rounded(start[offset_a], end[offset_a], weight[offset_b]);
     }
 }
 
@@ -116,6 +107,22 @@ __global__ void binary_f32(int op, double p, const float *a, const float *b, flo
 __global__ void binary_f64(int op, double p, const double *a, const double *b, double *out, long long n,
                            BroadcastShape s) {
     binary(op, p, a, b, out, n, s);
+}
+__global__ void binary_activated_f32(int op, double p, int act, double act_p, double act_q, const float *a,
+                                     const float *b, float *out, long long n, BroadcastShape s) {
+    binary_activated(op, p, act, act_p, act_q, a, b, out, n, s);
+}
+__global__ void binary_activated_f64(int op, double p, int act, double act_p, double act_q, const double *a,
+                                     const double *b, double *out, long long n, BroadcastShape s) {
+    binary_activated(op, p, act, act_p, act_q, a, b, out, n, s);
+}
+__global__ void lerp_f32(const float *start, const float *end, const float *weight, float *out, long long n,
+                         BroadcastShape s) {
+    lerp(start, end, weight, out, n, s);
+}
+__global__ void lerp_f64(const double *start, const double *end, const double *weight, double *out, long long n,
+                         BroadcastShape s) {
+    lerp(start, end, weight, out, n, s);
 }
 __global__ void where_cond_f32(const float *cond, const float *a, const float *b, float *out, long long n) {
     where_cond(cond, a, b, out, n);

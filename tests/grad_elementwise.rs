@@ -14,7 +14,7 @@ use common::{
     assert_ok, away_from, away_from_zero, check, check2, for_each_device, on, randn, through_f32_tolerance, uniform,
 };
 use earthmover::tensor::gradcheck::gradcheck;
-use earthmover::{DType, Tensor};
+use earthmover::{grad, Activation, DType, Tensor};
 
 /// NumPy broadcasting cases for the binary ops: equal shapes, a trailing vector, size-1 dims
 /// on both sides ([3, 1, 5] with [4, 1] gives [3, 4, 5]), and 0-d scalars on either side.
@@ -93,6 +93,117 @@ fn div_with_numpy_broadcasting_passes_gradcheck_and_gradgradcheck() {
                 &[randn(a, seed), away_from_zero(b, seed + 1)],
             );
         }
+    });
+}
+
+#[test]
+fn div_nonzero_passes_gradcheck_and_gradgradcheck() {
+    for_each_device(|device| {
+        // Away from 0 it is div, broadcasting as div does.
+        for (i, &(a, b)) in BROADCAST_PAIRS.iter().enumerate() {
+            let seed = 90 + 2 * i as u64;
+            check2(
+                device,
+                &format!("div_nonzero {a:?} / {b:?}"),
+                |xs| xs[0].div_nonzero(&xs[1]),
+                &[randn(a, seed), away_from_zero(b, seed + 1)],
+            );
+        }
+        // By a divisor with zeros (held fixed: the function jumps there): the numerator
+        // passes unchanged where it is 0, both orders.
+        let divisor = Tensor::from_vec(vec![0.0, 2.0, -0.5, 0.0], &[4, 1]).unwrap();
+        let divisor = on(device, &divisor);
+        check2(
+            device,
+            "div_nonzero by [0, 2, -0.5, 0]",
+            |xs| xs[0].div_nonzero(&divisor),
+            &[randn(&[4, 3], 98)],
+        );
+    });
+}
+
+#[test]
+fn add_activated_passes_gradcheck_and_matches_add_then_the_activation() {
+    let activations = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ];
+    for_each_device(|device| {
+        for (i, act) in activations.into_iter().enumerate() {
+            let seed = 140 + 2 * i as u64;
+            // A bias over the last dim, as a linear layer adds it.
+            let inputs = [away_from_zero(&[4, 5], seed), randn(&[5], seed + 1)];
+            let what = format!("add_activated {act:?}");
+            check2(device, &what, |xs| xs[0].add_activated(&xs[1], act), &inputs);
+            // The same values and gradients as the two ops, bit for bit.
+            let [x, b] = inputs.map(|t| on(device, &t).requires_grad_(true));
+            let direction = on(device, &randn(&[4, 5], seed + 2));
+            let bits =
+                |ts: Vec<Tensor>| -> Vec<u64> { ts.iter().flat_map(|t| t.to_vec_f64()).map(f64::to_bits).collect() };
+            let fused = x.add_activated(&b, act);
+            let unfused = x.add(&b).activation(act);
+            let through = |y: &Tensor| grad(&[&y.mul(&direction).sum()], &[&x, &b], None, false);
+            assert_eq!(
+                bits(vec![fused.clone()]),
+                bits(vec![unfused.clone()]),
+                "{device} {what}"
+            );
+            assert_eq!(
+                bits(through(&fused)),
+                bits(through(&unfused)),
+                "{device} {what}: gradients"
+            );
+        }
+    });
+}
+
+#[test]
+fn lerp_passes_gradcheck_and_gradgradcheck() {
+    for_each_device(|device| {
+        // One weight per sample (the penalty's interpolates), one per element, one for all.
+        for (i, weight_shape) in [&[3, 1, 1][..], &[3, 2, 5], &[1]].into_iter().enumerate() {
+            let seed = 120 + 3 * i as u64;
+            check2(
+                device,
+                &format!("lerp with weights {weight_shape:?}"),
+                |xs| xs[0].lerp(&xs[1], &xs[2]),
+                &[
+                    randn(&[3, 2, 5], seed),
+                    randn(&[3, 2, 5], seed + 1),
+                    randn(weight_shape, seed + 2),
+                ],
+            );
+        }
+    });
+}
+
+#[test]
+fn lerp_is_start_plus_the_weighted_difference_bit_for_bit() {
+    for_each_device(|device| {
+        for dtype in [DType::F32, DType::F64] {
+            let start = on(device, &randn(&[4, 3, 7], 130).to_dtype(dtype));
+            let end = on(device, &randn(&[4, 3, 7], 131).to_dtype(dtype));
+            let weight = on(device, &uniform(&[4, 1, 1], 0.0, 1.0, 132).to_dtype(dtype));
+            let unfused = start.add(&end.sub(&start).mul(&weight));
+            let bits = |t: &Tensor| t.to_vec_f64().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&start.lerp(&end, &weight)), bits(&unfused), "{device} {dtype}");
+        }
+    });
+}
+
+#[test]
+fn div_nonzero_is_the_numerator_where_the_divisor_is_zero() {
+    for_each_device(|device| {
+        let x = on(device, &Tensor::from_vec(vec![3.0, -4.0, 5.0], &[3]).unwrap()).requires_grad_(true);
+        let y = on(device, &Tensor::from_vec(vec![0.0, 2.0, 0.0], &[3]).unwrap()).requires_grad_(true);
+        let out = x.div_nonzero(&y);
+        assert_eq!(out.to_vec_f64(), vec![3.0, -2.0, 5.0], "{device}");
+        let grads = grad(&[&out.sum()], &[&x, &y], None, false);
+        assert_eq!(grads[0].to_vec_f64(), vec![1.0, 0.5, 1.0], "{device}: d/dx");
+        // -x / y^2 where y != 0, and 0 where the function is x.
+        assert_eq!(grads[1].to_vec_f64(), vec![0.0, 1.0, 0.0], "{device}: d/dy");
     });
 }
 

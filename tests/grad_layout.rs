@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{check, check2, for_each_device, randn};
+use common::{check, check2, for_each_device, on, randn};
 use earthmover::Tensor;
 
 #[test]
@@ -64,6 +64,16 @@ fn narrow_passes_gradcheck_and_gradgradcheck() {
         check2(device, "narrow(1, 1, 2)", |xs| xs[0].narrow(1, 1, 2), one);
         check2(device, "narrow(-1, 3, 4)", |xs| xs[0].narrow(-1, 3, 4), one);
         check2(device, "narrow(0, 2, 1)", |xs| xs[0].narrow(0, 2, 1), one);
+        // Several dims at once: one copy, one padded copy back.
+        let boxed = |xs: &[Tensor]| xs[0].narrow_box(&[1, 0, 2], &[2, 3, 4]);
+        check2(device, "narrow_box([1, 0, 2], [2, 3, 4])", boxed, one);
+        let x = on(device, &x);
+        let chained = x.narrow(0, 1, 2).narrow(1, 0, 3).narrow(2, 2, 4);
+        assert_eq!(
+            boxed(std::slice::from_ref(&x)).to_vec_f64(),
+            chained.to_vec_f64(),
+            "{device}"
+        );
     });
 }
 

@@ -479,6 +479,9 @@ template <typename T> T __shfl_sync(unsigned, T value, int source_lane) {
     return emulator::shuffle(value, source_lane % warpSize);
 }
 
+// Blocks run one after another, each to its end: every write is seen by the blocks after it.
+inline void __threadfence() {}
+
 // One fiber runs at a time: a read-modify-write is atomic.
 template <typename T> T atomicAdd(T *address, T value) {
     T old = *address;
@@ -490,6 +493,15 @@ template <typename T> T atomicMax(T *address, T value) {
     *address = old > value ? old : value;
     return old;
 }
+
+// Rounded adds, subtractions and products that NVRTC never contracts into an FMA; the host
+// compiler contracts nothing in ISO C++ mode, so plain operators are the same roundings here.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }

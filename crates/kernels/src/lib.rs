@@ -14,7 +14,8 @@
 //!   launches the kernels of `kernels/*.cu` (the same families, by name) on a GPU through
 //!   NVRTC and cudarc, or on the CPU through the emulator (feature `emulator`).
 //! - [`Storage`]: a buffer on one device, and the one place where each op is dispatched to a
-//!   backend.
+//!   backend (`storage.rs`; the fused ops, a unary op folded into a reduction or a copy, in
+//!   `storage_fused.rs`).
 
 pub mod cpu;
 pub mod cuda;
@@ -22,6 +23,7 @@ mod element;
 pub mod op;
 pub mod shape;
 mod storage;
+mod storage_fused;
 
 pub use element::Element;
 /// The 16-bit float types of [`DType::BF16`] and [`DType::F16`] (the `half` crate's).

@@ -123,6 +123,9 @@ numbered_for_cuda! {
         /// `a` where `b > 0`, else `a * slope`: a gradient `a` through `LeakyRelu(slope)` at
         /// `b`, in one pass (PyTorch's `leaky_relu_backward`).
         LeakyReluGrad(f64),
+        /// `a / b`, or `a` where `b == 0` (dividing by 1 instead): a gradient through a norm
+        /// that is 0 at 0 (`per_sample_norm`), in one pass.
+        DivNonzero,
     }
 }
 
@@ -306,10 +309,7 @@ mod tests {
         let softplus = UnaryOp::VARIANT_NAMES.iter().position(|n| *n == "Softplus").unwrap();
         assert_eq!(UnaryOp::Softplus.code() as usize, softplus);
         assert_eq!(UnaryOp::Clamp(0.0, 1.0).parameters(), (0.0, 1.0));
-        assert_eq!(
-            BinaryOp::LeakyReluGrad(0.2).code() as usize,
-            BinaryOp::VARIANT_NAMES.len() - 1
-        );
+        assert_eq!(BinaryOp::DivNonzero.code() as usize, BinaryOp::VARIANT_NAMES.len() - 1);
         assert_eq!(BinaryOp::LeakyReluGrad(0.2).parameter(), 0.2);
         assert_eq!(BinaryOp::Minimum.code(), 5);
     }
@@ -320,6 +320,9 @@ mod tests {
         assert_eq!(screaming_snake_case("Neg"), "NEG");
         let header = op_codes_header();
         assert!(header.contains("enum UnaryCode {\n    U_NEG = 0,\n"), "{header}");
-        assert!(header.contains("    B_LEAKY_RELU_GRAD = 12,\n};"), "{header}");
+        assert!(
+            header.contains("    B_LEAKY_RELU_GRAD = 12,\n    B_DIV_NONZERO = 13,\n};"),
+            "{header}"
+        );
     }
 }

@@ -597,7 +597,7 @@ impl Storage {
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let bias = bias.map(|b| b.on_gpu("conv2d's bias"));
-            return Storage::Cuda(a.conv2d_forward(b, bias, g)).activated(activation);
+            return Storage::Cuda(a.conv2d_forward(b, bias, activation, g));
         }
         map_storage2_bias!("conv2d", self, weight, bias, |x, w, b| conv::conv2d_forward(
             g,
@@ -636,20 +636,11 @@ impl Storage {
         }
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, weight) {
             let bias = bias.map(|b| b.on_gpu("conv_transpose2d's bias"));
-            return Storage::Cuda(a.conv2d_input_adjoint(b, bias, g)).activated(activation);
+            return Storage::Cuda(a.conv2d_input_adjoint(b, bias, activation, g));
         }
         map_storage2_bias!("conv_transpose2d", self, weight, bias, |y, w, b| {
             conv::conv2d_input_adjoint(g, y, w, Epilogue { bias: b, activation })
         })
-    }
-
-    /// `activation(self)`: the GPU convolutions' activation, a pass of its own (their kernels
-    /// add the bias).
-    fn activated(self, activation: Option<UnaryOp>) -> Storage {
-        match activation {
-            None => self,
-            Some(op) => self.unary(op),
-        }
     }
 
     /// The GPU storage of an operand that must be on the same GPU as the others.

@@ -17,7 +17,7 @@ mod common;
 use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::{Arg, GpuDevice, InitialContents};
 use earthmover_kernels::cuda::matmul::MatmulKernel;
-use earthmover_kernels::cuda::storage::GpuStorage;
+use earthmover_kernels::cuda::storage::{GpuStorage, SliceSum};
 use earthmover_kernels::cuda::LaunchShape;
 use earthmover_kernels::{
     broadcast_shapes, BinaryOp, ConvGeometry, CpuStorage, DType, Device, Distribution, MatmulProblem, MatrixLayout,
@@ -173,6 +173,7 @@ fn broadcasting_binary_ops_match_their_cpu_twins_exactly() {
         BinaryOp::Eq,
         BinaryOp::ReluGrad,
         BinaryOp::LeakyReluGrad(0.2),
+        BinaryOp::DivNonzero,
     ];
     assert_eq!(ops.len(), BinaryOp::VARIANT_NAMES.len(), "every op");
     for device in cuda_devices() {
@@ -448,8 +449,7 @@ fn geometry(
     ConvGeometry::conv2d([batch, c, h, w], [o, c, kernel.0, kernel.1], stride, padding, dilation).unwrap()
 }
 
-/// The GPU convolutions (conv.cu's implicit GEMMs, the activation a pass of its own) and
-/// their epilogue, against the CPU's paths, with and without a bias and an
+/// The GPU convolutions (conv.cu's implicit GEMMs) and their epilogue (bias, activation), against the CPU's paths, with and without a bias and an
 /// activation. Odd sizes, stride 2 with padding (the critic's), rectangular and dilated
 /// kernels.
 #[test]
@@ -539,17 +539,22 @@ fn convolutions_over_several_tiles_and_slices_match() {
                 let (bo_cpu, bo_gpu) = pair(&random(g.out_channels, seed + 3), dtype, device);
                 let (bc_cpu, bc_gpu) = pair(&random(g.in_channels, seed + 4), dtype, device);
                 let case = format!("{g:?} {dtype}");
+                // The activations of the networks, in the epilogue of every tile.
+                let (forward_act, adjoint_act) = match i % 2 {
+                    0 => (Some(UnaryOp::LeakyRelu(0.2)), Some(UnaryOp::Relu)),
+                    _ => (None, Some(UnaryOp::Tanh)),
+                };
                 assert_close(
-                    &format!("conv2d, {case}"),
-                    &x_gpu.conv2d_forward(&w_gpu, Some(&bo_gpu), None, g),
-                    &x_cpu.conv2d_forward(&w_cpu, Some(&bo_cpu), None, g),
+                    &format!("conv2d, {forward_act:?}, {case}"),
+                    &x_gpu.conv2d_forward(&w_gpu, Some(&bo_gpu), forward_act, g),
+                    &x_cpu.conv2d_forward(&w_cpu, Some(&bo_cpu), forward_act, g),
                     rel,
                     abs,
                 );
                 assert_close(
-                    &format!("input adjoint, {case}"),
-                    &y_gpu.conv2d_input_adjoint(&w_gpu, Some(&bc_gpu), None, g),
-                    &y_cpu.conv2d_input_adjoint(&w_cpu, Some(&bc_cpu), None, g),
+                    &format!("input adjoint, {adjoint_act:?}, {case}"),
+                    &y_gpu.conv2d_input_adjoint(&w_gpu, Some(&bc_gpu), adjoint_act, g),
+                    &y_cpu.conv2d_input_adjoint(&w_cpu, Some(&bc_cpu), adjoint_act, g),
                     rel,
                     abs,
                 );
@@ -565,13 +570,15 @@ fn convolutions_over_several_tiles_and_slices_match() {
                     unreachable!("on the GPU")
                 };
                 for slices in [1, 2, 3, 7] {
-                    assert_close(
-                        &format!("weight grad in {slices} slices, {case}"),
-                        &Storage::Cuda(x.conv2d_weight_grad_in_slices(y, g, slices)),
-                        &want,
-                        rel,
-                        abs,
-                    );
+                    for sum in [SliceSum::InLaunch, SliceSum::SecondLaunch] {
+                        assert_close(
+                            &format!("weight grad in {slices} slices, {sum:?}, {case}"),
+                            &Storage::Cuda(x.conv2d_weight_grad_in_slices(y, g, slices, sum)),
+                            &want,
+                            rel,
+                            abs,
+                        );
+                    }
                 }
             }
         }
@@ -579,7 +586,7 @@ fn convolutions_over_several_tiles_and_slices_match() {
 }
 
 /// The split-K weight gradient adds its slices in a fixed order: the same bits from run to
-/// run. (Its launches are counted in tests/device_counters.rs.)
+/// run, and whichever launch adds them. (Its launches are counted in tests/device_counters.rs.)
 #[test]
 fn split_weight_grads_repeat_bit_for_bit() {
     let g = geometry([16, 3, 15, 15], 5, (5, 5), (2, 2), (2, 2), (1, 1));
@@ -593,7 +600,16 @@ fn split_weight_grads_repeat_bit_for_bit() {
             .unwrap();
         let bits = |s: &Storage| s.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let first = bits(&x.conv2d_weight_grad(&y, &g));
+        // Again: the first launch left its tile counters at zero for the second.
         assert_eq!(first, bits(&x.conv2d_weight_grad(&y, &g)), "{device}");
+        // The slices added by the launch's last blocks or by a launch of their own: the same
+        // additions in the same order.
+        let (Storage::Cuda(xg), Storage::Cuda(yg)) = (&x, &y) else {
+            unreachable!("on the GPU")
+        };
+        let slices = GpuStorage::weight_grad_slices(&g);
+        let second_launch = xg.conv2d_weight_grad_in_slices(yg, &g, slices, SliceSum::SecondLaunch);
+        assert_eq!(first, bits(&Storage::Cuda(second_launch)), "{device}");
     }
 }
 

@@ -98,34 +98,62 @@ fn each_operation_counts_its_launches_copies_allocations_and_waits() {
         );
 
         // Convolutions are implicit GEMMs: the forward pass and the input adjoint one launch
-        // and their output each; the weight gradient in split-K slices (K = 16 x 64 output
-        // pixels: 4 slices) one launch into the slices' partial sums, one adding them into
-        // the output.
+        // and their output each, with a bias and an activation too (both in the epilogue);
+        // the weight gradient in split-K slices (K = 16 x 64 output
+        // pixels: 4 slices) one launch into the slices' partial sums whose last blocks add them
+        // into the output.
         let g = ConvGeometry::conv2d([16, 3, 15, 15], [5, 3, 5, 5], (2, 2), (2, 2), (1, 1)).unwrap();
         let full = |value, len| Storage::full(value, len, DType::F64, device).unwrap();
-        let (input, weight, map) = (
+        let (input, weight, map, bias_o, bias_c) = (
             full(0.5, 16 * 3 * 15 * 15),
             full(0.25, 5 * 3 * 5 * 5),
             full(1.0, 16 * 5 * 8 * 8),
+            full(0.125, 5),
+            full(-0.125, 3),
         );
-        let (Storage::Cuda(input), Storage::Cuda(weight), Storage::Cuda(map)) = (&input, &weight, &map) else {
+        let (
+            Storage::Cuda(input),
+            Storage::Cuda(weight),
+            Storage::Cuda(map),
+            Storage::Cuda(bias_o),
+            Storage::Cuda(bias_c),
+        ) = (&input, &weight, &map, &bias_o, &bias_c)
+        else {
             panic!("{device}: storage on the CPU")
         };
-        let (_, conv) = counted(device, || input.conv2d_forward(weight, None, &g));
+        let leaky = Some(UnaryOp::LeakyRelu(0.2));
+        let (_, conv) = counted(device, || input.conv2d_forward(weight, None, None, &g));
         assert_eq!(conv, launches_with_outputs(1, 8 * 16 * 5 * 8 * 8), "{device}: conv2d");
-        let (_, adjoint) = counted(device, || map.conv2d_input_adjoint(weight, None, &g));
+        let (_, conv) = counted(device, || input.conv2d_forward(weight, Some(bias_o), leaky, &g));
+        assert_eq!(
+            conv,
+            launches_with_outputs(1, 8 * 16 * 5 * 8 * 8),
+            "{device}: leaky_relu(conv2d + bias)"
+        );
+        let (_, adjoint) = counted(device, || map.conv2d_input_adjoint(weight, None, None, &g));
         assert_eq!(
             adjoint,
             launches_with_outputs(1, 8 * 16 * 3 * 15 * 15),
             "{device}: input adjoint"
+        );
+        let (_, adjoint) = counted(device, || {
+            map.conv2d_input_adjoint(weight, Some(bias_c), Some(UnaryOp::Tanh), &g)
+        });
+        assert_eq!(
+            adjoint,
+            launches_with_outputs(1, 8 * 16 * 3 * 15 * 15),
+            "{device}: tanh(input adjoint + bias)"
         );
         assert_eq!(GpuStorage::weight_grad_slices(&g), 4);
         let (_, weight_grad) = counted(device, || input.conv2d_weight_grad(map, &g));
         let weight_bytes = 8 * 5 * 3 * 5 * 5;
         assert_eq!(
             weight_grad,
-            launches_with_outputs(2, weight_bytes * (1 + 4)),
-            "{device}: weight gradient in 4 slices"
+            DeviceCounters {
+                allocations: 2,
+                ..launches_with_outputs(1, weight_bytes * (1 + 4))
+            },
+            "{device}: weight gradient in 4 slices (the gradient and the partial sums)"
         );
 
         // A filled buffer: its allocation and the fill kernel.

@@ -107,6 +107,7 @@ fn unary_and_binary_ops_and_select_in_16_bits_are_the_f32_kernels_between_casts(
         BinaryOp::Eq,
         BinaryOp::ReluGrad,
         BinaryOp::LeakyReluGrad(0.2),
+        BinaryOp::DivNonzero,
     ];
     assert_eq!(binary_ops.len(), BinaryOp::VARIANT_NAMES.len(), "every op");
     for device in cuda_devices() {

@@ -7,7 +7,8 @@
 //! again; when false it runs in no-grad mode and records nothing.
 
 use crate::tensor::Tensor;
-use std::cell::Cell;
+use crate::{DType, Device};
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -57,6 +58,22 @@ impl Node {
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    /// The ones that seed `backward` and `grad` of a scalar output, by device, dtype and
+    /// shape: made once per thread and shared (storage is copy-on-write, and each use gets a
+    /// tensor of its own), not a fill launch per backward pass on a GPU.
+    static SCALAR_SEEDS: RefCell<HashMap<SeedKey, Tensor>> = RefCell::new(HashMap::new());
+}
+
+/// Where a seed lives, its dtype and its shape.
+type SeedKey = (Device, DType, Vec<usize>);
+
+/// Ones shaped as the scalar `out`, on its device and in its dtype, recording nothing.
+fn scalar_seed(out: &Tensor) -> Tensor {
+    SCALAR_SEEDS.with(|seeds| {
+        let key = (out.device(), out.dtype(), out.shape().to_vec());
+        let mut seeds = seeds.borrow_mut();
+        seeds.entry(key).or_insert_with(|| out.ones_like().detach()).detach()
+    })
 }
 
 /// Whether ops on this thread are recorded for autodiff.
@@ -136,7 +153,7 @@ impl Tensor {
             self.requires_grad(),
             "backward: this tensor does not require grad (no input of its graph has requires_grad, or it was computed under no_grad)"
         );
-        self.backward_with(&self.ones_like(), false, false);
+        self.backward_with(&scalar_seed(self), false, false);
     }
 
     /// Backward from a non-scalar output with its given gradient. `retain_graph` keeps the
@@ -263,7 +280,7 @@ fn run_backward(
                     "grad: output of shape {:?} is not a scalar; pass grad_outputs",
                     out.shape()
                 );
-                out.ones_like()
+                scalar_seed(out)
             }
         };
         accumulate(&mut grads, out.0.id, g);

@@ -208,6 +208,13 @@ impl BinaryOp {
                     a * T::from_f64(slope)
                 }
             }
+            BinaryOp::DivNonzero => {
+                if b != T::ZERO {
+                    a / b
+                } else {
+                    a
+                }
+            }
         }
     }
 }
@@ -239,6 +246,7 @@ pub fn binary<T: Element>(
         B::Eq => zip_map(shapes, out_shape, |x, y| B::Eq.apply(x, y)),
         B::ReluGrad => zip_map(shapes, out_shape, |x, y| B::ReluGrad.apply(x, y)),
         B::LeakyReluGrad(s) => zip_map(shapes, out_shape, |x, y| B::LeakyReluGrad(s).apply(x, y)),
+        B::DivNonzero => zip_map(shapes, out_shape, |x, y| B::DivNonzero.apply(x, y)),
     }
 }
 

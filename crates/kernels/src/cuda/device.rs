@@ -14,7 +14,7 @@ use super::compile::{compile, compile_cubin, nvrtc_available};
 use super::counters::{CounterCells, DeviceCounters, LaunchHistogram, PoolCounters};
 use super::graph::{Capture, RecordedLaunch};
 use super::pool::{size_class, BufferPool, Memory};
-use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, PadShape, ParamList, ReduceShape, StridedShape};
 use super::{KernelSource, LaunchShape, SOURCES};
 use crate::storage::{CpuStorage, DType, Device};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
@@ -34,6 +34,7 @@ pub enum Arg {
     Broadcast(BroadcastShape),
     Reduce(ReduceShape),
     Strided(StridedShape),
+    Pad(PadShape),
     Matmul(MatmulShape),
     Conv(ConvShape),
     ParamsF32(ParamList<f32>),
@@ -45,6 +46,7 @@ pub enum Arg {
 unsafe impl cudarc::driver::DeviceRepr for BroadcastShape {}
 unsafe impl cudarc::driver::DeviceRepr for ReduceShape {}
 unsafe impl cudarc::driver::DeviceRepr for StridedShape {}
+unsafe impl cudarc::driver::DeviceRepr for PadShape {}
 unsafe impl cudarc::driver::DeviceRepr for MatmulShape {}
 unsafe impl cudarc::driver::DeviceRepr for ConvShape {}
 unsafe impl<T> cudarc::driver::DeviceRepr for ParamList<T> {}
@@ -60,6 +62,7 @@ impl Arg {
             Arg::Broadcast(v) => v as *mut BroadcastShape as *mut c_void,
             Arg::Reduce(v) => v as *mut ReduceShape as *mut c_void,
             Arg::Strided(v) => v as *mut StridedShape as *mut c_void,
+            Arg::Pad(v) => v as *mut PadShape as *mut c_void,
             Arg::Matmul(v) => v as *mut MatmulShape as *mut c_void,
             Arg::Conv(v) => v as *mut ConvShape as *mut c_void,
             Arg::ParamsF32(v) => v as *mut ParamList<f32> as *mut c_void,
@@ -146,7 +149,15 @@ pub struct GpuDevice {
     pub(super) pool: Arc<BufferPool>,
     /// The CUDA graph being captured, if one is (see [`super::graph`]).
     pub(super) capture: Mutex<Option<Capture>>,
+    /// Zeros, one per output tile of a split-K launch, that its blocks count themselves done
+    /// in, so that the last of a tile adds the slices (conv.cu's weight gradient); each launch
+    /// leaves them zero again. Allocated when the device is opened, so that no operation's
+    /// allocations depend on whether one ran before it (see [`Self::tile_counters`]).
+    tile_counters: OnceLock<GpuBuffer>,
 }
+
+/// Tiles of a split-K launch that [`GpuDevice::tile_counters`] can count: 16 KiB of counters.
+pub const TILE_COUNTERS: usize = 4096;
 
 /// The process's devices, created at first use and kept.
 fn registry() -> &'static Mutex<HashMap<Device, Arc<GpuDevice>>> {
@@ -180,6 +191,8 @@ impl GpuDevice {
             Device::CudaEmulator => GpuDevice::open_emulator()?,
             Device::Cpu => return Err("the CPU is not a GPU device".to_string()),
         });
+        let counters = created.alloc(DType::F32, TILE_COUNTERS, InitialContents::Zeros)?;
+        created.tile_counters.get_or_init(|| counters);
         devices.insert(device, created.clone());
         Ok(created)
     }
@@ -220,6 +233,7 @@ impl GpuDevice {
             counters: CounterCells::default(),
             pool: Arc::new(BufferPool::new()),
             capture: Mutex::new(None),
+            tile_counters: OnceLock::new(),
             backend: Backend::Cuda {
                 context,
                 stream,
@@ -240,6 +254,7 @@ impl GpuDevice {
                 counters: CounterCells::default(),
                 pool: Arc::new(BufferPool::new()),
                 capture: Mutex::new(None),
+                tile_counters: OnceLock::new(),
             })
         } else {
             Err("the CUDA emulator is not built in (earthmover-kernels feature `emulator`)".to_string())
@@ -493,6 +508,13 @@ impl GpuDevice {
     }
 
     /// The buffer's address, for a kernel's pointer argument.
+    /// The address of [`TILE_COUNTERS`] zeroed `unsigned int`s for a split-K launch of `tiles`
+    /// output tiles, which must leave them zero; `None` for more tiles than that.
+    pub fn tile_counters(&self, tiles: usize) -> Option<u64> {
+        let counters = self.tile_counters.get()?;
+        (tiles <= TILE_COUNTERS).then(|| self.address(counters))
+    }
+
     pub fn address(&self, buffer: &GpuBuffer) -> u64 {
         match (&self.backend, &buffer.memory) {
             (Backend::Cuda { stream, .. }, Memory::Cuda(slice)) => slice.device_ptr(stream).0,
@@ -543,6 +565,7 @@ impl GpuDevice {
                         Arg::Broadcast(v) => builder.arg(v),
                         Arg::Reduce(v) => builder.arg(v),
                         Arg::Strided(v) => builder.arg(v),
+                        Arg::Pad(v) => builder.arg(v),
                         Arg::Matmul(v) => builder.arg(v),
                         Arg::Conv(v) => builder.arg(v),
                         Arg::ParamsF32(v) => builder.arg(v),

@@ -122,6 +122,34 @@ impl StridedShape {
     }
 }
 
+/// `PadShape` (layout.cu's `padded_copy`): a box of shape `inner` at offsets `before` inside
+/// a contiguous `outer` shape, every other element a fill value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PadShape {
+    pub rank: i32,
+    pub outer: [i64; MAX_RANK],
+    pub before: [i64; MAX_RANK],
+    pub inner: [i64; MAX_RANK],
+}
+
+impl PadShape {
+    /// `inner` at `before` inside `outer` (all of one rank, at most 8, the box inside).
+    pub fn new(inner: &[usize], before: &[usize], outer: &[usize]) -> Option<PadShape> {
+        let rank = inner.len();
+        let fits = (0..rank).all(|d| before[d].checked_add(inner[d]).is_some_and(|end| end <= outer[d]));
+        if rank > MAX_RANK || before.len() != rank || outer.len() != rank || !fits {
+            return None;
+        }
+        Some(PadShape {
+            rank: rank as i32,
+            outer: padded(outer),
+            before: padded(before),
+            inner: padded(inner),
+        })
+    }
+}
+
 /// `MatmulShape` (common.cuh; matmul.cu and matmul_tc.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,10 +1,11 @@
 //! Tensor storage on a GPU (or the emulator): each operation of [`crate::Storage`] as launches
 //! of the kernels in `kernels/*.cu`. Convolutions are implicit GEMMs (conv.cu): one launch for
-//! the forward pass and for the input gradient, a split-K launch and a fixed-order sum of its
-//! slices for the weight gradient; no im2col buffer. Those of 16-bit operands run on the tensor
-//! cores (conv_mma.cu, [`conv_mma`]).
+//! the forward pass and for the input gradient (bias and activation included), one split-K
+//! launch that also adds its slices in a fixed order for the weight gradient; no im2col buffer.
+//! Those of 16-bit operands run on the tensor cores (conv_mma.cu, [`conv_mma`]).
 
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
+use super::fused::unary_args;
 use super::matmul::MatmulKernel;
 use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS};
 use super::LaunchShape;
@@ -21,6 +22,16 @@ const WEIGHT_GRAD_BLOCKS: usize = 264;
 const MIN_SLICE_LEN: usize = 256;
 /// The most slices of a split-K weight gradient.
 const MAX_SLICES: usize = 64;
+
+/// Where a split-K weight gradient adds its slices' partial sums (the same additions, in the
+/// same order, so the same bits either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceSum {
+    /// The last block of each output tile to finish adds them: one launch.
+    InLaunch,
+    /// A launch of its own after the partial sums.
+    SecondLaunch,
+}
 
 /// One tensor of a list stepped by [`GpuStorage::optimizer_step_list`]: the parameter, its
 /// gradient and its optimiser state (none, one or two buffers, as the update needs).
@@ -75,7 +86,7 @@ impl GpuStorage {
 
     /// A new buffer on this storage's device for an output that its kernels write whole
     /// (every kernel here writes each element of its output, once): no zero-fill.
-    fn new_output(&self, dtype: DType, len: usize) -> GpuStorage {
+    pub(super) fn new_output(&self, dtype: DType, len: usize) -> GpuStorage {
         GpuStorage {
             device: self.device.clone(),
             buffer: self.device.alloc_or_fail(dtype, len, InitialContents::Unwritten),
@@ -90,15 +101,15 @@ impl GpuStorage {
         }
     }
 
-    fn ptr(&self) -> Arg {
+    pub(super) fn ptr(&self) -> Arg {
         Arg::Ptr(self.device.address(&self.buffer))
     }
 
-    fn kernel(&self, family: &str) -> String {
+    pub(super) fn kernel(&self, family: &str) -> String {
         format!("{family}_{}", suffix(self.dtype()))
     }
 
-    fn check_same(&self, other: &GpuStorage, op: &str) {
+    pub(super) fn check_same(&self, other: &GpuStorage, op: &str) {
         assert!(
             Arc::ptr_eq(&self.device, &other.device) && self.dtype() == other.dtype(),
             "{op}: operands must share dtype and device, got {} on {} and {} on {}",
@@ -119,7 +130,7 @@ impl GpuStorage {
 
     /// [`Self::try_launch`] for the operations that have no error path: an error becomes the
     /// device's failure, returned by its next read ([`GpuDevice::failure`]).
-    fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
+    pub(super) fn launch(&self, kernel: &str, shape: LaunchShape, args: &mut [Arg]) {
         if let Err(e) = self.try_launch(kernel, shape, args) {
             self.device.record_failure(e);
         }
@@ -419,16 +430,30 @@ impl GpuStorage {
         }
     }
 
-    /// conv2d with an optional bias `[O]`, one launch (conv.cu's implicit GEMM): `self`
-    /// `[N, C, H, W]`, `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_forward(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+    /// `activation(conv2d + bias)` with an optional bias `[O]` and activation, one launch
+    /// (conv.cu's implicit GEMM, both in its epilogue): `self` `[N, C, H, W]`, `weight`
+    /// `[O, C, kh, kw]`. 16-bit operands take conv_mma.cu's kernel, whose epilogue has the bias
+    /// only: their activation is a pass of its own (rounded after the convolution, as the
+    /// unfused ops round).
+    pub fn conv2d_forward(
+        &self,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> GpuStorage {
         if self.dtype().is_half() {
-            return self.conv2d_forward_mma(weight, bias, g, self.dtype());
+            let y = self.conv2d_forward_mma(weight, bias, g, self.dtype());
+            return match activation {
+                Some(op) => y.unary(op),
+                None => y,
+            };
         }
         self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
         let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
         if let Some(shape) = shape {
+            let [code, p, q] = unary_args(activation);
             self.launch(
                 &self.kernel("conv2d_forward"),
                 LaunchShape::conv(pixels, g.out_channels, 1),
@@ -436,6 +461,9 @@ impl GpuStorage {
                     self.ptr(),
                     weight.ptr(),
                     self.bias_ptr(bias, "conv2d"),
+                    code,
+                    p,
+                    q,
                     y.ptr(),
                     Arg::Conv(shape),
                 ],
@@ -444,17 +472,29 @@ impl GpuStorage {
         y
     }
 
-    /// The adjoint of conv2d in its input with an optional bias `[C]` (conv_transpose2d's
-    /// forward pass), one launch (conv.cu's gathering implicit GEMM): `self` `[N, O, Ho, Wo]`,
-    /// `weight` `[O, C, kh, kw]`.
-    pub fn conv2d_input_adjoint(&self, weight: &GpuStorage, bias: Option<&GpuStorage>, g: &ConvGeometry) -> GpuStorage {
+    /// `activation(conv2d^T + bias)`: the adjoint of conv2d in its input with an optional bias
+    /// `[C]` and activation (conv_transpose2d's forward pass), one launch (conv.cu's gathering
+    /// implicit GEMM): `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`. 16-bit operands as
+    /// [`Self::conv2d_forward`].
+    pub fn conv2d_input_adjoint(
+        &self,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> GpuStorage {
         if self.dtype().is_half() {
-            return self.conv2d_input_adjoint_mma(weight, bias, g, self.dtype());
+            let x = self.conv2d_input_adjoint_mma(weight, bias, g, self.dtype());
+            return match activation {
+                Some(op) => x.unary(op),
+                None => x,
+            };
         }
         self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;
         let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
         if let Some(shape) = shape {
+            let [code, p, q] = unary_args(activation);
             self.launch(
                 &self.kernel("conv2d_input_adjoint"),
                 LaunchShape::conv(pixels, g.in_channels, 1),
@@ -462,6 +502,9 @@ impl GpuStorage {
                     self.ptr(),
                     weight.ptr(),
                     self.bias_ptr(bias, "conv_transpose2d"),
+                    code,
+                    p,
+                    q,
                     x.ptr(),
                     Arg::Conv(shape),
                 ],
@@ -486,13 +529,21 @@ impl GpuStorage {
     /// conv2d's weight gradient `[O, C, kh, kw]`: `self` `[N, C, H, W]`, `grad_out`
     /// `[N, O, Ho, Wo]`; split-K over [`Self::weight_grad_slices`].
     pub fn conv2d_weight_grad(&self, grad_out: &GpuStorage, g: &ConvGeometry) -> GpuStorage {
-        self.conv2d_weight_grad_in_slices(grad_out, g, Self::weight_grad_slices(g))
+        self.conv2d_weight_grad_in_slices(grad_out, g, Self::weight_grad_slices(g), SliceSum::InLaunch)
     }
 
-    /// [`Self::conv2d_weight_grad`] with K in `slices` slices (at least 1; tests choose them):
-    /// one launch of partial sums per slice, then one that adds them in slice order (none
-    /// when there is one slice: it writes the result).
-    pub fn conv2d_weight_grad_in_slices(&self, grad_out: &GpuStorage, g: &ConvGeometry, slices: usize) -> GpuStorage {
+    /// [`Self::conv2d_weight_grad`] with K in `slices` slices (at least 1) added as `sum` says
+    /// (tests choose both): one launch of partial sums per slice, whose last block of each
+    /// tile adds the tile's slices in slice order ([`GpuDevice::tile_counters`]), or a second
+    /// launch that adds them (also for a launch of more tiles than the device counts). 16-bit
+    /// operands take conv_mma.cu's split-K kernel and its slice sum (`sum` is f32's).
+    pub fn conv2d_weight_grad_in_slices(
+        &self,
+        grad_out: &GpuStorage,
+        g: &ConvGeometry,
+        slices: usize,
+        sum: SliceSum,
+    ) -> GpuStorage {
         if self.dtype().is_half() {
             return self.conv2d_weight_grad_mma(grad_out, g, slices, self.dtype());
         }
@@ -509,20 +560,28 @@ impl GpuStorage {
         let partial_len = if slices > 1 { slices * len } else { 0 };
         let (out, shape) = self.conv_output(g, len, partial_len);
         let Some(shape) = shape else { return out };
-        // One slice writes the result itself; the partial sums live until both launches are queued.
+        // One slice writes the result itself; the partial sums live until the launches are queued.
         let partial = (slices > 1).then(|| self.new_output(self.dtype(), partial_len));
+        let launch_shape = LaunchShape::conv(g.out_channels, g.patch_len(), slices);
+        let (tiles_x, tiles_y, _) = launch_shape.grid;
+        let counters = match sum {
+            SliceSum::InLaunch => self.device.tile_counters(tiles_x as usize * tiles_y as usize),
+            SliceSum::SecondLaunch => None,
+        };
         self.launch(
             &self.kernel("conv2d_weight_grad"),
-            LaunchShape::conv(g.out_channels, g.patch_len(), slices),
+            launch_shape,
             &mut [
                 self.ptr(),
                 grad_out.ptr(),
                 partial.as_ref().unwrap_or(&out).ptr(),
+                out.ptr(),
+                Arg::Ptr(counters.unwrap_or(0)),
                 Arg::Conv(shape),
                 Arg::I32(slice_len as i32),
             ],
         );
-        if let Some(partial) = &partial {
+        if let (Some(partial), None) = (&partial, counters) {
             self.launch(
                 &self.kernel("conv2d_weight_grad_sum_slices"),
                 LaunchShape::elementwise(len),

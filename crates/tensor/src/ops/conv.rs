@@ -90,10 +90,10 @@ impl Tensor {
         self.conv2d_with(weight, bias, opts, None)
     }
 
-    /// `activation(conv2d(...))` in one op: only the activated output is kept, and on the CPU
-    /// the kernel applies the activation as it writes the output, so the pre-activation output
-    /// is never stored (the GPU applies it as a pass of its own). The same values and
-    /// gradients as `conv2d` then `activation`, bit for bit on the CPU.
+    /// `activation(conv2d(...))` in one op: only the activated output is kept, and the kernel
+    /// (CPU or GPU) applies the activation as it writes the output, so the pre-activation
+    /// output is never stored and costs no pass of its own. The same values and gradients as
+    /// `conv2d` then `activation`, bit for bit on the CPU.
     pub fn conv2d_activated(
         &self,
         weight: &Tensor,

@@ -238,6 +238,78 @@ impl Tensor {
         })
     }
 
+    /// `activation(self + other)` in one op, broadcasting as `add`: a linear layer's bias and
+    /// activation in one launch on a GPU (f32, f64). Keeps only the activated output (the
+    /// derivative is read from it, as [`Tensor::conv2d_activated`] does); the same values and
+    /// gradients as `add` then `activation`, bit for bit.
+    pub fn add_activated(&self, other: &Tensor, activation: Activation) -> Tensor {
+        if self.dtype() != other.dtype() || !activation.has_derivative_from_output() {
+            return self.add(other).activation(activation);
+        }
+        let out_shape = self.broadcast_shape_with(other, "add");
+        let storage = self.storage().binary_activated(
+            BinaryOp::Add,
+            self.shape(),
+            &other.storage(),
+            other.shape(),
+            &out_shape,
+            activation.kernel_op(),
+        );
+        Tensor::from_op(storage, out_shape, "add_activated", &[self, other], move |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            let sums = activation.backward_from_output(a.grad, a.output);
+            vec![
+                a.needs[0].then(|| sums.sum_to(x.shape())),
+                a.needs[1].then(|| sums.sum_to(y.shape())),
+            ]
+        })
+    }
+
+    /// `self + (end - self) * weight`, rounded after the subtraction, the product and the sum
+    /// (not PyTorch's two-branch `lerp` formula): `end` of this shape, `weight` broadcast to
+    /// it (one weight per sample: WGAN-GP's interpolates). One launch on a GPU in f32 and
+    /// f64, the three ops elsewhere; the same bits either way.
+    pub fn lerp(&self, end: &Tensor, weight: &Tensor) -> Tensor {
+        let fusable = end.shape() == self.shape()
+            && end.dtype() == self.dtype()
+            && weight.dtype() == self.dtype()
+            && broadcast_shapes(weight.shape(), self.shape()).is_some_and(|s| s == self.shape());
+        if !fusable {
+            return self.add(&end.sub(self).mul(weight));
+        }
+        let storage = self
+            .storage()
+            .lerp(&end.storage(), &weight.storage(), self.shape(), weight.shape());
+        Tensor::from_op(storage, self.shape().to_vec(), "lerp", &[self, end, weight], |a| {
+            let [start, end, weight] = [&a.inputs[0], &a.inputs[1], &a.inputs[2]];
+            // d/dstart = 1 - weight, d/dend = weight, d/dweight = end - start.
+            let through_weight = || a.grad.mul(weight);
+            vec![
+                a.needs[0].then(|| a.grad.sub(&through_weight())),
+                a.needs[1].then(through_weight),
+                a.needs[2].then(|| a.grad.mul(&end.sub(start)).sum_to(weight.shape())),
+            ]
+        })
+    }
+
+    /// `self / other`, or `self` where `other` is 0 (dividing by 1 there instead): a gradient
+    /// through a norm that is 0 at 0 ([`Tensor::per_sample_norm`]), in one pass. The gradient
+    /// is 0 with respect to `other` where it is 0 (the function is `self` there).
+    pub fn div_nonzero(&self, other: &Tensor) -> Tensor {
+        self.binary_op(other, BinaryOp::DivNonzero, "div_nonzero", |a| {
+            let [x, y] = [&a.inputs[0], &a.inputs[1]];
+            // Where y != 0 as div's: d/dy = -out / y.
+            let grad_y = || {
+                let through_div = a.grad.mul(a.output).div_nonzero(y).neg();
+                Tensor::where_cond(&y.eq_scalar(0.0), &through_div.zeros_like(), &through_div).sum_to(y.shape())
+            };
+            [
+                a.needs[0].then(|| a.grad.div_nonzero(y).sum_to(x.shape())),
+                a.needs[1].then(grad_y),
+            ]
+        })
+    }
+
     /// Elementwise maximum; NaN in either operand gives NaN. At ties the gradient is split
     /// evenly; where either is NaN both operands get all of it (PyTorch's rule).
     pub fn maximum(&self, other: &Tensor) -> Tensor {

@@ -113,6 +113,29 @@ impl Tensor {
         self.slice_box(&offsets, &sizes)
     }
 
+    /// Elements `offsets[d]..offsets[d] + sizes[d]` along every dim `d` at once: what a
+    /// `narrow` per dim gives, in one copy (and one padded copy back in the backward pass)
+    /// where chained narrows make one each.
+    pub fn narrow_box(&self, offsets: &[usize], sizes: &[usize]) -> Tensor {
+        assert!(
+            offsets.len() == self.rank() && sizes.len() == self.rank(),
+            "narrow_box: offsets {offsets:?} and sizes {sizes:?} for a tensor of shape {:?}",
+            self.shape()
+        );
+        for d in 0..self.rank() {
+            assert!(
+                offsets[d]
+                    .checked_add(sizes[d])
+                    .is_some_and(|end| end <= self.shape()[d]),
+                "narrow_box: {} elements from {} are out of bounds for dim {d} of shape {:?}",
+                sizes[d],
+                offsets[d],
+                self.shape()
+            );
+        }
+        self.slice_box(offsets, sizes)
+    }
+
     /// The box of `sizes` starting at `offsets`, in every dim at once. The adjoint of
     /// [`Tensor::pad_box`].
     fn slice_box(&self, offsets: &[usize], sizes: &[usize]) -> Tensor {
@@ -151,11 +174,10 @@ impl Tensor {
                 })
             })
             .collect();
-        let strides = contiguous_strides(&out_shape);
-        let offset: usize = before.iter().zip(&strides).map(|(o, s)| o * s).sum();
-        let mut storage =
-            Storage::full(value, numel(&out_shape), self.dtype(), self.device()).expect("device of an existing tensor");
-        storage.strided_write(offset, &strides, &self.storage(), self.shape());
+        let storage = self
+            .storage()
+            .padded_copy(self.shape(), before, &out_shape, value)
+            .expect("device of an existing tensor");
         let offsets = before.to_vec();
         let in_shape = self.shape().to_vec();
         Tensor::from_op(storage, out_shape, "pad", &[self], move |a| {

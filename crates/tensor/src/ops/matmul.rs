@@ -1,7 +1,7 @@
 //! Matrix products: batched matmul and linear layers.
 
 use crate::autocast::product_operand;
-use crate::Tensor;
+use crate::{Activation, Tensor};
 use earthmover_kernels::{broadcast_shapes, numel, MatmulProblem, MatrixLayout};
 
 impl Tensor {
@@ -119,6 +119,17 @@ impl Tensor {
 
     /// `x W^T + b` for `x: [..., in]`, `weight: [out, in]`, `bias: [out]` (PyTorch's layout).
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        self.linear_with(weight, bias, None)
+    }
+
+    /// `activation(x W^T + b)`: with a bias, the bias and the activation in one op
+    /// ([`Tensor::add_activated`], one launch on a GPU); the same values and gradients as
+    /// `linear` then `activation`, bit for bit.
+    pub fn linear_activated(&self, weight: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Tensor {
+        self.linear_with(weight, bias, Some(activation))
+    }
+
+    fn linear_with(&self, weight: &Tensor, bias: Option<&Tensor>, activation: Option<Activation>) -> Tensor {
         assert!(
             weight.rank() == 2 && self.rank() >= 1 && self.shape()[self.rank() - 1] == weight.shape()[1],
             "linear: input of shape {:?} does not fit weight of shape {:?} ([out, in])",
@@ -139,7 +150,12 @@ impl Tensor {
                 b.shape(),
                 weight.shape()[0]
             );
-            y = y.add(&product_operand(b));
+            y = match activation {
+                Some(act) => y.add_activated(&product_operand(b), act),
+                None => y.add(&product_operand(b)),
+            };
+        } else if let Some(act) = activation {
+            y = y.activation(act);
         }
         if self.rank() == 1 {
             y.squeeze(0)

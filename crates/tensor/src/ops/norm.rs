@@ -1,7 +1,7 @@
 //! Norms and normalisation statistics.
 
 use crate::Tensor;
-use earthmover_kernels::ReduceOp;
+use earthmover_kernels::UnaryOp;
 
 impl Tensor {
     /// The L2 norm of each sample over all its non-batch dims: `[N, ...] -> [N]`. This is the
@@ -13,20 +13,17 @@ impl Tensor {
         let n = self.shape()[0];
         let mut keep = vec![1; self.rank()];
         keep[0] = n;
-        let sum_sq =
-            self.storage()
-                .unary(earthmover_kernels::UnaryOp::Pow(2.0))
-                .reduce(ReduceOp::Sum, self.shape(), &keep);
-        let norms = sum_sq.unary(earthmover_kernels::UnaryOp::Sqrt);
+        // sqrt(sum of x^2): one launch on a GPU, the same ops (and bits) as three.
+        let norms = self
+            .storage()
+            .sum_mapped(Some(UnaryOp::Pow(2.0)), self.shape(), &keep, Some(UnaryOp::Sqrt));
         Tensor::from_op(norms, vec![n], "per_sample_norm", &[self], |a| {
             let x = &a.inputs[0];
             let mut col = vec![1; x.rank()];
             col[0] = x.shape()[0];
             let norm = a.output.reshape(&col);
-            // Divide by 1 where the norm is 0: there x is 0 and so is the gradient.
-            let is_zero = norm.eq_scalar(0.0);
-            let safe_norm = Tensor::where_cond(&is_zero, &norm.ones_like(), &norm);
-            vec![Some(x.mul(&a.grad.reshape(&col).div(&safe_norm)))]
+            // Divided by 1 where the norm is 0: there x is 0 and so is the gradient.
+            vec![Some(x.mul(&a.grad.reshape(&col).div_nonzero(&norm)))]
         })
     }
 

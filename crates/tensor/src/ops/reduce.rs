@@ -1,22 +1,40 @@
-//! Reductions (sum, mean, max over dims) and their adjoint, broadcasting.
+//! Reductions (sum, mean, max over dims) and their adjoint, broadcasting (scaled for a mean).
 
 use crate::Tensor;
-use earthmover_kernels::{broadcast_shapes, broadcast_strides, ReduceOp};
+use earthmover_kernels::{broadcast_shapes, broadcast_strides, ReduceOp, UnaryOp};
 
 impl Tensor {
-    /// Sum over `dims` keeping them as size 1: the primitive behind every sum and mean.
+    /// Sum over `dims` keeping them as size 1.
     fn sum_keepdim(&self, dims: &[usize]) -> Tensor {
+        self.sum_keepdim_scaled(dims, 1.0)
+    }
+
+    /// Sum over `dims` keeping them as size 1, times `scale`: the primitive behind every sum
+    /// (`scale` 1) and mean (`1 / count`). The scale is applied to the sum as a `mul_scalar`
+    /// would (the same bits), in the reduction's launch on a GPU; the gradient is the output
+    /// gradient broadcast back and scaled, one launch too.
+    fn sum_keepdim_scaled(&self, dims: &[usize], scale: f64) -> Tensor {
         let mut out_shape = self.shape().to_vec();
         for &d in dims {
             out_shape[d] = 1;
         }
         if out_shape == self.shape() {
-            return self.clone();
+            return if scale == 1.0 {
+                self.clone()
+            } else {
+                self.mul_scalar(scale)
+            };
         }
-        let storage = self.storage().reduce(ReduceOp::Sum, self.shape(), &out_shape);
+        let storage = if scale == 1.0 {
+            self.storage().reduce(ReduceOp::Sum, self.shape(), &out_shape)
+        } else {
+            let scale = Some(UnaryOp::MulScalar(scale));
+            self.storage().sum_mapped(None, self.shape(), &out_shape, scale)
+        };
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(storage, out_shape, "sum", &[self], move |a| {
-            vec![Some(a.grad.broadcast_to(&in_shape))]
+        let name = if scale == 1.0 { "sum" } else { "mean" };
+        Tensor::from_op(storage, out_shape, name, &[self], move |a| {
+            vec![Some(a.grad.broadcast_scaled(&in_shape, scale))]
         })
     }
 
@@ -69,14 +87,20 @@ impl Tensor {
     /// The mean of all elements, as a 0-dimensional tensor; NaN for an empty tensor (0 / 0),
     /// as in PyTorch.
     pub fn mean(&self) -> Tensor {
-        self.sum().mul_scalar(1.0 / self.numel() as f64)
+        let all: Vec<usize> = (0..self.rank()).collect();
+        self.sum_keepdim_scaled(&all, 1.0 / self.numel() as f64).reshape(&[])
     }
 
     /// The mean over `dims`; NaN where they are empty, as in PyTorch.
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
         let ds = self.resolve_dims(dims, "mean_dims");
         let count: usize = ds.iter().map(|&d| self.shape()[d]).product();
-        self.sum_dims(dims, keepdim).mul_scalar(1.0 / count as f64)
+        let out = self.sum_keepdim_scaled(&ds, 1.0 / count as f64);
+        if keepdim {
+            out
+        } else {
+            out.reshape(&self.reduced_shape(&ds, false))
+        }
     }
 
     /// Maximum over `dims` (PyTorch's `amax`); NaN wins. The gradient goes to the maximal
@@ -160,10 +184,46 @@ impl Tensor {
         })
     }
 
+    /// `broadcast_to(shape)` times `scale`, in one pass (a mean's gradient: the output
+    /// gradient spread over the inputs, times `1 / count`): the same bits as the broadcast
+    /// then a `mul_scalar`. The gradient is [`Tensor::sum_to`] scaled, one reduction.
+    fn broadcast_scaled(&self, shape: &[usize], scale: f64) -> Tensor {
+        if scale == 1.0 {
+            return self.broadcast_to(shape);
+        }
+        if self.shape() == shape {
+            return self.mul_scalar(scale);
+        }
+        let ok = broadcast_shapes(self.shape(), shape).is_some_and(|s| s == shape);
+        assert!(
+            ok,
+            "broadcast_to: shape {:?} cannot be broadcast to {:?}",
+            self.shape(),
+            shape
+        );
+        let strides = broadcast_strides(self.shape(), shape);
+        let storage = self
+            .storage()
+            .strided_unary(0, &strides, shape, UnaryOp::MulScalar(scale));
+        let in_shape = self.shape().to_vec();
+        Tensor::from_op(storage, shape.to_vec(), "broadcast_scaled", &[self], move |a| {
+            vec![Some(a.grad.sum_to_scaled(&in_shape, scale))]
+        })
+    }
+
     /// Sum a broadcast result back down to `shape`: the adjoint of [`Tensor::broadcast_to`].
     pub fn sum_to(&self, shape: &[usize]) -> Tensor {
+        self.sum_to_scaled(shape, 1.0)
+    }
+
+    /// [`Tensor::sum_to`] times `scale`: the adjoint of [`Tensor::broadcast_scaled`].
+    fn sum_to_scaled(&self, shape: &[usize], scale: f64) -> Tensor {
         if self.shape() == shape {
-            return self.clone();
+            return if scale == 1.0 {
+                self.clone()
+            } else {
+                self.mul_scalar(scale)
+            };
         }
         let ok = broadcast_shapes(shape, self.shape()).is_some_and(|s| s == self.shape());
         assert!(
@@ -176,6 +236,6 @@ impl Tensor {
         let dims: Vec<usize> = (0..self.rank())
             .filter(|&d| d < lead || shape[d - lead] == 1 && self.shape()[d] != 1)
             .collect();
-        self.sum_keepdim(&dims).reshape(shape)
+        self.sum_keepdim_scaled(&dims, scale).reshape(shape)
     }
 }

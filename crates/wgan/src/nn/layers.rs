@@ -36,6 +36,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
+    fn forward_activated(&self, x: &Tensor, activation: Activation) -> Option<Tensor> {
+        Some(x.linear_activated(&self.weight, self.bias.as_ref(), activation))
+    }
     fn visit(&self, prefix: &str, visit: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         visit_weight_and_bias(prefix, &self.weight, self.bias.as_ref(), visit);
     }
@@ -145,7 +148,12 @@ pub struct Crop2d(pub usize, pub usize);
 
 impl Module for Crop2d {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.narrow(2, 0, self.0).narrow(3, 0, self.1)
+        // One copy of the box, not a narrow per dim (one launch each on a GPU).
+        let [n, c, _, _] = x
+            .shape()
+            .try_into()
+            .unwrap_or_else(|_| panic!("Crop2d: expects [N, C, H, W], got shape {:?}", x.shape()));
+        x.narrow_box(&[0, 0, 0, 0], &[n, c, self.0, self.1])
     }
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, TensorKind)) {}
 }

@@ -4,7 +4,7 @@
 //! and [`GpuStorage::conv2d_weight_grad`] launch for 16-bit operands. On a GPU older than the
 //! tensor cores (sm_80) the same entry points run conv.cu's f32 kernels between casts.
 
-use super::{suffix, GpuStorage};
+use super::{suffix, GpuStorage, SliceSum};
 use crate::cuda::device::Arg;
 use crate::cuda::shapes::ConvShape;
 use crate::cuda::LaunchShape;
@@ -33,7 +33,7 @@ impl GpuStorage {
             pixels: g.batch * g.out_h * g.out_w,
             channels: g.out_channels,
         };
-        self.conv_pass_mma(pass, weight, bias, g, out, |x, w, b| x.conv2d_forward(w, b, g))
+        self.conv_pass_mma(pass, weight, bias, g, out, |x, w, b| x.conv2d_forward(w, b, None, g))
     }
 
     /// The adjoint of conv2d in its input (conv_transpose2d's forward pass) of 16-bit operands
@@ -53,7 +53,9 @@ impl GpuStorage {
             pixels: g.batch * g.in_h * g.in_w,
             channels: g.in_channels,
         };
-        self.conv_pass_mma(pass, weight, bias, g, out, |y, w, b| y.conv2d_input_adjoint(w, b, g))
+        self.conv_pass_mma(pass, weight, bias, g, out, |y, w, b| {
+            y.conv2d_input_adjoint(w, b, None, g)
+        })
     }
 
     /// The forward pass or the adjoint (`pass`), which differ only in their kernel and output
@@ -109,7 +111,7 @@ impl GpuStorage {
         let len = g.out_channels * g.patch_len();
         if !self.device.has_tensor_cores() {
             return self.through_f32("conv2d_weight_grad_mma", out, len, |x| {
-                x.conv2d_weight_grad_in_slices(&grad_out.cast(DType::F32), g, slices)
+                x.conv2d_weight_grad_in_slices(&grad_out.cast(DType::F32), g, slices, SliceSum::InLaunch)
             });
         }
         let k = g.batch * g.out_h * g.out_w;
