@@ -430,6 +430,15 @@ impl GpuStorage {
         }
     }
 
+    /// `op(self)` as a pass of its own, or `self` without one: the activation of a 16-bit
+    /// convolution, whose conv_mma.cu epilogue has none yet.
+    fn then_activation(self, op: Option<UnaryOp>) -> GpuStorage {
+        match op {
+            Some(op) => self.unary(op),
+            None => self,
+        }
+    }
+
     /// `activation(conv2d + bias)` with an optional bias `[O]` and activation, one launch
     /// (conv.cu's implicit GEMM, both in its epilogue): `self` `[N, C, H, W]`, `weight`
     /// `[O, C, kh, kw]`. 16-bit operands take conv_mma.cu's kernel, whose epilogue has the bias
@@ -443,11 +452,9 @@ impl GpuStorage {
         g: &ConvGeometry,
     ) -> GpuStorage {
         if self.dtype().is_half() {
-            let y = self.conv2d_forward_mma(weight, bias, g, self.dtype());
-            return match activation {
-                Some(op) => y.unary(op),
-                None => y,
-            };
+            return self
+                .conv2d_forward_mma(weight, bias, g, self.dtype())
+                .then_activation(activation);
         }
         self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
@@ -484,11 +491,9 @@ impl GpuStorage {
         g: &ConvGeometry,
     ) -> GpuStorage {
         if self.dtype().is_half() {
-            let x = self.conv2d_input_adjoint_mma(weight, bias, g, self.dtype());
-            return match activation {
-                Some(op) => x.unary(op),
-                None => x,
-            };
+            return self
+                .conv2d_input_adjoint_mma(weight, bias, g, self.dtype())
+                .then_activation(activation);
         }
         self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;
