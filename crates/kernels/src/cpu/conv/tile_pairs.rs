@@ -108,12 +108,17 @@ impl std::fmt::Display for PairKernel {
 pub fn dot_outpaces_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // CPUID leaf 0 names the vendor in EBX, EDX, ECX: "Auth" "enti" "cAMD".
-        #[allow(unused_unsafe)]
-        // SAFETY: leaf 0 exists on every x86-64 processor.
-        let id = unsafe { std::arch::x86_64::__cpuid(0) };
-        let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
-        amd && has_avx512_bf16()
+        // Asked once: every bf16 convolution chooses its kernel, and CPUID exits to the
+        // hypervisor in a virtual machine.
+        static AMD_WITH_BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMD_WITH_BF16.get_or_init(|| {
+            // CPUID leaf 0 names the vendor in EBX, EDX, ECX: "Auth" "enti" "cAMD".
+            #[allow(unused_unsafe)]
+            // SAFETY: leaf 0 exists on every x86-64 processor.
+            let id = unsafe { std::arch::x86_64::__cpuid(0) };
+            let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+            amd && has_avx512_bf16()
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
