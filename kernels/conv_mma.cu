@@ -2,9 +2,9 @@
 // with 16-bit inputs, f32 sums through mma.cuh's m16n8k16 mma, and the output written once,
 // either rounded to the inputs' 16-bit type (the half rule: f32 sums, rounded once) or in f32:
 //
-//   conv2d_forward_mma_bf16         y = conv2d(x, w) + bias, GEMM M = N*Ho*Wo output pixels,
+//   conv2d_forward_mma_bf16         y = act(conv2d(x, w) + bias), GEMM M = N*Ho*Wo output pixels,
 //                                   N = O channels, K = C*kh*kw taps.
-//   conv2d_input_adjoint_mma_bf16   x = conv2d^T(gy, w) + bias (the input gradient, and
+//   conv2d_input_adjoint_mma_bf16   x = act(conv2d^T(gy, w) + bias) (the input gradient, and
 //                                   conv_transpose2d's forward pass), M = N*H*W input pixels,
 //                                   N = C channels, K = O*kh*kw: each input pixel gathers the
 //                                   taps that reach it, so no atomics.
@@ -17,8 +17,10 @@
 //                                   the same sum), so the result is the same bits on every run.
 //
 // Each comes for bf16 and f16 inputs (`_f16`), with the output in the inputs' type or, with the
-// suffix `_f32`, in f32. The bias is in the inputs' type, widened and added to the f32 sum before
-// the one rounding. Index arithmetic is 32-bit, as conv.cu (storage.rs refuses larger tensors).
+// suffix `_f32`, in f32. The bias is in the inputs' type, widened and added to the f32 sum, and
+// the activation (a `UnaryOp` code, as conv.cu's epilogue; -1 for none) applied to that f32
+// value, before the one rounding: the CPU's 16-bit convolutions round once after the same
+// epilogue, so a layer's `act(conv + b)` is one launch and one rounding on both. Index arithmetic is 32-bit, as conv.cu (storage.rs refuses larger tensors).
 //
 // The GEMM on the fragments. A block of 128 threads (4 warps, 2 x 2) computes a 64 x 64 tile
 // of C; each warp 32 x 32 of it, as 2 x 4 m16n8 tiles accumulated in registers by
@@ -36,8 +38,7 @@
 // per-k part once per slice: by each thread for its one pair (k-fast), or by the block's first
 // warp into a shared table, a slice ahead (row-fast). The epilogue writes NCHW.
 //
-// A first version: scalar 16-bit loads, no double buffering, no ldmatrix; the activation is a
-// pass of its own, as for conv.cu's kernels.
+// A first version: scalar 16-bit loads, no double buffering, no ldmatrix.
 //
 // Tests (the emulator runs this file on the CPU, the mma modelled warp-wide; NVRTC compiles it
 // for sm_80 and sm_90):
@@ -47,6 +48,10 @@
 #include "common.cuh"
 #include "half.cuh"
 #include "mma.cuh"
+// U_ codes (op_codes.cuh) and unary_apply (elementwise_ops.cuh): the epilogue's activation, the
+// same f32 arithmetic as the CPU's epilogue and as conv.cu's.
+#include "op_codes.cuh"
+#include "elementwise_ops.cuh"
 
 #define CM_TILE 64                                 // rows and columns of C per block
 #define CM_SLICE 32                                // k per shared-memory slice
@@ -65,6 +70,19 @@ template <typename Inputs> __device__ __forceinline__ void write(float *out, int
 template <typename Inputs> __device__ __forceinline__ void write(unsigned short *out, int at, float value) {
     out[at] = Inputs::round(value);
 }
+
+// What the forward pass and the input adjoint do to an f32 sum before it is written: add the
+// bias of its channel (16-bit, widened; `bias` may be null), then apply the activation `op`
+// (-1: none) with its parameters, all in f32, as conv.cu's `Epilogue` and the CPU's.
+template <typename Inputs> struct Epilogue {
+    const unsigned short *bias;
+    int op;
+    float p, q;
+    __device__ float apply(float sum, int channel) const {
+        const float biased = bias ? sum + Inputs::widen(bias[channel]) : sum;
+        return op < 0 ? biased : unary_apply(op, biased, p, q);
+    }
+};
 
 // Stages one operand's slices into a tile `[CM_TILE][CM_ROW_WORDS]`: word p of tile row r holds
 // the operand's elements (line first + r, k0 + 2p) and (.., k0 + 2p + 1), low and high half.
@@ -216,13 +234,13 @@ template <typename Inputs, typename Out> struct ForwardProblem {
     using B = ForwardWeights;
     A a;
     B b;
-    const unsigned short *bias;  // may be null
+    Epilogue<Inputs> epilogue;
     Out *y;
     __device__ int rows() const { return a.g.batch * a.g.out_h * a.g.out_w; }
     __device__ int columns() const { return a.g.out_channels; }
     __device__ void store(int m, int o, float sum) const {
         const int pixels = a.g.out_h * a.g.out_w, n = m / pixels, pixel = m % pixels;
-        write<Inputs>(y, (n * a.g.out_channels + o) * pixels + pixel, bias ? sum + Inputs::widen(bias[o]) : sum);
+        write<Inputs>(y, (n * a.g.out_channels + o) * pixels + pixel, epilogue.apply(sum, o));
     }
 };
 
@@ -275,13 +293,13 @@ template <typename Inputs, typename Out> struct InputAdjointProblem {
     using B = AdjointWeights;
     A a;
     B b;
-    const unsigned short *bias;  // may be null
+    Epilogue<Inputs> epilogue;
     Out *x;
     __device__ int rows() const { return a.g.batch * a.g.in_h * a.g.in_w; }
     __device__ int columns() const { return a.g.in_channels; }
     __device__ void store(int m, int c, float sum) const {
         const int pixels = a.g.in_h * a.g.in_w, n = m / pixels, pixel = m % pixels;
-        write<Inputs>(x, (n * a.g.in_channels + c) * pixels + pixel, bias ? sum + Inputs::widen(bias[c]) : sum);
+        write<Inputs>(x, (n * a.g.in_channels + c) * pixels + pixel, epilogue.apply(sum, c));
     }
 };
 
@@ -341,16 +359,16 @@ template <typename Inputs, typename Out> struct WeightGradProblem {
 };
 
 template <typename Inputs, typename Out>
-__device__ void forward(const unsigned short *x, const unsigned short *w, const unsigned short *bias, Out *y,
-                        ConvShape g) {
-    const ForwardProblem<Inputs, Out> p{{x, g}, {w, g}, bias, y};
+__device__ void forward(const unsigned short *x, const unsigned short *w, const unsigned short *bias, int op,
+                        double p_op, double q_op, Out *y, ConvShape g) {
+    const ForwardProblem<Inputs, Out> p{{x, g}, {w, g}, {bias, op, (float)p_op, (float)q_op}, y};
     implicit_gemm_mma<Inputs>(p, 0, g.in_channels * g.kernel_h * g.kernel_w);
 }
 
 template <typename Inputs, typename Out>
-__device__ void input_adjoint(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, Out *x,
-                              ConvShape g) {
-    const InputAdjointProblem<Inputs, Out> p{{gy, g}, {w, g}, bias, x};
+__device__ void input_adjoint(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op,
+                              double p_op, double q_op, Out *x, ConvShape g) {
+    const InputAdjointProblem<Inputs, Out> p{{gy, g}, {w, g}, {bias, op, (float)p_op, (float)q_op}, x};
     implicit_gemm_mma<Inputs>(p, 0, g.out_channels * g.kernel_h * g.kernel_w);
 }
 
@@ -376,29 +394,37 @@ template <typename Inputs> __device__ void sum_slices(const float *partial, unsi
 
 extern "C" {
 // clang-format off
-__global__ void conv2d_forward_mma_bf16(const unsigned short *x, const unsigned short *w, const unsigned short *bias, unsigned short *y, ConvShape g) {
-    conv_mma::forward<Bf16Inputs>(x, w, bias, y, g);
+__global__ void conv2d_forward_mma_bf16(const unsigned short *x, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        unsigned short *y, ConvShape g) {
+    conv_mma::forward<Bf16Inputs>(x, w, bias, op, p_op, q_op, y, g);
 }
-__global__ void conv2d_forward_mma_bf16_f32(const unsigned short *x, const unsigned short *w, const unsigned short *bias, float *y, ConvShape g) {
-    conv_mma::forward<Bf16Inputs>(x, w, bias, y, g);
+__global__ void conv2d_forward_mma_bf16_f32(const unsigned short *x, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        float *y, ConvShape g) {
+    conv_mma::forward<Bf16Inputs>(x, w, bias, op, p_op, q_op, y, g);
 }
-__global__ void conv2d_forward_mma_f16(const unsigned short *x, const unsigned short *w, const unsigned short *bias, unsigned short *y, ConvShape g) {
-    conv_mma::forward<F16Inputs>(x, w, bias, y, g);
+__global__ void conv2d_forward_mma_f16(const unsigned short *x, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        unsigned short *y, ConvShape g) {
+    conv_mma::forward<F16Inputs>(x, w, bias, op, p_op, q_op, y, g);
 }
-__global__ void conv2d_forward_mma_f16_f32(const unsigned short *x, const unsigned short *w, const unsigned short *bias, float *y, ConvShape g) {
-    conv_mma::forward<F16Inputs>(x, w, bias, y, g);
+__global__ void conv2d_forward_mma_f16_f32(const unsigned short *x, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        float *y, ConvShape g) {
+    conv_mma::forward<F16Inputs>(x, w, bias, op, p_op, q_op, y, g);
 }
-__global__ void conv2d_input_adjoint_mma_bf16(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, unsigned short *x, ConvShape g) {
-    conv_mma::input_adjoint<Bf16Inputs>(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_mma_bf16(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        unsigned short *x, ConvShape g) {
+    conv_mma::input_adjoint<Bf16Inputs>(gy, w, bias, op, p_op, q_op, x, g);
 }
-__global__ void conv2d_input_adjoint_mma_bf16_f32(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, float *x, ConvShape g) {
-    conv_mma::input_adjoint<Bf16Inputs>(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_mma_bf16_f32(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        float *x, ConvShape g) {
+    conv_mma::input_adjoint<Bf16Inputs>(gy, w, bias, op, p_op, q_op, x, g);
 }
-__global__ void conv2d_input_adjoint_mma_f16(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, unsigned short *x, ConvShape g) {
-    conv_mma::input_adjoint<F16Inputs>(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_mma_f16(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        unsigned short *x, ConvShape g) {
+    conv_mma::input_adjoint<F16Inputs>(gy, w, bias, op, p_op, q_op, x, g);
 }
-__global__ void conv2d_input_adjoint_mma_f16_f32(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, float *x, ConvShape g) {
-    conv_mma::input_adjoint<F16Inputs>(gy, w, bias, x, g);
+__global__ void conv2d_input_adjoint_mma_f16_f32(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op, double p_op, double q_op,
+        float *x, ConvShape g) {
+    conv_mma::input_adjoint<F16Inputs>(gy, w, bias, op, p_op, q_op, x, g);
 }
 __global__ void conv2d_weight_grad_mma_bf16(const unsigned short *x, const unsigned short *gy, unsigned short *out, ConvShape g, int slice_len) {
     conv_mma::weight_grad<Bf16Inputs>(x, gy, out, g, slice_len);

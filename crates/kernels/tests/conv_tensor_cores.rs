@@ -13,6 +13,10 @@
 //! - `Storage`'s convolutions of 16-bit operands on a CUDA device: conv_mma.cu's kernels alone
 //!   (no casts), the CPU's half-rule results within one 16-bit step, the split weight gradient
 //!   the same bits from run to run;
+//! - an activation in the forward pass's and the adjoint's epilogue: applied to the f32 sum
+//!   (with the bias) before the one rounding, so the f32 output is the device's own activation
+//!   pass over the unactivated f32 output, bit for bit, the 16-bit output that rounded once, and
+//!   `Storage`'s 16-bit `act(conv + b)` one launch, within the half rule's bound of the CPU's;
 //! - empty convolutions launch nothing (or give the bias, for K = 0), and an output dtype the
 //!   kernels lack is the device's failure with a message, not a panic.
 //!
@@ -27,7 +31,7 @@ mod common;
 use common::{cuda_devices, random};
 use earthmover_kernels::cuda::device::GpuDevice;
 use earthmover_kernels::cuda::storage::GpuStorage;
-use earthmover_kernels::{ConvGeometry, DType, Device, Storage};
+use earthmover_kernels::{ConvGeometry, DType, Device, Storage, UnaryOp};
 use std::sync::{Mutex, MutexGuard};
 
 /// Held by every test: one counts a device's launches, which the others' would disturb.
@@ -197,15 +201,19 @@ fn mma_convolutions_match_the_cpus_f32_convolutions() {
                     assert_eq!(bits(&to_f64(half_out)), bits(&once), "{device} {what} {name}");
                 };
 
-                let f32_out = to_f64(x.conv2d_forward_mma(w, Some(bias_o), &g, DType::F32));
+                let f32_out = to_f64(x.conv2d_forward_mma(w, Some(bias_o), None, &g, DType::F32));
                 let what = format!("{device} forward {name}");
                 assert_within(&what, &f32_out, &forward, &magnitudes[0], forward_terms, (0.0, 0.0));
-                check_rounding("forward", &f32_out, x.conv2d_forward_mma(w, Some(bias_o), &g, dtype));
+                check_rounding(
+                    "forward",
+                    &f32_out,
+                    x.conv2d_forward_mma(w, Some(bias_o), None, &g, dtype),
+                );
 
-                let f32_out = to_f64(gy.conv2d_input_adjoint_mma(w, Some(bias_c), &g, DType::F32));
+                let f32_out = to_f64(gy.conv2d_input_adjoint_mma(w, Some(bias_c), None, &g, DType::F32));
                 let what = format!("{device} input adjoint {name}");
                 assert_within(&what, &f32_out, &adjoint, &magnitudes[1], adjoint_terms, (0.0, 0.0));
-                let half_out = gy.conv2d_input_adjoint_mma(w, Some(bias_c), &g, dtype);
+                let half_out = gy.conv2d_input_adjoint_mma(w, Some(bias_c), None, &g, dtype);
                 check_rounding("input adjoint", &f32_out, half_out);
 
                 for slices in [1, 2, 3, 7, GpuStorage::weight_grad_slices(&g)] {
@@ -279,6 +287,101 @@ fn half_storage_convolutions_on_a_cuda_device_are_the_mma_kernels_alone() {
     }
 }
 
+/// One of the forward pass and the adjoint with an activation (or none), into an output dtype.
+type MmaPass<'a> = dyn Fn(Option<UnaryOp>, DType) -> GpuStorage + 'a;
+
+/// An activation in the epilogue acts on the f32 sum before the one rounding: with an f32
+/// output it is the device's own activation pass over the f32 convolution, bit for bit; with a
+/// 16-bit output, that rounded once (not the activation of a rounded sum, rounded again). Through
+/// `Storage`, a 16-bit `act(conv + b)` is one launch, within the half rule's bound of the CPU's
+/// (which applies the activation in f32 before its one rounding too).
+#[test]
+fn mma_epilogue_activations_act_before_the_one_rounding() {
+    let _device = lock_device();
+    let activations = [UnaryOp::LeakyRelu(0.2), UnaryOp::Relu, UnaryOp::Tanh];
+    for device in cuda_devices() {
+        let gpu_device = GpuDevice::get(device).unwrap();
+        for (seed, g) in [geometries()[0], geometries()[3]].into_iter().enumerate() {
+            for dtype in HALVES {
+                let case = Case::new(dtype, g, 200 + seed as u64);
+                let on = |v: &[f64]| case.on(v, dtype, device);
+                let (x, w, gy) = (on(&case.x), on(&case.w), on(&case.gy));
+                let (bias_o, bias_c) = (on(&case.bias_o), on(&case.bias_c));
+                let bits = |s: GpuStorage| {
+                    Storage::Cuda(s)
+                        .to_f64_vec()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                for op in activations {
+                    let what = format!("{device} {op:?} {}", case.name());
+                    let passes: [(&str, &MmaPass); 2] = [
+                        ("forward", &|act, out| {
+                            gpu(&x).conv2d_forward_mma(gpu(&w), Some(gpu(&bias_o)), act, &g, out)
+                        }),
+                        ("adjoint", &|act, out| {
+                            gpu(&gy).conv2d_input_adjoint_mma(gpu(&w), Some(gpu(&bias_c)), act, &g, out)
+                        }),
+                    ];
+                    for (pass, run) in passes {
+                        let fused = Storage::Cuda(run(Some(op), DType::F32)).to_f64_vec();
+                        let to_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        let separate = bits(run(None, DType::F32).unary(op));
+                        assert_eq!(to_bits(&fused), separate, "{what} {pass}: f32 output");
+                        let half = bits(run(Some(op), dtype));
+                        assert_eq!(
+                            half,
+                            to_bits(&rounded(&fused, dtype)),
+                            "{what} {pass}: the f32 output rounded once"
+                        );
+                    }
+
+                    let before = gpu_device.launch_histogram();
+                    let got = [
+                        x.conv2d_forward(&w, Some(&bias_o), Some(op), &g),
+                        gy.conv2d_input_adjoint(&w, Some(&bias_c), Some(op), &g),
+                    ];
+                    let launched = gpu_device.launch_histogram().since(&before);
+                    let mut counted: Vec<(String, u64)> = launched
+                        .by_count()
+                        .into_iter()
+                        .map(|(k, n)| (k.to_string(), n))
+                        .collect();
+                    counted.sort();
+                    let mut expected = vec![
+                        (format!("conv2d_forward_mma_{dtype}"), 1),
+                        (format!("conv2d_input_adjoint_mma_{dtype}"), 1),
+                    ];
+                    expected.sort();
+                    assert_eq!(counted, expected, "{what}: one launch each");
+
+                    let cpu = |v: &[f64]| case.on(v, dtype, Device::Cpu);
+                    let want = [
+                        cpu(&case.x).conv2d_forward(&cpu(&case.w), Some(&cpu(&case.bias_o)), Some(op), &g),
+                        cpu(&case.gy).conv2d_input_adjoint(&cpu(&case.w), Some(&cpu(&case.bias_c)), Some(op), &g),
+                    ];
+                    let magnitudes = case.run(DType::F64, Device::Cpu, true);
+                    let (half_step, tiny) = half_rounding(dtype);
+                    for (i, terms) in case.terms().into_iter().take(2).enumerate() {
+                        let (got, want) = (got[i].to_f64_vec(), want[i].to_f64_vec());
+                        for (j, (&got, &want)) in got.iter().zip(&want).enumerate() {
+                            // As without an activation: these activations are 1-Lipschitz, so
+                            // the sums' bound carries through them.
+                            let step = 2.0 * half_step * got.abs().max(want.abs()) + 2.0 * tiny;
+                            let tolerance = step + 2.0 * (terms as f64 + 66.0) * F32_EPS * magnitudes[i][j];
+                            assert!(
+                                (got - want).abs() <= tolerance,
+                                "{what} pass {i} [{j}]: gpu {got}, cpu {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The split weight gradient adds its slices in a fixed order: the same bits from run to run.
 #[test]
 fn split_mma_weight_grads_repeat_bit_for_bit() {
@@ -337,7 +440,7 @@ fn an_output_dtype_the_kernels_lack_is_the_devices_failure() {
         let case = Case::new(DType::BF16, g, 3);
         let on = |v: &[f64]| case.on(v, DType::BF16, Device::CudaEmulator);
         let (x, w) = (on(&case.x), on(&case.w));
-        let y = gpu(&x).conv2d_forward_mma(gpu(&w), None, &g, DType::F64);
+        let y = gpu(&x).conv2d_forward_mma(gpu(&w), None, None, &g, DType::F64);
         let failure = Storage::Cuda(y).try_to_f64_vec().unwrap_err();
         eprintln!("the read's error: {failure}");
         return;

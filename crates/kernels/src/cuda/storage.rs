@@ -430,20 +430,10 @@ impl GpuStorage {
         }
     }
 
-    /// `op(self)` as a pass of its own, or `self` without one: the activation of a 16-bit
-    /// convolution, whose conv_mma.cu epilogue has none yet.
-    fn then_activation(self, op: Option<UnaryOp>) -> GpuStorage {
-        match op {
-            Some(op) => self.unary(op),
-            None => self,
-        }
-    }
-
     /// `activation(conv2d + bias)` with an optional bias `[O]` and activation, one launch
     /// (conv.cu's implicit GEMM, both in its epilogue): `self` `[N, C, H, W]`, `weight`
-    /// `[O, C, kh, kw]`. 16-bit operands take conv_mma.cu's kernel, whose epilogue has the bias
-    /// only: their activation is a pass of its own (rounded after the convolution, as the
-    /// unfused ops round).
+    /// `[O, C, kh, kw]`. 16-bit operands take conv_mma.cu's tensor-core kernel, whose epilogue
+    /// does the same in f32 before its one rounding (as the CPU's 16-bit convolutions).
     pub fn conv2d_forward(
         &self,
         weight: &GpuStorage,
@@ -452,9 +442,7 @@ impl GpuStorage {
         g: &ConvGeometry,
     ) -> GpuStorage {
         if self.dtype().is_half() {
-            return self
-                .conv2d_forward_mma(weight, bias, g, self.dtype())
-                .then_activation(activation);
+            return self.conv2d_forward_mma(weight, bias, activation, g, self.dtype());
         }
         self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
@@ -491,9 +479,7 @@ impl GpuStorage {
         g: &ConvGeometry,
     ) -> GpuStorage {
         if self.dtype().is_half() {
-            return self
-                .conv2d_input_adjoint_mma(weight, bias, g, self.dtype())
-                .then_activation(activation);
+            return self.conv2d_input_adjoint_mma(weight, bias, activation, g, self.dtype());
         }
         self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;

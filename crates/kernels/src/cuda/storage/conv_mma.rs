@@ -6,24 +6,27 @@
 
 use super::{suffix, GpuStorage, SliceSum};
 use crate::cuda::device::Arg;
+use crate::cuda::fused::unary_args;
 use crate::cuda::shapes::ConvShape;
 use crate::cuda::LaunchShape;
 use crate::storage::DType;
-use crate::ConvGeometry;
+use crate::{ConvGeometry, UnaryOp};
 
 /// conv_mma.cu's K slice: a split weight gradient's slices are whole multiples of it.
 const MMA_SLICE: usize = 32;
 
 impl GpuStorage {
-    /// conv2d of 16-bit operands with an optional bias `[O]` (all of one 16-bit dtype), one
-    /// launch of conv_mma.cu's `conv2d_forward_mma`: `self` `[N, C, H, W]`, `weight`
-    /// `[O, C, kh, kw]`, the output in `out`: f32, or the operands' dtype (rounded once). Another
+    /// `activation(conv2d + bias)` of 16-bit operands with an optional bias `[O]` (all of one
+    /// 16-bit dtype) and activation, one launch of conv_mma.cu's `conv2d_forward_mma`: `self`
+    /// `[N, C, H, W]`, `weight` `[O, C, kh, kw]`, the bias and the activation applied to the f32
+    /// sums, the output in `out`: f32, or the operands' dtype (rounded once). Another
     /// `out`, or operands that are not 16-bit, become the device's failure (read back by its next
     /// read), as a geometry past the kernels' 32-bit indices does.
     pub fn conv2d_forward_mma(
         &self,
         weight: &GpuStorage,
         bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
         g: &ConvGeometry,
         out: DType,
     ) -> GpuStorage {
@@ -33,17 +36,21 @@ impl GpuStorage {
             pixels: g.batch * g.out_h * g.out_w,
             channels: g.out_channels,
         };
-        self.conv_pass_mma(pass, weight, bias, g, out, |x, w, b| x.conv2d_forward(w, b, None, g))
+        self.conv_pass_mma(pass, weight, bias, activation, g, out, |x, w, b| {
+            x.conv2d_forward(w, b, activation, g)
+        })
     }
 
-    /// The adjoint of conv2d in its input (conv_transpose2d's forward pass) of 16-bit operands
-    /// with an optional bias `[C]`, one launch of conv_mma.cu's `conv2d_input_adjoint_mma`:
+    /// `activation(conv2d^T + bias)`: the adjoint of conv2d in its input (conv_transpose2d's
+    /// forward pass) of 16-bit operands with an optional bias `[C]` and activation, one launch of
+    /// conv_mma.cu's `conv2d_input_adjoint_mma`:
     /// `self` `[N, O, Ho, Wo]`, `weight` `[O, C, kh, kw]`, the output in `out` as
     /// [`Self::conv2d_forward_mma`].
     pub fn conv2d_input_adjoint_mma(
         &self,
         weight: &GpuStorage,
         bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
         g: &ConvGeometry,
         out: DType,
     ) -> GpuStorage {
@@ -53,18 +60,21 @@ impl GpuStorage {
             pixels: g.batch * g.in_h * g.in_w,
             channels: g.in_channels,
         };
-        self.conv_pass_mma(pass, weight, bias, g, out, |y, w, b| {
-            y.conv2d_input_adjoint(w, b, None, g)
+        self.conv_pass_mma(pass, weight, bias, activation, g, out, |y, w, b| {
+            y.conv2d_input_adjoint(w, b, activation, g)
         })
     }
 
     /// The forward pass or the adjoint (`pass`), which differ only in their kernel and output
-    /// shape: one launch, or `f32_kernel` between casts on a GPU without tensor cores.
+    /// shape: one launch, or `f32_kernel` (which applies `activation` too) between casts on a
+    /// GPU without tensor cores.
+    #[allow(clippy::too_many_arguments)]
     fn conv_pass_mma(
         &self,
         pass: MmaPass,
         weight: &GpuStorage,
         bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
         g: &ConvGeometry,
         out: DType,
         f32_kernel: impl FnOnce(&GpuStorage, &GpuStorage, Option<&GpuStorage>) -> GpuStorage,
@@ -80,6 +90,7 @@ impl GpuStorage {
         }
         let (result, shape) = self.mma_output(&kernel, out, len, g, 0);
         if let Some(shape) = shape {
+            let [code, p, q] = unary_args(activation);
             self.launch(
                 &mma_kernel(pass.family, self.dtype(), out),
                 LaunchShape::conv_tensor_cores(pass.pixels, pass.channels, 1),
@@ -87,6 +98,9 @@ impl GpuStorage {
                     self.ptr(),
                     weight.ptr(),
                     self.bias_ptr(bias, pass.op),
+                    code,
+                    p,
+                    q,
                     result.ptr(),
                     Arg::Conv(shape),
                 ],
