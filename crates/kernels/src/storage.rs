@@ -461,8 +461,17 @@ impl Storage {
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
-        if let Some(half) = Storage::half_to_widen(&[self]) {
-            return self.widened().unary(op).cast(half);
+        // 16-bit on the CPU: the half rule a block at a time (the widened op's bits).
+        match self {
+            Storage::Cpu(CpuStorage::BF16(x)) => {
+                crate::cpu::denormals::sync_this_thread();
+                return Storage::Cpu(CpuStorage::BF16(elementwise::unary_half(op, x)));
+            }
+            Storage::Cpu(CpuStorage::F16(x)) => {
+                crate::cpu::denormals::sync_this_thread();
+                return Storage::Cpu(CpuStorage::F16(elementwise::unary_half(op, x)));
+            }
+            _ => {}
         }
         if let Storage::Cuda(g) = self {
             return Storage::Cuda(g.unary(op));
@@ -478,6 +487,20 @@ impl Storage {
         other_shape: &[usize],
         out_shape: &[usize],
     ) -> Storage {
+        // 16-bit operands of one shape on the CPU: the half rule a block at a time (the widened
+        // op's bits); broadcasts widen the operands whole.
+        if shape == other_shape && shape == out_shape {
+            crate::cpu::denormals::sync_this_thread();
+            match (self, other) {
+                (Storage::Cpu(CpuStorage::BF16(a)), Storage::Cpu(CpuStorage::BF16(b))) => {
+                    return Storage::Cpu(CpuStorage::BF16(elementwise::binary_half(op, a, b)));
+                }
+                (Storage::Cpu(CpuStorage::F16(a)), Storage::Cpu(CpuStorage::F16(b))) => {
+                    return Storage::Cpu(CpuStorage::F16(elementwise::binary_half(op, a, b)));
+                }
+                _ => {}
+            }
+        }
         if let Some(half) = Storage::half_to_widen(&[self, other]) {
             return self
                 .widened()

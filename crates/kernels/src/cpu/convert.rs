@@ -59,6 +59,14 @@ pub fn f32_from_bf16(src: &[bf16]) -> Vec<f32> {
     unsafe { assume_init_vec(out) }
 }
 
+/// Every value of `src` widened to f32 into `out` (of the same length), on this thread.
+pub fn f32_from_bf16_into(src: &[bf16], out: &mut [f32]) {
+    assert_eq!(src.len(), out.len(), "f32_from_bf16_into: lengths differ");
+    // SAFETY: `MaybeUninit<f32>` has f32's layout; `Widen` only writes.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    dispatch(active_path(), Widen { src, out });
+}
+
 /// `f` on matching chunks of `src` and `out`, in parallel when they are large.
 fn for_chunks<A: Sync, B: Send>(src: &[A], out: &mut [MaybeUninit<B>], f: impl Fn(&[A], &mut [MaybeUninit<B>]) + Sync) {
     if src.len() >= PARALLEL_THRESHOLD {

@@ -1,6 +1,7 @@
 //! Elementwise kernels: unary maps (activations, their derivative masks, scalar arithmetic) and
 //! binary ops with NumPy broadcasting.
 
+use super::conv::bf16::HalfFloat;
 use super::{assume_init_vec, uninit_vec, PARALLEL_THRESHOLD};
 use crate::op::{BinaryOp, UnaryOp};
 use crate::shape::broadcast_strides;
@@ -147,7 +148,7 @@ const CHUNK: usize = 4096;
 /// A vector of `len` elements computed in place, without zeroing it first: `fill(start, out)`
 /// must write every slot of `out`, elements `start..start + out.len()`; it is called on chunks
 /// in parallel when `len` is large.
-fn written_once<T: Element>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+fn written_once<T: Send>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut out = uninit_vec(len);
     if len >= PARALLEL_THRESHOLD {
         out.par_chunks_mut(CHUNK)
@@ -219,6 +220,30 @@ impl BinaryOp {
     }
 }
 
+/// `$run(f)`, with `f` the closure `|x, y| op(x, y)` for `$op`'s variant: as
+/// [`with_unary_fn`], one loop per variant, each free of the per-element `match`.
+macro_rules! with_binary_fn {
+    ($op:expr, $run:expr) => {{
+        use BinaryOp as B;
+        match $op {
+            B::Add => $run(|x, y| B::Add.apply(x, y)),
+            B::Sub => $run(|x, y| B::Sub.apply(x, y)),
+            B::Mul => $run(|x, y| B::Mul.apply(x, y)),
+            B::Div => $run(|x, y| B::Div.apply(x, y)),
+            B::Maximum => $run(|x, y| B::Maximum.apply(x, y)),
+            B::Minimum => $run(|x, y| B::Minimum.apply(x, y)),
+            B::Gt => $run(|x, y| B::Gt.apply(x, y)),
+            B::Ge => $run(|x, y| B::Ge.apply(x, y)),
+            B::Lt => $run(|x, y| B::Lt.apply(x, y)),
+            B::Le => $run(|x, y| B::Le.apply(x, y)),
+            B::Eq => $run(|x, y| B::Eq.apply(x, y)),
+            B::ReluGrad => $run(|x, y| B::ReluGrad.apply(x, y)),
+            B::LeakyReluGrad(s) => $run(|x, y| B::LeakyReluGrad(s).apply(x, y)),
+            B::DivNonzero => $run(|x, y| B::DivNonzero.apply(x, y)),
+        }
+    }};
+}
+
 /// `out = op(a, b)` with NumPy broadcasting to `out_shape` (which the caller computed with
 /// [`crate::broadcast_shapes`]).
 pub fn binary<T: Element>(
@@ -229,25 +254,8 @@ pub fn binary<T: Element>(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<T> {
-    use BinaryOp as B;
-    // As in [`unary`]: one loop per variant, each free of the per-element `match`.
     let shapes = (a, a_shape, b, b_shape);
-    match op {
-        B::Add => zip_map(shapes, out_shape, |x, y| B::Add.apply(x, y)),
-        B::Sub => zip_map(shapes, out_shape, |x, y| B::Sub.apply(x, y)),
-        B::Mul => zip_map(shapes, out_shape, |x, y| B::Mul.apply(x, y)),
-        B::Div => zip_map(shapes, out_shape, |x, y| B::Div.apply(x, y)),
-        B::Maximum => zip_map(shapes, out_shape, |x, y| B::Maximum.apply(x, y)),
-        B::Minimum => zip_map(shapes, out_shape, |x, y| B::Minimum.apply(x, y)),
-        B::Gt => zip_map(shapes, out_shape, |x, y| B::Gt.apply(x, y)),
-        B::Ge => zip_map(shapes, out_shape, |x, y| B::Ge.apply(x, y)),
-        B::Lt => zip_map(shapes, out_shape, |x, y| B::Lt.apply(x, y)),
-        B::Le => zip_map(shapes, out_shape, |x, y| B::Le.apply(x, y)),
-        B::Eq => zip_map(shapes, out_shape, |x, y| B::Eq.apply(x, y)),
-        B::ReluGrad => zip_map(shapes, out_shape, |x, y| B::ReluGrad.apply(x, y)),
-        B::LeakyReluGrad(s) => zip_map(shapes, out_shape, |x, y| B::LeakyReluGrad(s).apply(x, y)),
-        B::DivNonzero => zip_map(shapes, out_shape, |x, y| B::DivNonzero.apply(x, y)),
-    }
+    with_binary_fn!(op, |f| zip_map(shapes, out_shape, f))
 }
 
 /// Two operands with their shapes: `(a, a_shape, b, b_shape)`.
@@ -369,6 +377,49 @@ fn coalesce(shape: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, u
     dims
 }
 
+/// Elements a 16-bit op widens at a time: the f32 copies of a block stay in L1.
+const HALF_BLOCK: usize = 512;
+
+/// `out[i] = op(x[i])` of a 16-bit tensor by the half rule (widened to f32, the f32 op,
+/// rounded once), a block at a time: the bits of widening the whole tensor, [`unary`] in f32
+/// and the cast back, without the two f32 copies of it in memory.
+pub fn unary_half<H: HalfFloat>(op: UnaryOp, x: &[H]) -> Vec<H> {
+    with_unary_fn!(op, |f| map_half(x, f))
+}
+
+/// `out[i] = op(a[i], b[i])` of two 16-bit tensors of one shape by the half rule, a block at a
+/// time, as [`unary_half`]: the bits of [`binary`] in f32 between casts.
+pub fn binary_half<H: HalfFloat>(op: BinaryOp, a: &[H], b: &[H]) -> Vec<H> {
+    assert_eq!(a.len(), b.len(), "binary_half: operands of one shape");
+    with_binary_fn!(op, |f| zip_map_half(a, b, f))
+}
+
+fn map_half<H: HalfFloat>(x: &[H], f: impl Fn(f32) -> f32 + Sync) -> Vec<H> {
+    written_once(x.len(), |start, out| {
+        let mut wide = [0f32; HALF_BLOCK];
+        for (i, out) in out.chunks_mut(HALF_BLOCK).enumerate() {
+            let (at, wide) = (start + i * HALF_BLOCK, &mut wide[..out.len()]);
+            H::widen_into(&x[at..at + wide.len()], wide);
+            wide.iter_mut().for_each(|v| *v = f(*v));
+            H::narrow_into(wide, out);
+        }
+    })
+}
+
+fn zip_map_half<H: HalfFloat>(a: &[H], b: &[H], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<H> {
+    written_once(a.len(), |start, out| {
+        let (mut wide_a, mut wide_b) = ([0f32; HALF_BLOCK], [0f32; HALF_BLOCK]);
+        for (i, out) in out.chunks_mut(HALF_BLOCK).enumerate() {
+            let (at, n) = (start + i * HALF_BLOCK, out.len());
+            let (wide_a, wide_b) = (&mut wide_a[..n], &mut wide_b[..n]);
+            H::widen_into(&a[at..at + n], wide_a);
+            H::widen_into(&b[at..at + n], wide_b);
+            wide_a.iter_mut().zip(&*wide_b).for_each(|(x, &y)| *x = f(*x, y));
+            H::narrow_into(wide_a, out);
+        }
+    })
+}
+
 /// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`; all three of one shape.
 pub fn where_cond<T: Element>(cond: &[T], a: &[T], b: &[T]) -> Vec<T> {
     cond.iter()
@@ -456,5 +507,94 @@ mod tests {
         assert_eq!(out[2], 1000.0);
         let out = unary(UnaryOp::Sigmoid, &[-1000.0f32, 0.0, 1000.0]);
         assert_eq!(out, vec![0.0, 0.5, 1.0]);
+    }
+}
+
+/// The 16-bit block paths against the whole-tensor half rule (widen, the f32 kernel, round
+/// once), bit for bit: every op, bf16 and f16, lengths below and past a block and past the
+/// parallel threshold (none a multiple of a block), values including zeros of both signs,
+/// infinities, NaN and subnormals of both formats.
+#[cfg(test)]
+mod half_tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    fn values<H: HalfFloat>(n: usize) -> Vec<H> {
+        let special = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-40,
+            -3e-39,
+            5e-8,
+            -1e-6,
+        ];
+        (0..n)
+            .map(|i| {
+                let v = if i % 7 == 3 {
+                    special[(i / 7) % special.len()]
+                } else {
+                    // Deterministic spread over signs and magnitudes.
+                    let x = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32;
+                    (x - 0.5) * 8.0
+                };
+                H::from_f32_rounded(v)
+            })
+            .collect()
+    }
+
+    fn bits<H: HalfFloat>(v: &[H]) -> Vec<u16> {
+        v.iter().map(|h| h.bits()).collect()
+    }
+
+    fn check<H: HalfFloat>() {
+        let unary_ops = [
+            UnaryOp::Neg,
+            UnaryOp::Exp,
+            UnaryOp::Log,
+            UnaryOp::Sqrt,
+            UnaryOp::Relu,
+            UnaryOp::LeakyRelu(0.2),
+            UnaryOp::Tanh,
+            UnaryOp::Sigmoid,
+            UnaryOp::Softplus,
+            UnaryOp::Pow(2.0),
+            UnaryOp::Pow(0.5),
+            UnaryOp::Clamp(-1.0, 1.0),
+            UnaryOp::MulScalar(0.3),
+            UnaryOp::GtScalar(0.0),
+        ];
+        let binary_ops = [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Maximum,
+            BinaryOp::Le,
+            BinaryOp::ReluGrad,
+            BinaryOp::LeakyReluGrad(0.2),
+            BinaryOp::DivNonzero,
+        ];
+        for n in [0, 1, 37, HALF_BLOCK + 3, PARALLEL_THRESHOLD + 4099] {
+            let (a, b): (Vec<H>, Vec<H>) = (values(n), values(n + 11)[11..].to_vec());
+            for op in unary_ops {
+                let whole = H::narrow_all(&unary(op, &H::widen_all(&a)));
+                assert_eq!(bits(&unary_half(op, &a)), bits(&whole), "{op:?} n = {n}");
+            }
+            for op in binary_ops {
+                let shape = [n];
+                let wide = binary(op, &H::widen_all(&a), &shape, &H::widen_all(&b), &shape, &shape);
+                let whole = H::narrow_all(&wide);
+                assert_eq!(bits(&binary_half(op, &a, &b)), bits(&whole), "{op:?} n = {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn half_blocks_give_the_widened_ops_bits() {
+        check::<bf16>();
+        check::<f16>();
     }
 }

@@ -39,6 +39,8 @@ pub trait HalfFloat: Copy + Send + Sync + 'static {
     /// `v` rounded to this format, to nearest-even.
     fn from_f32_rounded(v: f32) -> Self;
     fn widen_all(v: &[Self]) -> Vec<f32>;
+    /// `v` widened (exactly) into `out`, of the same length, on this thread.
+    fn widen_into(v: &[Self], out: &mut [f32]);
     fn narrow_all(v: &[f32]) -> Vec<Self>;
     /// `v` rounded into `out` on this thread (for parallel tasks).
     fn narrow_into(v: &[f32], out: &mut [MaybeUninit<Self>]) {
@@ -58,6 +60,9 @@ impl HalfFloat for bf16 {
     }
     fn widen_all(v: &[bf16]) -> Vec<f32> {
         crate::cpu::convert::f32_from_bf16(v)
+    }
+    fn widen_into(v: &[bf16], out: &mut [f32]) {
+        crate::cpu::convert::f32_from_bf16_into(v, out)
     }
     fn narrow_all(v: &[f32]) -> Vec<bf16> {
         crate::cpu::convert::bf16_from_f32(v)
@@ -79,9 +84,22 @@ impl HalfFloat for f16 {
         use half::slice::HalfFloatSliceExt;
         v.to_f32_vec()
     }
+    fn widen_into(v: &[f16], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        v.convert_to_f32_slice(out)
+    }
     fn narrow_all(v: &[f32]) -> Vec<f16> {
         use half::vec::HalfFloatVecExt;
         Vec::from_f32_slice(v)
+    }
+    /// As [`Self::narrow_all`] (the `half` crate's slice conversion, F16C where it can).
+    fn narrow_into(v: &[f32], out: &mut [MaybeUninit<f16>]) {
+        use half::slice::HalfFloatSliceExt;
+        assert_eq!(v.len(), out.len(), "narrow_into: lengths differ");
+        // SAFETY: `MaybeUninit<f16>` has f16's layout, and the conversion writes every element
+        // without reading any.
+        let out = unsafe { &mut *(out as *mut [MaybeUninit<f16>] as *mut [f16]) };
+        out.convert_from_f32_slice(v)
     }
 }
 
