@@ -222,7 +222,7 @@ stage nvrtc 60 "$bin/nvrtc" --nocapture
 stage gpu_parity 60 "$bin/gpu_parity" --nocapture
 stage gpu_training 90 "$bin/gpu_training" --nocapture
 # Each kernel against its CPU twin on GPU 0, the tensor cores' fragment layout lane by lane first.
-for t in tensor_cores conv_tensor_cores cuda_kernels fused_kernels half_kernels device_counters device_failure; do
+for t in tensor_cores conv_tensor_cores cuda_kernels conv_kernels fused_kernels half_kernels device_counters device_failure; do
   stage "$t" 60 "$bin/$t" --nocapture --test-threads=1
 done
 # The figures: our kernels and step, then PyTorch's on the same GPU.
