@@ -37,7 +37,7 @@
 // more. Every kernel comes in f32 and f64.
 //
 // Tests (the emulator runs this file on the CPU; NVRTC compiles it for sm_80 and sm_90):
-//   cargo test -p earthmover-kernels --features emulator --test cuda_kernels conv
+//   cargo test -p earthmover-kernels --features emulator --test conv_kernels
 //   cargo test -p earthmover-kernels --test nvrtc
 
 #include "common.cuh"

@@ -28,7 +28,7 @@
 
 mod common;
 
-use common::{cuda_devices, random};
+use common::{cuda_devices, geometry, random};
 use earthmover_kernels::cuda::device::GpuDevice;
 use earthmover_kernels::cuda::storage::GpuStorage;
 use earthmover_kernels::{ConvGeometry, DType, Device, Storage, UnaryOp};
@@ -43,19 +43,6 @@ fn lock_device() -> MutexGuard<'static, ()> {
 
 const F32_EPS: f64 = f32::EPSILON as f64;
 const HALVES: [DType; 2] = [DType::BF16, DType::F16];
-
-/// Input `[batch, c, h, w]`, `o` output channels, (h, w) pairs of kernel, stride, padding and
-/// dilation.
-fn geometry(
-    [batch, c, h, w]: [usize; 4],
-    o: usize,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-    dilation: (usize, usize),
-) -> ConvGeometry {
-    ConvGeometry::conv2d([batch, c, h, w], [o, c, kernel.0, kernel.1], stride, padding, dilation).unwrap()
-}
 
 /// Odd geometries: no channel count a multiple of an mma fragment (16 of k, 8 of n), no
 /// pixel count a multiple of a tile.

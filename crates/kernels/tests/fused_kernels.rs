@@ -2,7 +2,8 @@
 //! `padded_copy`, elementwise.cu's `lerp`, through the `Storage` methods of the same names)
 //! against the CPU's unfused ops, and bit for bit against the unfused kernels they replace:
 //! odd sizes, several blocks of outputs, reductions over inner, outer and strided dims,
-//! broadcasts along every dim.
+//! broadcasts along every dim. A broadcast past the kernels' 8 dims is the device's failure,
+//! with a message, not a panic.
 //!
 //! `cargo test -p earthmover-kernels --features emulator --test fused_kernels`
 
@@ -228,5 +229,54 @@ fn binary_activated_matches_the_binary_then_the_unary_kernel_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+/// A broadcast past the kernels' 8 dims (a binary op, a lerp, a bias add with its activation,
+/// of 9-dim tensors) is the device's failure with a message, returned by the next read, never
+/// a panic; each in a child process, since the failure is the device's for the rest of it.
+#[cfg(feature = "emulator")]
+#[test]
+fn broadcasts_past_8_dims_are_the_devices_failure() {
+    const CHILD: &str = "EARTHMOVER_TEST_BROADCAST_PAST_8_DIMS";
+    let test = "broadcasts_past_8_dims_are_the_devices_failure";
+    let shape = [2, 1, 3, 1, 2, 1, 1, 2, 3];
+    let weight_shape = [2, 1, 1, 1, 1, 1, 1, 1, 1];
+    if let Ok(op) = std::env::var(CHILD) {
+        let device = Device::CudaEmulator;
+        let n = shape.iter().product();
+        let (a, b) = (
+            on(&random(n, 190), DType::F32, device),
+            on(&random(n, 191), DType::F32, device),
+        );
+        let w = on(&random(2, 192), DType::F32, device);
+        let out = match op.as_str() {
+            "binary" => a.binary(BinaryOp::Add, &shape, &w, &weight_shape, &shape),
+            "lerp" => a.lerp(&b, &w, &shape, &weight_shape),
+            "binary_activated" => a.binary_activated(BinaryOp::Add, &shape, &w, &weight_shape, &shape, UnaryOp::Relu),
+            other => unreachable!("{other}"),
+        };
+        eprintln!("the read's error: {}", out.try_to_f64_vec().unwrap_err());
+        return;
+    }
+    for (op, name) in [
+        ("binary", "binary op"),
+        ("lerp", "lerp"),
+        ("binary_activated", "binary op with an activation"),
+    ] {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, op)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert!(child.status.success(), "{op}: the child panicked: {stderr}");
+        let message = format!("the read's error: {name} on a GPU supports at most 8 dims; got 9");
+        assert!(
+            stderr.contains(&message)
+                && stderr.contains("[2, 1, 1, 1, 1, 1, 1, 1, 1]")
+                && stderr.contains("cuda-emulator"),
+            "{op}: {stderr}"
+        );
     }
 }

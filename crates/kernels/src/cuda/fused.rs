@@ -7,7 +7,7 @@
 //! instead of at each op).
 
 use super::device::Arg;
-use super::shapes::{BroadcastShape, PadShape, ReduceShape, StridedShape};
+use super::shapes::{PadShape, ReduceShape, StridedShape};
 use super::storage::GpuStorage;
 use super::LaunchShape;
 use crate::op::{BinaryOp, UnaryOp};
@@ -101,7 +101,9 @@ impl GpuStorage {
         self.check_same(weight, "lerp");
         let n: usize = shape.iter().product();
         let out = self.new_output(self.dtype(), n);
-        let s = BroadcastShape::new(shape, weight_shape, shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.broadcast_shape("lerp", shape, weight_shape, shape) else {
+            return out;
+        };
         self.launch(
             &self.kernel("lerp"),
             LaunchShape::elementwise(n),
@@ -131,7 +133,9 @@ impl GpuStorage {
         self.check_same(other, "binary op");
         let n: usize = out_shape.iter().product();
         let out = self.new_output(self.dtype(), n);
-        let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.broadcast_shape("binary op with an activation", shape, other_shape, out_shape) else {
+            return out;
+        };
         let [code, p, q] = unary_args(Some(act));
         self.launch(
             &self.kernel("binary_activated"),

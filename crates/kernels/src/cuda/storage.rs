@@ -7,7 +7,9 @@
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::fused::unary_args;
 use super::matmul::MatmulKernel;
-use super::shapes::{BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS};
+use super::shapes::{
+    BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS, MAX_RANK,
+};
 use super::LaunchShape;
 use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
 use crate::storage::{CpuStorage, DType};
@@ -118,6 +120,28 @@ impl GpuStorage {
             other.dtype(),
             other.device.device
         );
+    }
+
+    /// `a_shape` and `b_shape` broadcast to `out_shape` for elementwise.cu's kernels, or, past
+    /// their [`MAX_RANK`] dims, `None`, the refusal kept as the device's failure (the op has no
+    /// error path; the next read returns the message) and nothing to launch.
+    pub(super) fn broadcast_shape(
+        &self,
+        op: &str,
+        a_shape: &[usize],
+        b_shape: &[usize],
+        out_shape: &[usize],
+    ) -> Option<BroadcastShape> {
+        let s = BroadcastShape::new(a_shape, b_shape, out_shape);
+        if s.is_none() {
+            self.device.record_failure(format!(
+                "{op} on a GPU supports at most {MAX_RANK} dims; got {} ({a_shape:?} and {b_shape:?} broadcast to \
+                 {out_shape:?} on {})",
+                out_shape.len(),
+                self.device.device
+            ));
+        }
+        s
     }
 
     /// Launch on this storage's device; the arguments are built by the callers below from
@@ -278,7 +302,9 @@ impl GpuStorage {
         self.check_same(other, "binary op");
         let n: usize = out_shape.iter().product();
         let out = self.new_output(self.dtype(), n);
-        let s = BroadcastShape::new(shape, other_shape, out_shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.broadcast_shape("binary op", shape, other_shape, out_shape) else {
+            return out;
+        };
         let (code, parameter) = (op.code(), op.parameter());
         self.launch(
             &self.kernel("binary"),
