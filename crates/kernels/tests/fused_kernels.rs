@@ -1,9 +1,10 @@
 //! The fused kernels (reduce.cu's `reduce_sum_mapped`, layout.cu's `strided_unary` and
-//! `padded_copy`, elementwise.cu's `lerp`, through the `Storage` methods of the same names)
-//! against the CPU's unfused ops, and bit for bit against the unfused kernels they replace:
-//! odd sizes, several blocks of outputs, reductions over inner, outer and strided dims,
-//! broadcasts along every dim. A broadcast past the kernels' 8 dims is the device's failure,
-//! with a message, not a panic.
+//! `padded_copy`, elementwise.cu's `lerp` and `binary_activated`, through the `Storage` methods
+//! of the same names) against the CPU's unfused ops, and bit for bit against the unfused
+//! kernels they replace: odd sizes, several blocks of outputs, reductions over inner, outer and
+//! strided dims, broadcasts along every dim. An op past the kernels' 8 dims (a broadcast, a
+//! reduction, a strided copy or write, a pad; fused or not) is the device's failure, with a
+//! message, not a panic.
 //!
 //! `cargo test -p earthmover-kernels --features emulator --test fused_kernels`
 
@@ -232,16 +233,24 @@ fn binary_activated_matches_the_binary_then_the_unary_kernel_bit_for_bit() {
     }
 }
 
-/// A broadcast past the kernels' 8 dims (a binary op, a lerp, a bias add with its activation,
-/// of 9-dim tensors) is the device's failure with a message, returned by the next read, never
-/// a panic; each in a child process, since the failure is the device's for the rest of it.
+/// An op past the kernels' 8 dims is the device's failure with a message naming the op and
+/// the shapes, returned by the next read, never a panic: a broadcast (a binary op, a lerp, a
+/// bias add with its activation), a reduction (a sum, in bf16 too, a max, a mean's fused sum),
+/// a strided copy (a permute, a mean's gradient), a strided write and a pad, of 9-dim tensors.
+/// Each in a child process, since the failure is the device's for the rest of it.
 #[cfg(feature = "emulator")]
 #[test]
-fn broadcasts_past_8_dims_are_the_devices_failure() {
-    const CHILD: &str = "EARTHMOVER_TEST_BROADCAST_PAST_8_DIMS";
-    let test = "broadcasts_past_8_dims_are_the_devices_failure";
+fn ops_past_8_dims_are_the_devices_failure() {
+    const CHILD: &str = "EARTHMOVER_TEST_OPS_PAST_8_DIMS";
+    let test = "ops_past_8_dims_are_the_devices_failure";
     let shape = [2, 1, 3, 1, 2, 1, 1, 2, 3];
     let weight_shape = [2, 1, 1, 1, 1, 1, 1, 1, 1];
+    let kept = [1, 1, 3, 1, 2, 1, 1, 2, 1];
+    // The first and last dims swapped.
+    let permuted = [3, 1, 3, 1, 2, 1, 1, 2, 2];
+    let permuted_strides = [1, 36, 12, 12, 6, 6, 6, 3, 36];
+    let padded = [2, 1, 3, 1, 2, 1, 1, 2, 5];
+    let before = [0, 0, 0, 0, 0, 0, 0, 0, 1];
     if let Ok(op) = std::env::var(CHILD) {
         let device = Device::CudaEmulator;
         let n = shape.iter().product();
@@ -254,15 +263,49 @@ fn broadcasts_past_8_dims_are_the_devices_failure() {
             "binary" => a.binary(BinaryOp::Add, &shape, &w, &weight_shape, &shape),
             "lerp" => a.lerp(&b, &w, &shape, &weight_shape),
             "binary_activated" => a.binary_activated(BinaryOp::Add, &shape, &w, &weight_shape, &shape, UnaryOp::Relu),
+            "sum" => a.reduce(ReduceOp::Sum, &shape, &kept),
+            "sum_bf16" => a.cast(DType::BF16).reduce(ReduceOp::Sum, &shape, &kept),
+            "max" => a.reduce(ReduceOp::Max, &shape, &kept),
+            "mean" => a.sum_mapped(None, &shape, &kept, Some(UnaryOp::MulScalar(0.25))),
+            "permute" => a.strided_copy(0, &permuted_strides, &permuted),
+            "mean_gradient" => {
+                let strides = broadcast_strides(&weight_shape, &shape);
+                w.strided_unary(0, &strides, &shape, UnaryOp::MulScalar(0.25))
+            }
+            "strided_write" => {
+                let mut out = a.clone();
+                out.strided_write(0, &permuted_strides, &b, &permuted);
+                out
+            }
+            "pad" => a.padded_copy(&shape, &before, &padded, 0.0).unwrap(),
             other => unreachable!("{other}"),
         };
         eprintln!("the read's error: {}", out.try_to_f64_vec().unwrap_err());
         return;
     }
-    for (op, name) in [
-        ("binary", "binary op"),
-        ("lerp", "lerp"),
-        ("binary_activated", "binary op with an activation"),
+    let broadcast =
+        "[2, 1, 3, 1, 2, 1, 1, 2, 3] and [2, 1, 1, 1, 1, 1, 1, 1, 1] broadcast to [2, 1, 3, 1, 2, 1, 1, 2, 3]";
+    let reduced = "[2, 1, 3, 1, 2, 1, 1, 2, 3] reduced to [1, 1, 3, 1, 2, 1, 1, 2, 1]";
+    let view = "a view of shape [3, 1, 3, 1, 2, 1, 1, 2, 2], strides [1, 36, 12, 12, 6, 6, 6, 3, 36]";
+    let broadcast_view = "a view of shape [2, 1, 3, 1, 2, 1, 1, 2, 3], strides [1, 0, 0, 0, 0, 0, 0, 0, 0]";
+    let boxed =
+        "a box of shape [2, 1, 3, 1, 2, 1, 1, 2, 3] at [0, 0, 0, 0, 0, 0, 0, 0, 1] inside [2, 1, 3, 1, 2, 1, 1, 2, 5]";
+    for (op, name, what) in [
+        ("binary", "binary op", broadcast),
+        ("lerp", "lerp", broadcast),
+        ("binary_activated", "binary op with an activation", broadcast),
+        ("sum", "sum", reduced),
+        ("sum_bf16", "sum", reduced),
+        ("max", "max", reduced),
+        ("mean", "sum with an op before or after (a mean, a norm)", reduced),
+        ("permute", "strided copy", view),
+        (
+            "mean_gradient",
+            "strided copy with an op (a mean's gradient)",
+            broadcast_view,
+        ),
+        ("strided_write", "strided write", view),
+        ("pad", "pad", boxed),
     ] {
         let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", test, "--nocapture", "--test-threads=1"])
@@ -271,12 +314,8 @@ fn broadcasts_past_8_dims_are_the_devices_failure() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&child.stderr);
         assert!(child.status.success(), "{op}: the child panicked: {stderr}");
-        let message = format!("the read's error: {name} on a GPU supports at most 8 dims; got 9");
-        assert!(
-            stderr.contains(&message)
-                && stderr.contains("[2, 1, 1, 1, 1, 1, 1, 1, 1]")
-                && stderr.contains("cuda-emulator"),
-            "{op}: {stderr}"
-        );
+        let message =
+            format!("the read's error: {name} on a GPU supports at most 8 dims; got 9 ({what} on cuda-emulator");
+        assert!(stderr.contains(&message), "{op}: wanted {message:?} in {stderr}");
     }
 }

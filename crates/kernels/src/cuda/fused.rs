@@ -7,7 +7,6 @@
 //! instead of at each op).
 
 use super::device::Arg;
-use super::shapes::{PadShape, ReduceShape, StridedShape};
 use super::storage::GpuStorage;
 use super::LaunchShape;
 use crate::op::{BinaryOp, UnaryOp};
@@ -28,8 +27,10 @@ impl GpuStorage {
         out_shape: &[usize],
         after: Option<UnaryOp>,
     ) -> GpuStorage {
-        let s = ReduceShape::new(shape, out_shape).expect("a reduction of at most 8 dims");
         let out = self.new_output(self.dtype(), out_shape.iter().product());
+        let Some(s) = self.reduce_shape("sum with an op before or after (a mean, a norm)", shape, out_shape) else {
+            return out;
+        };
         if out.is_empty() {
             return out;
         }
@@ -58,7 +59,9 @@ impl GpuStorage {
     pub fn strided_unary(&self, offset: usize, strides: &[usize], shape: &[usize], op: UnaryOp) -> GpuStorage {
         let n: usize = shape.iter().product();
         let out = self.new_output(self.dtype(), n);
-        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.strided_shape("strided copy with an op (a mean's gradient)", offset, strides, shape) else {
+            return out;
+        };
         let [code, p, q] = unary_args(Some(op));
         self.launch(
             &self.kernel("strided_unary"),
@@ -78,11 +81,12 @@ impl GpuStorage {
         outer: &[usize],
         value: f64,
     ) -> Result<GpuStorage, String> {
-        let s = PadShape::new(inner, before, outer).ok_or_else(|| {
-            format!("padded_copy: a box of shape {inner:?} at {before:?} inside {outer:?}: at most 8 dims, inside")
-        })?;
+        let s = self.pad_shape("pad", inner, before, outer)?;
         let n: usize = outer.iter().product();
         let out = self.new_output(self.dtype(), n);
+        let Some(s) = s else {
+            return Ok(out);
+        };
         if n > 0 {
             self.launch(
                 &self.kernel("padded_copy"),

@@ -137,8 +137,7 @@ impl PadShape {
     /// `inner` at `before` inside `outer` (all of one rank, at most 8, the box inside).
     pub fn new(inner: &[usize], before: &[usize], outer: &[usize]) -> Option<PadShape> {
         let rank = inner.len();
-        let fits = (0..rank).all(|d| before[d].checked_add(inner[d]).is_some_and(|end| end <= outer[d]));
-        if rank > MAX_RANK || before.len() != rank || outer.len() != rank || !fits {
+        if rank > MAX_RANK || !PadShape::inside(inner, before, outer) {
             return None;
         }
         Some(PadShape {
@@ -147,6 +146,14 @@ impl PadShape {
             before: padded(before),
             inner: padded(inner),
         })
+    }
+
+    /// Whether a box of shape `inner` at `before` lies inside `outer` (all of one rank).
+    pub fn inside(inner: &[usize], before: &[usize], outer: &[usize]) -> bool {
+        let rank = inner.len();
+        before.len() == rank
+            && outer.len() == rank
+            && (0..rank).all(|d| before[d].checked_add(inner[d]).is_some_and(|end| end <= outer[d]))
     }
 }
 

@@ -8,7 +8,7 @@ use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::fused::unary_args;
 use super::matmul::MatmulKernel;
 use super::shapes::{
-    BroadcastShape, ConvShape, MatmulShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS, MAX_RANK,
+    BroadcastShape, ConvShape, MatmulShape, PadShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS, MAX_RANK,
 };
 use super::LaunchShape;
 use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
@@ -122,9 +122,19 @@ impl GpuStorage {
         );
     }
 
+    /// The refusal of a shape past the kernels' [`MAX_RANK`] dims, kept as the device's failure
+    /// (the ops have no error path; the next read returns the message), in one wording for
+    /// every shape kind: the op, the rank, `what` (the shapes involved) and the device.
+    fn fail_past_max_rank(&self, op: &str, rank: usize, what: std::fmt::Arguments) {
+        self.device.record_failure(format!(
+            "{op} on a GPU supports at most {MAX_RANK} dims; got {rank} ({what} on {})",
+            self.device.device
+        ));
+    }
+
     /// `a_shape` and `b_shape` broadcast to `out_shape` for elementwise.cu's kernels, or, past
-    /// their [`MAX_RANK`] dims, `None`, the refusal kept as the device's failure (the op has no
-    /// error path; the next read returns the message) and nothing to launch.
+    /// their [`MAX_RANK`] dims, `None`: the device's failure and nothing to launch (the caller
+    /// returns its output buffer unwritten).
     pub(super) fn broadcast_shape(
         &self,
         op: &str,
@@ -134,14 +144,65 @@ impl GpuStorage {
     ) -> Option<BroadcastShape> {
         let s = BroadcastShape::new(a_shape, b_shape, out_shape);
         if s.is_none() {
-            self.device.record_failure(format!(
-                "{op} on a GPU supports at most {MAX_RANK} dims; got {} ({a_shape:?} and {b_shape:?} broadcast to \
-                 {out_shape:?} on {})",
-                out_shape.len(),
-                self.device.device
-            ));
+            let what = format_args!("{a_shape:?} and {b_shape:?} broadcast to {out_shape:?}");
+            self.fail_past_max_rank(op, out_shape.len(), what);
         }
         s
+    }
+
+    /// `shape` reduced to `out_shape` for reduce.cu's kernels, or, past their [`MAX_RANK`]
+    /// dims, `None`: the device's failure and nothing to launch. Panics, as the CPU's
+    /// `reduce_to`, on an `out_shape` that is not `shape` with some dims 1 (the callers'
+    /// error, not their users').
+    pub(super) fn reduce_shape(&self, op: &str, shape: &[usize], out_shape: &[usize]) -> Option<ReduceShape> {
+        if shape.len() > MAX_RANK {
+            self.fail_past_max_rank(op, shape.len(), format_args!("{shape:?} reduced to {out_shape:?}"));
+            return None;
+        }
+        let s = ReduceShape::new(shape, out_shape);
+        Some(s.unwrap_or_else(|| panic!("{op}: {shape:?} cannot be reduced to {out_shape:?} (each dim equal or 1)")))
+    }
+
+    /// The strided view `(offset, strides, shape)` for layout.cu's kernels, or, past their
+    /// [`MAX_RANK`] dims, `None`: the device's failure and nothing to launch. Panics on
+    /// `strides` of another rank than `shape` (the callers' error, not their users').
+    pub(super) fn strided_shape(
+        &self,
+        op: &str,
+        offset: usize,
+        strides: &[usize],
+        shape: &[usize],
+    ) -> Option<StridedShape> {
+        if shape.len() > MAX_RANK {
+            let what = format_args!("a view of shape {shape:?}, strides {strides:?}");
+            self.fail_past_max_rank(op, shape.len(), what);
+            return None;
+        }
+        let s = StridedShape::new(offset, strides, shape);
+        Some(s.unwrap_or_else(|| panic!("{op}: strides {strides:?} for a view of shape {shape:?}")))
+    }
+
+    /// A box of shape `inner` at `before` inside `outer` for layout.cu's `padded_copy`, or,
+    /// past its [`MAX_RANK`] dims, `Ok(None)`: the device's failure and nothing to launch. A
+    /// box not inside `outer` is an error, of any rank.
+    pub(super) fn pad_shape(
+        &self,
+        op: &str,
+        inner: &[usize],
+        before: &[usize],
+        outer: &[usize],
+    ) -> Result<Option<PadShape>, String> {
+        if !PadShape::inside(inner, before, outer) {
+            return Err(format!(
+                "{op}: a box of shape {inner:?} at {before:?} is not inside {outer:?}"
+            ));
+        }
+        if outer.len() > MAX_RANK {
+            let what = format_args!("a box of shape {inner:?} at {before:?} inside {outer:?}");
+            self.fail_past_max_rank(op, outer.len(), what);
+            return Ok(None);
+        }
+        Ok(PadShape::new(inner, before, outer))
     }
 
     /// Launch on this storage's device; the arguments are built by the callers below from
@@ -335,11 +396,13 @@ impl GpuStorage {
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], out_shape: &[usize]) -> GpuStorage {
-        let s = ReduceShape::new(shape, out_shape).expect("a reduction of at most 8 dims");
         let out = self.new_output(self.dtype(), out_shape.iter().product());
-        let family = match op {
-            ReduceOp::Sum => "reduce_sum",
-            ReduceOp::Max => "reduce_max",
+        let (family, name) = match op {
+            ReduceOp::Sum => ("reduce_sum", "sum"),
+            ReduceOp::Max => ("reduce_max", "max"),
+        };
+        let Some(s) = self.reduce_shape(name, shape, out_shape) else {
+            return out;
         };
         if out.is_empty() {
             return out;
@@ -355,7 +418,9 @@ impl GpuStorage {
     pub fn strided_copy(&self, offset: usize, strides: &[usize], shape: &[usize]) -> GpuStorage {
         let n: usize = shape.iter().product();
         let out = self.new_output(self.dtype(), n);
-        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.strided_shape("strided copy", offset, strides, shape) else {
+            return out;
+        };
         self.launch(
             &self.kernel("strided_copy"),
             LaunchShape::elementwise(n),
@@ -367,7 +432,9 @@ impl GpuStorage {
     pub fn strided_write(&mut self, offset: usize, strides: &[usize], src: &GpuStorage, shape: &[usize]) {
         self.check_same(src, "strided_write");
         let n: usize = shape.iter().product();
-        let s = StridedShape::new(offset, strides, shape).expect("at most 8 dims on a GPU");
+        let Some(s) = self.strided_shape("strided write", offset, strides, shape) else {
+            return;
+        };
         self.launch(
             &self.kernel("strided_write"),
             LaunchShape::elementwise(n),
