@@ -233,6 +233,28 @@ impl Storage {
         }
     }
 
+    /// [`Self::full`] on a device that holds a tensor already (the device of an op's inputs),
+    /// where a failure is the device's, not the caller's: on a GPU a failed allocation or fill
+    /// is recorded and read back as an error by the next read (a lost buffer stands in), as
+    /// for every op's output; never a panic.
+    pub fn full_or_fail(value: f64, len: usize, dtype: DType, device: Device) -> Self {
+        if dtype.is_half() {
+            return Storage::full_or_fail(value, len, DType::F32, device).cast(dtype);
+        }
+        match device {
+            Device::Cpu => Storage::full(value, len, dtype, device).expect("the CPU is always available"),
+            gpu => Storage::Cuda(GpuStorage::full_or_fail(open_device(gpu), value, len, dtype)),
+        }
+    }
+
+    /// [`Self::for_overwrite`] as [`Self::full_or_fail`]: a failure is the device's.
+    pub fn for_overwrite_or_fail(len: usize, dtype: DType, device: Device) -> Self {
+        match device {
+            Device::Cpu => Storage::full_or_fail(0.0, len, dtype, device),
+            gpu => Storage::Cuda(GpuStorage::unwritten_or_fail(open_device(gpu), dtype, len)),
+        }
+    }
+
     /// `len` elements for the caller to overwrite whole: zeros on the CPU, unfilled elsewhere.
     pub fn for_overwrite(len: usize, dtype: DType, device: Device) -> Result<Self, String> {
         match device {
@@ -810,4 +832,10 @@ fn check_geometry(g: &ConvGeometry, op: &str) {
     if let Err(e) = g.check() {
         panic!("{op}: {e}");
     }
+}
+
+/// The GPU device of a tensor that exists: open since the tensor was made there, so `get`
+/// returns it from the registry and cannot fail.
+fn open_device(device: Device) -> std::sync::Arc<GpuDevice> {
+    GpuDevice::get(device).expect("a device that holds a tensor is open")
 }

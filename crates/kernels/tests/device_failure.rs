@@ -43,6 +43,16 @@ fn a_failure_inside_an_op_is_returned_by_the_next_read() {
         assert_eq!(after.try_to_f64_vec().unwrap_err(), first);
         assert_eq!(earlier.try_to_f64_vec().unwrap_err(), first);
         assert_eq!(Storage::full(0.0, 4, DType::F32, device).unwrap_err(), first);
+        // What the tensor ops make on their inputs' device (`full_like`, `concat`'s output, a
+        // scalar operand): no panic, a lost buffer whose read returns the error.
+        for dtype in [DType::F32, DType::BF16] {
+            let filled = Storage::full_or_fail(2.0, 3, dtype, device);
+            assert_eq!(filled.len(), 3);
+            assert_eq!(filled.try_to_f64_vec().unwrap_err(), first);
+            let unwritten = Storage::for_overwrite_or_fail(5, dtype, device);
+            assert_eq!(unwritten.len(), 5);
+            assert_eq!(unwritten.try_to_f64_vec().unwrap_err(), first);
+        }
         let normal = Distribution::Normal { mean: 0.0, std: 1.0 };
         assert_eq!(Storage::random(normal, 4, 0, 0, DType::F32, device).unwrap_err(), first);
         assert_eq!(earlier.to_device(Device::Cpu).unwrap_err(), first);

@@ -127,8 +127,7 @@ impl Tensor {
     }
 
     pub fn full_like(&self, value: f64) -> Tensor {
-        let storage =
-            Storage::full(value, self.numel(), self.dtype(), self.device()).expect("device of an existing tensor");
+        let storage = Storage::full_or_fail(value, self.numel(), self.dtype(), self.device());
         Tensor::constant(storage, self.shape().to_vec())
     }
 
@@ -483,7 +482,7 @@ impl Tensor {
             .zip(grads)
             .map(|(p, g)| match g {
                 Some(g) => g.storage(),
-                None => Arc::new(Storage::full(0.0, 0, p.dtype(), p.device()).expect("device of an existing tensor")),
+                None => Arc::new(Storage::full_or_fail(0.0, 0, p.dtype(), p.device())),
             })
             .collect();
         let mut state_guards: Vec<Vec<_>> = states

@@ -240,6 +240,31 @@ impl GpuStorage {
         Ok(out)
     }
 
+    /// [`Self::full`] for the ops on a device already open (that of an existing tensor): a
+    /// failed allocation or fill becomes the device's failure, read back as an error by the
+    /// next read, and a lost buffer of the same size stands in, as for every op's output.
+    pub fn full_or_fail(device: Arc<GpuDevice>, value: f64, len: usize, dtype: DType) -> GpuStorage {
+        let out = GpuStorage {
+            buffer: device.alloc_or_fail(dtype, len, InitialContents::Unwritten),
+            device,
+        };
+        if len > 0 {
+            let kernel = out.kernel("fill");
+            out.launch(
+                &kernel,
+                LaunchShape::elementwise(len),
+                &mut [out.ptr(), Arg::F64(value), Arg::I64(len as i64)],
+            );
+        }
+        out
+    }
+
+    /// [`Self::unwritten`] as [`Self::full_or_fail`]: a failure becomes the device's.
+    pub fn unwritten_or_fail(device: Arc<GpuDevice>, dtype: DType, len: usize) -> GpuStorage {
+        let buffer = device.alloc_or_fail(dtype, len, InitialContents::Unwritten);
+        GpuStorage { device, buffer }
+    }
+
     /// A buffer of `len` elements that the caller's kernels will write whole: no fill.
     pub fn unwritten(device: Arc<GpuDevice>, dtype: DType, len: usize) -> Result<GpuStorage, String> {
         let buffer = device.alloc(dtype, len, InitialContents::Unwritten)?;

@@ -2,7 +2,7 @@
 
 use crate::autograd::BackwardArgs;
 use crate::Tensor;
-use earthmover_kernels::{broadcast_shapes, BinaryOp, UnaryOp};
+use earthmover_kernels::{broadcast_shapes, BinaryOp, Storage, UnaryOp};
 
 impl Tensor {
     fn unary_op<F>(&self, op: UnaryOp, name: &'static str, backward: F) -> Tensor
@@ -469,11 +469,10 @@ macro_rules! std_op {
         impl std::ops::$trait<f64> for &Tensor {
             type Output = Tensor;
             fn $method(self, rhs: f64) -> Tensor {
-                self.$impl(
-                    &Tensor::scalar(rhs, self.dtype())
-                        .to_device(self.device())
-                        .expect("the device of an existing tensor"),
-                )
+                // The scalar filled where `self` is (a launch on a GPU, not an upload); a
+                // failure there is the device's, read back by the next read.
+                let rhs = Storage::full_or_fail(rhs, 1, self.dtype(), self.device());
+                self.$impl(&Tensor::constant(rhs, Vec::new()))
             }
         }
     };

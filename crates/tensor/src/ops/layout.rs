@@ -177,7 +177,7 @@ impl Tensor {
         let storage = self
             .storage()
             .padded_copy(self.shape(), before, &out_shape, value)
-            .expect("device of an existing tensor");
+            .expect("the box lies inside the padded shape, by construction");
         let offsets = before.to_vec();
         let in_shape = self.shape().to_vec();
         Tensor::from_op(storage, out_shape, "pad", &[self], move |a| {
@@ -230,8 +230,7 @@ impl Tensor {
         out_shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
         let strides = contiguous_strides(&out_shape);
         // The writes below cover the output whole: no fill first.
-        let mut storage = Storage::for_overwrite(numel(&out_shape), first.dtype(), first.device())
-            .expect("device of an existing tensor");
+        let mut storage = Storage::for_overwrite_or_fail(numel(&out_shape), first.dtype(), first.device());
         let mut starts = Vec::with_capacity(tensors.len());
         let mut start = 0;
         for t in tensors {
