@@ -149,8 +149,10 @@ pub fn active_path() -> SimdPath {
 }
 
 /// The rate of f32 multiply-adds this processor reaches on `path` with `threads` threads (each
-/// running twelve independent chains of vector multiply-adds for about a quarter of a
-/// second), in GFLOP/s (two per multiply-add): the ceiling the benchmarks compare kernels with.
+/// running twelve independent chains of vector multiply-adds), in GFLOP/s (two per
+/// multiply-add), the best of three windows of about a tenth of a second (a peak: another
+/// tenant on a shared machine only lowers a window): the ceiling the benchmarks compare
+/// kernels with.
 ///
 /// Panics if `path` is not supported here.
 pub fn fma_peak_gflops(path: SimdPath, threads: usize) -> f64 {
@@ -159,17 +161,21 @@ pub fn fma_peak_gflops(path: SimdPath, threads: usize) -> f64 {
         "fma_peak_gflops: the {path} path is not supported here"
     );
     const CHAINS: usize = 12;
-    let iterations: u64 = 2_000_000_000 / (CHAINS as u64 * path.f32_lanes() as u64);
-    let start = std::time::Instant::now();
-    let sum: f32 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| scope.spawn(move || fma_chains(path, iterations)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    });
-    std::hint::black_box(sum);
-    let flops = threads.max(1) as f64 * iterations as f64 * (CHAINS * path.f32_lanes() * 2) as f64;
-    flops / start.elapsed().as_secs_f64() / 1e9
+    // 12.5e9 multiply-adds a thread and window: 0.1 s at 250 GFLOP/s a core.
+    let iterations: u64 = 12_500_000_000 / (CHAINS as u64 * path.f32_lanes() as u64);
+    let window = || {
+        let start = std::time::Instant::now();
+        let sum: f32 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.max(1))
+                .map(|_| scope.spawn(move || fma_chains(path, iterations)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        std::hint::black_box(sum);
+        let flops = threads.max(1) as f64 * iterations as f64 * (CHAINS * path.f32_lanes() * 2) as f64;
+        flops / start.elapsed().as_secs_f64() / 1e9
+    };
+    (0..3).map(|_| window()).fold(0.0, f64::max)
 }
 
 /// `iterations` rounds of twelve independent vector multiply-add chains on `path`.

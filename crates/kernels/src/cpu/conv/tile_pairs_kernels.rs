@@ -183,7 +183,8 @@ unsafe fn neon<const ROWS: usize, const W: usize, const F16: bool>(
     unsafe { widening::<crate::cpu::simd::Neon, ROWS, 4, W, F16>(weights, inputs, runs, out) }
 }
 
-/// `iterations` rounds of twelve independent `vdpbf16ps` chains ([`super::dot_peak_gflops`]).
+/// `iterations` rounds of [`super::DOT_CHAINS`] independent `vdpbf16ps` chains
+/// ([`super::dot_peak_gflops`]).
 ///
 /// # Safety
 /// The processor has AVX512_BF16.
@@ -197,7 +198,7 @@ pub(super) unsafe fn dot_chains(iterations: u64) -> f32 {
         as_bf16(_mm512_set1_epi32(0x3f80_3f80)),
         as_bf16(_mm512_set1_epi32(0x3580_3580)),
     );
-    let mut acc = [_mm512_setzero_ps(); 12];
+    let mut acc = [_mm512_setzero_ps(); super::DOT_CHAINS];
     for _ in 0..iterations {
         for a in acc.iter_mut() {
             *a = _mm512_dpbf16_ps(*a, w, x);
