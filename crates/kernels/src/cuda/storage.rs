@@ -562,27 +562,17 @@ impl GpuStorage {
         if self.dtype().is_half() {
             return self.conv2d_forward_mma(weight, bias, activation, g, self.dtype());
         }
-        self.check_same(weight, "conv2d");
         let pixels = g.batch * g.out_h * g.out_w;
-        let (y, shape) = self.conv_output(g, pixels * g.out_channels, 0);
-        if let Some(shape) = shape {
-            let [code, p, q] = unary_args(activation);
-            self.launch(
-                &self.kernel("conv2d_forward"),
-                LaunchShape::conv(pixels, g.out_channels, 1),
-                &mut [
-                    self.ptr(),
-                    weight.ptr(),
-                    self.bias_ptr(bias, "conv2d"),
-                    code,
-                    p,
-                    q,
-                    y.ptr(),
-                    Arg::Conv(shape),
-                ],
-            );
-        }
-        y
+        self.conv_pass(
+            "conv2d_forward",
+            "conv2d",
+            pixels,
+            g.out_channels,
+            weight,
+            bias,
+            activation,
+            g,
+        )
     }
 
     /// `activation(conv2d^T + bias)`: the adjoint of conv2d in its input with an optional bias
@@ -599,27 +589,54 @@ impl GpuStorage {
         if self.dtype().is_half() {
             return self.conv2d_input_adjoint_mma(weight, bias, activation, g, self.dtype());
         }
-        self.check_same(weight, "conv_transpose2d");
         let pixels = g.batch * g.in_h * g.in_w;
-        let (x, shape) = self.conv_output(g, pixels * g.in_channels, 0);
+        self.conv_pass(
+            "conv2d_input_adjoint",
+            "conv_transpose2d",
+            pixels,
+            g.in_channels,
+            weight,
+            bias,
+            activation,
+            g,
+        )
+    }
+
+    /// conv.cu's forward pass or input adjoint (`family`), which differ only in their kernel
+    /// and output shape: one launch of `pixels` x `channels` outputs with the bias and the
+    /// activation in its epilogue (`op` names the op in messages).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_pass(
+        &self,
+        family: &str,
+        op: &str,
+        pixels: usize,
+        channels: usize,
+        weight: &GpuStorage,
+        bias: Option<&GpuStorage>,
+        activation: Option<UnaryOp>,
+        g: &ConvGeometry,
+    ) -> GpuStorage {
+        self.check_same(weight, op);
+        let (out, shape) = self.conv_output(g, pixels * channels, 0);
         if let Some(shape) = shape {
             let [code, p, q] = unary_args(activation);
             self.launch(
-                &self.kernel("conv2d_input_adjoint"),
-                LaunchShape::conv(pixels, g.in_channels, 1),
+                &self.kernel(family),
+                LaunchShape::conv(pixels, channels, 1),
                 &mut [
                     self.ptr(),
                     weight.ptr(),
-                    self.bias_ptr(bias, "conv_transpose2d"),
+                    self.bias_ptr(bias, op),
                     code,
                     p,
                     q,
-                    x.ptr(),
+                    out.ptr(),
                     Arg::Conv(shape),
                 ],
             );
         }
-        x
+        out
     }
 
     /// Slices of K that conv2d's weight gradient is split into: enough 64 x 64 tiles times
