@@ -67,6 +67,39 @@ __device__ void adam(ParamList<T> l, double step_size, double beta1, double beta
     }
 }
 
+// base^exp by binary exponentiation, the products of `op::pow_by_squaring` on the host in the
+// same order; `__dmul_rn` keeps NVRTC from fusing the last product into the `1 - ...` that
+// follows, so host and device get the same bits.
+__device__ double pow_by_squaring(double base, unsigned long long exp) {
+    double result = 1.0, square = base;
+    while (exp > 0) {
+        if (exp & 1) result = __dmul_rn(result, square);
+        exp >>= 1;
+        if (exp > 0) square = __dmul_rn(square, square);
+    }
+    return result;
+}
+
+// Adam at the step count held in the one-element f64 buffer `step` when the kernel runs (an
+// exact integer), its scalars computed as `OptimizerUpdate::adam_step_scalars` does on the
+// host (every thread alike: a few dozen f64 operations): a CUDA graph that captured it steps
+// with the right bias correction at each replay, once the count has been advanced in place.
+template <typename T>
+__device__ void adam_at(ParamList<T> l, const double *step, double lr, double beta1, double beta2, double eps) {
+    unsigned long long t = (unsigned long long)*step;
+    double step_size = lr / __dsub_rn(1.0, pow_by_squaring(beta1, t));
+    double inv_bc2 = 1.0 / sqrt(__dsub_rn(1.0, pow_by_squaring(beta2, t)));
+    adam(l, step_size, beta1, beta2, inv_bc2, eps);
+}
+
+// x[i] += c in place, in the element type (as elementwise.cu's AddScalar): the advance of a
+// count held on the device (see `adam_at` and random.cu's `_at` kernels), and
+// `Tensor::add_scalar_`. The buffer stays where it is, so a CUDA graph that captured its
+// readers reads the new count at the next replay.
+template <typename T> __device__ void add_scalar_in_place(T *x, long long n, double c) {
+    for (long long i = grid_index(); i < n; i += grid_stride()) x[i] = x[i] + T(c);
+}
+
 template <typename T> __device__ void clamp_params(ParamList<T> l, double lo, double hi) {
     for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
         int t = tensor_of(l, i);
@@ -88,6 +121,14 @@ __global__ void adam_f32(ParamList<float> l, double step_size, double beta1, dou
 __global__ void adam_f64(ParamList<double> l, double step_size, double beta1, double beta2, double inv_bc2, double eps) {
     adam(l, step_size, beta1, beta2, inv_bc2, eps);
 }
+__global__ void adam_at_f32(ParamList<float> l, const double *step, double lr, double beta1, double beta2, double eps) {
+    adam_at(l, step, lr, beta1, beta2, eps);
+}
+__global__ void adam_at_f64(ParamList<double> l, const double *step, double lr, double beta1, double beta2, double eps) {
+    adam_at(l, step, lr, beta1, beta2, eps);
+}
+__global__ void add_scalar_in_place_f32(float *x, long long n, double c) { add_scalar_in_place(x, n, c); }
+__global__ void add_scalar_in_place_f64(double *x, long long n, double c) { add_scalar_in_place(x, n, c); }
 __global__ void clamp_f32(ParamList<float> l, double lo, double hi) { clamp_params(l, lo, hi); }
 __global__ void clamp_f64(ParamList<double> l, double lo, double hi) { clamp_params(l, lo, hi); }
 }

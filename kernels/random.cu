@@ -8,6 +8,14 @@
 // element i takes word i % 4. Uniforms are (word + 0.5) / 2^32 in (0, 1); normals pair
 // elements 2j and 2j + 1 through Box-Muller.
 //
+// The `_at` kernels read a per-iteration value from device memory when they run instead of
+// taking it as an argument: `uniform_at` / `normal_at` the index of the draw in the sequence
+// of `seed` (their key is `sequence_key(seed, index)`), `gather_shuffled_rows_at` the
+// position. A CUDA graph that captured them draws new numbers and the next batch at each
+// replay, once the index and the position (one-element f64 buffers, exact integers below
+// 2^53) have been advanced in place. CPU twins: `Storage::random_at`,
+// `Storage::gather_shuffled_rows_at` (which read the value and draw as above).
+//
 // `gather_shuffled_rows` copies a batch of rows of a resident dataset in a shuffled order that
 // is a pure function too: position p of the endless sequence of epochs over n rows is row
 // perm_e(p % n) of epoch e = p / n, where perm_e is a bijection of [0, n) keyed by (seed, e):
@@ -68,6 +76,18 @@ template <typename T> __device__ void normal(T *out, long long n, unsigned long 
     }
 }
 
+// The Philox key of draw `index` of the sequence seeded by `seed`: splitmix64's finaliser of
+// seed ^ (index + 1) * golden ratio. CPU twin: `cpu::random::sequence_key`.
+__device__ unsigned long long sequence_key(unsigned long long seed, unsigned long long index) {
+    unsigned long long x = seed ^ ((index + 1) * 0x9E3779B97F4A7C15ull);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// A count held in a one-element f64 buffer (an exact integer below 2^53).
+__device__ __forceinline__ unsigned long long read_count(const double *count) { return (unsigned long long)*count; }
+
 // The row at `position` of the shuffled sequence of epochs over `source_rows` rows (see the
 // top of the file). Integer arithmetic only, so the CPU twin gives the same rows.
 __device__ unsigned long long shuffled_row(unsigned long long position, unsigned long long source_rows, unsigned long long seed) {
@@ -106,6 +126,24 @@ __global__ void gather_shuffled_rows_f32(const float *src, float *out, long long
 }
 __global__ void gather_shuffled_rows_f64(const double *src, double *out, long long rows, long long row_len, long long source_rows, unsigned long long position, unsigned long long seed) {
     gather_shuffled_rows(src, out, rows, row_len, source_rows, position, seed);
+}
+__global__ void gather_shuffled_rows_at_f32(const float *src, float *out, long long rows, long long row_len, long long source_rows, const double *position, unsigned long long seed) {
+    gather_shuffled_rows(src, out, rows, row_len, source_rows, read_count(position), seed);
+}
+__global__ void gather_shuffled_rows_at_f64(const double *src, double *out, long long rows, long long row_len, long long source_rows, const double *position, unsigned long long seed) {
+    gather_shuffled_rows(src, out, rows, row_len, source_rows, read_count(position), seed);
+}
+__global__ void uniform_at_f32(float *out, long long n, unsigned long long seed, const double *index, unsigned long long stream, double low, double high) {
+    uniform(out, n, sequence_key(seed, read_count(index)), stream, low, high);
+}
+__global__ void uniform_at_f64(double *out, long long n, unsigned long long seed, const double *index, unsigned long long stream, double low, double high) {
+    uniform(out, n, sequence_key(seed, read_count(index)), stream, low, high);
+}
+__global__ void normal_at_f32(float *out, long long n, unsigned long long seed, const double *index, unsigned long long stream, double mean, double std) {
+    normal(out, n, sequence_key(seed, read_count(index)), stream, mean, std);
+}
+__global__ void normal_at_f64(double *out, long long n, unsigned long long seed, const double *index, unsigned long long stream, double mean, double std) {
+    normal(out, n, sequence_key(seed, read_count(index)), stream, mean, std);
 }
 __global__ void uniform_f32(float *out, long long n, unsigned long long seed, unsigned long long stream, double low, double high) {
     uniform(out, n, seed, stream, low, high);

@@ -16,6 +16,7 @@
 use earthmover::kernels::cuda::device::cuda_device_count;
 use earthmover::tensor::{device_counters, device_pool_counters};
 use earthmover::wgan::data::Mnist;
+use earthmover::wgan::nn::Module;
 use earthmover::wgan::plot::median_filter;
 use earthmover::wgan::train::{Algo, IterationInputs, IterationLog, TrainConfig, Trainer};
 use earthmover::{DType, Device};
@@ -260,4 +261,110 @@ fn the_test_set_estimate_uploads_nothing_and_matches_the_cpu() {
     }
     // Each estimate draws other images and noise.
     assert_ne!(estimates[0].0, estimates[1].0);
+}
+
+/// Every tensor a trainer keeps (the networks, the generator's average, the optimisers' state
+/// and step counts), named, as f64 bits.
+fn trained_state(trainer: &Trainer) -> Vec<(String, Vec<u64>)> {
+    let bits = |(name, t): (String, earthmover::Tensor)| (name, t.to_vec_f64().iter().map(|v| v.to_bits()).collect());
+    let mut state: Vec<(String, Vec<u64>)> = trainer.generator.state_dict().into_iter().map(bits).collect();
+    state.extend(trainer.critic.state_dict().into_iter().map(bits));
+    state.extend(trainer.generator_ema.iter().flat_map(|g| g.state_dict()).map(bits));
+    for optim in [&trainer.generator_optim, &trainer.critic_optim] {
+        state.extend(optim.state_dict().into_iter().map(bits));
+    }
+    state
+}
+
+/// A run whose iterations are captured as CUDA graphs and replayed (`Trainer::use_cuda_graphs`)
+/// is the run without them, bit for bit: the first two iterations run uncaptured, the third is
+/// captured and replayed, the rest replayed, and every logged value, weight, batch-norm
+/// statistic, optimiser moment and step count, and the data order, equal the uncaptured run's.
+/// WGAN-GP with an average of the generator and a test-set estimate between replays (work
+/// outside the graph); WGAN with neither, where a replayed iteration is one graph launch, no
+/// kernel launch, no allocation, no upload and one wait (its read).
+#[test]
+fn iterations_replayed_as_cuda_graphs_are_the_uncaptured_ones_bit_for_bit() {
+    let _devices = lock_devices();
+    let Some(device) = cuda_device() else { return };
+    let data = data();
+    for algo in [Algo::WganGp, Algo::Wgan] {
+        let mut config = small(algo);
+        if algo == Algo::WganGp {
+            (config.ema, config.test_every) = (Some(0.9), 4);
+        }
+        let mut plain = Trainer::new(config.clone(), data.train.len()).unwrap();
+        let mut graphed = Trainer::new(config, data.train.len()).unwrap();
+        for trainer in [&mut plain, &mut graphed] {
+            trainer.to_device(device).unwrap();
+        }
+        graphed.use_cuda_graphs().unwrap();
+        for i in 1..=6 {
+            let before = device_counters(device).unwrap();
+            let replayed = graphed.step(&data).unwrap();
+            let counted = device_counters(device).unwrap().since(&before);
+            let reference = plain.step(&data).unwrap();
+            let values = |log: &IterationLog| {
+                [
+                    log.critic_loss,
+                    log.generator_loss,
+                    log.wasserstein,
+                    log.penalty,
+                    log.grad_norm,
+                ]
+                .map(f64::to_bits)
+            };
+            assert_eq!(values(&replayed), values(&reference), "{algo}, iteration {i}");
+            assert_eq!(
+                replayed.test_wasserstein.map(f64::to_bits),
+                reference.test_wasserstein.map(f64::to_bits),
+                "{algo}, iteration {i}"
+            );
+            eprintln!("{algo}, iteration {i} with CUDA graphs: {counted}");
+            assert_eq!(
+                counted.graph_launches,
+                u64::from(i >= 3),
+                "{algo}, iteration {i}: {counted}"
+            );
+            if algo == Algo::Wgan && i > 3 {
+                assert_eq!(
+                    (
+                        counted.launches,
+                        counted.allocations,
+                        counted.uploads,
+                        counted.host_syncs
+                    ),
+                    (0, 0, 0, 1),
+                    "{algo}, iteration {i}: {counted}"
+                );
+            }
+        }
+        assert_eq!(
+            (graphed.iteration, graphed.order.position),
+            (plain.iteration, plain.order.position),
+            "{algo}"
+        );
+        for ((name, a), (_, b)) in trained_state(&graphed).iter().zip(trained_state(&plain)) {
+            assert!(*a == b, "{algo}: {name} differs after 6 iterations");
+        }
+        // The data moved on: the replays drew new batches, not the captured one again.
+        assert_eq!(plain.order.position, 6 * 2 * 8, "{algo}");
+    }
+}
+
+/// CUDA graphs are refused, with the reason, where they cannot run: on the CPU, and for f16's
+/// dynamic loss scaling.
+#[test]
+fn cuda_graphs_are_refused_where_they_cannot_run() {
+    let mut trainer = Trainer::new(small(Algo::WganGp), 16).unwrap();
+    let err = trainer.use_cuda_graphs().unwrap_err().0;
+    assert!(err.contains("need a CUDA device"), "{err}");
+    let _devices = lock_devices();
+    let Some(device) = cuda_device() else { return };
+    let mut config = small(Algo::WganGp);
+    config.precision = earthmover::wgan::train::Precision::F16;
+    let mut trainer = Trainer::new(config, 16).unwrap();
+    trainer.to_device(device).unwrap();
+    let err = trainer.use_cuda_graphs().unwrap_err().0;
+    assert!(err.contains("loss scaling"), "{err}");
 }

@@ -23,6 +23,7 @@ mod element;
 pub mod op;
 pub mod shape;
 mod storage;
+mod storage_counted;
 mod storage_fused;
 
 pub use element::Element;

@@ -259,11 +259,33 @@ pub enum OptimizerUpdate {
 impl OptimizerUpdate {
     /// Adam's two scalars for step `step` (from 1): the step size `lr / (1 - beta1^step)` and
     /// `1 / sqrt(1 - beta2^step)`, PyTorch's bias corrections, computed once per update rather
-    /// than once per element (by the CPU kernel and the CUDA launch alike).
+    /// than once per element (by the CPU kernel and the CUDA launch alike). The powers are
+    /// [`pow_by_squaring`], which `optim.cu`'s `adam_at` kernels repeat on the device (for a step
+    /// count read there), so that both give the same bits.
     pub fn adam_step_scalars(lr: f64, betas: (f64, f64), step: u64) -> (f64, f64) {
-        let step = step as i32;
-        (lr / (1.0 - betas.0.powi(step)), 1.0 / (1.0 - betas.1.powi(step)).sqrt())
+        (
+            lr / (1.0 - pow_by_squaring(betas.0, step)),
+            1.0 / (1.0 - pow_by_squaring(betas.1, step)).sqrt(),
+        )
     }
+}
+
+/// `base^exp` by binary exponentiation in f64, products only, in a fixed order (the bits of
+/// the exponent from the lowest): `optim.cu`'s `pow_by_squaring` is the same sequence of
+/// correctly rounded products, so host and device agree to the bit (`powi` leaves its
+/// algorithm to the compiler).
+pub fn pow_by_squaring(base: f64, exp: u64) -> f64 {
+    let (mut result, mut square, mut exp) = (1.0, base, exp);
+    while exp > 0 {
+        if exp & 1 == 1 {
+            result *= square;
+        }
+        exp >>= 1;
+        if exp > 0 {
+            square *= square;
+        }
+    }
+    result
 }
 
 /// A variant's name as the CUDA code spells it: `LeakyReluGrad` as `LEAKY_RELU_GRAD`.
@@ -301,6 +323,18 @@ pub fn op_codes_header() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow_by_squaring_is_the_power() {
+        assert_eq!(pow_by_squaring(0.9, 0), 1.0);
+        assert_eq!(pow_by_squaring(0.0, 5), 0.0);
+        assert_eq!(pow_by_squaring(2.0, 40), 2f64.powi(40));
+        for t in [1, 2, 3, 7, 100, 12_345] {
+            let exact = 0.9f64.powf(t as f64);
+            let ours = pow_by_squaring(0.9, t);
+            assert!((ours - exact).abs() <= 1e-13 * exact, "0.9^{t}: {ours} vs {exact}");
+        }
+    }
 
     #[test]
     fn codes_are_positions_in_the_declaration() {

@@ -471,7 +471,7 @@ impl Storage {
         Some((half(a)?, half(b)?, bias))
     }
 
-    fn widened(&self) -> Storage {
+    pub(crate) fn widened(&self) -> Storage {
         self.cast(DType::F32)
     }
 
@@ -719,12 +719,39 @@ impl Storage {
     /// One fused optimiser step of each tensor of `steps`, in place: on a CUDA device, all f32
     /// (or all f64), one launch per 24 tensors; elsewhere each stepped on its own.
     pub fn optimizer_step_list(steps: &mut [ParamStep<'_>], update: OptimizerUpdate) {
+        Storage::optimizer_step_list_counted(steps, update, None)
+    }
+
+    /// [`Self::optimizer_step_list`], with Adam's step count from `step_count` (a one-element
+    /// f64 storage on the parameters' device: see `storage_counted.rs`) when given: read by
+    /// the kernel on a GPU, else on the host.
+    pub(crate) fn optimizer_step_list_counted(
+        steps: &mut [ParamStep<'_>],
+        update: OptimizerUpdate,
+        step_count: Option<&Storage>,
+    ) {
         let dtype = steps.first().map(|s| s.param.dtype()).filter(|d| !d.is_half());
         let on_gpu = |t: &Storage| matches!(t, Storage::Cuda(_)) && Some(t.dtype()) == dtype;
         let one_list = steps
             .iter()
             .all(|s| on_gpu(s.param) && on_gpu(s.grad) && s.state.iter().all(|t| on_gpu(t)));
-        if !one_list {
+        let gpu_count = match step_count {
+            Some(Storage::Cuda(count)) => Some(count),
+            _ => None,
+        };
+        if !one_list || (step_count.is_some() && gpu_count.is_none()) {
+            // Adam's step count read here, on the host (on a GPU, a wait for it). A failed
+            // device's count reads as 0: nothing runs there any more, and its failure is
+            // returned by the next read.
+            let update = match (update, step_count) {
+                (OptimizerUpdate::Adam { lr, betas, eps, .. }, Some(count)) => OptimizerUpdate::Adam {
+                    lr,
+                    betas,
+                    eps,
+                    step: count.try_to_f64_vec().map_or(0, |v| v[0] as u64),
+                },
+                _ => update,
+            };
             for step in steps.iter_mut() {
                 step.param.optimizer_step(step.grad, &mut step.state, update);
             }
@@ -747,7 +774,10 @@ impl Storage {
                 state: step.state.iter_mut().map(|s| gpu(s)).collect(),
             })
             .collect();
-        GpuStorage::optimizer_step_list(&mut gpu_steps, update);
+        match gpu_count {
+            Some(count) => GpuStorage::optimizer_step_list_at(&mut gpu_steps, update, count),
+            None => GpuStorage::optimizer_step_list(&mut gpu_steps, update),
+        }
     }
 
     /// One fused optimiser step on this parameter buffer, in place.

@@ -541,3 +541,110 @@ fn a_capture_refuses_waits_uploads_and_new_memory() {
         assert_eq!(x.try_to_f64_vec().unwrap(), vec![1.0, 2.0]);
     }
 }
+
+/// The `_at` operations read their count when their kernel runs: work captured once, with the
+/// counts advanced in place inside it, draws, gathers and steps at each replay what the by-value
+/// operations give at the counts' new values on the CPU, bit for bit (Philox numbers keyed by
+/// `sequence_key(seed, index)`, rows from the position, Adam's bias correction at the step
+/// count). And a zero-filled allocation made during a capture is zeroed again at each replay, as
+/// a GPU's captured memset is.
+#[test]
+fn captured_counts_give_each_replay_the_next_draw_batch_and_step() {
+    use earthmover_kernels::cpu::random::sequence_key;
+    use earthmover_kernels::Distribution;
+    let _devices = lock_devices();
+    let normal = Distribution::Normal { mean: 0.0, std: 1.0 };
+    let uniform = Distribution::Uniform { low: -1.0, high: 2.0 };
+    let adam = |step| OptimizerUpdate::Adam {
+        lr: 0.01,
+        betas: (0.5, 0.9),
+        eps: 1e-8,
+        step,
+    };
+    let rows: Vec<f64> = (0..7 * 3).map(|i| i as f64).collect();
+    let start: Vec<f64> = (0..29).map(|i| (i as f64 * 0.7).cos()).collect();
+    let grad: Vec<f64> = (0..29).map(|i| (i as f64 * 0.3).sin()).collect();
+    for device in cuda_devices() {
+        let gpu = GpuDevice::get(device).unwrap();
+        let on = |values: &[f64], dtype| Storage::from_f64_slice(values, dtype, device).unwrap();
+        let (mut index, mut position, mut step) =
+            (on(&[0.0], DType::F64), on(&[0.0], DType::F64), on(&[0.0], DType::F64));
+        let (data, g) = (on(&rows, DType::F32), on(&grad, DType::F32));
+        let (mut param, mut m, mut v) = (
+            on(&start, DType::F32),
+            on(&[0.0; 29], DType::F32),
+            on(&[0.0; 29], DType::F32),
+        );
+        let mut iteration = || {
+            let drawn = [
+                Storage::random_at(normal, 37, 11, &index, 0, DType::F32).unwrap(),
+                Storage::random_at(uniform, 37, 11, &index, 1, DType::F64).unwrap(),
+                data.gather_shuffled_rows_at(3, 5, &position, 99).unwrap(),
+            ];
+            let mut zeroed = GpuStorage {
+                device: gpu.clone(),
+                buffer: gpu.alloc(DType::F32, 1000, InitialContents::Zeros).unwrap(),
+            };
+            zeroed.add_scalar_in_place(1.0);
+            index.add_scalar_in_place(1.0).unwrap();
+            position.add_scalar_in_place(5.0).unwrap();
+            step.add_scalar_in_place(1.0).unwrap();
+            let mut list = [ParamStep {
+                param: &mut param,
+                grad: &g,
+                state: vec![&mut m, &mut v],
+            }];
+            Storage::optimizer_step_list_at(&mut list, adam(0), &step);
+            (drawn, zeroed)
+        };
+        // Once uncaptured (the pool then holds what the capture needs), then captured: the
+        // capture runs nothing, so each replay r sees the counts at r.
+        iteration();
+        gpu.begin_capture().unwrap();
+        let (drawn, zeroed) = iteration();
+        let graph = gpu.end_capture().unwrap();
+        assert_eq!(
+            graph.kernels(),
+            9,
+            "{device}: 2 draws and a gather, a zero-fill and an add, 3 advances, Adam"
+        );
+        let cpu = |values: &[f64], dtype| Storage::from_f64_slice(values, dtype, Device::Cpu).unwrap();
+        for replay in 1..=3u64 {
+            // SAFETY: every buffer the graph addresses that it did not allocate (the counts, the
+            // rows, the parameter, its gradient and moments) is alive.
+            unsafe { gpu.replay(&graph) }.unwrap();
+            let key = sequence_key(11, replay);
+            let expected = [
+                Storage::random(normal, 37, key, 0, DType::F32, Device::Cpu).unwrap(),
+                Storage::random(uniform, 37, key, 1, DType::F64, Device::Cpu).unwrap(),
+                cpu(&rows, DType::F32)
+                    .gather_shuffled_rows(3, 5, 5 * replay, 99)
+                    .unwrap(),
+            ];
+            for (what, (got, want)) in ["normal", "uniform", "rows"].iter().zip(drawn.iter().zip(&expected)) {
+                assert_eq!(
+                    got.to_f64_vec(),
+                    want.to_f64_vec(),
+                    "{device}: {what} at replay {replay}"
+                );
+            }
+            assert_eq!(
+                Storage::Cuda(zeroed.duplicate()).to_f64_vec(),
+                vec![1.0; 1000],
+                "{device}: zeroed again at replay {replay}"
+            );
+        }
+        assert_eq!(step.to_f64_vec(), vec![4.0], "{device}");
+        let (mut cpu_param, mut cpu_m, mut cpu_v) = (
+            cpu(&start, DType::F32),
+            cpu(&[0.0; 29], DType::F32),
+            cpu(&[0.0; 29], DType::F32),
+        );
+        for t in 1..=4 {
+            cpu_param.optimizer_step(&cpu(&grad, DType::F32), &mut [&mut cpu_m, &mut cpu_v], adam(t));
+        }
+        assert_eq!(param.to_f64_vec(), cpu_param.to_f64_vec(), "{device}: Adam's 4 steps");
+        assert_eq!(v.to_f64_vec(), cpu_v.to_f64_vec(), "{device}: Adam's second moment");
+        drop((drawn, zeroed, graph));
+    }
+}

@@ -80,6 +80,44 @@ pub fn configure_flush_denormal(default: bool) -> Result<bool> {
 
 pub use earthmover_kernels::cpu::denormals::{flush_denormal, set_flush_denormal};
 
+/// A stretch of a CUDA device's work captured once and replayed as one launch (see
+/// `earthmover_kernels::cuda::graph` for the rules a capture keeps).
+pub use earthmover_kernels::cuda::graph::DeviceGraph;
+
+/// Run `work` with `device`'s launches captured into a CUDA graph instead of run (on the
+/// emulator, recorded): the graph, and what `work` returned (its tensors are the graph's
+/// outputs, written at each replay). While capturing, a read of the device (a download, an
+/// upload, a wait) is an error, and so is an allocation the memory pool cannot serve: run the
+/// same work once uncaptured first. The capture is ended whatever `work` does; an error for
+/// the CPU, for a capture under way, or for a device that failed meanwhile.
+pub fn capture_graph<R>(device: Device, work: impl FnOnce() -> R) -> Result<(DeviceGraph, R)> {
+    let gpu = match device {
+        Device::Cpu => {
+            return Err(Error(
+                "the CPU has no CUDA graphs: capture on a CUDA device".to_string(),
+            ))
+        }
+        Device::Cuda(_) | Device::CudaEmulator => GpuDevice::get(device).map_err(Error)?,
+    };
+    gpu.begin_capture().map_err(Error)?;
+    let result = work();
+    let graph = gpu.end_capture().map_err(Error)?;
+    Ok((graph, result))
+}
+
+/// Run `graph`'s kernels once, as one launch on its device, queued like any other work.
+///
+/// # Safety
+/// Every buffer the captured kernels address must still be alive and where it was: those the
+/// capture allocated are the graph's own, but those it found (weights, optimiser state,
+/// counts, data) are the caller's to keep, and not to replace ([`crate::Tensor::set_data`]
+/// gives a tensor another buffer; [`crate::Tensor::copy_`] and the in-place updates keep it).
+pub unsafe fn replay_graph(graph: &DeviceGraph) -> Result<()> {
+    let gpu = GpuDevice::get(graph.device()).map_err(Error)?;
+    // SAFETY: the caller keeps the buffers alive (this function's contract).
+    unsafe { gpu.replay(graph) }.map_err(Error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@
 
 mod autocast;
 pub mod autograd;
+mod counted;
 mod device;
 mod error;
 pub mod gradcheck;
@@ -29,10 +30,12 @@ mod tensor;
 pub use autocast::{autocast, autocast_dtype, promote};
 pub use autograd::{grad, is_grad_enabled, no_grad, NoGradGuard};
 pub use device::{
-    configure_flush_denormal, cpu_simd_path, cuda_device_count, device_counters, device_launch_histogram, device_name,
-    device_pool_counters, flush_denormal, set_flush_denormal,
+    capture_graph, configure_flush_denormal, cpu_simd_path, cuda_device_count, device_counters,
+    device_launch_histogram, device_name, device_pool_counters, flush_denormal, replay_graph, set_flush_denormal,
+    DeviceGraph,
 };
 pub use earthmover_kernels::cpu::gather::shuffled_row;
+pub use earthmover_kernels::cpu::random::sequence_key;
 pub use earthmover_kernels::cpu::retain_freed_memory;
 pub use earthmover_kernels::cpu::simd::SimdPath;
 pub use earthmover_kernels::cuda::counters::{DeviceCounters, LaunchHistogram, PoolCounters};

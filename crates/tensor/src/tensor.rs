@@ -440,6 +440,18 @@ impl Tensor {
         states: &[&[&Tensor]],
         update: OptimizerUpdate,
     ) {
+        Tensor::apply_updates_counted(params, grads, states, update, None)
+    }
+
+    /// [`Tensor::apply_updates`], Adam's step count from `step_count` when given (checked by
+    /// the caller: a count on the parameters' device; see `counted.rs`).
+    pub(crate) fn apply_updates_counted(
+        params: &[&Tensor],
+        grads: &[Option<&Tensor>],
+        states: &[&[&Tensor]],
+        update: OptimizerUpdate,
+        step_count: Option<&Tensor>,
+    ) {
         assert!(
             grads.len() == params.len() && states.len() == params.len(),
             "apply_updates: {} parameters, {} gradients and {} state lists",
@@ -508,7 +520,10 @@ impl Tensor {
                 state: state.iter_mut().map(|g| Arc::make_mut(g)).collect(),
             })
             .collect();
-        Storage::optimizer_step_list(&mut steps, update);
+        match step_count.map(|c| c.storage()) {
+            Some(count) => Storage::optimizer_step_list_at(&mut steps, update, &count),
+            None => Storage::optimizer_step_list(&mut steps, update),
+        }
     }
 
     /// Copy to another device. An error when that device is not available.

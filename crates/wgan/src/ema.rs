@@ -59,7 +59,12 @@ impl ExponentialMovingAverage {
                     // avg + (1 - keep) (param - avg): exact when param == avg, so an average
                     // of weights that do not move stays put bit for bit.
                     TensorKind::Parameter => avg.set_data(&avg.add(&param.sub(avg).mul_scalar(1.0 - keep))),
-                    TensorKind::Buffer => avg.set_data(&param.detach()),
+                    // Copied into the average's own buffer, not shared with the model's: a
+                    // buffer shared would be copied away at the model's next in-place update
+                    // (batch norm's statistics), out from under a CUDA graph that writes it.
+                    TensorKind::Buffer => avg
+                        .copy_(&param.detach())
+                        .expect("the average's buffer has the model's shape, dtype and device"),
                 }
             }
         });

@@ -22,6 +22,14 @@ pub trait Optimizer {
     fn state_dict(&self) -> Vec<(String, Tensor)>;
     /// Restore a state saved by [`Optimizer::state_dict`].
     fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<(), String>;
+    /// From now on keep the step count on the parameters' device, as a count
+    /// ([`Tensor::count`]) that each step advances in place and its update reads there (Adam's
+    /// bias correction), so that a step captured in a CUDA graph counts at each replay
+    /// ([`crate::train::Trainer::use_cuda_graphs`]). The same updates, bit for bit; the state
+    /// dict reads the count back. An error for an optimiser that cannot (the default).
+    fn count_steps_on_device(&mut self) -> Result<(), String> {
+        Err("this optimiser cannot keep its step count on the device".into())
+    }
 }
 
 /// Parameters and one state tensor list per parameter.
@@ -30,7 +38,11 @@ struct ParamState {
     /// `buffers[k][i]` is state buffer `k` of parameter `i`.
     buffers: Vec<Vec<Tensor>>,
     names: &'static [&'static str],
+    /// Steps taken, unless `step_count` holds them.
     step: u64,
+    /// The steps taken, on the parameters' device, once [`Optimizer::count_steps_on_device`]
+    /// has been called: then the truth, and `step` is not kept.
+    step_count: Option<Tensor>,
 }
 
 impl ParamState {
@@ -44,12 +56,15 @@ impl ParamState {
             buffers,
             names,
             step: 0,
+            step_count: None,
         }
     }
 
     /// Every parameter that has a gradient, in one call: on a GPU one launch for the list.
     fn update_all(&mut self, update: impl Fn(u64) -> OptimizerUpdate) {
-        self.step += 1;
+        if self.step_count.is_none() {
+            self.step += 1;
+        }
         let mut params = Vec::new();
         let mut grads = Vec::new();
         let mut states: Vec<Vec<&Tensor>> = Vec::new();
@@ -61,7 +76,37 @@ impl ParamState {
         }
         let grads: Vec<Option<&Tensor>> = grads.iter().map(Some).collect();
         let states: Vec<&[&Tensor]> = states.iter().map(Vec::as_slice).collect();
-        Tensor::apply_updates(&params, &grads, &states, update(self.step));
+        match &self.step_count {
+            Some(count) => {
+                // Advanced in place, then read by the update's kernel: the step's number.
+                let counted = count
+                    .add_scalar_(1.0)
+                    .and_then(|()| Tensor::apply_updates_at(&params, &grads, &states, update(0), count));
+                counted.expect("a count made by count_steps_on_device, on the parameters' device");
+            }
+            None => Tensor::apply_updates(&params, &grads, &states, update(self.step)),
+        }
+    }
+
+    fn count_steps_on_device(&mut self) -> Result<(), String> {
+        if self.step_count.is_none() {
+            let device = self
+                .params
+                .first()
+                .map_or(earthmover_tensor::Device::Cpu, |p| p.device());
+            self.step_count = Some(Tensor::count(self.step, device).map_err(|e| e.0)?);
+        }
+        Ok(())
+    }
+
+    /// The steps taken (a read of the device's count, when it holds them).
+    fn steps(&self) -> u64 {
+        match &self.step_count {
+            // A failed device reads as no steps: its failure is returned by the next read of
+            // the weights, which a checkpoint makes too.
+            Some(count) => count.count_value().unwrap_or(0),
+            None => self.step,
+        }
     }
 
     fn zero_grad(&self) {
@@ -71,7 +116,7 @@ impl ParamState {
     fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![(
             "step".to_string(),
-            Tensor::scalar(self.step as f64, earthmover_tensor::DType::F64),
+            Tensor::scalar(self.steps() as f64, earthmover_tensor::DType::F64),
         )];
         for (k, name) in self.names.iter().enumerate() {
             for (i, b) in self.buffers[k].iter().enumerate() {
@@ -111,6 +156,11 @@ impl ParamState {
             }
         }
         self.step = step as u64;
+        if let Some(count) = &self.step_count {
+            // A new count, for the new step: a graph that read the old one is stale anyway
+            // (its weights were just replaced).
+            self.step_count = Some(Tensor::count(self.step, count.device()).map_err(|e| e.0)?);
+        }
         Ok(())
     }
 }
@@ -196,6 +246,9 @@ macro_rules! impl_optimizer {
             }
             fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<(), String> {
                 self.state.load_state_dict(state)
+            }
+            fn count_steps_on_device(&mut self) -> Result<(), String> {
+                self.state.count_steps_on_device()
             }
         }
     };

@@ -203,6 +203,11 @@ pub struct TrainArgs {
     /// Where to compute: auto (the first GPU when one works, else the CPU), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Capture each iteration as a CUDA graph once and replay it: one launch per iteration
+    /// instead of hundreds, the same results bit for bit (docs/kernels.md). For a CUDA device
+    /// in f32 or bf16; not yet run on a GPU.
+    #[arg(long)]
+    pub cuda_graph: bool,
     /// Continue from a checkpoint; its settings then rule, and `--iters` may extend it.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume: Option<PathBuf>,

@@ -51,6 +51,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut trainer = resume_or_start(&args, data.train.len())?;
     let outputs = set_up_outputs(&args, &trainer.config, quality_probe, lock)?;
     trainer.to_device(device)?;
+    if args.cuda_graph {
+        trainer
+            .use_cuda_graphs()
+            .map_err(|e| Error(format!("--cuda-graph: {}", e.0)))?;
+    }
     write_settings(
         &args,
         &trainer.config,
@@ -76,6 +81,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
         config.batch_size,
         config.iters,
         describe_device(device)?
+            + if trainer.uses_cuda_graphs() {
+                ", iterations replayed as CUDA graphs"
+            } else {
+                ""
+            }
     );
     let bar = progress_bar(&args, config, trainer.iteration);
     let mut run = Run {

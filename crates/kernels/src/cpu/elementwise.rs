@@ -13,7 +13,7 @@ impl UnaryOp {
     // Always inlined: [`unary`] calls it with a constant variant, so the match folds away and
     // each variant's loop is compiled (and vectorised) on its own.
     #[inline(always)]
-    fn apply<T: Element>(self, x: T) -> T {
+    pub(crate) fn apply<T: Element>(self, x: T) -> T {
         let t = T::from_f64;
         let mask = |b: bool| if b { T::ONE } else { T::ZERO };
         match self {

@@ -24,6 +24,18 @@ pub fn philox(counter_lo: u64, counter_hi: u64, seed: u64) -> [u32; 4] {
     [c0, c1, c2, c3]
 }
 
+/// The Philox key of draw `index` of the sequence of draws seeded by `seed`: splitmix64's
+/// finaliser of `seed ^ (index + 1) * 0x9E3779B97F4A7C15`, so that neighbouring draws get
+/// unrelated keys. A training run keys iteration `i`'s random numbers so; `random.cu`'s
+/// `*_at` kernels compute the same key on the device from an index held there, so that a CUDA
+/// graph replaying them draws anew at each replay as the index advances.
+pub fn sequence_key(seed: u64, index: u64) -> u64 {
+    let mut x = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// A 32-bit word as a uniform number in (0, 1): never 0, so its log is finite.
 fn unit(word: u32) -> f64 {
     (word as f64 + 0.5) * (1.0 / 4_294_967_296.0)
@@ -91,6 +103,15 @@ mod tests {
             philox(pi, pi_hi, key),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    #[test]
+    fn sequence_keys_are_splitmix64_of_the_index() {
+        // splitmix64's first outputs from state 0 (Vigna's reference): its finaliser of
+        // (k + 1) * gamma, which sequence_key computes for seed 0.
+        assert_eq!(sequence_key(0, 0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(sequence_key(0, 1), 0x6E78_9E6A_A1B9_65F4);
+        assert_ne!(sequence_key(1, 0), sequence_key(0, 0));
     }
 
     #[test]

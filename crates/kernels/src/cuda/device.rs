@@ -344,7 +344,25 @@ impl GpuDevice {
             // A reused buffer is filled again: zeros, or NaN in every dtype where the contents
             // are not to be read, so that it shows a kernel's unwritten element as NaN just as
             // a new one (made all NaN) does, never a value of its last use.
-            Memory::Emulated(words) if zeroed || reused => words.fill(if zeroed { 0 } else { UNWRITTEN_WORD }),
+            Memory::Emulated(words) if zeroed || reused => {
+                words.fill(if zeroed { 0 } else { UNWRITTEN_WORD });
+                if zeroed {
+                    // A GPU's stream captures the memset as a node of the graph, run again at
+                    // every replay; the emulator records it as the fill it is.
+                    if let Some(capture) = self.capture().as_mut() {
+                        capture.kernels += 1;
+                        capture.launches.push(RecordedLaunch {
+                            kernel: "fill_f64".to_string(),
+                            shape: LaunchShape::elementwise(words.len()),
+                            args: vec![
+                                Arg::Ptr(words.as_ptr() as u64),
+                                Arg::F64(0.0),
+                                Arg::I64(words.len() as i64),
+                            ],
+                        });
+                    }
+                }
+            }
             Memory::Emulated(_) => {}
             Memory::Lost => unreachable!("the pool holds no lost buffers"),
         }

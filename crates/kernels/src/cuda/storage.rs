@@ -17,6 +17,7 @@ use crate::ConvGeometry;
 use std::sync::Arc;
 
 mod conv_mma;
+mod counted;
 
 /// Thread blocks that conv2d's weight gradient aims for: two per SM of a 132-SM H100.
 const WEIGHT_GRAD_BLOCKS: usize = 264;
@@ -735,6 +736,16 @@ impl GpuStorage {
     /// launch instead of one each. Every tensor must be on one device, in one dtype (f32 or
     /// f64).
     pub fn optimizer_step_list(steps: &mut [GpuParamStep<'_>], update: OptimizerUpdate) {
+        GpuStorage::optimizer_step_list_counted(steps, update, None)
+    }
+
+    /// [`Self::optimizer_step_list`], Adam's step count read from `step_count` (a one-element
+    /// f64 buffer on the same device) when the kernels run, when given: see `counted.rs`.
+    pub(super) fn optimizer_step_list_counted(
+        steps: &mut [GpuParamStep<'_>],
+        update: OptimizerUpdate,
+        step_count: Option<&GpuStorage>,
+    ) {
         for chunk in steps.chunks_mut(MAX_PARAMS) {
             let first = &chunk[0].param;
             for step in chunk.iter() {
@@ -769,14 +780,31 @@ impl GpuStorage {
                 half => unreachable!("{half} parameters are stepped in f32 (Storage::optimizer_step)"),
             };
             let total = chunk.iter().map(|step| step.param.len()).sum();
-            chunk[0].param.launch_update(list, total, update);
+            chunk[0].param.launch_update(list, total, update, step_count);
         }
     }
 
-    /// Launch `update`'s kernel on a list of `total` elements in all.
-    fn launch_update(&self, list: Arg, total: usize, update: OptimizerUpdate) {
+    /// Launch `update`'s kernel on a list of `total` elements in all (Adam's at the step count
+    /// of `step_count` when given).
+    fn launch_update(&self, list: Arg, total: usize, update: OptimizerUpdate, step_count: Option<&GpuStorage>) {
         let shape = LaunchShape::elementwise(total);
         match update {
+            OptimizerUpdate::Adam { lr, betas, eps, .. } if step_count.is_some() => {
+                let count = step_count.expect("matched above");
+                self.check_count(count, "Adam's step count");
+                self.launch(
+                    &self.kernel("adam_at"),
+                    shape,
+                    &mut [
+                        list,
+                        count.ptr(),
+                        Arg::F64(lr),
+                        Arg::F64(betas.0),
+                        Arg::F64(betas.1),
+                        Arg::F64(eps),
+                    ],
+                )
+            }
             OptimizerUpdate::Sgd { lr, momentum } => self.launch(
                 &self.kernel("sgd"),
                 shape,

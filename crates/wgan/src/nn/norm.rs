@@ -55,12 +55,24 @@ impl Module for BatchNorm {
             no_grad(|| {
                 let m = self.momentum;
                 let unbiased = var.mul_scalar(count / (count - 1.0).max(1.0));
-                self.running_mean
-                    .set_data(&self.running_mean.mul_scalar(1.0 - m).add(&mean.mul_scalar(m)));
-                self.running_var
-                    .set_data(&self.running_var.mul_scalar(1.0 - m).add(&unbiased.mul_scalar(m)));
-                self.num_batches_tracked
-                    .set_data(&self.num_batches_tracked.add_scalar(1.0));
+                // Written into their own buffers (`copy_`, not `set_data`), so that a training
+                // iteration captured as a CUDA graph updates them at each replay.
+                let updated = [
+                    (
+                        &self.running_mean,
+                        self.running_mean.mul_scalar(1.0 - m).add(&mean.mul_scalar(m)),
+                    ),
+                    (
+                        &self.running_var,
+                        self.running_var.mul_scalar(1.0 - m).add(&unbiased.mul_scalar(m)),
+                    ),
+                    (&self.num_batches_tracked, self.num_batches_tracked.add_scalar(1.0)),
+                ];
+                for (statistic, value) in updated {
+                    statistic
+                        .copy_(&value)
+                        .expect("a running statistic's update has its shape, dtype and device");
+                }
             });
             (mean, var)
         } else {

@@ -11,6 +11,7 @@
 //!   time.
 
 mod config;
+mod graphs;
 mod inputs;
 mod step;
 mod trainer;

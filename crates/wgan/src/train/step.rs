@@ -200,11 +200,21 @@ impl From<StepError> for Error {
 /// for the work queued before it (a host synchronisation), so values are read together, not
 /// one at a time.
 fn read_all(values: &[&Tensor]) -> Result<Vec<f64>, StepError> {
+    read_gathered(&gather_scalars(values))
+}
+
+/// `values` (scalars) side by side in one tensor, on their device: what [`read_gathered`]
+/// reads in one download.
+fn gather_scalars(values: &[&Tensor]) -> Tensor {
     let scalars: Vec<Tensor> = values.iter().map(|v| v.detach().reshape(&[1])).collect();
-    let gathered = match scalars.as_slice() {
+    match scalars.as_slice() {
         [one] => one.clone(),
         many => Tensor::concat(&many.iter().collect::<Vec<_>>(), 0),
-    };
+    }
+}
+
+/// The values of [`gather_scalars`]' tensor, or the device's error.
+fn read_gathered(gathered: &Tensor) -> Result<Vec<f64>, StepError> {
     gathered.try_to_vec_f64().map_err(|e| StepError::Device(e.0))
 }
 
@@ -444,6 +454,64 @@ pub fn generator_iteration_with(
     gan: Gan<'_>,
     inputs: &mut dyn IterationInputs,
 ) -> Result<StepLog, StepError> {
+    queue_generator_iteration(objective, critic_steps, gan, inputs)?.read()
+}
+
+/// A generator iteration queued on its device, its logged values gathered there and not yet
+/// read: [`QueuedIteration::read`] reads them (the iteration's one wait for a GPU). Apart, so
+/// that the queued work can be captured as a CUDA graph and the read made after each replay
+/// (the MNIST trainer's `use_cuda_graphs`).
+pub(crate) struct QueuedIteration {
+    /// The last critic step's logged values, the sum of the critic steps' checked losses (when
+    /// there were critic steps) and the generator's loss, side by side.
+    pub(crate) scalars: Tensor,
+    /// How many of them are the last critic step's.
+    logged: usize,
+    critic_steps: usize,
+    critic_skipped: u64,
+    generator_skipped: u64,
+}
+
+impl QueuedIteration {
+    /// The iteration's log, read from [`QueuedIteration::scalars`] in one download, or why it
+    /// failed (see [`generator_iteration_with`]).
+    pub(crate) fn read(&self) -> Result<StepLog, StepError> {
+        let values = read_gathered(&self.scalars)?;
+        let mut log = StepLog {
+            generator_loss: values[values.len() - 1],
+            critic_skipped: self.critic_skipped,
+            generator_skipped: self.generator_skipped,
+            ..StepLog::default()
+        };
+        if self.critic_steps > 0 {
+            let n = self.logged;
+            log.critic = CriticLosses::log(&values[..n]);
+            let sum = values[n];
+            if !sum.is_finite() {
+                let value = if log.critic.loss.is_finite() {
+                    sum
+                } else {
+                    log.critic.loss
+                };
+                return Err(StepError::Diverged(Diverged {
+                    loss: "critic_loss",
+                    value,
+                }));
+            }
+        }
+        finite("generator_loss", log.generator_loss)?;
+        Ok(log)
+    }
+}
+
+/// [`generator_iteration_with`]'s work, queued, with nothing read back but what a loss scaler
+/// reads at each of its steps.
+pub(crate) fn queue_generator_iteration(
+    objective: &Objective,
+    critic_steps: usize,
+    gan: Gan<'_>,
+    inputs: &mut dyn IterationInputs,
+) -> Result<QueuedIteration, StepError> {
     let Gan {
         generator,
         critic,
@@ -486,31 +554,13 @@ pub fn generator_iteration_with(
         )?;
     let mut scalars: Vec<&Tensor> = last_logged.iter().chain(&critic_loss_sum).collect();
     scalars.push(&generator_loss);
-    let values = read_all(&scalars)?;
-    let mut log = StepLog {
-        generator_loss: values[values.len() - 1],
+    Ok(QueuedIteration {
+        scalars: gather_scalars(&scalars),
+        logged: last_logged.len(),
+        critic_steps,
         critic_skipped: skipped(&critic_scaler) - critic_skipped,
         generator_skipped: skipped(&generator_scaler) - generator_skipped,
-        ..StepLog::default()
-    };
-    if critic_steps > 0 {
-        let n = last_logged.len();
-        log.critic = CriticLosses::log(&values[..n]);
-        let sum = values[n];
-        if !sum.is_finite() {
-            let value = if log.critic.loss.is_finite() {
-                sum
-            } else {
-                log.critic.loss
-            };
-            return Err(StepError::Diverged(Diverged {
-                loss: "critic_loss",
-                value,
-            }));
-        }
-    }
-    finite("generator_loss", log.generator_loss)?;
-    Ok(log)
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! follow the [`ShuffledOrder`], assembled from the split's bytes on the CPU and gathered on a
 //! GPU from the training images, uploaded once ([`Tensor::gather_shuffled_rows`]).
 
+use super::graphs::{buffer_ids, IterationGraphs};
 use super::{generator_iteration_with, Gan, IterationInputs, Precision, StepError, TrainConfig};
 use crate::amp::GradScaler;
 use crate::classifier::Quality;
@@ -17,7 +18,7 @@ use crate::models::{Critic, Generator, LATENT_DIM};
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
-use earthmover_tensor::{no_grad, DType, Device, Distribution, Tensor};
+use earthmover_tensor::{no_grad, sequence_key, DType, Device, Distribution, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -88,6 +89,8 @@ pub struct Trainer {
     resident: Option<ResidentImages>,
     /// The test images on `device` (not the CPU), uploaded at the first test-set estimate there.
     resident_test: Option<ResidentImages>,
+    /// The iterations captured as CUDA graphs, once [`Trainer::use_cuda_graphs`] was called.
+    graphs: Option<IterationGraphs>,
     started: Instant,
 }
 
@@ -131,9 +134,9 @@ fn test_noise_key(key: u64) -> u64 {
 /// `split`'s images, mapped onto `range`, kept in `slot` on `device` (not the CPU): uploaded
 /// when the slot is empty or holds other data (another split, or other data loaded where
 /// dropped data was), and only then.
-fn keep_resident(slot: &mut Option<ResidentImages>, split: &Split, range: (f64, f64), device: Device) -> Result<()> {
+fn keep_resident(slot: &mut Option<ResidentImages>, split: &Split, range: (f64, f64), device: Device) -> Result<bool> {
     if device == Device::Cpu {
-        return Ok(());
+        return Ok(false);
     }
     let sampled = split.pixels.iter().step_by(4099).copied().collect();
     let source = (split.pixels.as_ptr() as usize, split.pixels.len(), sampled);
@@ -142,8 +145,9 @@ fn keep_resident(slot: &mut Option<ResidentImages>, split: &Split, range: (f64, 
         let all: Vec<usize> = (0..split.len()).collect();
         let images = split.images(&all, range).to_device(device)?;
         *slot = Some(ResidentImages { images, source, range });
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The algorithm's optimisers over the two networks' parameters (their state is created on the
@@ -200,6 +204,7 @@ impl Trainer {
             device: Device::Cpu,
             resident: None,
             resident_test: None,
+            graphs: None,
             started: Instant::now(),
         })
     }
@@ -211,6 +216,8 @@ impl Trainer {
         if device == self.device {
             return Ok(());
         }
+        // A graph replays on the device it was captured on.
+        self.graphs = None;
         self.convert(&|t| {
             t.set_data(&t.to_device(device)?);
             Ok(())
@@ -231,6 +238,47 @@ impl Trainer {
             t.to_dtype_(dtype);
             Ok(())
         })
+    }
+
+    /// Capture each shape of iteration as a CUDA graph once and replay it from then on
+    /// (`wgan-mnist --cuda-graph`): one graph launch per iteration instead of hundreds of
+    /// kernel launches, the same losses and weights bit for bit (see `graphs.rs`). For a run
+    /// on a CUDA device (a GPU or the emulator) in f32 or bf16: f16's loss scaling decides on
+    /// the host at every step. Call it after [`Trainer::to_device`]; it stays on through
+    /// [`Trainer::to_dtype`]. Not yet run on a GPU: the uncaptured path is the reference.
+    pub fn use_cuda_graphs(&mut self) -> Result<()> {
+        if self.device == Device::Cpu {
+            return Err(Error(
+                "CUDA graphs need a CUDA device: move the trainer to one first (to_device)".into(),
+            ));
+        }
+        if self.critic_scaler.is_some() || self.generator_scaler.is_some() {
+            return Err(Error(format!(
+                "CUDA graphs cannot capture {} training: its dynamic loss scaling reads the gradients on the host at every step",
+                self.config.precision
+            )));
+        }
+        for optim in [&mut self.generator_optim, &mut self.critic_optim] {
+            optim.count_steps_on_device().map_err(Error)?;
+        }
+        self.graphs = Some(IterationGraphs::new(self.iteration, self.order.position, self.device)?);
+        Ok(())
+    }
+
+    /// Whether iterations are captured as CUDA graphs ([`Trainer::use_cuda_graphs`]).
+    pub fn uses_cuda_graphs(&self) -> bool {
+        self.graphs.is_some()
+    }
+
+    /// Every tensor of the networks and their optimisers' state that a captured iteration
+    /// reads or writes in place (the step counts excepted: they are read back, not kept).
+    fn graph_buffers(&self) -> Vec<Tensor> {
+        let networks = self.generator.state_dict().into_iter().chain(self.critic.state_dict());
+        let optimizers = [&self.generator_optim, &self.critic_optim]
+            .into_iter()
+            .flat_map(|o| o.state_dict())
+            .filter(|(name, _)| name != "step");
+        networks.chain(optimizers).map(|(_, t)| t).collect()
     }
 
     /// The dtype of the networks, their batches and noise.
@@ -258,13 +306,20 @@ impl Trainer {
         g.load_state_dict(&g_state).map_err(crate::Error)?;
         c.load_state_dict(&c_state).map_err(crate::Error)?;
         (self.generator_optim, self.critic_optim) = (g, c);
+        // The tensors were replaced: graphs captured over the old ones are stale, and the new
+        // optimisers count on the host until graphs are taken up again.
+        if self.graphs.take().is_some() && self.device != Device::Cpu {
+            self.use_cuda_graphs()?;
+        }
         Ok(())
     }
 
     /// The key of one iteration's random numbers, derived from the seed and the iteration
     /// number, so that a run resumed from a checkpoint draws exactly what an unbroken run would.
     fn iteration_key(&self) -> u64 {
-        splitmix64(self.config.seed ^ (self.iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        // splitmix64 of seed ^ (iteration + 1) * golden ratio, which the device computes too
+        // for an iteration captured as a CUDA graph (`Tensor::random_at`).
+        sequence_key(self.config.seed, self.iteration as u64)
     }
 
     /// Check that `data` is the run's, and keep its training images on the training device.
@@ -276,12 +331,17 @@ impl Trainer {
                 data.train.len()
             )));
         }
-        keep_resident(
+        let uploaded = keep_resident(
             &mut self.resident,
             &data.train,
             self.generator.output_range,
             self.device,
-        )
+        )?;
+        if let (true, Some(graphs)) = (uploaded, &mut self.graphs) {
+            // The graphs gather from the images they were captured with.
+            graphs.drop_captured();
+        }
+        Ok(())
     }
 
     /// The random inputs of the next iteration (see the module's description), drawn as its
@@ -299,6 +359,7 @@ impl Trainer {
             device: self.device,
             key: self.iteration_key(),
             stream: 0,
+            counts: None,
         })
     }
 
@@ -314,6 +375,9 @@ impl Trainer {
             self.config.objective(),
             self.config.critic_schedule().critic_steps(self.iteration),
         );
+        // Where the tensors a CUDA graph addresses are, before an iteration that captures one.
+        let capturing = self.graphs.as_ref().is_some_and(|g| g.will_capture(critic_steps));
+        let before = capturing.then(|| buffer_ids(&self.graph_buffers()));
         let mut inputs = DrawnInputs {
             split: &data.train,
             resident: self.resident.as_ref().map(|r| &r.images),
@@ -324,6 +388,11 @@ impl Trainer {
             device: self.device,
             key,
             stream: 0,
+            counts: self.graphs.as_ref().map(|g| DrawCounts {
+                seed: self.config.seed,
+                iteration: g.iteration.clone(),
+                position: g.position.clone(),
+            }),
         };
         let gan = Gan {
             generator: &self.generator,
@@ -333,8 +402,30 @@ impl Trainer {
             critic_scaler: self.critic_scaler.as_mut(),
             generator_scaler: self.generator_scaler.as_mut(),
         };
-        let step = generator_iteration_with(&objective, critic_steps, gan, &mut inputs)
-            .map_err(|e| e.at_iteration(self.iteration + 1))?;
+        let step = match &mut self.graphs {
+            Some(graphs) => {
+                let step = graphs.step(&objective, critic_steps, gan, &mut inputs, self.device);
+                if step.is_err() {
+                    // The device's counts may have moved past the host's: back to the
+                    // uncaptured path, as a run without graphs would go on.
+                    self.graphs = None;
+                }
+                // A replay draws no inputs on the host: the position it moved past is the
+                // batches of its critic steps.
+                inputs.order.position = self.order.position + (critic_steps * self.config.batch_size) as u64;
+                step
+            }
+            None => generator_iteration_with(&objective, critic_steps, gan, &mut inputs),
+        }
+        .map_err(|e| e.at_iteration(self.iteration + 1))?;
+        if let Some(before) = before {
+            let after = buffer_ids(&self.graph_buffers());
+            if let Some(graphs) = &mut self.graphs {
+                graphs
+                    .check_unmoved(&before, &after)
+                    .map_err(|e| e.at_iteration(self.iteration + 1))?;
+            }
+        }
         self.order = inputs.order;
         if let (Some(average), Some(decay)) = (&self.generator_ema, self.config.ema) {
             // One average update per generator step, numbered by the iteration, so that a
@@ -385,6 +476,7 @@ impl Trainer {
     pub fn test_wasserstein(&mut self, data: &Mnist, key: u64) -> Result<f64> {
         let range = self.generator.output_range;
         keep_resident(&mut self.resident_test, &data.test, range, self.device)?;
+
         let n = data.test.len().min(TEST_SAMPLES);
         let order = ShuffledOrder::new(data.test.len(), test_order_seed(key));
         self.generator.set_training(false);
@@ -453,6 +545,17 @@ struct DrawnInputs<'a> {
     device: Device,
     key: u64,
     stream: u64,
+    /// When the iteration may be captured as a CUDA graph: the counts it draws through
+    /// instead of `key` and the order's position (the run's seed with the iteration's count,
+    /// the position's count), advanced in place (see `graphs.rs`).
+    counts: Option<DrawCounts>,
+}
+
+/// What [`DrawnInputs`] draws through for an iteration that a CUDA graph may replay.
+struct DrawCounts {
+    seed: u64,
+    iteration: Tensor,
+    position: Tensor,
 }
 
 impl DrawnInputs<'_> {
@@ -466,18 +569,33 @@ impl DrawnInputs<'_> {
     ) -> std::result::Result<Tensor, StepError> {
         let stream = self.stream;
         self.stream += 1;
-        Tensor::random(distribution, shape, self.key, stream, dtype, device).map_err(|e| StepError::Device(e.0))
+        match &self.counts {
+            // The same numbers: the key is `sequence_key(seed, iteration)`, computed on the
+            // device from the count.
+            Some(c) => Tensor::random_at(distribution, shape, c.seed, &c.iteration, stream, dtype),
+            None => Tensor::random(distribution, shape, self.key, stream, dtype, device),
+        }
+        .map_err(|e| StepError::Device(e.0))
     }
 }
 
 impl IterationInputs for DrawnInputs<'_> {
     fn real_batch(&mut self) -> std::result::Result<Tensor, StepError> {
         let start = self.order.take(self.batch_size);
-        let images = match self.resident {
-            Some(images) => images
+        let device_error = |e: earthmover_tensor::Error| StepError::Device(e.0);
+        let images = match (self.resident, &self.counts) {
+            (Some(images), Some(c)) => {
+                // The rows at the position's count, which then moves past them.
+                let batch = images
+                    .gather_shuffled_rows_at(self.batch_size, &c.position, self.order.seed)
+                    .map_err(device_error)?;
+                c.position.add_scalar_(self.batch_size as f64).map_err(device_error)?;
+                batch
+            }
+            (Some(images), None) => images
                 .gather_shuffled_rows(self.batch_size, start, self.order.seed)
-                .map_err(|e| StepError::Device(e.0))?,
-            None => self
+                .map_err(device_error)?,
+            (None, _) => self
                 .split
                 .images(&self.order.indices(start, self.batch_size), self.range),
         };

@@ -1,0 +1,124 @@
+//! Launches that read a per-iteration count from device memory when their kernel runs, instead
+//! of taking it by value: a random draw's index in its seed's sequence (random.cu's
+//! `uniform_at`, `normal_at`), a data order's position (`gather_shuffled_rows_at`) and Adam's
+//! step count (optim.cu's `adam_at`); and the in-place add that advances such a count
+//! (`add_scalar_in_place`). A CUDA graph repeats its kernels' argument values at every replay
+//! (`cuda::graph`); a count read through a pointer is what lets a captured training iteration
+//! draw new noise, gather the next batch and bias-correct the next Adam step at each replay.
+//!
+//! A count is a one-element f64 buffer on the same device holding an exact integer (below
+//! 2^53: iterations, images drawn, steps). The CPU twins are `Storage::random_at` and its
+//! siblings, which read the count and run the by-value kernels: the same numbers.
+
+use super::{GpuParamStep, GpuStorage};
+use crate::cuda::device::{Arg, GpuDevice, InitialContents};
+use crate::cuda::LaunchShape;
+use crate::op::{Distribution, OptimizerUpdate};
+use crate::storage::DType;
+use std::sync::Arc;
+
+impl GpuStorage {
+    /// Panics unless `count` is a count for kernels on this storage's device: one f64 on it.
+    /// (The callers' error: `Tensor` checks its users' counts and returns an error.)
+    pub(super) fn check_count(&self, count: &GpuStorage, what: &str) {
+        assert!(
+            Arc::ptr_eq(&self.device, &count.device) && count.dtype() == DType::F64 && count.len() == 1,
+            "{what}: a count is one f64 on the same device, got {} {} on {} (for work on {})",
+            count.len(),
+            count.dtype(),
+            count.device.device,
+            self.device.device
+        );
+    }
+
+    /// [`GpuStorage::random`] of draw `index` (read on the device) of `seed`'s sequence: key
+    /// `cpu::random::sequence_key(seed, index)`.
+    pub fn random_at(
+        device: Arc<GpuDevice>,
+        distribution: Distribution,
+        len: usize,
+        seed: u64,
+        index: &GpuStorage,
+        stream: u64,
+        dtype: DType,
+    ) -> Result<GpuStorage, String> {
+        let out = GpuStorage {
+            buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
+            device,
+        };
+        out.check_count(index, "random_at's index");
+        let (family, a, b) = match distribution {
+            Distribution::Uniform { low, high } => ("uniform_at", low, high),
+            Distribution::Normal { mean, std } => ("normal_at", mean, std),
+        };
+        out.try_launch(
+            &out.kernel(family),
+            LaunchShape::elementwise(len),
+            &mut [
+                out.ptr(),
+                Arg::I64(len as i64),
+                Arg::U64(seed),
+                index.ptr(),
+                Arg::U64(stream),
+                Arg::F64(a),
+                Arg::F64(b),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    /// [`GpuStorage::gather_shuffled_rows`] from the position held in `position` when the
+    /// kernel runs.
+    pub fn gather_shuffled_rows_at(
+        &self,
+        row_len: usize,
+        rows: usize,
+        position: &GpuStorage,
+        seed: u64,
+    ) -> Result<GpuStorage, String> {
+        self.check_count(position, "gather_shuffled_rows_at's position");
+        let n = rows * row_len;
+        let out = GpuStorage {
+            buffer: self.device.alloc(self.dtype(), n, InitialContents::Unwritten)?,
+            device: self.device.clone(),
+        };
+        if n == 0 {
+            return Ok(out);
+        }
+        out.try_launch(
+            &self.kernel("gather_shuffled_rows_at"),
+            LaunchShape::elementwise(n),
+            &mut [
+                self.ptr(),
+                out.ptr(),
+                Arg::I64(rows as i64),
+                Arg::I64(row_len as i64),
+                Arg::I64((self.len() / row_len) as i64),
+                position.ptr(),
+                Arg::U64(seed),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    /// [`GpuStorage::optimizer_step_list`] with Adam's step count read from `step_count` when
+    /// the kernels run (the update's own `step` unused); the other updates do not count steps
+    /// and launch as they are.
+    pub fn optimizer_step_list_at(steps: &mut [GpuParamStep<'_>], update: OptimizerUpdate, step_count: &GpuStorage) {
+        GpuStorage::optimizer_step_list_counted(steps, update, Some(step_count))
+    }
+
+    /// `self += value`, element by element in place, in its dtype (f32 or f64): the buffer
+    /// stays where it is, so a captured kernel that reads it sees the new value at its next
+    /// replay.
+    pub fn add_scalar_in_place(&mut self, value: f64) {
+        if self.is_empty() {
+            return;
+        }
+        self.launch(
+            &self.kernel("add_scalar_in_place"),
+            LaunchShape::elementwise(self.len()),
+            &mut [self.ptr(), Arg::I64(self.len() as i64), Arg::F64(value)],
+        );
+    }
+}
