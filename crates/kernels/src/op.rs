@@ -329,6 +329,24 @@ mod tests {
         assert_eq!(pow_by_squaring(0.9, 0), 1.0);
         assert_eq!(pow_by_squaring(0.0, 5), 0.0);
         assert_eq!(pow_by_squaring(2.0, 40), 2f64.powi(40));
+        // The same bits as `powi` computed at run time (compiler-rt's `__powidf2`: the same
+        // products in the same order; a constant `powi` may be folded otherwise), so Adam's
+        // steps did not change when it came in.
+        for (base, t) in [
+            (0.9, 1),
+            (0.999, 2),
+            (0.9, 3),
+            (0.5, 17),
+            (0.999, 12_345),
+            (0.9, 99_999),
+        ] {
+            let (base, t) = std::hint::black_box((base, t));
+            assert_eq!(
+                pow_by_squaring(base, t).to_bits(),
+                base.powi(t as i32).to_bits(),
+                "{base}^{t}"
+            );
+        }
         for t in [1, 2, 3, 7, 100, 12_345] {
             let exact = 0.9f64.powf(t as f64);
             let ours = pow_by_squaring(0.9, t);

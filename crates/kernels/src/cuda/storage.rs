@@ -790,20 +790,7 @@ impl GpuStorage {
         let shape = LaunchShape::elementwise(total);
         match update {
             OptimizerUpdate::Adam { lr, betas, eps, .. } if step_count.is_some() => {
-                let count = step_count.expect("matched above");
-                self.check_count(count, "Adam's step count");
-                self.launch(
-                    &self.kernel("adam_at"),
-                    shape,
-                    &mut [
-                        list,
-                        count.ptr(),
-                        Arg::F64(lr),
-                        Arg::F64(betas.0),
-                        Arg::F64(betas.1),
-                        Arg::F64(eps),
-                    ],
-                )
+                self.launch_adam_at(list, shape, (lr, betas, eps), step_count.expect("matched above"))
             }
             OptimizerUpdate::Sgd { lr, momentum } => self.launch(
                 &self.kernel("sgd"),

@@ -108,6 +108,31 @@ impl GpuStorage {
         GpuStorage::optimizer_step_list_counted(steps, update, Some(step_count))
     }
 
+    /// optim.cu's `adam_at` on a parameter list of `shape`'s elements, `(lr, betas, eps)`, at
+    /// the step count held in `count`.
+    pub(super) fn launch_adam_at(
+        &self,
+        list: Arg,
+        shape: LaunchShape,
+        hyper: (f64, (f64, f64), f64),
+        count: &GpuStorage,
+    ) {
+        let (lr, betas, eps) = hyper;
+        self.check_count(count, "Adam's step count");
+        self.launch(
+            &self.kernel("adam_at"),
+            shape,
+            &mut [
+                list,
+                count.ptr(),
+                Arg::F64(lr),
+                Arg::F64(betas.0),
+                Arg::F64(betas.1),
+                Arg::F64(eps),
+            ],
+        )
+    }
+
     /// `self += value`, element by element in place, in its dtype (f32 or f64): the buffer
     /// stays where it is, so a captured kernel that reads it sees the new value at its next
     /// replay.
