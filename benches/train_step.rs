@@ -16,7 +16,10 @@
 //! under its row, the first iteration's included, each with a line of the memory pool's
 //! (`PoolCounters`: buffers reused against buffers got from the driver), then the last
 //! iteration's launches per kernel name (`LaunchHistogram`), the most launched first; the
-//! emulator times 2 iterations after the first instead of 5.
+//! emulator times 2 iterations after the first instead of 5. `graph` (with `cuda` or
+//! `emulator`) captures each iteration as a CUDA graph and replays it (`wgan-mnist
+//! --cuda-graph`): the first three iterations (two uncaptured, the capture) come before the
+//! timed ones, and a replayed iteration counts one graph launch.
 //!
 //! On the CPU it first prints the processor, the SIMD path in use (`EARTHMOVER_SIMD` chooses
 //! another) and that path's measured FMA peak. Beside the time it prints, per configuration:
@@ -115,6 +118,9 @@ fn main() {
         Precision::F32
     };
     println!("precision: {precision}");
+    if has("graph") {
+        println!("iterations: captured as CUDA graphs and replayed");
+    }
     if precision == Precision::Bf16 && device == Device::Cpu {
         // The bf16 convolutions run on AMX or the bf16 tile, past the f32 FMA peak of the
         // "of peak" column: print their own ceilings beside it.
@@ -145,13 +151,15 @@ fn main() {
             // The denormal setting reaches rayon's global pool by itself; a pool of our own
             // must be told inside it.
             earthmover::tensor::set_flush_denormal(flush);
-            time_configurations(&data, device, &dims, &algos, precision, threads, peak)
+            time_configurations(&data, device, &dims, &algos, precision, threads, peak, has("graph"))
         });
     }
 }
 
 /// Time every (dim, algorithm) on the current rayon pool of `threads` threads and print a row
-/// for each; `peak` is the FMA peak on that many threads (NaN on a GPU).
+/// for each; `peak` is the FMA peak on that many threads (NaN on a GPU); `graphs`: iterations
+/// replayed as CUDA graphs.
+#[allow(clippy::too_many_arguments)]
 fn time_configurations(
     data: &Mnist,
     device: Device,
@@ -160,6 +168,7 @@ fn time_configurations(
     precision: Precision,
     threads: usize,
     peak: f64,
+    graphs: bool,
 ) {
     for &dim in dims {
         for &algo in algos {
@@ -174,6 +183,9 @@ fn time_configurations(
             if let Err(e) = trainer.to_device(device) {
                 eprintln!("skipped: {e}");
                 return;
+            }
+            if graphs {
+                trainer.use_cuda_graphs().unwrap_or_else(|e| panic!("graph: {e}"));
             }
             // Each step's device counters (a GPU or the emulator), the first's included.
             let mut counters = Vec::new();
@@ -191,7 +203,11 @@ fn time_configurations(
                     last_histogram = after.since(&before);
                 }
             };
-            step(&mut trainer);
+            // Untimed: the first iteration (the images' upload, the pool's first buffers); with
+            // graphs, the two that run uncaptured and the capture.
+            for _ in 0..if graphs { 3 } else { 1 } {
+                step(&mut trainer);
+            }
             let runs = if device == Device::CudaEmulator { 2 } else { 5 };
             let flops_before = gemm_flops();
             let mut times: Vec<f64> = (0..runs)

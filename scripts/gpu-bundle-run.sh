@@ -228,6 +228,7 @@ done
 # The figures: our kernels and step, then PyTorch's on the same GPU.
 stage bench_gpu_kernels 60 "$bin/gpu_kernels"
 stage bench_train_step 60 "$bin/train_step" cuda 64
+stage bench_train_step_graph 60 "$bin/train_step" cuda 64 graph
 torch_stage torch_gpu_kernels 60 gpu_kernels.py
 torch_stage torch_train_step 60 train_step.py --cuda 64
 # Every finite-difference check, first and second order, on the CPU and on GPU 0.
@@ -245,7 +246,7 @@ done
     printf '%-24s %-6s %5s  %s\n' "$name" "$result" "$took" "$note"
   done
 } | tee "$logs/summary.txt"
-for f in gpu-kernels:bench_gpu_kernels torch-gpu-kernels:torch_gpu_kernels train-step:bench_train_step torch-train-step:torch_train_step; do
+for f in gpu-kernels:bench_gpu_kernels torch-gpu-kernels:torch_gpu_kernels train-step:bench_train_step train-step-graph:bench_train_step_graph torch-train-step:torch_train_step; do
   log="$logs/${f#*:}.log"
   if [[ -s "$log" ]] && ! grep -q '^skipped' "$log"; then
     echo
