@@ -55,20 +55,10 @@ impl Tensor {
     /// [`Tensor::gather_shuffled_rows`] from the position held in the count `position` (on
     /// this tensor's device) when the kernel runs.
     pub fn gather_shuffled_rows_at(&self, rows: usize, position: &Tensor, seed: u64) -> Result<Tensor> {
-        let Some(&source_rows) = self.shape().first() else {
-            return Err(Error("gather_shuffled_rows_at: a scalar has no rows".into()));
-        };
-        if source_rows == 0 {
-            return Err(Error("gather_shuffled_rows_at: no rows to draw from".into()));
-        }
-        let row_len = self.numel() / source_rows;
-        let storage = self
-            .storage()
-            .gather_shuffled_rows_at(row_len, rows, &position.storage(), seed)
-            .map_err(Error)?;
-        let mut shape = self.shape().to_vec();
-        shape[0] = rows;
-        Ok(Tensor::constant(storage, shape))
+        let position = position.storage();
+        self.gather_rows("gather_shuffled_rows_at", rows, |s, row_len| {
+            s.gather_shuffled_rows_at(row_len, rows, &position, seed)
+        })
     }
 
     /// [`Tensor::apply_updates`] with Adam's step count read from the count `step_count` (on

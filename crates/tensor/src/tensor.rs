@@ -199,17 +199,26 @@ impl Tensor {
     /// positions, keyed by `seed`. For batches of a dataset that stays on its device. A
     /// constant: no graph.
     pub fn gather_shuffled_rows(&self, rows: usize, position: u64, seed: u64) -> Result<Tensor> {
+        self.gather_rows("gather_shuffled_rows", rows, |s, row_len| {
+            s.gather_shuffled_rows(row_len, rows, position, seed)
+        })
+    }
+
+    /// `rows` rows of this tensor, gathered by `gather` from its storage seen as rows of
+    /// `row_len` values; `op` names it in the errors.
+    pub(crate) fn gather_rows(
+        &self,
+        op: &str,
+        rows: usize,
+        gather: impl FnOnce(&Storage, usize) -> std::result::Result<Storage, String>,
+    ) -> Result<Tensor> {
         let Some(&source_rows) = self.shape().first() else {
-            return Err(Error("gather_shuffled_rows: a scalar has no rows".into()));
+            return Err(Error(format!("{op}: a scalar has no rows")));
         };
         if source_rows == 0 {
-            return Err(Error("gather_shuffled_rows: no rows to draw from".into()));
+            return Err(Error(format!("{op}: no rows to draw from")));
         }
-        let row_len = self.numel() / source_rows;
-        let storage = self
-            .storage()
-            .gather_shuffled_rows(row_len, rows, position, seed)
-            .map_err(Error)?;
+        let storage = gather(&self.storage(), self.numel() / source_rows).map_err(Error)?;
         let mut shape = self.shape().to_vec();
         shape[0] = rows;
         Ok(Tensor::constant(storage, shape))

@@ -281,6 +281,19 @@ impl GpuStorage {
         stream: u64,
         dtype: DType,
     ) -> Result<GpuStorage, String> {
+        GpuStorage::draw(device, distribution, len, dtype, ("", &[Arg::U64(seed)]), stream)
+    }
+
+    /// A launch of random.cu's `uniform` or `normal` family (`variant` "" or "_at", with its key
+    /// arguments: the seed, or the seed and a count's address).
+    pub(super) fn draw(
+        device: Arc<GpuDevice>,
+        distribution: Distribution,
+        len: usize,
+        dtype: DType,
+        (variant, key): (&str, &[Arg]),
+        stream: u64,
+    ) -> Result<GpuStorage, String> {
         let out = GpuStorage {
             buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
             device,
@@ -289,17 +302,13 @@ impl GpuStorage {
             Distribution::Uniform { low, high } => ("uniform", low, high),
             Distribution::Normal { mean, std } => ("normal", mean, std),
         };
+        let mut args = vec![out.ptr(), Arg::I64(len as i64)];
+        args.extend_from_slice(key);
+        args.extend([Arg::U64(stream), Arg::F64(a), Arg::F64(b)]);
         out.try_launch(
-            &out.kernel(family),
+            &out.kernel(&format!("{family}{variant}")),
             LaunchShape::elementwise(len),
-            &mut [
-                out.ptr(),
-                Arg::I64(len as i64),
-                Arg::U64(seed),
-                Arg::U64(stream),
-                Arg::F64(a),
-                Arg::F64(b),
-            ],
+            &mut args,
         )?;
         Ok(out)
     }
@@ -313,6 +322,18 @@ impl GpuStorage {
         position: u64,
         seed: u64,
     ) -> Result<GpuStorage, String> {
+        self.gather_rows(row_len, rows, ("gather_shuffled_rows", Arg::U64(position)), seed)
+    }
+
+    /// A launch of `kernel` of random.cu's `gather_shuffled_rows` family, `position` its
+    /// position argument (a value, or a count's address).
+    pub(super) fn gather_rows(
+        &self,
+        row_len: usize,
+        rows: usize,
+        (kernel, position): (&str, Arg),
+        seed: u64,
+    ) -> Result<GpuStorage, String> {
         let n = rows * row_len;
         let out = GpuStorage {
             buffer: self.device.alloc(self.dtype(), n, InitialContents::Unwritten)?,
@@ -322,7 +343,7 @@ impl GpuStorage {
             return Ok(out);
         }
         out.try_launch(
-            &self.kernel("gather_shuffled_rows"),
+            &self.kernel(kernel),
             LaunchShape::elementwise(n),
             &mut [
                 self.ptr(),
@@ -330,7 +351,7 @@ impl GpuStorage {
                 Arg::I64(rows as i64),
                 Arg::I64(row_len as i64),
                 Arg::I64((self.len() / row_len) as i64),
-                Arg::U64(position),
+                position,
                 Arg::U64(seed),
             ],
         )?;

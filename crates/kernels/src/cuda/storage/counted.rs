@@ -11,7 +11,7 @@
 //! siblings, which read the count and run the by-value kernels: the same numbers.
 
 use super::{GpuParamStep, GpuStorage};
-use crate::cuda::device::{Arg, GpuDevice, InitialContents};
+use crate::cuda::device::{Arg, GpuDevice};
 use crate::cuda::LaunchShape;
 use crate::op::{Distribution, OptimizerUpdate};
 use crate::storage::DType;
@@ -42,29 +42,10 @@ impl GpuStorage {
         stream: u64,
         dtype: DType,
     ) -> Result<GpuStorage, String> {
-        let out = GpuStorage {
-            buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
-            device,
-        };
-        out.check_count(index, "random_at's index");
-        let (family, a, b) = match distribution {
-            Distribution::Uniform { low, high } => ("uniform_at", low, high),
-            Distribution::Normal { mean, std } => ("normal_at", mean, std),
-        };
-        out.try_launch(
-            &out.kernel(family),
-            LaunchShape::elementwise(len),
-            &mut [
-                out.ptr(),
-                Arg::I64(len as i64),
-                Arg::U64(seed),
-                index.ptr(),
-                Arg::U64(stream),
-                Arg::F64(a),
-                Arg::F64(b),
-            ],
-        )?;
-        Ok(out)
+        // (Its device is `device`: `Storage::random_at` opened it from the count's.)
+        index.check_count(index, "random_at's index");
+        let key = [Arg::U64(seed), index.ptr()];
+        GpuStorage::draw(device, distribution, len, dtype, ("_at", &key), stream)
     }
 
     /// [`GpuStorage::gather_shuffled_rows`] from the position held in `position` when the
@@ -77,28 +58,7 @@ impl GpuStorage {
         seed: u64,
     ) -> Result<GpuStorage, String> {
         self.check_count(position, "gather_shuffled_rows_at's position");
-        let n = rows * row_len;
-        let out = GpuStorage {
-            buffer: self.device.alloc(self.dtype(), n, InitialContents::Unwritten)?,
-            device: self.device.clone(),
-        };
-        if n == 0 {
-            return Ok(out);
-        }
-        out.try_launch(
-            &self.kernel("gather_shuffled_rows_at"),
-            LaunchShape::elementwise(n),
-            &mut [
-                self.ptr(),
-                out.ptr(),
-                Arg::I64(rows as i64),
-                Arg::I64(row_len as i64),
-                Arg::I64((self.len() / row_len) as i64),
-                position.ptr(),
-                Arg::U64(seed),
-            ],
-        )?;
-        Ok(out)
+        self.gather_rows(row_len, rows, ("gather_shuffled_rows_at", position.ptr()), seed)
     }
 
     /// [`GpuStorage::optimizer_step_list`] with Adam's step count read from `step_count` when
