@@ -62,7 +62,7 @@ fn critic_loss_with_penalty_and_its_gradients_match_the_cpu() {
         let p = params(dtype);
         let real = Tensor::randn(&[4, 1, 5, 7], dtype, 1);
         let fake = Tensor::randn(&[4, 1, 5, 7], dtype, 2);
-        let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(3));
+        let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(3)).unwrap();
         let (cpu_loss, cpu_grads) = loss_and_grads(&p, &real, &fake, &eps);
         let moved = on(device, &[real, fake, eps]);
         let (gpu_loss, gpu_grads) = loss_and_grads(&on(device, &p), &moved[0], &moved[1], &moved[2]);

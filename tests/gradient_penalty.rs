@@ -29,7 +29,7 @@ fn critic(p: &[Tensor], x: &Tensor) -> Tensor {
 fn batch() -> (Tensor, Tensor, Tensor) {
     let real = Tensor::randn(&[3, 1, 5, 7], DType::F64, 1);
     let fake = Tensor::randn(&[3, 1, 5, 7], DType::F64, 2);
-    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(3));
+    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(3)).unwrap();
     (real, fake, eps)
 }
 
@@ -121,7 +121,7 @@ fn norm_is_taken_per_sample_not_over_the_batch() {
 #[test]
 fn interpolation_weight_is_drawn_per_sample_not_per_element() {
     let (real, fake, _) = batch();
-    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(9));
+    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(9)).unwrap();
     assert_eq!(
         eps.shape(),
         &[3, 1, 1, 1],

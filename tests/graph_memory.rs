@@ -41,7 +41,7 @@ impl Net {
     }
     /// One WGAN-GP critic step: forward, penalty (a double backward), backward, SGD update.
     fn step(&self, real: &Tensor, fake: &Tensor, rng: &mut StdRng) -> f64 {
-        let eps = interpolation_weights(real, rng);
+        let eps = interpolation_weights(real, rng).unwrap();
         let x_hat = interpolate(real, fake, &eps);
         let gp = gradient_penalty(|x| self.forward(x), &x_hat, 10.0);
         let loss = self

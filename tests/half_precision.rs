@@ -45,6 +45,7 @@ fn penalty_and_gradients(dtype: DType, rounded_to: DType) -> (f64, Vec<Vec<f64>>
         .to_dtype(rounded_to)
         .to_dtype(dtype);
     let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(3))
+        .unwrap()
         .to_dtype(rounded_to)
         .to_dtype(dtype);
     let x_hat = interpolate(&real, &fake, &eps);

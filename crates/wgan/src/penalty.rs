@@ -15,13 +15,12 @@ use earthmover_tensor::{grad, Tensor};
 /// One interpolation weight per sample, uniform on [0, 1), shaped `[N, 1, ..., 1]` to
 /// broadcast over a batch of shape `like`. Drawing one per element instead would put `x_hat`
 /// off the segment between the real and the fake sample, where the penalty's theory does not
-/// apply.
-pub fn interpolation_weights<R: rand::Rng + ?Sized>(like: &Tensor, rng: &mut R) -> Tensor {
+/// apply. Drawn on the host and moved to `like`'s device: an error when that device has
+/// failed.
+pub fn interpolation_weights<R: rand::Rng + ?Sized>(like: &Tensor, rng: &mut R) -> earthmover_tensor::Result<Tensor> {
     let mut shape = vec![1; like.rank()];
     shape[0] = like.shape()[0];
-    Tensor::rand_uniform_with(&shape, 0.0, 1.0, like.dtype(), rng)
-        .to_device(like.device())
-        .expect("the device of an existing tensor")
+    Tensor::rand_uniform_with(&shape, 0.0, 1.0, like.dtype(), rng).to_device(like.device())
 }
 
 /// `eps * real + (1 - eps) * fake`, detached from both inputs, ready to be differentiated

@@ -137,7 +137,7 @@ fn the_penalty_keeps_faint_gradients_in_f16_only_with_its_inner_gradient_scaled(
         Tensor::randn_with(&[8, 64], DType::F32, &mut rng),
         Tensor::randn_with(&[8, 64], DType::F32, &mut rng),
     );
-    let x_hat = interpolate(&real, &fake, &interpolation_weights(&real, &mut rng));
+    let x_hat = interpolate(&real, &fake, &interpolation_weights(&real, &mut rng).unwrap());
     let exact = gradient_penalty(|x| critic.forward(x), &x_hat, 10.0)
         .mean_grad_norm
         .item();

@@ -132,7 +132,7 @@ fn a_wgan_gp_critic_step_runs_in_f64_with_second_order_gradients() {
         let mut optim = Adam::new(critic.parameters(), 1e-4, (0.5, 0.9));
         let real = Tensor::rand_uniform_with(&[4, 1, 28, 28], 0.0, 1.0, DType::F64, &mut rng);
         let fake = generator.forward(&generator.noise_like(4, &mut rng)).detach();
-        let x_hat = interpolate(&real, &fake, &interpolation_weights(&real, &mut rng));
+        let x_hat = interpolate(&real, &fake, &interpolation_weights(&real, &mut rng).unwrap());
         assert_eq!(x_hat.dtype(), DType::F64);
         let gp = gradient_penalty(|x| critic.forward(x), &x_hat, 10.0);
         let loss = critic

@@ -52,6 +52,6 @@ where
         Ok((self.draw_noise)(self.rng))
     }
     fn interpolation_weights(&mut self, real: &Tensor) -> Result<Tensor, StepError> {
-        Ok(interpolation_weights(real, self.rng))
+        interpolation_weights(real, self.rng).map_err(|e| StepError::Device(e.0))
     }
 }

@@ -362,7 +362,10 @@ pub fn critic_step<R: Rng + ?Sized>(
     fake: &Tensor,
     rng: &mut R,
 ) -> Result<CriticLog, StepError> {
-    let eps = (objective.algo == Algo::WganGp).then(|| interpolation_weights(real, rng));
+    let eps = (objective.algo == Algo::WganGp)
+        .then(|| interpolation_weights(real, rng))
+        .transpose()
+        .map_err(|e| StepError::Device(e.0))?;
     let loss_scale = scaler.as_ref().map(|s| s.get_scale());
     let losses = critic_losses(objective, critic, real, fake, eps.as_ref(), loss_scale);
     let mut logged: Vec<&Tensor> = losses.logged.iter().collect();

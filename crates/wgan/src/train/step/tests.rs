@@ -145,7 +145,7 @@ fn a_critic_step_logs_each_value_under_its_own_name() {
     let objective = objective(Algo::WganGp);
     let wasserstein = critic.forward(&real).mean().sub(&critic.forward(&fake).mean()).item();
     // The step draws its interpolation weights first, from a generator seeded alike.
-    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(4));
+    let eps = interpolation_weights(&real, &mut StdRng::seed_from_u64(4)).unwrap();
     let gp = crate::penalty::gradient_penalty(
         |x| critic.forward(x),
         &interpolate(&real, &fake, &eps),
