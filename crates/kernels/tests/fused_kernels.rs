@@ -11,7 +11,7 @@
 mod common;
 
 use common::{cuda_devices, random};
-use earthmover_kernels::{broadcast_strides, BinaryOp, DType, Device, ReduceOp, Storage, UnaryOp};
+use earthmover_kernels::{broadcast_strides, contiguous_strides, BinaryOp, DType, Device, ReduceOp, Storage, UnaryOp};
 
 fn bits(s: &Storage) -> Vec<u64> {
     s.to_f64_vec().iter().map(|v| v.to_bits()).collect()
@@ -317,5 +317,29 @@ fn ops_past_8_dims_are_the_devices_failure() {
         let message =
             format!("the read's error: {name} on a GPU supports at most 8 dims; got 9 ({what} on cuda-emulator");
         assert!(stderr.contains(&message), "{op}: wanted {message:?} in {stderr}");
+    }
+}
+
+/// An op past 8 dims with nothing to write (a dim of 0) launches nothing and fails nothing: an
+/// empty output of any rank is no reason to stop a device.
+#[test]
+fn empty_ops_past_8_dims_are_no_failure() {
+    let Some(device) = cuda_devices().into_iter().next() else {
+        return;
+    };
+    let shape = [2, 1, 0, 1, 2, 1, 1, 2, 3];
+    let kept = [1, 1, 0, 1, 2, 1, 1, 2, 1];
+    let empty = on(&[], DType::F32, device);
+    let w = on(&random(2, 193), DType::F32, device);
+    let ones = [2, 1, 1, 1, 1, 1, 1, 1, 1];
+    let strides = contiguous_strides(&shape);
+    let outputs = [
+        empty.binary(BinaryOp::Add, &shape, &w, &ones, &shape),
+        empty.reduce(ReduceOp::Sum, &shape, &kept),
+        empty.strided_copy(0, &strides, &shape),
+        empty.padded_copy(&shape, &[0; 9], &shape, 0.0).unwrap(),
+    ];
+    for (i, out) in outputs.iter().enumerate() {
+        assert_eq!(out.try_to_f64_vec(), Ok(vec![]), "{device}: output {i}");
     }
 }

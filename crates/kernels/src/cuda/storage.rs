@@ -143,6 +143,10 @@ impl GpuStorage {
         b_shape: &[usize],
         out_shape: &[usize],
     ) -> Option<BroadcastShape> {
+        if out_shape.contains(&0) {
+            // Nothing to write, of any rank: no launch, and no failure.
+            return None;
+        }
         let s = BroadcastShape::new(a_shape, b_shape, out_shape);
         if s.is_none() {
             let what = format_args!("{a_shape:?} and {b_shape:?} broadcast to {out_shape:?}");
@@ -156,6 +160,10 @@ impl GpuStorage {
     /// `reduce_to`, on an `out_shape` that is not `shape` with some dims 1 (the callers'
     /// error, not their users').
     pub(super) fn reduce_shape(&self, op: &str, shape: &[usize], out_shape: &[usize]) -> Option<ReduceShape> {
+        if out_shape.contains(&0) {
+            // Nothing to write, of any rank: no launch, and no failure.
+            return None;
+        }
         if shape.len() > MAX_RANK {
             self.fail_past_max_rank(op, shape.len(), format_args!("{shape:?} reduced to {out_shape:?}"));
             return None;
@@ -174,6 +182,10 @@ impl GpuStorage {
         strides: &[usize],
         shape: &[usize],
     ) -> Option<StridedShape> {
+        if shape.contains(&0) {
+            // Nothing to copy, of any rank: no launch, and no failure.
+            return None;
+        }
         if shape.len() > MAX_RANK {
             let what = format_args!("a view of shape {shape:?}, strides {strides:?}");
             self.fail_past_max_rank(op, shape.len(), what);
@@ -198,7 +210,7 @@ impl GpuStorage {
                 "{op}: a box of shape {inner:?} at {before:?} is not inside {outer:?}"
             ));
         }
-        if outer.len() > MAX_RANK {
+        if outer.len() > MAX_RANK && !outer.contains(&0) {
             let what = format_args!("a box of shape {inner:?} at {before:?} inside {outer:?}");
             self.fail_past_max_rank(op, outer.len(), what);
             return Ok(None);
