@@ -25,10 +25,12 @@ pub mod shape;
 mod storage;
 mod storage_counted;
 mod storage_fused;
+mod storage_optim;
 
 pub use element::Element;
 /// The 16-bit float types of [`DType::BF16`] and [`DType::F16`] (the `half` crate's).
 pub use half::{bf16, f16};
 pub use op::{BinaryOp, Distribution, Epilogue, MatmulProblem, MatrixLayout, OptimizerUpdate, ReduceOp, UnaryOp};
 pub use shape::{broadcast_shapes, broadcast_strides, checked_numel, contiguous_strides, numel, ConvGeometry};
-pub use storage::{CpuStorage, DType, Device, ParamStep, Storage};
+pub use storage::{CpuStorage, DType, Device, Storage};
+pub use storage_optim::ParamStep;

@@ -12,7 +12,8 @@ use crate::cpu::random::sequence_key;
 use crate::cuda::device::GpuDevice;
 use crate::cuda::storage::GpuStorage;
 use crate::op::{Distribution, OptimizerUpdate, UnaryOp};
-use crate::storage::{CpuStorage, DType, Device, ParamStep, Storage};
+use crate::storage::{CpuStorage, DType, Device, Storage};
+use crate::storage_optim::ParamStep;
 
 impl Storage {
     /// An error unless `count` is a count (one f64) on `device`; `what` names it.
