@@ -375,4 +375,71 @@ fn cuda_graphs_are_refused_where_they_cannot_run() {
     trainer.to_device(device).unwrap();
     let err = trainer.use_cuda_graphs().unwrap_err().0;
     assert!(err.contains("loss scaling"), "{err}");
+    // 16-bit networks (not mixed precision) step their optimisers on the host's count.
+    let mut trainer = Trainer::new(small(Algo::WganGp), 16).unwrap();
+    trainer.to_device(device).unwrap();
+    trainer.use_cuda_graphs().unwrap();
+    trainer.to_dtype(DType::BF16).unwrap();
+    assert!(!trainer.uses_cuda_graphs(), "off with bf16 networks");
+    let err = trainer.use_cuda_graphs().unwrap_err().0;
+    assert!(err.contains("need f32 or f64 networks, not bf16"), "{err}");
+    trainer.to_dtype(DType::F64).unwrap();
+    assert!(!trainer.uses_cuda_graphs());
+    trainer.use_cuda_graphs().unwrap();
+    trainer.to_dtype(DType::F32).unwrap();
+    assert!(trainer.uses_cuda_graphs(), "kept through a conversion it can run in");
+}
+
+/// Graphs through what a run does between iterations: saved after a capture and resumed (the
+/// optimisers' step counts read back from the device, the position from the host's mirror),
+/// and both learning rates changed mid-run (captured by value: the graph is captured anew).
+/// Every iteration's log and the final state equal an uncaptured run's, bit for bit.
+#[test]
+fn graphs_survive_a_checkpoint_and_a_new_learning_rate() {
+    use earthmover::wgan::checkpoint::{load_checkpoint, save_checkpoint};
+    let _devices = lock_devices();
+    let Some(device) = cuda_device() else { return };
+    let data = data();
+    let config = small(Algo::WganGp);
+    let mut plain = Trainer::new(config.clone(), data.train.len()).unwrap();
+    let mut graphed = Trainer::new(config, data.train.len()).unwrap();
+    for trainer in [&mut plain, &mut graphed] {
+        trainer.to_device(device).unwrap();
+    }
+    graphed.use_cuda_graphs().unwrap();
+    let dir = std::env::temp_dir().join(format!("em-graph-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let values = |log: &IterationLog| [log.critic_loss, log.generator_loss, log.wasserstein].map(f64::to_bits);
+    for i in 1..=11 {
+        if i == 4 {
+            // After the capture (iteration 3): saved, and resumed in a new trainer.
+            save_checkpoint(&graphed, &dir.join("c.safetensors")).unwrap();
+            graphed = load_checkpoint(&dir.join("c.safetensors"), data.train.len()).unwrap();
+            graphed.to_device(device).unwrap();
+            graphed.use_cuda_graphs().unwrap();
+        }
+        if i == 8 {
+            for trainer in [&mut plain, &mut graphed] {
+                trainer.generator_optim.set_learning_rate(5e-5);
+                trainer.critic_optim.set_learning_rate(2e-4);
+            }
+        }
+        let before = device_counters(device).unwrap();
+        let replayed = graphed.step(&data).unwrap();
+        let counted = device_counters(device).unwrap().since(&before);
+        let reference = plain.step(&data).unwrap();
+        assert_eq!(values(&replayed), values(&reference), "iteration {i}");
+        // Captured at 3, 6 (resumed at 4) and 10 (new rates at 8), replayed after.
+        let graph_launch = [3, 6, 7, 10, 11].contains(&i);
+        assert_eq!(
+            counted.graph_launches,
+            u64::from(graph_launch),
+            "iteration {i}: {counted}"
+        );
+    }
+    assert_eq!(graphed.order.position, plain.order.position);
+    for ((name, a), (_, b)) in trained_state(&graphed).iter().zip(trained_state(&plain)) {
+        assert!(*a == b, "{name} differs after 11 iterations");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

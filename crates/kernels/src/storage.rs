@@ -388,6 +388,19 @@ impl Storage {
         self.len() == 0
     }
 
+    /// Where this buffer's memory is (a host address, or a device address on a GPU): the
+    /// identity of the memory kernels write, which a CUDA graph captured with it keeps
+    /// addressing. 0 for a buffer without memory (a failed device's).
+    pub fn buffer_address(&self) -> usize {
+        match self {
+            Storage::Cpu(CpuStorage::F32(v)) => v.as_ptr() as usize,
+            Storage::Cpu(CpuStorage::F64(v)) => v.as_ptr() as usize,
+            Storage::Cpu(CpuStorage::BF16(v)) => v.as_ptr() as usize,
+            Storage::Cpu(CpuStorage::F16(v)) => v.as_ptr() as usize,
+            Storage::Cuda(g) => g.device.address(&g.buffer) as usize,
+        }
+    }
+
     pub fn size_in_bytes(&self) -> usize {
         self.len() * self.dtype().size_in_bytes()
     }

@@ -39,15 +39,24 @@ impl Storage {
             _ => None,
         };
         if !one_list || (step_count.is_some() && gpu_count.is_none()) {
-            // Adam's step count read here, on the host (on a GPU, a wait for it). A failed
-            // device's count reads as 0: nothing runs there any more, and its failure is
-            // returned by the next read.
+            // Adam's step count read here, on the host (on a GPU, a wait for it, refused
+            // during a CUDA graph's capture). A count that cannot be read steps nothing: the
+            // count's device keeps the error as its failure, returned by its next read.
             let update = match (update, step_count) {
-                (OptimizerUpdate::Adam { lr, betas, eps, .. }, Some(count)) => OptimizerUpdate::Adam {
-                    lr,
-                    betas,
-                    eps,
-                    step: count.try_to_f64_vec().map_or(0, |v| v[0] as u64),
+                (OptimizerUpdate::Adam { lr, betas, eps, .. }, Some(count)) => match count.try_to_f64_vec() {
+                    Ok(v) => OptimizerUpdate::Adam {
+                        lr,
+                        betas,
+                        eps,
+                        step: v[0] as u64,
+                    },
+                    Err(e) => {
+                        if let Storage::Cuda(g) = count {
+                            g.device
+                                .record_failure(format!("Adam's step count, read for a 16-bit or mixed list: {e}"));
+                        }
+                        return;
+                    }
                 },
                 _ => update,
             };

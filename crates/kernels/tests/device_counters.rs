@@ -544,9 +544,9 @@ fn a_capture_refuses_waits_uploads_and_new_memory() {
 
 /// The `_at` operations read their count when their kernel runs: work captured once, with the
 /// counts advanced in place inside it, draws, gathers and steps at each replay what the by-value
-/// operations give at the counts' new values on the CPU, bit for bit (Philox numbers keyed by
-/// `sequence_key(seed, index)`, rows from the position, Adam's bias correction at the step
-/// count). And a zero-filled allocation made during a capture is zeroed again at each replay, as
+/// operations give at the counts' new values on the same device, bit for bit (Philox numbers
+/// keyed by `sequence_key(seed, index)`, rows from the position, Adam's bias correction at the
+/// step count; on the emulator those are the CPU's numbers too). And a zero-filled allocation made during a capture is zeroed again at each replay, as
 /// a GPU's captured memset is.
 #[test]
 fn captured_counts_give_each_replay_the_next_draw_batch_and_step() {
@@ -608,16 +608,17 @@ fn captured_counts_give_each_replay_the_next_draw_batch_and_step() {
             9,
             "{device}: 2 draws and a gather, a zero-fill and an add, 3 advances, Adam"
         );
-        let cpu = |values: &[f64], dtype| Storage::from_f64_slice(values, dtype, Device::Cpu).unwrap();
+        // The by-value operations on the same device: the numbers the counts must give.
+        let fresh = |values: &[f64], dtype| Storage::from_f64_slice(values, dtype, device).unwrap();
         for replay in 1..=3u64 {
             // SAFETY: every buffer the graph addresses that it did not allocate (the counts, the
             // rows, the parameter, its gradient and moments) is alive.
             unsafe { gpu.replay(&graph) }.unwrap();
             let key = sequence_key(11, replay);
             let expected = [
-                Storage::random(normal, 37, key, 0, DType::F32, Device::Cpu).unwrap(),
-                Storage::random(uniform, 37, key, 1, DType::F64, Device::Cpu).unwrap(),
-                cpu(&rows, DType::F32)
+                Storage::random(normal, 37, key, 0, DType::F32, device).unwrap(),
+                Storage::random(uniform, 37, key, 1, DType::F64, device).unwrap(),
+                fresh(&rows, DType::F32)
                     .gather_shuffled_rows(3, 5, 5 * replay, 99)
                     .unwrap(),
             ];
@@ -635,16 +636,24 @@ fn captured_counts_give_each_replay_the_next_draw_batch_and_step() {
             );
         }
         assert_eq!(step.to_f64_vec(), vec![4.0], "{device}");
-        let (mut cpu_param, mut cpu_m, mut cpu_v) = (
-            cpu(&start, DType::F32),
-            cpu(&[0.0; 29], DType::F32),
-            cpu(&[0.0; 29], DType::F32),
+        let (mut by_value, mut by_value_m, mut by_value_v) = (
+            fresh(&start, DType::F32),
+            fresh(&[0.0; 29], DType::F32),
+            fresh(&[0.0; 29], DType::F32),
         );
         for t in 1..=4 {
-            cpu_param.optimizer_step(&cpu(&grad, DType::F32), &mut [&mut cpu_m, &mut cpu_v], adam(t));
+            by_value.optimizer_step(
+                &fresh(&grad, DType::F32),
+                &mut [&mut by_value_m, &mut by_value_v],
+                adam(t),
+            );
         }
-        assert_eq!(param.to_f64_vec(), cpu_param.to_f64_vec(), "{device}: Adam's 4 steps");
-        assert_eq!(v.to_f64_vec(), cpu_v.to_f64_vec(), "{device}: Adam's second moment");
+        assert_eq!(param.to_f64_vec(), by_value.to_f64_vec(), "{device}: Adam's 4 steps");
+        assert_eq!(
+            v.to_f64_vec(),
+            by_value_v.to_f64_vec(),
+            "{device}: Adam's second moment"
+        );
         drop((drawn, zeroed, graph));
     }
 }

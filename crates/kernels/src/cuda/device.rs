@@ -339,6 +339,11 @@ impl GpuDevice {
                     stream
                         .memset_zeros(slice)
                         .map_err(|e| self.error(&format!("zero-filling {bytes} bytes"), e))?;
+                    // Captured as a memset node of the graph: counted with its kernels, as
+                    // the emulator's recorded fill below is.
+                    if let Some(capture) = self.capture().as_mut() {
+                        capture.kernels += 1;
+                    }
                 }
             }
             // A reused buffer is filled again: zeros, or NaN in every dtype where the contents

@@ -124,6 +124,9 @@ impl GpuDevice {
             launches: Vec::new(),
             kernels: 0,
         });
+        // A buffer from before the capture freed during it goes back to the device's pool,
+        // which must not hand it to the driver meanwhile (a free on the capturing stream).
+        self.pool.hold_all(true);
         Ok(())
     }
 
@@ -134,6 +137,7 @@ impl GpuDevice {
         let Some(capture) = self.capture().take() else {
             return Err(self.error("ending a capture", "no capture is under way"));
         };
+        self.pool.hold_all(false);
         let body = match &self.backend {
             Backend::Cuda { stream, .. } => {
                 let graph = stream

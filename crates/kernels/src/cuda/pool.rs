@@ -21,7 +21,7 @@
 use super::counters::PoolCounters;
 use cudarc::driver::CudaSlice;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The memory behind a buffer.
@@ -77,6 +77,9 @@ pub(super) struct BufferPool {
     /// to the device's pool when the graph is dropped ([`BufferPool::forward_to`]).
     forward: Mutex<Option<Arc<BufferPool>>>,
     limit: AtomicU64,
+    /// While a CUDA graph is captured on the device: nothing is given back to the driver (on a
+    /// GPU, freeing memory there would be a free on the capturing stream), whatever the limit.
+    holding: AtomicBool,
     device_allocations: AtomicU64,
     device_allocation_bytes: AtomicU64,
     reuses: AtomicU64,
@@ -94,6 +97,7 @@ impl BufferPool {
             }),
             forward: Mutex::new(None),
             limit: AtomicU64::new(idle_limit_from_env() as u64),
+            holding: AtomicBool::new(false),
             device_allocations: AtomicU64::new(0),
             device_allocation_bytes: AtomicU64::new(0),
             reuses: AtomicU64::new(0),
@@ -163,7 +167,8 @@ impl BufferPool {
             return main.give_back(class, memory);
         }
         let mut idle = self.idle();
-        if idle.bytes + class > self.limit.load(Ordering::Relaxed) as usize {
+        let holding = self.holding.load(Ordering::Relaxed);
+        if !holding && idle.bytes + class > self.limit.load(Ordering::Relaxed) as usize {
             drop(idle);
             self.count_release(class);
             drop(memory);
@@ -171,6 +176,12 @@ impl BufferPool {
         }
         idle.bytes += class;
         idle.by_class.entry(class).or_default().push(memory);
+    }
+
+    /// Keep every freed buffer, past the idle limit too, while `hold` (a capture under way);
+    /// the limit applies again at the next buffer given back after.
+    pub(super) fn hold_all(&self, hold: bool) {
+        self.holding.store(hold, Ordering::Relaxed);
     }
 
     fn count_release(&self, bytes: usize) {

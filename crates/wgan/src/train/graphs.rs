@@ -37,7 +37,13 @@ pub(super) struct IterationGraphs {
     captured: Vec<CapturedIteration>,
     /// Uncaptured iterations run so far, per number of critic steps.
     warm: Vec<(usize, usize)>,
+    /// What the graphs captured by value: the learning rates, the objective, the batch size.
+    settings: Option<CapturedSettings>,
 }
+
+/// The values an iteration's kernels take by value that a trainer's user may change: the two
+/// learning rates, the objective (clipping bound, penalty weight, ...) and the batch size.
+pub(super) type CapturedSettings = (f64, f64, Objective, usize);
 
 /// One iteration's work as a graph, and the tensor of logged values each replay writes.
 struct CapturedIteration {
@@ -55,7 +61,17 @@ impl IterationGraphs {
             position: count(position)?,
             captured: Vec::new(),
             warm: Vec::new(),
+            settings: None,
         })
+    }
+
+    /// The settings of the next iteration: when they differ from those the graphs were
+    /// captured with, the graphs are dropped (and captured again, with these).
+    pub(super) fn captured_with(&mut self, settings: CapturedSettings) {
+        if self.settings != Some(settings) {
+            self.drop_captured();
+            self.settings = Some(settings);
+        }
     }
 
     /// Forget the captured graphs (the buffers they address are about to change); the counts
@@ -146,12 +162,10 @@ impl IterationGraphs {
     }
 }
 
-/// Where each tensor's storage is (its identity: a tensor given another buffer gets another).
-/// Ids, not tensors, are kept: a tensor kept would share its storage, and the in-place updates
-/// would then copy it away (copy on write).
+/// Where each tensor's memory is (`Storage::buffer_address`: a tensor given another buffer, by
+/// a new storage or a storage given new memory, has another). Addresses, not tensors, are
+/// kept: a tensor kept would share its storage, and the in-place updates would then copy it
+/// away (copy on write).
 pub(super) fn buffer_ids(tensors: &[Tensor]) -> Vec<usize> {
-    tensors
-        .iter()
-        .map(|t| std::sync::Arc::as_ptr(&t.storage()) as usize)
-        .collect()
+    tensors.iter().map(|t| t.storage().buffer_address()).collect()
 }

@@ -216,14 +216,17 @@ impl Trainer {
         if device == self.device {
             return Ok(());
         }
-        // A graph replays on the device it was captured on.
-        self.graphs = None;
+        // A graph replays on the device it was captured on: taken up again on the new one.
+        let graphs = self.graphs.take().is_some();
         self.convert(&|t| {
             t.set_data(&t.to_device(device)?);
             Ok(())
         })?;
         self.device = device;
         (self.resident, self.resident_test) = (None, None);
+        if graphs {
+            self.take_up_graphs_again()?;
+        }
         Ok(())
     }
 
@@ -245,12 +248,22 @@ impl Trainer {
     /// kernel launches, the same losses and weights bit for bit (see `graphs.rs`). For a run
     /// on a CUDA device (a GPU or the emulator) in f32 or bf16: f16's loss scaling decides on
     /// the host at every step. Call it after [`Trainer::to_device`]; it stays on through
-    /// [`Trainer::to_dtype`]. Not yet run on a GPU: the uncaptured path is the reference.
+    /// [`Trainer::to_dtype`] and [`Trainer::to_device`] onto another CUDA device (off on the
+    /// CPU or with 16-bit networks). What a graph captured is fixed: a changed learning rate,
+    /// objective or batch size is captured anew at the next iteration. Not yet run on a GPU:
+    /// the uncaptured path is the reference.
     pub fn use_cuda_graphs(&mut self) -> Result<()> {
         if self.device == Device::Cpu {
             return Err(Error(
                 "CUDA graphs need a CUDA device: move the trainer to one first (to_device)".into(),
             ));
+        }
+        if self.dtype().is_half() {
+            return Err(Error(format!(
+                "CUDA graphs need f32 or f64 networks, not {} ones: their 16-bit optimiser steps read \
+                 the step count on the host (mixed precision, --precision bf16, keeps f32 weights and can)",
+                self.dtype()
+            )));
         }
         if self.critic_scaler.is_some() || self.generator_scaler.is_some() {
             return Err(Error(format!(
@@ -308,7 +321,16 @@ impl Trainer {
         (self.generator_optim, self.critic_optim) = (g, c);
         // The tensors were replaced: graphs captured over the old ones are stale, and the new
         // optimisers count on the host until graphs are taken up again.
-        if self.graphs.take().is_some() && self.device != Device::Cpu {
+        if self.graphs.take().is_some() {
+            self.take_up_graphs_again()?;
+        }
+        Ok(())
+    }
+
+    /// After a conversion or a move: graphs again where they can run (a CUDA device, f32 or
+    /// f64 networks), else off.
+    fn take_up_graphs_again(&mut self) -> Result<()> {
+        if self.device != Device::Cpu && !self.dtype().is_half() {
             self.use_cuda_graphs()?;
         }
         Ok(())
@@ -375,6 +397,16 @@ impl Trainer {
             self.config.objective(),
             self.config.critic_schedule().critic_steps(self.iteration),
         );
+        // What a graph captures by value: graphs captured with other values are stale.
+        let settings = (
+            self.generator_optim.learning_rate(),
+            self.critic_optim.learning_rate(),
+            objective,
+            self.config.batch_size,
+        );
+        if let Some(graphs) = &mut self.graphs {
+            graphs.captured_with(settings);
+        }
         // Where the tensors a CUDA graph addresses are, before an iteration that captures one.
         let capturing = self.graphs.as_ref().is_some_and(|g| g.will_capture(critic_steps));
         let before = capturing.then(|| buffer_ids(&self.graph_buffers()));
@@ -420,10 +452,11 @@ impl Trainer {
         .map_err(|e| e.at_iteration(self.iteration + 1))?;
         if let Some(before) = before {
             let after = buffer_ids(&self.graph_buffers());
-            if let Some(graphs) = &mut self.graphs {
-                graphs
-                    .check_unmoved(&before, &after)
-                    .map_err(|e| e.at_iteration(self.iteration + 1))?;
+            if let Some(Err(e)) = self.graphs.as_mut().map(|g| g.check_unmoved(&before, &after)) {
+                // The replay after the capture advanced the device's counts, not the host's:
+                // graphs off, and this run is not to go on (restart from its checkpoint).
+                self.graphs = None;
+                return Err(e.at_iteration(self.iteration + 1));
             }
         }
         self.order = inputs.order;

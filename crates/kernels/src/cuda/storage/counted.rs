@@ -21,14 +21,7 @@ impl GpuStorage {
     /// Panics unless `count` is a count for kernels on this storage's device: one f64 on it.
     /// (The callers' error: `Tensor` checks its users' counts and returns an error.)
     pub(super) fn check_count(&self, count: &GpuStorage, what: &str) {
-        assert!(
-            Arc::ptr_eq(&self.device, &count.device) && count.dtype() == DType::F64 && count.len() == 1,
-            "{what}: a count is one f64 on the same device, got {} {} on {} (for work on {})",
-            count.len(),
-            count.dtype(),
-            count.device.device,
-            self.device.device
-        );
+        check_count_on(&self.device, count, what)
     }
 
     /// [`GpuStorage::random`] of draw `index` (read on the device) of `seed`'s sequence: key
@@ -42,8 +35,7 @@ impl GpuStorage {
         stream: u64,
         dtype: DType,
     ) -> Result<GpuStorage, String> {
-        // (Its device is `device`: `Storage::random_at` opened it from the count's.)
-        index.check_count(index, "random_at's index");
+        check_count_on(&device, index, "random_at's index");
         let key = [Arg::U64(seed), index.ptr()];
         GpuStorage::draw(device, distribution, len, dtype, ("_at", &key), stream)
     }
@@ -106,4 +98,16 @@ impl GpuStorage {
             &mut [self.ptr(), Arg::I64(self.len() as i64), Arg::F64(value)],
         );
     }
+}
+
+/// Panics unless `count` is a count for kernels on `device`: one f64 on it.
+fn check_count_on(device: &Arc<GpuDevice>, count: &GpuStorage, what: &str) {
+    assert!(
+        Arc::ptr_eq(device, &count.device) && count.dtype() == DType::F64 && count.len() == 1,
+        "{what}: a count is one f64 on the same device, got {} {} on {} (for work on {})",
+        count.len(),
+        count.dtype(),
+        count.device.device,
+        device.device
+    );
 }
