@@ -266,21 +266,30 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
             }
         }
     });
-    // Output channel by output channel, in parallel: gw[oc, ic, tap] is element (oc % 6,
-    // ic % 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`.
+    // Tile of output channels by tile, in parallel: gw[oc, ic, tap] is element (oc % 6, ic %
+    // 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`. The tiles of one tap and
+    // output tile are contiguous, so each task reads its tiles tap by tap in order, and writes
+    // into its own `TILE_ROWS * c * taps` values of `gw` (in L2). (Output channel by output
+    // channel, each read one line in six of every tile, scattered over all of `tiles`.)
     let mut gw = uninit_vec(o * c * taps);
-    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
-        let (otile, r) = (oc / TILE_ROWS, oc % TILE_ROWS);
-        // Tap by tap: the tiles of one tap and output tile are contiguous.
-        for tap in 0..taps {
-            let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
-            for ic in 0..c {
-                let (block, s) = (ic / TILE_SAMPLES, ic % TILE_SAMPLES);
-                row[ic * taps + tap].write(per_tap[block * TILE_LEN + r * TILE_SAMPLES + s]);
+    gw.par_chunks_mut(TILE_ROWS * c * taps)
+        .enumerate()
+        .for_each(|(otile, rows)| {
+            for tap in 0..taps {
+                let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
+                for (r, row) in rows.chunks_exact_mut(c * taps).enumerate() {
+                    for (block, tile) in per_tap.chunks_exact(TILE_LEN).enumerate() {
+                        let lanes = &tile[r * TILE_SAMPLES..][..TILE_SAMPLES];
+                        let first = block * TILE_SAMPLES;
+                        for (s, &v) in lanes[..TILE_SAMPLES.min(c - first)].iter().enumerate() {
+                            row[(first + s) * taps + tap].write(v);
+                        }
+                    }
+                }
             }
-        }
-    });
-    // SAFETY: the chunks of `c * taps` cover `gw`, and each writes all of its slots.
+        });
+    // SAFETY: the chunks of `TILE_ROWS * c * taps` cover `gw`, and each writes all of its
+    // slots (every tap of every input channel of each of its rows).
     unsafe { assume_init_vec(gw) }
 }
 
