@@ -302,3 +302,48 @@ impl SimdKernel for FromTileLayout<'_> {
         unsafe { self.layout.tiles_back::<f32, InRegisters<S>>(self.t, self.out) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writing the sums back band by band gives the bits of writing them back whole, on every
+    /// SIMD path, with bands, samples and channels that leave partial 8x8 blocks.
+    #[test]
+    fn bands_write_back_the_bits_of_whole_chunks() {
+        fn check<T: Element + std::fmt::Debug>(path: SimdPath, to: impl Fn(usize) -> T) {
+            let (samples, channels, padded, pixels) = (13, 7, 12, 23);
+            let t: Vec<T> = (0..pixels * padded * TILE_SAMPLES).map(&to).collect();
+            let sentinel = T::from_f64(-1.0);
+            let mut whole = vec![MaybeUninit::new(sentinel); samples * channels * pixels];
+            from_tile_layout(path, &t, channels, padded, pixels, &mut whole);
+            let mut banded = vec![MaybeUninit::new(sentinel); samples * channels * pixels];
+            for band in [0..5, 5..16, 16..23] {
+                let band_t = &t[band.start * padded * TILE_SAMPLES..band.end * padded * TILE_SAMPLES];
+                // SAFETY: the rows of `banded` from the band's first pixel on are inside it, and
+                // the band's sums are `band.len() * padded * TILE_SAMPLES` values.
+                unsafe {
+                    band_from_tile_layout(
+                        path,
+                        band_t,
+                        channels,
+                        padded,
+                        band.len(),
+                        samples,
+                        banded.as_mut_ptr().add(band.start),
+                        pixels,
+                    )
+                };
+            }
+            // SAFETY: every slot was initialised (to the sentinel, then by the write-backs).
+            let read = |v: &[MaybeUninit<T>]| v.iter().map(|x| unsafe { x.assume_init() }).collect::<Vec<T>>();
+            let (whole, banded) = (read(&whole), read(&banded));
+            assert!(!whole.contains(&sentinel), "{path}: a slot left unwritten");
+            assert_eq!(whole, banded, "{path}");
+        }
+        for path in SimdPath::supported() {
+            check(path, |v| v as f32);
+            check(path, |v| v as f64);
+        }
+    }
+}
