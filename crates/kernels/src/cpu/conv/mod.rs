@@ -7,7 +7,8 @@
 //! - `rectangles.rs`: the paths by rectangles of GEMMs;
 //! - `tile.rs`: the register tile (the inner loop, with its SIMD versions);
 //! - `tile_frame.rs`: the forward pass and the input adjoint on the tile;
-//! - `tile_layout.rs`: a chunk of samples into the tile's layout and back;
+//! - `tile_layout.rs`: a chunk of samples into the tile's layout and back, and the weights
+//!   packed for the tile;
 //! - `tile_weight_grad.rs`: the weight gradient on the tile;
 //! - `scratch.rs`: work arrays reused from call to call;
 //! - `tests.rs`: every path against the reference, over odd geometries;

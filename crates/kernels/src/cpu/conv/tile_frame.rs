@@ -7,55 +7,17 @@ use super::tile::{
     accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_two_blocks_unchecked,
     accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
-use super::tile_layout::{from_tile_layout, to_tile_layout};
+use super::tile_layout::{band_from_tile_layout, from_tile_layout, pack_weights, to_tile_layout};
 use super::{finish_maps, taps_inside, taps_inside_image};
 use crate::cpu::elementwise::unary_in_place;
 use crate::cpu::matmul::count_flops;
 use crate::cpu::simd::SimdPath;
-use crate::cpu::{as_f32, as_slots, assume_init_vec, uninit_vec};
+use crate::cpu::{as_f32, assume_init_vec, uninit_vec};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-
-/// Weights `[O, C, taps]` packed by tiles of [`TILE_ROWS`] rows, `[tiles, taps, reduced,
-/// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
-/// channels and the reduction runs over the input channels (conv2d's forward pass); without,
-/// the other way round (its adjoint).
-fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<T> {
-    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
-    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
-    let tiles = rows.div_ceil(TILE_ROWS);
-    let mut packed = Scratch::take(tiles * taps * reduced * TILE_ROWS);
-    // Tile by tile in parallel. For one reduced channel, the tile's rows are `TILE_ROWS` runs
-    // of `taps` weights in `w`, read in order and written tap by tap.
-    // SAFETY: the loops below write values of `w` or zeros, nothing uninitialised.
-    unsafe { as_slots(&mut packed) }
-        .par_chunks_mut((taps * reduced * TILE_ROWS).max(1))
-        .enumerate()
-        .for_each(|(tile, packed)| {
-            let filled = (rows - tile * TILE_ROWS).min(TILE_ROWS);
-            for red in 0..reduced {
-                let (first, row_stride) = if rows_are_outputs {
-                    ((tile * TILE_ROWS * c + red) * taps, c * taps)
-                } else {
-                    ((red * c + tile * TILE_ROWS) * taps, taps)
-                };
-                for tap in 0..taps {
-                    let dst = &mut packed[(tap * reduced + red) * TILE_ROWS..][..TILE_ROWS];
-                    let (rows_in_w, past_the_last) = dst.split_at_mut(filled);
-                    for (k, d) in rows_in_w.iter_mut().enumerate() {
-                        d.write(w[first + k * row_stride + tap]);
-                    }
-                    past_the_last.iter_mut().for_each(|d| {
-                        d.write(T::ZERO);
-                    });
-                }
-            }
-        });
-    packed
-}
 
 /// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
 /// without one, and for the channels past `bias.len()`).
@@ -196,6 +158,29 @@ pub(super) trait TileKernels: Sync {
     /// One chunk's sums `[pixels, tiles * TILE_ROWS, TILE_SAMPLES]` into `out` `[S, channels,
     /// pixels]`, every element of which it writes.
     fn write_back(&self, sums: &[Self::Sum], channels: usize, pixels: usize, out: &mut [MaybeUninit<Self::Out>]);
+    /// Whether the frame writes each task's band of sums back as soon as the task has summed
+    /// it ([`TileKernels::write_back_band`]), instead of every chunk after all the tasks.
+    fn writes_back_bands(&self) -> bool {
+        false
+    }
+    /// A band of `band_pixels` pixels of one chunk's sums `[band_pixels, tiles * TILE_ROWS,
+    /// TILE_SAMPLES]` into the `samples * channels` rows at `out`, `out_pixels` apart, from
+    /// the band's first pixel on. Only called where [`TileKernels::writes_back_bands`].
+    ///
+    /// # Safety
+    /// As [`band_from_tile_layout`].
+    unsafe fn write_back_band(
+        &self,
+        sums: &[Self::Sum],
+        channels: usize,
+        band_pixels: usize,
+        samples: usize,
+        out: *mut MaybeUninit<Self::Out>,
+        out_pixels: usize,
+    ) {
+        let _ = (sums, channels, band_pixels, samples, out, out_pixels);
+        unreachable!("tile frame: these kernels write back whole chunks");
+    }
 }
 
 /// The tile of [`Element`]s: f32 on the SIMD paths, f64 in plain loops.
@@ -257,6 +242,49 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
     fn write_back(&self, sums: &[T], channels: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
         from_tile_layout(self.path, sums, channels, self.tiles * TILE_ROWS, pixels, out)
     }
+    fn writes_back_bands(&self) -> bool {
+        true
+    }
+    unsafe fn write_back_band(
+        &self,
+        sums: &[T],
+        channels: usize,
+        band_pixels: usize,
+        samples: usize,
+        out: *mut MaybeUninit<T>,
+        out_pixels: usize,
+    ) {
+        let padded = self.tiles * TILE_ROWS;
+        // SAFETY: forwarded to the caller.
+        unsafe { band_from_tile_layout(self.path, sums, channels, padded, band_pixels, samples, out, out_pixels) }
+    }
+}
+
+/// A task's work space in [`TileFrame::run`]: the runs and bounds of its rows, and of each
+/// kernel row where short runs go to the tile all at once.
+#[derive(Default)]
+struct BandWork {
+    runs: Vec<Run>,
+    bounds: Vec<usize>,
+    row_runs: Vec<Run>,
+    row_bounds: Vec<usize>,
+}
+
+/// The output of [`TileFrame::run`], shared by its tasks, each of which writes its own band
+/// of pixels of its chunks.
+#[derive(Clone, Copy)]
+struct SharedSlots<T>(*mut MaybeUninit<T>);
+
+// SAFETY: the tasks write disjoint slots through it (their own bands) and nothing reads the
+// output until they are all done.
+unsafe impl<T: Send> Send for SharedSlots<T> {}
+unsafe impl<T: Send> Sync for SharedSlots<T> {}
+
+impl<T> SharedSlots<T> {
+    /// The slot `i` places on (a method, so that closures capture the whole wrapper).
+    fn at(self, i: usize) -> *mut MaybeUninit<T> {
+        self.0.wrapping_add(i)
+    }
 }
 
 /// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
@@ -296,7 +324,10 @@ impl TileFrame {
     ///    false where the kernel row reads only padding, and `kernels.accumulate_row` sums them (with
     ///    short runs, every kernel row of an output row in one call instead); then the task's
     ///    sums go through the activation, while they are in cache;
-    /// 3. the sums back to `out`, by chunks (`write_back`), which writes every element.
+    /// 3. the sums back to `out`, which writes every element: where
+    ///    `kernels.writes_back_bands()`, by each task as soon as its band is summed
+    ///    (`write_back_band`, from the thread's own buffers of sums, which stay in L2); else by
+    ///    chunks after all the tasks (`write_back`).
     ///
     /// `runs_of`'s contract: it is called with `bounds` holding one entry, the offset into
     /// `runs` where its runs start (not always 0: `runs` may hold other kernel rows' runs
@@ -329,9 +360,118 @@ impl TileFrame {
         let chunks_per_task = if kernels.pairs_chunks() { 2 } else { 1 };
         let band_rows = self.rows.div_ceil(ROW_BANDS * chunks_per_task).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
-        let mut sums = Scratch::take(chunks * chunk_sums);
         let laid_out = &laid_out[..];
         let operand = |chunk: usize| &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];
+        // The sums of band `band` of chunk `chunk` (and of the next chunk, in `second_sums`),
+        // started at the bias, through the activation.
+        let sum_band = |work: &mut BandWork,
+                        chunk: usize,
+                        band: usize,
+                        sums: &mut [K::Sum],
+                        mut second_sums: Option<&mut [K::Sum]>| {
+            let BandWork {
+                runs,
+                bounds,
+                row_runs,
+                row_bounds,
+            } = work;
+            start_sums(sums, padded, epilogue.bias);
+            if let Some(second) = &mut second_sums {
+                start_sums(second, padded, epilogue.bias);
+            }
+            let first_row = band * band_rows;
+            let band_rows_here = sums.len() / row_sums;
+            // Row `i` of the band, summed over `runs` (in each chunk of the task).
+            let mut accumulate = |i: usize, runs: &[Run], bounds: &[usize]| {
+                let row = &mut sums[i * row_sums..][..row_sums];
+                match &mut second_sums {
+                    None => kernels.accumulate_row(operand(chunk), runs, bounds, row),
+                    Some(second) => {
+                        let operands = [operand(chunk), operand(chunk + 1)];
+                        let second_row = &mut second[i * row_sums..][..row_sums];
+                        kernels.accumulate_two_rows(operands, runs, bounds, [row, second_row])
+                    }
+                }
+            };
+            if self.longest_run < SHORT_RUN {
+                for i in 0..band_rows_here {
+                    self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
+                    accumulate(i, runs, bounds);
+                }
+            } else {
+                for ki in 0..self.kernel_rows {
+                    for i in 0..band_rows_here {
+                        runs.clear();
+                        if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
+                            accumulate(i, runs, bounds);
+                        }
+                    }
+                }
+            }
+            // The activation is elementwise, so the tile layout does not matter to it
+            // (the padding channels it also maps are never read).
+            if let Some(op) = epilogue.activation {
+                unary_in_place(op, sums);
+                if let Some(second) = second_sums {
+                    unary_in_place(op, second);
+                }
+            }
+        };
+        if kernels.writes_back_bands() {
+            // Each task sums its band into its thread's own buffers and writes it back at once,
+            // while the sums are in L2: the sums of the whole call (up to 6.6 MB for a WGAN
+            // layer) never go out to memory and back.
+            let samples = source.len() / source_len;
+            let chunk_out = TILE_SAMPLES * self.channels * pixels;
+            assert_eq!(out.len(), samples * self.channels * pixels, "tile frame: output size");
+            let out = SharedSlots(out.as_mut_ptr());
+            let bands = self.rows.div_ceil(band_rows);
+            let tasks: Vec<(usize, usize)> = (0..chunks)
+                .step_by(chunks_per_task)
+                .flat_map(|chunk| (0..bands).map(move |band| (chunk, band)))
+                .collect();
+            tasks.into_par_iter().for_each_init(
+                || (BandWork::default(), Vec::new(), Vec::new()),
+                |(work, first, second): &mut (BandWork, Vec<K::Sum>, Vec<K::Sum>), (chunk, band)| {
+                    let first_row = band * band_rows;
+                    let rows_here = band_rows.min(self.rows - first_row);
+                    let len = rows_here * row_sums;
+                    let paired = chunks_per_task == 2 && chunk + 1 < chunks;
+                    for buffer in [&mut *first, &mut *second] {
+                        if buffer.len() < len {
+                            buffer.resize(len, K::Sum::ZERO);
+                        }
+                    }
+                    let (first, second) = (&mut first[..len], &mut second[..len]);
+                    sum_band(work, chunk, band, first, paired.then_some(&mut *second));
+                    let written: &[(usize, &[K::Sum])] = if paired {
+                        &[(chunk, first), (chunk + 1, second)]
+                    } else {
+                        &[(chunk, first)]
+                    };
+                    for &(chunk, sums) in written {
+                        let chunk_samples = (samples - chunk * TILE_SAMPLES).min(TILE_SAMPLES);
+                        let at = chunk * chunk_out + first_row * self.row_len;
+                        // SAFETY: the chunk's `chunk_samples * channels` rows of `pixels` lie
+                        // inside `out` (its length asserted above), and this task alone writes
+                        // their band of pixels `first_row * row_len..` (`rows_here * row_len`
+                        // of them); nothing reads `out` until every task is done.
+                        unsafe {
+                            kernels.write_back_band(
+                                sums,
+                                self.channels,
+                                rows_here * self.row_len,
+                                chunk_samples,
+                                out.at(at),
+                                pixels,
+                            )
+                        };
+                    }
+                },
+            );
+            return;
+        }
+        let mut sums = Scratch::take(chunks * chunk_sums);
         let band_len = band_rows * row_sums;
         let mut tasks = Vec::new();
         for (group, group_sums) in sums.chunks_mut(chunks_per_task * chunk_sums).enumerate() {
@@ -341,53 +481,11 @@ impl TileFrame {
                 tasks.push((group * chunks_per_task, band, first_band, second_bands.next()));
             }
         }
-        tasks.into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-            |(runs, bounds, row_runs, row_bounds): &mut (Vec<Run>, Vec<usize>, Vec<Run>, Vec<usize>),
-             (chunk, band, sums, mut second_sums)| {
-                start_sums(sums, padded, epilogue.bias);
-                if let Some(second) = &mut second_sums {
-                    start_sums(second, padded, epilogue.bias);
-                }
-                let first_row = band * band_rows;
-                let band_rows_here = sums.len() / row_sums;
-                // Row `i` of the band, summed over `runs` (in each chunk of the task).
-                let mut accumulate = |i: usize, runs: &[Run], bounds: &[usize]| {
-                    let row = &mut sums[i * row_sums..][..row_sums];
-                    match &mut second_sums {
-                        None => kernels.accumulate_row(operand(chunk), runs, bounds, row),
-                        Some(second) => {
-                            let operands = [operand(chunk), operand(chunk + 1)];
-                            let second_row = &mut second[i * row_sums..][..row_sums];
-                            kernels.accumulate_two_rows(operands, runs, bounds, [row, second_row])
-                        }
-                    }
-                };
-                if self.longest_run < SHORT_RUN {
-                    for i in 0..band_rows_here {
-                        self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                        accumulate(i, runs, bounds);
-                    }
-                } else {
-                    for ki in 0..self.kernel_rows {
-                        for i in 0..band_rows_here {
-                            runs.clear();
-                            if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
-                                accumulate(i, runs, bounds);
-                            }
-                        }
-                    }
-                }
-                // The activation is elementwise, so the tile layout does not matter to it
-                // (the padding channels it also maps are never read).
-                if let Some(op) = epilogue.activation {
-                    unary_in_place(op, sums);
-                    if let Some(second) = second_sums {
-                        unary_in_place(op, second);
-                    }
-                }
-            },
-        );
+        tasks
+            .into_par_iter()
+            .for_each_init(BandWork::default, |work, (chunk, band, sums, second_sums)| {
+                sum_band(work, chunk, band, sums, second_sums)
+            });
         out.par_chunks_mut(TILE_SAMPLES * self.channels * pixels)
             .zip(sums.par_chunks(chunk_sums))
             .for_each(|(out, sums)| kernels.write_back(sums, self.channels, pixels, out));

@@ -1,13 +1,16 @@
 //! The tile layout of one chunk of samples: `[S, channels, pixels]` (a batch's images or maps,
 //! `S <= TILE_SAMPLES`) as `[pixels, channels, TILE_SAMPLES]`, where the register tile
 //! ([`super::tile`]) reads a step's samples as one vector, and back. Both ways by 8x8 block
-//! transposes, in registers for f32.
+//! transposes, in registers for f32. And the weights packed by tiles of rows for the tile
+//! ([`pack_weights`]).
 
-use super::tile::TILE_SAMPLES;
+use super::scratch::Scratch;
+use super::tile::{TILE_ROWS, TILE_SAMPLES};
 use crate::cpu::layout::{transpose_block_unchecked, ByElement, InRegisters, Transpose8x8, TRANSPOSE_BLOCK};
 use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
 use crate::cpu::{as_f32, as_f32_slots, as_slots};
-use crate::Element;
+use crate::{ConvGeometry, Element};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
@@ -27,6 +30,7 @@ pub(super) fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usiz
         channels,
         pixels,
         padded: channels,
+        out_row: pixels,
     };
     // SAFETY: the transposes below write values of `x`, nothing uninitialised; the blocks lie
     // inside both slices (the bounds asserted above).
@@ -58,22 +62,122 @@ pub(super) fn from_tile_layout<T: Element>(
         "from_tile_layout: {samples} samples of {channels} x {pixels} from {}",
         t.len()
     );
+    // SAFETY: `out` holds `samples * channels * pixels` slots, rows of `pixels` from its start,
+    // and nothing else writes to it meanwhile (it is borrowed mutably).
+    unsafe { band_from_tile_layout(path, t, channels, padded, pixels, samples, out.as_mut_ptr(), pixels) }
+}
+
+/// [`from_tile_layout`] for a band of `band_pixels` consecutive pixels of maps whose rows are
+/// `out_pixels` long: `t` `[band_pixels, padded, TILE_SAMPLES]` into the `samples * channels`
+/// rows of `out`, `band_pixels` values of each, from `out` on (which points at the band's
+/// first pixel in the first row). The tile frame writes each band back as soon as its sums
+/// are done, while they are in cache, into the bands of the other tasks' rows.
+///
+/// # Safety
+/// `out` points at `(samples * channels - 1) * out_pixels + band_pixels` slots (rows
+/// `out_pixels` apart), which nothing else reads or writes meanwhile, and `t` holds
+/// `band_pixels * padded * TILE_SAMPLES` values; `samples <= TILE_SAMPLES`, `channels <=
+/// padded`, `band_pixels <= out_pixels`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn band_from_tile_layout<T: Element>(
+    path: SimdPath,
+    t: &[T],
+    channels: usize,
+    padded: usize,
+    band_pixels: usize,
+    samples: usize,
+    out: *mut MaybeUninit<T>,
+    out_pixels: usize,
+) {
+    debug_assert!(samples <= TILE_SAMPLES && channels <= padded && band_pixels <= out_pixels);
+    debug_assert!(t.len() >= band_pixels * padded * TILE_SAMPLES);
     let layout = TileLayout {
         samples,
         channels,
-        pixels,
+        pixels: band_pixels,
         padded,
+        out_row: out_pixels,
     };
-    // SAFETY: the blocks lie inside both slices (the bounds asserted above).
+    // SAFETY: the blocks lie inside `t` and the rows at `out` (the caller's contract).
     unsafe {
         match as_f32(t) {
-            Some(t) => {
-                let out = as_f32_slots(out).expect("f32 slots when the input is f32");
-                dispatch(path, FromTileLayout { layout, t, out })
-            }
-            None => layout.tiles_back::<T, ByElement>(t, out),
+            Some(t) => dispatch(
+                path,
+                FromTileLayout {
+                    layout,
+                    t,
+                    out: out as *mut f32,
+                },
+            ),
+            None => layout.tiles_back::<T, ByElement>(t, out as *mut T),
         }
     }
+}
+
+/// Reduced channels that [`pack_weights`] packs at a time.
+const PACK_GROUP: usize = 16;
+
+/// Weights `[O, C, taps]` packed by tiles of [`TILE_ROWS`] rows, `[tiles, taps, reduced,
+/// TILE_ROWS]`, zero past the last row. With `rows_are_outputs` the tile rows are the output
+/// channels and the reduction runs over the input channels (conv2d's forward pass); without,
+/// the other way round (its adjoint).
+pub(super) fn pack_weights<T: Element>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<T> {
+    let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
+    let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
+    // Where weight (row, reduced channel, tap) lies in `w`: `row * row_stride + red *
+    // reduced_stride + tap`.
+    let (row_stride, reduced_stride) = if rows_are_outputs {
+        (c * taps, taps)
+    } else {
+        (taps, c * taps)
+    };
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let tile_len = taps * reduced * TILE_ROWS;
+    let mut packed = Scratch::take(tiles * tile_len);
+    if packed.is_empty() {
+        return packed;
+    }
+    assert!(
+        w.len() >= o * c * taps,
+        "pack_weights: {} weights for {o} x {c} x {taps}",
+        w.len()
+    );
+    // Tile by tile in parallel, and in each tile by groups of `PACK_GROUP` reduced channels:
+    // the group's weights (`TILE_ROWS` runs of `taps` per channel) stay in L1 while they are
+    // written out tap by tap, each tap's `PACK_GROUP * TILE_ROWS` values one contiguous run of
+    // whole cache lines. (Channel by channel, every channel wrote `taps` pieces of 24 bytes
+    // a tap apart, which with 256 reduced channels fall on the same few cache sets.) Through
+    // pointers: the indexed loop's bounds checks cost more than the copy.
+    packed.par_chunks_mut(tile_len).enumerate().for_each(|(tile, packed)| {
+        let filled = (rows - tile * TILE_ROWS).min(TILE_ROWS);
+        let src = w[tile * TILE_ROWS * row_stride..].as_ptr();
+        let dst = packed.as_mut_ptr();
+        for group in (0..reduced).step_by(PACK_GROUP) {
+            let group_end = (group + PACK_GROUP).min(reduced);
+            for tap in 0..taps {
+                for red in group..group_end {
+                    // SAFETY: weight (tile * TILE_ROWS + k, red, tap) for k < filled, red <
+                    // reduced and tap < taps is inside `w`, which holds `o * c * taps`
+                    // (asserted above); element (tap, red, k) for k < TILE_ROWS is inside this
+                    // tile's `tile_len`.
+                    unsafe {
+                        let s = src.add(red * reduced_stride + tap);
+                        let d = dst.add((tap * reduced + red) * TILE_ROWS);
+                        if filled == TILE_ROWS {
+                            for k in 0..TILE_ROWS {
+                                *d.add(k) = *s.add(k * row_stride);
+                            }
+                        } else {
+                            for k in 0..TILE_ROWS {
+                                *d.add(k) = if k < filled { *s.add(k * row_stride) } else { T::ZERO };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    packed
 }
 
 /// One chunk's layout change between `[S, channels, P]` and the tile layout `[P, padded,
@@ -84,6 +188,9 @@ struct TileLayout {
     channels: usize,
     pixels: usize,
     padded: usize,
+    /// The length of a row (one sample's channel) of the `[S, channels, P]` side: `pixels`,
+    /// or more when [`TileLayout::tiles_back`] writes a band of the pixels.
+    out_row: usize,
 }
 
 impl TileLayout {
@@ -125,20 +232,21 @@ impl TileLayout {
         }
     }
 
-    /// `[P, padded, TILE_SAMPLES]` to `[S, channels, P]`.
+    /// `[P, padded, TILE_SAMPLES]` to `[S, channels, P]`, rows `out_row` apart.
     ///
     /// # Safety
-    /// `t` holds `pixels * padded * TILE_SAMPLES` values and `out` `samples * channels *
-    /// pixels` slots.
+    /// `t` holds `pixels * padded * TILE_SAMPLES` values and `out` points at `(samples *
+    /// channels - 1) * out_row + pixels` writable values.
     #[inline(always)]
-    unsafe fn tiles_back<T: Copy, X: Transpose8x8<T>>(self, t: &[T], out: &mut [MaybeUninit<T>]) {
+    unsafe fn tiles_back<T: Copy, X: Transpose8x8<T>>(self, t: &[T], out: *mut T) {
         let TileLayout {
             samples,
             channels,
             pixels,
             padded,
+            out_row,
         } = self;
-        let (t, out) = (t.as_ptr(), out.as_mut_ptr() as *mut T);
+        let t = t.as_ptr();
         // By 8x8 blocks of (pixel, sample), samples innermost: each (pixel, channel) line of the
         // tile layout is read whole at once (see `into_tiles`).
         for p0 in (0..pixels).step_by(TRANSPOSE_BLOCK) {
@@ -152,8 +260,8 @@ impl TileLayout {
                             padded * TILE_SAMPLES,
                             rows,
                             TRANSPOSE_BLOCK.min(samples - s0),
-                            out.add((s0 * channels + c) * pixels + p0),
-                            channels * pixels,
+                            out.add((s0 * channels + c) * out_row + p0),
+                            channels * out_row,
                         )
                     };
                 }
@@ -178,18 +286,64 @@ impl SimdKernel for ToTileLayout<'_> {
     }
 }
 
-/// [`from_tile_layout`] of f32 in registers.
+/// [`band_from_tile_layout`] of f32 in registers.
 struct FromTileLayout<'a> {
     layout: TileLayout,
     t: &'a [f32],
-    out: &'a mut [MaybeUninit<f32>],
+    out: *mut f32,
 }
 
 impl SimdKernel for FromTileLayout<'_> {
     type Output = ();
     #[inline(always)]
     unsafe fn run<S: F32Simd>(self) {
-        // SAFETY: `from_tile_layout` checked the bounds; `dispatch` compiled this for S.
+        // SAFETY: `band_from_tile_layout`'s caller vouches for the bounds; `dispatch` compiled
+        // this for S.
         unsafe { self.layout.tiles_back::<f32, InRegisters<S>>(self.t, self.out) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writing the sums back band by band gives the bits of writing them back whole, on every
+    /// SIMD path, with bands, samples and channels that leave partial 8x8 blocks.
+    #[test]
+    fn bands_write_back_the_bits_of_whole_chunks() {
+        fn check<T: Element + std::fmt::Debug>(path: SimdPath, to: impl Fn(usize) -> T) {
+            let (samples, channels, padded, pixels) = (13, 7, 12, 23);
+            let t: Vec<T> = (0..pixels * padded * TILE_SAMPLES).map(&to).collect();
+            let sentinel = T::from_f64(-1.0);
+            let mut whole = vec![MaybeUninit::new(sentinel); samples * channels * pixels];
+            from_tile_layout(path, &t, channels, padded, pixels, &mut whole);
+            let mut banded = vec![MaybeUninit::new(sentinel); samples * channels * pixels];
+            for band in [0..5, 5..16, 16..23] {
+                let band_t = &t[band.start * padded * TILE_SAMPLES..band.end * padded * TILE_SAMPLES];
+                // SAFETY: the rows of `banded` from the band's first pixel on are inside it, and
+                // the band's sums are `band.len() * padded * TILE_SAMPLES` values.
+                unsafe {
+                    band_from_tile_layout(
+                        path,
+                        band_t,
+                        channels,
+                        padded,
+                        band.len(),
+                        samples,
+                        banded.as_mut_ptr().add(band.start),
+                        pixels,
+                    )
+                };
+            }
+            // SAFETY: every slot was initialised (to the sentinel, then by the write-backs).
+            let read = |v: &[MaybeUninit<T>]| v.iter().map(|x| unsafe { x.assume_init() }).collect::<Vec<T>>();
+            let (whole, banded) = (read(&whole), read(&banded));
+            assert!(!whole.contains(&sentinel), "{path}: a slot left unwritten");
+            assert_eq!(whole, banded, "{path}");
+        }
+        for path in SimdPath::supported() {
+            check(path, |v| v as f32);
+            check(path, |v| v as f64);
+        }
     }
 }

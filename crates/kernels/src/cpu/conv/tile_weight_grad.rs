@@ -266,21 +266,30 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
             }
         }
     });
-    // Output channel by output channel, in parallel: gw[oc, ic, tap] is element (oc % 6,
-    // ic % 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`.
+    // Tile of output channels by tile, in parallel: gw[oc, ic, tap] is element (oc % 6, ic %
+    // 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`. The tiles of one tap and
+    // output tile are contiguous, so each task reads its tiles tap by tap in order, and writes
+    // into its own `TILE_ROWS * c * taps` values of `gw` (in L2). (Output channel by output
+    // channel, each read one line in six of every tile, scattered over all of `tiles`.)
     let mut gw = uninit_vec(o * c * taps);
-    gw.par_chunks_mut(c * taps).enumerate().for_each(|(oc, row)| {
-        let (otile, r) = (oc / TILE_ROWS, oc % TILE_ROWS);
-        // Tap by tap: the tiles of one tap and output tile are contiguous.
-        for tap in 0..taps {
-            let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
-            for ic in 0..c {
-                let (block, s) = (ic / TILE_SAMPLES, ic % TILE_SAMPLES);
-                row[ic * taps + tap].write(per_tap[block * TILE_LEN + r * TILE_SAMPLES + s]);
+    gw.par_chunks_mut(TILE_ROWS * c * taps)
+        .enumerate()
+        .for_each(|(otile, rows)| {
+            for tap in 0..taps {
+                let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
+                for (r, row) in rows.chunks_exact_mut(c * taps).enumerate() {
+                    for (block, tile) in per_tap.chunks_exact(TILE_LEN).enumerate() {
+                        let lanes = &tile[r * TILE_SAMPLES..][..TILE_SAMPLES];
+                        let first = block * TILE_SAMPLES;
+                        for (s, &v) in lanes[..TILE_SAMPLES.min(c - first)].iter().enumerate() {
+                            row[(first + s) * taps + tap].write(v);
+                        }
+                    }
+                }
             }
-        }
-    });
-    // SAFETY: the chunks of `c * taps` cover `gw`, and each writes all of its slots.
+        });
+    // SAFETY: the chunks of `TILE_ROWS * c * taps` cover `gw`, and each writes all of its
+    // slots (every tap of every input channel of each of its rows).
     unsafe { assume_init_vec(gw) }
 }
 
@@ -315,6 +324,21 @@ pub(super) fn weight_grad_by_kernel_columns<T: Element>(path: SimdPath, g: &Conv
     count_flops(2 * (taps_inside_image(g) * c * o * n) as u64);
     let tasks = c * kh * groups * bands;
     let mut tiles = Scratch::take(tasks * oblocks * TILE_LEN);
+    // Per output column, the (slot among the group's TILE_ROWS kernel columns, input column)
+    // pairs that read inside the image (the same for every row, sample and input channel);
+    // the group's other slots gather zeros.
+    let inside: Vec<Vec<(usize, usize)>> = (0..groups * g.out_w)
+        .map(|i| {
+            let (group, ow) = (i / g.out_w, i % g.out_w);
+            (0..TILE_ROWS)
+                .filter_map(|slot| {
+                    let kj = group * TILE_ROWS + slot;
+                    let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1)?;
+                    (kj < kw && iw < g.in_w).then_some((slot, iw))
+                })
+                .collect()
+        })
+        .collect();
     tiles.par_chunks_mut(oblocks * TILE_LEN).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(seen, runs): &mut (Vec<T>, Vec<Run>), (task, out)| {
@@ -323,6 +347,7 @@ pub(super) fn weight_grad_by_kernel_columns<T: Element>(path: SimdPath, g: &Conv
             let (ki, ci) = (task / bands / groups % kh, task / bands / groups / kh);
             seen.clear();
             runs.clear();
+            let row_len = g.out_w * n * TILE_ROWS;
             for oh in band * ROWS_PER_TASK..((band + 1) * ROWS_PER_TASK).min(g.out_h) {
                 let Some(ih) = (oh * g.stride.0 + ki * g.dilation.0).checked_sub(g.padding.0) else {
                     continue;
@@ -335,15 +360,18 @@ pub(super) fn weight_grad_by_kernel_columns<T: Element>(path: SimdPath, g: &Conv
                     inputs: oh * g.out_w * n * TILE_SAMPLES,
                     len: g.out_w * n,
                 });
+                // Zeros first, then the taps inside the image over them: with the pairs of
+                // `inside` worked out once per call, not a bounds test per value.
+                let start = seen.len();
+                seen.resize(start + row_len, T::ZERO);
+                let gathered = &mut seen[start..];
                 for ow in 0..g.out_w {
-                    for sample in 0..n {
+                    let pairs = &inside[group * g.out_w + ow];
+                    let per_ow = &mut gathered[ow * n * TILE_ROWS..][..n * TILE_ROWS];
+                    for (sample, slots) in per_ow.chunks_exact_mut(TILE_ROWS).enumerate() {
                         let row = &x[((sample * c + ci) * g.in_h + ih) * g.in_w..][..g.in_w];
-                        for kj in group * TILE_ROWS..(group + 1) * TILE_ROWS {
-                            let iw = (ow * g.stride.1 + kj * g.dilation.1).checked_sub(g.padding.1);
-                            seen.push(match iw {
-                                Some(iw) if kj < kw && iw < g.in_w => row[iw],
-                                _ => T::ZERO,
-                            });
+                        for &(slot, iw) in pairs {
+                            slots[slot] = row[iw];
                         }
                     }
                 }
