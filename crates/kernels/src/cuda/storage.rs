@@ -7,17 +7,17 @@
 use super::device::{Arg, GpuBuffer, GpuDevice, InitialContents};
 use super::fused::unary_args;
 use super::matmul::MatmulKernel;
-use super::shapes::{
-    BroadcastShape, ConvShape, MatmulShape, PadShape, ParamList, ReduceShape, StridedShape, MAX_PARAMS, MAX_RANK,
-};
+use super::shapes::{BroadcastShape, ConvShape, MatmulShape, PadShape, ReduceShape, StridedShape, MAX_RANK};
 use super::LaunchShape;
-use crate::op::{BinaryOp, Distribution, MatmulProblem, OptimizerUpdate, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, MatmulProblem, ReduceOp, UnaryOp};
 use crate::storage::{CpuStorage, DType};
 use crate::ConvGeometry;
 use std::sync::Arc;
 
 mod conv_mma;
 mod counted;
+mod optim;
+mod random;
 
 /// Thread blocks that conv2d's weight gradient aims for: two per SM of a 132-SM H100.
 const WEIGHT_GRAD_BLOCKS: usize = 264;
@@ -282,92 +282,6 @@ impl GpuStorage {
     pub fn unwritten(device: Arc<GpuDevice>, dtype: DType, len: usize) -> Result<GpuStorage, String> {
         let buffer = device.alloc(dtype, len, InitialContents::Unwritten)?;
         Ok(GpuStorage { device, buffer })
-    }
-
-    /// `len` numbers from `distribution` (the Philox kernels of random.cu).
-    pub fn random(
-        device: Arc<GpuDevice>,
-        distribution: Distribution,
-        len: usize,
-        seed: u64,
-        stream: u64,
-        dtype: DType,
-    ) -> Result<GpuStorage, String> {
-        GpuStorage::draw(device, distribution, len, dtype, ("", &[Arg::U64(seed)]), stream)
-    }
-
-    /// A launch of random.cu's `uniform` or `normal` family (`variant` "" or "_at", with its key
-    /// arguments: the seed, or the seed and a count's address).
-    pub(super) fn draw(
-        device: Arc<GpuDevice>,
-        distribution: Distribution,
-        len: usize,
-        dtype: DType,
-        (variant, key): (&str, &[Arg]),
-        stream: u64,
-    ) -> Result<GpuStorage, String> {
-        let out = GpuStorage {
-            buffer: device.alloc(dtype, len, InitialContents::Unwritten)?,
-            device,
-        };
-        let (family, a, b) = match distribution {
-            Distribution::Uniform { low, high } => ("uniform", low, high),
-            Distribution::Normal { mean, std } => ("normal", mean, std),
-        };
-        let mut args = vec![out.ptr(), Arg::I64(len as i64)];
-        args.extend_from_slice(key);
-        args.extend([Arg::U64(stream), Arg::F64(a), Arg::F64(b)]);
-        out.try_launch(
-            &out.kernel(&format!("{family}{variant}")),
-            LaunchShape::elementwise(len),
-            &mut args,
-        )?;
-        Ok(out)
-    }
-
-    /// `rows` rows of `row_len` values in the shuffled order of `cpu::gather` (the kernel
-    /// `gather_shuffled_rows` of random.cu): a batch gathered where the dataset lives.
-    pub fn gather_shuffled_rows(
-        &self,
-        row_len: usize,
-        rows: usize,
-        position: u64,
-        seed: u64,
-    ) -> Result<GpuStorage, String> {
-        self.gather_rows(row_len, rows, ("gather_shuffled_rows", Arg::U64(position)), seed)
-    }
-
-    /// A launch of `kernel` of random.cu's `gather_shuffled_rows` family, `position` its
-    /// position argument (a value, or a count's address).
-    pub(super) fn gather_rows(
-        &self,
-        row_len: usize,
-        rows: usize,
-        (kernel, position): (&str, Arg),
-        seed: u64,
-    ) -> Result<GpuStorage, String> {
-        let n = rows * row_len;
-        let out = GpuStorage {
-            buffer: self.device.alloc(self.dtype(), n, InitialContents::Unwritten)?,
-            device: self.device.clone(),
-        };
-        if n == 0 {
-            return Ok(out);
-        }
-        out.try_launch(
-            &self.kernel(kernel),
-            LaunchShape::elementwise(n),
-            &mut [
-                self.ptr(),
-                out.ptr(),
-                Arg::I64(rows as i64),
-                Arg::I64(row_len as i64),
-                Arg::I64((self.len() / row_len) as i64),
-                position,
-                Arg::U64(seed),
-            ],
-        )?;
-        Ok(out)
     }
 
     pub fn duplicate(&self) -> GpuStorage {
@@ -749,110 +663,5 @@ impl GpuStorage {
             );
         }
         out
-    }
-
-    /// One fused optimiser step in place (a one-tensor list of optim.cu's kernels).
-    pub fn optimizer_step(&mut self, grad: &GpuStorage, state: &mut [&mut GpuStorage], update: OptimizerUpdate) {
-        let state = state.iter_mut().map(|s| &mut **s).collect();
-        GpuStorage::optimizer_step_list(
-            &mut [GpuParamStep {
-                param: self,
-                grad,
-                state,
-            }],
-            update,
-        );
-    }
-
-    /// One fused optimiser step of every tensor of `steps`, in place, with one launch per
-    /// [`MAX_PARAMS`] tensors (optim.cu's kernels take a list): a network's parameters in one
-    /// launch instead of one each. Every tensor must be on one device, in one dtype (f32 or
-    /// f64).
-    pub fn optimizer_step_list(steps: &mut [GpuParamStep<'_>], update: OptimizerUpdate) {
-        GpuStorage::optimizer_step_list_counted(steps, update, None)
-    }
-
-    /// [`Self::optimizer_step_list`], Adam's step count read from `step_count` (a one-element
-    /// f64 buffer on the same device) when the kernels run, when given: see `counted.rs`.
-    pub(super) fn optimizer_step_list_counted(
-        steps: &mut [GpuParamStep<'_>],
-        update: OptimizerUpdate,
-        step_count: Option<&GpuStorage>,
-    ) {
-        for chunk in steps.chunks_mut(MAX_PARAMS) {
-            let first = &chunk[0].param;
-            for step in chunk.iter() {
-                first.check_same(step.param, "optimizer step");
-                first.check_same(step.grad, "optimizer step");
-                step.state.iter().for_each(|s| first.check_same(s, "optimizer step"));
-            }
-            let address = |s: &GpuStorage| s.device.address(&s.buffer);
-            let pointers = chunk.iter().map(|step| {
-                let (s1, s2) = match &step.state[..] {
-                    [] => (0, 0),
-                    [a] => (address(a), 0),
-                    [a, b, ..] => (address(a), address(b)),
-                };
-                (step.param.len(), address(step.param), address(step.grad), s1, s2)
-            });
-            let list = match first.dtype() {
-                DType::F32 => {
-                    let mut l = ParamList::<f32>::new();
-                    for (len, p, g, s1, s2) in pointers {
-                        l.push(len, p as *mut f32, g as *const f32, s1 as *mut f32, s2 as *mut f32);
-                    }
-                    Arg::ParamsF32(l)
-                }
-                DType::F64 => {
-                    let mut l = ParamList::<f64>::new();
-                    for (len, p, g, s1, s2) in pointers {
-                        l.push(len, p as *mut f64, g as *const f64, s1 as *mut f64, s2 as *mut f64);
-                    }
-                    Arg::ParamsF64(l)
-                }
-                half => unreachable!("{half} parameters are stepped in f32 (Storage::optimizer_step)"),
-            };
-            let total = chunk.iter().map(|step| step.param.len()).sum();
-            chunk[0].param.launch_update(list, total, update, step_count);
-        }
-    }
-
-    /// Launch `update`'s kernel on a list of `total` elements in all (Adam's at the step count
-    /// of `step_count` when given).
-    fn launch_update(&self, list: Arg, total: usize, update: OptimizerUpdate, step_count: Option<&GpuStorage>) {
-        let shape = LaunchShape::elementwise(total);
-        match update {
-            OptimizerUpdate::Adam { lr, betas, eps, .. } if step_count.is_some() => {
-                self.launch_adam_at(list, shape, (lr, betas, eps), step_count.expect("matched above"))
-            }
-            OptimizerUpdate::Sgd { lr, momentum } => self.launch(
-                &self.kernel("sgd"),
-                shape,
-                &mut [list, Arg::F64(lr), Arg::F64(momentum)],
-            ),
-            OptimizerUpdate::RmsProp { lr, alpha, eps } => self.launch(
-                &self.kernel("rmsprop"),
-                shape,
-                &mut [list, Arg::F64(lr), Arg::F64(alpha), Arg::F64(eps)],
-            ),
-            OptimizerUpdate::Adam { lr, betas, eps, step } => {
-                let (step_size, inv_bc2) = OptimizerUpdate::adam_step_scalars(lr, betas, step);
-                self.launch(
-                    &self.kernel("adam"),
-                    shape,
-                    &mut [
-                        list,
-                        Arg::F64(step_size),
-                        Arg::F64(betas.0),
-                        Arg::F64(betas.1),
-                        Arg::F64(inv_bc2),
-                        Arg::F64(eps),
-                    ],
-                )
-            }
-            OptimizerUpdate::Clamp { min, max } => {
-                self.launch(&self.kernel("clamp"), shape, &mut [list, Arg::F64(min), Arg::F64(max)])
-            }
-        }
     }
 }
