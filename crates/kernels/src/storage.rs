@@ -311,12 +311,7 @@ impl Storage {
         position: u64,
         seed: u64,
     ) -> Result<Storage, String> {
-        if row_len == 0 || self.is_empty() || !self.len().is_multiple_of(row_len) {
-            return Err(format!(
-                "gather_shuffled_rows: {} values are no whole number of rows of {row_len}",
-                self.len()
-            ));
-        }
+        self.check_whole_rows(row_len, "gather_shuffled_rows")?;
         if let Some(half) = Storage::all_half(&[self]) {
             return Ok(self
                 .widened()
@@ -329,6 +324,18 @@ impl Storage {
         Ok(map_storage!(self, |v| crate::cpu::gather::gather_shuffled_rows(
             v, row_len, rows, position, seed
         )))
+    }
+
+    /// An error, naming `op`, unless this buffer is a whole number (at least one) of rows of
+    /// `row_len` values.
+    pub(crate) fn check_whole_rows(&self, row_len: usize, op: &str) -> Result<(), String> {
+        if row_len == 0 || self.is_empty() || !self.len().is_multiple_of(row_len) {
+            return Err(format!(
+                "{op}: {} values are no whole number of rows of {row_len}",
+                self.len()
+            ));
+        }
+        Ok(())
     }
 
     /// The host buffer: this storage's own, or a download of a GPU buffer, or the device's

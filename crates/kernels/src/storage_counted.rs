@@ -86,8 +86,7 @@ impl Storage {
         Storage::check_count(position, self.device(), "gather_shuffled_rows_at's position")?;
         match (self, position) {
             (Storage::Cuda(g), Storage::Cuda(count)) if !self.dtype().is_half() => {
-                // The by-value operation's checks first, on a zero-row draw (no launch).
-                self.gather_shuffled_rows(row_len, 0, 0, seed)?;
+                self.check_whole_rows(row_len, "gather_shuffled_rows_at")?;
                 g.gather_shuffled_rows_at(row_len, rows, count, seed).map(Storage::Cuda)
             }
             (Storage::Cuda(_), Storage::Cuda(_)) => Ok(self
