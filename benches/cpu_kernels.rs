@@ -274,6 +274,31 @@ fn main() {
         println!("{n:>6} {:>10.3} {gflops:>10.1} {:>8}", s * 1e3, percent(gflops));
     }
 
+    // The generator's linear layer at DIM 64 (128 noise values to 4 x 4 x 256 features, batch
+    // 64): its forward product, and its weight gradient.
+    println!("\nthe generator's linear layer (batch 64, 128 -> 4096), f32");
+    println!("{:<30} {:>10} {:>10} {:>8}", "product", "ms", "GFLOP/s", "of peak");
+    let (x, w, gy) = (
+        Tensor::randn(&[BATCH, 128], DType::F32, 3),
+        Tensor::randn(&[4096, 128], DType::F32, 4),
+        Tensor::randn(&[BATCH, 4096], DType::F32, 5),
+    );
+    let linear: [(&str, Box<dyn Fn() -> Tensor>); 2] = [
+        (
+            "forward x w^T (64x4096x128)",
+            Box::new(|| x.matmul_transposed(&w, false, true)),
+        ),
+        (
+            "weight grad gy^T x (4096x128x64)",
+            Box::new(|| gy.matmul_transposed(&x, true, false)),
+        ),
+    ];
+    for (name, product) in linear {
+        let s = no_grad(|| median_seconds(21, || drop(black_box(product()))));
+        let gflops = 2.0 * (BATCH * 4096 * 128) as f64 / s / 1e9;
+        println!("{name:<30} {:>10.3} {gflops:>10.1} {:>8}", s * 1e3, percent(gflops));
+    }
+
     println!("\nconvolutions of the reference networks (DIM 64, batch 64, 5x5, stride 2, padding 2), f32");
     println!(
         "{:<30} {:>11} {:>11} {:>11} {:>9} {:>8}",

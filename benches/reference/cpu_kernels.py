@@ -47,6 +47,17 @@ def main():
         s = median_seconds(5 if n >= 1024 else 21, lambda: a @ b)
         print(f"{n:>6} {s * 1e3:>10.3f} {2 * n ** 3 / s / 1e9:>10.1f}")
 
+    # The generator's linear layer at DIM 64 (128 noise values to 4 x 4 x 256 features, batch 64).
+    print("\nthe generator's linear layer (batch 64, 128 -> 4096), f32")
+    print(f"{'product':<30} {'ms':>10} {'GFLOP/s':>10}")
+    x, w, gy = torch.randn(BATCH, 128), torch.randn(4096, 128), torch.randn(BATCH, 4096)
+    for name, product in [
+        ("forward x w^T (64x4096x128)", lambda: x @ w.t()),
+        ("weight grad gy^T x (4096x128x64)", lambda: gy.t() @ x),
+    ]:
+        s = median_seconds(21, product)
+        print(f"{name:<30} {s * 1e3:>10.3f} {2 * BATCH * 4096 * 128 / s / 1e9:>10.1f}")
+
     print("\nconvolutions of the reference networks (DIM 64, batch 64, 5x5, stride 2, padding 2), f32")
     print(f"{'layer':<30} {'forward ms':>11} {'input ms':>11} {'weight ms':>11} {'GFLOP/s':>9}")
     with torch.no_grad():

@@ -88,27 +88,127 @@ pub fn gemm_into<T: Element>(
         a.len() > last(a_layout, m, k) && b.len() > last(b_layout, k, n),
         "gemm: operand buffer too small"
     );
-    let parallelism = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every index the kernel reads (row r, column c at
-    // r * row_stride + c * col_stride) and writes (r * c_row_stride + c) inside the slices,
-    // and the output does not alias the inputs (it is a distinct `&mut`).
+    // SAFETY (both branches): the asserts above keep every index the kernel reads (row r,
+    // column c at r * row_stride + c * col_stride) and writes (r * c_row_stride + c) inside the
+    // slices, and the output does not alias the inputs (it is a distinct `&mut`).
+    let threads = rayon::current_num_threads();
+    if parallel && threads > 1 && m * n * k >= SPLIT_WORK {
+        // The `gemm` crate threads a product only where one of its blocks of columns holds
+        // 48 x 48 x 256 multiply-adds: a linear layer's (the batch, 64, by 4,096 features over
+        // 128 inputs) ran on one thread. So the product is cut here into one block per thread,
+        // of whole rows or of columns (whichever are more), each a product of its own.
+        let (rows, parts) = if m >= n { (true, m) } else { (false, n) };
+        let per_part = parts.div_ceil(threads).next_multiple_of(SPLIT_ALIGN).min(parts);
+        let (a_ptr, b_ptr, c_ptr) = (SharedPtr(a.as_ptr()), SharedPtr(b.as_ptr()), SharedPtr(c.as_mut_ptr()));
+        (0..parts.div_ceil(per_part)).into_par_iter().for_each(|block| {
+            let (first, len) = (block * per_part, per_part.min(parts - block * per_part));
+            // SAFETY: as above; each block writes its own rows or columns of `c`, and reads
+            // the rows of `a` or the columns of `b` that go with them.
+            unsafe {
+                if rows {
+                    let a_block = a_ptr.get().add(first * a_layout.row_stride);
+                    let c_block = c_ptr.get().add(first * c_row_stride);
+                    gemm_raw(
+                        len,
+                        n,
+                        k,
+                        a_block,
+                        a_layout,
+                        b_ptr.get(),
+                        b_layout,
+                        c_block,
+                        c_row_stride,
+                        accumulate,
+                    )
+                } else {
+                    let b_block = b_ptr.get().add(first * b_layout.col_stride);
+                    let c_block = c_ptr.get().add(first);
+                    gemm_raw(
+                        m,
+                        len,
+                        k,
+                        a_ptr.get(),
+                        a_layout,
+                        b_block,
+                        b_layout,
+                        c_block,
+                        c_row_stride,
+                        accumulate,
+                    )
+                }
+            }
+        });
+        return;
+    }
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            a_layout,
+            b.as_ptr(),
+            b_layout,
+            c.as_mut_ptr(),
+            c_row_stride,
+            accumulate,
+        )
+    }
+}
+
+/// Products with at least this many multiply-adds are cut into one block per thread by
+/// [`gemm_into`] (below it, waking the other threads costs more than it saves).
+const SPLIT_WORK: usize = 1 << 20;
+/// The blocks of rows or columns [`gemm_into`] cuts a product into are a multiple of this
+/// many long: whole micro-tiles of the `gemm` crate's kernels.
+const SPLIT_ALIGN: usize = 16;
+
+/// A pointer the blocks of [`gemm_into`] share: each touches its own part of what it points at.
+#[derive(Clone, Copy)]
+struct SharedPtr<P>(P);
+// SAFETY: the blocks read the operands and write disjoint parts of the output.
+unsafe impl<P> Send for SharedPtr<P> {}
+unsafe impl<P> Sync for SharedPtr<P> {}
+impl<P: Copy> SharedPtr<P> {
+    /// The pointer (a method, so that closures capture the whole wrapper).
+    fn get(self) -> P {
+        self.0
+    }
+}
+
+/// The `gemm` crate's product on the calling thread, through raw pointers.
+///
+/// # Safety
+/// Every element the product reads (row r, column c of A at `a + r * row_stride + c *
+/// col_stride`, likewise B) and writes (`c + r * c_row_stride + j`) is in bounds, and the
+/// output aliases neither input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const T,
+    a_layout: MatrixLayout,
+    b: *const T,
+    b_layout: MatrixLayout,
+    c: *mut T,
+    c_row_stride: usize,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded to the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             c_row_stride as isize,
             accumulate,
-            a.as_ptr(),
+            a,
             a_layout.col_stride as isize,
             a_layout.row_stride as isize,
-            b.as_ptr(),
+            b,
             b_layout.col_stride as isize,
             b_layout.row_stride as isize,
             T::ONE,
@@ -116,7 +216,7 @@ pub fn gemm_into<T: Element>(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -260,6 +360,42 @@ mod tests {
                     before[r * width + j]
                 };
                 assert_eq!(c[r * width + j], want, "row {r} column {j}");
+            }
+        }
+    }
+
+    /// Products large enough for `gemm_into` to cut them into a block per thread, by columns
+    /// (wide) and by rows (tall), both operands read either way, into columns of a wider
+    /// matrix, accumulating: the blocks cover every element once. Small integers, so every
+    /// sum is exact and the result must equal the plain one.
+    #[test]
+    fn products_cut_into_blocks_per_thread_cover_every_element_once() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (m, n, k) in [(70, 1030, 33), (1030, 70, 33)] {
+            assert!(m * n * k >= SPLIT_WORK, "large enough to be cut");
+            let a: Vec<f64> = (0..m * k).map(|v| (v % 7) as f64 - 3.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|v| (v % 5) as f64 - 2.0).collect();
+            let product = naive(m, n, k, &a, &b);
+            let (a_t, b_t) = (transpose(m, k, &a), transpose(k, n, &b));
+            let layouts = [
+                (&a, MatrixLayout::row_major(k), &b, MatrixLayout::row_major(n)),
+                (&a_t, MatrixLayout::transposed(m), &b_t, MatrixLayout::transposed(k)),
+            ];
+            for (a, a_layout, b, b_layout) in layouts {
+                let width = n + 5;
+                let mut c: Vec<f64> = (0..m * width).map(|v| (v % 11) as f64).collect();
+                let before = c.clone();
+                pool.install(|| gemm_into(m, n, k, a, a_layout, b, b_layout, &mut c[3..], width, true, true));
+                for r in 0..m {
+                    for j in 0..width {
+                        let added = if (3..3 + n).contains(&j) {
+                            product[r * n + j - 3]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(c[r * width + j], before[r * width + j] + added, "{m}x{n}: ({r}, {j})");
+                    }
+                }
             }
         }
     }
