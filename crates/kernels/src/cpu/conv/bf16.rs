@@ -5,11 +5,12 @@
 //!
 //! The frame is the f32 tile's ([`super::tile_frame::TileFrame`]), with its reduced axis
 //! counted in pairs: the source laid out `[pixel, pair of channels, sample]` (each element a
-//! [`Bf16Pair`]) and the weights packed `[tap, pair of channels, row]`, an odd channel count
-//! padded with a zero channel. Layers the tile does not take (fewer than [`TILE_ROWS`]
-//! channels in its rows), and for now the weight gradient, widen to f32 and take the f32
-//! kernels.
+//! [`Bf16Pair`]) and the weights packed `[tap, pair of channels, row]` (`bf16_pack.rs`), an
+//! odd channel count padded with a zero channel. Layers the tile does not take (fewer than
+//! [`TILE_ROWS`] channels in its rows), and for now the weight gradient, widen to f32 and take
+//! the f32 kernels.
 
+use super::bf16_pack::{pack_weight_pairs, pack_weight_rows};
 use super::bf16_weight_grad::{amx_takes, dot_takes, weight_grad_on_amx, weight_grad_on_dot};
 use super::scratch::Scratch;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
@@ -28,7 +29,6 @@ use crate::cpu::{as_slots, assume_init_vec, uninit_vec};
 use crate::op::{Epilogue, UnaryOp};
 use crate::ConvGeometry;
 use half::{bf16, f16};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// The 16-bit floats the convolutions here take: bf16 on every kernel, f16 on the widening
@@ -284,110 +284,6 @@ pub fn conv2d_weight_grad_bf16(g: &ConvGeometry, x: &[bf16], gy: &[bf16]) -> Vec
         return weight_grad_on_dot(g, x, gy);
     }
     bf16::narrow_all(&conv2d_weight_grad(g, &bf16::widen_all(x), &bf16::widen_all(gy)))
-}
-
-/// The weights `[O, C, taps]` seen as tile rows by pairs of reduced channels: with
-/// `rows_are_outputs` the rows are the output channels and the pairs the input channels (the
-/// forward pass); without, the other way round (the adjoint).
-struct WeightPairs<'a, T> {
-    w: &'a [T],
-    in_channels: usize,
-    taps: usize,
-    rows: usize,
-    reduced: usize,
-    rows_are_outputs: bool,
-}
-
-impl<'a, T: HalfFloat> WeightPairs<'a, T> {
-    fn new(g: &ConvGeometry, w: &'a [T], rows_are_outputs: bool) -> WeightPairs<'a, T> {
-        let (o, c, taps) = (g.out_channels, g.in_channels, g.kernel_h * g.kernel_w);
-        assert!(w.len() >= o * c * taps, "conv2d: weights too short");
-        let (rows, reduced) = if rows_are_outputs { (o, c) } else { (c, o) };
-        WeightPairs {
-            w,
-            in_channels: c,
-            taps,
-            rows,
-            reduced,
-            rows_are_outputs,
-        }
-    }
-
-    /// Pairs of reduced channels (an odd count padded with a zero channel).
-    fn pairs(&self) -> usize {
-        self.reduced.div_ceil(2)
-    }
-
-    /// The weights of `row` and reduced channel `red`, one per tap (a run of `w`), or `None`
-    /// past the last of either (zeros in the packing).
-    fn taps_of(&self, row: usize, red: usize) -> Option<&'a [T]> {
-        if row >= self.rows || red >= self.reduced {
-            return None;
-        }
-        let (oc, ic) = if self.rows_are_outputs { (row, red) } else { (red, row) };
-        Some(&self.w[(oc * self.in_channels + ic) * self.taps..][..self.taps])
-    }
-
-    /// `write(tap, pair)` for every tap, with the pair of reduced channels `2j` and `2j + 1` of
-    /// `row` at `tap`: the two runs found once, then read in order.
-    #[inline(always)]
-    fn pairs_by_tap(&self, row: usize, j: usize, mut write: impl FnMut(usize, Bf16Pair)) {
-        let bits = |run: Option<&[T]>, tap: usize| run.map_or(0, |run| run[tap].bits());
-        match (self.taps_of(row, 2 * j), self.taps_of(row, 2 * j + 1)) {
-            (Some(first), Some(second)) => {
-                for (tap, (a, b)) in first.iter().zip(second).enumerate() {
-                    write(tap, bf16_pair(a.bits(), b.bits()));
-                }
-            }
-            (first, second) => {
-                (0..self.taps).for_each(|tap| write(tap, bf16_pair(bits(first, tap), bits(second, tap))))
-            }
-        }
-    }
-}
-
-/// Weights packed in pairs by tiles of [`TILE_ROWS`] rows for the vector kernels: `[tiles,
-/// taps, pairs, TILE_ROWS]`.
-fn pack_weight_pairs<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Scratch<Bf16Pair> {
-    let weights = WeightPairs::new(g, w, rows_are_outputs);
-    let (taps, pairs) = (weights.taps, weights.pairs());
-    let mut packed = Scratch::take(weights.rows.div_ceil(TILE_ROWS) * taps * pairs * TILE_ROWS);
-    packed
-        .par_chunks_mut((taps * pairs * TILE_ROWS).max(1))
-        .enumerate()
-        .for_each(|(tile, packed)| {
-            // The taps innermost: each (row, reduced channel) is a run of `taps` weights in `w`.
-            // The rows inside the pairs: the six rows of a pair step share the cache line they
-            // are written to, which is then filled while it is in L1.
-            for j in 0..pairs {
-                for k in 0..TILE_ROWS {
-                    weights.pairs_by_tap(tile * TILE_ROWS + k, j, |tap, pair| {
-                        packed[(tap * pairs + j) * TILE_ROWS + k] = pair
-                    });
-                }
-            }
-        });
-    packed
-}
-
-/// Weights packed in pairs row by row for the AMX tile: `[rows padded to 16, steps]`, `steps`
-/// = `taps * pairs`, step `tap * pairs + j` of a row its pair `j` at `tap`. Returns the weights
-/// and `steps`.
-fn pack_weight_rows<T: HalfFloat>(g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> (Scratch<Bf16Pair>, usize) {
-    let weights = WeightPairs::new(g, w, rows_are_outputs);
-    let (taps, pairs) = (weights.taps, weights.pairs());
-    let steps = taps * pairs;
-    let mut packed = Scratch::take(weights.rows.div_ceil(AMX_BLOCK) * AMX_BLOCK * steps);
-    packed
-        .par_chunks_mut(steps.max(1))
-        .enumerate()
-        .for_each(|(row, packed)| {
-            // The taps innermost, as in `pack_weight_pairs`.
-            for j in 0..pairs {
-                weights.pairs_by_tap(row, j, |tap, pair| packed[tap * pairs + j] = pair);
-            }
-        });
-    (packed, steps)
 }
 
 /// `u32`s as the f32 of the same bits, for the block transposes, which only move them.

@@ -14,8 +14,9 @@
 //! - `tests.rs`: every path against the reference, over odd geometries;
 //! - [`bf16`]: the convolutions of bf16 and f16 operands (the half rule without widening): the
 //!   operands in pairs of the reduction, summed in f32 on [`tile_amx`] (Intel AMX) or on
-//!   [`tile_pairs`] (the register tile on pairs: `vdpbf16ps`, or widened in registers), and
-//!   `bf16_weight_grad.rs`, the weight gradient on AMX.
+//!   [`tile_pairs`] (the register tile on pairs: `vdpbf16ps`, or widened in registers),
+//!   `bf16_pack.rs`, their weights packed in pairs, and `bf16_weight_grad.rs`, the weight
+//!   gradient on AMX.
 //!
 //! Three kernels cover conv2d, conv_transpose2d and all their derivatives:
 //! - [`conv2d_forward`]: `y = activation(conv(x, w) + bias)`;
@@ -78,6 +79,7 @@
 //! results are reproducible bit for bit.
 
 pub mod bf16;
+mod bf16_pack;
 mod bf16_weight_grad;
 mod rectangles;
 pub mod reference;
