@@ -4,7 +4,10 @@
 //!
 //! The inner kernel is the `gemm` crate's cache-blocked, SIMD micro-kernel (chosen at run time
 //! for the processor: AVX2/FMA, AVX-512, NEON), the one piece of the CPU path we do not write
-//! ourselves. [`gemm_reference`] is our plain version, which the tests check it against.
+//! ourselves. We do the threading: a parallel product is cut into one block of rows or columns
+//! per thread ([`gemm_into`]), because the crate's own threading leaves a linear layer's
+//! product (a batch of 64 rows) on one thread. [`gemm_reference`] is our plain version, which
+//! the tests check it against.
 
 use crate::op::{MatmulProblem, MatrixLayout};
 use crate::Element;
