@@ -4,9 +4,8 @@
 //!
 //! The inner kernel is the `gemm` crate's cache-blocked, SIMD micro-kernel (chosen at run time
 //! for the processor: AVX2/FMA, AVX-512, NEON), the one piece of the CPU path we do not write
-//! ourselves. We do the threading: a parallel product is cut into one block of rows or columns
-//! per thread ([`gemm_into`]), because the crate's own threading leaves a linear layer's
-//! product (a batch of 64 rows) on one thread. [`gemm_reference`] is our plain version, which
+//! ourselves. Its threading too, except for thin products (a batch of 64 rows against thousands
+//! of features), which it would leave on one thread: [`gemm_into`] cuts those into blocks. [`gemm_reference`] is our plain version, which
 //! the tests check it against.
 
 use crate::op::{MatmulProblem, MatrixLayout};
@@ -94,77 +93,72 @@ pub fn gemm_into<T: Element>(
     // SAFETY (both branches): the asserts above keep every index the kernel reads (row r,
     // column c at r * row_stride + c * col_stride) and writes (r * c_row_stride + c) inside the
     // slices, and the output does not alias the inputs (it is a distinct `&mut`).
-    let threads = rayon::current_num_threads();
-    if parallel && threads > 1 && m * n * k >= SPLIT_WORK {
+    if parallel && m * n * k >= SPLIT_WORK && m.min(n) <= THIN && m.max(n) >= 2 * SPLIT_BLOCK {
         // The `gemm` crate threads a product only where one of its blocks of columns holds
         // 48 x 48 x 256 multiply-adds: a linear layer's (the batch, 64, by 4,096 features over
-        // 128 inputs) ran on one thread. So the product is cut here into one block per thread,
-        // of whole rows or of columns (whichever are more), each a product of its own.
+        // 128 inputs) ran on one thread. Such thin products are cut here into blocks of
+        // `SPLIT_BLOCK` rows or columns (along the long side), each a product of its own, in
+        // parallel. The blocks depend on the shape alone, so the sums (and their bits) do not
+        // depend on the number of threads.
         let (rows, parts) = if m >= n { (true, m) } else { (false, n) };
-        let per_part = parts.div_ceil(threads).next_multiple_of(SPLIT_ALIGN).min(parts);
         let (a_ptr, b_ptr, c_ptr) = (SharedPtr(a.as_ptr()), SharedPtr(b.as_ptr()), SharedPtr(c.as_mut_ptr()));
-        (0..parts.div_ceil(per_part)).into_par_iter().for_each(|block| {
-            let (first, len) = (block * per_part, per_part.min(parts - block * per_part));
+        (0..parts.div_ceil(SPLIT_BLOCK)).into_par_iter().for_each(|block| {
+            let (first, len) = (block * SPLIT_BLOCK, SPLIT_BLOCK.min(parts - block * SPLIT_BLOCK));
+            let serial = gemm::Parallelism::None;
             // SAFETY: as above; each block writes its own rows or columns of `c`, and reads
             // the rows of `a` or the columns of `b` that go with them.
             unsafe {
                 if rows {
-                    let a_block = a_ptr.get().add(first * a_layout.row_stride);
-                    let c_block = c_ptr.get().add(first * c_row_stride);
+                    let (a, c) = (
+                        a_ptr.get().add(first * a_layout.row_stride),
+                        c_ptr.get().add(first * c_row_stride),
+                    );
                     gemm_raw(
-                        len,
-                        n,
-                        k,
-                        a_block,
-                        a_layout,
-                        b_ptr.get(),
-                        b_layout,
-                        c_block,
-                        c_row_stride,
+                        [len, n, k],
+                        (a, a_layout),
+                        (b_ptr.get(), b_layout),
+                        (c, c_row_stride),
                         accumulate,
+                        serial,
                     )
                 } else {
-                    let b_block = b_ptr.get().add(first * b_layout.col_stride);
-                    let c_block = c_ptr.get().add(first);
+                    let (b, c) = (b_ptr.get().add(first * b_layout.col_stride), c_ptr.get().add(first));
                     gemm_raw(
-                        m,
-                        len,
-                        k,
-                        a_ptr.get(),
-                        a_layout,
-                        b_block,
-                        b_layout,
-                        c_block,
-                        c_row_stride,
+                        [m, len, k],
+                        (a_ptr.get(), a_layout),
+                        (b, b_layout),
+                        (c, c_row_stride),
                         accumulate,
+                        serial,
                     )
                 }
             }
         });
         return;
     }
-    unsafe {
-        gemm_raw(
-            m,
-            n,
-            k,
-            a.as_ptr(),
-            a_layout,
-            b.as_ptr(),
-            b_layout,
-            c.as_mut_ptr(),
-            c_row_stride,
-            accumulate,
-        )
-    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let (a, b, c) = (
+        (a.as_ptr(), a_layout),
+        (b.as_ptr(), b_layout),
+        (c.as_mut_ptr(), c_row_stride),
+    );
+    unsafe { gemm_raw([m, n, k], a, b, c, accumulate, parallelism) }
 }
 
-/// Products with at least this many multiply-adds are cut into one block per thread by
-/// [`gemm_into`] (below it, waking the other threads costs more than it saves).
+/// Products with fewer multiply-adds than this are not cut by [`gemm_into`] (waking the other
+/// threads would cost more than it saves).
 const SPLIT_WORK: usize = 1 << 20;
-/// The blocks of rows or columns [`gemm_into`] cuts a product into are a multiple of this
-/// many long: whole micro-tiles of the `gemm` crate's kernels.
-const SPLIT_ALIGN: usize = 16;
+/// [`gemm_into`] cuts products whose short side is at most this long (a batch of rows against
+/// many features), where the `gemm` crate would keep them on one thread.
+const THIN: usize = 128;
+/// The rows or columns of each block [`gemm_into`] cuts a product into (the last one shorter):
+/// a multiple of the `gemm` crate's micro-tiles, and enough blocks for every thread of a
+/// linear layer's 4,096 features.
+const SPLIT_BLOCK: usize = 512;
 
 /// A pointer the blocks of [`gemm_into`] share: each touches its own part of what it points at.
 #[derive(Clone, Copy)]
@@ -179,25 +173,23 @@ impl<P: Copy> SharedPtr<P> {
     }
 }
 
-/// The `gemm` crate's product on the calling thread, through raw pointers.
+/// The `gemm` crate's product `c (m x n) (+)= a (m x k) b (k x n)` through raw pointers:
+/// `mnk` is `[m, n, k]`, `a` and `b` each a pointer and its layout, `c` a pointer and its row
+/// stride.
 ///
 /// # Safety
-/// Every element the product reads (row r, column c of A at `a + r * row_stride + c *
+/// Every element the product reads (row r, column j of A at `a + r * row_stride + j *
 /// col_stride`, likewise B) and writes (`c + r * c_row_stride + j`) is in bounds, and the
 /// output aliases neither input.
-#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw<T: Element>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const T,
-    a_layout: MatrixLayout,
-    b: *const T,
-    b_layout: MatrixLayout,
-    c: *mut T,
-    c_row_stride: usize,
+    mnk: [usize; 3],
+    a: (*const T, MatrixLayout),
+    b: (*const T, MatrixLayout),
+    c: (*mut T, usize),
     accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
+    let ([m, n, k], (a, a_layout), (b, b_layout), (c, c_row_stride)) = (mnk, a, b, c);
     // SAFETY: forwarded to the caller.
     unsafe {
         gemm::gemm(
@@ -219,7 +211,7 @@ unsafe fn gemm_raw<T: Element>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -367,15 +359,18 @@ mod tests {
         }
     }
 
-    /// Products large enough for `gemm_into` to cut them into a block per thread, by columns
+    /// Products thin and large enough for `gemm_into` to cut them into blocks, by columns
     /// (wide) and by rows (tall), both operands read either way, into columns of a wider
     /// matrix, accumulating: the blocks cover every element once. Small integers, so every
     /// sum is exact and the result must equal the plain one.
     #[test]
-    fn products_cut_into_blocks_per_thread_cover_every_element_once() {
+    fn thin_products_cut_into_blocks_cover_every_element_once() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for (m, n, k) in [(70, 1030, 33), (1030, 70, 33)] {
-            assert!(m * n * k >= SPLIT_WORK, "large enough to be cut");
+            assert!(
+                m * n * k >= SPLIT_WORK && m.min(n) <= THIN && m.max(n) > 2 * SPLIT_BLOCK,
+                "to be cut"
+            );
             let a: Vec<f64> = (0..m * k).map(|v| (v % 7) as f64 - 3.0).collect();
             let b: Vec<f64> = (0..k * n).map(|v| (v % 5) as f64 - 2.0).collect();
             let product = naive(m, n, k, &a, &b);
