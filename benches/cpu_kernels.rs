@@ -283,15 +283,11 @@ fn main() {
         Tensor::randn(&[4096, 128], DType::F32, 4),
         Tensor::randn(&[BATCH, 4096], DType::F32, 5),
     );
-    let linear: [(&str, Box<dyn Fn() -> Tensor>); 2] = [
-        (
-            "forward x w^T (64x4096x128)",
-            Box::new(|| x.matmul_transposed(&w, false, true)),
-        ),
-        (
-            "weight grad gy^T x (4096x128x64)",
-            Box::new(|| gy.matmul_transposed(&x, true, false)),
-        ),
+    let forward = || x.matmul_transposed(&w, false, true);
+    let weight_grad = || gy.matmul_transposed(&x, true, false);
+    let linear: [(&str, &dyn Fn() -> Tensor); 2] = [
+        ("forward x w^T (64x4096x128)", &forward),
+        ("weight grad gy^T x (4096x128x64)", &weight_grad),
     ];
     for (name, product) in linear {
         let s = no_grad(|| median_seconds(21, || drop(black_box(product()))));
