@@ -8,6 +8,7 @@
 //! of features), which it would leave on one thread: [`gemm_into`] cuts those into blocks. [`gemm_reference`] is our plain version, which
 //! the tests check it against.
 
+use crate::cpu::SharedPtr;
 use crate::op::{MatmulProblem, MatrixLayout};
 use crate::Element;
 use rayon::prelude::*;
@@ -101,7 +102,11 @@ pub fn gemm_into<T: Element>(
         // parallel. The blocks depend on the shape alone, so the sums (and their bits) do not
         // depend on the number of threads.
         let (rows, parts) = if m >= n { (true, m) } else { (false, n) };
-        let (a_ptr, b_ptr, c_ptr) = (SharedPtr(a.as_ptr()), SharedPtr(b.as_ptr()), SharedPtr(c.as_mut_ptr()));
+        let (a_ptr, b_ptr, c_ptr) = (
+            SharedPtr::new(a.as_ptr().cast_mut()),
+            SharedPtr::new(b.as_ptr().cast_mut()),
+            SharedPtr::new(c.as_mut_ptr()),
+        );
         (0..parts.div_ceil(SPLIT_BLOCK)).into_par_iter().for_each(|block| {
             let (first, len) = (block * SPLIT_BLOCK, SPLIT_BLOCK.min(parts - block * SPLIT_BLOCK));
             let serial = gemm::Parallelism::None;
@@ -109,23 +114,20 @@ pub fn gemm_into<T: Element>(
             // the rows of `a` or the columns of `b` that go with them.
             unsafe {
                 if rows {
-                    let (a, c) = (
-                        a_ptr.get().add(first * a_layout.row_stride),
-                        c_ptr.get().add(first * c_row_stride),
-                    );
+                    let (a, c) = (a_ptr.at(first * a_layout.row_stride), c_ptr.at(first * c_row_stride));
                     gemm_raw(
                         [len, n, k],
                         (a, a_layout),
-                        (b_ptr.get(), b_layout),
+                        (b_ptr.at(0), b_layout),
                         (c, c_row_stride),
                         accumulate,
                         serial,
                     )
                 } else {
-                    let (b, c) = (b_ptr.get().add(first * b_layout.col_stride), c_ptr.get().add(first));
+                    let (b, c) = (b_ptr.at(first * b_layout.col_stride), c_ptr.at(first));
                     gemm_raw(
                         [m, len, k],
-                        (a_ptr.get(), a_layout),
+                        (a_ptr.at(0), a_layout),
                         (b, b_layout),
                         (c, c_row_stride),
                         accumulate,
@@ -159,19 +161,6 @@ const THIN: usize = 128;
 /// a multiple of the `gemm` crate's micro-tiles, and enough blocks for every thread of a
 /// linear layer's 4,096 features.
 const SPLIT_BLOCK: usize = 512;
-
-/// A pointer the blocks of [`gemm_into`] share: each touches its own part of what it points at.
-#[derive(Clone, Copy)]
-struct SharedPtr<P>(P);
-// SAFETY: the blocks read the operands and write disjoint parts of the output.
-unsafe impl<P> Send for SharedPtr<P> {}
-unsafe impl<P> Sync for SharedPtr<P> {}
-impl<P: Copy> SharedPtr<P> {
-    /// The pointer (a method, so that closures capture the whole wrapper).
-    fn get(self) -> P {
-        self.0
-    }
-}
 
 /// The `gemm` crate's product `c (m x n) (+)= a (m x k) b (k x n)` through raw pointers:
 /// `mnk` is `[m, n, k]`, `a` and `b` each a pointer and its layout, `c` a pointer and its row

@@ -55,6 +55,28 @@ pub fn retain_freed_memory() {
     }
 }
 
+/// A pointer that parallel tasks share (raw pointers are neither `Send` nor `Sync`), each
+/// task reading or writing its own part of what it points at: the caller's SAFETY comment says
+/// which part, and that nothing else touches it meanwhile.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedPtr<T>(*mut T);
+
+// SAFETY: the tasks that share it touch disjoint parts of the memory (or only read), as each
+// user states; moving or sharing the pointer itself moves or shares `T`s across threads.
+unsafe impl<T: Send + Sync> Send for SharedPtr<T> {}
+unsafe impl<T: Send + Sync> Sync for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    pub(crate) fn new(p: *mut T) -> SharedPtr<T> {
+        SharedPtr(p)
+    }
+
+    /// The pointer `i` elements on (a method, so that closures capture the whole wrapper).
+    pub(crate) fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// `len` slots for a kernel that writes every element of its output: the vector is built in
 /// place, without first filling it with zeros that would only be overwritten (on large
 /// outputs that fill is a serial memset, and the first touch of fresh pages).

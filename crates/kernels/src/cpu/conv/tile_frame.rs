@@ -12,7 +12,7 @@ use super::{finish_maps, taps_inside, taps_inside_image};
 use crate::cpu::elementwise::unary_in_place;
 use crate::cpu::matmul::count_flops;
 use crate::cpu::simd::SimdPath;
-use crate::cpu::{as_f32, assume_init_vec, uninit_vec};
+use crate::cpu::{as_f32, assume_init_vec, uninit_vec, SharedPtr};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -127,7 +127,7 @@ pub(super) trait TileKernels: Sync {
     /// The elements of the sums.
     type Sum: Element;
     /// The elements of the output.
-    type Out: Copy + Send;
+    type Out: Copy + Send + Sync;
     /// The output channels padded to whole tiles: the channels of the sums.
     fn padded_channels(&self) -> usize;
     /// Laid-out elements of one chunk of [`TILE_SAMPLES`] samples of `channels x pixels`.
@@ -270,23 +270,6 @@ struct BandWork {
     row_bounds: Vec<usize>,
 }
 
-/// The output of [`TileFrame::run`], shared by its tasks, each of which writes its own band
-/// of pixels of its chunks.
-#[derive(Clone, Copy)]
-struct SharedSlots<T>(*mut MaybeUninit<T>);
-
-// SAFETY: the tasks write disjoint slots through it (their own bands) and nothing reads the
-// output until they are all done.
-unsafe impl<T: Send> Send for SharedSlots<T> {}
-unsafe impl<T: Send> Sync for SharedSlots<T> {}
-
-impl<T> SharedSlots<T> {
-    /// The slot `i` places on (a method, so that closures capture the whole wrapper).
-    fn at(self, i: usize) -> *mut MaybeUninit<T> {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
 /// that a thread held up (preempted by another process) delays the call by a small share.
 const ROW_BANDS: usize = 4;
@@ -424,7 +407,8 @@ impl TileFrame {
             let samples = source.len() / source_len;
             let chunk_out = TILE_SAMPLES * self.channels * pixels;
             assert_eq!(out.len(), samples * self.channels * pixels, "tile frame: output size");
-            let out = SharedSlots(out.as_mut_ptr());
+            // Shared by the tasks, each of which writes its own band of pixels of its chunks.
+            let out = SharedPtr::new(out.as_mut_ptr());
             let bands = self.rows.div_ceil(band_rows);
             let tasks: Vec<(usize, usize)> = (0..chunks)
                 .step_by(chunks_per_task)
