@@ -185,6 +185,15 @@ pub(crate) trait Transpose8x8<T> {
     /// Both blocks are in bounds (and for [`InRegisters`], the caller is compiled for its
     /// instructions).
     unsafe fn transpose_8x8(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize);
+
+    /// As [`Transpose8x8::transpose_8x8`], writing only the first `lanes` (at most 8) values
+    /// of each row of `dst`, the memory past them untouched: a block of fewer than 8 columns
+    /// of the result whose source rows all exist (the weight gradient's blocks of 6 output
+    /// channels).
+    ///
+    /// # Safety
+    /// The 8x8 block at `src` and the 8 x `lanes` block at `dst` are in bounds.
+    unsafe fn transpose_8x8_first_lanes(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize, lanes: usize);
 }
 
 /// Element by element.
@@ -200,6 +209,22 @@ impl<T: Copy> Transpose8x8<T> for ByElement {
             }
         }
     }
+
+    #[inline(always)]
+    unsafe fn transpose_8x8_first_lanes(
+        src: *const T,
+        src_stride: usize,
+        dst: *mut T,
+        dst_stride: usize,
+        lanes: usize,
+    ) {
+        for j in 0..8 {
+            for i in 0..lanes.min(8) {
+                // SAFETY: the caller vouches for both blocks.
+                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
+            }
+        }
+    }
 }
 
 /// In vector registers of `S` ([`F32Simd::transpose_8x8`]).
@@ -210,6 +235,36 @@ impl<S: F32Simd> Transpose8x8<f32> for InRegisters<S> {
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
         // SAFETY: forwarded to the caller.
         unsafe { S::transpose_8x8(src, src_stride, dst, dst_stride) }
+    }
+
+    #[inline(always)]
+    unsafe fn transpose_8x8_first_lanes(
+        src: *const f32,
+        src_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        lanes: usize,
+    ) {
+        // Transposed whole into a local block (in L1), then each row's first lanes stored
+        // by a lane mask where the path has one: 8 vector stores instead of 8 * lanes
+        // scalar ones. The block has room past its last row for a vector of 16 lanes.
+        let mut block = [0f32; 64 + 16];
+        // SAFETY: the caller vouches for the source block and for `lanes` values of each
+        // destination row; every load below lies in the local block (row `j` starts at `8 *
+        // j <= 56`, and a vector is at most 16 lanes).
+        unsafe {
+            S::transpose_8x8(src, src_stride, block.as_mut_ptr(), 8);
+            for j in 0..8 {
+                let (row, out) = (block.as_ptr().add(8 * j), dst.add(j * dst_stride));
+                let mut done = 0;
+                while done < lanes.min(8) {
+                    let take = (lanes.min(8) - done).min(S::LANES);
+                    let v = S::load(row.add(done));
+                    S::store_first(out.add(done), v, take);
+                    done += take;
+                }
+            }
+        }
     }
 }
 
@@ -286,6 +341,61 @@ mod tests {
         for path in SimdPath::supported() {
             check(path, |v| v as f32);
             check(path, |v| v as f64);
+        }
+    }
+
+    /// The first lanes of each transposed row, and nothing past them, for every count of
+    /// lanes, on every SIMD path this processor supports (in registers) and element by element.
+    #[test]
+    fn first_lanes_of_a_transposed_block_and_nothing_else() {
+        struct FirstLanes<'a> {
+            src: &'a [f32],
+            dst: &'a mut [f32],
+            lanes: usize,
+        }
+        impl SimdKernel for FirstLanes<'_> {
+            type Output = ();
+            #[inline(always)]
+            unsafe fn run<S: F32Simd>(self) {
+                // SAFETY: the test's blocks are in bounds (strides 11 and 13, 8 rows each).
+                unsafe {
+                    InRegisters::<S>::transpose_8x8_first_lanes(
+                        self.src.as_ptr(),
+                        11,
+                        self.dst.as_mut_ptr(),
+                        13,
+                        self.lanes,
+                    )
+                }
+            }
+        }
+        let src: Vec<f32> = (0..8 * 11).map(|v| v as f32).collect();
+        let sentinel = -1.0f32;
+        let check = |dst: &[f32], lanes: usize, how: &str| {
+            for j in 0..8 {
+                for i in 0..13 {
+                    let want = if i < lanes { src[i * 11 + j] } else { sentinel };
+                    assert_eq!(dst[j * 13 + i], want, "{how}: {lanes} lanes at ({i}, {j})");
+                }
+            }
+        };
+        for lanes in 1..=8 {
+            for path in SimdPath::supported() {
+                let mut dst = vec![sentinel; 8 * 13];
+                dispatch(
+                    path,
+                    FirstLanes {
+                        src: &src,
+                        dst: &mut dst,
+                        lanes,
+                    },
+                );
+                check(&dst, lanes, &path.to_string());
+            }
+            let mut dst = vec![sentinel; 8 * 13];
+            // SAFETY: as above.
+            unsafe { ByElement::transpose_8x8_first_lanes(src.as_ptr(), 11, dst.as_mut_ptr(), 13, lanes) };
+            check(&dst, lanes, "by element");
         }
     }
 

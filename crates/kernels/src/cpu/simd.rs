@@ -277,6 +277,18 @@ pub(crate) trait F32Simd {
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `a * b + c`, fused where the instruction set has it.
     unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// The first `count` lanes of `v` (at most `LANES`) to the `count` f32 at `p`, the memory
+    /// past them untouched: the last, partial vector of a row. By a lane mask where the
+    /// instruction set has one; through a local array otherwise.
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: Self::V, count: usize) {
+        let mut lanes = [0f32; 16];
+        // SAFETY: `LANES <= 16`; the caller vouches for `count <= LANES` f32 at `p`.
+        unsafe {
+            Self::store(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, count.min(Self::LANES));
+        }
+    }
     /// Ask for the cache line of `p` ahead of its use (a hint; `p` need not be valid).
     unsafe fn prefetch(p: *const f32);
     /// The 8x8 block of f32 at `src` (rows `src_stride` apart) written transposed at `dst`
@@ -391,6 +403,15 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn store_first(p: *mut f32, v: __m256, count: usize) {
+            // Lane i is stored where i < count: its mask lane's sign bit set.
+            unsafe {
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), lanes);
+                _mm256_maskstore_ps(p, mask, v)
+            }
+        }
+        #[inline(always)]
         unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
         }
@@ -448,6 +469,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut f32, v: __m512, count: usize) {
+            // A masked store touches no memory past the mask's lanes.
+            unsafe { _mm512_mask_storeu_ps(p, ((1u32 << count.min(16)) - 1) as u16, v) }
         }
         #[inline(always)]
         unsafe fn mul_add(a: __m512, b: __m512, c: __m512) -> __m512 {

@@ -105,16 +105,22 @@ impl ChannelBlock {
             let cols = TRANSPOSE_BLOCK.min(pixels - p0);
             for n in 0..batch {
                 for k0 in (0..width).step_by(TRANSPOSE_BLOCK) {
-                    // SAFETY: inside both buffers, by the caller's contract.
+                    let rows = TRANSPOSE_BLOCK.min(width - k0);
+                    let at = (n * channels + first + k0) * pixels + p0;
+                    let to = dst.add((p0 * batch + n) * block + k0);
+                    // A block of fewer channels than 8 (the blocks of TILE_ROWS = 6 output
+                    // channels) whose 8 source rows exist (the next block's channels, or the
+                    // next sample's): transposed whole, and only its rows' first lanes stored.
+                    let whole_source =
+                        cols == TRANSPOSE_BLOCK && at + (TRANSPOSE_BLOCK - 1) * pixels + TRANSPOSE_BLOCK <= x.len();
+                    // SAFETY: inside both buffers, by the caller's contract (and the source
+                    // rows past the block's inside `x`, checked above).
                     unsafe {
-                        transpose_block_unchecked::<T, X>(
-                            src.add((n * channels + first + k0) * pixels + p0),
-                            pixels,
-                            TRANSPOSE_BLOCK.min(width - k0),
-                            cols,
-                            dst.add((p0 * batch + n) * block + k0),
-                            batch * block,
-                        )
+                        if rows < TRANSPOSE_BLOCK && whole_source {
+                            X::transpose_8x8_first_lanes(src.add(at), pixels, to, batch * block, rows);
+                        } else {
+                            transpose_block_unchecked::<T, X>(src.add(at), pixels, rows, cols, to, batch * block)
+                        }
                     };
                 }
             }
