@@ -114,6 +114,19 @@ pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
         .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
 }
 
+/// `v` as a vector of `T`, which must be f32: the way back from an f32-only path.
+///
+/// Panics if `T` is not f32.
+pub(crate) fn f32_vec_as<T: 'static>(v: Vec<f32>) -> Vec<T> {
+    assert!(
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
+        "f32_vec_as: the element type is not f32"
+    );
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: T is f32; the allocation passes whole from the f32 vector, not dropped.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
 /// Slots to write as f32 slots, when `T` is f32.
 pub(crate) fn as_f32_slots<T: 'static>(
     x: &mut [std::mem::MaybeUninit<T>],

@@ -10,6 +10,9 @@
 //! - `tile_layout.rs`: a chunk of samples into the tile's layout and back, and the weights
 //!   packed for the tile;
 //! - `tile_weight_grad.rs`: the weight gradient on the tile;
+//! - `single_channel.rs`: the input adjoint onto an image of one channel (a critic's first
+//!   layer's input gradient, a generator's last layer), by phases of the stride and vectors
+//!   along the rows of the maps;
 //! - `scratch.rs`: work arrays reused from call to call;
 //! - `tests.rs`: every path against the reference, over odd geometries;
 //! - [`bf16`]: the convolutions of bf16 and f16 operands (the half rule without widening): the
@@ -28,7 +31,7 @@
 //! Shapes follow PyTorch: images `[N, C, H, W]`, conv weights `[O, C, kh, kw]`, maps
 //! `[N, O, Ho, Wo]`. All three are described by one [`ConvGeometry`] in conv2d's terms.
 //!
-//! ## Two ways to compute a convolution
+//! ## Three ways to compute a convolution
 //! - **On the register tile** ([`tile`]), whenever the channels fill its rows and
 //!   columns:
 //!   - the forward pass and the input adjoint (at least [`TILE_ROWS`] output channels for the
@@ -49,9 +52,12 @@
 //!   - the weight gradient of a layer with few input channels (a single-channel image) and
 //!     at least [`TILE_SAMPLES`] output channels, on the tile turned around: rows are kernel
 //!     columns, columns output channels (`weight_grad_by_kernel_columns`).
-//! - **By rectangles of GEMMs** (below): the forward pass or adjoint of layers with fewer
-//!   channels than that, where the tile would leave most of its rows idle, and the weight
-//!   gradient of layers too narrow for either tile.
+//! - **By vectors along the rows of the maps** (`single_channel`): the f32 adjoint onto an
+//!   image of one channel, where the tile would have one busy row in six and a GEMM would be
+//!   a matrix-vector product.
+//! - **By rectangles of GEMMs** (below): the forward pass or adjoint of other layers with
+//!   fewer channels than that, where the tile would leave most of its rows idle, and the
+//!   weight gradient of layers too narrow for either tile.
 //!
 //! ## Lowering to GEMMs
 //! im2col writes a zero for every tap that falls on the padding, and the GEMM then multiplies
@@ -84,6 +90,7 @@ mod bf16_weight_grad;
 mod rectangles;
 pub mod reference;
 pub mod scratch;
+mod single_channel;
 #[cfg(test)]
 mod tests;
 pub mod tile;
@@ -95,10 +102,12 @@ mod tile_weight_grad;
 
 use super::elementwise::unary_in_place;
 use super::simd::active_path;
+use super::{as_f32, f32_vec_as};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use rectangles::{forward_by_rectangles, input_adjoint_by_rectangles, weight_grad_by_rectangles};
+use single_channel::input_adjoint_single_channel;
 use std::ops::Range;
 use tile::{TILE_ROWS, TILE_SAMPLES};
 use tile_frame::{forward_by_tiles, input_adjoint_by_tiles};
@@ -124,15 +133,41 @@ pub fn conv2d_forward<T: Element>(g: &ConvGeometry, x: &[T], w: &[T], epilogue: 
 /// out, kh, kw]` is this `w`).
 ///
 /// On the register tile (`input_adjoint_by_tiles`) when there are at least [`TILE_ROWS`]
-/// input channels to fill its rows (a single-channel image would leave five of six idle); by
-/// rectangles of GEMMs otherwise.
+/// input channels to fill its rows; onto a single-channel image in f32, by vectors along the
+/// rows of the maps (`single_channel`, where each phase of the stride has at most three
+/// column taps); by rectangles of GEMMs otherwise.
 pub fn conv2d_input_adjoint<T: Element>(g: &ConvGeometry, y: &[T], w: &[T], epilogue: Epilogue<T>) -> Vec<T> {
     check_bias(epilogue.bias, g.in_channels, "conv_transpose2d");
-    if g.in_channels >= TILE_ROWS {
+    if let Some((y, w, epilogue)) = single_channel_f32(g, y, w, epilogue) {
+        f32_vec_as(input_adjoint_single_channel(active_path(), g, y, w, epilogue))
+    } else if g.in_channels >= TILE_ROWS {
         input_adjoint_by_tiles(active_path(), g, y, w, epilogue)
     } else {
         input_adjoint_by_rectangles(g, y, w, epilogue)
     }
+}
+
+/// The operands as f32 where the adjoint goes to [`single_channel`]: `T` is f32 and
+/// [`single_channel::adjoint_fits`] (an image of one channel).
+#[allow(clippy::type_complexity)]
+fn single_channel_f32<'a, T: Element>(
+    g: &ConvGeometry,
+    maps: &'a [T],
+    w: &'a [T],
+    epilogue: Epilogue<'a, T>,
+) -> Option<(&'a [f32], &'a [f32], Epilogue<'a, f32>)> {
+    if !single_channel::adjoint_fits(g) {
+        return None;
+    }
+    let bias = match epilogue.bias {
+        Some(b) => Some(as_f32(b)?),
+        None => None,
+    };
+    let epilogue = Epilogue {
+        bias,
+        activation: epilogue.activation,
+    };
+    Some((as_f32(maps)?, as_f32(w)?, epilogue))
 }
 
 fn check_bias<T>(bias: Option<&[T]>, channels: usize, op: &str) {

@@ -123,6 +123,16 @@ fn chunked_kernels_match_per_sample_reference() {
         // One input channel, a kernel wider than the tile has rows (two groups of kernel
         // columns), two blocks of output channels, two bands of output rows.
         (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),
+        // Adjoints onto a single channel (`single_channel`): the reference critic's first
+        // layer with 11 maps (rows of 14: a partial vector on every path, phases of 14 rows:
+        // blocks of 8, 4 and 2); odd strides and dilations, a row longer than two vectors;
+        // padding past a 1x1 kernel's reach (maps wider than the image); one column tap per
+        // phase; a stride wider than the kernel (phases no tap reaches: the bias alone).
+        (1, 11, 28, 28, 5, 5, (2, 2), (2, 2), (1, 1), 3),
+        (1, 5, 13, 37, 4, 3, (3, 2), (1, 2), (2, 1), 2),
+        (1, 3, 4, 4, 1, 1, (1, 1), (4, 4), (1, 1), 2),
+        (1, 9, 7, 19, 1, 5, (1, 3), (0, 4), (1, 2), 5),
+        (1, 4, 11, 13, 2, 2, (3, 3), (1, 0), (1, 1), 2),
     ];
     for &(c, o, h, w, kh, kw, s, p, d, batch) in &cases {
         let g = ConvGeometry::conv2d([batch, c, h, w], [o, c, kh, kw], s, p, d).unwrap();
@@ -228,7 +238,7 @@ fn chunked_kernels_match_per_sample_reference() {
                     .all(|(&x, &y)| (x as f64 - y).abs() <= 1e-3 * (1.0 + y.abs()))
         };
         let f32_paths = |simd: SimdPath| {
-            [
+            let mut paths = vec![
                 (
                     "forward by tiles",
                     forward_by_tiles(simd, &g, &x32, &w32, biased(&bias_o32)),
@@ -259,7 +269,22 @@ fn chunked_kernels_match_per_sample_reference() {
                     weight_grad_by_kernel_columns(simd, &g, &x32, &gy32),
                     &gw_ref,
                 ),
-            ]
+            ];
+            if single_channel::adjoint_fits(&g) {
+                paths.extend([
+                    (
+                        "adjoint onto a single channel",
+                        input_adjoint_single_channel(simd, &g, &gy32, &w32, biased(&bias_c32)),
+                        &gx_ref,
+                    ),
+                    (
+                        "activated adjoint onto a single channel",
+                        input_adjoint_single_channel(simd, &g, &gy32, &w32, activated(&bias_c32, tanh)),
+                        &gx_tanh,
+                    ),
+                ]);
+            }
+            paths
         };
         // Every SIMD path this processor has; the fused paths (AVX2, AVX-512) sum in the same
         // order, two tiles at a time or one, so they agree bit for bit.

@@ -1,0 +1,396 @@
+//! The input adjoint onto an image of a single channel (conv2d's input gradient of a critic's
+//! first layer, and a generator's last layer, a `conv_transpose2d` to one channel), in f32:
+//! vectors along the rows of the maps.
+//!
+//! With one image channel the register tile would have one busy row in six, and the GEMMs by
+//! rectangles are matrix-vector products: both leave most of the processor idle (the
+//! reference generator's last layer at batch 64 took 0.45 ms by rectangles on a Zen 5,
+//! against PyTorch's 0.17, and 0.27 this way; a call made seven times per WGAN iteration).
+//! Here:
+//!
+//! - The image is computed by **phases** of the stride, `x[pr + sh * a, pc + sw * b]` for
+//!   row phase `pr` and column phase `pc`: within one phase every pixel receives from the
+//!   same kernel taps, tap `(ki, kj)` reading map pixel `(a + rs(ki), b + cs(kj))` for fixed
+//!   shifts (`Axis::adjoint_taps`).
+//! - Per column tap `kj`, a partial sum `P_kj[a, m] = sum over channels c and row taps ki of
+//!   w[c, ki, kj] * y[c, a + rs(ki), m]` is taken over whole rows of the maps: every vector
+//!   load is one aligned run of a map row (a copy of the sample's maps, zero rows above and
+//!   below, rows padded to whole vectors), and each load serves every column tap of the phase.
+//!   A block of up to [`BLOCK`] rows of a phase and its column taps (at most
+//!   [`MAX_COLUMN_TAPS`]) stay in registers over all channels.
+//! - Then `x[pr + sh * a, pc + sw * b] = bias + sum over kj of P_kj[a, b + cs(kj)]`.
+//!
+//! Every pixel is summed by one task in an order fixed by the geometry (each partial sum over
+//! channels and row taps in order, then the column taps in order), the same on every thread
+//! count, and the same bits on AVX2 and AVX-512 (each lane fuses the same multiply-adds in
+//! the same order, whatever the vector width).
+
+use crate::cpu::elementwise::unary_in_place;
+use crate::cpu::matmul::count_flops;
+use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
+use crate::cpu::{assume_init_vec, uninit_vec};
+use crate::op::Epilogue;
+use crate::ConvGeometry;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Rows of a phase summed at once: with [`MAX_COLUMN_TAPS`] partial sums each, 24 vector
+/// registers of AVX-512's 32 (AVX2, with 16, takes half as many rows).
+const BLOCK: usize = 8;
+/// Column taps of a phase the kernel keeps partial sums for: `ceil(kernel_w / stride_w)`, 3
+/// for the 5x5 kernels of stride 2 of a DCGAN. Geometries with more take the other paths.
+const MAX_COLUMN_TAPS: usize = 3;
+
+/// How one axis of the convolution reaches the image (conv2d's terms: output position `o`
+/// reads input `o * stride + k * dilation - padding` at kernel tap `k`).
+#[derive(Clone, Copy)]
+struct Axis {
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    padding: usize,
+}
+
+impl Axis {
+    fn rows(g: &ConvGeometry) -> Axis {
+        Axis {
+            input: g.in_h,
+            kernel: g.kernel_h,
+            stride: g.stride.0,
+            dilation: g.dilation.0,
+            padding: g.padding.0,
+        }
+    }
+
+    fn columns(g: &ConvGeometry) -> Axis {
+        Axis {
+            input: g.in_w,
+            kernel: g.kernel_w,
+            stride: g.stride.1,
+            dilation: g.dilation.1,
+            padding: g.padding.1,
+        }
+    }
+
+    /// The taps that reach input positions `phase + stride * a`, and the output position
+    /// each reads for them, `a + shift`: `(k, shift)`.
+    fn adjoint_taps(&self, phase: usize) -> Vec<(usize, isize)> {
+        let s = self.stride as isize;
+        (0..self.kernel)
+            .filter_map(|k| {
+                let offset = (phase + self.padding) as isize - (k * self.dilation) as isize;
+                (offset.rem_euclid(s) == 0).then_some((k, offset.div_euclid(s)))
+            })
+            .collect()
+    }
+
+    /// Input positions `phase + stride * a` of one phase.
+    fn phase_len(&self, phase: usize) -> usize {
+        self.input.saturating_sub(phase).div_ceil(self.stride)
+    }
+}
+
+/// Whether [`input_adjoint_single_channel`] takes this geometry: an image of one channel, and
+/// at most [`MAX_COLUMN_TAPS`] column taps per phase.
+pub(super) fn adjoint_fits(g: &ConvGeometry) -> bool {
+    let columns = Axis::columns(g);
+    g.in_channels == 1
+        && g.in_h * g.in_w > 0
+        && (0..columns.stride).all(|p| columns.adjoint_taps(p).len() <= MAX_COLUMN_TAPS)
+}
+
+/// `x = activation(conv2d^T(y, w) + bias)` onto an image of one channel: `y: [N, O, Ho, Wo]`,
+/// `w: [O, 1, kh, kw]`, `bias: [1]`, returns `[N, 1, H, W]`.
+///
+/// Panics unless [`adjoint_fits`].
+pub(super) fn input_adjoint_single_channel(
+    path: SimdPath,
+    g: &ConvGeometry,
+    y: &[f32],
+    w: &[f32],
+    epilogue: Epilogue<f32>,
+) -> Vec<f32> {
+    assert!(
+        adjoint_fits(g),
+        "input_adjoint_single_channel: a geometry it does not take"
+    );
+    let image_len = g.in_h * g.in_w;
+    let maps_len = g.out_channels * g.out_h * g.out_w;
+    let bias = epilogue.bias.and_then(|b| b.first()).copied().unwrap_or(0.0);
+    if g.batch == 0 || maps_len == 0 {
+        // No maps: the image is the bias alone.
+        let mut x = vec![bias; g.batch * image_len];
+        if let Some(op) = epilogue.activation {
+            unary_in_place(op, &mut x);
+        }
+        return x;
+    }
+    assert!(
+        y.len() >= g.batch * maps_len && w.len() >= g.out_channels * g.kernel_h * g.kernel_w,
+        "input_adjoint_single_channel: operands too short"
+    );
+    count_flops(2 * (super::taps_inside_image(g) * g.out_channels * g.batch) as u64);
+    let (rows, columns) = (Axis::rows(g), Axis::columns(g));
+    let row_taps: Vec<Vec<(usize, isize)>> = (0..rows.stride).map(|p| rows.adjoint_taps(p)).collect();
+    let column_taps: Vec<Vec<(usize, isize)>> = (0..columns.stride).map(|p| columns.adjoint_taps(p)).collect();
+    // The padded copy of a sample's maps: `top` zero rows above, at least as many below as
+    // the farthest row tap reaches, and each row `span` long (whole vectors, zeros past Wo).
+    let longest_phase = (0..rows.stride).map(|p| rows.phase_len(p)).max().unwrap_or(0);
+    let shifts = row_taps.iter().flatten().map(|&(_, s)| s);
+    let top = (-shifts.clone().min().unwrap_or(0).min(0)) as usize;
+    let height = top + longest_phase.max(g.out_h) + shifts.max().unwrap_or(0).max(0) as usize;
+    let span = g.out_w.div_ceil(path.f32_lanes()) * path.f32_lanes();
+    let copy = MapsCopy {
+        channels: g.out_channels,
+        top,
+        height,
+        span,
+    };
+    let mut x = uninit_vec::<f32>(g.batch * image_len);
+    x.par_chunks_mut(image_len).zip(y.par_chunks(maps_len)).for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(maps, partial, line): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (x, y)| {
+            let maps = copy.fill(path, maps, y, g.out_h, g.out_w);
+            for (row_phase, row_phase_taps) in row_taps.iter().enumerate() {
+                for (column_phase, column_phase_taps) in column_taps.iter().enumerate() {
+                    let phase_rows = rows.phase_len(row_phase);
+                    // `partial[(k * phase_rows + a) * span + m]`: P of column tap k, row a.
+                    partial.clear();
+                    partial.resize(column_phase_taps.len() * phase_rows * span, 0.0);
+                    if !row_phase_taps.is_empty() && !column_phase_taps.is_empty() {
+                        let kernel = PartialSums {
+                            copy: &copy,
+                            w,
+                            taps_per_channel: g.kernel_h * g.kernel_w,
+                            kernel_w: g.kernel_w,
+                            maps,
+                            row_taps: row_phase_taps,
+                            column_taps: column_phase_taps,
+                            rows: phase_rows,
+                            partial,
+                        };
+                        dispatch(path, kernel);
+                    }
+                    // Each pixel of the phase: the bias, then its column taps' partial sums in
+                    // order (a partial sum past the maps' columns is zero: none is added).
+                    let width = columns.phase_len(column_phase);
+                    line.clear();
+                    line.resize(width, bias);
+                    for a in 0..phase_rows {
+                        line.fill(bias);
+                        for (k, &(_, shift)) in column_phase_taps.iter().enumerate() {
+                            let row = &partial[(k * phase_rows + a) * span..][..span];
+                            // Pixels b with 0 <= b + shift < span.
+                            let first = (-shift).clamp(0, width as isize) as usize;
+                            let end = (span as isize - shift).clamp(first as isize, width as isize) as usize;
+                            let from = (first as isize + shift) as usize;
+                            for (sum, &p) in line[first..end].iter_mut().zip(&row[from..]) {
+                                *sum += p;
+                            }
+                        }
+                        let image_row = &mut x[(row_phase + rows.stride * a) * g.in_w..][..g.in_w];
+                        for (pixel, &sum) in image_row
+                            .iter_mut()
+                            .skip(column_phase)
+                            .step_by(columns.stride)
+                            .zip(&*line)
+                        {
+                            pixel.write(sum);
+                        }
+                    }
+                }
+            }
+            // SAFETY: the phases cover every pixel of the image, each written above.
+            let x = unsafe { &mut *(x as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            if let Some(op) = epilogue.activation {
+                unary_in_place(op, x);
+            }
+        },
+    );
+    // SAFETY: every sample's image was written whole.
+    unsafe { assume_init_vec(x) }
+}
+
+/// The layout of a sample's maps copied for the kernel: `[channels, height, span]`, map row
+/// `oh` at row `top + oh`, zeros around.
+struct MapsCopy {
+    channels: usize,
+    top: usize,
+    height: usize,
+    span: usize,
+}
+
+impl MapsCopy {
+    /// The copy of one sample's maps `y` (`[channels, map_h, map_w]`) in `buffer`, starting
+    /// at a multiple of 64 bytes, so that every row (`span` f32, whole vectors) is loaded by
+    /// aligned vectors. Rows past `height` reach no pixel of the image and are left out.
+    fn fill<'a>(&self, path: SimdPath, buffer: &'a mut Vec<f32>, y: &[f32], map_h: usize, map_w: usize) -> &'a [f32] {
+        let len = self.channels * self.height * self.span;
+        buffer.clear();
+        buffer.resize(len + 16, 0.0);
+        let skip = buffer.as_ptr().align_offset(64).min(16);
+        let copy = &mut buffer[skip..skip + len];
+        let rows = map_h.min(self.height - self.top);
+        assert!(
+            y.len() >= self.channels * map_h * map_w && map_w <= self.span,
+            "single-channel adjoint: maps larger than their copy"
+        );
+        dispatch(
+            path,
+            CopyRows {
+                copy: self,
+                y,
+                rows,
+                map_h,
+                map_w,
+                out: copy,
+            },
+        );
+        &buffer[skip..skip + len]
+    }
+}
+
+/// The rows of a sample's maps into their copy, by vectors (a row of a DCGAN's maps is one
+/// vector, stored under a lane mask: not a `memcpy` call per row).
+struct CopyRows<'a> {
+    copy: &'a MapsCopy,
+    y: &'a [f32],
+    rows: usize,
+    map_h: usize,
+    map_w: usize,
+    out: &'a mut [f32],
+}
+
+impl SimdKernel for CopyRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: F32Simd>(self) {
+        let CopyRows {
+            copy,
+            y,
+            rows,
+            map_h,
+            map_w,
+            out,
+        } = self;
+        let end = y.as_ptr_range().end;
+        let mut lanes = [0f32; 16];
+        for c in 0..copy.channels {
+            for oh in 0..rows {
+                let src = &y[(c * map_h + oh) * map_w..][..map_w];
+                let dst = out[((c * copy.height) + copy.top + oh) * copy.span..].as_mut_ptr();
+                for m in (0..map_w).step_by(S::LANES) {
+                    let count = (map_w - m).min(S::LANES);
+                    // SAFETY: a whole vector is read from `y` only where it lies inside `y`
+                    // (else from a local copy of the row's rest), and `count` values are
+                    // stored inside the copy's row (`map_w <= span`, asserted by `fill`).
+                    unsafe {
+                        let from = src.as_ptr().add(m);
+                        let v = if from.add(S::LANES) <= end {
+                            S::load(from)
+                        } else {
+                            lanes[..count].copy_from_slice(&src[m..m + count]);
+                            S::load(lanes.as_ptr())
+                        };
+                        S::store_first(dst.add(m), v, count);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The partial sums of one phase on a SIMD path (see the module's documentation).
+struct PartialSums<'a> {
+    copy: &'a MapsCopy,
+    w: &'a [f32],
+    taps_per_channel: usize,
+    kernel_w: usize,
+    maps: &'a [f32],
+    /// The phase's row taps and column taps, `(k, shift)`.
+    row_taps: &'a [(usize, isize)],
+    column_taps: &'a [(usize, isize)],
+    rows: usize,
+    partial: &'a mut [f32],
+}
+
+impl SimdKernel for PartialSums<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: F32Simd>(self) {
+        // Blocks of BLOCK rows (half as many on paths with 16 registers), then the rest by
+        // halves; each with as many partial sums as the phase has column taps.
+        let widest = if S::LANES >= 16 { BLOCK } else { BLOCK / 2 };
+        let mut first = 0;
+        for block in [BLOCK, 4, 2, 1] {
+            if block > widest {
+                continue;
+            }
+            while self.rows - first >= block {
+                // SAFETY: compiled for S by `dispatch`; the block's rows are the phase's, and
+                // 1 <= column taps <= MAX_COLUMN_TAPS (`adjoint_fits`, and the caller skips
+                // phases without taps).
+                unsafe {
+                    match (block, self.column_taps.len()) {
+                        (BLOCK, 1) => self.block::<S, BLOCK, 1>(first),
+                        (BLOCK, 2) => self.block::<S, BLOCK, 2>(first),
+                        (BLOCK, _) => self.block::<S, BLOCK, 3>(first),
+                        (4, 1) => self.block::<S, 4, 1>(first),
+                        (4, 2) => self.block::<S, 4, 2>(first),
+                        (4, _) => self.block::<S, 4, 3>(first),
+                        (2, 1) => self.block::<S, 2, 1>(first),
+                        (2, 2) => self.block::<S, 2, 2>(first),
+                        (2, _) => self.block::<S, 2, 3>(first),
+                        (_, 1) => self.block::<S, 1, 1>(first),
+                        (_, 2) => self.block::<S, 1, 2>(first),
+                        (_, _) => self.block::<S, 1, 3>(first),
+                    }
+                }
+                first += block;
+            }
+        }
+    }
+}
+
+impl PartialSums<'_> {
+    /// Rows `first..first + B` of the phase, `K` column taps, every vector of their rows.
+    ///
+    /// # Safety
+    /// Compiled for `S`; `first + B <= self.rows`; `K == self.column_taps.len()`.
+    #[inline(always)]
+    unsafe fn block<S: F32Simd, const B: usize, const K: usize>(&self, first: usize) {
+        let copy = self.copy;
+        let partial = self.partial.as_ptr() as *mut f32;
+        let column_taps: [usize; K] = std::array::from_fn(|k| self.column_taps[k].0);
+        for m in (0..copy.span).step_by(S::LANES) {
+            // SAFETY (the block): map row `top + first + r + shift` of every channel lies in the
+            // copy (its `top` rows above and the rows below cover every shift), `m` is a whole
+            // vector of a row, the weights are channel `c < O`'s taps, and the partial sums are
+            // the phase's rows and vectors.
+            unsafe {
+                let mut sums = [[S::zero(); K]; B];
+                for c in 0..copy.channels {
+                    let plane = self.maps.as_ptr().add(c * copy.height * copy.span);
+                    let weights = self.w.as_ptr().add(c * self.taps_per_channel);
+                    for &(ki, shift) in self.row_taps {
+                        let taps: [S::V; K] =
+                            std::array::from_fn(|k| S::broadcast(weights.add(ki * self.kernel_w + column_taps[k])));
+                        let row0 = (copy.top as isize + first as isize + shift) as usize;
+                        for (r, row_sums) in sums.iter_mut().enumerate() {
+                            let v = S::load(plane.add((row0 + r) * copy.span + m));
+                            for (sum, &tap) in row_sums.iter_mut().zip(&taps) {
+                                *sum = S::mul_add(tap, v, *sum);
+                            }
+                        }
+                    }
+                }
+                for (r, row_sums) in sums.iter().enumerate() {
+                    for (k, &sum) in row_sums.iter().enumerate() {
+                        S::store(partial.add((k * self.rows + first + r) * copy.span + m), sum);
+                    }
+                }
+            }
+        }
+    }
+}
