@@ -289,6 +289,18 @@ pub(crate) trait F32Simd {
             std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, count.min(Self::LANES));
         }
     }
+    /// The `count` f32 at `p` (at most `LANES`) in the first lanes, zeros in the others, the
+    /// memory past them not read: the last, partial vector of a row. By a lane mask where the
+    /// instruction set has one; through a local array otherwise.
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, count: usize) -> Self::V {
+        let mut lanes = [0f32; 16];
+        // SAFETY: `LANES <= 16`; the caller vouches for `count <= LANES` f32 at `p`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), count.min(Self::LANES));
+            Self::load(lanes.as_ptr())
+        }
+    }
     /// Ask for the cache line of `p` ahead of its use (a hint; `p` need not be valid).
     unsafe fn prefetch(p: *const f32);
     /// The 8x8 block of f32 at `src` (rows `src_stride` apart) written transposed at `dst`
@@ -403,6 +415,15 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn load_first(p: *const f32, count: usize) -> __m256 {
+            // Lane i is loaded where i < count (its mask lane's sign bit set), zero elsewhere.
+            unsafe {
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), lanes);
+                _mm256_maskload_ps(p, mask)
+            }
+        }
+        #[inline(always)]
         unsafe fn store_first(p: *mut f32, v: __m256, count: usize) {
             // Lane i is stored where i < count: its mask lane's sign bit set.
             unsafe {
@@ -469,6 +490,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn load_first(p: *const f32, count: usize) -> __m512 {
+            // A masked load reads no memory past the mask's lanes (and faults on none).
+            unsafe { _mm512_maskz_loadu_ps(((1u32 << count.min(16)) - 1) as u16, p) }
         }
         #[inline(always)]
         unsafe fn store_first(p: *mut f32, v: __m512, count: usize) {
@@ -653,5 +679,53 @@ mod tests {
         assert_eq!(SimdPath::supported()[0], SimdPath::widest_supported());
         // What this machine runs, for the test log.
         eprintln!("SIMD paths here: {:?}", SimdPath::supported());
+    }
+
+    /// `load_first` reads the first lanes and zeros the rest; `store_first` writes the first
+    /// lanes and nothing past them: every count of lanes, on every path this processor has.
+    #[test]
+    fn first_lanes_load_and_store_nothing_past_them() {
+        struct FirstLanes<'a> {
+            src: &'a [f32],
+            dst: &'a mut [f32],
+            count: usize,
+        }
+        impl SimdKernel for FirstLanes<'_> {
+            type Output = usize;
+            #[inline(always)]
+            unsafe fn run<S: F32Simd>(self) -> usize {
+                // SAFETY: both slices hold at least `count <= LANES` values past position 1.
+                unsafe {
+                    let v = S::load_first(self.src.as_ptr().add(1), self.count);
+                    S::store_first(self.dst.as_mut_ptr().add(1), v, self.count);
+                    // The whole vector, zeros past `count`, into the rest of `dst`.
+                    S::store(self.dst.as_mut_ptr().add(20), v);
+                }
+                S::LANES
+            }
+        }
+        let src: Vec<f32> = (0..40).map(|v| v as f32 + 1.0).collect();
+        for path in SimdPath::supported() {
+            for count in 0..=16 {
+                let mut dst = vec![-1.0f32; 40];
+                let lanes = dispatch(
+                    path,
+                    FirstLanes {
+                        src: &src,
+                        dst: &mut dst,
+                        count: count.min(path.f32_lanes()),
+                    },
+                );
+                let count = count.min(lanes);
+                for (i, &v) in dst[..20].iter().enumerate() {
+                    let want = if (1..=count).contains(&i) { src[i] } else { -1.0 };
+                    assert_eq!(v, want, "{path}: store_first of {count} lanes, position {i}");
+                }
+                for (lane, &v) in dst[20..20 + lanes].iter().enumerate() {
+                    let want = if lane < count { src[1 + lane] } else { 0.0 };
+                    assert_eq!(v, want, "{path}: load_first of {count} lanes, lane {lane}");
+                }
+            }
+        }
     }
 }

@@ -11,8 +11,8 @@
 //!   packed for the tile;
 //! - `tile_weight_grad.rs`: the weight gradient on the tile;
 //! - `single_channel.rs`: the input adjoint onto an image of one channel (a critic's first
-//!   layer's input gradient, a generator's last layer), by phases of the stride and vectors
-//!   along the rows of the maps;
+//!   layer's input gradient, a generator's last layer) and such a layer's weight gradient, by
+//!   phases of the stride and vectors along the rows of the maps;
 //! - `scratch.rs`: work arrays reused from call to call;
 //! - `tests.rs`: every path against the reference, over odd geometries;
 //! - [`bf16`]: the convolutions of bf16 and f16 operands (the half rule without widening): the
@@ -52,9 +52,10 @@
 //!   - the weight gradient of a layer with few input channels (a single-channel image) and
 //!     at least [`TILE_SAMPLES`] output channels, on the tile turned around: rows are kernel
 //!     columns, columns output channels (`weight_grad_by_kernel_columns`).
-//! - **By vectors along the rows of the maps** (`single_channel`): the f32 adjoint onto an
-//!   image of one channel, where the tile would have one busy row in six and a GEMM would be
-//!   a matrix-vector product.
+//! - **By vectors along the rows of the maps** (`single_channel`): in f32, the adjoint onto
+//!   an image of one channel, where the tile would have one busy row in six and a GEMM would
+//!   be a matrix-vector product, and the weight gradient of such a layer (its maps read in
+//!   place, not laid out by blocks of channels).
 //! - **By rectangles of GEMMs** (below): the forward pass or adjoint of other layers with
 //!   fewer channels than that, where the tile would leave most of its rows idle, and the
 //!   weight gradient of layers too narrow for either tile.
@@ -107,7 +108,7 @@ use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
 use rectangles::{forward_by_rectangles, input_adjoint_by_rectangles, weight_grad_by_rectangles};
-use single_channel::input_adjoint_single_channel;
+use single_channel::{input_adjoint_single_channel, weight_grad_single_channel};
 use std::ops::Range;
 use tile::{TILE_ROWS, TILE_SAMPLES};
 use tile_frame::{forward_by_tiles, input_adjoint_by_tiles};
@@ -202,12 +203,16 @@ fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilo
 /// `gw = sum_n gy[n] (O x Ho*Wo) @ im2col(x[n])^T`: the gradient of `<conv2d(x, w), gy>` with
 /// respect to `w`. `x: [N, C, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, C, kh, kw]`.
 ///
-/// On the register tile (`weight_grad_by_tiles`) when there are at least [`TILE_SAMPLES`]
-/// input channels and [`TILE_ROWS`] output channels to fill it; with fewer input channels (a
-/// single-channel image) and at least [`TILE_SAMPLES`] output channels, on the tile turned
-/// around (`weight_grad_by_kernel_columns`); by rectangles of GEMMs otherwise.
+/// For a single-channel image in f32 (a kernel up to 5 wide), by vectors along the rows of
+/// the maps (`single_channel`); on the register tile (`weight_grad_by_tiles`) when there are at
+/// least [`TILE_SAMPLES`] input channels and [`TILE_ROWS`] output channels to fill it; with
+/// fewer input channels and at least [`TILE_SAMPLES`] output channels (a single-channel image
+/// in f64, say), on the tile turned around (`weight_grad_by_kernel_columns`); by rectangles of
+/// GEMMs otherwise.
 pub fn conv2d_weight_grad<T: Element>(g: &ConvGeometry, x: &[T], gy: &[T]) -> Vec<T> {
-    if g.in_channels >= TILE_SAMPLES && g.out_channels >= TILE_ROWS {
+    if let (true, Some(x), Some(gy)) = (single_channel::weight_grad_fits(g), as_f32(x), as_f32(gy)) {
+        f32_vec_as(weight_grad_single_channel(active_path(), g, x, gy))
+    } else if g.in_channels >= TILE_SAMPLES && g.out_channels >= TILE_ROWS {
         weight_grad_by_tiles(active_path(), g, x, gy)
     } else if g.out_channels >= TILE_SAMPLES {
         weight_grad_by_kernel_columns(active_path(), g, x, gy)

@@ -73,6 +73,13 @@ impl Axis {
         }
     }
 
+    /// Tap `k` reads input `stride * (o + shift) + phase` for output `o`: `(phase, shift)`.
+    fn forward_tap(&self, k: usize) -> (usize, isize) {
+        let offset = (k * self.dilation) as isize - self.padding as isize;
+        let s = self.stride as isize;
+        (offset.rem_euclid(s) as usize, offset.div_euclid(s))
+    }
+
     /// The taps that reach input positions `phase + stride * a`, and the output position
     /// each reads for them, `a + shift`: `(k, shift)`.
     fn adjoint_taps(&self, phase: usize) -> Vec<(usize, isize)> {
@@ -251,8 +258,8 @@ impl MapsCopy {
     }
 }
 
-/// The rows of a sample's maps into their copy, by vectors (a row of a DCGAN's maps is one
-/// vector, stored under a lane mask: not a `memcpy` call per row).
+/// The rows of a sample's maps into their copy, by vectors under lane masks (a row of a
+/// DCGAN's maps is one vector: not a `memcpy` call per row).
 struct CopyRows<'a> {
     copy: &'a MapsCopy,
     y: &'a [f32],
@@ -274,27 +281,15 @@ impl SimdKernel for CopyRows<'_> {
             map_w,
             out,
         } = self;
-        let end = y.as_ptr_range().end;
-        let mut lanes = [0f32; 16];
         for c in 0..copy.channels {
             for oh in 0..rows {
-                let src = &y[(c * map_h + oh) * map_w..][..map_w];
+                let src = y[(c * map_h + oh) * map_w..][..map_w].as_ptr();
                 let dst = out[((c * copy.height) + copy.top + oh) * copy.span..].as_mut_ptr();
                 for m in (0..map_w).step_by(S::LANES) {
                     let count = (map_w - m).min(S::LANES);
-                    // SAFETY: a whole vector is read from `y` only where it lies inside `y`
-                    // (else from a local copy of the row's rest), and `count` values are
-                    // stored inside the copy's row (`map_w <= span`, asserted by `fill`).
-                    unsafe {
-                        let from = src.as_ptr().add(m);
-                        let v = if from.add(S::LANES) <= end {
-                            S::load(from)
-                        } else {
-                            lanes[..count].copy_from_slice(&src[m..m + count]);
-                            S::load(lanes.as_ptr())
-                        };
-                        S::store_first(dst.add(m), v, count);
-                    }
+                    // SAFETY: `count` values of the row are read, and stored inside the copy's
+                    // row (`map_w <= span`, asserted by `fill`).
+                    unsafe { S::store_first(dst.add(m), S::load_first(src.add(m), count), count) };
                 }
             }
         }
@@ -388,6 +383,255 @@ impl PartialSums<'_> {
                 for (r, row_sums) in sums.iter().enumerate() {
                     for (k, &sum) in row_sums.iter().enumerate() {
                         S::store(partial.add((k * self.rows + first + r) * copy.span + m), sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Samples per pass of the weight gradient: the maps of a task's channels and the image rows
+/// of that many samples (about 80 KiB at DIM 64) stay in L2 while each block of channels goes
+/// over them.
+const WEIGHT_GRAD_SAMPLES: usize = 8;
+
+/// The widest kernel row the weight gradient keeps sums in registers for (a DCGAN's 5x5).
+const MAX_KERNEL_W: usize = 5;
+
+/// Whether [`weight_grad_single_channel`] takes this geometry: an image of one channel and a
+/// kernel at most [`MAX_KERNEL_W`] wide.
+pub(super) fn weight_grad_fits(g: &ConvGeometry) -> bool {
+    g.in_channels == 1 && (1..=MAX_KERNEL_W).contains(&g.kernel_w)
+}
+
+/// `gw = conv2d_weight_grad(x, gy)` for an image of one channel (`g.in_channels == 1`): `x:
+/// [N, 1, H, W]`, `gy: [N, O, Ho, Wo]`, returns `[O, 1, kh, kw]`.
+///
+/// The image is split by the phases of its column stride (`[phase, H, row_len]` per sample,
+/// zeros past its edges), so that kernel tap `(ki, kj)` meets a row of a map, `gy[n, o, oh,
+/// ..]`, in one contiguous run of a phase. Per output channel and tap, a vector of sums, one
+/// lane per column of the maps, over samples and rows; the lanes summed in order at the end.
+/// A task is a block of 4 output channels, its samples in passes of [`WEIGHT_GRAD_SAMPLES`]
+/// (the maps read from memory once): per kernel row, for each sample and row of the maps,
+/// each map vector is loaded once for the row's taps and each image vector once for the
+/// block's channels, the sums in registers. Every weight is summed by one task in an
+/// order fixed by the geometry; AVX2 and AVX-512 give the same bits (a lane is a column of the
+/// maps on both).
+///
+/// Panics unless [`weight_grad_fits`].
+pub(super) fn weight_grad_single_channel(path: SimdPath, g: &ConvGeometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    assert!(
+        weight_grad_fits(g),
+        "weight_grad_single_channel: a geometry it does not take"
+    );
+    let (o, taps) = (g.out_channels, g.kernel_h * g.kernel_w);
+    let (maps_len, image_len) = (o * g.out_h * g.out_w, g.in_h * g.in_w);
+    if g.batch * maps_len * image_len * taps == 0 {
+        return vec![0.0; o * taps];
+    }
+    assert!(
+        x.len() >= g.batch * image_len && gy.len() >= g.batch * maps_len,
+        "weight_grad_single_channel: operands too short"
+    );
+    count_flops(2 * (super::taps_inside_image(g) * o * g.batch) as u64);
+    let lanes = path.f32_lanes();
+    let span = g.out_w.div_ceil(lanes) * lanes;
+    let columns = Axis::columns(g);
+    let column_taps: Vec<(usize, isize)> = (0..g.kernel_w).map(|k| columns.forward_tap(k)).collect();
+    // Positions `lead + shift + [0, span)` of a phase's rows, for every column tap's shift.
+    let low = column_taps.iter().map(|&(_, s)| s).min().unwrap_or(0).min(0);
+    let high = column_taps.iter().map(|&(_, s)| s).max().unwrap_or(0).max(0);
+    let lead = (-low) as usize;
+    let row_len = lead + span + high as usize;
+    let per_sample = columns.stride * g.in_h * row_len;
+    let mut phases = vec![0f32; g.batch * per_sample];
+    phases
+        .par_chunks_mut(per_sample)
+        .zip(x.par_chunks(image_len))
+        .for_each(|(out, x)| {
+            for (phase, per_phase) in out.chunks_exact_mut(g.in_h * row_len).enumerate() {
+                for (line, image_row) in per_phase.chunks_exact_mut(row_len).zip(x.chunks_exact(g.in_w)) {
+                    // Columns past the row's end are read by no output.
+                    let phase_columns = image_row.iter().skip(phase).step_by(columns.stride);
+                    for (slot, &v) in line[lead..].iter_mut().zip(phase_columns) {
+                        *slot = v;
+                    }
+                }
+            }
+        });
+    // Tasks of up to 8 channels and one kernel row: a block of the maps' channels goes once
+    // over the image for each kernel row.
+    // Tasks of 4 channels, every kernel row: the maps are read from memory once.
+    let block = 4;
+    let blocks = o.div_ceil(block);
+    // `sums[((channel * taps) + tap) * span + m]`: the sums of lane (map column) m, each
+    // task's own channels.
+    let mut sums = vec![0f32; o * taps * span];
+    let parts = SharedSums(sums.as_mut_ptr());
+    (0..blocks).into_par_iter().for_each(|b| {
+        let first = b * block;
+        let kernel = WeightGradTask {
+            g,
+            gy,
+            phases: &phases,
+            per_sample,
+            row_len,
+            lead,
+            span,
+            column_taps: &column_taps,
+            first,
+            channels: block.min(o - first),
+            sums: parts,
+        };
+        dispatch(path, kernel);
+    });
+    // Each weight: its lanes over the maps' columns, in order.
+    sums.chunks_exact(span)
+        .map(|lanes| lanes[..g.out_w].iter().fold(0.0f32, |acc, &v| acc + v))
+        .collect()
+}
+
+/// The outputs `o < outputs` whose tap `k` reads inside the input: `0 <= o * stride + k *
+/// dilation - padding < input`.
+fn outputs_inside(
+    outputs: usize,
+    input: usize,
+    stride: usize,
+    dilation: usize,
+    padding: usize,
+    k: usize,
+) -> std::ops::Range<usize> {
+    let start = padding.saturating_sub(k * dilation).div_ceil(stride);
+    let end = (input + padding)
+        .saturating_sub(k * dilation)
+        .div_ceil(stride)
+        .min(outputs);
+    start.min(end)..end
+}
+
+/// The weight gradient's vector sums, which the tasks fill in disjoint parts (each its
+/// block of channels' taps of its kernel row).
+#[derive(Clone, Copy)]
+struct SharedSums(*mut f32);
+// SAFETY: the tasks write disjoint parts of the sums (see `WeightGradTask`), and nothing reads
+// them until every task is done.
+unsafe impl Send for SharedSums {}
+unsafe impl Sync for SharedSums {}
+
+/// One task of the weight gradient on a SIMD path: channels `first..first + channels`, every
+/// tap.
+struct WeightGradTask<'a> {
+    g: &'a ConvGeometry,
+    gy: &'a [f32],
+    phases: &'a [f32],
+    per_sample: usize,
+    row_len: usize,
+    lead: usize,
+    span: usize,
+    column_taps: &'a [(usize, isize)],
+    first: usize,
+    channels: usize,
+    sums: SharedSums,
+}
+
+impl SimdKernel for WeightGradTask<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: F32Simd>(self) {
+        // Blocks of channels (4 on 32 registers, 2 on 16: with the taps of a kernel row, their
+        // sums stay in registers), the kernel row's width a constant.
+        let widest = if S::LANES >= 16 { 4 } else { 2 };
+        // Samples in passes: a pass's maps of the task's channels and its image rows stay in
+        // L2 while every block of channels goes over them.
+        for n0 in (0..self.g.batch).step_by(WEIGHT_GRAD_SAMPLES) {
+            let samples = n0..(n0 + WEIGHT_GRAD_SAMPLES).min(self.g.batch);
+            let mut done = 0;
+            for width in [4, 2, 1] {
+                if width > widest {
+                    continue;
+                }
+                while self.channels - done >= width {
+                    let part = WeightGradTask {
+                        first: self.first + done,
+                        channels: width,
+                        ..self
+                    };
+                    // SAFETY: compiled for S by `dispatch`; the block's channels exist, and the
+                    // kernel is at most MAX_KERNEL_W wide (`weight_grad_fits`).
+                    unsafe {
+                        macro_rules! by_width {
+                            ($b:literal, $ki:expr) => {
+                                match self.g.kernel_w {
+                                    1 => part.block::<S, $b, 1>(samples.clone(), $ki),
+                                    2 => part.block::<S, $b, 2>(samples.clone(), $ki),
+                                    3 => part.block::<S, $b, 3>(samples.clone(), $ki),
+                                    4 => part.block::<S, $b, 4>(samples.clone(), $ki),
+                                    _ => part.block::<S, $b, 5>(samples.clone(), $ki),
+                                }
+                            };
+                        }
+                        for ki in 0..self.g.kernel_h {
+                            match width {
+                                4 => by_width!(4, ki),
+                                2 => by_width!(2, ki),
+                                _ => by_width!(1, ki),
+                            }
+                        }
+                    }
+                    done += width;
+                }
+            }
+        }
+    }
+}
+
+impl WeightGradTask<'_> {
+    /// Channels `first..first + B`, the `KW` taps of kernel row `ki`, over `samples`.
+    ///
+    /// # Safety
+    /// Compiled for `S`; channels `first..first + B` exist; `KW == kernel_w`.
+    #[inline(always)]
+    unsafe fn block<S: F32Simd, const B: usize, const KW: usize>(&self, samples: std::ops::Range<usize>, ki: usize) {
+        let g = self.g;
+        let (taps, map_len) = (g.kernel_h * g.kernel_w, g.out_h * g.out_w);
+        let maps_per_sample = g.out_channels * map_len;
+        let (sh, dh, ph) = (g.stride.0, g.dilation.0, g.padding.0);
+        // Output rows whose image row `oh * sh + ki * dh - ph` lies inside the image.
+        let inside = outputs_inside(g.out_h, g.in_h, sh, dh, ph, ki);
+        let columns: [(usize, usize); KW] = std::array::from_fn(|kj| {
+            let (phase, shift) = self.column_taps[kj];
+            (phase * g.in_h * self.row_len, (self.lead as isize + shift) as usize)
+        });
+        for m in (0..self.span).step_by(S::LANES) {
+            let count = g.out_w.saturating_sub(m).min(S::LANES);
+            // SAFETY (the block): the sums are this task's channels' and kernel row's; each
+            // image vector lies in its sample's phase row (`lead + shift + [0, span)`), and each
+            // map vector reads `count` values of a row of the maps.
+            unsafe {
+                let at = |c: usize, kj: usize| {
+                    self.sums
+                        .0
+                        .add(((self.first + c) * taps + ki * g.kernel_w + kj) * self.span + m)
+                };
+                let mut acc: [[S::V; KW]; B] = std::array::from_fn(|c| std::array::from_fn(|kj| S::load(at(c, kj))));
+                for n in samples.clone() {
+                    let phases = self.phases.as_ptr().add(n * self.per_sample);
+                    let maps = self.gy.as_ptr().add(n * maps_per_sample + self.first * map_len + m);
+                    for oh in inside.clone() {
+                        let image_row = (oh * sh + ki * dh - ph) * self.row_len + m;
+                        let map: [S::V; B] =
+                            std::array::from_fn(|c| S::load_first(maps.add(c * map_len + oh * g.out_w), count));
+                        for (kj, &(phase_at, column)) in columns.iter().enumerate() {
+                            let v = S::load(phases.add(phase_at + image_row + column));
+                            for (sums, &map) in acc.iter_mut().zip(&map) {
+                                sums[kj] = S::mul_add(v, map, sums[kj]);
+                            }
+                        }
+                    }
+                }
+                for (c, sums) in acc.iter().enumerate() {
+                    for (kj, &sum) in sums.iter().enumerate() {
+                        S::store(at(c, kj), sum);
                     }
                 }
             }

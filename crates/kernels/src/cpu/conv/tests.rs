@@ -270,6 +270,13 @@ fn chunked_kernels_match_per_sample_reference() {
                     &gw_ref,
                 ),
             ];
+            if single_channel::weight_grad_fits(&g) {
+                paths.push((
+                    "weight grad of a single channel",
+                    weight_grad_single_channel(simd, &g, &x32, &gy32),
+                    &gw_ref,
+                ));
+            }
             if single_channel::adjoint_fits(&g) {
                 paths.extend([
                     (
