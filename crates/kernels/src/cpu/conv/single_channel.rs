@@ -1,5 +1,6 @@
 //! The input adjoint onto an image of a single channel (conv2d's input gradient of a critic's
-//! first layer, and a generator's last layer, a `conv_transpose2d` to one channel), in f32:
+//! first layer, and a generator's last layer, a `conv_transpose2d` to one channel), and the
+//! weight gradient of such a layer ([`weight_grad_single_channel`], documented there), in f32:
 //! vectors along the rows of the maps.
 //!
 //! With one image channel the register tile would have one busy row in six, and the GEMMs by
@@ -234,8 +235,12 @@ impl MapsCopy {
     /// aligned vectors. Rows past `height` reach no pixel of the image and are left out.
     fn fill<'a>(&self, path: SimdPath, buffer: &'a mut Vec<f32>, y: &[f32], map_h: usize, map_w: usize) -> &'a [f32] {
         let len = self.channels * self.height * self.span;
-        buffer.clear();
-        buffer.resize(len + 16, 0.0);
+        // Every sample of a call has this layout, and the rows below overwrite the same
+        // places each time: the zeros around them stay from the first sample of the buffer.
+        if buffer.len() != len + 16 {
+            buffer.clear();
+            buffer.resize(len + 16, 0.0);
+        }
         let skip = buffer.as_ptr().align_offset(64).min(16);
         let copy = &mut buffer[skip..skip + len];
         let rows = map_h.min(self.height - self.top);
@@ -459,32 +464,29 @@ pub(super) fn weight_grad_single_channel(path: SimdPath, g: &ConvGeometry, x: &[
                 }
             }
         });
-    // Tasks of up to 8 channels and one kernel row: a block of the maps' channels goes once
-    // over the image for each kernel row.
-    // Tasks of 4 channels, every kernel row: the maps are read from memory once.
+    // `sums[((channel * taps) + tap) * span + m]`: the sums of lane (map column) m. Tasks of
+    // 4 channels, every kernel row (the maps are read from memory once), each on its own
+    // channels' sums.
     let block = 4;
-    let blocks = o.div_ceil(block);
-    // `sums[((channel * taps) + tap) * span + m]`: the sums of lane (map column) m, each
-    // task's own channels.
     let mut sums = vec![0f32; o * taps * span];
-    let parts = SharedSums(sums.as_mut_ptr());
-    (0..blocks).into_par_iter().for_each(|b| {
-        let first = b * block;
-        let kernel = WeightGradTask {
-            g,
-            gy,
-            phases: &phases,
-            per_sample,
-            row_len,
-            lead,
-            span,
-            column_taps: &column_taps,
-            first,
-            channels: block.min(o - first),
-            sums: parts,
-        };
-        dispatch(path, kernel);
-    });
+    sums.par_chunks_mut(block * taps * span)
+        .enumerate()
+        .for_each(|(b, sums)| {
+            let kernel = WeightGradTask {
+                g,
+                gy,
+                phases: &phases,
+                per_sample,
+                row_len,
+                lead,
+                span,
+                column_taps: &column_taps,
+                first: b * block,
+                channels: sums.len() / (taps * span),
+                sums,
+            };
+            dispatch(path, kernel);
+        });
     // Each weight: its lanes over the maps' columns, in order.
     sums.chunks_exact(span)
         .map(|lanes| lanes[..g.out_w].iter().fold(0.0f32, |acc, &v| acc + v))
@@ -509,15 +511,6 @@ fn outputs_inside(
     start.min(end)..end
 }
 
-/// The weight gradient's vector sums, which the tasks fill in disjoint parts (each its
-/// block of channels' taps of its kernel row).
-#[derive(Clone, Copy)]
-struct SharedSums(*mut f32);
-// SAFETY: the tasks write disjoint parts of the sums (see `WeightGradTask`), and nothing reads
-// them until every task is done.
-unsafe impl Send for SharedSums {}
-unsafe impl Sync for SharedSums {}
-
 /// One task of the weight gradient on a SIMD path: channels `first..first + channels`, every
 /// tap.
 struct WeightGradTask<'a> {
@@ -531,13 +524,14 @@ struct WeightGradTask<'a> {
     column_taps: &'a [(usize, isize)],
     first: usize,
     channels: usize,
-    sums: SharedSums,
+    /// The sums of channels `first..first + channels`: `[channels, taps, span]`.
+    sums: &'a mut [f32],
 }
 
 impl SimdKernel for WeightGradTask<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: F32Simd>(self) {
+    unsafe fn run<S: F32Simd>(mut self) {
         // Blocks of channels (4 on 32 registers, 2 on 16: with the taps of a kernel row, their
         // sums stay in registers), the kernel row's width a constant.
         let widest = if S::LANES >= 16 { 4 } else { 2 };
@@ -551,22 +545,17 @@ impl SimdKernel for WeightGradTask<'_> {
                     continue;
                 }
                 while self.channels - done >= width {
-                    let part = WeightGradTask {
-                        first: self.first + done,
-                        channels: width,
-                        ..self
-                    };
                     // SAFETY: compiled for S by `dispatch`; the block's channels exist, and the
                     // kernel is at most MAX_KERNEL_W wide (`weight_grad_fits`).
                     unsafe {
                         macro_rules! by_width {
                             ($b:literal, $ki:expr) => {
                                 match self.g.kernel_w {
-                                    1 => part.block::<S, $b, 1>(samples.clone(), $ki),
-                                    2 => part.block::<S, $b, 2>(samples.clone(), $ki),
-                                    3 => part.block::<S, $b, 3>(samples.clone(), $ki),
-                                    4 => part.block::<S, $b, 4>(samples.clone(), $ki),
-                                    _ => part.block::<S, $b, 5>(samples.clone(), $ki),
+                                    1 => self.block::<S, $b, 1>(done, samples.clone(), $ki),
+                                    2 => self.block::<S, $b, 2>(done, samples.clone(), $ki),
+                                    3 => self.block::<S, $b, 3>(done, samples.clone(), $ki),
+                                    4 => self.block::<S, $b, 4>(done, samples.clone(), $ki),
+                                    _ => self.block::<S, $b, 5>(done, samples.clone(), $ki),
                                 }
                             };
                         }
@@ -586,12 +575,18 @@ impl SimdKernel for WeightGradTask<'_> {
 }
 
 impl WeightGradTask<'_> {
-    /// Channels `first..first + B`, the `KW` taps of kernel row `ki`, over `samples`.
+    /// The task's channels `offset..offset + B`, the `KW` taps of kernel row `ki`, over
+    /// `samples`.
     ///
     /// # Safety
-    /// Compiled for `S`; channels `first..first + B` exist; `KW == kernel_w`.
+    /// Compiled for `S`; `offset + B <= self.channels`; `KW == kernel_w`.
     #[inline(always)]
-    unsafe fn block<S: F32Simd, const B: usize, const KW: usize>(&self, samples: std::ops::Range<usize>, ki: usize) {
+    unsafe fn block<S: F32Simd, const B: usize, const KW: usize>(
+        &mut self,
+        offset: usize,
+        samples: std::ops::Range<usize>,
+        ki: usize,
+    ) {
         let g = self.g;
         let (taps, map_len) = (g.kernel_h * g.kernel_w, g.out_h * g.out_w);
         let maps_per_sample = g.out_channels * map_len;
@@ -608,15 +603,15 @@ impl WeightGradTask<'_> {
             // image vector lies in its sample's phase row (`lead + shift + [0, span)`), and each
             // map vector reads `count` values of a row of the maps.
             unsafe {
-                let at = |c: usize, kj: usize| {
-                    self.sums
-                        .0
-                        .add(((self.first + c) * taps + ki * g.kernel_w + kj) * self.span + m)
-                };
+                let sums = self.sums.as_mut_ptr();
+                let at = |c: usize, kj: usize| sums.add(((offset + c) * taps + ki * g.kernel_w + kj) * self.span + m);
                 let mut acc: [[S::V; KW]; B] = std::array::from_fn(|c| std::array::from_fn(|kj| S::load(at(c, kj))));
                 for n in samples.clone() {
                     let phases = self.phases.as_ptr().add(n * self.per_sample);
-                    let maps = self.gy.as_ptr().add(n * maps_per_sample + self.first * map_len + m);
+                    let maps = self
+                        .gy
+                        .as_ptr()
+                        .add(n * maps_per_sample + (self.first + offset) * map_len + m);
                     for oh in inside.clone() {
                         let image_row = (oh * sh + ki * dh - ph) * self.row_len + m;
                         let map: [S::V; B] =
