@@ -72,6 +72,8 @@ fn nvrtc_compile(source: &KernelSource, arch: u32, output: Output) -> Result<Vec
     let compiled = unsafe {
         match result::compile_program(program, &options) {
             Ok(()) => match output {
+                // `c_char` is i8 on x86-64 and u8 on aarch64: the cast is a no-op on the latter.
+                #[allow(clippy::unnecessary_cast)]
                 Output::Ptx => result::get_ptx(program)
                     .map(|chars| chars.into_iter().map(|c| c as u8).collect())
                     .map_err(|e| fail("get the PTX of", e)),
