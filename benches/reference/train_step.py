@@ -4,6 +4,7 @@ paper's MNIST networks (width DIM), batch 64, one generator iteration = 5 critic
 
     python benches/reference/train_step.py 32 64
     python benches/reference/train_step.py --cuda 64     # on GPU 0, TF32 off (FP32 as ours)
+    python benches/reference/train_step.py 64 wgan bf16  # one algorithm, under autocast
 
 Needs torch. Prints seconds per iteration (median and min of 5, after one warm-up), as the
 Rust bench does, so that the two can be run one after the other on the same machine; and, as it
@@ -28,6 +29,9 @@ DEVICE = "cuda" if "--cuda" in sys.argv else "cpu"
 # `bf16`: the networks' forward passes under torch.autocast in bfloat16 (mixed precision: f32
 # weights, optimisers and losses), as earthmover's `train_step -- bf16` and `--precision bf16`.
 BF16 = "bf16" in sys.argv[1:]
+# The algorithms named on the command line (`wgan-gp`, `wgan`), both when none is: as
+# earthmover's `train_step` takes them.
+ALGOS = [a for a in ["wgan-gp", "wgan"] if a in sys.argv[1:]] or ["wgan-gp", "wgan"]
 
 
 def run(module, x):
@@ -123,7 +127,7 @@ def main(dims):
         f"{'GFLOP/iter':>12} {'GFLOP/s':>9} {'peak MB':>9}"
     )
     for dim in dims:
-        for algo in ["wgan-gp", "wgan"]:
+        for algo in ALGOS:
             reset_peak_resident()
             g, c = Generator(dim).to(DEVICE), Critic(dim).to(DEVICE)
             if algo == "wgan-gp":
