@@ -88,8 +88,8 @@ pub const TRANSPOSE_BLOCK: usize = 8;
 /// of at most [`TRANSPOSE_BLOCK`] rows and columns, rows `src_stride` apart, written transposed
 /// with rows `dst_stride` apart; nothing else of `dst` is touched. Eight runs of at most eight
 /// read, eight written, so both sides move whole pieces of cache lines (an
-/// element-by-element transpose touches a line per element on one side). For f32, a full 8x8
-/// block is transposed in registers on `path` ([`F32Simd::transpose_8x8`]). Callers walk the
+/// element-by-element transpose touches a line per element on one side). For f32, a block of 8
+/// columns is transposed in registers on `path` ([`F32Simd::transpose_8x8`]). Callers walk the
 /// blocks of a larger matrix in the order that suits its layout (the convolutions' layout
 /// changes complete each cache line of the strided side at once).
 ///
@@ -177,7 +177,7 @@ impl SimdKernel for OneBlock {
 /// on a SIMD path) or element by element ([`ByElement`], any element type). The layout changes
 /// of the convolutions are written once, generic over it, and run in registers through
 /// [`dispatch`].
-pub(crate) trait Transpose8x8<T> {
+pub(crate) trait Transpose8x8<T: Copy> {
     /// The 8x8 block at `src` (rows `src_stride` apart) written transposed at `dst` (rows
     /// `dst_stride` apart).
     ///
@@ -194,6 +194,28 @@ pub(crate) trait Transpose8x8<T> {
     /// # Safety
     /// The 8x8 block at `src` and the 8 x `lanes` block at `dst` are in bounds.
     unsafe fn transpose_8x8_first_lanes(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize, lanes: usize);
+
+    /// A block of 8 columns of which only the first `rows` (fewer than 8) source rows exist:
+    /// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < 8`, nothing
+    /// else of `dst` touched (the last pixels of a band of the tile layout).
+    ///
+    /// # Safety
+    /// The `rows x 8` block at `src` and the `8 x rows` block at `dst` are in bounds, and
+    /// `rows < 8`.
+    unsafe fn transpose_first_rows(src: *const T, src_stride: usize, rows: usize, dst: *mut T, dst_stride: usize) {
+        for j in 0..8 {
+            for i in 0..rows {
+                // SAFETY: the caller vouches for both blocks.
+                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
+            }
+        }
+    }
+
+    /// Starts bringing the cache line that holds `p` into the cache, ahead of a write there: a
+    /// hint, which never faults and changes no value. Element by element it does nothing.
+    fn prefetch(p: *const T) {
+        let _ = p;
+    }
 }
 
 /// Element by element.
@@ -231,6 +253,29 @@ impl<T: Copy> Transpose8x8<T> for ByElement {
 pub(crate) struct InRegisters<S>(PhantomData<S>);
 
 impl<S: F32Simd> Transpose8x8<f32> for InRegisters<S> {
+    /// The rows copied into a local 8x8 block (zero below them), which is transposed whole and
+    /// written back by its first `rows` lanes: eight vector stores where element by element
+    /// would take `8 * rows` scalar ones.
+    #[inline(always)]
+    unsafe fn transpose_first_rows(src: *const f32, src_stride: usize, rows: usize, dst: *mut f32, dst_stride: usize) {
+        let mut block = [0f32; 64];
+        // SAFETY: the caller vouches for `rows < 8` rows of 8 values at `src`, which land in
+        // the local block's first `rows` rows, and for the `8 x rows` block at `dst`.
+        unsafe {
+            for i in 0..rows {
+                std::ptr::copy_nonoverlapping(src.add(i * src_stride), block.as_mut_ptr().add(8 * i), 8);
+            }
+            Self::transpose_8x8_first_lanes(block.as_ptr(), 8, dst, dst_stride, rows);
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch is a hint: it never faults, whatever the address, and `dispatch`
+        // compiled the caller for S's instructions.
+        unsafe { S::prefetch(p) }
+    }
+
     #[inline(always)]
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
         // SAFETY: forwarded to the caller.
@@ -269,7 +314,8 @@ impl<S: F32Simd> Transpose8x8<f32> for InRegisters<S> {
 }
 
 /// [`transpose_block`] without its checks, for loops that checked the range of all their
-/// blocks once: a full 8x8 block through `X`, a smaller one element by element.
+/// blocks once: a full 8x8 block through `X`, one of 8 columns and fewer rows through `X`'s
+/// [`Transpose8x8::transpose_first_rows`], any other element by element.
 ///
 /// # Safety
 /// `rows` and `cols` are at most 8, and the block lies inside both the memory at `src` (rows
@@ -287,6 +333,10 @@ pub(crate) unsafe fn transpose_block_unchecked<T: Copy, X: Transpose8x8<T>>(
     unsafe {
         if rows == TRANSPOSE_BLOCK && cols == TRANSPOSE_BLOCK {
             X::transpose_8x8(src, src_stride, dst, dst_stride);
+            return;
+        }
+        if cols == TRANSPOSE_BLOCK {
+            X::transpose_first_rows(src, src_stride, rows, dst, dst_stride);
             return;
         }
         for j in 0..cols {
