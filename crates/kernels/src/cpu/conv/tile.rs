@@ -91,7 +91,7 @@ pub unsafe fn accumulate_rows_unchecked<T: Element>(
         let o = out.as_mut_ptr() as *mut f32;
         // SAFETY: T is f32; the runs lie inside both operands and `path` is supported (the
         // caller's contract), and `out` holds a whole tile.
-        unsafe { f32_kernels::grid(path, rows, [w.as_ptr()], [x.as_ptr()], runs, [[o]]) };
+        unsafe { f32_kernels::grid(path, rows, rows, [w.as_ptr()], [x.as_ptr()], runs, [[o]]) };
         return;
     }
     let mut acc = [T::ZERO; TILE_LEN];
@@ -111,9 +111,9 @@ pub unsafe fn accumulate_rows_unchecked<T: Element>(
 /// Two tiles of weights over the same runs of the same inputs, each into its own output, the
 /// second's first `second_rows` rows (all of the first's): what [`accumulate_rows_unchecked`]
 /// does twice, in one pass where the path has registers for both tiles' sums (AVX-512: each
-/// input vector is loaded once for twelve rows; there the second tile's padding rows, whose
-/// weights are zero, are summed too, and left as garbage in `out[1]`). The real rows get the
-/// same sums, in the same order, either way.
+/// input vector is loaded once for twelve rows, or six and `second_rows`). The second tile's
+/// other rows of `out[1]` are left as they are; the real rows get the same sums, in the same
+/// order, either way.
 ///
 /// # Safety
 /// As [`accumulate_rows_unchecked`], for both weights.
@@ -135,7 +135,17 @@ pub unsafe fn accumulate_two_tiles_unchecked<T: Element>(
     {
         let o = [[out0.as_mut_ptr() as *mut f32], [out1.as_mut_ptr() as *mut f32]];
         // SAFETY: as in `accumulate_rows_unchecked`, for both weights and outputs.
-        unsafe { f32_kernels::grid(path, TILE_ROWS, [w0.as_ptr(), w1.as_ptr()], [x.as_ptr()], runs, o) };
+        unsafe {
+            f32_kernels::grid(
+                path,
+                TILE_ROWS,
+                second_rows,
+                [w0.as_ptr(), w1.as_ptr()],
+                [x.as_ptr()],
+                runs,
+                o,
+            )
+        };
         return;
     }
     // SAFETY: forwarded to the caller.
@@ -170,7 +180,7 @@ pub unsafe fn accumulate_two_blocks_unchecked<T: Element>(
     {
         let o = [[out0.as_mut_ptr() as *mut f32, out1.as_mut_ptr() as *mut f32]];
         // SAFETY: as in `accumulate_rows_unchecked`, for both inputs and outputs.
-        unsafe { f32_kernels::grid(path, rows, [w.as_ptr()], [x0.as_ptr(), x1.as_ptr()], runs, o) };
+        unsafe { f32_kernels::grid(path, rows, rows, [w.as_ptr()], [x0.as_ptr(), x1.as_ptr()], runs, o) };
         return;
     }
     // SAFETY: forwarded to the caller.
@@ -216,6 +226,7 @@ pub unsafe fn accumulate_two_tiles_two_blocks_unchecked<T: Element>(
             f32_kernels::grid(
                 path,
                 TILE_ROWS,
+                second_rows,
                 [w0.as_ptr(), w1.as_ptr()],
                 [x0.as_ptr(), x1.as_ptr()],
                 runs,
@@ -240,10 +251,13 @@ mod f32_kernels {
     const PREFETCH_STEPS: usize = 8;
 
     /// `W` tiles of weights by `X` blocks of inputs over the same runs, each output tile's first
-    /// `ROWS` rows held in `ROWS * VECTORS` vectors of `S` (`VECTORS * S::LANES` is
-    /// [`TILE_SAMPLES`]). Each step loads the `X * VECTORS` input vectors once, broadcasts
-    /// each of the `W * ROWS` weights, and fuses a multiply-add into every sum. Inlined into
-    /// each path's entry, which is compiled for that path's instructions.
+    /// `ROWS` rows (the last tile's first `LAST_ROWS`, at most `ROWS`) held in vectors of `S`,
+    /// `VECTORS` a row (`VECTORS * S::LANES` is [`TILE_SAMPLES`]). Each step loads the `X *
+    /// VECTORS` input vectors once, broadcasts each weight of those rows, and fuses a
+    /// multiply-add into every sum. The last tile's rows past `LAST_ROWS` are neither summed
+    /// nor written: the last pair of tiles of 128 channels (22 tiles, the last with 2 rows)
+    /// does 8 rows' work, not 12. Inlined into each path's entry, which is compiled for that
+    /// path's instructions; the row loops have constant bounds and unroll.
     ///
     /// # Safety
     /// Every run lies inside every weights and inputs pointer's operand, each output holds a
@@ -252,13 +266,23 @@ mod f32_kernels {
     // block, as the doc above does.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    unsafe fn accumulate<S: F32Simd, const ROWS: usize, const VECTORS: usize, const W: usize, const X: usize>(
+    unsafe fn accumulate<
+        S: F32Simd,
+        const ROWS: usize,
+        const LAST_ROWS: usize,
+        const VECTORS: usize,
+        const W: usize,
+        const X: usize,
+    >(
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
         debug_assert_eq!(VECTORS * S::LANES, TILE_SAMPLES);
+        debug_assert!(LAST_ROWS <= ROWS);
+        // The rows of tile `w`.
+        let rows_of = |w: usize| if w + 1 == W { LAST_ROWS } else { ROWS };
         // SAFETY: the loads, stores and prefetches below stay inside the runs and tiles that
         // the caller vouches for, on a processor with S's instructions.
         unsafe {
@@ -266,7 +290,7 @@ mod f32_kernels {
             let mut acc = [[[[zero; VECTORS]; ROWS]; X]; W];
             for w in 0..W {
                 for x in 0..X {
-                    for r in 0..ROWS {
+                    for r in 0..rows_of(w) {
                         for v in 0..VECTORS {
                             acc[w][x][r][v] = S::load(out[w][x].add(r * TILE_SAMPLES + v * S::LANES));
                         }
@@ -292,7 +316,7 @@ mod f32_kernels {
                         }
                     }
                     for w in 0..W {
-                        for r in 0..ROWS {
+                        for r in 0..rows_of(w) {
                             let weight = S::broadcast(wp[w].add(r));
                             for x in 0..X {
                                 for v in 0..VECTORS {
@@ -311,7 +335,7 @@ mod f32_kernels {
             }
             for w in 0..W {
                 for x in 0..X {
-                    for r in 0..ROWS {
+                    for r in 0..rows_of(w) {
                         for v in 0..VECTORS {
                             S::store(out[w][x].add(r * TILE_SAMPLES + v * S::LANES), acc[w][x][r][v]);
                         }
@@ -321,29 +345,38 @@ mod f32_kernels {
         }
     }
 
-    /// `accumulate` on `path` for `rows` rows (1 to `TILE_ROWS`), `W` weight tiles and `X`
-    /// input blocks: the dispatch from run-time values to the compiled instances.
+    /// `accumulate` on `path` for `rows` rows (1 to `TILE_ROWS`), the last tile's
+    /// `last_rows` (1 to `rows`; with one tile, `rows`), `W` weight tiles and `X` input blocks:
+    /// the dispatch from run-time values to the compiled instances.
     ///
     /// # Safety
     /// As `accumulate`, and `path` is supported by this processor.
     pub(super) unsafe fn grid<const W: usize, const X: usize>(
         path: SimdPath,
         rows: usize,
+        last_rows: usize,
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
-        /// `$entry::<ROWS, ...>` for the run-time `rows`.
+        debug_assert!(last_rows <= rows && (W > 1 || last_rows == rows));
+        /// `$entry::<ROWS, LAST_ROWS, ...>` for the run-time `rows` and `last_rows`: every
+        /// tile full but the last (whole tiles, then the last of the channels), or all alike.
         macro_rules! by_rows {
             ($entry:ident) => {
-                match rows {
-                    6 => $entry::<6, W, X>(weights, inputs, runs, out),
-                    5 => $entry::<5, W, X>(weights, inputs, runs, out),
-                    4 => $entry::<4, W, X>(weights, inputs, runs, out),
-                    3 => $entry::<3, W, X>(weights, inputs, runs, out),
-                    2 => $entry::<2, W, X>(weights, inputs, runs, out),
-                    _ => $entry::<1, W, X>(weights, inputs, runs, out),
+                match (rows, last_rows) {
+                    (6, 6) => $entry::<6, 6, W, X>(weights, inputs, runs, out),
+                    (6, 5) => $entry::<6, 5, W, X>(weights, inputs, runs, out),
+                    (6, 4) => $entry::<6, 4, W, X>(weights, inputs, runs, out),
+                    (6, 3) => $entry::<6, 3, W, X>(weights, inputs, runs, out),
+                    (6, 2) => $entry::<6, 2, W, X>(weights, inputs, runs, out),
+                    (6, _) => $entry::<6, 1, W, X>(weights, inputs, runs, out),
+                    (5, _) => $entry::<5, 5, W, X>(weights, inputs, runs, out),
+                    (4, _) => $entry::<4, 4, W, X>(weights, inputs, runs, out),
+                    (3, _) => $entry::<3, 3, W, X>(weights, inputs, runs, out),
+                    (2, _) => $entry::<2, 2, W, X>(weights, inputs, runs, out),
+                    _ => $entry::<1, 1, W, X>(weights, inputs, runs, out),
                 }
             };
         }
@@ -361,50 +394,50 @@ mod f32_kernels {
         }
     }
 
-    unsafe fn portable<const ROWS: usize, const W: usize, const X: usize>(
+    unsafe fn portable<const ROWS: usize, const LAST_ROWS: usize, const W: usize, const X: usize>(
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
         // SAFETY: forwarded.
-        unsafe { accumulate::<Portable, ROWS, 2, W, X>(weights, inputs, runs, out) }
+        unsafe { accumulate::<Portable, ROWS, LAST_ROWS, 2, W, X>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<const ROWS: usize, const W: usize, const X: usize>(
+    unsafe fn avx2<const ROWS: usize, const LAST_ROWS: usize, const W: usize, const X: usize>(
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
         // SAFETY: forwarded; this function is compiled for AVX2 and FMA.
-        unsafe { accumulate::<crate::cpu::simd::Avx2, ROWS, 2, W, X>(weights, inputs, runs, out) }
+        unsafe { accumulate::<crate::cpu::simd::Avx2, ROWS, LAST_ROWS, 2, W, X>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn avx512<const ROWS: usize, const W: usize, const X: usize>(
+    unsafe fn avx512<const ROWS: usize, const LAST_ROWS: usize, const W: usize, const X: usize>(
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
         // SAFETY: forwarded; this function is compiled for AVX-512F.
-        unsafe { accumulate::<crate::cpu::simd::Avx512, ROWS, 1, W, X>(weights, inputs, runs, out) }
+        unsafe { accumulate::<crate::cpu::simd::Avx512, ROWS, LAST_ROWS, 1, W, X>(weights, inputs, runs, out) }
     }
 
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
-    unsafe fn neon<const ROWS: usize, const W: usize, const X: usize>(
+    unsafe fn neon<const ROWS: usize, const LAST_ROWS: usize, const W: usize, const X: usize>(
         weights: [*const f32; W],
         inputs: [*const f32; X],
         runs: &[Run],
         out: [[*mut f32; X]; W],
     ) {
         // SAFETY: forwarded; this function is compiled for NEON.
-        unsafe { accumulate::<crate::cpu::simd::Neon, ROWS, 4, W, X>(weights, inputs, runs, out) }
+        unsafe { accumulate::<crate::cpu::simd::Neon, ROWS, LAST_ROWS, 4, W, X>(weights, inputs, runs, out) }
     }
 }
 
