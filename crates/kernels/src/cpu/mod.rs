@@ -32,7 +32,7 @@ pub fn current_num_threads() -> usize {
 /// top, also in the rayon threads' arenas), so the next step gets them back as fresh pages and
 /// pays a page fault on the first write to each 4 KiB. A `train_step -- 64 wgan` bench run (a
 /// warm-up and five WGAN iterations at DIM 64) faulted 129-149 K times before, 34.5 K after,
-/// and ran about 7% faster (docs/benchmarks.md). With the thresholds raised, those blocks are
+/// and ran about 7% faster (docs/benchmarks/amd-zen3.md). With the thresholds raised, those blocks are
 /// reused from malloc's free lists; the bench's peak resident memory stayed at 130 MB, but
 /// freed memory is not given back until the process ends. It is a policy of the whole
 /// process, so programs set it in their `main` (`wgan-mnist`, `gan-experiments` and the

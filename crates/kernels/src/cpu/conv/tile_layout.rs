@@ -253,7 +253,7 @@ impl TileLayout {
         // is fresh, or was last written long ago. Their lines are prefetched `WRITE_AHEAD`
         // channels ahead, so that the misses overlap instead of each store waiting for its line
         // in turn: in a WGAN step on the Intel Xeon, that halved the time of the write-back,
-        // which had run at 2.2 ns an element (docs/benchmarks.md).
+        // which had run at 2.2 ns an element (docs/benchmarks/intel-xeon.md).
         const WRITE_AHEAD: usize = 2;
         for c in 0..channels {
             for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
