@@ -273,27 +273,38 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
         }
     });
     // Tile of output channels by tile, in parallel: gw[oc, ic, tap] is element (oc % 6, ic %
-    // 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`. The tiles of one tap and
-    // output tile are contiguous, so each task reads its tiles tap by tap in order, and writes
-    // into its own `TILE_ROWS * c * taps` values of `gw` (in L2). (Output channel by output
-    // channel, each read one line in six of every tile, scattered over all of `tiles`.)
+    // 16) of tile `((tap * otiles + oc / 6) * ctiles + ic / 16)`. Each task takes its output
+    // tile's blocks of 16 input channels one by one: the block's tile of every tap (each read
+    // whole) goes into a local `[rows, 16 * taps]` array, element by element in L1, and each
+    // row of that array is then one contiguous run of `gw` (`16 * taps` values). Written into
+    // `gw` directly, a tap apart (a line each, over 77 KB of `gw` per task for a 256 x 128 x 5
+    // x 5 weight), the values took 0.57 ms of that weight gradient's 7 ms; this way 0.44-0.46.
     let mut gw = uninit_vec(o * c * taps);
-    gw.par_chunks_mut(TILE_ROWS * c * taps)
-        .enumerate()
-        .for_each(|(otile, rows)| {
-            for tap in 0..taps {
-                let per_tap = &tiles[(tap * otiles + otile) * ctiles * TILE_LEN..][..ctiles * TILE_LEN];
-                for (r, row) in rows.chunks_exact_mut(c * taps).enumerate() {
-                    for (block, tile) in per_tap.chunks_exact(TILE_LEN).enumerate() {
-                        let lanes = &tile[r * TILE_SAMPLES..][..TILE_SAMPLES];
-                        let first = block * TILE_SAMPLES;
-                        for (s, &v) in lanes[..TILE_SAMPLES.min(c - first)].iter().enumerate() {
-                            row[(first + s) * taps + tap].write(v);
+    gw.par_chunks_mut(TILE_ROWS * c * taps).enumerate().for_each_init(
+        || vec![T::ZERO; TILE_ROWS * TILE_SAMPLES * taps],
+        |staged, (otile, rows)| {
+            let rows_here = rows.len() / (c * taps);
+            for block in 0..ctiles {
+                let (first, width) = (block * TILE_SAMPLES, TILE_SAMPLES.min(c - block * TILE_SAMPLES));
+                for tap in 0..taps {
+                    let tile = &tiles[((tap * otiles + otile) * ctiles + block) * TILE_LEN..][..TILE_LEN];
+                    for r in 0..rows_here {
+                        let lanes = &tile[r * TILE_SAMPLES..][..width];
+                        let staged_row = &mut staged[r * TILE_SAMPLES * taps..][..width * taps];
+                        for (s, &v) in lanes.iter().enumerate() {
+                            staged_row[s * taps + tap] = v;
                         }
                     }
                 }
+                for (r, row) in rows.chunks_exact_mut(c * taps).enumerate() {
+                    let run = &staged[r * TILE_SAMPLES * taps..][..width * taps];
+                    for (slot, &v) in row[first * taps..][..width * taps].iter_mut().zip(run) {
+                        slot.write(v);
+                    }
+                }
             }
-        });
+        },
+    );
     // SAFETY: the chunks of `TILE_ROWS * c * taps` cover `gw`, and each writes all of its
     // slots (every tap of every input channel of each of its rows).
     unsafe { assume_init_vec(gw) }
