@@ -103,15 +103,18 @@ pub fn adam<T: Element>(
         .for_each(|(((p, g), m), v)| update(p, g, m, v));
 }
 
-/// Clamp into `[-c, c]` in place: WGAN's weight clipping.
+/// Clamp into `[min, max]` in place: WGAN's weight clipping. As PyTorch's `clamp_`: NaN stays
+/// NaN (a diverged parameter is not hidden by the clipping), and with `min > max` every number
+/// becomes `max`.
 pub fn clamp_in_place<T: Element>(param: &mut [T], min: f64, max: f64) {
     let (lo, hi) = (T::from_f64(min), T::from_f64(max));
-    // NaN stays NaN, so that a diverged parameter is not hidden by the clipping.
+    // Two selects on comparisons, which NaN fails both of: a loop the compiler vectorises
+    // (with `max`/`min` and an `is_nan` branch it ran element by element, 1.2 ns an element,
+    // longer than the RMSProp update before it in a WGAN step).
     let clamp = |param: &mut [T]| {
         param.iter_mut().for_each(|p| {
-            if !p.is_nan() {
-                *p = p.max(lo).min(hi)
-            }
+            let v = if *p < lo { lo } else { *p };
+            *p = if v > hi { hi } else { v };
         })
     };
     if param.len() < PARALLEL_THRESHOLD {
@@ -147,6 +150,22 @@ mod tests {
             assert_eq!((pa[i], m[i], v[i]), (p1[0], m1[0], v1[0]), "adam at {i}");
             assert_eq!(clamped[i], start[i].clamp(-0.01, 0.01));
         }
+    }
+
+    /// PyTorch's `clamp_`: NaN stays NaN, infinities are clamped, `min > max` gives `max`
+    /// everywhere, values inside are untouched (their bits too: -0 stays -0).
+    #[test]
+    fn clamp_keeps_nan_and_follows_pytorch_at_the_edges() {
+        let start = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.005, -0.5, 0.5];
+        let mut p = start;
+        clamp_in_place(&mut p, -0.01, 0.01);
+        assert!(p[0].is_nan());
+        assert_eq!(&p[1..], &[0.01, -0.01, -0.0, 0.005, -0.01, 0.01]);
+        assert!(p[3].is_sign_negative());
+        let mut q = start;
+        clamp_in_place(&mut q, 0.3, 0.1);
+        assert!(q[0].is_nan());
+        assert!(q[1..].iter().all(|&v| v == 0.1), "{q:?}");
     }
 
     #[test]
