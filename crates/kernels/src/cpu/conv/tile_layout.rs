@@ -258,7 +258,8 @@ impl TileLayout {
         for c in 0..channels {
             for s0 in (0..samples).step_by(TRANSPOSE_BLOCK) {
                 let block_samples = TRANSPOSE_BLOCK.min(samples - s0);
-                if c + WRITE_AHEAD < channels {
+                // (`pixels > 0`: an empty band has no last pixel to prefetch.)
+                if pixels > 0 && c + WRITE_AHEAD < channels {
                     for s in s0..s0 + block_samples {
                         // SAFETY: a row of `out` (the caller's contract); a prefetch never faults.
                         let row = unsafe { out.add((s * channels + c + WRITE_AHEAD) * out_row) };
