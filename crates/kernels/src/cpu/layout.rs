@@ -211,6 +211,25 @@ pub(crate) trait Transpose8x8<T: Copy> {
         }
     }
 
+    /// A 16x16 block, as [`Transpose8x8::transpose_8x8`]: four 8x8 blocks, or in the
+    /// registers of a 16-lane path at once ([`F32Simd::transpose_16x16`]).
+    ///
+    /// # Safety
+    /// As [`Transpose8x8::transpose_8x8`], for 16x16 blocks.
+    unsafe fn transpose_16x16(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize) {
+        for (i, j) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
+            // SAFETY: each quarter lies inside the blocks the caller vouches for.
+            unsafe {
+                Self::transpose_8x8(
+                    src.add(i * src_stride + j),
+                    src_stride,
+                    dst.add(j * dst_stride + i),
+                    dst_stride,
+                )
+            }
+        }
+    }
+
     /// Starts bringing the cache line that holds `p` into the cache, ahead of a write there: a
     /// hint, which never faults and changes no value. Element by element it does nothing.
     fn prefetch(p: *const T) {
@@ -280,6 +299,12 @@ impl<S: F32Simd> Transpose8x8<f32> for InRegisters<S> {
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
         // SAFETY: forwarded to the caller.
         unsafe { S::transpose_8x8(src, src_stride, dst, dst_stride) }
+    }
+
+    #[inline(always)]
+    unsafe fn transpose_16x16(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        // SAFETY: forwarded to the caller.
+        unsafe { S::transpose_16x16(src, src_stride, dst, dst_stride) }
     }
 
     #[inline(always)]

@@ -306,6 +306,26 @@ pub(crate) trait F32Simd {
     /// The 8x8 block of f32 at `src` (rows `src_stride` apart) written transposed at `dst`
     /// (rows `dst_stride` apart).
     unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize);
+
+    /// A 16x16 block transposed, as [`F32Simd::transpose_8x8`]: as four 8x8 blocks, or whole
+    /// in the registers of a 16-lane path, where each row of the result is one full store.
+    ///
+    /// # Safety
+    /// As [`F32Simd::transpose_8x8`], for 16x16 blocks.
+    #[inline(always)]
+    unsafe fn transpose_16x16(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        for (i, j) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
+            // SAFETY: each quarter lies inside the blocks the caller vouches for.
+            unsafe {
+                Self::transpose_8x8(
+                    src.add(i * src_stride + j),
+                    src_stride,
+                    dst.add(j * dst_stride + i),
+                    dst_stride,
+                )
+            }
+        }
+    }
     /// `LANES` pairs of bf16 at `p` (each a `u32`, the first of the pair in its low half)
     /// widened to f32: `(first of each pair, second of each pair)`. A bf16 is the upper half
     /// of the f32 it stands for, so widening is a shift (the low half) or a mask (the high
@@ -514,6 +534,10 @@ mod x86 {
             unsafe { transpose_8x8_avx(src, src_stride, dst, dst_stride) }
         }
         #[inline(always)]
+        unsafe fn transpose_16x16(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+            unsafe { transpose_16x16_avx512(src, src_stride, dst, dst_stride) }
+        }
+        #[inline(always)]
         unsafe fn widen_bf16_pairs(p: *const u32) -> (__m512, __m512) {
             unsafe {
                 let v = _mm512_loadu_si512(p as *const __m512i);
@@ -533,6 +557,59 @@ mod x86 {
                     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)),
                     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(v))),
                 )
+            }
+        }
+    }
+
+    /// A 16x16 block transposed in 512-bit registers, as [`transpose_8x8_avx`] with a fourth
+    /// step: interleave pairs of rows (32-bit elements), then pairs of pairs (64-bit), which
+    /// leaves four rows' columns `k`, `k + 4`, `k + 8`, `k + 12` in the 128-bit lanes of one
+    /// register; then two rounds of 128-bit lane shuffles gather each column's four lanes.
+    #[inline(always)]
+    unsafe fn transpose_16x16_avx512(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        unsafe {
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * src_stride)));
+            // Row pairs, per 128-bit lane: [a0 b0 a1 b1] (even) and [a2 b2 a3 b3] (odd).
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // Group g of rows 4g..4g+3: u[4g + k] holds their column k in lane 0, k + 4 in
+            // lane 1, k + 8 in lane 2, k + 12 in lane 3.
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let (g, k) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+                let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+                _mm512_castpd_ps(if k % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                })
+            });
+            for k in 0..4 {
+                // Lanes 0 and 2 of groups 0, 1 (and 2, 3): columns k and k + 8.
+                let even01 = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+                let even23 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+                // Lanes 1 and 3: columns k + 4 and k + 12.
+                let odd01 = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
+                let odd23 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
+                _mm512_storeu_ps(dst.add(k * dst_stride), _mm512_shuffle_f32x4::<0x88>(even01, even23));
+                _mm512_storeu_ps(
+                    dst.add((k + 8) * dst_stride),
+                    _mm512_shuffle_f32x4::<0xDD>(even01, even23),
+                );
+                _mm512_storeu_ps(
+                    dst.add((k + 4) * dst_stride),
+                    _mm512_shuffle_f32x4::<0x88>(odd01, odd23),
+                );
+                _mm512_storeu_ps(
+                    dst.add((k + 12) * dst_stride),
+                    _mm512_shuffle_f32x4::<0xDD>(odd01, odd23),
+                );
             }
         }
     }
