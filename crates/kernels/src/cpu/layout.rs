@@ -211,24 +211,12 @@ pub(crate) trait Transpose8x8<T: Copy> {
         }
     }
 
-    /// A 16x16 block, as [`Transpose8x8::transpose_8x8`]: four 8x8 blocks, or in the
-    /// registers of a 16-lane path at once ([`F32Simd::transpose_16x16`]).
+    /// A 16x16 block, as [`Transpose8x8::transpose_8x8`] (in registers, as
+    /// [`F32Simd::transpose_16x16`]).
     ///
     /// # Safety
     /// As [`Transpose8x8::transpose_8x8`], for 16x16 blocks.
-    unsafe fn transpose_16x16(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize) {
-        for (i, j) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
-            // SAFETY: each quarter lies inside the blocks the caller vouches for.
-            unsafe {
-                Self::transpose_8x8(
-                    src.add(i * src_stride + j),
-                    src_stride,
-                    dst.add(j * dst_stride + i),
-                    dst_stride,
-                )
-            }
-        }
-    }
+    unsafe fn transpose_16x16(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize);
 
     /// Starts bringing the cache line that holds `p` into the cache, ahead of a write there: a
     /// hint, which never faults and changes no value. Element by element it does nothing.
@@ -242,13 +230,15 @@ pub(crate) struct ByElement;
 
 impl<T: Copy> Transpose8x8<T> for ByElement {
     #[inline(always)]
+    unsafe fn transpose_16x16(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize) {
+        // SAFETY: the caller vouches for both blocks.
+        unsafe { transpose_block_by_element(src, src_stride, 16, 16, dst, dst_stride) }
+    }
+
+    #[inline(always)]
     unsafe fn transpose_8x8(src: *const T, src_stride: usize, dst: *mut T, dst_stride: usize) {
-        for j in 0..8 {
-            for i in 0..8 {
-                // SAFETY: the caller vouches for both blocks.
-                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
-            }
-        }
+        // SAFETY: the caller vouches for both blocks.
+        unsafe { transpose_block_by_element(src, src_stride, 8, 8, dst, dst_stride) }
     }
 
     #[inline(always)]
@@ -259,12 +249,8 @@ impl<T: Copy> Transpose8x8<T> for ByElement {
         dst_stride: usize,
         lanes: usize,
     ) {
-        for j in 0..8 {
-            for i in 0..lanes.min(8) {
-                // SAFETY: the caller vouches for both blocks.
-                unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
-            }
-        }
+        // SAFETY: the caller vouches for both blocks.
+        unsafe { transpose_block_by_element(src, src_stride, lanes.min(8), 8, dst, dst_stride) }
     }
 }
 
@@ -364,10 +350,27 @@ pub(crate) unsafe fn transpose_block_unchecked<T: Copy, X: Transpose8x8<T>>(
             X::transpose_first_rows(src, src_stride, rows, dst, dst_stride);
             return;
         }
-        for j in 0..cols {
-            for i in 0..rows {
-                *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j);
-            }
+        transpose_block_by_element(src, src_stride, rows, cols, dst, dst_stride);
+    }
+}
+
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`.
+///
+/// # Safety
+/// Both blocks lie inside their memory.
+#[inline(always)]
+unsafe fn transpose_block_by_element<T: Copy>(
+    src: *const T,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut T,
+    dst_stride: usize,
+) {
+    for j in 0..cols {
+        for i in 0..rows {
+            // SAFETY: the caller vouches for both blocks.
+            unsafe { *dst.add(j * dst_stride + i) = *src.add(i * src_stride + j) };
         }
     }
 }

@@ -523,7 +523,10 @@ mod tests {
             };
             let one = on(1);
             for (got, want) in one.iter().zip(&want) {
-                assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0), "{path}: {got} against {want}");
+                assert!(
+                    (got - want).abs() <= 1e-3 * want.abs().max(1.0),
+                    "{path}: {got} against {want}"
+                );
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
             for threads in [3, 16] {
