@@ -22,8 +22,12 @@ template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p,
     case U_SIGMOID: return x >= zero ? one / (one + exp(-x)) : exp(x) / (one + exp(x));
     case U_SOFTPLUS: return fmax(x, zero) + log1p(exp(-fabs(x)));
     case U_POW: return p == T(2) ? x * x : pow(x, p);
-    // NaN stays NaN (fmax would drop it); with p > q every number becomes q.
-    case U_CLAMP: return isnan(x) ? x : fmin(fmax(x, p), q);
+    // Two selects, as the CPU's: NaN fails both comparisons and passes (fmax would drop it),
+    // -0 passes a bound of 0, and with p > q every number becomes q (PyTorch's clamp).
+    case U_CLAMP: {
+        const T v = x < p ? p : x;
+        return v > q ? q : v;
+    }
     case U_IN_RANGE: return (x >= p && x <= q) ? one : zero;
     case U_ADD_SCALAR: return x + p;
     case U_MUL_SCALAR: return x * p;

@@ -104,9 +104,12 @@ template <typename T> __device__ void clamp_params(ParamList<T> l, double lo, do
     for (long long i = grid_index(); i < l.starts[l.count]; i += grid_stride()) {
         int t = tensor_of(l, i);
         long long j = i - l.starts[t];
-        // NaN stays NaN, so that a diverged parameter is not hidden by the clipping.
+        // Two selects, as the CPU's `clamp_in_place`: NaN fails both comparisons and stays NaN,
+        // so that a diverged parameter is not hidden by the clipping; -0 passes a bound of 0;
+        // with lo > hi every number becomes hi (PyTorch's clamp_).
         const T p = l.param[t][j];
-        l.param[t][j] = isnan(p) ? p : fmin(fmax(p, T(lo)), T(hi));
+        const T v = p < T(lo) ? T(lo) : p;
+        l.param[t][j] = v > T(hi) ? T(hi) : v;
     }
 }
 

@@ -218,6 +218,15 @@ fn fused_activations_and_weight_clipping_keep_nan() {
         let p = tensor(&[NAN, 0.5, -0.5, 0.001], &[4], device);
         p.apply_update(None, &[], earthmover::OptimizerUpdate::Clamp { min: -0.01, max: 0.01 });
         assert_values(&format!("clipping on {device}"), &p, &[NAN, 0.01, -0.01, 0.001]);
+        // -0 passes a bound of 0, in clamp and in the clipping alike, as PyTorch's.
+        let negative_zero = |t: &Tensor| t.to_vec_f64()[0].to_bits() == (-0.0f64).to_bits();
+        assert!(
+            negative_zero(&tensor(&[-0.0], &[1], device).clamp(0.0, 1.0)),
+            "clamp on {device}"
+        );
+        let p = tensor(&[-0.0], &[1], device);
+        p.apply_update(None, &[], earthmover::OptimizerUpdate::Clamp { min: 0.0, max: 0.01 });
+        assert!(negative_zero(&p), "clipping at a bound of 0 on {device}");
     }
 }
 

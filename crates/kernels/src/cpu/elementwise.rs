@@ -66,13 +66,16 @@ impl UnaryOp {
                     x.powf(t(p))
                 }
             }
-            // NaN stays NaN (`max` would drop it); with lo > hi every number becomes hi, as in
-            // PyTorch.
+            // Two selects on comparisons, as `optim::clamp_in_place` (WGAN's weight clipping):
+            // NaN fails both and stays NaN, -0 stays -0 against a bound of 0, and with lo > hi
+            // every number becomes hi, as in PyTorch. (A loop of selects vectorises; `max`,
+            // `min` and an `is_nan` branch did not.)
             UnaryOp::Clamp(lo, hi) => {
-                if x.is_nan() {
-                    x
+                let v = if x < t(lo) { t(lo) } else { x };
+                if v > t(hi) {
+                    t(hi)
                 } else {
-                    x.max(t(lo)).min(t(hi))
+                    v
                 }
             }
             UnaryOp::InRange(lo, hi) => mask(x >= t(lo) && x <= t(hi)),
@@ -497,6 +500,34 @@ mod tests {
             );
             assert_eq!(got, want, "{a_shape:?} with {b_shape:?}");
         }
+    }
+
+    /// `clamp` gives the bits of the weight clipping (`optim::clamp_in_place`) on NaN,
+    /// infinities, -0 and bounds the wrong way round.
+    #[test]
+    fn clamp_matches_the_weight_clipping() {
+        let x = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            -0.5,
+            0.25,
+            3.0,
+            -3.0,
+        ];
+        for (lo, hi) in [(-1.0, 1.0), (0.0, 0.5), (-0.0, 0.0), (1.0, -1.0)] {
+            let got = unary(UnaryOp::Clamp(lo, hi), &x);
+            let mut want = x.to_vec();
+            crate::cpu::optim::clamp_in_place(&mut want, lo, hi);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&got), bits(&want), "clamp({lo}, {hi})");
+        }
+        // PyTorch's: -0 passes a bound of 0, NaN passes, lo > hi gives hi.
+        let got = unary(UnaryOp::Clamp(0.0, 1.0), &[-0.0f32, f32::NAN]);
+        assert!(got[0] == 0.0 && got[0].is_sign_negative() && got[1].is_nan());
+        assert_eq!(unary(UnaryOp::Clamp(1.0, -1.0), &[0.5f32, 2.0, -2.0]), vec![-1.0; 3]);
     }
 
     #[test]
