@@ -272,8 +272,8 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
                         first_otile,
                         ctiles,
                         blocks_at_once,
-                        &maps,
-                        &inputs,
+                        (&maps, maps_per_tile),
+                        (&inputs, inputs_per_block),
                         group,
                         section,
                     );
@@ -323,7 +323,8 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
 /// tiles `t * ctiles + block` of output channels `first_otile + t` and input channel blocks
 /// `block`: each block of input channels (in L1) goes under each of the tiles, the tiles in
 /// pairs which share the inputs and the runs (and with `blocks_at_once` 2, each pair goes
-/// over two blocks).
+/// over two blocks). `maps` and `inputs` are the channel blocks with the length of one
+/// block, the lengths the runs were checked against.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_group<T: Element>(
     path: SimdPath,
@@ -331,13 +332,11 @@ fn accumulate_group<T: Element>(
     first_otile: usize,
     ctiles: usize,
     blocks_at_once: usize,
-    maps: &[T],
-    inputs: &[T],
+    (maps, maps_per_tile): (&[T], usize),
+    (inputs, inputs_per_block): (&[T], usize),
     group: &[Run],
     out: &mut [T],
 ) {
-    let maps_per_tile = maps.len() / o.div_ceil(TILE_ROWS);
-    let inputs_per_block = inputs.len() / ctiles;
     for block in (0..ctiles).step_by(blocks_at_once) {
         let block_inputs = |block: usize| &inputs[block * inputs_per_block..][..inputs_per_block];
         let tile_maps = |otile: usize| &maps[(first_otile + otile) * maps_per_tile..][..maps_per_tile];
@@ -346,7 +345,8 @@ fn accumulate_group<T: Element>(
         for (pair, per_pair) in out.chunks_mut(2 * ctiles * TILE_LEN).enumerate() {
             let otile = 2 * pair;
             let (first, second) = per_pair.split_at_mut(ctiles * TILE_LEN);
-            // SAFETY: the slices have the lengths the caller checked the runs against.
+            // SAFETY: the slices have the lengths the caller checked the runs against
+            // (`maps_per_tile`, `inputs_per_block`), and `group` is among the checked runs.
             unsafe {
                 match (second.is_empty(), both_blocks) {
                     (true, false) => {
