@@ -300,24 +300,34 @@ pub(super) fn bits_as_f32_mut(v: &mut [u32]) -> &mut [f32] {
 /// Samples `[S, C, P]` of bf16 (`S <= TILE_SAMPLES`) as `out` `[P, ceil(C / 2),
 /// TILE_SAMPLES]` of pairs of channels, the missing samples and the channel past an odd `C`
 /// zero: the channels paired within each sample (`[S, ceil(C / 2), P]`), then the f32 tile's
-/// layout change on the pairs' bits.
-fn to_pair_layout<T: HalfFloat>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
+/// layout change on the pairs' bits. For the band of pixels `first_pixel..` that `out` holds
+/// (the frame's [`super::tile_frame::TileKernels::lay_out`]).
+fn to_pair_layout<T: HalfFloat>(
+    path: SimdPath,
+    x: &[T],
+    channels: usize,
+    pixels: usize,
+    first_pixel: usize,
+    out: &mut [Bf16Pair],
+) {
     let samples = x.len() / (channels * pixels).max(1);
     let pairs = channels.div_ceil(2);
-    let mut paired = Scratch::<Bf16Pair>::take(samples * pairs * pixels);
+    // The band's pixels: as many as `out` holds, those of the image past the last band.
+    let band = (out.len() / (pairs * TILE_SAMPLES).max(1)).min(pixels.saturating_sub(first_pixel));
+    let mut paired = Scratch::<Bf16Pair>::take(samples * pairs * band);
     for (sample, paired) in x
         .chunks_exact(channels * pixels)
-        .zip(paired.chunks_exact_mut(pairs * pixels))
+        .zip(paired.chunks_exact_mut(pairs * band))
     {
-        for (j, paired) in paired.chunks_exact_mut(pixels).enumerate() {
-            let first = &sample[2 * j * pixels..][..pixels];
-            match sample.get((2 * j + 1) * pixels..(2 * j + 2) * pixels) {
-                Some(second) => {
+        for (j, paired) in paired.chunks_exact_mut(band).enumerate() {
+            let first = &sample[2 * j * pixels + first_pixel..][..band];
+            match sample.get((2 * j + 1) * pixels + first_pixel..(2 * j + 1) * pixels + first_pixel + band) {
+                Some(second) if 2 * j + 1 < channels => {
                     for ((p, a), b) in paired.iter_mut().zip(first).zip(second) {
                         *p = bf16_pair(a.bits(), b.bits());
                     }
                 }
-                None => {
+                _ => {
                     for (p, a) in paired.iter_mut().zip(first) {
                         *p = bf16_pair(a.bits(), 0);
                     }
@@ -325,7 +335,7 @@ fn to_pair_layout<T: HalfFloat>(path: SimdPath, x: &[T], channels: usize, pixels
             }
         }
     }
-    to_tile_layout(path, bits_as_f32(&paired), pairs, pixels, bits_as_f32_mut(out));
+    to_tile_layout(path, bits_as_f32(&paired), pairs, band, bits_as_f32_mut(out));
 }
 
 /// The 16-bit tile for the frame: pairs laid out and packed, sums in f32, output in `T`.
@@ -458,8 +468,8 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
         channels.div_ceil(2) * pixels * TILE_SAMPLES
     }
 
-    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, out: &mut [Bf16Pair]) {
-        to_pair_layout(self.path, source, channels, pixels, out)
+    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, first_pixel: usize, out: &mut [Bf16Pair]) {
+        to_pair_layout(self.path, source, channels, pixels, first_pixel, out)
     }
 
     /// Every tile of the packed weights over the runs of every pixel of the row: on AMX, four

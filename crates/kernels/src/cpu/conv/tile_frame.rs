@@ -7,7 +7,7 @@ use super::tile::{
     accumulate_rows_unchecked, accumulate_two_blocks_unchecked, accumulate_two_tiles_two_blocks_unchecked,
     accumulate_two_tiles_unchecked, check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES,
 };
-use super::tile_layout::{band_from_tile_layout, from_tile_layout, pack_weights, to_tile_layout};
+use super::tile_layout::{band_from_tile_layout, from_tile_layout, pack_weights, to_tile_layout_band};
 use super::{finish_maps, taps_inside, taps_inside_image};
 use crate::cpu::elementwise::unary_in_place;
 use crate::cpu::matmul::count_flops;
@@ -132,9 +132,17 @@ pub(super) trait TileKernels: Sync {
     fn padded_channels(&self) -> usize;
     /// Laid-out elements of one chunk of [`TILE_SAMPLES`] samples of `channels x pixels`.
     fn laid_out_len(&self, channels: usize, pixels: usize) -> usize;
-    /// One chunk of the source `[S, channels, pixels]` laid out for the tile into `out`
-    /// ([`TileKernels::laid_out_len`] long), the missing samples zero.
-    fn lay_out(&self, source: &[Self::Source], channels: usize, pixels: usize, out: &mut [Self::LaidOut]);
+    /// A band of one chunk of the source `[S, channels, pixels]` laid out for the tile into
+    /// `out`: pixels `first_pixel..`, as many as `out` holds ([`TileKernels::laid_out_len`]
+    /// of them), the missing samples zero. The laid-out chunk is its bands one after another.
+    fn lay_out(
+        &self,
+        source: &[Self::Source],
+        channels: usize,
+        pixels: usize,
+        first_pixel: usize,
+        out: &mut [Self::LaidOut],
+    );
     /// [`accumulate_row`]'s pass, over this kind of operand.
     fn accumulate_row(&self, operand: &[Self::LaidOut], runs: &[Run], bounds: &[usize], row: &mut [Self::Sum]);
     /// Whether [`TileKernels::accumulate_two_rows`] sums two chunks of samples faster than two
@@ -203,8 +211,8 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
     fn laid_out_len(&self, channels: usize, pixels: usize) -> usize {
         channels * pixels * TILE_SAMPLES
     }
-    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, out: &mut [T]) {
-        to_tile_layout(self.path, source, channels, pixels, out)
+    fn lay_out(&self, source: &[T], channels: usize, pixels: usize, first_pixel: usize, out: &mut [T]) {
+        to_tile_layout_band(self.path, source, channels, pixels, first_pixel, out)
     }
     fn accumulate_row(&self, operand: &[T], runs: &[Run], bounds: &[usize], row: &mut [T]) {
         accumulate_row(
@@ -297,8 +305,9 @@ const SHORT_RUN: usize = 32;
 
 impl TileFrame {
     /// In three parallel phases:
-    /// 1. the source, by chunks of [`TILE_SAMPLES`] samples, laid out `[pixel, channel,
-    ///    sample]` (`kernels.lay_out`: [`to_tile_layout`], or in pairs of channels);
+    /// 1. the source, by chunks of [`TILE_SAMPLES`] samples (and bands of their pixels where
+    ///    the threads outnumber the chunks), laid out `[pixel, channel, sample]`
+    ///    (`kernels.lay_out`: [`to_tile_layout_band`], or in pairs of channels);
     /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
     ///    output rows (or, where `kernels.pairs_chunks()`, of two chunks and one of twice as
     ///    many bands, summed together: `accumulate_two_rows`): kernel row by kernel row (the source rows a pass reads stay in L2 while
@@ -333,15 +342,34 @@ impl TileFrame {
         let chunk_laid_out = kernels.laid_out_len(self.source_channels, self.source_pixels);
         let chunk_sums = pixels * padded * TILE_SAMPLES;
         let mut laid_out = Scratch::take(chunks * chunk_laid_out);
+        // By chunk, and where that leaves fewer than two tasks a thread, by bands of pixels of
+        // each chunk (a multiple of 16 pixels, so that a full chunk's bands go by whole 16x16
+        // blocks as the whole chunk does): a batch of 128 is 8 chunks, and at 16 threads most
+        // would wait. (A permutation: the split does not change what is laid out.)
+        let pixel_bands = (2 * rayon::current_num_threads()).div_ceil(chunks.max(1));
+        let band_pixels = self.source_pixels.div_ceil(pixel_bands).next_multiple_of(TILE_SAMPLES);
+        let band_laid_out = kernels.laid_out_len(self.source_channels, band_pixels);
         laid_out
             .par_chunks_mut(chunk_laid_out)
             .zip(source.par_chunks(chunk_source))
-            .for_each(|(laid_out, source)| kernels.lay_out(source, self.source_channels, self.source_pixels, laid_out));
+            .flat_map(|(laid_out, source)| {
+                laid_out
+                    .par_chunks_mut(band_laid_out)
+                    .enumerate()
+                    .map(move |(band, laid_out)| (source, band * band_pixels, laid_out))
+            })
+            .for_each(|(source, first_pixel, laid_out)| {
+                kernels.lay_out(source, self.source_channels, self.source_pixels, first_pixel, laid_out)
+            });
         // The tasks: a band of rows of one chunk, or of two chunks where the kernels sum two at
         // once (the same band of both, `(first chunk, band, its sums, the second's)`), then in
-        // twice as many bands, so that there are as many tasks either way.
+        // twice as many bands, so that there are as many tasks either way; more bands where
+        // that leaves fewer than two tasks a thread (each output row is summed the same way
+        // whatever band it falls in, so the count does not change the sums).
         let chunks_per_task = if kernels.pairs_chunks() { 2 } else { 1 };
-        let band_rows = self.rows.div_ceil(ROW_BANDS * chunks_per_task).max(1);
+        let groups = chunks.div_ceil(chunks_per_task).max(1);
+        let bands = (ROW_BANDS * chunks_per_task).max((2 * rayon::current_num_threads()).div_ceil(groups));
+        let band_rows = self.rows.div_ceil(bands).max(1);
         let row_sums = self.row_len * padded * TILE_SAMPLES;
         let laid_out = &laid_out[..];
         let operand = |chunk: usize| &laid_out[chunk * chunk_laid_out..][..chunk_laid_out];

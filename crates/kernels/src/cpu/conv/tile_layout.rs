@@ -16,32 +16,59 @@ use std::mem::MaybeUninit;
 /// Samples `[S, C, P]` (`S <= TILE_SAMPLES`) as `out` `[P, C, TILE_SAMPLES]`, the missing
 /// samples zero.
 pub(super) fn to_tile_layout<T: Element>(path: SimdPath, x: &[T], channels: usize, pixels: usize, out: &mut [T]) {
+    to_tile_layout_band(path, x, channels, pixels, 0, out)
+}
+
+/// A band of [`to_tile_layout`]'s output: pixels `first_pixel..` of `[S, C, P]`, as many as
+/// `out` holds (`out.len() / (C * TILE_SAMPLES)`), as `out` `[band pixels, C, TILE_SAMPLES]`,
+/// which is that part of the whole layout. The frame lays a chunk out by bands in parallel,
+/// so that a call has more tasks than chunks. A band that starts on a multiple of
+/// [`TILE_SAMPLES`] pixels goes by the same blocks as the whole.
+pub(super) fn to_tile_layout_band<T: Element>(
+    path: SimdPath,
+    x: &[T],
+    channels: usize,
+    pixels: usize,
+    first_pixel: usize,
+    out: &mut [T],
+) {
     let samples = x.len() / (channels * pixels).max(1);
+    let band_pixels = out.len() / (channels * TILE_SAMPLES).max(1);
     if samples < TILE_SAMPLES {
         out.fill(T::ZERO);
     }
     assert!(
-        samples <= TILE_SAMPLES && out.len() >= pixels * channels * TILE_SAMPLES,
-        "to_tile_layout: {samples} samples of {channels} x {pixels} into {}",
+        samples <= TILE_SAMPLES && first_pixel + band_pixels <= pixels,
+        "to_tile_layout: {samples} samples of {channels} x {pixels}, pixels {first_pixel}.. into {}",
         out.len()
     );
     let layout = TileLayout {
         samples,
         channels,
-        pixels,
+        pixels: band_pixels,
         padded: channels,
         out_row: pixels,
     };
+    let (x, row_left) = (&x[first_pixel.min(x.len())..], pixels - first_pixel);
     // SAFETY: the transposes below write values of `x`, nothing uninitialised; the blocks lie
-    // inside both slices (the bounds asserted above).
+    // inside both slices (the bounds asserted above: `x` from the band's first pixel holds
+    // `(samples * channels - 1) * pixels + band_pixels` values).
     unsafe {
-        let out = as_slots(out);
+        let out = as_slots(&mut out[..band_pixels * channels * TILE_SAMPLES]);
         match as_f32(x) {
             Some(x) => {
                 let out = as_f32_slots(out).expect("f32 slots when the input is f32");
-                dispatch(path, ToTileLayout { layout, x, out })
+                dispatch(
+                    path,
+                    ToTileLayout {
+                        layout,
+                        x,
+                        row_left,
+                        out,
+                    },
+                )
             }
-            None => layout.into_tiles::<T, ByElement>(x, out),
+            None => layout.into_tiles::<T, ByElement>(x, row_left, out),
         }
     }
 }
@@ -194,17 +221,20 @@ struct TileLayout {
 }
 
 impl TileLayout {
-    /// `[S, channels, P]` to `[P, channels, TILE_SAMPLES]` (`padded` is `channels` here).
+    /// `[S, channels, P]` to `[P, channels, TILE_SAMPLES]` (`padded` is `channels` here), for
+    /// a band of `pixels` pixels of rows `out_row` long, `x` from the band's first pixel,
+    /// `row_left` pixels from there to the end of its row.
     ///
     /// # Safety
-    /// `x` holds `samples * channels * pixels` values and `out` `pixels * channels *
-    /// TILE_SAMPLES` slots.
+    /// `x` holds `(samples * channels - 1) * out_row + pixels` values and `out` `pixels *
+    /// channels * TILE_SAMPLES` slots.
     #[inline(always)]
-    unsafe fn into_tiles<T: Copy, X: Transpose8x8<T>>(self, x: &[T], out: &mut [MaybeUninit<T>]) {
+    unsafe fn into_tiles<T: Copy, X: Transpose8x8<T>>(self, x: &[T], row_left: usize, out: &mut [MaybeUninit<T>]) {
         let TileLayout {
             samples,
             channels,
             pixels,
+            out_row: row,
             ..
         } = self;
         let (x, out) = (x.as_ptr(), out.as_mut_ptr() as *mut T);
@@ -228,17 +258,19 @@ impl TileLayout {
             whole = pixels - pixels % TILE_SAMPLES;
             for p0 in (0..whole).step_by(TILE_SAMPLES) {
                 for c in 0..channels {
-                    if p0 + READ_AHEAD < pixels {
+                    // Up to the end of the row, past the band's (its lines start the next
+                    // band's).
+                    if p0 + READ_AHEAD < row_left {
                         for s in 0..TILE_SAMPLES {
-                            let row = x.wrapping_add((s * channels + c) * pixels);
-                            X::prefetch(row.wrapping_add(p0 + READ_AHEAD));
+                            let source_row = x.wrapping_add((s * channels + c) * row);
+                            X::prefetch(source_row.wrapping_add(p0 + READ_AHEAD));
                         }
                     }
                     // SAFETY: a 16x16 block inside both buffers, by the caller's contract.
                     unsafe {
                         X::transpose_16x16(
-                            x.add(c * pixels + p0),
-                            channels * pixels,
+                            x.add(c * row + p0),
+                            channels * row,
                             out.add((p0 * channels + c) * TILE_SAMPLES),
                             channels * TILE_SAMPLES,
                         )
@@ -254,8 +286,8 @@ impl TileLayout {
                     // SAFETY: inside both buffers, by the caller's contract.
                     unsafe {
                         transpose_block_unchecked::<T, X>(
-                            x.add((s0 * channels + c) * pixels + p0),
-                            channels * pixels,
+                            x.add((s0 * channels + c) * row + p0),
+                            channels * row,
                             TRANSPOSE_BLOCK.min(samples - s0),
                             cols,
                             out.add((p0 * channels + c) * TILE_SAMPLES + s0),
@@ -328,6 +360,7 @@ const LINE_FLOATS: usize = 16;
 struct ToTileLayout<'a> {
     layout: TileLayout,
     x: &'a [f32],
+    row_left: usize,
     out: &'a mut [MaybeUninit<f32>],
 }
 
@@ -336,7 +369,10 @@ impl SimdKernel for ToTileLayout<'_> {
     #[inline(always)]
     unsafe fn run<S: F32Simd>(self) {
         // SAFETY: `to_tile_layout` checked the bounds; `dispatch` compiled this for S.
-        unsafe { self.layout.into_tiles::<f32, InRegisters<S>>(self.x, self.out) }
+        unsafe {
+            self.layout
+                .into_tiles::<f32, InRegisters<S>>(self.x, self.row_left, self.out)
+        }
     }
 }
 
@@ -384,6 +420,33 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+        for path in SimdPath::supported() {
+            check(path, |v| v as f32);
+            check(path, |v| v as f64);
+        }
+    }
+
+    /// Laying a chunk out band by band of pixels gives the whole layout, on every SIMD path:
+    /// bands on multiples of 16 pixels and not, full chunks and partial ones.
+    #[test]
+    fn tile_layout_by_bands_is_the_whole() {
+        fn check<T: Element + std::fmt::Debug>(path: SimdPath, to: impl Fn(usize) -> T) {
+            for (samples, channels, pixels, band) in
+                [(16, 3, 150, 64), (16, 2, 37, 13), (11, 5, 70, 32), (16, 4, 40, 7)]
+            {
+                let x: Vec<T> = (0..samples * channels * pixels).map(|i| to(i + 1)).collect();
+                let mut whole = vec![T::from_f64(-1.0); pixels * channels * TILE_SAMPLES];
+                to_tile_layout(path, &x, channels, pixels, &mut whole);
+                let mut banded = vec![T::from_f64(-2.0); pixels * channels * TILE_SAMPLES];
+                for (b, out) in banded.chunks_mut(band * channels * TILE_SAMPLES).enumerate() {
+                    to_tile_layout_band(path, &x, channels, pixels, b * band, out);
+                }
+                assert_eq!(
+                    banded, whole,
+                    "{path}: {samples} x {channels} x {pixels} in bands of {band}"
+                );
             }
         }
         for path in SimdPath::supported() {
