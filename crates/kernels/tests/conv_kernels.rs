@@ -17,7 +17,7 @@ use earthmover_kernels::{DType, Storage, UnaryOp};
 
 /// The GPU convolutions (conv.cu's implicit GEMMs) and their epilogue (bias, activation), against the CPU's paths, with and without a bias and an
 /// activation. Odd sizes, stride 2 with padding (the critic's), rectangular and dilated
-/// kernels.
+/// kernels, a kernel narrower than its stride.
 #[test]
 fn convolutions_and_their_gradients_match() {
     let geometries = [
@@ -25,6 +25,9 @@ fn convolutions_and_their_gradients_match() {
         geometry([2, 2, 7, 6], 3, (3, 3), (1, 1), (1, 1), (2, 2)),
         geometry([3, 2, 7, 9], 2, (3, 3), (1, 1), (1, 1), (1, 1)),
         geometry([2, 1, 10, 13], 2, (3, 2), (2, 3), (0, 1), (2, 1)),
+        // The input adjoint by phases of the stride: a kernel narrower than the stride along h
+        // (the rows of phase 2 have no taps: the bias and activation alone), wider along w.
+        geometry([2, 3, 11, 10], 2, (2, 5), (3, 2), (1, 2), (1, 1)),
     ];
     for device in cuda_devices() {
         for g in &geometries {

@@ -514,8 +514,8 @@ impl GpuStorage {
         self.conv_pass(
             "conv2d_forward",
             "conv2d",
-            pixels,
-            g.out_channels,
+            pixels * g.out_channels,
+            LaunchShape::conv(pixels, g.out_channels, 1),
             weight,
             bias,
             activation,
@@ -537,12 +537,19 @@ impl GpuStorage {
         if self.dtype().is_half() {
             return self.conv2d_input_adjoint_mma(weight, bias, activation, g, self.dtype());
         }
-        let pixels = g.batch * g.in_h * g.in_w;
+        // With dilation 1, one grid layer per phase of the stride, each summing only the taps
+        // that reach its pixels (conv.cu's `Phase`), its rows the largest phase's pixels.
+        let (layers, pixels) = if g.dilation == (1, 1) {
+            let (sh, sw) = g.stride;
+            (sh * sw, g.batch * g.in_h.div_ceil(sh) * g.in_w.div_ceil(sw))
+        } else {
+            (1, g.batch * g.in_h * g.in_w)
+        };
         self.conv_pass(
             "conv2d_input_adjoint",
             "conv_transpose2d",
-            pixels,
-            g.in_channels,
+            g.batch * g.in_channels * g.in_h * g.in_w,
+            LaunchShape::conv(pixels, g.in_channels, layers),
             weight,
             bias,
             activation,
@@ -550,28 +557,28 @@ impl GpuStorage {
         )
     }
 
-    /// conv.cu's forward pass or input adjoint (`family`), which differ only in their kernel
-    /// and output shape: one launch of `pixels` x `channels` outputs with the bias and the
-    /// activation in its epilogue (`op` names the op in messages).
+    /// conv.cu's forward pass or input adjoint (`family`), which differ only in their kernel,
+    /// output length and grid: one launch (`grid`) with the bias and the activation in its
+    /// epilogue (`op` names the op in messages).
     #[allow(clippy::too_many_arguments)]
     fn conv_pass(
         &self,
         family: &str,
         op: &str,
-        pixels: usize,
-        channels: usize,
+        out_len: usize,
+        grid: LaunchShape,
         weight: &GpuStorage,
         bias: Option<&GpuStorage>,
         activation: Option<UnaryOp>,
         g: &ConvGeometry,
     ) -> GpuStorage {
         self.check_same(weight, op);
-        let (out, shape) = self.conv_output(g, pixels * channels, 0);
+        let (out, shape) = self.conv_output(g, out_len, 0);
         if let Some(shape) = shape {
             let [code, p, q] = unary_args(activation);
             self.launch(
                 &self.kernel(family),
-                LaunchShape::conv(pixels, channels, 1),
+                grid,
                 &mut [
                     self.ptr(),
                     weight.ptr(),
