@@ -41,6 +41,7 @@
 //   cargo test -p earthmover-kernels --test nvrtc
 
 #include "common.cuh"
+#include "conv_phase.cuh"
 // U_ codes (op_codes.cuh) and unary_apply (elementwise_ops.cuh): the epilogue's activation, the
 // same arithmetic as elementwise.cu's `unary` pass that it replaces.
 #include "op_codes.cuh"
@@ -162,77 +163,33 @@ template <typename T> struct ForwardProblem {
 
 // The input adjoint: A[m, k] = gy at input pixel m = (n, ih, iw) and tap k = (o, ki, kj) when
 // that tap reaches a whole output pixel inside the map (zero otherwise); B[k, c] = w[o, c, ki, kj].
-//
-// With stride s and dilation 1, input row ih is reached only by the kernel rows ki with
-// ki = ih + padding (mod s): of a 5x5 kernel at stride 2, rows 0, 2, 4 or rows 1, 3, a third
-// or a half. A product over every tap would multiply gathered zeros for the others (3 taps in
-// 4 at stride 2). So the launch has one grid layer (blockIdx.z) per phase (rh, rw) of the
-// stride, `Phase`: its input pixels are those with ih + padding_h = rh (mod stride_h) (and
-// the same along w), its K only the taps of that phase, O x ceil((kh - rh) / sh) x
-// ceil((kw - rw) / sw) (none where the kernel is narrower than the stride: the output is then
-// the bias and activation alone). Each input pixel still sums its own taps in the same
-// order (o, ki, kj), less the zeros. With dilation, one layer of every pixel and tap.
-struct Phase {
-    int first_h, first_w;   // the phase's first input row and column
-    int step_h, step_w;     // between its rows and columns: the stride (1 unphased)
-    int count_h, count_w;   // its input rows and columns
-    int tap_h, tap_w;       // its first kernel row and column
-    int taps_h, taps_w;     // its kernel rows and columns, `step` apart
-
-    // Layer `z` of a launch of `layers` layers (1: unphased, every pixel and tap).
-    __device__ static Phase of(const ConvShape &g, int z, int layers) {
-        if (layers == 1) return Phase{0, 0, 1, 1, g.in_h, g.in_w, 0, 0, g.kernel_h, g.kernel_w};
-        const int rh = z / g.stride_w, rw = z % g.stride_w;
-        const int first_h = ((rh - g.padding_h) % g.stride_h + g.stride_h) % g.stride_h;
-        const int first_w = ((rw - g.padding_w) % g.stride_w + g.stride_w) % g.stride_w;
-        const auto count = [](int len, int first, int step) { return first < len ? (len - first + step - 1) / step : 0; };
-        return Phase{first_h, first_w, g.stride_h, g.stride_w,
-                     count(g.in_h, first_h, g.stride_h), count(g.in_w, first_w, g.stride_w),
-                     rh, rw, count(g.kernel_h, rh, g.stride_h), count(g.kernel_w, rw, g.stride_w)};
-    }
-};
-
+// One grid layer per phase of the stride (conv_phase.cuh): its pixels, and only the taps that
+// reach them.
 template <typename T> struct InputAdjointProblem {
     const T *gy, *w;
     T *x;
     Epilogue<T> epilogue;
     ConvShape g;
-    Phase phase;
+    ConvPhase phase;
     static const bool A_K_FAST = false;  // consecutive input pixels: mostly consecutive gy
     static const bool B_K_FAST = true;   // consecutive taps of one o: consecutive w
     // The sample's offset in gy (-1 past the last pixel) and the pixel shifted by the padding.
     struct Row { int base, ih, iw; };
     struct Column { int c; };  // -1 past the last channel
 
-    __device__ int pixels() const { return phase.count_h * phase.count_w; }
-    __device__ int rows() const { return g.batch * pixels(); }
+    __device__ int rows() const { return phase.rows(g); }
     __device__ int columns() const { return g.in_channels; }
-    __device__ int depth() const { return g.out_channels * phase.taps_h * phase.taps_w; }
-    // The input pixel (sample n, ih, iw) of row m < rows().
-    __device__ void pixel(int m, int &n, int &ih, int &iw) const {
-        const int pixel = m % pixels();
-        n = m / pixels();
-        ih = phase.first_h + (pixel / phase.count_w) * phase.step_h;
-        iw = phase.first_w + (pixel % phase.count_w) * phase.step_w;
-    }
-    // Tap k of the phase's K: its output channel o and kernel row and column.
-    __device__ void tap(int k, int &o, int &ki, int &kj) const {
-        const int taps = phase.taps_h * phase.taps_w, t = k % taps;
-        o = k / taps;
-        ki = phase.tap_h + (t / phase.taps_w) * phase.step_h;
-        kj = phase.tap_w + (t % phase.taps_w) * phase.step_w;
-    }
     __device__ Row row(int m) const {
         if (m >= rows()) return Row{-1, 0, 0};
         int n, ih, iw;
-        pixel(m, n, ih, iw);
+        phase.pixel(m, n, ih, iw);
         return Row{n * g.out_channels * g.out_h * g.out_w, ih + g.padding_h, iw + g.padding_w};
     }
     __device__ Column column(int c) const { return Column{c < g.in_channels ? c : -1}; }
     __device__ T a(const Row &r, int k) const {
         if (r.base < 0) return T(0);
         int o, ki, kj;
-        tap(k, o, ki, kj);
+        phase.tap(k, o, ki, kj);
         const int top = r.ih - ki * g.dilation_h;  // = oh * stride_h when a tap (always, phased)
         const int left = r.iw - kj * g.dilation_w;
         if (top < 0 || left < 0 || top % g.stride_h != 0 || left % g.stride_w != 0) return T(0);
@@ -243,12 +200,12 @@ template <typename T> struct InputAdjointProblem {
     __device__ T b(const Column &col, int k) const {
         if (col.c < 0) return T(0);
         int o, ki, kj;
-        tap(k, o, ki, kj);
+        phase.tap(k, o, ki, kj);
         return w[((o * g.in_channels + col.c) * g.kernel_h + ki) * g.kernel_w + kj];
     }
     __device__ void store(int m, int c, T sum) const {
         int n, ih, iw;
-        pixel(m, n, ih, iw);
+        phase.pixel(m, n, ih, iw);
         x[((n * g.in_channels + c) * g.in_h + ih) * g.in_w + iw] = epilogue.apply(sum, c);
     }
 };
@@ -300,12 +257,12 @@ __device__ void conv2d_forward(const T *x, const T *w, const T *bias, int op, do
 template <typename T>
 __device__ void conv2d_input_adjoint(const T *gy, const T *w, const T *bias, int op, double p_op, double q_op, T *x,
                                      ConvShape g) {
-    const Phase phase = Phase::of(g, blockIdx.z, gridDim.z);
+    const ConvPhase phase = ConvPhase::of(g, blockIdx.z, gridDim.z);
     const InputAdjointProblem<T> p{gy, w, x, Epilogue<T>{bias, op, p_op, q_op}, g, phase};
     // The grid covers the largest phase: the blocks past this one's pixels have nothing to do
     // (the whole block returns, before any barrier).
     if (blockIdx.x * CONV_TILE >= p.rows()) return;
-    implicit_gemm<T>(p, 0, p.depth());
+    implicit_gemm<T>(p, 0, phase.depth(g));
 }
 
 // The tile's sums of every slice, added in slice order into `out` by the block that finishes

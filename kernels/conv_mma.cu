@@ -46,6 +46,7 @@
 //   cargo test -p earthmover-kernels --test nvrtc
 
 #include "common.cuh"
+#include "conv_phase.cuh"
 #include "half.cuh"
 #include "mma.cuh"
 // U_ codes (op_codes.cuh) and unary_apply (elementwise_ops.cuh): the epilogue's activation, the
@@ -247,22 +248,25 @@ template <typename Inputs, typename Out> struct ForwardProblem {
 // ------------------------------------------------------------------- the input adjoint
 
 // A[m, k]: gy at input pixel m = (n, ih, iw) under tap k = (o, ki, kj), when the tap reaches a
-// whole output pixel inside the map (zero otherwise).
+// whole output pixel inside the map (zero otherwise). Over one phase of the stride
+// (conv_phase.cuh): its pixels, and only the taps that reach them.
 struct AdjointGradient {
     static const bool K_FAST = false;  // consecutive input pixels: mostly consecutive gy
     const unsigned short *gy;
     ConvShape g;
+    ConvPhase phase;
     struct Line { int base, ih, iw; };  // the sample's offset (-1 past the last pixel), the padded pixel
     struct Step { int offset, dy, dx; };  // the channel's offset in a sample, the tap's shift
     __device__ Line line(int m) const {
-        const int pixels = g.in_h * g.in_w;
-        if (m >= g.batch * pixels) return Line{-1, 0, 0};
-        const int n = m / pixels, pixel = m % pixels;
-        return Line{n * g.out_channels * g.out_h * g.out_w, pixel / g.in_w + g.padding_h, pixel % g.in_w + g.padding_w};
+        if (m >= phase.rows(g)) return Line{-1, 0, 0};
+        int n, ih, iw;
+        phase.pixel(m, n, ih, iw);
+        return Line{n * g.out_channels * g.out_h * g.out_w, ih + g.padding_h, iw + g.padding_w};
     }
     __device__ Step step(int k) const {
-        const int taps = g.kernel_h * g.kernel_w, o = k / taps, tap = k % taps;
-        return Step{o * g.out_h * g.out_w, (tap / g.kernel_w) * g.dilation_h, (tap % g.kernel_w) * g.dilation_w};
+        int o, ki, kj;
+        phase.tap(k, o, ki, kj);
+        return Step{o * g.out_h * g.out_w, ki * g.dilation_h, kj * g.dilation_w};
     }
     __device__ unsigned at(const Line &l, const Step &s) const {
         const int top = l.ih - s.dy, left = l.iw - s.dx;  // = oh * stride_h, ow * stride_w for a tap
@@ -273,17 +277,20 @@ struct AdjointGradient {
     }
 };
 
-// B[k, c] = w[o, c, ki, kj] with k = (o, ki, kj), as rows of k: one per input channel.
+// B[k, c] = w[o, c, ki, kj] with k = (o, ki, kj) of the phase, as rows of k: one per input
+// channel.
 struct AdjointWeights {
-    static const bool K_FAST = true;  // consecutive taps of one o: consecutive w
+    static const bool K_FAST = true;  // consecutive taps of one o: mostly consecutive w
     const unsigned short *w;
     ConvShape g;
+    ConvPhase phase;
     struct Line { int offset; };  // c * kh*kw (-1 past the last channel)
-    struct Step { int offset; };  // o * C*kh*kw + tap
+    struct Step { int offset; };  // o * C*kh*kw + ki * kw + kj
     __device__ Line line(int c) const { return Line{c < g.in_channels ? c * g.kernel_h * g.kernel_w : -1}; }
     __device__ Step step(int k) const {
-        const int taps = g.kernel_h * g.kernel_w, o = k / taps, tap = k % taps;
-        return Step{o * g.in_channels * taps + tap};
+        int o, ki, kj;
+        phase.tap(k, o, ki, kj);
+        return Step{o * g.in_channels * g.kernel_h * g.kernel_w + ki * g.kernel_w + kj};
     }
     __device__ unsigned at(const Line &l, const Step &s) const { return l.offset < 0 ? 0u : w[s.offset + l.offset]; }
 };
@@ -295,11 +302,12 @@ template <typename Inputs, typename Out> struct InputAdjointProblem {
     B b;
     Epilogue<Inputs> epilogue;
     Out *x;
-    __device__ int rows() const { return a.g.batch * a.g.in_h * a.g.in_w; }
+    __device__ int rows() const { return a.phase.rows(a.g); }
     __device__ int columns() const { return a.g.in_channels; }
     __device__ void store(int m, int c, float sum) const {
-        const int pixels = a.g.in_h * a.g.in_w, n = m / pixels, pixel = m % pixels;
-        write<Inputs>(x, (n * a.g.in_channels + c) * pixels + pixel, epilogue.apply(sum, c));
+        int n, ih, iw;
+        a.phase.pixel(m, n, ih, iw);
+        write<Inputs>(x, ((n * a.g.in_channels + c) * a.g.in_h + ih) * a.g.in_w + iw, epilogue.apply(sum, c));
     }
 };
 
@@ -368,8 +376,12 @@ __device__ void forward(const unsigned short *x, const unsigned short *w, const 
 template <typename Inputs, typename Out>
 __device__ void input_adjoint(const unsigned short *gy, const unsigned short *w, const unsigned short *bias, int op,
                               double p_op, double q_op, Out *x, ConvShape g) {
-    const InputAdjointProblem<Inputs, Out> p{{gy, g}, {w, g}, {bias, op, (float)p_op, (float)q_op}, x};
-    implicit_gemm_mma<Inputs>(p, 0, g.out_channels * g.kernel_h * g.kernel_w);
+    const ConvPhase phase = ConvPhase::of(g, blockIdx.z, gridDim.z);
+    const InputAdjointProblem<Inputs, Out> p{{gy, g, phase}, {w, g, phase}, {bias, op, (float)p_op, (float)q_op}, x};
+    // The grid covers the largest phase: the blocks past this one's pixels have nothing to do
+    // (the whole block returns, before any barrier).
+    if ((int)blockIdx.x * CM_TILE >= p.rows()) return;
+    implicit_gemm_mma<Inputs>(p, 0, phase.depth(g));
 }
 
 // Slice blockIdx.z of K = N*Ho*Wo: [z * slice_len, (z + 1) * slice_len), slice_len a multiple

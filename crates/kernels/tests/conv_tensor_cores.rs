@@ -58,6 +58,9 @@ fn geometries() -> Vec<ConvGeometry> {
         // A generator's transposed conv seen from its conv: stride 2, 4 x 4, 5 samples (the
         // forward's M = 320 and the adjoint's M = 720 over several row tiles).
         geometry([5, 9, 12, 12], 33, (4, 4), (2, 2), (1, 1), (1, 1)),
+        // The adjoint by phases of the stride: a kernel narrower than the stride along h (the
+        // rows of phase 2 have no taps), wider along w; 20 channels in (the adjoint's N).
+        geometry([2, 20, 11, 10], 7, (2, 5), (3, 2), (1, 2), (1, 1)),
         // A weight gradient the device splits (K = 1,024 pixels: 4 slices).
         split_geometry(),
     ]

@@ -29,6 +29,10 @@ pub struct KernelSource {
 /// `kernels/common.cuh`, which every source includes.
 pub const COMMON_HEADER: &str = include_str!("../../../../kernels/common.cuh");
 
+/// `kernels/conv_phase.cuh`: the phases of a strided convolution's input adjoint (conv.cu,
+/// conv_mma.cu).
+pub const CONV_PHASE_HEADER: &str = include_str!("../../../../kernels/conv_phase.cuh");
+
 /// `kernels/half.cuh`: the bf16 and f16 conversions (elementwise.cu, matmul_tc.cu).
 pub const HALF_HEADER: &str = include_str!("../../../../kernels/half.cuh");
 
@@ -74,13 +78,14 @@ pub const SOURCES: &[KernelSource] = &[
 ];
 
 impl KernelSource {
-    /// The source with the headers it includes (`common.cuh`, `half.cuh`, `mma.cuh`,
-    /// `async_copy.cuh`, `elementwise_ops.cuh`, `op_codes.cuh`; none includes another) pasted in
-    /// place of their `#include`s, as NVRTC compiles it (the sources are embedded in the binary;
-    /// no include path exists at run time).
+    /// The source with the headers it includes (`common.cuh`, `conv_phase.cuh`, `half.cuh`,
+    /// `mma.cuh`, `async_copy.cuh`, `elementwise_ops.cuh`, `op_codes.cuh`; none includes
+    /// another) pasted in place of their `#include`s, as NVRTC compiles it (the sources are
+    /// embedded in the binary; no include path exists at run time).
     pub fn self_contained(&self) -> String {
         self.text
             .replace("#include \"common.cuh\"", COMMON_HEADER)
+            .replace("#include \"conv_phase.cuh\"", CONV_PHASE_HEADER)
             .replace("#include \"half.cuh\"", HALF_HEADER)
             .replace("#include \"mma.cuh\"", MMA_HEADER)
             .replace("#include \"async_copy.cuh\"", ASYNC_COPY_HEADER)

@@ -537,14 +537,7 @@ impl GpuStorage {
         if self.dtype().is_half() {
             return self.conv2d_input_adjoint_mma(weight, bias, activation, g, self.dtype());
         }
-        // With dilation 1, one grid layer per phase of the stride, each summing only the taps
-        // that reach its pixels (conv.cu's `Phase`), its rows the largest phase's pixels.
-        let (layers, pixels) = if g.dilation == (1, 1) {
-            let (sh, sw) = g.stride;
-            (sh * sw, g.batch * g.in_h.div_ceil(sh) * g.in_w.div_ceil(sw))
-        } else {
-            (1, g.batch * g.in_h * g.in_w)
-        };
+        let (pixels, layers) = Self::input_adjoint_layers(g);
         self.conv_pass(
             "conv2d_input_adjoint",
             "conv_transpose2d",
@@ -555,6 +548,19 @@ impl GpuStorage {
             activation,
             g,
         )
+    }
+
+    /// The rows (input pixels over the batch) and grid layers of an input adjoint's launch
+    /// (conv.cu's and conv_mma.cu's): with dilation 1, one layer per phase of the stride, each
+    /// summing only the taps that reach its pixels (`kernels/conv_phase.cuh`), its rows as
+    /// many as the largest phase's; else one layer of every pixel.
+    pub(crate) fn input_adjoint_layers(g: &ConvGeometry) -> (usize, usize) {
+        if g.dilation == (1, 1) {
+            let (sh, sw) = g.stride;
+            (g.batch * g.in_h.div_ceil(sh) * g.in_w.div_ceil(sw), sh * sw)
+        } else {
+            (g.batch * g.in_h * g.in_w, 1)
+        }
     }
 
     /// conv.cu's forward pass or input adjoint (`family`), which differ only in their kernel,

@@ -35,6 +35,7 @@ impl GpuStorage {
             op: "conv2d",
             pixels: g.batch * g.out_h * g.out_w,
             channels: g.out_channels,
+            grid: (g.batch * g.out_h * g.out_w, 1),
         };
         self.conv_pass_mma(pass, weight, bias, activation, g, out, |x, w, b| {
             x.conv2d_forward(w, b, activation, g)
@@ -54,11 +55,13 @@ impl GpuStorage {
         g: &ConvGeometry,
         out: DType,
     ) -> GpuStorage {
+        let (grid_pixels, layers) = GpuStorage::input_adjoint_layers(g);
         let pass = MmaPass {
             family: "conv2d_input_adjoint",
             op: "conv_transpose2d",
             pixels: g.batch * g.in_h * g.in_w,
             channels: g.in_channels,
+            grid: (grid_pixels, layers),
         };
         self.conv_pass_mma(pass, weight, bias, activation, g, out, |y, w, b| {
             y.conv2d_input_adjoint(w, b, activation, g)
@@ -93,7 +96,7 @@ impl GpuStorage {
             let [code, p, q] = unary_args(activation);
             self.launch(
                 &mma_kernel(pass.family, self.dtype(), out),
-                LaunchShape::conv_tensor_cores(pass.pixels, pass.channels, 1),
+                LaunchShape::conv_tensor_cores(pass.grid.0, pass.channels, pass.grid.1),
                 &mut [
                     self.ptr(),
                     weight.ptr(),
@@ -240,6 +243,9 @@ struct MmaPass {
     /// The output's pixels (over the batch) and channels: the GEMM's rows and columns.
     pixels: usize,
     channels: usize,
+    /// The launch's rows and grid layers: `(pixels, 1)`, or the input adjoint's phases
+    /// ([`GpuStorage::input_adjoint_layers`]).
+    grid: (usize, usize),
 }
 
 /// `<family>_mma_<bf16|f16>`, with `_f32` for an f32 output.
