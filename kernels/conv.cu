@@ -30,7 +30,8 @@
 // multiply-adds. Each problem says which way its loads run along memory (`A_K_FAST`,
 // `B_K_FAST`) so that a warp's loads are mostly consecutive addresses; the per-row part of
 // each gather's address (sample, top-left corner of the window) is computed once per thread,
-// not per slice. The epilogue writes NCHW directly, adds the bias and applies the activation
+// not per slice, and the per-k part (`Step`) once per k and block, into a shared table one
+// slice ahead, so that no gather divides. The epilogue writes NCHW directly, adds the bias and applies the activation
 // (`Epilogue`: a `UnaryOp` code, or none), so a layer's `act(conv + b)` is one launch.
 //
 // Index arithmetic is 32-bit: storage.rs refuses (with a message) tensors of 2^31 elements or
@@ -71,10 +72,17 @@ template <typename T> struct Epilogue {
 
 // C[m, n] = sum over k in [k_begin, k_end) of A[m, k] B[k, n], for the tile of block
 // (blockIdx.x, blockIdx.y); `P` gathers A and B and stores C (the problems below).
+//
+// The per-k part of the gathers' addresses (`P::Step`: a channel, a tap, a sample and pixel,
+// each a division or two of k) is the same for every row and column of the tile: the first
+// CONV_SLICE threads decompose a slice's k into a shared table, one slice ahead, while the
+// others multiply; every thread's staging then reads its k's decomposition from the table
+// instead of dividing for each element it stages (8 a slice).
 template <typename T, typename P> __device__ void implicit_gemm(const P &p, int k_begin, int k_end) {
     // +1 column of padding: the transposed stores of the k-fast loads then hit different banks.
     __shared__ T a_tile[CONV_SLICE][CONV_TILE + 1];
     __shared__ T b_tile[CONV_SLICE][CONV_TILE + 1];
+    __shared__ typename P::Step steps[CONV_SLICE];
     const int tid = threadIdx.x;
     const int row0 = blockIdx.x * CONV_TILE, col0 = blockIdx.y * CONV_TILE;
 
@@ -98,13 +106,18 @@ template <typename T, typename P> __device__ void implicit_gemm(const P &p, int 
         for (int j = 0; j < CONV_PER_THREAD; ++j) acc[i][j] = T(0);
 
     const int tx = tid % CONV_SIDE, ty = tid / CONV_SIDE;
+    if (tid < CONV_SLICE && k_begin + tid < k_end) steps[tid] = p.step(k_begin + tid);
+    __syncthreads();
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_SLICE) {
         for (int i = 0; i < CONV_STAGED; ++i) {
             const int ka = k0 + a_k[i], kb = k0 + b_k[i];
-            a_tile[a_k[i]][a_r[i]] = ka < k_end ? p.a(a_rows[i], ka) : T(0);
-            b_tile[b_k[i]][b_c[i]] = kb < k_end ? p.b(b_columns[i], kb) : T(0);
+            a_tile[a_k[i]][a_r[i]] = ka < k_end ? p.a(a_rows[i], steps[a_k[i]]) : T(0);
+            b_tile[b_k[i]][b_c[i]] = kb < k_end ? p.b(b_columns[i], steps[b_k[i]]) : T(0);
         }
         __syncthreads();
+        // The next slice's table: every read of this one is behind the barrier above, and the
+        // next staging is behind the barrier below.
+        if (tid < CONV_SLICE && k0 + CONV_SLICE + tid < k_end) steps[tid] = p.step(k0 + CONV_SLICE + tid);
         for (int kk = 0; kk < CONV_SLICE; ++kk) {
             T a_reg[CONV_PER_THREAD], b_reg[CONV_PER_THREAD];
             for (int i = 0; i < CONV_PER_THREAD; ++i) a_reg[i] = a_tile[kk][ty + i * CONV_SIDE];
@@ -135,6 +148,8 @@ template <typename T> struct ForwardProblem {
     // The sample's offset in x (-1 past the last pixel) and the window's top-left corner.
     struct Row { int base, top, left; };
     struct Column { int base; };  // o * K (-1 past the last channel)
+    // Tap k = (c, ki, kj): the channel's offset in a sample of x, the tap's shift, and k.
+    struct Step { int channel, dy, dx, k; };
 
     __device__ int rows() const { return g.batch * g.out_h * g.out_w; }
     __device__ int columns() const { return g.out_channels; }
@@ -147,14 +162,17 @@ template <typename T> struct ForwardProblem {
     __device__ Column column(int o) const {
         return Column{o < g.out_channels ? o * g.in_channels * g.kernel_h * g.kernel_w : -1};
     }
-    __device__ T a(const Row &r, int k) const {
-        if (r.base < 0) return T(0);
+    __device__ Step step(int k) const {
         const int taps = g.kernel_h * g.kernel_w, c = k / taps, tap = k % taps;
-        const int ih = r.top + (tap / g.kernel_w) * g.dilation_h, iw = r.left + (tap % g.kernel_w) * g.dilation_w;
-        if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return T(0);
-        return x[r.base + (c * g.in_h + ih) * g.in_w + iw];
+        return Step{c * g.in_h * g.in_w, (tap / g.kernel_w) * g.dilation_h, (tap % g.kernel_w) * g.dilation_w, k};
     }
-    __device__ T b(const Column &col, int k) const { return col.base < 0 ? T(0) : w[col.base + k]; }
+    __device__ T a(const Row &r, const Step &s) const {
+        if (r.base < 0) return T(0);
+        const int ih = r.top + s.dy, iw = r.left + s.dx;
+        if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return T(0);
+        return x[r.base + s.channel + ih * g.in_w + iw];
+    }
+    __device__ T b(const Column &col, const Step &s) const { return col.base < 0 ? T(0) : w[col.base + s.k]; }
     __device__ void store(int m, int o, T sum) const {
         const int pixels = g.out_h * g.out_w, n = m / pixels, pixel = m % pixels;
         y[(n * g.out_channels + o) * pixels + pixel] = epilogue.apply(sum, o);
@@ -176,6 +194,9 @@ template <typename T> struct InputAdjointProblem {
     // The sample's offset in gy (-1 past the last pixel) and the pixel shifted by the padding.
     struct Row { int base, ih, iw; };
     struct Column { int c; };  // -1 past the last channel
+    // Tap k = (o, ki, kj) of the phase: the channel's offset in a sample of gy, the tap's
+    // shift, and its weight's offset for channel 0.
+    struct Step { int map, dy, dx, weight; };
 
     __device__ int rows() const { return phase.rows(g); }
     __device__ int columns() const { return g.in_channels; }
@@ -186,22 +207,23 @@ template <typename T> struct InputAdjointProblem {
         return Row{n * g.out_channels * g.out_h * g.out_w, ih + g.padding_h, iw + g.padding_w};
     }
     __device__ Column column(int c) const { return Column{c < g.in_channels ? c : -1}; }
-    __device__ T a(const Row &r, int k) const {
-        if (r.base < 0) return T(0);
+    __device__ Step step(int k) const {
         int o, ki, kj;
         phase.tap(k, o, ki, kj);
-        const int top = r.ih - ki * g.dilation_h;  // = oh * stride_h when a tap (always, phased)
-        const int left = r.iw - kj * g.dilation_w;
+        return Step{o * g.out_h * g.out_w, ki * g.dilation_h, kj * g.dilation_w,
+                    (o * g.in_channels * g.kernel_h + ki) * g.kernel_w + kj};
+    }
+    __device__ T a(const Row &r, const Step &s) const {
+        if (r.base < 0) return T(0);
+        const int top = r.ih - s.dy;  // = oh * stride_h when a tap (always, phased)
+        const int left = r.iw - s.dx;
         if (top < 0 || left < 0 || top % g.stride_h != 0 || left % g.stride_w != 0) return T(0);
         const int oh = top / g.stride_h, ow = left / g.stride_w;
         if (oh >= g.out_h || ow >= g.out_w) return T(0);
-        return gy[r.base + (o * g.out_h + oh) * g.out_w + ow];
+        return gy[r.base + s.map + oh * g.out_w + ow];
     }
-    __device__ T b(const Column &col, int k) const {
-        if (col.c < 0) return T(0);
-        int o, ki, kj;
-        phase.tap(k, o, ki, kj);
-        return w[((o * g.in_channels + col.c) * g.kernel_h + ki) * g.kernel_w + kj];
+    __device__ T b(const Column &col, const Step &s) const {
+        return col.c < 0 ? T(0) : w[s.weight + col.c * g.kernel_h * g.kernel_w];
     }
     __device__ void store(int m, int c, T sum) const {
         int n, ih, iw;
@@ -222,6 +244,9 @@ template <typename T> struct WeightGradProblem {
     struct Row { int base; };           // o * Ho*Wo (-1 past the last channel)
     // The channel's offset in a sample of x (-1 past the last tap) and the tap's shift.
     struct Column { int base, dy, dx; };
+    // Output pixel k = (n, oh, ow): its offset in gy for channel 0, the sample's offset in x,
+    // and the window's corner before the tap's shift.
+    struct Step { int map, sample, top, left; };
 
     __device__ int rows() const { return g.out_channels; }
     __device__ int columns() const { return g.in_channels * g.kernel_h * g.kernel_w; }
@@ -232,17 +257,17 @@ template <typename T> struct WeightGradProblem {
         return Column{c * g.in_h * g.in_w, (tap / g.kernel_w) * g.dilation_h - g.padding_h,
                       (tap % g.kernel_w) * g.dilation_w - g.padding_w};
     }
-    __device__ T a(const Row &r, int k) const {
-        if (r.base < 0) return T(0);
+    __device__ Step step(int k) const {
         const int pixels = g.out_h * g.out_w, n = k / pixels, pixel = k % pixels;
-        return gy[n * g.out_channels * pixels + r.base + pixel];
+        return Step{n * g.out_channels * pixels + pixel, n * g.in_channels * g.in_h * g.in_w,
+                    (pixel / g.out_w) * g.stride_h, (pixel % g.out_w) * g.stride_w};
     }
-    __device__ T b(const Column &col, int k) const {
+    __device__ T a(const Row &r, const Step &s) const { return r.base < 0 ? T(0) : gy[s.map + r.base]; }
+    __device__ T b(const Column &col, const Step &s) const {
         if (col.base < 0) return T(0);
-        const int pixels = g.out_h * g.out_w, n = k / pixels, pixel = k % pixels;
-        const int ih = (pixel / g.out_w) * g.stride_h + col.dy, iw = (pixel % g.out_w) * g.stride_w + col.dx;
+        const int ih = s.top + col.dy, iw = s.left + col.dx;
         if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return T(0);
-        return x[n * g.in_channels * g.in_h * g.in_w + col.base + ih * g.in_w + iw];
+        return x[s.sample + col.base + ih * g.in_w + iw];
     }
     __device__ void store(int o, int q, T sum) const { partial[(slice * g.out_channels + o) * columns() + q] = sum; }
 };
