@@ -320,17 +320,16 @@ fn to_pair_layout<T: HalfFloat>(
         .zip(paired.chunks_exact_mut(pairs * band))
     {
         for (j, paired) in paired.chunks_exact_mut(band).enumerate() {
-            let first = &sample[2 * j * pixels + first_pixel..][..band];
-            match sample.get((2 * j + 1) * pixels + first_pixel..(2 * j + 1) * pixels + first_pixel + band) {
-                Some(second) if 2 * j + 1 < channels => {
-                    for ((p, a), b) in paired.iter_mut().zip(first).zip(second) {
-                        *p = bf16_pair(a.bits(), b.bits());
-                    }
+            // Channel `2j` of the band, and `2j + 1` unless it is past the last (odd `C`).
+            let channel = |c: usize| &sample[c * pixels + first_pixel..][..band];
+            let first = channel(2 * j);
+            if 2 * j + 1 < channels {
+                for ((p, a), b) in paired.iter_mut().zip(first).zip(channel(2 * j + 1)) {
+                    *p = bf16_pair(a.bits(), b.bits());
                 }
-                _ => {
-                    for (p, a) in paired.iter_mut().zip(first) {
-                        *p = bf16_pair(a.bits(), 0);
-                    }
+            } else {
+                for (p, a) in paired.iter_mut().zip(first) {
+                    *p = bf16_pair(a.bits(), 0);
                 }
             }
         }
