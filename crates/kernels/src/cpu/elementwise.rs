@@ -2,6 +2,7 @@
 //! binary ops with NumPy broadcasting.
 
 use super::conv::bf16::HalfFloat;
+use super::simd::{active_path, compiled_for, SimdPath};
 use super::{assume_init_vec, uninit_vec, PARALLEL_THRESHOLD};
 use crate::op::{BinaryOp, UnaryOp};
 use crate::shape::broadcast_strides;
@@ -122,7 +123,12 @@ macro_rules! with_unary_fn {
 
 /// `out[i] = op(x[i])`.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T]) -> Vec<T> {
-    with_unary_fn!(op, |f| map(x, f))
+    unary_on(active_path(), op, x)
+}
+
+/// [`unary`] with its loop compiled for `path` ([`compiled_for`]): the same bits on every path.
+pub fn unary_on<T: Element>(path: SimdPath, op: UnaryOp, x: &[T]) -> Vec<T> {
+    with_unary_fn!(op, |f| map(path, x, f))
 }
 
 /// `x[i] = op(x[i])`, on one thread: for kernels that apply an activation to the part of
@@ -132,12 +138,12 @@ pub fn unary_in_place<T: Element>(op: UnaryOp, x: &mut [T]) {
 }
 
 fn map_in_place<T: Element>(x: &mut [T], f: impl Fn(T) -> T) {
-    x.iter_mut().for_each(|v| *v = f(*v));
+    compiled_for(active_path(), || x.iter_mut().for_each(|v| *v = f(*v)));
 }
 
 /// `out[i] = f(x[i])`, in parallel chunks when `x` is large.
-fn map<T: Element>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    written_once(x.len(), |start, out| {
+fn map<T: Element>(path: SimdPath, x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    written_once(path, x.len(), |start, out| {
         let x = &x[start..start + out.len()];
         out.iter_mut().zip(x).for_each(|(o, &x)| {
             o.write(f(x));
@@ -150,15 +156,15 @@ const CHUNK: usize = 4096;
 
 /// A vector of `len` elements computed in place, without zeroing it first: `fill(start, out)`
 /// must write every slot of `out`, elements `start..start + out.len()`; it is called on chunks
-/// in parallel when `len` is large.
-fn written_once<T: Send>(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+/// in parallel when `len` is large, each compiled for `path`.
+fn written_once<T: Send>(path: SimdPath, len: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut out = uninit_vec(len);
     if len >= PARALLEL_THRESHOLD {
         out.par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
+            .for_each(|(i, chunk)| compiled_for(path, || fill(i * CHUNK, chunk)));
     } else {
-        fill(0, &mut out);
+        compiled_for(path, || fill(0, &mut out));
     }
     // SAFETY: every caller's `fill` zips its chunk with an input slice of exactly the chunk's
     // length (slicing would panic otherwise) and writes each slot, so all `len` elements are
@@ -257,8 +263,22 @@ pub fn binary<T: Element>(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<T> {
+    binary_on(active_path(), op, a, a_shape, b, b_shape, out_shape)
+}
+
+/// [`binary`] with its loops compiled for `path` ([`compiled_for`]): the same bits on every
+/// path.
+pub fn binary_on<T: Element>(
+    path: SimdPath,
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<T> {
     let shapes = (a, a_shape, b, b_shape);
-    with_binary_fn!(op, |f| zip_map(shapes, out_shape, f))
+    with_binary_fn!(op, |f| zip_map(path, shapes, out_shape, f))
 }
 
 /// Two operands with their shapes: `(a, a_shape, b, b_shape)`.
@@ -266,6 +286,7 @@ type Operands<'a, T> = (&'a [T], &'a [usize], &'a [T], &'a [usize]);
 
 /// `out = op(a, b)` with broadcasting: the body of [`binary`] for one fixed op.
 fn zip_map<T: Element>(
+    path: SimdPath,
     (a, a_shape, b, b_shape): Operands<'_, T>,
     out_shape: &[usize],
     op: impl Fn(T, T) -> T + Sync,
@@ -275,7 +296,7 @@ fn zip_map<T: Element>(
         return Vec::new();
     }
     if a_shape == b_shape {
-        return written_once(n, |start, out| {
+        return written_once(path, n, |start, out| {
             let (a, b) = (&a[start..start + out.len()], &b[start..start + out.len()]);
             for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
                 o.write(op(a, b));
@@ -284,7 +305,7 @@ fn zip_map<T: Element>(
     }
     if b.len() == 1 {
         let b = b[0];
-        return written_once(n, |start, out| {
+        return written_once(path, n, |start, out| {
             let a = &a[start..start + out.len()];
             out.iter_mut().zip(a).for_each(|(o, &a)| {
                 o.write(op(a, b));
@@ -351,9 +372,11 @@ fn zip_map<T: Element>(
     };
     let mut out = uninit_vec(n);
     if n >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(rows_per_task * row).enumerate().for_each(body);
+        out.par_chunks_mut(rows_per_task * row)
+            .enumerate()
+            .for_each(|task| compiled_for(path, || body(task)));
     } else {
-        out.chunks_mut(rows_per_task * row).enumerate().for_each(body);
+        compiled_for(path, || out.chunks_mut(rows_per_task * row).enumerate().for_each(body));
     }
     // SAFETY: the tasks' chunks cover `out`, each row of a chunk is `row` long (`n` is a
     // multiple of `row`), and every element of every row is written above.
@@ -398,7 +421,7 @@ pub fn binary_half<H: HalfFloat>(op: BinaryOp, a: &[H], b: &[H]) -> Vec<H> {
 }
 
 fn map_half<H: HalfFloat>(x: &[H], f: impl Fn(f32) -> f32 + Sync) -> Vec<H> {
-    written_once(x.len(), |start, out| {
+    written_once(active_path(), x.len(), |start, out| {
         let mut wide = [0f32; HALF_BLOCK];
         for (i, out) in out.chunks_mut(HALF_BLOCK).enumerate() {
             let (at, wide) = (start + i * HALF_BLOCK, &mut wide[..out.len()]);
@@ -410,7 +433,7 @@ fn map_half<H: HalfFloat>(x: &[H], f: impl Fn(f32) -> f32 + Sync) -> Vec<H> {
 }
 
 fn zip_map_half<H: HalfFloat>(a: &[H], b: &[H], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<H> {
-    written_once(a.len(), |start, out| {
+    written_once(active_path(), a.len(), |start, out| {
         let (mut wide_a, mut wide_b) = ([0f32; HALF_BLOCK], [0f32; HALF_BLOCK]);
         for (i, out) in out.chunks_mut(HALF_BLOCK).enumerate() {
             let (at, n) = (start + i * HALF_BLOCK, out.len());
@@ -425,10 +448,20 @@ fn zip_map_half<H: HalfFloat>(a: &[H], b: &[H], f: impl Fn(f32, f32) -> f32 + Sy
 
 /// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`; all three of one shape.
 pub fn where_cond<T: Element>(cond: &[T], a: &[T], b: &[T]) -> Vec<T> {
-    cond.iter()
-        .zip(a.iter().zip(b))
-        .map(|(&c, (&a, &b))| if c != T::ZERO { a } else { b })
-        .collect()
+    assert!(
+        a.len() == cond.len() && b.len() == cond.len(),
+        "where_cond: operands of one shape"
+    );
+    written_once(active_path(), cond.len(), |start, out| {
+        let (cond, a, b) = (
+            &cond[start..][..out.len()],
+            &a[start..][..out.len()],
+            &b[start..][..out.len()],
+        );
+        for (o, ((&c, &a), &b)) in out.iter_mut().zip(cond.iter().zip(a).zip(b)) {
+            o.write(if c != T::ZERO { a } else { b });
+        }
+    })
 }
 
 #[cfg(test)]
@@ -627,5 +660,125 @@ mod half_tests {
     fn half_blocks_give_the_widened_ops_bits() {
         check::<bf16>();
         check::<f16>();
+    }
+}
+
+/// Every SIMD path against the portable one, bit for bit: each loop compiled for a wider path
+/// is vectorised by the compiler, which may neither reassociate nor contract the arithmetic,
+/// so the bits must not move. Every op, f32 and f64, the same-shape, scalar and broadcasting
+/// loops, lengths below and past the parallel threshold (none a multiple of a vector), values
+/// including zeros of both signs, infinities, NaN and subnormals.
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    fn values<T: Element>(n: usize, seed: u64) -> Vec<T> {
+        let special = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e-310,
+            -4e-39,
+            1e-45,
+            3.5,
+        ];
+        (0..n as u64)
+            .map(|i| {
+                if i % 5 == 2 {
+                    return T::from_f64(special[((i / 5 + seed) % special.len() as u64) as usize]);
+                }
+                let x = ((i + seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
+                T::from_f64((x - 0.5) * 6.0)
+            })
+            .collect()
+    }
+
+    fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.to_f64().to_bits()).collect()
+    }
+
+    fn check<T: Element>() {
+        let unary_ops = [
+            UnaryOp::Neg,
+            UnaryOp::Exp,
+            UnaryOp::Log,
+            UnaryOp::Sqrt,
+            UnaryOp::Abs,
+            UnaryOp::Sign,
+            UnaryOp::Relu,
+            UnaryOp::LeakyRelu(0.2),
+            UnaryOp::Tanh,
+            UnaryOp::Sigmoid,
+            UnaryOp::Softplus,
+            UnaryOp::Pow(2.0),
+            UnaryOp::Pow(3.0),
+            UnaryOp::Pow(0.5),
+            UnaryOp::Clamp(-0.01, 0.01),
+            UnaryOp::InRange(-1.0, 1.0),
+            UnaryOp::AddScalar(0.25),
+            UnaryOp::MulScalar(-1.5),
+            UnaryOp::GtScalar(0.0),
+            UnaryOp::LtScalar(0.5),
+            UnaryOp::EqScalar(0.0),
+        ];
+        let binary_ops = [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Maximum,
+            BinaryOp::Minimum,
+            BinaryOp::Gt,
+            BinaryOp::Ge,
+            BinaryOp::Lt,
+            BinaryOp::Le,
+            BinaryOp::Eq,
+            BinaryOp::ReluGrad,
+            BinaryOp::LeakyReluGrad(0.2),
+            BinaryOp::DivNonzero,
+        ];
+        let portable = SimdPath::Portable;
+        for n in [1, 37, 1003, PARALLEL_THRESHOLD + 4099] {
+            let (a, b) = (values::<T>(n, 0), values::<T>(n, 3));
+            let shape = [n];
+            for path in SimdPath::supported() {
+                for op in unary_ops {
+                    let (got, want) = (unary_on(path, op, &a), unary_on(portable, op, &a));
+                    assert_eq!(bits(&got), bits(&want), "{path}: {op:?}, n = {n}");
+                }
+                for op in binary_ops {
+                    let got = binary_on(path, op, &a, &shape, &b, &shape, &shape);
+                    let want = binary_on(portable, op, &a, &shape, &b, &shape, &shape);
+                    assert_eq!(bits(&got), bits(&want), "{path}: {op:?}, n = {n}");
+                    let got = binary_on(path, op, &a, &shape, &b[..1], &[1], &shape);
+                    let want = binary_on(portable, op, &a, &shape, &b[..1], &[1], &shape);
+                    assert_eq!(bits(&got), bits(&want), "{path}: {op:?} by a scalar, n = {n}");
+                }
+            }
+        }
+        // Broadcasting: a bias `[1, 13, 1, 1]` against `[11, 13, 7, 29]` (past the parallel
+        // threshold), and operands broadcast in the middle.
+        let (a_shape, b_shape, out_shape) = ([11, 13, 7, 29], [1, 13, 1, 1], [11, 13, 7, 29]);
+        let (a, b) = (values::<T>(11 * 13 * 7 * 29, 1), values::<T>(13, 2));
+        let (c_shape, d_shape, cd_shape) = ([5, 1, 33], [5, 9, 1], [5, 9, 33]);
+        let (c, d) = (values::<T>(5 * 33, 4), values::<T>(5 * 9, 5));
+        for path in SimdPath::supported() {
+            for op in binary_ops {
+                let got = binary_on(path, op, &a, &a_shape, &b, &b_shape, &out_shape);
+                let want = binary_on(portable, op, &a, &a_shape, &b, &b_shape, &out_shape);
+                assert_eq!(bits(&got), bits(&want), "{path}: {op:?} with a bias");
+                let got = binary_on(path, op, &c, &c_shape, &d, &d_shape, &cd_shape);
+                let want = binary_on(portable, op, &c, &c_shape, &d, &d_shape, &cd_shape);
+                assert_eq!(bits(&got), bits(&want), "{path}: {op:?} broadcast both ways");
+            }
+        }
+    }
+
+    #[test]
+    fn every_simd_path_gives_the_portable_bits() {
+        check::<f32>();
+        check::<f64>();
     }
 }

@@ -3,7 +3,7 @@
 //! buffers. And [`transpose_block`], the 8x8 transpose behind the convolutions' changes of
 //! layout.
 
-use super::PARALLEL_THRESHOLD;
+use super::{vectorized, PARALLEL_THRESHOLD};
 use crate::cpu::simd::{dispatch, F32Simd, SimdKernel, SimdPath};
 use crate::cpu::{as_f32, as_f32_slots};
 use crate::shape::contiguous_strides;
@@ -43,9 +43,11 @@ pub fn strided_copy<T: Element>(src: &[T], offset: usize, strides: &[usize], sha
         }
     };
     if n >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(row).enumerate().for_each(body);
+        out.par_chunks_mut(row)
+            .enumerate()
+            .for_each(|task| vectorized(|| body(task)));
     } else {
-        out.chunks_mut(row).enumerate().for_each(body);
+        vectorized(|| out.chunks_mut(row).enumerate().for_each(body));
     }
     out
 }

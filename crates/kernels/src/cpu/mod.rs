@@ -19,6 +19,14 @@ pub mod storage;
 /// threads costs more than it saves.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
 
+/// `f()` compiled for the active SIMD path ([`simd::active_path`]): its plain loops vectorised
+/// at that path's width ([`simd::compiled_for`]). Each parallel task of the elementwise,
+/// reduction, optimiser and layout kernels runs its loop through this.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    simd::compiled_for(simd::active_path(), f)
+}
+
 /// Threads the CPU kernels run on: rayon's global pool (set `RAYON_NUM_THREADS` to change it).
 pub fn current_num_threads() -> usize {
     rayon::current_num_threads()

@@ -4,6 +4,7 @@
 //! the same rank and a 1 in each reduced dim (PyTorch's `keepdim=True`). Dropping the kept dims
 //! is a free reshape in the tensor crate.
 
+use super::simd::{active_path, compiled_for, SimdPath};
 use super::PARALLEL_THRESHOLD;
 use crate::op::ReduceOp;
 use crate::shape::contiguous_strides;
@@ -35,13 +36,19 @@ impl ReduceOp {
 
 /// Reduce `x` (of `shape`) to `out_shape` (same rank; each dim equal or 1).
 pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: &[usize]) -> Vec<T> {
+    reduce_to_on(active_path(), op, x, shape, out_shape)
+}
+
+/// [`reduce_to`] with its loops compiled for `path` ([`compiled_for`]): the same sums, in the
+/// same order, on every path.
+pub fn reduce_to_on<T: Element>(path: SimdPath, op: ReduceOp, x: &[T], shape: &[usize], out_shape: &[usize]) -> Vec<T> {
     assert_eq!(shape.len(), out_shape.len(), "reduce_to: rank mismatch");
     let out_n: usize = out_shape.iter().product();
     if out_n == 0 {
         return Vec::new();
     }
     if out_n == 1 {
-        return vec![reduce_all(op, x)];
+        return vec![reduce_all(path, op, x)];
     }
     // Merge neighbouring dims that are both kept or both reduced: [N, C, H, W] -> [1, C, 1, 1]
     // becomes three groups, so the loops below have as few levels as possible.
@@ -74,9 +81,11 @@ pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: 
             });
         };
         if parallel {
-            out.par_iter_mut().enumerate().for_each(body);
+            out.par_iter_mut()
+                .enumerate()
+                .for_each(|task| compiled_for(path, || body(task)));
         } else {
-            out.iter_mut().enumerate().for_each(body);
+            compiled_for(path, || out.iter_mut().enumerate().for_each(body));
         }
     } else {
         // The outputs come in rows of `inner`, contiguous in `x` too: each reduced offset adds
@@ -100,13 +109,15 @@ pub fn reduce_to<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], out_shape: 
                         .enumerate()
                         .map(move |(j, p)| (row, j * PART, p))
                 })
-                .for_each(body);
+                .for_each(|task| compiled_for(path, || body(task)));
         } else {
-            for (row, out) in out.chunks_mut(inner).enumerate() {
-                for (j, p) in out.chunks_mut(PART).enumerate() {
-                    body((row, j * PART, p));
+            compiled_for(path, || {
+                for (row, out) in out.chunks_mut(inner).enumerate() {
+                    for (j, p) in out.chunks_mut(PART).enumerate() {
+                        body((row, j * PART, p));
+                    }
                 }
-            }
+            });
         }
     }
     out
@@ -153,8 +164,8 @@ fn reduce_run_with<T: Element>(run: &[T], identity: T, combine: impl Fn(T, T) ->
     rest.iter().fold(acc, |a, &v| combine(a, v))
 }
 
-fn reduce_all<T: Element>(op: ReduceOp, x: &[T]) -> T {
-    let fold = |c: &[T]| reduce_run(op, c);
+fn reduce_all<T: Element>(path: SimdPath, op: ReduceOp, x: &[T]) -> T {
+    let fold = |c: &[T]| compiled_for(path, || reduce_run(op, c));
     if x.len() >= PARALLEL_THRESHOLD {
         x.par_chunks(8192)
             .map(fold)
@@ -224,6 +235,32 @@ mod tests {
                         naive(op, &x, shape, &out_shape),
                         "{op:?} of {shape:?} to {out_shape:?}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Every SIMD path sums in the portable path's order, to its bits: rounding values, runs
+    /// longer and shorter than the lanes, inputs past the parallel threshold.
+    #[test]
+    fn every_simd_path_gives_the_portable_bits() {
+        let shapes: [&[usize]; 4] = [&[64, 3, 13, 13], &[5, 2501], &[37, 1, 3], &[128, 64, 14, 14]];
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3 + 1e-7)
+                .collect();
+            for mask in 0..(1usize << shape.len()) {
+                let out_shape: Vec<usize> = (0..shape.len())
+                    .map(|d| if mask >> d & 1 == 1 { 1 } else { shape[d] })
+                    .collect();
+                for op in [ReduceOp::Sum, ReduceOp::Max] {
+                    let want = reduce_to_on(SimdPath::Portable, op, &x, shape, &out_shape);
+                    for path in SimdPath::supported() {
+                        let got = reduce_to_on(path, op, &x, shape, &out_shape);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&got), bits(&want), "{path}: {op:?} of {shape:?} to {out_shape:?}");
+                    }
                 }
             }
         }

@@ -258,6 +258,41 @@ pub(crate) fn dispatch<K: SimdKernel>(path: SimdPath, kernel: K) -> K::Output {
     }
 }
 
+/// `f()` compiled for `path`'s instructions: the plain loops in `f`, inlined into a function
+/// compiled for the path, are vectorised by the compiler at that path's width, where the
+/// crate itself is compiled for its target's baseline (SSE2 on x86-64: four f32 lanes). The
+/// elementwise, reduction and optimiser loops run this way ([`super::vectorized`]); they
+/// use only operations that round the same at any width (no reassociation, no contraction
+/// into multiply-adds), so every path gives the same bits. Panics if this processor does not
+/// support `path`.
+#[inline(always)]
+pub(crate) fn compiled_for<R>(path: SimdPath, f: impl FnOnce() -> R) -> R {
+    assert!(
+        path.is_supported(),
+        "the {path} SIMD path is not supported by this processor"
+    );
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    // SAFETY: the path is supported (asserted above); `f` is safe code either way.
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx512 => avx512(f),
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx2 => avx2(f),
+            _ => f(),
+        }
+    }
+}
+
 /// f32 vectors of one instruction set, for kernels written once over them. The methods are
 /// `unsafe` because they are only sound inside a function compiled for the instruction set
 /// (`#[target_feature]`) on a processor that has it, and because the loads and stores take

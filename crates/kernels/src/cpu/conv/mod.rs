@@ -192,7 +192,7 @@ fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilo
     maps.par_chunks_mut(pixels).enumerate().for_each(|(i, map)| {
         if let Some(bias) = epilogue.bias {
             let b = bias[i % channels];
-            map.iter_mut().for_each(|v| *v += b);
+            super::vectorized(|| map.iter_mut().for_each(|v| *v += b));
         }
         if let Some(op) = epilogue.activation {
             unary_in_place(op, map);

@@ -22,7 +22,7 @@ use std::ops::Range;
 /// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
 /// without one, and for the channels past `bias.len()`).
 fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
-    match bias {
+    crate::cpu::vectorized(|| match bias {
         None => sums.fill(T::ZERO),
         Some(bias) => {
             for pixel in sums.chunks_exact_mut(padded * TILE_SAMPLES) {
@@ -31,7 +31,7 @@ fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
                 }
             }
         }
-    }
+    })
 }
 
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
