@@ -281,15 +281,15 @@ pub(crate) fn compiled_for<R>(path: SimdPath, f: impl FnOnce() -> R) -> R {
     unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
-    // SAFETY: the path is supported (asserted above); `f` is safe code either way.
-    unsafe {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx512 => avx512(f),
-            #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx2 => avx2(f),
-            _ => f(),
-        }
+    match path {
+        // SAFETY: the path is supported (asserted above); `f` is safe code either way.
+        #[cfg(target_arch = "x86_64")]
+        SimdPath::Avx512 => unsafe { avx512(f) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        SimdPath::Avx2 => unsafe { avx2(f) },
+        // NEON is in aarch64's baseline: the crate is compiled for it already.
+        _ => f(),
     }
 }
 
