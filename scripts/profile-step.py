@@ -28,7 +28,7 @@ KINDS = [
     ("lay out (NCHW -> tiles)", r"to_tile_layout|into_tiles|ToTileLayout"),
     ("weight gradient: channel blocks", r"ChannelBlock|to_channel_blocks"),
     ("pack weights", r"pack_weights|bf16_pack"),
-    ("start sums", r"start_sums"),
+    ("start sums", r"start_sums|start_tiles"),
     ("single-channel kernels", r"single_channel"),
     ("rectangles (GEMM convolutions)", r"conv::rectangles"),
     ("matmul", r"cpu::matmul|gemm_"),

@@ -15,7 +15,7 @@ use super::bf16_weight_grad::{amx_takes, dot_takes, weight_grad_on_amx, weight_g
 use super::scratch::Scratch;
 use super::tile::{check_runs, Run, TILE_LEN, TILE_ROWS, TILE_SAMPLES};
 use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
-use super::tile_frame::{AdjointRuns, ForwardRuns, TileKernels};
+use super::tile_frame::{start_sums, AdjointRuns, ForwardRuns, Start, TileKernels};
 use super::tile_layout::{from_tile_layout, to_tile_layout};
 use super::tile_pairs::{
     accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, Bf16Pair,
@@ -474,7 +474,17 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
     /// Every tile of the packed weights over the runs of every pixel of the row: on AMX, four
     /// blocks of 16 channels at a time; on the vector kernels, in pairs of six-row tiles (as
     /// the f32 tile's `accumulate_row`).
-    fn accumulate_row(&self, operand: &[Bf16Pair], runs: &[Run], bounds: &[usize], row: &mut [f32]) {
+    fn accumulate_row(
+        &self,
+        operand: &[Bf16Pair],
+        runs: &[Run],
+        bounds: &[usize],
+        row: &mut [f32],
+        start: Start<'_, f32>,
+    ) {
+        if let Start::Bias(bias) = start {
+            start_sums(row, self.padded_channels(), bias);
+        }
         let (kernel, packed) = match &self.engine {
             Bf16Engine::Amx { weights, steps } => {
                 // SAFETY: the AMX engine is only built where `amx_available` (`Bf16Kernel::engine`).
@@ -498,16 +508,27 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
         )
     }
 
-    fn accumulate_two_rows(&self, operands: [&[Bf16Pair]; 2], runs: &[Run], bounds: &[usize], rows: [&mut [f32]; 2]) {
+    fn accumulate_two_rows(
+        &self,
+        operands: [&[Bf16Pair]; 2],
+        runs: &[Run],
+        bounds: &[usize],
+        rows: [&mut [f32]; 2],
+        start: Start<'_, f32>,
+    ) {
         let [row0, row1] = rows;
         match &self.engine {
             Bf16Engine::Vector { kernel, packed } => {
+                if let Start::Bias(bias) = start {
+                    start_sums(row0, self.padded_channels(), bias);
+                    start_sums(row1, self.padded_channels(), bias);
+                }
                 let second = Some((operands[1], row1));
                 self.accumulate_vector_row(*kernel, packed, operands[0], runs, bounds, row0, second)
             }
             Bf16Engine::Amx { .. } => {
-                self.accumulate_row(operands[0], runs, bounds, row0);
-                self.accumulate_row(operands[1], runs, bounds, row1);
+                self.accumulate_row(operands[0], runs, bounds, row0, start);
+                self.accumulate_row(operands[1], runs, bounds, row1, start);
             }
         }
     }

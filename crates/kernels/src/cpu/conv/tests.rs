@@ -120,6 +120,9 @@ fn chunked_kernels_match_per_sample_reference() {
         // Padding wider than a 1x1 kernel's reach, on the tile: the border pixels see
         // only padding (the forward pass must give them no run, only the bias).
         (7, 7, 3, 3, 1, 1, (1, 1), (2, 2), (1, 1), 2),
+        // The same with runs long enough to go kernel row by kernel row (40 channels): the
+        // border rows get no pass at all, and must still start at the bias.
+        (40, 7, 3, 3, 1, 1, (1, 1), (2, 2), (1, 1), 2),
         // One input channel, a kernel wider than the tile has rows (two groups of kernel
         // columns), two blocks of output channels, two bands of output rows.
         (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),

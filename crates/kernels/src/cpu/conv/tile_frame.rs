@@ -19,9 +19,19 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+/// Where a pass of the tile kernels over a row starts its sums.
+#[derive(Clone, Copy)]
+pub(super) enum Start<'a, T> {
+    /// From the sums in the row: an earlier kernel row's pass wrote them.
+    Sums,
+    /// From each channel's bias (zero without one, and for the channels past `bias.len()`):
+    /// the row's first pass, whose buffer holds anything.
+    Bias(Option<&'a [T]>),
+}
+
 /// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
 /// without one, and for the channels past `bias.len()`).
-fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
+pub(super) fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
     crate::cpu::vectorized(|| match bias {
         None => sums.fill(T::ZERO),
         Some(bias) => {
@@ -34,10 +44,22 @@ fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
     })
 }
 
+/// `tiles` tiles of sums (`[tiles * TILE_ROWS, TILE_SAMPLES]`, the first of channel
+/// `first_channel`) set to their channels' bias (zero without one, and past its channels).
+fn start_tiles<T: Element>(path: SimdPath, out: &mut [T], first_channel: usize, bias: Option<&[T]>) {
+    crate::cpu::simd::compiled_for(path, || {
+        for (r, lanes) in out.chunks_exact_mut(TILE_SAMPLES).enumerate() {
+            lanes.fill(bias.and_then(|b| b.get(first_channel + r)).copied().unwrap_or(T::ZERO));
+        }
+    })
+}
+
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
 /// every pixel `i` of the row, the tile summed over `runs[bounds[i]..bounds[i + 1]]` into that
 /// pixel's tile of `row` (`[pixels, tiles * TILE_ROWS, TILE_SAMPLES]`), for the first
-/// `channels` rows (the last tile's padding rows are skipped). Tiles go to the kernel in pairs,
+/// `channels` rows (the last tile's padding rows are skipped). With [`Start::Bias`], each tile
+/// is set to the bias right before the kernel adds into it (in L1: a pass that filled the whole
+/// row first wrote it out to L2 and read it back). Tiles go to the kernel in pairs,
 /// which share their runs (AVX-512 sums both in one pass); with a `second` chunk of samples
 /// (its operand and its row, laid out alike), each kernel call also sums the same tiles over
 /// it, so that each weight loaded serves both chunks. The runs are checked once for the whole
@@ -53,6 +75,7 @@ fn accumulate_row<T: Element>(
     bounds: &[usize],
     row: &mut [T],
     mut second: Option<(&[T], &mut [T])>,
+    start: Start<'_, T>,
 ) {
     let tile_weights = packed.len() / tiles;
     // Every tile of the row reads the same runs, with weights of the same length: check them once.
@@ -73,6 +96,12 @@ fn accumulate_row<T: Element>(
             let both_tiles = tile + 1 < tiles;
             let span = if both_tiles { 2 * TILE_LEN } else { TILE_LEN };
             let out = &mut row[at..at + span];
+            if let Start::Bias(bias) = start {
+                start_tiles(path, out, tile * TILE_ROWS, bias);
+                if let Some((_, second_row)) = &mut second {
+                    start_tiles(path, &mut second_row[at..at + span], tile * TILE_ROWS, bias);
+                }
+            }
             // SAFETY: each tile's weights are `tile_weights` long, these runs are among those
             // checked, and the second chunk's operand is as long as the first's.
             unsafe {
@@ -143,8 +172,15 @@ pub(super) trait TileKernels: Sync {
         first_pixel: usize,
         out: &mut [Self::LaidOut],
     );
-    /// [`accumulate_row`]'s pass, over this kind of operand.
-    fn accumulate_row(&self, operand: &[Self::LaidOut], runs: &[Run], bounds: &[usize], row: &mut [Self::Sum]);
+    /// [`accumulate_row`]'s pass, over this kind of operand, its sums started as `start` says.
+    fn accumulate_row(
+        &self,
+        operand: &[Self::LaidOut],
+        runs: &[Run],
+        bounds: &[usize],
+        row: &mut [Self::Sum],
+        start: Start<'_, Self::Sum>,
+    );
     /// Whether [`TileKernels::accumulate_two_rows`] sums two chunks of samples faster than two
     /// passes: the frame then gives each of its tasks two chunks.
     fn pairs_chunks(&self) -> bool {
@@ -158,10 +194,11 @@ pub(super) trait TileKernels: Sync {
         runs: &[Run],
         bounds: &[usize],
         rows: [&mut [Self::Sum]; 2],
+        start: Start<'_, Self::Sum>,
     ) {
         let [row0, row1] = rows;
-        self.accumulate_row(operands[0], runs, bounds, row0);
-        self.accumulate_row(operands[1], runs, bounds, row1);
+        self.accumulate_row(operands[0], runs, bounds, row0, start);
+        self.accumulate_row(operands[1], runs, bounds, row1, start);
     }
     /// One chunk's sums `[pixels, tiles * TILE_ROWS, TILE_SAMPLES]` into `out` `[S, channels,
     /// pixels]`, every element of which it writes.
@@ -214,7 +251,7 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
     fn lay_out(&self, source: &[T], channels: usize, pixels: usize, first_pixel: usize, out: &mut [T]) {
         to_tile_layout_band(self.path, source, channels, pixels, first_pixel, out)
     }
-    fn accumulate_row(&self, operand: &[T], runs: &[Run], bounds: &[usize], row: &mut [T]) {
+    fn accumulate_row(&self, operand: &[T], runs: &[Run], bounds: &[usize], row: &mut [T], start: Start<'_, T>) {
         accumulate_row(
             self.path,
             self.packed,
@@ -225,6 +262,7 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
             bounds,
             row,
             None,
+            start,
         )
     }
     /// On AVX-512, in f32: its 32 registers hold the sums of two tiles over two chunks (see
@@ -232,7 +270,14 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
     fn pairs_chunks(&self) -> bool {
         self.path == SimdPath::Avx512 && as_f32(self.packed).is_some()
     }
-    fn accumulate_two_rows(&self, operands: [&[T]; 2], runs: &[Run], bounds: &[usize], rows: [&mut [T]; 2]) {
+    fn accumulate_two_rows(
+        &self,
+        operands: [&[T]; 2],
+        runs: &[Run],
+        bounds: &[usize],
+        rows: [&mut [T]; 2],
+        start: Start<'_, T>,
+    ) {
         let [row0, row1] = rows;
         let second = Some((operands[1], row1));
         accumulate_row(
@@ -245,6 +290,7 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
             bounds,
             row0,
             second,
+            start,
         )
     }
     fn write_back(&self, sums: &[T], channels: usize, pixels: usize, out: &mut [MaybeUninit<T>]) {
@@ -276,6 +322,8 @@ struct BandWork {
     bounds: Vec<usize>,
     row_runs: Vec<Run>,
     row_bounds: Vec<usize>,
+    /// Whether each row of the band has had its first pass.
+    started: Vec<bool>,
 }
 
 /// Bands of output rows per chunk of samples in the tile kernels: with the chunks, enough tasks
@@ -308,7 +356,8 @@ impl TileFrame {
     /// 1. the source, by chunks of [`TILE_SAMPLES`] samples (and bands of their pixels where
     ///    the threads outnumber the chunks), laid out `[pixel, channel, sample]`
     ///    (`kernels.lay_out`: [`to_tile_layout_band`], or in pairs of channels);
-    /// 2. the sums, started at the bias, by tasks of one chunk and one of [`ROW_BANDS`] bands of
+    /// 2. the sums, started at the bias (by each row's first pass, tile by tile: [`Start`]), by
+    ///    tasks of one chunk and one of [`ROW_BANDS`] bands of
     ///    output rows (or, where `kernels.pairs_chunks()`, of two chunks and one of twice as
     ///    many bands, summed together: `accumulate_two_rows`): kernel row by kernel row (the source rows a pass reads stay in L2 while
     ///    every tile of `packed` weights goes over them), `runs_of(ki, row, runs, bounds)`
@@ -385,37 +434,46 @@ impl TileFrame {
                 bounds,
                 row_runs,
                 row_bounds,
+                started,
             } = work;
-            start_sums(sums, padded, epilogue.bias);
-            if let Some(second) = &mut second_sums {
-                start_sums(second, padded, epilogue.bias);
-            }
             let first_row = band * band_rows;
             let band_rows_here = sums.len() / row_sums;
-            // Row `i` of the band, summed over `runs` (in each chunk of the task).
-            let mut accumulate = |i: usize, runs: &[Run], bounds: &[usize]| {
+            // Row `i` of the band, summed over `runs` (in each chunk of the task), its sums
+            // started at the bias by its first pass.
+            let mut accumulate = |i: usize, runs: &[Run], bounds: &[usize], first: bool| {
+                let start = if first { Start::Bias(epilogue.bias) } else { Start::Sums };
                 let row = &mut sums[i * row_sums..][..row_sums];
                 match &mut second_sums {
-                    None => kernels.accumulate_row(operand(chunk), runs, bounds, row),
+                    None => kernels.accumulate_row(operand(chunk), runs, bounds, row, start),
                     Some(second) => {
                         let operands = [operand(chunk), operand(chunk + 1)];
                         let second_row = &mut second[i * row_sums..][..row_sums];
-                        kernels.accumulate_two_rows(operands, runs, bounds, [row, second_row])
+                        kernels.accumulate_two_rows(operands, runs, bounds, [row, second_row], start)
                     }
                 }
             };
             if self.longest_run < SHORT_RUN {
                 for i in 0..band_rows_here {
                     self.runs_of_every_kernel_row(first_row + i, &runs_of, runs, bounds, row_runs, row_bounds);
-                    accumulate(i, runs, bounds);
+                    accumulate(i, runs, bounds, true);
                 }
             } else {
+                started.clear();
+                started.resize(band_rows_here, false);
                 for ki in 0..self.kernel_rows {
-                    for i in 0..band_rows_here {
+                    for (i, started) in started.iter_mut().enumerate() {
                         runs.clear();
                         if self.push_runs(&runs_of, ki, first_row + i, runs, bounds) {
-                            accumulate(i, runs, bounds);
+                            accumulate(i, runs, bounds, !*started);
+                            *started = true;
                         }
+                    }
+                }
+                // A row whose every kernel row reads only padding is its bias.
+                for (i, _) in started.iter().enumerate().filter(|(_, &started)| !started) {
+                    start_sums(&mut sums[i * row_sums..][..row_sums], padded, epilogue.bias);
+                    if let Some(second) = &mut second_sums {
+                        start_sums(&mut second[i * row_sums..][..row_sums], padded, epilogue.bias);
                     }
                 }
             }
