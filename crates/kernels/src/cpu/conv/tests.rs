@@ -123,6 +123,9 @@ fn chunked_kernels_match_per_sample_reference() {
         // The same with runs long enough to go kernel row by kernel row (40 channels): the
         // border rows get no pass at all, and must still start at the bias.
         (40, 7, 3, 3, 1, 1, (1, 1), (2, 2), (1, 1), 2),
+        // Kernel columns that read only padding (an image one pixel wide, a stride as wide as
+        // the kernel): the tiled weight gradient has no runs for them, and must give zero.
+        (17, 7, 3, 1, 1, 5, (1, 5), (0, 2), (1, 1), 3),
         // One input channel, a kernel wider than the tile has rows (two groups of kernel
         // columns), two blocks of output channels, two bands of output rows.
         (1, 17, 9, 10, 3, 7, (2, 1), (1, 3), (1, 1), 4),

@@ -245,9 +245,9 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
             // Every tile of the task reads these runs, from maps and inputs of the same
             // lengths: check them once.
             check_runs(runs, maps_per_tile, inputs_per_block);
-            for section in out.chunks_mut(section) {
-                section[..tiles_here * ctiles * TILE_LEN].fill(T::ZERO);
-            }
+            // Whether each kernel column's tiles have had their first group (which starts
+            // them at zero, each tile right before the kernel adds into it).
+            let mut started = vec![false; columns.len()];
             // By groups of output pixels (about `STEPS_PER_GROUP` steps), and in each, kernel
             // column by column: the maps of a group serve every column (from L2), and the
             // inputs a column reads overlap the next one's. (Task by tap, each task read all
@@ -276,8 +276,14 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
                         (&inputs, inputs_per_block),
                         group,
                         section,
+                        !started[j],
                     );
+                    started[j] = true;
                 }
+            }
+            // A kernel column that reads only padding has no runs: its gradient is zero.
+            for (section, _) in out.chunks_mut(section).zip(&started).filter(|(_, &started)| !started) {
+                section[..tiles_here * ctiles * TILE_LEN].fill(T::ZERO);
             }
         },
     );
@@ -324,7 +330,9 @@ pub(super) fn weight_grad_by_tiles<T: Element>(path: SimdPath, g: &ConvGeometry,
 /// `block`: each block of input channels (in L1) goes under each of the tiles, the tiles in
 /// pairs which share the inputs and the runs (and with `blocks_at_once` 2, each pair goes
 /// over two blocks). `maps` and `inputs` are the channel blocks with the length of one
-/// block, the lengths the runs were checked against.
+/// block, the lengths the runs were checked against. With `first`, `out` holds anything and
+/// each tile is set to zero right before the kernel adds into it (in L1; a pass that zeroed
+/// all of `out` first wrote it out to L2 and read it back).
 #[allow(clippy::too_many_arguments)]
 fn accumulate_group<T: Element>(
     path: SimdPath,
@@ -336,7 +344,13 @@ fn accumulate_group<T: Element>(
     (inputs, inputs_per_block): (&[T], usize),
     group: &[Run],
     out: &mut [T],
+    first: bool,
 ) {
+    let start = |tiles: &mut [T]| {
+        if first {
+            tiles.fill(T::ZERO);
+        }
+    };
     for block in (0..ctiles).step_by(blocks_at_once) {
         let block_inputs = |block: usize| &inputs[block * inputs_per_block..][..inputs_per_block];
         let tile_maps = |otile: usize| &maps[(first_otile + otile) * maps_per_tile..][..maps_per_tile];
@@ -351,22 +365,28 @@ fn accumulate_group<T: Element>(
                 match (second.is_empty(), both_blocks) {
                     (true, false) => {
                         let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
+                        start(tile0);
                         let x = block_inputs(block);
                         accumulate_rows_unchecked(path, rows(otile), tile_maps(otile), x, group, tile0);
                     }
                     (false, false) => {
                         let tile0 = &mut first[block * TILE_LEN..][..TILE_LEN];
                         let tile1 = &mut second[block * TILE_LEN..][..TILE_LEN];
+                        start(tile0);
+                        start(tile1);
                         let maps = [tile_maps(otile), tile_maps(otile + 1)];
                         let x = block_inputs(block);
                         accumulate_two_tiles_unchecked(path, rows(otile + 1), maps, x, group, [tile0, tile1]);
                     }
                     (true, true) => {
+                        start(&mut first[block * TILE_LEN..][..2 * TILE_LEN]);
                         let (tile0, tile1) = first[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
                         let x = [block_inputs(block), block_inputs(block + 1)];
                         accumulate_two_blocks_unchecked(path, rows(otile), tile_maps(otile), x, group, [tile0, tile1]);
                     }
                     (false, true) => {
+                        start(&mut first[block * TILE_LEN..][..2 * TILE_LEN]);
+                        start(&mut second[block * TILE_LEN..][..2 * TILE_LEN]);
                         let (tile00, tile01) = first[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
                         let (tile10, tile11) = second[block * TILE_LEN..][..2 * TILE_LEN].split_at_mut(TILE_LEN);
                         let maps = [tile_maps(otile), tile_maps(otile + 1)];
