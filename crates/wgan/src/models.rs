@@ -3,8 +3,7 @@
 
 use crate::nn::init::Init;
 use crate::nn::{
-    Activation, BatchNorm, Conv2d, ConvTranspose2d, Crop2d, LayerNorm, Linear, Module, Sequential, TensorKind,
-    Unflatten,
+    Activation, BatchNorm, Conv2d, ConvTranspose2d, LayerNorm, Linear, Module, Sequential, TensorKind, Unflatten,
 };
 use earthmover_tensor::{ConvOptions, DType, Tensor};
 use rand::Rng;
@@ -80,13 +79,18 @@ impl Generator {
         match kind {
             ModelKind::Dcgan => {
                 let up = ConvOptions::new().stride(2).padding(2).output_padding(1);
+                // The reference's first transposed convolution makes 8x8 maps and crops them to
+                // 7x7; without the output padding it makes those 7x7 directly: the same values
+                // (each output pixel sums the same taps, in the same order), and the eighth row
+                // and column, which the crop dropped, are never computed (11% of the layer's
+                // multiply-adds, and the crop's copy and its gradient's padded copy).
+                let up_to_7 = ConvOptions::new().stride(2).padding(2);
                 let net = Sequential::new()
                     .named("fc", Linear::new(LATENT_DIM, 4 * 4 * 4 * dim, init, rng))
                     .named("relu0", Activation::Relu)
                     .named("unflatten", Unflatten(vec![4 * dim, 4, 4]))
-                    .named("deconv1", ConvTranspose2d::new(4 * dim, 2 * dim, 5, up, init, rng)) // 8x8
+                    .named("deconv1", ConvTranspose2d::new(4 * dim, 2 * dim, 5, up_to_7, init, rng)) // 7x7
                     .named("relu1", Activation::Relu)
-                    .named("crop", Crop2d(7, 7))
                     .named("deconv2", ConvTranspose2d::new(2 * dim, dim, 5, up, init, rng)) // 14x14
                     .named("relu2", Activation::Relu)
                     .named("deconv3", ConvTranspose2d::new(dim, 1, 5, up, init, rng)) // 28x28
@@ -230,6 +234,45 @@ mod tests {
             vec![32, 16, 5, 5],
             "conv-transpose weights are [in, out, k, k]"
         );
+    }
+
+    /// The generator's first transposed convolution made at 7x7 (no output padding) gives the
+    /// reference's 8x8 cropped to 7x7 bit for bit, and its gradients to rounding: the same sums,
+    /// but the weight's and the bias's group the pixels of 49-pixel maps, not of 64-pixel maps
+    /// whose extra pixels add zeros (DIM 8, a batch of 3, in f32 on this process's SIMD path).
+    #[test]
+    fn direct_7x7_is_the_cropped_8x8() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let h = Tensor::randn_with(&[3, 32, 4, 4], DType::F32, &mut rng).requires_grad_(true);
+        let w = Tensor::randn_with(&[32, 16, 5, 5], DType::F32, &mut rng).requires_grad_(true);
+        let b = Tensor::randn_with(&[16], DType::F32, &mut rng).requires_grad_(true);
+        let upstream = Tensor::randn_with(&[3, 16, 7, 7], DType::F32, &mut rng);
+        let run = |output_padding: usize| {
+            let opts = ConvOptions::new().stride(2).padding(2).output_padding(output_padding);
+            let y = h.conv_transpose2d_activated(&w, Some(&b), opts, Activation::Relu);
+            let y = if output_padding == 1 {
+                assert_eq!(y.shape(), &[3, 16, 8, 8]);
+                y.narrow_box(&[0, 0, 0, 0], &[3, 16, 7, 7])
+            } else {
+                y
+            };
+            let grads = earthmover_tensor::grad(&[&y.mul(&upstream).sum()], &[&h, &w, &b], None, false);
+            (y.to_vec_f64(), grads.iter().map(Tensor::to_vec_f64).collect::<Vec<_>>())
+        };
+        let ((direct, direct_grads), (cropped, cropped_grads)) = (run(0), run(1));
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&direct), bits(&cropped), "values");
+        for (name, (a, b)) in ["input", "weight", "bias"]
+            .iter()
+            .zip(direct_grads.iter().zip(&cropped_grads))
+        {
+            let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                a.len() == b.len() && worst <= 1e-5 * scale,
+                "{name} gradient: off by {worst} (scale {scale})"
+            );
+        }
     }
 
     #[test]
