@@ -44,7 +44,7 @@ pub(super) fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option
     })
 }
 
-/// `tiles` tiles of sums (`[tiles * TILE_ROWS, TILE_SAMPLES]`, the first of channel
+/// The tiles of sums in `out` (`[tiles * TILE_ROWS, TILE_SAMPLES]`, the first row channel
 /// `first_channel`) set to their channels' bias (zero without one, and past its channels).
 fn start_tiles<T: Element>(path: SimdPath, out: &mut [T], first_channel: usize, bias: Option<&[T]>) {
     crate::cpu::simd::compiled_for(path, || {
