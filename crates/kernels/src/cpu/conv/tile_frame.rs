@@ -46,12 +46,11 @@ pub(super) fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option
 
 /// The tiles of sums in `out` (`[tiles * TILE_ROWS, TILE_SAMPLES]`, the first row channel
 /// `first_channel`) set to their channels' bias (zero without one, and past its channels).
-fn start_tiles<T: Element>(path: SimdPath, out: &mut [T], first_channel: usize, bias: Option<&[T]>) {
-    crate::cpu::simd::compiled_for(path, || {
-        for (r, lanes) in out.chunks_exact_mut(TILE_SAMPLES).enumerate() {
-            lanes.fill(bias.and_then(|b| b.get(first_channel + r)).copied().unwrap_or(T::ZERO));
-        }
-    })
+/// A few lines of stores, once per tile and kernel call: plain, not worth a dispatch.
+fn start_tiles<T: Element>(out: &mut [T], first_channel: usize, bias: Option<&[T]>) {
+    for (r, lanes) in out.chunks_exact_mut(TILE_SAMPLES).enumerate() {
+        lanes.fill(bias.and_then(|b| b.get(first_channel + r)).copied().unwrap_or(T::ZERO));
+    }
 }
 
 /// One pass of the tile kernels over a row of pixels: for every tile of `packed` weights and
@@ -97,9 +96,9 @@ fn accumulate_row<T: Element>(
             let span = if both_tiles { 2 * TILE_LEN } else { TILE_LEN };
             let out = &mut row[at..at + span];
             if let Start::Bias(bias) = start {
-                start_tiles(path, out, tile * TILE_ROWS, bias);
+                start_tiles(out, tile * TILE_ROWS, bias);
                 if let Some((_, second_row)) = &mut second {
-                    start_tiles(path, &mut second_row[at..at + span], tile * TILE_ROWS, bias);
+                    start_tiles(&mut second_row[at..at + span], tile * TILE_ROWS, bias);
                 }
             }
             // SAFETY: each tile's weights are `tile_weights` long, these runs are among those
