@@ -102,6 +102,37 @@ impl UnaryOp {
     }
 }
 
+impl UnaryOp {
+    /// One of each unary op (`Pow` three times: a square, a cube and a square root), with
+    /// parameters inside the range of the tests' inputs: the one list that every backend's
+    /// elementwise tests go over (the CPU's SIMD paths, the half-precision paths, the CUDA
+    /// kernels). A test that goes over it checks its length against [`Self::VARIANT_NAMES`], so
+    /// an op added to the enum and not here fails there.
+    pub const EVERY: [UnaryOp; 21] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu(0.2),
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Softplus,
+        UnaryOp::Pow(2.0),
+        UnaryOp::Pow(3.0),
+        UnaryOp::Pow(0.5),
+        UnaryOp::Clamp(-0.5, 0.7),
+        UnaryOp::InRange(-0.5, 0.7),
+        UnaryOp::AddScalar(1.5),
+        UnaryOp::MulScalar(-3.0),
+        UnaryOp::GtScalar(0.1),
+        UnaryOp::LtScalar(0.1),
+        UnaryOp::EqScalar(0.0),
+    ];
+}
+
 numbered_for_cuda! {
     /// A binary elementwise operation. Comparisons give 1 where true and 0 where false.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,6 +168,27 @@ impl BinaryOp {
             _ => 0.0,
         }
     }
+}
+
+impl BinaryOp {
+    /// One of each binary op: the list that every backend's elementwise tests go over (see
+    /// [`UnaryOp::EVERY`]).
+    pub const EVERY: [BinaryOp; 14] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Eq,
+        BinaryOp::ReluGrad,
+        BinaryOp::LeakyReluGrad(0.2),
+        BinaryOp::DivNonzero,
+    ];
 }
 
 /// A reduction over a set of dims.
@@ -352,6 +404,17 @@ mod tests {
             let ours = pow_by_squaring(0.9, t);
             assert!((ours - exact).abs() <= 1e-13 * exact, "0.9^{t}: {ours} vs {exact}");
         }
+    }
+
+    /// The lists the elementwise tests of every backend go over hold every variant.
+    #[test]
+    fn every_list_holds_every_variant() {
+        let mut unary: Vec<i32> = UnaryOp::EVERY.iter().map(UnaryOp::code).collect();
+        let mut binary: Vec<i32> = BinaryOp::EVERY.iter().map(BinaryOp::code).collect();
+        unary.dedup();
+        binary.dedup();
+        assert_eq!(unary, (0..UnaryOp::VARIANT_NAMES.len() as i32).collect::<Vec<_>>());
+        assert_eq!(binary, (0..BinaryOp::VARIANT_NAMES.len() as i32).collect::<Vec<_>>());
     }
 
     #[test]

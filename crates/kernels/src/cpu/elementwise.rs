@@ -464,51 +464,6 @@ pub fn where_cond<T: Element>(cond: &[T], a: &[T], b: &[T]) -> Vec<T> {
     })
 }
 
-/// Every unary op (with representative parameters), for the tests that go over all of them.
-#[cfg(test)]
-const EVERY_UNARY_OP: [UnaryOp; 21] = [
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Abs,
-    UnaryOp::Sign,
-    UnaryOp::Relu,
-    UnaryOp::LeakyRelu(0.2),
-    UnaryOp::Tanh,
-    UnaryOp::Sigmoid,
-    UnaryOp::Softplus,
-    UnaryOp::Pow(2.0),
-    UnaryOp::Pow(3.0),
-    UnaryOp::Pow(0.5),
-    UnaryOp::Clamp(-0.01, 0.01),
-    UnaryOp::InRange(-1.0, 1.0),
-    UnaryOp::AddScalar(0.25),
-    UnaryOp::MulScalar(-1.5),
-    UnaryOp::GtScalar(0.0),
-    UnaryOp::LtScalar(0.5),
-    UnaryOp::EqScalar(0.0),
-];
-
-/// Every binary op, for the tests that go over all of them.
-#[cfg(test)]
-const EVERY_BINARY_OP: [BinaryOp; 14] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Maximum,
-    BinaryOp::Minimum,
-    BinaryOp::Gt,
-    BinaryOp::Ge,
-    BinaryOp::Lt,
-    BinaryOp::Le,
-    BinaryOp::Eq,
-    BinaryOp::ReluGrad,
-    BinaryOp::LeakyReluGrad(0.2),
-    BinaryOp::DivNonzero,
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,7 +614,7 @@ mod half_tests {
     }
 
     fn check<H: HalfFloat>() {
-        let (unary_ops, binary_ops) = (EVERY_UNARY_OP, EVERY_BINARY_OP);
+        let (unary_ops, binary_ops) = (UnaryOp::EVERY, BinaryOp::EVERY);
         for n in [0, 1, 37, HALF_BLOCK + 3, PARALLEL_THRESHOLD + 4099] {
             let (a, b): (Vec<H>, Vec<H>) = (values(n), values(n + 11)[11..].to_vec());
             for op in unary_ops {
@@ -719,7 +674,7 @@ mod path_tests {
     }
 
     fn check<T: Element>() {
-        let (unary_ops, binary_ops) = (EVERY_UNARY_OP, EVERY_BINARY_OP);
+        let (unary_ops, binary_ops) = (UnaryOp::EVERY, BinaryOp::EVERY);
         let portable = SimdPath::Portable;
         for n in [1, 37, 1003, PARALLEL_THRESHOLD + 4099] {
             let (a, b) = (values::<T>(n, 0), values::<T>(n, 3));
