@@ -455,6 +455,10 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
     type Sum = f32;
     type Out = T;
 
+    fn path(&self) -> SimdPath {
+        self.path
+    }
+
     fn padded_channels(&self) -> usize {
         let block = match self.engine {
             Bf16Engine::Amx { .. } => AMX_BLOCK,
@@ -483,7 +487,7 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
         start: Start<'_, f32>,
     ) {
         if let Start::Bias(bias) = start {
-            start_sums(row, self.padded_channels(), bias);
+            start_sums(self.path, row, self.padded_channels(), bias);
         }
         let (kernel, packed) = match &self.engine {
             Bf16Engine::Amx { weights, steps } => {
@@ -520,8 +524,8 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
         match &self.engine {
             Bf16Engine::Vector { kernel, packed } => {
                 if let Start::Bias(bias) = start {
-                    start_sums(row0, self.padded_channels(), bias);
-                    start_sums(row1, self.padded_channels(), bias);
+                    start_sums(self.path, row0, self.padded_channels(), bias);
+                    start_sums(self.path, row1, self.padded_channels(), bias);
                 }
                 let second = Some((operands[1], row1));
                 self.accumulate_vector_row(*kernel, packed, operands[0], runs, bounds, row0, second)

@@ -30,9 +30,9 @@ pub(super) enum Start<'a, T> {
 }
 
 /// Start the tile kernels' sums `[pixels, padded, TILE_SAMPLES]` at each channel's bias (zero
-/// without one, and for the channels past `bias.len()`).
-pub(super) fn start_sums<T: Element>(sums: &mut [T], padded: usize, bias: Option<&[T]>) {
-    crate::cpu::vectorized(|| match bias {
+/// without one, and for the channels past `bias.len()`), the loop compiled for `path`.
+pub(super) fn start_sums<T: Element>(path: SimdPath, sums: &mut [T], padded: usize, bias: Option<&[T]>) {
+    crate::cpu::simd::compiled_for(path, || match bias {
         None => sums.fill(T::ZERO),
         Some(bias) => {
             for pixel in sums.chunks_exact_mut(padded * TILE_SAMPLES) {
@@ -148,6 +148,8 @@ fn accumulate_row<T: Element>(
 /// What the frame's phases run on: the tile of [`Element`]s ([`ElementTiles`]), or the bf16
 /// tile in pairs (`super::bf16::Bf16Tiles`).
 pub(super) trait TileKernels: Sync {
+    /// The SIMD path these kernels run on, and the frame's plain loops with them.
+    fn path(&self) -> SimdPath;
     /// The elements of the source (the image or the map).
     type Source: Copy + Sync;
     /// The elements of the source laid out for the tile.
@@ -241,6 +243,9 @@ impl<T: Element> TileKernels for ElementTiles<'_, T> {
     type LaidOut = T;
     type Sum = T;
     type Out = T;
+    fn path(&self) -> SimdPath {
+        self.path
+    }
     fn padded_channels(&self) -> usize {
         self.tiles * TILE_ROWS
     }
@@ -470,9 +475,19 @@ impl TileFrame {
                 }
                 // A row whose every kernel row reads only padding is its bias.
                 for (i, _) in started.iter().enumerate().filter(|(_, &started)| !started) {
-                    start_sums(&mut sums[i * row_sums..][..row_sums], padded, epilogue.bias);
+                    start_sums(
+                        kernels.path(),
+                        &mut sums[i * row_sums..][..row_sums],
+                        padded,
+                        epilogue.bias,
+                    );
                     if let Some(second) = &mut second_sums {
-                        start_sums(&mut second[i * row_sums..][..row_sums], padded, epilogue.bias);
+                        start_sums(
+                            kernels.path(),
+                            &mut second[i * row_sums..][..row_sums],
+                            padded,
+                            epilogue.bias,
+                        );
                     }
                 }
             }
