@@ -73,7 +73,7 @@ pub fn reduce_to_on<T: Element>(path: SimdPath, op: ReduceOp, x: &[T], shape: &[
     let reduced_offsets = group_offsets(outer, &strides, true);
     let mut out = vec![T::ZERO; out_n];
     let parallel = x.len() >= PARALLEL_THRESHOLD;
-    if inner_reduced && reduced_offsets.len() > 1 && inner <= COLUMNS_MAX {
+    if inner_reduced && reduced_offsets.len() > 1 && (1..=COLUMNS_MAX).contains(&inner) {
         // Each output reduces runs of `inner` contiguous elements, one per outer reduced index:
         // a block of outputs at a time, their runs of each reduced index (neighbours in `x`:
         // a bias gradient's `[N, C, H, W]` gives a block of channels of one sample) added
@@ -271,14 +271,18 @@ mod tests {
     #[test]
     fn every_pattern_of_kept_and_reduced_dims_matches_element_by_element() {
         // Integer values: sums are exact in any order. Sizes cover runs shorter and longer than
-        // the lanes, rows longer than a part, and inputs past the parallel threshold.
-        let shapes: [&[usize]; 6] = [
+        // the lanes, rows longer than a part, inputs past the parallel threshold, and empty dims.
+        let shapes: [&[usize]; 9] = [
             &[3, 5, 7],
             &[2, 9, 1, 11],
             &[64, 3, 16, 16],
             &[5, 2500],
             &[37, 1, 3],
             &[4, 4, 2, 3, 5],
+            // Empty dims: an empty run under kept outputs, and empty kept dims.
+            &[2, 3, 0],
+            &[2, 0, 4],
+            &[0, 3, 5],
         ];
         for shape in shapes {
             let n: usize = shape.iter().product();
