@@ -300,9 +300,9 @@ fn convolutions_with_a_fused_activation_pass_gradcheck_and_gradgradcheck() {
 #[test]
 fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() {
     // In f32, on the CPU's tile and rectangle paths and on each other device: the values, the
-    // gradients, and the gradient penalty's second-order gradient (of the input gradient's
-    // norm, with respect to the weight) of activation(conv(x)) are those of conv then
-    // activation. Compared on each device with itself, not with the CPU: the GPU applies the
+    // gradients (with and without a graph of them), and the gradient penalty's second-order
+    // gradient (of the input gradient's norm, with respect to the weight) of activation(conv(x))
+    // are those of conv then activation. Compared on each device with itself, not with the CPU: the GPU applies the
     // activation as a pass of its own after the same conv kernels, so fusing must not change a
     // bit there either.
     let opts = conv_options(2, 2, 1);
@@ -321,8 +321,8 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
                 let t = f32(&[5, o, 5, 4], 803).requires_grad_(true);
                 let wt = f32(&[o, c, 5, 5], 804).requires_grad_(true);
                 let bt = f32(&[c], 805).requires_grad_(true);
-                let outputs = |fused: bool| {
-                    let (y, u) = if fused {
+                let forward = |fused: bool| {
+                    if fused {
                         (
                             x.conv2d_activated(&w, Some(&b), opts, act),
                             t.conv_transpose2d_activated(&wt, Some(&bt), opts, act),
@@ -332,16 +332,24 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
                             x.conv2d(&w, Some(&b), opts).activation(act),
                             t.conv_transpose2d(&wt, Some(&bt), opts).activation(act),
                         )
-                    };
+                    }
+                };
+                let outputs = |fused: bool| {
+                    let (y, u) = forward(fused);
                     let loss = y.square().sum().add(&u.square().sum());
                     let inputs = [&x, &w, &b, &t, &wt, &bt];
                     let grads = grad(&[&loss], &inputs, None, true);
                     let penalty = grads[0].square().sum().add(&grads[3].square().sum());
                     let second = grad(&[&penalty], &[&w, &wt], None, false);
+                    // And a backward pass that builds no graph (WGAN's), where a (leaky) ReLU's
+                    // mask and the bias's sums come from one pass on the CPU.
+                    let (y2, u2) = forward(fused);
+                    let plain = grad(&[&y2.square().sum().add(&u2.square().sum())], &inputs, None, false);
                     [y, u]
                         .into_iter()
                         .chain(grads)
                         .chain(second)
+                        .chain(plain)
                         .map(|t| t.to_vec_f32())
                         .collect::<Vec<_>>()
                 };
