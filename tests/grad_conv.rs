@@ -302,9 +302,9 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
     // In f32, on the CPU's tile and rectangle paths and on each other device: the values, the
     // gradients (with and without a graph of them), and the gradient penalty's second-order
     // gradient (of the input gradient's norm, with respect to the weight) of activation(conv(x))
-    // are those of conv then activation. Compared on each device with itself, not with the CPU: the GPU applies the
-    // activation as a pass of its own after the same conv kernels, so fusing must not change a
-    // bit there either.
+    // are those of conv then activation. Compared on each device with itself, not with the
+    // CPU: the GPU applies the activation as a pass of its own after the same conv kernels, so
+    // fusing must not change a bit there either.
     let opts = conv_options(2, 2, 1);
     for_each_device(|device| {
         let f32 = |shape: &[usize], seed| on(device, &randn(shape, seed).to_dtype(DType::F32));
@@ -341,8 +341,8 @@ fn a_fused_activation_gives_the_separate_ops_values_and_gradients_bit_for_bit() 
                     let grads = grad(&[&loss], &inputs, None, true);
                     let penalty = grads[0].square().sum().add(&grads[3].square().sum());
                     let second = grad(&[&penalty], &[&w, &wt], None, false);
-                    // And a backward pass that builds no graph (WGAN's), where a (leaky) ReLU's
-                    // mask and the bias's sums come from one pass on the CPU.
+                    // And a backward pass that builds no graph (WGAN's), on a fresh forward
+                    // pass (the one above was freed by the second-order pass).
                     let (y2, u2) = forward(fused);
                     let plain = grad(&[&y2.square().sum().add(&u2.square().sum())], &inputs, None, false);
                     [y, u]

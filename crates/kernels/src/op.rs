@@ -100,14 +100,12 @@ impl UnaryOp {
             | UnaryOp::Softplus => (0.0, 0.0),
         }
     }
-}
 
-impl UnaryOp {
-    /// One of each unary op (`Pow` three times: a square, a cube and a square root), with
-    /// parameters inside the range of the tests' inputs: the one list that every backend's
-    /// elementwise tests go over (the CPU's SIMD paths, the half-precision paths, the CUDA
-    /// kernels). A test that goes over it checks its length against [`Self::VARIANT_NAMES`], so
-    /// an op added to the enum and not here fails there.
+    /// One of each unary op in declaration order (`Pow` three times: a square, a cube and a
+    /// square root), with parameters inside the range of the tests' inputs: the one list that
+    /// every backend's elementwise tests go over (the CPU's SIMD paths, the half-precision
+    /// paths, the CUDA kernels). A test here checks it against [`Self::VARIANT_NAMES`], so an op
+    /// added to the enum and not here fails it.
     pub const EVERY: [UnaryOp; 21] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
@@ -168,11 +166,9 @@ impl BinaryOp {
             _ => 0.0,
         }
     }
-}
 
-impl BinaryOp {
-    /// One of each binary op: the list that every backend's elementwise tests go over (see
-    /// [`UnaryOp::EVERY`]).
+    /// One of each binary op in declaration order: the list that every backend's elementwise
+    /// tests go over (see [`UnaryOp::EVERY`]).
     pub const EVERY: [BinaryOp; 14] = [
         BinaryOp::Add,
         BinaryOp::Sub,

@@ -129,7 +129,7 @@ pub fn reduce_to_on<T: Element>(path: SimdPath, op: ReduceOp, x: &[T], shape: &[
         }
     } else if inner_reduced {
         // Each output reduces runs of `inner` contiguous elements, one per outer reduced index
-        // (runs too long for a block of columns in L1).
+        // (a single run, runs too long for a block of columns in L1, or empty ones).
         let body = |(o, out): (usize, &mut T)| {
             *out = reduced_offsets.iter().fold(op.identity(), |acc, &r| {
                 op.combine(acc, reduce_run(op, &x[kept_offsets[o] + r..][..inner]))
