@@ -131,14 +131,15 @@ pub fn unary_on<T: Element>(path: SimdPath, op: UnaryOp, x: &[T]) -> Vec<T> {
     with_unary_fn!(op, |f| map(path, x, f))
 }
 
-/// `x[i] = op(x[i])`, on one thread: for kernels that apply an activation to the part of
-/// their output a task has just written, while it is in cache (the convolutions' epilogue).
-pub fn unary_in_place<T: Element>(op: UnaryOp, x: &mut [T]) {
-    with_unary_fn!(op, |f| map_in_place(x, f))
+/// `x[i] = op(x[i])`, on one thread, the loop compiled for `path` (the same bits on every
+/// path): for kernels that apply an activation to the part of their output a task has just
+/// written, while it is in cache (the convolutions' epilogue), on the kernel's own path.
+pub fn unary_in_place<T: Element>(path: SimdPath, op: UnaryOp, x: &mut [T]) {
+    with_unary_fn!(op, |f| map_in_place(path, x, f))
 }
 
-fn map_in_place<T: Element>(x: &mut [T], f: impl Fn(T) -> T) {
-    compiled_for(active_path(), || x.iter_mut().for_each(|v| *v = f(*v)));
+fn map_in_place<T: Element>(path: SimdPath, x: &mut [T], f: impl Fn(T) -> T) {
+    compiled_for(path, || x.iter_mut().for_each(|v| *v = f(*v)));
 }
 
 /// `out[i] = f(x[i])`, in parallel chunks when `x` is large.

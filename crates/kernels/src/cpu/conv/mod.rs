@@ -102,7 +102,7 @@ pub mod tile_pairs;
 mod tile_weight_grad;
 
 use super::elementwise::unary_in_place;
-use super::simd::active_path;
+use super::simd::{active_path, compiled_for, SimdPath};
 use super::{as_f32, f32_vec_as};
 use crate::op::Epilogue;
 use crate::{ConvGeometry, Element};
@@ -183,8 +183,9 @@ fn check_bias<T>(bias: Option<&[T]>, channels: usize, op: &str) {
 }
 
 /// `maps[n, c, p] = activation(maps[n, c, p] + bias[c])` for maps `[N, channels, pixels]`, in
-/// one pass: the epilogue of the paths that do not start their sums from the bias.
-fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilogue: Epilogue<T>) {
+/// one pass with its loops compiled for `path`: the epilogue of the paths that do not start
+/// their sums from the bias.
+fn finish_maps<T: Element>(path: SimdPath, maps: &mut [T], channels: usize, pixels: usize, epilogue: Epilogue<T>) {
     if maps.is_empty() || (epilogue.bias.is_none() && epilogue.activation.is_none()) {
         return;
     }
@@ -192,10 +193,10 @@ fn finish_maps<T: Element>(maps: &mut [T], channels: usize, pixels: usize, epilo
     maps.par_chunks_mut(pixels).enumerate().for_each(|(i, map)| {
         if let Some(bias) = epilogue.bias {
             let b = bias[i % channels];
-            super::vectorized(|| map.iter_mut().for_each(|v| *v += b));
+            compiled_for(path, || map.iter_mut().for_each(|v| *v += b));
         }
         if let Some(op) = epilogue.activation {
-            unary_in_place(op, map);
+            unary_in_place(path, op, map);
         }
     });
 }

@@ -1,10 +1,12 @@
 //! The convolutions by rectangles of GEMMs over the taps that fall inside the image: the path
 //! for layers with too few channels to fill the register tile (see [`super`]'s "Lowering to
-//! GEMMs").
+//! GEMMs"). The GEMMs choose their own instructions (the `gemm` crate dispatches at run
+//! time); the bias and activation run on the process's SIMD path.
 
 use super::finish_maps;
 use super::taps_inside;
 use crate::cpu::matmul::{gemm, gemm_into};
+use crate::cpu::simd::active_path;
 use crate::op::{Epilogue, MatrixLayout};
 use crate::{ConvGeometry, Element};
 use rayon::prelude::*;
@@ -282,7 +284,7 @@ pub(super) fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[
     let image_len = g.in_channels * g.in_h * g.in_w;
     let mut y = vec![T::ZERO; g.batch * o * pix];
     if y.is_empty() || image_len == 0 {
-        finish_maps(&mut y, o, pix, epilogue);
+        finish_maps(active_path(), &mut y, o, pix, epilogue);
         return y;
     }
     let wt = taps_first(g, w);
@@ -328,7 +330,7 @@ pub(super) fn forward_by_rectangles<T: Element>(g: &ConvGeometry, x: &[T], w: &[
             samples_first(yt, samples, o * pix, y);
         },
     );
-    finish_maps(&mut y, o, pix, epilogue);
+    finish_maps(active_path(), &mut y, o, pix, epilogue);
     y
 }
 
@@ -346,7 +348,7 @@ pub(super) fn input_adjoint_by_rectangles<T: Element>(
     let mut x = vec![T::ZERO; g.batch * image_len];
     // No output pixel or no output channel: nothing reaches the input but the bias.
     if x.is_empty() || pix == 0 || o == 0 {
-        finish_maps(&mut x, g.in_channels, g.in_h * g.in_w, epilogue);
+        finish_maps(active_path(), &mut x, g.in_channels, g.in_h * g.in_w, epilogue);
         return x;
     }
     let wt = taps_first(g, w);
@@ -387,7 +389,7 @@ pub(super) fn input_adjoint_by_rectangles<T: Element>(
             samples_first(xt, samples, image_len, x);
         },
     );
-    finish_maps(&mut x, g.in_channels, g.in_h * g.in_w, epilogue);
+    finish_maps(active_path(), &mut x, g.in_channels, g.in_h * g.in_w, epilogue);
     x
 }
 

@@ -130,7 +130,7 @@ pub(super) fn input_adjoint_single_channel(
         // No maps: the image is the bias alone.
         let mut x = vec![bias; g.batch * image_len];
         if let Some(op) = epilogue.activation {
-            unary_in_place(op, &mut x);
+            unary_in_place(path, op, &mut x);
         }
         return x;
     }
@@ -212,7 +212,7 @@ pub(super) fn input_adjoint_single_channel(
             // SAFETY: the phases cover every pixel of the image, each written above.
             let x = unsafe { &mut *(x as *mut [MaybeUninit<f32>] as *mut [f32]) };
             if let Some(op) = epilogue.activation {
-                unary_in_place(op, x);
+                unary_in_place(path, op, x);
             }
         },
     );

@@ -494,9 +494,9 @@ impl TileFrame {
             // The activation is elementwise, so the tile layout does not matter to it
             // (the padding channels it also maps are never read).
             if let Some(op) = epilogue.activation {
-                unary_in_place(op, sums);
+                unary_in_place(kernels.path(), op, sums);
                 if let Some(second) = second_sums {
-                    unary_in_place(op, second);
+                    unary_in_place(kernels.path(), op, second);
                 }
             }
         };
@@ -783,7 +783,7 @@ pub(super) fn forward_by_tiles<T: Element>(
     let (pix, o, c) = (g.out_h * g.out_w, g.out_channels, g.in_channels);
     if g.batch * o * pix == 0 || c * g.in_h * g.in_w == 0 {
         let mut y = vec![T::ZERO; g.batch * o * pix];
-        finish_maps(&mut y, o, pix, epilogue);
+        finish_maps(path, &mut y, o, pix, epilogue);
         return y;
     }
     let mut y = uninit_vec(g.batch * o * pix);
@@ -815,7 +815,7 @@ pub(super) fn input_adjoint_by_tiles<T: Element>(
     let (image_pix, image_len) = (g.in_h * g.in_w, c * g.in_h * g.in_w);
     if g.batch * image_len == 0 || pix == 0 || o == 0 {
         let mut x = vec![T::ZERO; g.batch * image_len];
-        finish_maps(&mut x, c, image_pix, epilogue);
+        finish_maps(path, &mut x, c, image_pix, epilogue);
         return x;
     }
     let mut x = uninit_vec(g.batch * image_len);
