@@ -6,7 +6,7 @@
 //! meets them more and more as it trains (the default run's iterations slowed from 0.094 s to
 //! 0.14 s over 10,000 iterations on the Intel Xeon, and a run resumed from iteration 10,000
 //! stayed at the slow pace), and flushing them removed the whole slowdown
-//! (docs/benchmarks/intel-xeon.md, "Denormals").
+//! (docs/benchmarks/intel-xeon-early.md, "Denormals").
 //!
 //! Flushing sets two bits of each thread's floating-point control register: on x86-64,
 //! MXCSR's flush-to-zero (a denormal result becomes 0) and denormals-are-zero (a denormal input
