@@ -204,7 +204,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Capture each iteration as a CUDA graph once and replay it: one launch per iteration
-    /// instead of hundreds, the same results bit for bit (docs/kernels.md). For a CUDA device
+    /// instead of hundreds, the same results bit for bit (docs/device-counters.md). For a CUDA device
     /// in f32 or bf16; not yet run on a GPU.
     #[arg(long)]
     pub cuda_graph: bool,
