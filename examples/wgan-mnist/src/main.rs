@@ -204,8 +204,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Capture each iteration as a CUDA graph once and replay it: one launch per iteration
-    /// instead of hundreds, the same results bit for bit (docs/device-counters.md). For a CUDA device
-    /// in f32 or bf16; not yet run on a GPU.
+    /// instead of hundreds, the same results bit for bit (docs/device-counters.md). For a CUDA
+    /// device in f32 or bf16; not yet run on a GPU.
     #[arg(long)]
     pub cuda_graph: bool,
     /// Continue from a checkpoint; its settings then rule, and `--iters` may extend it.

@@ -104,8 +104,8 @@ impl std::fmt::Display for PairKernel {
 /// and 5; on this project's Zen 5, 812 GFLOP/s of `vdpbf16ps` against 440 of f32 FMAs on two
 /// cores), not of Intel's (this project's Xeon retires one every two cycles: half the
 /// multiply-adds of its two FMAs a cycle; its bf16 goes to AMX). The two kernels give the same
-/// bits, so the choice changes the speed only. docs/benchmarks/amd-zen5.md and intel-xeon-early.md
-/// have the measurements.
+/// bits, so the choice changes the speed only. docs/benchmarks/amd-zen5.md and
+/// intel-xeon-early.md have the measurements.
 pub fn dot_outpaces_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
