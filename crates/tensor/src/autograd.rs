@@ -36,14 +36,22 @@ pub struct Node {
 
 struct NodeState {
     inputs: Vec<Tensor>,
+    /// Each input's [`Tensor::version`] when the op ran: the rule reads the inputs as they are
+    /// at backward time, so they must not have been written since.
+    versions: Vec<u64>,
     backward: BackwardFn,
 }
 
 impl Node {
     pub(crate) fn new(name: &'static str, inputs: Vec<Tensor>, backward: BackwardFn) -> Node {
+        let versions = inputs.iter().map(Tensor::version).collect();
         Node {
             name,
-            state: Mutex::new(Some(NodeState { inputs, backward })),
+            state: Mutex::new(Some(NodeState {
+                inputs,
+                versions,
+                backward,
+            })),
         }
     }
 
@@ -53,6 +61,32 @@ impl Node {
 
     fn inputs(&self) -> Option<Vec<Tensor>> {
         self.state.lock().expect("node lock").as_ref().map(|s| s.inputs.clone())
+    }
+}
+
+/// Frees a graph without recursion. Dropped the plain way, a chain of a million ops (a loss
+/// summed over iterations without `detach`, say) would drop each node inside the previous
+/// one's drop and overflow the stack; here each tensor whose last reference this node held
+/// hands its own node's inputs to one loop, and that node then drops with nothing in it.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let Some(state) = self.state.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let mut stack = state.inputs;
+        drop(state.backward);
+        while let Some(tensor) = stack.pop() {
+            let Some(mut inner) = std::sync::Arc::into_inner(tensor.0) else {
+                continue;
+            };
+            let (grad_fn, grad) = inner.take_graph_links();
+            if let Some(mut node) = grad_fn.and_then(std::sync::Arc::into_inner) {
+                if let Some(state) = node.state.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                    stack.extend(state.inputs);
+                }
+            }
+            stack.extend(grad);
+        }
     }
 }
 
@@ -126,7 +160,7 @@ pub fn grad(
     create_graph: bool,
 ) -> Vec<Tensor> {
     let targets: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
-    let mut grads = run_backward(
+    let grads = run_backward(
         outputs,
         grad_outputs,
         Goal::Inputs(&targets),
@@ -135,7 +169,12 @@ pub fn grad(
     );
     inputs
         .iter()
-        .map(|t| grads.remove(&t.0.id).map(|f| f.grad).unwrap_or_else(|| t.zeros_like()))
+        .map(|t| {
+            grads
+                .get(&t.0.id)
+                .map(|f| f.grad.clone())
+                .unwrap_or_else(|| t.zeros_like())
+        })
         .collect()
 }
 
@@ -217,23 +256,25 @@ fn run_backward(
         Goal::Inputs(_) => target_ids.contains(&t.0.id),
     };
 
-    // Post-order DFS from the outputs: `order` lists every tensor after all its inputs, and
-    // `relevant` marks the tensors from which a target is reachable: only their gradients are
-    // computed.
+    // Post-order DFS from the outputs: `order` lists every tensor after all its inputs,
+    // `relevant` marks the tensors from which a target is reachable (only their gradients are
+    // computed), and `expand` those whose op has an input that is: only their rules run. A
+    // target's own op runs only when another target lies below it, so `grad` with respect to
+    // an intermediate tensor leaves the graph under it as it was (PyTorch's rule), and a
+    // target whose graph an earlier backward freed is fine: nothing under it is needed.
     let mut order: Vec<Tensor> = Vec::new();
     let mut relevant: HashSet<u64> = HashSet::new();
+    let mut expand: HashSet<u64> = HashSet::new();
     let mut visited: HashSet<u64> = HashSet::new();
     let mut stack: Vec<(Tensor, bool)> = outputs.iter().map(|t| ((*t).clone(), false)).collect();
     while let Some((t, children_done)) = stack.pop() {
         let id = t.0.id;
         if children_done {
-            let mut rel = is_target(&t);
-            if let Some(node) = &t.0.grad_fn {
-                if let Some(inputs) = node.inputs() {
-                    rel |= inputs.iter().any(|i| relevant.contains(&i.0.id));
-                }
+            let inputs = t.0.grad_fn.as_ref().and_then(|node| node.inputs());
+            if inputs.is_some_and(|inputs| inputs.iter().any(|i| relevant.contains(&i.0.id))) {
+                expand.insert(id);
             }
-            if rel {
+            if is_target(&t) || expand.contains(&id) {
                 relevant.insert(id);
             }
             order.push(t);
@@ -242,14 +283,14 @@ fn run_backward(
         if !visited.insert(id) {
             continue;
         }
-        let inputs = t.0.grad_fn.as_ref().map(|node| {
-            node.inputs().unwrap_or_else(|| {
-                panic!(
-                    "backward through `{}` a second time: its graph was freed by an earlier backward; \
-                     pass retain_graph (or create_graph) to the first one",
-                    node.name()
-                )
-            })
+        let inputs = t.0.grad_fn.as_ref().and_then(|node| match node.inputs() {
+            Some(inputs) => Some(inputs),
+            None if is_target(&t) => None,
+            None => panic!(
+                "backward through `{}` a second time: its graph was freed by an earlier backward; \
+                 pass retain_graph (or create_graph) to the first one",
+                node.name()
+            ),
         });
         stack.push((t, true));
         for i in inputs.into_iter().flatten() {
@@ -271,7 +312,8 @@ fn run_backward(
                     g[i].shape(),
                     out.shape()
                 );
-                g[i].clone()
+                // A seed in another dtype is taken in the output's, as every gradient is.
+                g[i].to_dtype(out.dtype())
             }
             None => {
                 assert_eq!(
@@ -302,23 +344,26 @@ fn run_backward(
                 },
             );
         }
-        let Some(node) = &t.0.grad_fn else { continue };
+        let Some(node) = t.0.grad_fn.as_ref().filter(|_| expand.contains(&id)) else {
+            continue;
+        };
         let state = if retain_graph {
             None
         } else {
             node.state.lock().expect("node lock").take()
         };
         let guard;
-        let (inputs, backward) = match &state {
-            Some(s) => (&s.inputs, &s.backward),
+        let s = match &state {
+            Some(s) => s,
             None => {
                 guard = node.state.lock().expect("node lock");
-                let s = guard
+                guard
                     .as_ref()
-                    .unwrap_or_else(|| panic!("backward through `{}` a second time: its graph was freed", node.name()));
-                (&s.inputs, &s.backward)
+                    .unwrap_or_else(|| panic!("backward through `{}` a second time: its graph was freed", node.name()))
             }
         };
+        check_versions(node.name(), t, s);
+        let (inputs, backward) = (&s.inputs, &s.backward);
         let needs: Vec<bool> = inputs.iter().map(|i| relevant.contains(&i.0.id)).collect();
         let input_grads = backward(&BackwardArgs {
             grad: &g,
@@ -342,11 +387,42 @@ fn run_backward(
                     ig.shape(),
                     input.shape()
                 );
+                // A rule's products may come out in another dtype (under autocast, say): each
+                // input's gradient is taken in the input's dtype, as PyTorch's engine does.
+                let ig = if ig.dtype() == input.dtype() {
+                    ig
+                } else {
+                    ig.to_dtype(input.dtype())
+                };
                 accumulate(&mut grads, input.0.id, ig);
             }
         }
     }
     found
+}
+
+/// Panics unless the op's inputs and its output `t` are as the op left them: a rule reads them
+/// at backward time, and one written in place since the op ran would give the gradient at the
+/// new values, silently wrong (PyTorch raises the same error).
+fn check_versions(name: &str, t: &Tensor, state: &NodeState) {
+    let changed = state
+        .inputs
+        .iter()
+        .zip(&state.versions)
+        .enumerate()
+        .map(|(i, (input, &saw))| (format!("its input {i}"), input, saw))
+        .chain(std::iter::once(("its output".to_string(), t, 0)))
+        .find(|(_, tensor, saw)| tensor.version() != *saw);
+    if let Some((which, tensor, saw)) = changed {
+        panic!(
+            "backward of `{name}`: {which} (shape {:?}, {}) was written in place after the op used it \
+             (version {}, the op saw version {saw}), so its gradient would be taken at the new values; \
+             compute the gradient before writing the tensor (an optimiser step, copy_, set_data), or write a copy",
+            tensor.shape(),
+            tensor.dtype(),
+            tensor.version()
+        );
+    }
 }
 
 fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) {
@@ -357,5 +433,130 @@ fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) {
         None => {
             grads.insert(id, g);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grad;
+    use crate::{autocast, DType, OptimizerUpdate, Tensor};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    fn leaf(values: &[f64]) -> Tensor {
+        Tensor::from_vec(values.to_vec(), &[values.len()])
+            .unwrap()
+            .requires_grad_(true)
+    }
+
+    fn constant(values: &[f64]) -> Tensor {
+        Tensor::from_vec(values.to_vec(), &[values.len()]).unwrap()
+    }
+
+    fn panic_message(f: impl FnOnce()) -> String {
+        let err = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+        err.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_saved_input_written_in_place_is_refused_not_differentiated_at_its_new_value() {
+        // d/dw sum(w * b) is b as the op saw it, [3, 4]; after the copy, the rule would read
+        // [100, 100].
+        let (w, b) = (leaf(&[1.0, 2.0]), constant(&[3.0, 4.0]));
+        let y = w.mul(&b).sum();
+        b.copy_(&constant(&[100.0, 100.0])).unwrap();
+        let message = panic_message(|| y.backward());
+        assert!(message.contains("backward of `mul`: its input 1"), "{message}");
+        assert!(message.contains("written in place"), "{message}");
+
+        // A GAN's classic slip: stepping a network before the backward pass that read it.
+        let (w, x) = (leaf(&[1.0, 2.0]), leaf(&[3.0, 4.0]));
+        let y = w.mul(&x).sum();
+        w.apply_update(
+            Some(&constant(&[1.0, 1.0])),
+            &[],
+            OptimizerUpdate::Sgd { lr: 0.5, momentum: 0.0 },
+        );
+        let message = panic_message(|| y.backward());
+        assert!(message.contains("its input 0"), "{message}");
+
+        // Writes before the op, after the backward pass, or to tensors outside the graph are fine.
+        let (w, b, other) = (leaf(&[1.0, 2.0]), constant(&[0.0, 0.0]), constant(&[0.0]));
+        b.copy_(&constant(&[3.0, 4.0])).unwrap();
+        let y = w.mul(&b).sum();
+        other.add_scalar_(1.0).unwrap();
+        y.backward();
+        b.copy_(&constant(&[5.0, 6.0])).unwrap();
+        assert_eq!(w.grad().unwrap().to_vec_f64(), [3.0, 4.0]);
+        assert_eq!(b.version(), 2);
+    }
+
+    #[test]
+    fn a_tensor_asked_for_twice_gets_its_gradient_twice() {
+        let x = leaf(&[1.0, 2.0]);
+        let g = grad(&[&x.mul(&x).sum()], &[&x, &x], None, false);
+        assert_eq!(g[0].to_vec_f64(), [2.0, 4.0]);
+        assert_eq!(g[1].to_vec_f64(), [2.0, 4.0]);
+    }
+
+    #[test]
+    fn grad_with_respect_to_an_intermediate_tensor_leaves_the_graph_under_it() {
+        let x = leaf(&[1.0, 2.0]);
+        let h = x.mul_scalar(2.0);
+        assert_eq!(grad(&[&h.sum()], &[&h], None, false)[0].to_vec_f64(), [1.0, 1.0]);
+        // h's own op did not run, so the graph from x to h is still there.
+        h.mul_scalar(3.0).sum().backward();
+        assert_eq!(x.grad().unwrap().to_vec_f64(), [6.0, 6.0]);
+        // Once that graph is freed, gradients with respect to h still need nothing under it.
+        let g = grad(&[&h.mul(&h).sum()], &[&h], None, false);
+        assert_eq!(g[0].to_vec_f64(), [4.0, 8.0]);
+        // And a target under another target is still reached through it.
+        let x = leaf(&[1.0, 2.0]);
+        let h = x.mul_scalar(2.0);
+        let g = grad(&[&h.square().sum()], &[&h, &x], None, false);
+        assert_eq!(g[0].to_vec_f64(), [4.0, 8.0]);
+        assert_eq!(g[1].to_vec_f64(), [8.0, 16.0]);
+    }
+
+    #[test]
+    fn a_long_graph_is_freed_without_recursion() {
+        // 200,000 ops dropped on a 256 KiB stack: the recursive drop needed several hundred
+        // bytes a node.
+        let dropped = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let x = leaf(&[1.0]);
+                let mut y = x.clone();
+                for _ in 0..200_000 {
+                    y = y.add_scalar(1e-6);
+                }
+                drop(y);
+                x.mul_scalar(2.0).sum().backward();
+                x.grad().unwrap().to_vec_f64()
+            })
+            .unwrap()
+            .join();
+        assert_eq!(dropped.expect("the drop overflowed the stack"), [2.0]);
+    }
+
+    #[test]
+    fn gradients_come_in_their_inputs_dtype() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_(true);
+        let seed = Tensor::from_vec(vec![1.0f64, 1.0], &[2]).unwrap();
+        x.mul_scalar(3.0).backward_with(&seed, false, false);
+        let g = x.grad().unwrap();
+        assert_eq!((g.dtype(), g.to_vec_f64()), (DType::F32, vec![3.0, 3.0]));
+
+        // A backward pass under autocast computes its products in bf16; the parameters'
+        // gradients still come in f32.
+        let w = Tensor::from_vec(vec![0.5f32, -1.0, 2.0, 0.25], &[2, 2])
+            .unwrap()
+            .requires_grad_(true);
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])
+            .unwrap()
+            .requires_grad_(true);
+        autocast(DType::BF16, || a.matmul(&w).sum().backward());
+        assert_eq!(w.grad().unwrap().dtype(), DType::F32);
+        assert_eq!(a.grad().unwrap().dtype(), DType::F32);
+        assert_eq!(w.grad().unwrap().to_vec_f64(), [4.0, 4.0, 6.0, 6.0]);
     }
 }

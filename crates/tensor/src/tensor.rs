@@ -29,11 +29,24 @@ pub(crate) struct TensorInner {
     pub(crate) id: u64,
     /// Copy-on-write: ops clone the `Arc`, in-place updates (optimisers) replace or mutate it.
     data: RwLock<Arc<Storage>>,
+    /// How many times `data` has been written in place (PyTorch's `_version`): a recorded op
+    /// notes its inputs' versions, and the backward pass refuses to run a rule whose inputs
+    /// have changed since, which would otherwise differentiate at the new values.
+    version: AtomicU64,
     shape: Vec<usize>,
     /// Set by the user on leaves; non-leaves require grad through their `grad_fn`.
     leaf_requires_grad: AtomicBool,
     pub(crate) grad_fn: Option<Arc<Node>>,
     grad: Mutex<Option<Tensor>>,
+}
+
+impl TensorInner {
+    /// This tensor's links into a graph, taken out (for freeing a graph without recursion:
+    /// `autograd`'s `Drop for Node`).
+    pub(crate) fn take_graph_links(&mut self) -> (Option<Arc<Node>>, Option<Tensor>) {
+        let grad = self.grad.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        (self.grad_fn.take(), grad)
+    }
 }
 
 impl Drop for TensorInner {
@@ -49,6 +62,7 @@ impl Tensor {
         Tensor(Arc::new(TensorInner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             data: RwLock::new(storage),
+            version: AtomicU64::new(0),
             shape,
             leaf_requires_grad: AtomicBool::new(false),
             grad_fn,
@@ -404,6 +418,19 @@ impl Tensor {
             self.dtype()
         );
         *self.0.data.write().expect("tensor storage lock") = other.storage();
+        self.bump_version();
+    }
+
+    /// How many times this tensor's data has been written in place ([`Tensor::set_data`],
+    /// [`Tensor::update_storage`], `copy_`, `add_scalar_`, an optimiser step, `to_dtype_`):
+    /// PyTorch's `_version`. A backward pass through an op whose input (or output) has been
+    /// written since the op ran panics instead of differentiating at the new values.
+    pub fn version(&self) -> u64 {
+        self.0.version.load(Ordering::Acquire)
+    }
+
+    fn bump_version(&self) {
+        self.0.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Convert this leaf's data to `dtype` in place (what PyTorch's `module.double()` does to
@@ -421,6 +448,7 @@ impl Tensor {
         }
         let converted = Arc::new(self.storage().cast(dtype));
         *self.0.data.write().expect("tensor storage lock") = converted;
+        self.bump_version();
         let mut grad = self.0.grad.lock().expect("grad lock");
         if let Some(g) = grad.take() {
             *grad = Some(g.detach().to_dtype(dtype));
@@ -431,6 +459,7 @@ impl Tensor {
     pub fn update_storage(&self, f: impl FnOnce(&mut Storage)) {
         let mut guard = self.0.data.write().expect("tensor storage lock");
         f(Arc::make_mut(&mut guard));
+        self.bump_version();
     }
 
     /// A fused optimiser update of this parameter, in place, with its gradient and state
@@ -532,6 +561,10 @@ impl Tensor {
         match step_count.map(|c| c.storage()) {
             Some(count) => Storage::optimizer_step_list_at(&mut steps, update, &count),
             None => Storage::optimizer_step_list(&mut steps, update),
+        }
+        for (p, state) in params.iter().zip(states) {
+            p.bump_version();
+            state.iter().for_each(|s| s.bump_version());
         }
     }
 

@@ -79,9 +79,16 @@ pub fn gemm_into<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    let last = |l: MatrixLayout, rows: usize, cols: usize| (rows - 1) * l.row_stride + (cols - 1) * l.col_stride;
+    // The last element each operand reaches, in checked arithmetic: strides whose products
+    // wrap around would pass a plain check and send the kernel out of bounds.
+    let last = |l: MatrixLayout, rows: usize, cols: usize| {
+        let fits = l.row_stride <= isize::MAX as usize && l.col_stride <= isize::MAX as usize;
+        let row = (rows - 1).checked_mul(l.row_stride)?;
+        row.checked_add((cols - 1).checked_mul(l.col_stride)?).filter(|_| fits)
+    };
+    let c_end = (m - 1).checked_mul(c_row_stride).and_then(|v| v.checked_add(n));
     assert!(
-        c_row_stride >= n && c.len() >= (m - 1) * c_row_stride + n,
+        c_row_stride >= n && c_row_stride <= isize::MAX as usize && c_end.is_some_and(|end| c.len() >= end),
         "gemm: output buffer too small"
     );
     GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
@@ -94,7 +101,7 @@ pub fn gemm_into<T: Element>(
         return;
     }
     assert!(
-        a.len() > last(a_layout, m, k) && b.len() > last(b_layout, k, n),
+        last(a_layout, m, k).is_some_and(|end| a.len() > end) && last(b_layout, k, n).is_some_and(|end| b.len() > end),
         "gemm: operand buffer too small"
     );
     // SAFETY (both branches): the asserts above keep every index the kernel reads (row r,
@@ -296,6 +303,17 @@ pub fn matmul<T: Element>(p: &MatmulProblem, a: &[T], b: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "gemm: output buffer too small")]
+    fn an_output_stride_whose_product_wraps_around_is_refused() {
+        // 3 * (usize::MAX / 3 + 1) wraps to 2 (on 64 bits and on 32): rows 1 to 3 of `c` would
+        // lie far past its 4 values, which a check in plain arithmetic let through.
+        let (a, b, mut c) = ([1.0f32; 4], [1.0f32], [0.0f32; 4]);
+        let stride = usize::MAX / 3 + 1;
+        let layout = MatrixLayout::row_major(1);
+        gemm_into(4, 1, 1, &a, layout, &b, layout, &mut c, stride, false, false);
+    }
 
     fn naive(m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
         let mut c = vec![0.0; m * n];

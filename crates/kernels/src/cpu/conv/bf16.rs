@@ -18,8 +18,8 @@ use super::tile_amx::{self, amx_available, runs_fit, AMX_BLOCK};
 use super::tile_frame::{start_sums, AdjointRuns, ForwardRuns, Start, TileKernels};
 use super::tile_layout::{from_tile_layout, to_tile_layout};
 use super::tile_pairs::{
-    accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, Bf16Pair,
-    HalfFormat, PairKernel, PairWeights,
+    accumulate_pairs_two_blocks_unchecked, accumulate_pairs_unchecked, bf16_pair, dot_outpaces_fma, has_avx512_bf16,
+    Bf16Pair, HalfFormat, PairKernel, PairWeights,
 };
 use super::{conv2d_forward, conv2d_input_adjoint, conv2d_weight_grad, taps_inside_image};
 use crate::cpu::convert::bf16_bits_from_f32;
@@ -32,8 +32,9 @@ use half::{bf16, f16};
 use std::mem::MaybeUninit;
 
 /// The 16-bit floats the convolutions here take: bf16 on every kernel, f16 on the widening
-/// kernel (AMX and `vdpbf16ps` multiply bf16 only).
-pub trait HalfFloat: Copy + Send + Sync + 'static {
+/// kernel (AMX and `vdpbf16ps` multiply bf16 only). Sealed: the kernels hand out buffers as
+/// initialised because `narrow_into` writes every slot, which a type from outside could break.
+pub trait HalfFloat: sealed::Sealed + Copy + Send + Sync + 'static {
     const FORMAT: HalfFormat;
     fn bits(self) -> u16;
     /// `v` rounded to this format, to nearest-even.
@@ -48,6 +49,13 @@ pub trait HalfFloat: Copy + Send + Sync + 'static {
             o.write(Self::from_f32_rounded(v));
         }
     }
+}
+
+mod sealed {
+    /// Only `half::bf16` and `half::f16` are [`super::HalfFloat`]s.
+    pub trait Sealed {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
 }
 
 impl HalfFloat for bf16 {
@@ -142,7 +150,22 @@ impl Bf16Kernel {
     /// `rows_are_outputs`, else the input channels), with its weights packed for it: AMX only
     /// for bf16 layers whose runs fit its tiles, `vdpbf16ps` only for bf16; otherwise the
     /// widening kernel of the active path.
+    ///
+    /// Panics if this processor cannot run the kernel asked for: AMX and `vdpbf16ps` are
+    /// instructions a processor may lack (or, for AMX, Linux may not grant), and running them
+    /// regardless would be undefined behaviour, not a wrong result.
     fn engine<T: HalfFloat>(self, g: &ConvGeometry, w: &[T], rows_are_outputs: bool) -> Bf16Engine {
+        match self {
+            Bf16Kernel::Amx => assert!(
+                amx_available(),
+                "bf16 convolution: the AMX kernel was asked for on a processor (or under a kernel) without AMX"
+            ),
+            Bf16Kernel::Vector(PairKernel::Dot) => assert!(
+                has_avx512_bf16(),
+                "bf16 convolution: the vdpbf16ps kernel was asked for on a processor without AVX512_BF16"
+            ),
+            Bf16Kernel::Vector(PairKernel::Widening(_)) => {}
+        }
         let reduced = if rows_are_outputs {
             g.in_channels
         } else {
@@ -552,6 +575,49 @@ impl<T: HalfFloat> TileKernels for HalfTiles<T> {
 mod tests {
     use super::*;
     use crate::cpu::conv::reference;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    #[test]
+    fn a_kernel_the_processor_lacks_is_refused_not_run() {
+        let g = ConvGeometry::conv2d([16, 8, 6, 6], [8, 8, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        let (x, w) = (values::<bf16>(16 * 8 * 36, 1), values::<bf16>(8 * 8 * 9, 2));
+        let widened = conv2d_forward_half_on(
+            Bf16Kernel::Vector(PairKernel::Widening(active_path())),
+            &g,
+            &x,
+            &w,
+            None,
+            None,
+        );
+        for (kernel, runs) in [
+            (Bf16Kernel::Amx, amx_available()),
+            (Bf16Kernel::Vector(PairKernel::Dot), has_avx512_bf16()),
+        ] {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                conv2d_forward_half_on(kernel, &g, &x, &w, None, None)
+            }));
+            match (runs, result) {
+                // Where it runs, it sums the same products (in pairs: the bits may differ).
+                (true, Ok(y)) => assert_eq!(y.len(), widened.len()),
+                (false, Err(message)) => {
+                    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+                    assert!(message.contains("was asked for on a processor"), "{message}")
+                }
+                (true, Err(_)) => panic!("{kernel} failed on a processor that has it"),
+                (false, Ok(_)) => panic!("{kernel} ran on a processor without it"),
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "tile frame: a source of")]
+    fn an_input_shorter_than_its_batch_is_refused() {
+        // 17 samples in the geometry, 16 in `x`: the 17th output sample would be handed out
+        // unwritten.
+        let g = ConvGeometry::conv2d([17, 8, 6, 6], [8, 8, 3, 3], (1, 1), (1, 1), (1, 1)).unwrap();
+        let (x, w) = (values::<bf16>(16 * 8 * 36, 1), values::<bf16>(8 * 8 * 9, 2));
+        conv2d_forward_half(&g, &x, &w, None, None);
+    }
 
     fn values<T: HalfFloat>(n: usize, seed: u64) -> Vec<T> {
         let mut state = seed;

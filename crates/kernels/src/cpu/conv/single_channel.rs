@@ -192,6 +192,11 @@ pub(super) fn input_adjoint_single_channel(
                             // Pixels b with 0 <= b + shift < span.
                             let first = (-shift).clamp(0, width as isize) as usize;
                             let end = (span as isize - shift).clamp(first as isize, width as isize) as usize;
+                            if first == end {
+                                // The tap reads past the maps for every pixel of the phase (a
+                                // dilation wider than the image, say).
+                                continue;
+                            }
                             let from = (first as isize + shift) as usize;
                             for (sum, &p) in line[first..end].iter_mut().zip(&row[from..]) {
                                 *sum += p;

@@ -70,6 +70,17 @@ fn weight_grad_is_the_adjoint_in_w() {
 }
 
 #[test]
+fn a_single_channel_adjoint_whose_taps_all_fall_past_the_maps() {
+    // A 1x1 image under padding 20 and dilation 40: every column tap of a phase but one reads
+    // past the maps' padded rows (a shift beyond them once panicked slicing the partial sums).
+    let g = ConvGeometry::conv2d([1, 1, 1, 1], [2, 1, 2, 2], (1, 1), (20, 20), (40, 40)).unwrap();
+    let y: Vec<f32> = (0..2 * g.out_h * g.out_w).map(|v| (v % 7) as f32 - 3.0).collect();
+    let w = [1.0f32, -2.0, 0.5, 3.0, 0.25, -1.0, 2.0, 1.5];
+    let want = reference::conv2d_input_adjoint(&g, &y, &w, Epilogue::NONE);
+    assert_eq!(conv2d_input_adjoint(&g, &y, &w, Epilogue::NONE), want);
+}
+
+#[test]
 fn tap_classes_of_the_reference_critic() {
     // 7 -> 4, k5 s2 p2: row 0 reaches two rows above the image, row 3 two below.
     let class = |outputs: Range<usize>, taps: Range<usize>| TapClass { outputs, taps };

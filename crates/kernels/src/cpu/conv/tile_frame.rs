@@ -390,6 +390,19 @@ impl TileFrame {
     ) {
         let source_len = self.source_channels * self.source_pixels;
         let (pixels, padded) = (self.rows * self.row_len, kernels.padded_channels());
+        // Both write-backs fill `out` chunk by chunk of the source: every element is written
+        // only when the source holds as many samples as `out` (the callers hand it out as
+        // initialised).
+        assert!(
+            source_len > 0
+                && source.len() % source_len == 0
+                && out.len() == source.len() / source_len * self.channels * pixels,
+            "tile frame: a source of {} values for {} samples of {} values and an output of {}",
+            source.len(),
+            out.len() / (self.channels * pixels).max(1),
+            source_len,
+            out.len()
+        );
         let chunks = (source.len() / source_len).div_ceil(TILE_SAMPLES);
         let chunk_source = source_len * TILE_SAMPLES;
         let chunk_laid_out = kernels.laid_out_len(self.source_channels, self.source_pixels);
@@ -506,7 +519,6 @@ impl TileFrame {
             // layer) never go out to memory and back.
             let samples = source.len() / source_len;
             let chunk_out = TILE_SAMPLES * self.channels * pixels;
-            assert_eq!(out.len(), samples * self.channels * pixels, "tile frame: output size");
             // Shared by the tasks, each of which writes its own band of pixels of its chunks.
             let out = SharedPtr::new(out.as_mut_ptr());
             let bands = self.rows.div_ceil(band_rows);
