@@ -135,6 +135,52 @@ mod tests {
     }
 
     #[test]
+    fn a_0d_tensor_takes_the_dtype_of_one_with_dims_as_pytorch_promotes() {
+        let v = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_(true);
+        let s = Tensor::scalar(2.0, DType::F64).requires_grad_(true);
+        let product = v.mul(&s);
+        assert_eq!((product.dtype(), product.to_vec_f64()), (DType::F32, vec![2.0, 4.0]));
+        product.sum().backward();
+        assert_eq!(
+            s.grad().unwrap().dtype(),
+            DType::F64,
+            "the 0-d operand's gradient in its dtype"
+        );
+        assert_eq!(s.grad().unwrap().to_vec_f64(), [3.0]);
+        let h = v.detach().to_dtype(DType::BF16);
+        assert_eq!(h.add(&Tensor::scalar(1.0, DType::F32)).dtype(), DType::BF16);
+        // Two 0-d tensors, or two with dims, promote to the wider.
+        assert_eq!(Tensor::scalar(1.0, DType::F32).add(&s).dtype(), DType::F64);
+        assert_eq!(v.add(&v.detach().to_dtype(DType::F64)).dtype(), DType::F64);
+    }
+
+    #[test]
+    fn masks_of_another_dtype_and_concatenations_of_mixed_dtypes_promote() {
+        let x = Tensor::from_vec(vec![-1.0f32, 2.0, 0.0], &[3]).unwrap();
+        let (on, off) = (
+            Tensor::from_vec(vec![10.0f64, 20.0, 30.0], &[3]).unwrap(),
+            Tensor::zeros(&[3], DType::F64),
+        );
+        let picked = Tensor::where_cond(&x.gt_scalar(0.0), &on, &off);
+        assert_eq!(
+            (picked.dtype(), picked.to_vec_f64()),
+            (DType::F64, vec![0.0, 20.0, 0.0])
+        );
+        // A nonzero too small for f32 still counts as true.
+        let tiny = Tensor::from_vec(vec![1e-300f64, 0.0, -1e-300], &[3]).unwrap();
+        let picked = Tensor::where_cond(&tiny, &x, &x.neg());
+        assert_eq!(picked.to_vec_f64(), [-1.0, -2.0, 0.0]);
+
+        let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_(true);
+        let b = Tensor::from_vec(vec![3.0f64], &[1]).unwrap().requires_grad_(true);
+        let joined = Tensor::concat(&[&a, &b], 0);
+        assert_eq!((joined.dtype(), joined.to_vec_f64()), (DType::F64, vec![1.0, 2.0, 3.0]));
+        joined.mul_scalar(2.0).sum().backward();
+        assert_eq!(a.grad().unwrap().dtype(), DType::F32);
+        assert_eq!(b.grad().unwrap().to_vec_f64(), [2.0]);
+    }
+
+    #[test]
     fn autocast_is_restored_after_a_panic_and_nests() {
         let caught = std::panic::catch_unwind(|| autocast(DType::BF16, || panic!("inside")));
         assert!(caught.is_err());

@@ -162,14 +162,20 @@ impl Tensor {
         })
     }
 
-    /// `op(self, other)`, broadcasting; operands of two dtypes are first converted to the wider
-    /// ([`crate::promote`], differentiably), as PyTorch promotes.
+    /// `op(self, other)`, broadcasting; operands of two dtypes are first converted to one
+    /// (differentiably), as PyTorch promotes: the wider ([`crate::promote`]), except that a
+    /// 0-d tensor takes the dtype of a tensor with dims (`f32[n] * f64[]` is f32, as a Python
+    /// number would leave it).
     fn binary_op<F>(&self, other: &Tensor, op: BinaryOp, name: &'static str, backward: F) -> Tensor
     where
         F: Fn(&BackwardArgs) -> [Option<Tensor>; 2] + Send + Sync + 'static,
     {
         if self.dtype() != other.dtype() {
-            let dtype = crate::promote(self.dtype(), other.dtype());
+            let dtype = match (self.rank(), other.rank()) {
+                (0, r) if r > 0 => other.dtype(),
+                (r, 0) if r > 0 => self.dtype(),
+                _ => crate::promote(self.dtype(), other.dtype()),
+            };
             return self
                 .to_dtype(dtype)
                 .binary_op(&other.to_dtype(dtype), op, name, backward);
@@ -354,6 +360,13 @@ impl Tensor {
         if on_true.dtype() != on_false.dtype() {
             let dtype = crate::promote(on_true.dtype(), on_false.dtype());
             return Tensor::where_cond(condition, &on_true.to_dtype(dtype), &on_false.to_dtype(dtype));
+        }
+        if condition.dtype() != on_true.dtype() {
+            // A mask of another dtype (PyTorch takes any): `condition == 0`, a mask of zeros
+            // and ones in the condition's own dtype, converts exactly (a tiny nonzero f64 would
+            // round to a zero f32), and picks the branches the other way round.
+            let is_zero = condition.detach().eq_scalar(0.0).to_dtype(on_true.dtype());
+            return Tensor::where_cond(&is_zero, on_false, on_true);
         }
         let shape = on_true.broadcast_shape_with(on_false, "where");
         let shape = broadcast_shapes(&shape, condition.shape()).unwrap_or_else(|| {

@@ -207,6 +207,15 @@ impl Tensor {
     /// Join tensors along an existing dim; all other dims must agree.
     pub fn concat(tensors: &[&Tensor], dim: isize) -> Tensor {
         assert!(!tensors.is_empty(), "concat: no tensors");
+        let dtype = tensors
+            .iter()
+            .skip(1)
+            .fold(tensors[0].dtype(), |d, t| crate::promote(d, t.dtype()));
+        if tensors.iter().any(|t| t.dtype() != dtype) {
+            // Mixed dtypes are promoted to the widest, as `torch.cat` does (differentiably).
+            let promoted: Vec<Tensor> = tensors.iter().map(|t| t.to_dtype(dtype)).collect();
+            return Tensor::concat(&promoted.iter().collect::<Vec<_>>(), dim);
+        }
         let first = tensors[0];
         let d = first.dim_index(dim, "concat");
         for t in tensors {
@@ -217,13 +226,6 @@ impl Tensor {
                 "concat: shapes {:?} and {:?} differ outside dim {d}",
                 first.shape(),
                 t.shape()
-            );
-            assert_eq!(
-                t.dtype(),
-                first.dtype(),
-                "concat: dtypes {} and {} differ",
-                first.dtype(),
-                t.dtype()
             );
         }
         let mut out_shape = first.shape().to_vec();
