@@ -21,11 +21,11 @@ if [[ $stage == mnist || $stage == all ]]; then
   # iterations on 2,000 samples, and the critic's estimate is taken on test digits as often.
   # `--paper`: the papers' settings, whatever wgan-mnist's defaults are.
   for algo in gan wgan wgan-gp; do
-    "$bin/wgan-mnist" --algo "$algo" --paper --iters 1000 --eval-every 50 --eval-samples 2000 --test-every 50 \
+    "$bin/wgan-mnist" --algo "$algo" --paper --overwrite --iters 1000 --eval-every 50 --eval-samples 2000 --test-every 50 \
       --sample-every 250 --checkpoint-every 1000 --quiet --out "$runs/mnist-$algo"
   done
   # The standard GAN once more with DCGAN's own remedy, batch-norm in the discriminator.
-  "$bin/wgan-mnist" --algo gan --paper --critic-norm batch --iters 1000 --eval-every 50 --eval-samples 2000 \
+  "$bin/wgan-mnist" --algo gan --paper --overwrite --critic-norm batch --iters 1000 --eval-every 50 --eval-samples 2000 \
     --test-every 50 --sample-every 250 --checkpoint-every 1000 --quiet --out "$runs/mnist-gan-bn"
   "$bin/gan-experiments" compare --out "$figures" "$runs/mnist-gan" "$runs/mnist-wgan" "$runs/mnist-wgan-gp" \
     "$runs/mnist-gan-bn" | tee "$runs/mnist.md"

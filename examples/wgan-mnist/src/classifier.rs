@@ -26,6 +26,13 @@ pub fn train_classifier(epochs: usize, out: &Path, data_dir: Option<&Path>, seed
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_writable_dir(parent)?;
     }
+    // Before the training, not after it: the weights are written onto `out` by a rename.
+    if out.is_dir() {
+        bail!(
+            "--out {} is a folder; give the file to write the weights to",
+            out.display()
+        );
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let classifier = Classifier::new(&mut rng);
     let start = std::time::Instant::now();

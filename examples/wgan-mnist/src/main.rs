@@ -20,7 +20,13 @@ use std::process::ExitCode;
 
 /// Train Wasserstein GANs on MNIST with earthmover.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+// Negative numbers are values (`--lr -1` reaches the check that names the flag), not flags.
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,6 +38,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a GAN (the default).
+    #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
     /// Draw digits from a trained generator into a PNG grid.
     Sample(SampleArgs),
@@ -178,8 +185,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub paper: bool,
     #[arg(long, help = with_default(
-        "Turn off WGAN's 100 critic steps for the first 25 generator iterations and every 500th",
-        by_algo(|c| if c.critic_warmup { "on".to_string() } else { "off".to_string() }),
+        "Turn off the critic's warm-up, WGAN's 100 critic steps for the first 25 generator iterations and every 500th",
+        by_algo(|c| if c.critic_warmup { "warm-up on".to_string() } else { "warm-up off".to_string() }),
     ))]
     pub no_critic_warmup: bool,
     #[arg(long, help = with_default("Random seed: the same seed gives the same run", by_algo(|c| c.seed.to_string())))]
@@ -197,9 +204,18 @@ pub struct TrainArgs {
     /// earlier ones), finishing as at the last iteration: samples, scores, checkpoint.
     #[arg(long, value_name = "SECONDS")]
     pub max_seconds: Option<f64>,
-    /// Output folder for samples, metrics, plots and checkpoints.
-    #[arg(long, value_name = "DIR", default_value = "runs/wgan-mnist")]
+    /// Output folder for samples, metrics, plots and checkpoints [default: runs/wgan-mnist (or
+    /// runs/wgan-mnist-2, -3, ... where it holds an earlier run); with --resume, the
+    /// checkpoint's folder]. A folder given that holds another run is refused (see --overwrite)
+    #[arg(long = "out", value_name = "DIR")]
+    pub out_flag: Option<PathBuf>,
+    /// The output folder: `--out`, or its default (set by `train::train`).
+    #[arg(skip)]
     pub out: PathBuf,
+    /// Start this run in an --out folder that holds another, deleting that run's checkpoint,
+    /// generator, logs, plots and sample grids first
+    #[arg(long)]
+    pub overwrite: bool,
     /// Where to compute: auto (the first GPU when one works, else the CPU), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

@@ -25,14 +25,25 @@ pub fn sample_eval(generator: &Generator, noise: &Tensor) -> Tensor {
     images.to_device(Device::Cpu).expect("the CPU is always available")
 }
 
+/// The most samples `sample` draws into one grid: 100 x 100 digits, a PNG of about 3,000 pixels
+/// a side (a larger `--n` would ask for an image, and memory, out of all proportion).
+pub const MAX_GRID_SAMPLES: usize = 10_000;
+
+/// Samples the generator draws at a time, so that memory stays that of one batch.
+const SAMPLE_BATCH: usize = 500;
+
 /// Draw `n` digits from the generator in `checkpoint` (noise from `seed`) into the PNG grid `out`.
 pub fn sample(checkpoint: &Path, n: usize, out: &Path, seed: u64) -> Result<()> {
-    if n == 0 {
-        bail!("--n must be at least 1");
+    if n == 0 || n > MAX_GRID_SAMPLES {
+        bail!("--n must be between 1 and {MAX_GRID_SAMPLES} (one grid of at most 100 x 100 digits), got {n}");
     }
     let (generator, _) = load_generator(checkpoint)?;
     let noise = Generator::noise(n, &mut StdRng::seed_from_u64(seed));
-    let images = sample_eval(&generator, &noise);
+    let batches: Vec<Tensor> = (0..n)
+        .step_by(SAMPLE_BATCH)
+        .map(|first| sample_eval(&generator, &noise.narrow(0, first, SAMPLE_BATCH.min(n - first))))
+        .collect();
+    let images = Tensor::concat(&batches.iter().collect::<Vec<_>>(), 0);
     let columns = (n as f64).sqrt().ceil() as usize;
     write_atomic(out, &sample_grid(&images, generator.output_range, columns, 2))?;
     eprintln!("wrote {n} samples to {}", out.display());

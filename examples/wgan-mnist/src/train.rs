@@ -17,7 +17,7 @@ use earthmover_wgan::{bail, Error, Result};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -34,12 +34,17 @@ pub const DEFAULT_DIM: usize = 32;
 pub const DEFAULT_WGAN_GP_N_CRITIC: usize = 2;
 
 /// Train a run as the flags say, or resume one; see the module documentation for the steps.
-pub fn train(args: TrainArgs) -> Result<()> {
+pub fn train(mut args: TrainArgs) -> Result<()> {
+    args.out = output_folder(&args);
     let device = resolve_device(&args.device)?;
     check_output_flags(&args)?;
     let (data, source) = load_data(&args)?;
+    // The settings are checked (and a checkpoint read) before the folder is made or locked:
+    // bad flags leave nothing behind.
+    let mut trainer = resume_or_start(&args, data.train.len())?;
     // Before anything is written into the folder: a second run there is refused, not mixed in.
     let lock = lock_output_folder(&args.out)?;
+    check_folder_holds_no_other_run(&args)?;
     // Before the trainer starts its clock: the set-up is not training time.
     let quality_probe = if args.eval_every > 0 {
         // The built-in and the downloaded data are MNIST's digits; a folder may hold anything.
@@ -48,7 +53,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
     } else {
         None
     };
-    let mut trainer = resume_or_start(&args, data.train.len())?;
     let outputs = set_up_outputs(&args, &trainer.config, quality_probe, lock)?;
     trainer.to_device(device)?;
     if args.cuda_graph {
@@ -88,6 +92,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
             }
     );
     let bar = progress_bar(&args, config, trainer.iteration);
+    // The set-up above (the checkpoint, the quality probe, the device) is not training time.
+    trainer.start_clock();
+    let trainer_seconds = trainer.seconds();
     let mut run = Run {
         args: &args,
         data: &data,
@@ -96,7 +103,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         trainer,
         rows,
         bar,
-        out_of_time: false,
+        // A resumed run whose earlier processes already used up --max-seconds trains no more.
+        out_of_time: args.max_seconds.is_some_and(|limit| trainer_seconds >= limit),
     };
     while run.trainer.iteration < run.trainer.config.iters && !run.out_of_time {
         if interrupted.load(Ordering::SeqCst) {
@@ -105,6 +113,113 @@ pub fn train(args: TrainArgs) -> Result<()> {
         run.iteration()?;
     }
     run.finish()
+}
+
+/// Where the run writes: `--out`; without it, the checkpoint's folder when resuming (so that
+/// the run goes on where it was), else `runs/wgan-mnist`, or where that holds an earlier run
+/// (and `--overwrite` is not given), the first of `runs/wgan-mnist-2`, `-3`, ... that holds
+/// none, so that the README's commands run one after another, each into a folder of its own.
+fn output_folder(args: &TrainArgs) -> PathBuf {
+    match (&args.out_flag, &args.resume) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(checkpoint)) => checkpoint
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        (None, None) if args.overwrite => PathBuf::from(DEFAULT_OUT),
+        (None, None) => {
+            let free = (1..)
+                .map(|n| match n {
+                    1 => PathBuf::from(DEFAULT_OUT),
+                    n => PathBuf::from(format!("{DEFAULT_OUT}-{n}")),
+                })
+                .find(|dir| !dir.join(RUN_FILES[0]).exists())
+                .expect("some numbered folder is free");
+            if free != Path::new(DEFAULT_OUT) {
+                eprintln!(
+                    "note: {DEFAULT_OUT} holds an earlier run; this one goes to {} (--out chooses)",
+                    free.display()
+                );
+            }
+            free
+        }
+    }
+}
+
+/// The output folder when none is given and no checkpoint is resumed.
+pub const DEFAULT_OUT: &str = "runs/wgan-mnist";
+
+/// The files a run writes into its folder, besides `samples/iter_*.png`.
+const RUN_FILES: [&str; 6] = [
+    "checkpoint.safetensors",
+    "generator.safetensors",
+    "metrics.csv",
+    "config.json",
+    "wasserstein.png",
+    "quality.png",
+];
+
+/// Refuses a folder that holds another run's checkpoint (a new run there would overwrite it and
+/// leave its sample grids among the new ones; a resumed one would mix the two runs' logs),
+/// unless it is the checkpoint being resumed or `--overwrite` clears that run first.
+fn check_folder_holds_no_other_run(args: &TrainArgs) -> Result<()> {
+    let existing = args.out.join(RUN_FILES[0]);
+    if !existing.exists() {
+        return Ok(());
+    }
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if args
+        .resume
+        .as_deref()
+        .is_some_and(|resumed| same_file(resumed, &existing))
+    {
+        return Ok(());
+    }
+    if args.overwrite {
+        return remove_previous_run(&args.out);
+    }
+    match &args.resume {
+        None => bail!(
+            "{} already holds a run ({}): continue it with --resume {}, start this one in another --out, \
+             or replace that run with --overwrite",
+            args.out.display(),
+            RUN_FILES[0],
+            existing.display()
+        ),
+        Some(resumed) => bail!(
+            "--out {} holds another run's checkpoint: resuming {} there would overwrite it and mix the two \
+             runs' logs; leave out --out to go on in the checkpoint's folder, give an empty folder, or \
+             replace that run with --overwrite",
+            args.out.display(),
+            resumed.display()
+        ),
+    }
+}
+
+/// Deletes the run `dir` holds (`--overwrite`): its files and sample grids, nothing else.
+fn remove_previous_run(dir: &Path) -> Result<()> {
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error(format!("--overwrite: cannot delete {}: {e}", path.display())))
+        }
+        _ => Ok(()),
+    };
+    for name in RUN_FILES {
+        remove(&dir.join(name))?;
+    }
+    if let Ok(grids) = std::fs::read_dir(dir.join("samples")) {
+        for entry in grids.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("iter_") && name.ends_with(".png") {
+                remove(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_output_flags(args: &TrainArgs) -> Result<()> {
@@ -320,6 +435,13 @@ fn resume_or_start(args: &TrainArgs, train_len: usize) -> Result<Trainer> {
             let mut trainer = load_checkpoint(path, train_len)?;
             check_resume_flags(args, &trainer.config)?;
             if let Some(iters) = args.iters {
+                if iters < trainer.iteration {
+                    bail!(
+                        "--iters {iters} is below the checkpoint's iteration {}: there is nothing to train; \
+                         give more iterations to extend the run",
+                        trainer.iteration
+                    );
+                }
                 trainer.config.iters = iters;
             }
             Ok(trainer)

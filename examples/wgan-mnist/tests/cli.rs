@@ -245,6 +245,19 @@ fn bad_settings_are_clear_errors() {
     assert_fails_with(&run(&["--out", o, "--batch-size", "0"]), "batch size must be positive");
     assert_fails_with(&run(&["--out", o, "--lr", "0"]), "learning rate must be positive");
     assert_fails_with(&run(&["--out", o, "--lr=-1e-4"]), "learning rate must be positive");
+    // A negative number after a space is the flag's value, not an unknown flag.
+    assert_fails_with(&run(&["--out", o, "--lr", "-1"]), "learning rate must be positive");
+    assert_fails_with(
+        &run(&["--out", o, "--max-seconds", "-5"]),
+        "--max-seconds must be a positive",
+    );
+    // The settings are checked before the output folder is made: nothing is left behind.
+    let never = out.join("never-made");
+    assert_fails_with(
+        &run(&["--out", never.to_str().unwrap(), "--dim", "0"]),
+        "must be positive",
+    );
+    assert!(!never.exists(), "a refused run left {} behind", never.display());
     assert_fails_with(
         &run(&["--out", o, "--algo", "wgan", "--clip=-0.01"]),
         "clip value must be non-negative",
@@ -409,31 +422,84 @@ fn bad_checkpoints_and_outputs_are_clear_errors() {
 }
 
 #[test]
-fn a_diverging_run_stops_names_the_quantity_and_keeps_the_last_checkpoint() {
+fn a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten() {
+    let (first, second) = (scratch("held-first"), scratch("held-second"));
+    assert!(train(&first, &["--iters", "2"]).status.success());
+    let checkpoint = first.join("checkpoint.safetensors");
+    let kept = std::fs::read(&checkpoint).unwrap();
+    // A new run there would overwrite the checkpoint and mix its grids with the old ones.
+    assert_fails_with(&train(&first, &["--iters", "1"]), "already holds a run");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), kept, "the refused run wrote");
+    // Resuming goes on in the checkpoint's folder without --out ...
+    let c = checkpoint.to_str().unwrap();
+    let mut resumed = vec!["train", "--resume", c, "--iters", "3"];
+    resumed.extend_from_slice(TINY);
+    let resumed = run(&resumed);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(metrics(&first).len(), 3);
+    // ... and is refused in a folder that holds another run, or below its iteration.
+    assert!(train(&second, &["--iters", "1"]).status.success());
+    assert_fails_with(
+        &train(&second, &["--resume", c, "--iters", "4"]),
+        "holds another run's checkpoint",
+    );
+    assert_fails_with(
+        &train(&first, &["--resume", c, "--iters", "2"]),
+        "below the checkpoint's iteration 3",
+    );
+    // --overwrite replaces the run: its grids and logs go, the new run's come.
+    assert!(second.join("samples/iter_000001.png").exists());
+    let replaced = train(&second, &["--iters", "2", "--overwrite", "--sample-every", "2"]);
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    assert!(!second.join("samples/iter_000001.png").exists());
+    assert!(second.join("samples/iter_000002.png").exists());
+    assert_eq!(metrics(&second).len(), 2);
+    // Without --out, a second run goes to a numbered folder beside the first, with a note.
+    let cwd = scratch("held-default");
+    let default_run = || {
+        bin()
+            .current_dir(&cwd)
+            .args(["--iters", "1"])
+            .args(TINY)
+            .output()
+            .unwrap()
+    };
+    let (one, two) = (default_run(), default_run());
+    assert!(one.status.success() && two.status.success(), "{}", stderr(&two));
+    assert!(stderr(&two).contains("note: runs/wgan-mnist holds an earlier run; this one goes to runs/wgan-mnist-2"));
+    assert_eq!(metrics(&cwd.join("runs/wgan-mnist")).len(), 1);
+    assert_eq!(metrics(&cwd.join("runs/wgan-mnist-2")).len(), 1);
+}
+
+#[test]
+fn a_diverging_run_stops_names_the_quantity_and_never_an_earlier_runs_checkpoint() {
     let out = scratch("diverge");
     assert!(train(&out, &["--iters", "2"]).status.success());
     let checkpoint = out.join("checkpoint.safetensors");
-    let good = std::fs::read(&checkpoint).unwrap();
-    // An absurd learning rate overflows the weights within a step or two.
-    let result = train(&out, &["--lr", "1e30", "--iters", "50", "--checkpoint-every", "1"]);
-    assert_fails_with(&result, "training diverged at iteration");
+    // An absurd learning rate overflows the weights at the first step. The run replaces the
+    // one in the folder (--overwrite), whose checkpoint is not this run's to name.
+    let result = train(
+        &out,
+        &[
+            "--lr",
+            "1e30",
+            "--iters",
+            "50",
+            "--checkpoint-every",
+            "1",
+            "--overwrite",
+        ],
+    );
+    assert_fails_with(&result, "training diverged at iteration 1");
     let err = stderr(&result);
     assert!(
         err.contains("critic_loss is") || err.contains("generator_loss is"),
         "{err}"
     );
-    assert!(err.contains("the last good checkpoint is"), "{err}");
-    // The last good checkpoint is untouched and loads.
-    assert_eq!(std::fs::read(&checkpoint).unwrap(), good);
-    let sampled = out.join("s.png");
-    let s = run(&[
-        "sample",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--out",
-        sampled.to_str().unwrap(),
-    ]);
-    assert!(s.status.success(), "{}", stderr(&s));
+    assert!(err.contains("no checkpoint was saved yet"), "{err}");
+    assert!(!checkpoint.exists(), "the earlier run's checkpoint is still there");
+    // The logs are saved (empty: no iteration finished), and the old run's are gone.
+    assert!(metrics(&out).is_empty());
 }
 
 /// Serve the built-in data files over HTTP on 127.0.0.1 for `requests` requests.
@@ -531,9 +597,16 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         err.contains("interrupted at iteration") && !err.contains("panicked"),
         "{err}"
     );
-    // The checkpoint it saved resumes.
+    // The checkpoint it saved resumes, for one more iteration.
+    let interrupted_at: usize = err
+        .split("interrupted at iteration ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("the iteration it stopped at");
     let checkpoint = out.join("checkpoint.safetensors");
-    let resumed = train(&out, &["--resume", checkpoint.to_str().unwrap(), "--iters", "1"]);
+    let more = (interrupted_at + 1).to_string();
+    let resumed = train(&out, &["--resume", checkpoint.to_str().unwrap(), "--iters", &more]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
 }
 
@@ -637,6 +710,34 @@ fn eval_prints_the_quality_metrics_of_a_checkpoint() {
         &run(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--n", "1"]),
         "--n must be at least 2",
     );
+    // `sample` draws one grid: a size beyond 100 x 100 digits is refused, not attempted.
+    let grid = out.join("grid.png");
+    let c = checkpoint.to_str().unwrap();
+    assert_fails_with(
+        &run(&[
+            "sample",
+            "--checkpoint",
+            c,
+            "--n",
+            "10000000000000",
+            "--out",
+            grid.to_str().unwrap(),
+        ]),
+        "--n must be between 1 and 10000",
+    );
+    // More than one batch of samples (500 a batch): one grid of them all, 23 columns by 22 rows.
+    let drawn = run(&[
+        "sample",
+        "--checkpoint",
+        c,
+        "--n",
+        "501",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(drawn.status.success(), "{}", stderr(&drawn));
+    let (width, height) = decode_png(&grid);
+    assert!(width > height && height > 21 * 28, "{width} x {height}");
 }
 
 /// Every SIMD path this processor has trains the same run: AVX2 and AVX-512 (the fused paths)
@@ -790,6 +891,19 @@ fn other_images_are_scored_by_their_own_classifier_or_by_the_digit_features_alon
             out.to_str().unwrap(),
         ]),
         "this data has label 12",
+    );
+    // An --out that cannot be written is refused before the training, not after it.
+    assert_fails_with(
+        &run(&[
+            "train-classifier",
+            "--data",
+            d,
+            "--epochs",
+            "1",
+            "--out",
+            many.to_str().unwrap(),
+        ]),
+        "is a folder",
     );
     assert_fails_with(
         &run(&["eval", "--checkpoint", g, "--n", "64", "--data", d, "--classifier", g]),

@@ -128,6 +128,7 @@ fn help_explains_every_flag() {
         "--seed",
         "--data",
         "--out",
+        "--overwrite",
         "--device",
         "--resume",
         "--sample-every",
@@ -149,7 +150,9 @@ fn help_explains_every_flag() {
         "[default: 0.01]",
         "[default: 10]",
         "[default: wgan-gp: 0.999, wgan: off, gan: off]",
-        "[default: wgan-gp: off, wgan: on, gan: off]",
+        // --no-critic-warmup's: the warm-up's own state, said as such.
+        "[default: wgan-gp: warm-up off, wgan: warm-up on, gan: warm-up off]",
+        "[default: runs/wgan-mnist (or runs/wgan-mnist-2, -3, ... where it holds an earlier run); with --resume, the checkpoint's folder]",
         "[default: the 10,000 digits built in]",
     ] {
         assert!(text.contains(default), "--help lacks {default}:\n{text}");

@@ -547,6 +547,13 @@ impl Trainer {
         self.seconds_before + self.started.elapsed().as_secs_f64()
     }
 
+    /// Start this process's share of [`Trainer::seconds`] now: what a program does between
+    /// building the trainer and its first step (reading data, setting up a quality probe,
+    /// moving to a device) is not training time.
+    pub fn start_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// The generator that draws the run's samples: the average of the generator's weights when
     /// the run keeps one (`config.ema`), else the generator itself.
     pub fn sampler(&self) -> &Generator {
