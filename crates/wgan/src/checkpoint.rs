@@ -5,7 +5,8 @@
 //! generator's weights when the run keeps one (`generator_ema.`), both optimisers'
 //! state (`critic_optim.state.0.exp_avg`, ...), and in the header's metadata the run's
 //! configuration, the iteration, the position in the data order (`batcher_epoch`,
-//! `batcher_position`: the order itself is a function of the seed, `data::ShuffledOrder`), the
+//! `batcher_position`: the order itself is a function of the seed and of the training split's
+//! size, `data::ShuffledOrder`, which `train_len` records and a resume checks), the
 //! training time so far and, in f16 runs, the two loss scalers' state (`grad_scalers`, JSON),
 //! so that a resumed run continues at the same scale. Checkpoints of earlier versions also hold
 //! the order of their epoch (`batcher.order`, a permutation drawn on the host); it is checked
@@ -163,6 +164,7 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         ("seconds".to_string(), format!("{:?}", trainer.seconds())),
         ("batcher_position".to_string(), position.to_string()),
         ("batcher_epoch".to_string(), epoch.to_string()),
+        ("train_len".to_string(), order.len.to_string()),
     ]);
     if let (Some(critic), Some(generator)) = (&trainer.critic_scaler, &trainer.generator_scaler) {
         let saved = SavedScalers {
@@ -430,6 +432,17 @@ pub fn load_checkpoint_bytes(bytes: &[u8], name: &str, train_len: usize) -> Resu
             order.len()
         );
     }
+    // Checkpoints since `train_len` was recorded name their split's size: data of another size
+    // would resume a different order of images (or run past its end), silently.
+    if loaded.metadata.contains_key("train_len") {
+        let saved: usize = metadata_value(&loaded, "train_len", name)?;
+        if saved != train_len {
+            bail!(
+                "{name}: the run was trained on {saved} images, but this training split has {train_len}; \
+                 resume it with the data it started with"
+            );
+        }
+    }
     let position: u64 = metadata_value(&loaded, "batcher_position", name)?;
     let epoch: u64 = metadata_value(&loaded, "batcher_epoch", name)?;
     if position > train_len as u64 {
@@ -636,8 +649,14 @@ mod tests {
         save_checkpoint(&trainer, &path).unwrap();
         let loaded = load_checkpoint(&path, 100).unwrap();
         assert_eq!(loaded.order, trainer.order);
-        let err = load_checkpoint(&path, 40).err().expect("another split").0;
-        assert!(err.contains("past the 40 images"), "{err}");
+        // A split of another size, smaller or larger, would resume another order: refused.
+        for other in [40, 200] {
+            let err = load_checkpoint(&path, other).err().expect("another split").0;
+            assert!(
+                err.contains(&format!("trained on 100 images, but this training split has {other}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
