@@ -14,6 +14,18 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if n < 2 {
         bail!("--n must be at least 2");
     }
+    // The samples are kept until scored (784 values each, and their features): more than the
+    // machine holds would abort the process at an allocation, not end in an error.
+    if let Some(total) = crate::train::memory_total_bytes() {
+        let bytes = 2.0 * 4.0 * 784.0 * n as f64;
+        if bytes > total as f64 {
+            bail!(
+                "--n {n} samples would need about {:.0} GB of memory, more than this machine's {:.0} GB",
+                bytes / 1e9,
+                total as f64 / 1e9
+            );
+        }
+    }
     let (generator, config) = load_generator(&args.checkpoint)?;
     let data = match &args.data {
         Some(dir) => Mnist::load_dir(dir)?,

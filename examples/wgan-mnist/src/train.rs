@@ -434,6 +434,7 @@ fn resume_or_start(args: &TrainArgs, train_len: usize) -> Result<Trainer> {
         Some(path) => {
             let mut trainer = load_checkpoint(path, train_len)?;
             check_resume_flags(args, &trainer.config)?;
+            check_memory(&trainer.config, args)?;
             if let Some(iters) = args.iters {
                 if iters < trainer.iteration {
                     bail!(
@@ -446,8 +447,60 @@ fn resume_or_start(args: &TrainArgs, train_len: usize) -> Result<Trainer> {
             }
             Ok(trainer)
         }
-        None => Trainer::new(new_config(args), train_len),
+        None => {
+            let config = new_config(args);
+            check_memory(&config, args)?;
+            Trainer::new(config, train_len)
+        }
     }
+}
+
+/// Refuses a run whose networks, optimiser state, activations and quality samples would take
+/// more than this machine's memory (Linux's `MemTotal`; elsewhere nothing is checked): an
+/// allocation that fails aborts the process, so `--dim 100000` or `--batch-size 1e11` must be
+/// an error before it. The estimate is generous (within a few times the measured peak: 147 MB
+/// for the default run), so only settings out of all proportion are refused.
+fn check_memory(config: &TrainConfig, args: &TrainArgs) -> Result<()> {
+    let Some(total) = memory_total_bytes() else {
+        return Ok(());
+    };
+    let d = config.dim as f64;
+    // Parameters (weights, gradients, two optimiser states, an average) and the values a
+    // sample keeps for the backward passes of a step (about 2,000 per unit of width for the
+    // DCGAN pair, counted from its layers' outputs, times what a double backward keeps).
+    let (parameters, per_sample) = match config.model {
+        earthmover_wgan::models::ModelKind::Dcgan => (500.0 * d * d + 8_400.0 * d, 2_000.0 * d),
+        earthmover_wgan::models::ModelKind::Mlp => (400_000.0, 2_000.0),
+    };
+    let quality = if args.eval_every > 0 {
+        args.eval_samples as f64 * 784.0
+    } else {
+        0.0
+    };
+    let bytes = 4.0 * (5.0 * parameters + 8.0 * config.batch_size as f64 * per_sample + 2.0 * quality);
+    if bytes > total as f64 {
+        bail!(
+            "--dim {} with --batch-size {}{} would need about {:.0} GB of memory, more than this machine's {:.0} GB",
+            config.dim,
+            config.batch_size,
+            if quality > 0.0 {
+                format!(" and --eval-samples {}", args.eval_samples)
+            } else {
+                String::new()
+            },
+            bytes / 1e9,
+            total as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), where Linux says.
+pub fn memory_total_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The output folders (locked by `lock`), and the fixed noise of the sample grids (from the

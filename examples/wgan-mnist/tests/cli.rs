@@ -251,6 +251,20 @@ fn bad_settings_are_clear_errors() {
         &run(&["--out", o, "--max-seconds", "-5"]),
         "--max-seconds must be a positive",
     );
+    // Sizes out of all proportion to the machine's memory are an error, not an abort at an
+    // allocation (where Linux says how much memory there is).
+    if Path::new("/proc/meminfo").exists() {
+        for huge in [
+            ["--dim", "100000"],
+            ["--batch-size", "100000000000"],
+            ["--eval-samples", "100000000000"],
+        ] {
+            assert_fails_with(
+                &run(&["--out", o, huge[0], huge[1], "--eval-every", "1"]),
+                "GB of memory, more than this machine's",
+            );
+        }
+    }
     // The settings are checked before the output folder is made: nothing is left behind.
     let never = out.join("never-made");
     assert_fails_with(
