@@ -31,6 +31,7 @@ template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p,
     case U_IN_RANGE: return (x >= p && x <= q) ? one : zero;
     case U_ADD_SCALAR: return x + p;
     case U_MUL_SCALAR: return x * p;
+    case U_DIV_SCALAR: return x / p;
     case U_GT_SCALAR: return x > p ? one : zero;
     case U_LT_SCALAR: return x < p ? one : zero;
     case U_EQ_SCALAR: return x == p ? one : zero;

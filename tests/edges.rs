@@ -135,6 +135,35 @@ fn arithmetic_and_copies_keep_nan_and_infinities() {
     }
 }
 
+/// Division by a number divides, as PyTorch's CPU does: one rounding (a product by `1 / c`
+/// rounds twice), and a subnormal divisor whose reciprocal overflows still gives the quotient.
+#[test]
+fn division_by_a_number_divides() {
+    for device in devices() {
+        // In f64, 1 / 1e-310 is inf: the product by the reciprocal would be inf.
+        let x = tensor(&[1e-300, -3.0, 0.0, INF], &[4], device).requires_grad_(true);
+        let y = x.div_scalar(1e-310);
+        assert_values(
+            &format!("div_scalar on {device}"),
+            &y,
+            &[1e-300 / 1e-310, -3.0 / 1e-310, 0.0, INF],
+        );
+        // In f32, x / 3 and x * (1 / 3) differ in the last bit for 1 in 3 or so of these.
+        let values: Vec<f32> = (1..200).map(|i| i as f32 * 0.37).collect();
+        let x = Tensor::from_vec(values.clone(), &[values.len()])
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        let divided = x.div_scalar(3.0).to_vec_f64();
+        for (v, got) in values.iter().zip(divided) {
+            assert_eq!(got as f32, v / 3.0, "{v} / 3 on {device}");
+        }
+        let x = x.requires_grad_(true);
+        let g = grad(&[&x.div_scalar(4.0).sum()], &[&x], None, false);
+        assert_values(&format!("div_scalar's gradient on {device}"), &g[0], &[0.25; 199]);
+    }
+}
+
 /// maximum and minimum give NaN where either operand is NaN, and both operands get the
 /// gradient there; at ties each gets half (PyTorch's rule).
 #[test]

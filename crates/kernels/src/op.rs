@@ -71,6 +71,9 @@ numbered_for_cuda! {
         InRange(f64, f64),
         AddScalar(f64),
         MulScalar(f64),
+        /// x / c, divided (not multiplied by 1 / c, which rounds twice and overflows for a
+        /// subnormal c), as PyTorch's CPU divides by a number.
+        DivScalar(f64),
         /// 1 where x > c, else 0.
         GtScalar(f64),
         /// 1 where x < c, else 0.
@@ -85,7 +88,7 @@ impl UnaryOp {
     pub fn parameters(&self) -> (f64, f64) {
         match *self {
             UnaryOp::LeakyRelu(p) | UnaryOp::Pow(p) => (p, 0.0),
-            UnaryOp::AddScalar(c) | UnaryOp::MulScalar(c) => (c, 0.0),
+            UnaryOp::AddScalar(c) | UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) => (c, 0.0),
             UnaryOp::GtScalar(c) | UnaryOp::LtScalar(c) | UnaryOp::EqScalar(c) => (c, 0.0),
             UnaryOp::Clamp(lo, hi) | UnaryOp::InRange(lo, hi) => (lo, hi),
             UnaryOp::Neg
@@ -106,7 +109,7 @@ impl UnaryOp {
     /// every backend's elementwise tests go over (the CPU's SIMD paths, the half-precision
     /// paths, the CUDA kernels). A test here checks it against [`Self::VARIANT_NAMES`], so an op
     /// added to the enum and not here fails it.
-    pub const EVERY: [UnaryOp; 21] = [
+    pub const EVERY: [UnaryOp; 22] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -125,6 +128,7 @@ impl UnaryOp {
         UnaryOp::InRange(-0.5, 0.7),
         UnaryOp::AddScalar(1.5),
         UnaryOp::MulScalar(-3.0),
+        UnaryOp::DivScalar(-3.0),
         UnaryOp::GtScalar(0.1),
         UnaryOp::LtScalar(0.1),
         UnaryOp::EqScalar(0.0),

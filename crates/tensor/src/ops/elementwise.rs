@@ -126,8 +126,12 @@ impl Tensor {
         })
     }
 
+    /// `self / value`, divided as PyTorch's CPU divides by a number (not multiplied by `1 /
+    /// value`, which rounds twice and overflows for a subnormal `value`).
     pub fn div_scalar(&self, value: f64) -> Tensor {
-        self.mul_scalar(1.0 / value)
+        self.unary_op(UnaryOp::DivScalar(value), "div_scalar", move |a| {
+            a.grad.div_scalar(value)
+        })
     }
 
     /// 1 where `x > value`, else 0. A mask: no gradient flows.
