@@ -79,13 +79,16 @@ impl Tensor {
     }
 
     /// `self += value` in place (PyTorch's `add_`), in its dtype (f32 or f64), without a
-    /// graph: for tensors that are not part of one (a count, a buffer), so an error for a
-    /// tensor that requires grad. The tensor keeps its buffer unless another tensor shares it
-    /// (then it gets a copy first), so a kernel captured reading it reads the new value.
+    /// graph: for tensors that are not part of one (a count, a buffer), or a leaf that
+    /// requires grad under [`crate::no_grad`] (as PyTorch allows); an error otherwise. The
+    /// tensor keeps its buffer unless another tensor shares it (then it gets a copy first), so
+    /// a kernel captured reading it reads the new value.
     pub fn add_scalar_(&self, value: f64) -> Result<()> {
-        if self.requires_grad() {
+        if !self.may_write_in_place() {
             return Err(Error(
-                "add_scalar_: an in-place add on a tensor that requires grad would break its graph".into(),
+                "add_scalar_: an in-place add on a tensor that requires grad would break its graph \
+                 (a leaf may be written under no_grad, as in PyTorch)"
+                    .into(),
             ));
         }
         let mut result = Ok(());
@@ -95,15 +98,26 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// Whether an in-place write may go into this tensor: one outside any graph, or a leaf
+    /// (a parameter) while grad mode is off, which PyTorch allows too (`with torch.no_grad():
+    /// w.copy_(v)`). An op's output that requires grad never: its graph would differentiate at
+    /// the new values (and the version check would refuse the backward pass).
+    fn may_write_in_place(&self) -> bool {
+        !self.requires_grad() || (self.is_leaf() && !crate::is_grad_enabled())
+    }
+
     /// Copy `src`'s values into this tensor's buffer, in place (PyTorch's `copy_`), without a
-    /// graph: same shape, dtype and device, and an error for a tensor that requires grad. The
+    /// graph: same shape, dtype and device, and an error for a tensor that requires grad
+    /// (unless it is a leaf and grad mode is off: `no_grad(|| w.copy_(&v))`). The
     /// tensor keeps its buffer (unless another tensor shares it: then it gets a copy first),
     /// which [`Tensor::set_data`] replaces: state updated inside a captured CUDA graph (batch
     /// norm's running statistics) must stay where the graph's kernels find it.
     pub fn copy_(&self, src: &Tensor) -> Result<()> {
-        if self.requires_grad() {
+        if !self.may_write_in_place() {
             return Err(Error(
-                "copy_: an in-place copy into a tensor that requires grad would break its graph".into(),
+                "copy_: an in-place copy into a tensor that requires grad would break its graph \
+                 (a leaf, a parameter say, may be written under no_grad, as in PyTorch)"
+                    .into(),
             ));
         }
         if src.shape() != self.shape() || src.dtype() != self.dtype() || src.device() != self.device() {
@@ -206,5 +220,22 @@ mod tests {
         assert!(target.copy_(&wrong).unwrap_err().0.contains("cannot be copied"));
         let trained = source.clone().requires_grad_(true);
         assert!(trained.copy_(&source).unwrap_err().0.contains("requires grad"));
+    }
+
+    /// PyTorch's way to set a parameter, `with torch.no_grad(): w.copy_(v)`, works the same;
+    /// an op's output is never written, and a detached copy does not alias (copy-on-write).
+    #[test]
+    fn a_parameter_is_written_under_no_grad_and_an_outputs_never() {
+        let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requires_grad_(true);
+        let v = Tensor::from_vec(vec![5.0f32, 6.0], &[2]).unwrap();
+        crate::no_grad(|| w.copy_(&v)).unwrap();
+        crate::no_grad(|| w.add_scalar_(1.0)).unwrap();
+        assert_eq!(w.to_vec_f64(), [6.0, 7.0]);
+        assert!(w.requires_grad(), "still a parameter");
+        let output = w.mul_scalar(2.0);
+        let refused = crate::no_grad(|| output.copy_(&v)).unwrap_err().0;
+        assert!(refused.contains("requires grad"), "{refused}");
+        w.detach().copy_(&v).unwrap();
+        assert_eq!(w.to_vec_f64(), [6.0, 7.0], "a detached copy is written, not w");
     }
 }

@@ -395,7 +395,11 @@ impl Tensor {
         self.set_grad(None);
     }
 
-    /// The same data, cut from the graph: no gradient flows through the result.
+    /// The same data, cut from the graph: no gradient flows through the result. Unlike
+    /// PyTorch's, the result does not alias `self` for writes: storage is copy-on-write, so
+    /// `w.detach().copy_(&v)` leaves `w` as it was. To write into a parameter, call `copy_` on
+    /// it under [`crate::no_grad`] (as PyTorch's `with torch.no_grad(): w.copy_(v)`), or
+    /// [`Tensor::set_data`].
     pub fn detach(&self) -> Tensor {
         Tensor::from_storage(self.storage(), self.shape().to_vec(), None)
     }
