@@ -293,8 +293,9 @@ impl Mnist {
     pub fn load_dir(dir: &Path) -> Result<Mnist> {
         if !dir.is_dir() {
             bail!(
-                "data folder {} not found: it must hold the four MNIST-format files {}",
+                "data folder {} {}: it must be a folder holding the four MNIST-format files {}",
                 dir.display(),
+                if dir.exists() { "is a file" } else { "not found" },
                 MNIST_FILES.join(", ")
             );
         }

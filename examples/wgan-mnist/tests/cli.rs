@@ -354,6 +354,11 @@ fn bad_data_is_a_clear_error() {
         &run(&["--out", o, "--data", missing.to_str().unwrap()]),
         "train-images-idx3-ubyte.gz",
     );
+    // A file where the folder should be is named as such, not as missing.
+    let file = out.join("a-file");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(&file, b"not a folder").unwrap();
+    assert_fails_with(&run(&["--out", o, "--data", file.to_str().unwrap()]), "is a file");
 
     // A valid folder trains.
     let good = scratch("data-good");
