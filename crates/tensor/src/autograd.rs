@@ -454,7 +454,10 @@ mod tests {
 
     fn panic_message(f: impl FnOnce()) -> String {
         let err = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-        err.downcast_ref::<String>().cloned().unwrap_or_default()
+        // A panic without arguments carries a `&str`, one with them a `String`.
+        (err.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
     }
 
     #[test]
