@@ -121,11 +121,11 @@ impl DirLock {
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error(format!("cannot create output folder {}: {e}", dir.display())))?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    File::create(&probe)
-        .and_then(|mut f| f.write_all(b"ok"))
-        .map_err(|e| Error(format!("output folder {} is not writable: {e}", dir.display())))?;
+    let written = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
+    // Removed whether the write went through or not (a full disk creates the file and then
+    // refuses its bytes).
     let _ = fs::remove_file(&probe);
-    Ok(())
+    written.map_err(|e| Error(format!("output folder {} is not writable: {e}", dir.display())))
 }
 
 #[cfg(test)]
