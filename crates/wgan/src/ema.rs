@@ -2,7 +2,10 @@
 //! forgetting): the cheapest known large gain in a GAN's sample quality. The generator's
 //! weights keep moving as the two networks chase each other; their recent average sits near
 //! the centre of that motion and draws cleaner samples than any single iterate. PyTorch users
-//! know it as `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(decay)`.
+//! know the idea as `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(decay)`,
+//! which differs in its start: its first update copies the weights and every later one keeps
+//! `decay`; this one starts from the initial weights and warms its decay up (below), so the two
+//! agree only once the warm-up is over.
 //!
 //! After each update `t` (counting from 0), every parameter's average moves toward the
 //! parameter: `avg <- avg + (1 - d_t) (param - avg)`, with the warm-up decay

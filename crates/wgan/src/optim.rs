@@ -169,16 +169,28 @@ impl ParamState {
 pub struct Sgd {
     state: ParamState,
     pub lr: f64,
+    /// May be changed between steps (PyTorch's `param_groups[0]["momentum"]`): the momentum
+    /// buffers are made, zero, at the first step that needs them, as PyTorch makes them.
     pub momentum: f64,
 }
 
 impl Sgd {
     pub fn new(params: Vec<Tensor>, lr: f64, momentum: f64) -> Sgd {
-        let names: &'static [&'static str] = if momentum == 0.0 { &[] } else { &["momentum_buffer"] };
-        Sgd {
-            state: ParamState::new(params, names),
+        let mut sgd = Sgd {
+            state: ParamState::new(params, &[]),
             lr,
             momentum,
+        };
+        sgd.prepare_step();
+        sgd
+    }
+
+    /// The momentum buffers, made where momentum is on and they are not yet (a step with an
+    /// empty buffer list updated nothing).
+    fn prepare_step(&mut self) {
+        if self.momentum != 0.0 && self.state.buffers.is_empty() {
+            self.state.buffers = vec![self.state.params.iter().map(Tensor::zeros_like).collect()];
+            self.state.names = &["momentum_buffer"];
         }
     }
 }
@@ -210,7 +222,15 @@ pub struct Adam {
     pub eps: f64,
 }
 
+impl RmsProp {
+    /// Nothing to make before a step: every buffer exists from the start.
+    fn prepare_step(&mut self) {}
+}
+
 impl Adam {
+    /// Nothing to make before a step: every buffer exists from the start.
+    fn prepare_step(&mut self) {}
+
     pub fn new(params: Vec<Tensor>, lr: f64, betas: (f64, f64)) -> Adam {
         Adam {
             state: ParamState::new(params, &["exp_avg", "exp_avg_sq"]),
@@ -225,6 +245,7 @@ macro_rules! impl_optimizer {
     ($t:ty, |$s:ident| $update:expr) => {
         impl Optimizer for $t {
             fn step(&mut self) {
+                self.prepare_step();
                 let $s = &*self;
                 let update = $update;
                 self.state.update_all(update);
@@ -298,6 +319,24 @@ mod tests {
         assert!((minimise(&mut Adam::new(vec![x.clone()], 0.05, (0.9, 0.999)), &x, 2000) - 3.0).abs() < 1e-3);
         let x = Tensor::zeros(&[1], DType::F64).requires_grad_(true);
         assert!((minimise(&mut RmsProp::new(vec![x.clone()], 0.01), &x, 2000) - 3.0).abs() < 2e-2);
+    }
+
+    /// Momentum turned on after construction takes effect, as in PyTorch (the step updated
+    /// nothing: it had no buffer to walk).
+    #[test]
+    fn momentum_turned_on_later_makes_its_buffer() {
+        let x = Tensor::from_vec(vec![1.0f64], &[1]).unwrap().requires_grad_(true);
+        let mut sgd = Sgd::new(vec![x.clone()], 0.1, 0.0);
+        sgd.momentum = 0.9;
+        for expected in [1.0 - 0.1, 1.0 - 0.1 - 0.1 * 1.9] {
+            x.set_grad(Some(Tensor::from_vec(vec![1.0f64], &[1]).unwrap()));
+            sgd.step();
+            assert!((x.to_vec_f64()[0] - expected).abs() < 1e-12, "{:?}", x.to_vec_f64());
+        }
+        assert!(sgd
+            .state_dict()
+            .iter()
+            .any(|(name, _)| name.ends_with("momentum_buffer")));
     }
 
     #[test]

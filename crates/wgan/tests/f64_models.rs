@@ -194,3 +194,30 @@ fn the_trainer_trains_wgan_gp_in_f64() {
     let samples = f64_run.sample(&Generator::noise(3, &mut StdRng::seed_from_u64(1)));
     assert_eq!((samples.dtype(), samples.shape()), (DType::F64, &[3, 1, 28, 28][..]));
 }
+
+/// `Trainer::sample` draws in evaluation mode, as PyTorch's `model.eval()`: the MLP generator's
+/// batch-norm uses its running statistics and leaves them alone (in training mode a sample
+/// moved them, and a single noise vector normalised to the bias: every image the same).
+#[test]
+fn sampling_from_the_trainer_leaves_batch_norm_as_it_was() {
+    let mut config = TrainConfig::new(Algo::WganGp);
+    config.model = ModelKind::Mlp;
+    let trainer = Trainer::new(config, 16).unwrap();
+    let running = |t: &Trainer| -> Vec<f64> {
+        t.sampler()
+            .named_tensors(Some(earthmover_wgan::nn::TensorKind::Buffer))
+            .iter()
+            .flat_map(|(_, b)| b.to_vec_f64())
+            .collect()
+    };
+    let before = running(&trainer);
+    assert!(!before.is_empty(), "the MLP generator has batch-norm buffers");
+    let one = |seed| {
+        trainer
+            .sample(&Generator::noise(1, &mut StdRng::seed_from_u64(seed)))
+            .to_vec_f64()
+    };
+    let (a, b) = (one(1), one(2));
+    assert_ne!(a, b, "two noise vectors drew the same image");
+    assert_eq!(running(&trainer), before, "sampling moved the running statistics");
+}

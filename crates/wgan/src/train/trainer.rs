@@ -561,12 +561,16 @@ impl Trainer {
     }
 
     /// Images from [`Trainer::sampler`] for `noise` (no graph recorded; the noise is converted
-    /// to the networks' dtype).
+    /// to the networks' dtype), in evaluation mode: batch-norm normalises by its running
+    /// statistics and leaves them as they are, so that sampling never changes the training
+    /// state (and one noise vector does not normalise to the bias alone), as PyTorch's
+    /// `model.eval()`.
     pub fn sample(&self, noise: &Tensor) -> Tensor {
-        no_grad(|| {
-            self.sampler()
-                .forward(&on_device(noise.to_dtype(self.dtype()), self.device))
-        })
+        let sampler = self.sampler();
+        sampler.set_training(false);
+        let images = no_grad(|| sampler.forward(&on_device(noise.to_dtype(self.dtype()), self.device)));
+        sampler.set_training(true);
+        images
     }
 }
 
