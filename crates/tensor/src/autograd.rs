@@ -405,15 +405,15 @@ fn run_backward(
 /// at backward time, and one written in place since the op ran would give the gradient at the
 /// new values, silently wrong (PyTorch raises the same error).
 fn check_versions(name: &str, t: &Tensor, state: &NodeState) {
-    let changed = state
-        .inputs
-        .iter()
-        .zip(&state.versions)
-        .enumerate()
-        .map(|(i, (input, &saw))| (format!("its input {i}"), input, saw))
-        .chain(std::iter::once(("its output".to_string(), t, 0)))
-        .find(|(_, tensor, saw)| tensor.version() != *saw);
-    if let Some((which, tensor, saw)) = changed {
+    // Compared first, named only on a mismatch: this runs for every node of every backward pass.
+    let changed = (state.inputs.iter().zip(state.versions.iter().copied()))
+        .chain(std::iter::once((t, 0)))
+        .position(|(tensor, saw)| tensor.version() != saw);
+    if let Some(at) = changed {
+        let (tensor, saw, which) = match state.inputs.get(at) {
+            Some(input) => (input, state.versions[at], format!("its input {at}")),
+            None => (t, 0, "its output".to_string()),
+        };
         panic!(
             "backward of `{name}`: {which} (shape {:?}, {}) was written in place after the op used it \
              (version {}, the op saw version {saw}), so its gradient would be taken at the new values; \

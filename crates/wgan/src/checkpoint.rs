@@ -425,23 +425,19 @@ pub fn load_checkpoint_bytes(bytes: &[u8], name: &str, train_len: usize) -> Resu
             .map_err(|e| Error(format!("{name}: {e}")))?;
     }
     load_scalers(&mut trainer, &loaded, name)?;
+    // The split's size: recorded as `train_len` since it was, before that known only from an
+    // old checkpoint's stored order. Data of another size would resume a different order of
+    // images (or run past its end), silently.
     let order = loaded.orders.get("batcher.order").cloned().unwrap_or_default();
-    if !order.is_empty() && order.len() != train_len {
+    let saved_len = match loaded.metadata.contains_key("train_len") {
+        true => Some(metadata_value::<usize>(&loaded, "train_len", name)?),
+        false => (!order.is_empty()).then_some(order.len()),
+    };
+    if let Some(saved) = saved_len.filter(|&saved| saved != train_len) {
         bail!(
-            "{name}: the run was trained on {} images, but this training split has {train_len}",
-            order.len()
+            "{name}: the run was trained on {saved} images, but this training split has {train_len}; \
+             resume it with the data it started with"
         );
-    }
-    // Checkpoints since `train_len` was recorded name their split's size: data of another size
-    // would resume a different order of images (or run past its end), silently.
-    if loaded.metadata.contains_key("train_len") {
-        let saved: usize = metadata_value(&loaded, "train_len", name)?;
-        if saved != train_len {
-            bail!(
-                "{name}: the run was trained on {saved} images, but this training split has {train_len}; \
-                 resume it with the data it started with"
-            );
-        }
     }
     let position: u64 = metadata_value(&loaded, "batcher_position", name)?;
     let epoch: u64 = metadata_value(&loaded, "batcher_epoch", name)?;

@@ -24,18 +24,33 @@ pub struct Outputs {
 
 /// Lock the output folder `dir` (creating it) for this process: before anything is written
 /// into it, and for as long as the value lives.
+/// The files a run writes into its folder, by name (the sample grids go into [`SAMPLES`] as
+/// `iter_NNNNNN.png`).
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const GENERATOR: &str = "generator.safetensors";
+pub const METRICS: &str = "metrics.csv";
+pub const SETTINGS: &str = "config.json";
+pub const WASSERSTEIN_PLOT: &str = "wasserstein.png";
+pub const QUALITY_PLOT: &str = "quality.png";
+pub const SAMPLES: &str = "samples";
+pub const SAMPLE_PREFIX: &str = "iter_";
+/// Every file of a run but its sample grids: what `--overwrite` deletes, with them.
+pub const RUN_FILES: [&str; 6] = [CHECKPOINT, GENERATOR, METRICS, SETTINGS, WASSERSTEIN_PLOT, QUALITY_PLOT];
+
 pub fn lock_output_folder(dir: &std::path::Path) -> Result<DirLock> {
     DirLock::acquire(dir, "wgan-mnist", "wait for it or choose another --out")
 }
 
 impl Outputs {
     pub fn checkpoint_path(&self) -> PathBuf {
-        self.dir.join("checkpoint.safetensors")
+        self.dir.join(CHECKPOINT)
     }
 
     /// The sample grid of iteration `iteration`.
     pub fn sample_path(&self, iteration: usize) -> PathBuf {
-        self.dir.join("samples").join(format!("iter_{iteration:06}.png"))
+        self.dir
+            .join(SAMPLES)
+            .join(format!("{SAMPLE_PREFIX}{iteration:06}.png"))
     }
 
     pub fn save_samples(&self, trainer: &Trainer) -> Result<PathBuf> {
@@ -47,13 +62,13 @@ impl Outputs {
     }
 
     pub fn save_logs(&self, rows: &[IterationLog], algo: Algo) -> Result<()> {
-        write_atomic(&self.dir.join("metrics.csv"), history::to_csv(rows).as_bytes())?;
+        write_atomic(&self.dir.join(METRICS), history::to_csv(rows).as_bytes())?;
         if !rows.is_empty() {
-            write_atomic(&self.dir.join("wasserstein.png"), &wasserstein_plot(rows, algo)?)?;
+            write_atomic(&self.dir.join(WASSERSTEIN_PLOT), &wasserstein_plot(rows, algo)?)?;
         }
         if let Some(probe) = &self.quality_probe {
             if rows.iter().any(|r| r.quality.is_some()) {
-                write_atomic(&self.dir.join("quality.png"), &quality_plot(rows, &probe.real)?)?;
+                write_atomic(&self.dir.join(QUALITY_PLOT), &quality_plot(rows, &probe.real)?)?;
             }
         }
         Ok(())
@@ -61,7 +76,7 @@ impl Outputs {
 
     pub fn save_checkpoint(&self, trainer: &Trainer) -> Result<()> {
         save_checkpoint(trainer, &self.checkpoint_path())?;
-        save_generator(trainer, &self.dir.join("generator.safetensors"))
+        save_generator(trainer, &self.dir.join(GENERATOR))
     }
 }
 

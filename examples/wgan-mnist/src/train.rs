@@ -3,7 +3,7 @@
 //! interrupted, and finish.
 
 use crate::download;
-use crate::outputs::{lock_output_folder, Outputs};
+use crate::outputs::{lock_output_folder, Outputs, CHECKPOINT, METRICS, RUN_FILES, SAMPLES, SAMPLE_PREFIX, SETTINGS};
 use crate::quality::{self, QualityProbe, Ruler};
 use crate::{EmaFlag, TrainArgs};
 use earthmover_tensor::{cuda_device_count, device_name, Device};
@@ -69,7 +69,7 @@ pub fn train(mut args: TrainArgs) -> Result<()> {
         outputs.quality_probe.as_ref(),
     )?;
     let rows = match &args.resume {
-        Some(_) => read_metrics(&outputs.dir.join("metrics.csv"), trainer.iteration)?,
+        Some(_) => read_metrics(&outputs.dir.join(METRICS), trainer.iteration)?,
         None => Vec::new(),
     };
     let interrupted = interrupt_flag();
@@ -133,7 +133,7 @@ fn output_folder(args: &TrainArgs) -> PathBuf {
                     1 => PathBuf::from(DEFAULT_OUT),
                     n => PathBuf::from(format!("{DEFAULT_OUT}-{n}")),
                 })
-                .find(|dir| !dir.join(RUN_FILES[0]).exists())
+                .find(|dir| !dir.join(CHECKPOINT).exists())
                 .expect("some numbered folder is free");
             if free != Path::new(DEFAULT_OUT) {
                 eprintln!(
@@ -149,21 +149,11 @@ fn output_folder(args: &TrainArgs) -> PathBuf {
 /// The output folder when none is given and no checkpoint is resumed.
 pub const DEFAULT_OUT: &str = "runs/wgan-mnist";
 
-/// The files a run writes into its folder, besides `samples/iter_*.png`.
-const RUN_FILES: [&str; 6] = [
-    "checkpoint.safetensors",
-    "generator.safetensors",
-    "metrics.csv",
-    "config.json",
-    "wasserstein.png",
-    "quality.png",
-];
-
 /// Refuses a folder that holds another run's checkpoint (a new run there would overwrite it and
 /// leave its sample grids among the new ones; a resumed one would mix the two runs' logs),
 /// unless it is the checkpoint being resumed or `--overwrite` clears that run first.
 fn check_folder_holds_no_other_run(args: &TrainArgs) -> Result<()> {
-    let existing = args.out.join(RUN_FILES[0]);
+    let existing = args.out.join(CHECKPOINT);
     if !existing.exists() {
         return Ok(());
     }
@@ -186,7 +176,7 @@ fn check_folder_holds_no_other_run(args: &TrainArgs) -> Result<()> {
             "{} already holds a run ({}): continue it with --resume {}, start this one in another --out, \
              or replace that run with --overwrite",
             args.out.display(),
-            RUN_FILES[0],
+            CHECKPOINT,
             existing.display()
         ),
         Some(resumed) => bail!(
@@ -210,11 +200,11 @@ fn remove_previous_run(dir: &Path) -> Result<()> {
     for name in RUN_FILES {
         remove(&dir.join(name))?;
     }
-    if let Ok(grids) = std::fs::read_dir(dir.join("samples")) {
+    if let Ok(grids) = std::fs::read_dir(dir.join(SAMPLES)) {
         for entry in grids.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("iter_") && name.ends_with(".png") {
+            if name.starts_with(SAMPLE_PREFIX) && name.ends_with(".png") {
                 remove(&entry.path())?;
             }
         }
@@ -512,7 +502,7 @@ fn set_up_outputs(
     lock: DirLock,
 ) -> Result<Outputs> {
     ensure_writable_dir(&args.out)?;
-    ensure_writable_dir(&args.out.join("samples"))?;
+    ensure_writable_dir(&args.out.join(SAMPLES))?;
     Ok(Outputs {
         dir: args.out.clone(),
         fixed_noise: Generator::noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0x5A3F_1E5D_u64)),
@@ -593,7 +583,7 @@ fn write_settings(
         "resumed_from": args.resume.as_ref().map(|p| p.display().to_string()),
     });
     write_atomic(
-        &args.out.join("config.json"),
+        &args.out.join(SETTINGS),
         serde_json::to_string_pretty(&settings).expect("json").as_bytes(),
     )
 }
